@@ -1,0 +1,58 @@
+/**
+ * Test certificates made with the openssl CLI: a CA and server certificates
+ * whose SANs name the addresses and host names given. ECDSA P-256, like the
+ * program's own (components/Pki.ts).
+ */
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { tmpdir } from "node:os";
+import { isIP } from "node:net";
+
+export interface CertFiles {
+  certFile: string;
+  keyFile: string;
+  certPem: string;
+  keyPem: string;
+}
+
+export interface TestCa extends CertFiles {
+  dir: string;
+  /** Issues a server certificate for these names and addresses. */
+  issue(label: string, sans: string[], commonName?: string): CertFiles;
+}
+
+function openssl(args: string[], cwd: string): void {
+  execFileSync("openssl", args, { cwd, stdio: ["ignore", "ignore", "pipe"] });
+}
+
+export function makeCa(label = "test-ca", dir = mkdtempSync(join(tmpdir(), "synaxic-pki-"))): TestCa {
+  const keyFile = join(dir, `${label}.key`);
+  const certFile = join(dir, `${label}.crt`);
+  openssl(["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", keyFile], dir);
+  openssl(
+    ["req", "-x509", "-new", "-key", keyFile, "-sha256", "-days", "30", "-subj", `/CN=${label}`,
+      "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-out", certFile],
+    dir,
+  );
+  const ca: TestCa = {
+    dir,
+    keyFile,
+    certFile,
+    certPem: readFileSync(certFile, "utf8"),
+    keyPem: readFileSync(keyFile, "utf8"),
+    issue(name: string, sans: string[], commonName = sans[0] ?? name): CertFiles {
+      const k = join(dir, `${name}.key`);
+      const csr = join(dir, `${name}.csr`);
+      const c = join(dir, `${name}.crt`);
+      const ext = join(dir, `${name}.ext`);
+      openssl(["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", k], dir);
+      openssl(["req", "-new", "-key", k, "-subj", `/CN=${commonName}`, "-out", csr], dir);
+      const san = sans.map((s) => (isIP(s) ? `IP:${s}` : `DNS:${s}`)).join(",");
+      writeFileSync(ext, `subjectAltName=${san}\nextendedKeyUsage=serverAuth,clientAuth\nkeyUsage=digitalSignature,keyEncipherment\n`);
+      openssl(["x509", "-req", "-in", csr, "-CA", certFile, "-CAkey", keyFile, "-CAcreateserial", "-days", "30", "-sha256", "-extfile", ext, "-out", c], dir);
+      return { certFile: c, keyFile: k, certPem: readFileSync(c, "utf8"), keyPem: readFileSync(k, "utf8") };
+    },
+  };
+  return ca;
+}
