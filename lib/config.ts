@@ -1,0 +1,557 @@
+/**
+ * Stack configuration: the one place that reads `pulumi config`.
+ *
+ * `parseStackConfig` is pure: it takes the raw configuration map (what
+ * `pulumi config` holds, keys like `synaxic:role`) and the set of keys stored
+ * as secrets, validates everything with a schema, and either returns a typed
+ * object or throws a ConfigError naming the key, the value given and the form
+ * expected. Secret values never pass through it: it only checks that they are
+ * present and stored encrypted; `loadStackConfig` then reads them with
+ * `requireSecret`, so they stay secret Outputs end to end.
+ */
+import * as pulumi from "@pulumi/pulumi";
+import { isIPv4 } from "node:net";
+import { z } from "zod";
+
+export const PROJECT = "synaxic";
+
+/** Server types we know the size of (vCPU, memory) for PostgreSQL sizing. */
+export const HETZNER_SERVER_TYPES: Readonly<Record<string, { cpus: number; memoryMiB: number }>> = {
+  cx22: { cpus: 2, memoryMiB: 4096 },
+  cx23: { cpus: 2, memoryMiB: 4096 },
+  cx32: { cpus: 4, memoryMiB: 8192 },
+  cx33: { cpus: 4, memoryMiB: 8192 },
+  cx42: { cpus: 8, memoryMiB: 16384 },
+  cx43: { cpus: 8, memoryMiB: 16384 },
+  cx52: { cpus: 16, memoryMiB: 32768 },
+  cx53: { cpus: 16, memoryMiB: 32768 },
+  cpx11: { cpus: 2, memoryMiB: 2048 },
+  cpx21: { cpus: 3, memoryMiB: 4096 },
+  cpx31: { cpus: 4, memoryMiB: 8192 },
+  cpx41: { cpus: 8, memoryMiB: 16384 },
+  cpx51: { cpus: 16, memoryMiB: 32768 },
+  cax11: { cpus: 2, memoryMiB: 4096 },
+  cax21: { cpus: 4, memoryMiB: 8192 },
+  cax31: { cpus: 8, memoryMiB: 16384 },
+  cax41: { cpus: 16, memoryMiB: 32768 },
+  ccx13: { cpus: 2, memoryMiB: 8192 },
+  ccx23: { cpus: 4, memoryMiB: 16384 },
+  ccx33: { cpus: 8, memoryMiB: 32768 },
+  ccx43: { cpus: 16, memoryMiB: 65536 },
+  ccx53: { cpus: 32, memoryMiB: 131072 },
+  ccx63: { cpus: 48, memoryMiB: 196608 },
+};
+
+export class ConfigError extends Error {
+  constructor(
+    readonly key: string,
+    message: string,
+  ) {
+    super(`${PROJECT}:${key}: ${message}`);
+    this.name = "ConfigError";
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Field schemas
+// ---------------------------------------------------------------------------
+
+const show = (v: unknown): string => JSON.stringify(v);
+
+const ipv4 = z.string().refine(isIPv4, { message: "expected an IPv4 address such as 10.10.0.2" });
+
+const cidrV4 = z.string().refine(
+  (s) => {
+    const [addr, bits, ...rest] = s.split("/");
+    return rest.length === 0 && !!addr && isIPv4(addr) && /^\d{1,2}$/.test(bits ?? "") && Number(bits) <= 32;
+  },
+  { message: "expected an IPv4 network in CIDR form such as 10.10.0.0/16" },
+);
+
+const port = z.coerce
+  .number()
+  .int()
+  .min(1)
+  .max(65535, { message: "expected a TCP port from 1 to 65535" });
+
+/**
+ * An image reference with a pinned version: `name:tag` with a tag other than
+ * `latest`, or `name@sha256:<digest>`.
+ */
+export const pinnedImage = z.string().superRefine((s, ctx) => {
+  const digest = /^[a-z0-9][a-z0-9._\/:-]*@sha256:[a-f0-9]{64}$/;
+  const tagged = /^([a-z0-9][a-z0-9._\-\/]*(?::\d+)?(?:\/[a-z0-9._\-]+)*):([A-Za-z0-9_][A-Za-z0-9_.-]{0,127})$/;
+  if (digest.test(s)) return;
+  const m = tagged.exec(s);
+  if (!m) {
+    ctx.addIssue({ code: "custom", message: "expected an image with a pinned tag, such as registry.example.com/synaxic:1.4.2 (a tag or an @sha256 digest is required)" });
+  } else if (m[2] === "latest") {
+    ctx.addIssue({ code: "custom", message: "the tag 'latest' is not pinned; name a version tag such as :1.4.2 or an @sha256 digest" });
+  }
+});
+
+const name = z
+  .string()
+  .regex(/^[a-z][a-z0-9-]{0,30}[a-z0-9]$/, {
+    message: "expected a lower-case name of letters, digits and '-' (2 to 32 characters, starting with a letter)",
+  });
+
+const bool = z.union([z.boolean(), z.enum(["true", "false"]).transform((s) => s === "true")]);
+const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+const size = z.string().regex(/^\d+(kB|MB|GB|TB)$/, { message: "expected a PostgreSQL size such as 512MB or 4GB" });
+
+// ---------------------------------------------------------------------------
+// The declared keys (mirrors Pulumi.yaml; a unit test checks they agree)
+// ---------------------------------------------------------------------------
+
+export interface KeySpec {
+  schema: z.ZodType;
+  default?: unknown;
+  secret?: boolean;
+  /** Optional secret: may be absent, but when present must be stored encrypted. */
+  optionalSecret?: boolean;
+  json?: boolean;
+}
+
+export const DEFAULT_IMAGES = {
+  postgresImage: "postgres:15.13-bookworm",
+  redisImage: "redis:7.0.15-bookworm",
+  nginxImage: "nginx:1.22.1",
+  prometheusImage: "prom/prometheus:v2.42.0",
+  grafanaImage: "grafana/grafana:10.4.2",
+  nodeExporterImage: "prom/node-exporter:v1.5.0",
+  postgresExporterImage: "quay.io/prometheuscommunity/postgres-exporter:v0.11.1",
+  redisExporterImage: "oliver006/redis_exporter:v1.45.0",
+} as const;
+
+export const KEYS: Record<string, KeySpec> = {
+  role: { schema: z.enum(["main", "replica"], { message: "expected main or replica" }), default: "main" },
+  hostName: { schema: name, default: "main" },
+  hostProvider: { schema: z.enum(["hetzner", "existing"], { message: "expected hetzner or existing" }), default: "hetzner" },
+  // Hetzner
+  serverType: { schema: z.string(), default: "cx32" },
+  location: { schema: z.string().regex(/^[a-z]{3}\d$/, { message: "expected a Hetzner location such as nbg1, fsn1, hel1" }), default: "nbg1" },
+  osImage: { schema: z.string().min(1), default: "debian-12" },
+  networkZone: { schema: z.string().min(1), default: "eu-central" },
+  privateNetworkCidr: { schema: cidrV4, default: "10.10.0.0/16" },
+  adminCidrs: { schema: z.array(cidrV4), default: [], json: true },
+  // Existing host
+  sshHost: { schema: z.string(), default: "" },
+  sshPort: { schema: port, default: 22 },
+  sshUser: { schema: z.string().regex(/^[a-z_][a-z0-9_-]*$/, { message: "expected a Unix user name" }), default: "root" },
+  sshHostKey: { schema: z.string(), default: "" },
+  memoryMiB: { schema: int(0, 4_194_304), default: 0 },
+  cpus: { schema: int(0, 1024), default: 0 },
+  // Both
+  privateIp: { schema: ipv4, default: "10.10.0.2" },
+  sshPrivateKey: { schema: z.string(), secret: true },
+  dockerSubnet: { schema: cidrV4, default: "172.30.88.0/24" },
+  deleteDataOnDestroy: { schema: bool, default: false },
+  commandTimeoutSeconds: { schema: int(30, 3600), default: 600 },
+  // Main
+  replicas: { schema: z.array(z.string()), default: [], json: true },
+  appImage: { schema: pinnedImage, default: "ghcr.io/synaxic/synaxic:1.0.0" },
+  ...Object.fromEntries(Object.entries(DEFAULT_IMAGES).map(([k, v]) => [k, { schema: pinnedImage, default: v }])),
+  databaseName: { schema: z.string().regex(/^[a-z_][a-z0-9_]{0,62}$/, { message: "expected a lower-case SQL identifier" }), default: "synaxic" },
+  maxConnections: { schema: int(20, 10000), default: 100 },
+  maxSlotWalKeepSize: { schema: size, default: "4GB" },
+  walKeepSize: { schema: size, default: "256MB" },
+  httpPort: { schema: port, default: 80 },
+  httpsPort: { schema: port, default: 443 },
+  postgresPort: { schema: port, default: 5432 },
+  redisPort: { schema: port, default: 6380 },
+  appPort: { schema: port, default: 8080 },
+  prometheusPort: { schema: port, default: 9090 },
+  grafanaPort: { schema: port, default: 3000 },
+  nodeExporterPort: { schema: port, default: 9100 },
+  postgresExporterPort: { schema: port, default: 9187 },
+  redisExporterPort: { schema: port, default: 9121 },
+  httpsCertificate: { schema: z.string(), default: "" },
+  httpsPrivateKey: { schema: z.string(), optionalSecret: true, default: "" },
+  googleClientId: { schema: z.string().min(1, { message: "expected the OAuth client id from Google Cloud Console" }) },
+  googleClientSecret: { schema: z.string(), secret: true },
+  // Replica
+  mainStack: { schema: z.string(), default: "" },
+  promote: { schema: bool, default: false },
+  reinitGeneration: { schema: int(0, 1_000_000), default: 0 },
+};
+
+// ---------------------------------------------------------------------------
+// The typed result
+// ---------------------------------------------------------------------------
+
+export interface ReplicaEntry {
+  name: string;
+  privateIp: string;
+  /** Physical replication slot on the primary. */
+  slotName: string;
+}
+
+export type HostConfig =
+  | {
+      provider: "hetzner";
+      serverType: string;
+      location: string;
+      osImage: string;
+      networkZone: string;
+      cpus: number;
+      memoryMiB: number;
+    }
+  | {
+      provider: "existing";
+      sshHost: string;
+      sshPort: number;
+      sshUser: string;
+      sshHostKey: string;
+      cpus: number;
+      memoryMiB: number;
+    };
+
+export interface Ports {
+  http: number;
+  https: number;
+  postgres: number;
+  redis: number;
+  app: number;
+  prometheus: number;
+  grafana: number;
+  nodeExporter: number;
+  postgresExporter: number;
+  redisExporter: number;
+}
+
+export interface Images {
+  postgres: string;
+  redis: string;
+  nginx: string;
+  prometheus: string;
+  grafana: string;
+  nodeExporter: string;
+  postgresExporter: string;
+  redisExporter: string;
+}
+
+interface CommonConfig {
+  hostName: string;
+  host: HostConfig;
+  privateIp: string;
+  privateNetworkCidr: string;
+  adminCidrs: string[];
+  dockerSubnet: string;
+  deleteDataOnDestroy: boolean;
+  commandTimeoutSeconds: number;
+  images: Images;
+  ports: Ports;
+  databaseName: string;
+  googleClientId: string;
+}
+
+export interface MainConfig extends CommonConfig {
+  role: "main";
+  replicas: ReplicaEntry[];
+  appImage: string;
+  maxConnections: number;
+  maxSlotWalKeepSize: string;
+  walKeepSize: string;
+  /** PEM certificate for the balancer's HTTPS listener; the key is a secret read separately. */
+  httpsCertificate?: string;
+}
+
+export interface ReplicaConfig extends CommonConfig {
+  role: "replica";
+  mainStack: string;
+  replicaName: string;
+  promote: boolean;
+  reinitGeneration: number;
+  maxConnections: number;
+}
+
+export type ParsedConfig = MainConfig | ReplicaConfig;
+
+/** The parsed configuration plus its secrets, as secret Outputs. */
+export type StackConfig = ParsedConfig & {
+  secrets: {
+    sshPrivateKey: pulumi.Output<string>;
+    googleClientSecret: pulumi.Output<string>;
+    httpsPrivateKey?: pulumi.Output<string>;
+  };
+};
+
+// ---------------------------------------------------------------------------
+// Parsing
+// ---------------------------------------------------------------------------
+
+function fullKey(key: string): string {
+  return `${PROJECT}:${key}`;
+}
+
+/** Converts a Postgres replica name into a slot name (lower case, digits, underscore). */
+export function slotNameFor(replicaName: string): string {
+  return `replica_${replicaName.replace(/-/g, "_")}`;
+}
+
+function readKey(raw: Readonly<Record<string, string>>, key: string): unknown {
+  const spec = KEYS[key];
+  if (!spec) throw new Error(`internal: undeclared config key ${key}`);
+  const value = raw[fullKey(key)];
+  if (value === undefined) {
+    if (spec.default === undefined) {
+      throw new ConfigError(key, `missing; set it with \`pulumi config set ${key}${spec.secret ? " --secret" : ""} <value>\``);
+    }
+    return spec.default;
+  }
+  let parsedValue: unknown = value;
+  if (spec.json) {
+    try {
+      parsedValue = JSON.parse(value);
+    } catch {
+      throw new ConfigError(key, `got ${show(value)}; expected a list, e.g. set it with \`pulumi config set --path '${key}[0]' <value>\``);
+    }
+  }
+  const r = spec.schema.safeParse(parsedValue);
+  if (!r.success) {
+    const issue = r.error.issues[0]!;
+    const where = issue.path.length ? `[${issue.path.join("][")}]` : "";
+    const given = issue.path.length ? (issue.path as (string | number)[]).reduce<unknown>((v, p) => (v as Record<string | number, unknown>)?.[p], parsedValue) : parsedValue;
+    throw new ConfigError(`${key}${where}`, `got ${show(given)}; ${issue.message}`);
+  }
+  return r.data;
+}
+
+function requireSecretPresent(raw: Readonly<Record<string, string>>, secretKeys: ReadonlySet<string>, key: string, optional = false): boolean {
+  const k = fullKey(key);
+  const value = raw[k];
+  if (value === undefined || value === "") {
+    if (optional) return false;
+    throw new ConfigError(key, `missing required secret; set it with \`pulumi config set --secret ${key} <value>\``);
+  }
+  if (!secretKeys.has(k)) {
+    throw new ConfigError(key, `is stored in plain text; it is a secret, store it with \`pulumi config set --secret ${key} <value>\``);
+  }
+  return true;
+}
+
+function parseReplicas(entries: string[], mainIp: string, cidr: string): ReplicaEntry[] {
+  const out: ReplicaEntry[] = [];
+  const names = new Map<string, number>();
+  const ips = new Map<string, number>();
+  entries.forEach((entry, i) => {
+    const key = `replicas[${i}]`;
+    const m = /^([^=\s]+)=([^=\s]+)$/.exec(entry);
+    if (!m) throw new ConfigError(key, `got ${show(entry)}; expected "name=private IPv4 address", e.g. "replica-1=10.10.0.3"`);
+    const [, rname, ip] = m as unknown as [string, string, string];
+    const n = name.safeParse(rname);
+    if (!n.success) throw new ConfigError(key, `got name ${show(rname)}; ${n.error.issues[0]!.message}`);
+    if (rname === "main") throw new ConfigError(key, `got name "main"; that name is the main host's, choose another such as replica-1`);
+    if (!isIPv4(ip)) throw new ConfigError(key, `got address ${show(ip)}; expected an IPv4 address such as 10.10.0.3`);
+    if (!inCidr(ip, cidr)) throw new ConfigError(key, `got address ${show(ip)}; expected an address inside the private network ${cidr}`);
+    if (ip === mainIp) throw new ConfigError(key, `got address ${show(ip)}; that is the main host's privateIp`);
+    if (names.has(rname)) throw new ConfigError(key, `duplicate replica name ${show(rname)} (also replicas[${names.get(rname)}])`);
+    if (ips.has(ip)) throw new ConfigError(key, `duplicate address ${show(ip)} (also replicas[${ips.get(ip)}])`);
+    names.set(rname, i);
+    ips.set(ip, i);
+    out.push({ name: rname, privateIp: ip, slotName: slotNameFor(rname) });
+  });
+  return out;
+}
+
+function ipToInt(ip: string): number {
+  return ip.split(".").reduce((a, o) => a * 256 + Number(o), 0);
+}
+
+export function inCidr(ip: string, cidr: string): boolean {
+  const [net, bits] = cidr.split("/") as [string, string];
+  const b = Number(bits);
+  if (b === 0) return true;
+  const mask = b === 32 ? 0xffffffff : (~((1 << (32 - b)) - 1) >>> 0) >>> 0;
+  return ((ipToInt(ip) & mask) >>> 0) === ((ipToInt(net) & mask) >>> 0);
+}
+
+function checkPortClashes(ports: Ports): void {
+  const seen = new Map<number, string>();
+  for (const [k, v] of Object.entries(ports)) {
+    const other = seen.get(v);
+    if (other) throw new ConfigError(`${k}Port`, `got ${v}; it clashes with ${other}Port, which is also ${v}`);
+    seen.set(v, k);
+  }
+}
+
+/**
+ * Validates the raw configuration map. Pure: no Pulumi calls, no I/O.
+ * @param raw keys like "synaxic:role" to their string values (secrets included or not)
+ * @param secretKeys the full keys stored encrypted
+ */
+export function parseStackConfig(raw: Readonly<Record<string, string>>, secretKeys: ReadonlySet<string>): ParsedConfig {
+  for (const k of Object.keys(raw)) {
+    if (k.startsWith(`${PROJECT}:`) && !(k.slice(PROJECT.length + 1) in KEYS)) {
+      throw new ConfigError(k.slice(PROJECT.length + 1), `unknown key; see the configuration reference in the README for the keys this program reads`);
+    }
+  }
+  const get = <T>(key: string): T => readKey(raw, key) as T;
+  const role = get<"main" | "replica">("role");
+  const provider = get<"hetzner" | "existing">("hostProvider");
+
+  requireSecretPresent(raw, secretKeys, "sshPrivateKey");
+  requireSecretPresent(raw, secretKeys, "googleClientSecret");
+
+  let host: HostConfig;
+  const cpusGiven = get<number>("cpus");
+  const memGiven = get<number>("memoryMiB");
+  if (provider === "hetzner") {
+    const serverType = get<string>("serverType");
+    const known = HETZNER_SERVER_TYPES[serverType];
+    if (!known) {
+      throw new ConfigError("serverType", `got ${show(serverType)}; expected one of ${Object.keys(HETZNER_SERVER_TYPES).join(", ")}`);
+    }
+    host = {
+      provider,
+      serverType,
+      location: get("location"),
+      osImage: get("osImage"),
+      networkZone: get("networkZone"),
+      cpus: known.cpus,
+      memoryMiB: known.memoryMiB,
+    };
+  } else {
+    const sshHost = get<string>("sshHost");
+    if (!sshHost) throw new ConfigError("sshHost", `missing; an existing host needs the address it is reached at over SSH`);
+    if (!isIPv4(sshHost) && !/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/i.test(sshHost)) {
+      throw new ConfigError("sshHost", `got ${show(sshHost)}; expected an IPv4 address or a DNS name`);
+    }
+    const sshHostKey = get<string>("sshHostKey");
+    if (!/^(ssh-ed25519|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ssh-rsa) [A-Za-z0-9+/=]+$/.test(sshHostKey.trim().split(/\s+/).slice(0, 2).join(" "))) {
+      throw new ConfigError(
+        "sshHostKey",
+        `got ${show(sshHostKey)}; expected the host's public SSH key, e.g. "ssh-ed25519 AAAA..." (from \`ssh-keyscan -t ed25519 <host>\`, checked out of band); it is pinned, never skipped`,
+      );
+    }
+    if (!cpusGiven) throw new ConfigError("cpus", `missing; an existing host needs its CPU count for PostgreSQL sizing`);
+    if (!memGiven) throw new ConfigError("memoryMiB", `missing; an existing host needs its memory in MiB for PostgreSQL sizing`);
+    host = { provider, sshHost, sshPort: get("sshPort"), sshUser: get("sshUser"), sshHostKey: sshHostKey.trim(), cpus: cpusGiven, memoryMiB: memGiven };
+  }
+
+  const privateNetworkCidr = get<string>("privateNetworkCidr");
+  const privateIp = get<string>("privateIp");
+  if (!inCidr(privateIp, privateNetworkCidr)) {
+    throw new ConfigError("privateIp", `got ${show(privateIp)}; expected an address inside privateNetworkCidr ${privateNetworkCidr}`);
+  }
+  const dockerSubnet = get<string>("dockerSubnet");
+  if (inCidr(privateIp, dockerSubnet) || inCidr(dockerSubnet.split("/")[0]!, privateNetworkCidr)) {
+    throw new ConfigError("dockerSubnet", `got ${show(dockerSubnet)}; it overlaps the private network ${privateNetworkCidr}`);
+  }
+  if (Number(dockerSubnet.split("/")[1]) > 28) {
+    throw new ConfigError("dockerSubnet", `got ${show(dockerSubnet)}; expected a network of /28 or larger`);
+  }
+
+  const ports: Ports = {
+    http: get("httpPort"),
+    https: get("httpsPort"),
+    postgres: get("postgresPort"),
+    redis: get("redisPort"),
+    app: get("appPort"),
+    prometheus: get("prometheusPort"),
+    grafana: get("grafanaPort"),
+    nodeExporter: get("nodeExporterPort"),
+    postgresExporter: get("postgresExporterPort"),
+    redisExporter: get("redisExporterPort"),
+  };
+  checkPortClashes(ports);
+
+  const images: Images = {
+    postgres: get("postgresImage"),
+    redis: get("redisImage"),
+    nginx: get("nginxImage"),
+    prometheus: get("prometheusImage"),
+    grafana: get("grafanaImage"),
+    nodeExporter: get("nodeExporterImage"),
+    postgresExporter: get("postgresExporterImage"),
+    redisExporter: get("redisExporterImage"),
+  };
+
+  const common: CommonConfig = {
+    hostName: get("hostName"),
+    host,
+    privateIp,
+    privateNetworkCidr,
+    adminCidrs: get("adminCidrs"),
+    dockerSubnet,
+    deleteDataOnDestroy: get("deleteDataOnDestroy"),
+    commandTimeoutSeconds: get("commandTimeoutSeconds"),
+    images,
+    ports,
+    databaseName: get("databaseName"),
+    googleClientId: get("googleClientId"),
+  };
+
+  if (role === "main") {
+    if (common.hostName !== "main") {
+      throw new ConfigError("hostName", `got ${show(common.hostName)} on the main stack; expected "main"`);
+    }
+    const httpsCertificate = get<string>("httpsCertificate");
+    const hasKey = requireSecretPresent(raw, secretKeys, "httpsPrivateKey", true);
+    if (!!httpsCertificate !== hasKey) {
+      throw new ConfigError(
+        hasKey ? "httpsCertificate" : "httpsPrivateKey",
+        `HTTPS needs both httpsCertificate (PEM) and httpsPrivateKey (secret PEM); only one is set`,
+      );
+    }
+    if (httpsCertificate && !httpsCertificate.includes("-----BEGIN CERTIFICATE-----")) {
+      throw new ConfigError("httpsCertificate", `got ${show(httpsCertificate.slice(0, 40))}...; expected a PEM certificate chain`);
+    }
+    return {
+      ...common,
+      role,
+      replicas: parseReplicas(get<string[]>("replicas"), privateIp, privateNetworkCidr),
+      appImage: get("appImage"),
+      maxConnections: get("maxConnections"),
+      maxSlotWalKeepSize: get("maxSlotWalKeepSize"),
+      walKeepSize: get("walKeepSize"),
+      ...(httpsCertificate ? { httpsCertificate } : {}),
+    };
+  }
+
+  const mainStack = get<string>("mainStack");
+  if (!/^([A-Za-z0-9_.-]+\/){0,2}[A-Za-z0-9_.-]+$/.test(mainStack)) {
+    throw new ConfigError("mainStack", `got ${show(mainStack)}; a replica stack needs the main stack's name, e.g. "acme/synaxic/main"`);
+  }
+  const replicaName = common.hostName;
+  if (replicaName === "main") {
+    throw new ConfigError("hostName", `got "main" on a replica stack; expected this replica's name as listed in the main stack's replicas, e.g. replica-1`);
+  }
+  return {
+    ...common,
+    role,
+    mainStack,
+    replicaName,
+    promote: get("promote"),
+    reinitGeneration: get("reinitGeneration"),
+    maxConnections: get("maxConnections"),
+  };
+}
+
+/**
+ * Reads the running stack's configuration. The only function here that
+ * touches Pulumi: it gathers the raw map, validates it, and reads the
+ * secrets with requireSecret.
+ */
+export function loadStackConfig(): StackConfig {
+  const raw = pulumi.runtime.allConfig();
+  const secretKeys = new Set(Object.keys(raw).filter((k) => isSecretKey(k)));
+  const parsed = parseStackConfig(raw, secretKeys);
+  const cfg = new pulumi.Config(PROJECT);
+  const secrets: StackConfig["secrets"] = {
+    sshPrivateKey: cfg.requireSecret("sshPrivateKey"),
+    googleClientSecret: cfg.requireSecret("googleClientSecret"),
+  };
+  if (parsed.role === "main" && parsed.httpsCertificate) {
+    secrets.httpsPrivateKey = cfg.requireSecret("httpsPrivateKey");
+  }
+  return { ...parsed, secrets };
+}
+
+function isSecretKey(key: string): boolean {
+  // The SDK keeps the list of keys stored encrypted in its config store; this
+  // accessor is exported by the runtime but absent from its type declarations.
+  const rt = pulumi.runtime as unknown as { isConfigSecret?: (k: string) => boolean };
+  return rt.isConfigSecret ? rt.isConfigSecret(key) : false;
+}

@@ -1,0 +1,185 @@
+import { describe, expect, it } from "vitest";
+import { readFileSync } from "node:fs";
+import { parse } from "yaml";
+import { KEYS, parseStackConfig, slotNameFor, type MainConfig, type ReplicaConfig } from "../../lib/config";
+
+const P = "synaxic:";
+const SECRET_KEYS = new Set([`${P}sshPrivateKey`, `${P}googleClientSecret`]);
+
+function mainRaw(extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    [`${P}role`]: "main",
+    [`${P}sshPrivateKey`]: "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n-----END OPENSSH PRIVATE KEY-----",
+    [`${P}googleClientId`]: "client-id.apps.googleusercontent.com",
+    [`${P}googleClientSecret`]: "google-secret",
+    [`${P}replicas`]: JSON.stringify(["replica-1=10.10.0.3", "replica-2=10.10.0.4"]),
+    [`${P}appImage`]: "registry.example.com/synaxic:1.4.2",
+    ...extra,
+  };
+}
+
+function replicaRaw(extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    [`${P}role`]: "replica",
+    [`${P}hostName`]: "replica-1",
+    [`${P}privateIp`]: "10.10.0.3",
+    [`${P}mainStack`]: "acme/synaxic/main",
+    [`${P}sshPrivateKey`]: "key",
+    [`${P}googleClientId`]: "client-id",
+    [`${P}googleClientSecret`]: "google-secret",
+    ...extra,
+  };
+}
+
+const parseMain = (extra: Record<string, string> = {}, secrets = SECRET_KEYS) => parseStackConfig(mainRaw(extra), secrets) as MainConfig;
+
+describe("parseStackConfig: a valid main stack", () => {
+  it("returns typed values with defaults applied", () => {
+    const c = parseMain();
+    expect(c.role).toBe("main");
+    expect(c.replicas).toEqual([
+      { name: "replica-1", privateIp: "10.10.0.3", slotName: "replica_replica_1" },
+      { name: "replica-2", privateIp: "10.10.0.4", slotName: "replica_replica_2" },
+    ]);
+    expect(c.host).toEqual({ provider: "hetzner", serverType: "cx32", location: "nbg1", osImage: "debian-12", networkZone: "eu-central", cpus: 4, memoryMiB: 8192 });
+    expect(c.ports.postgres).toBe(5432);
+    expect(c.ports.redis).toBe(6380);
+    expect(c.images.postgres).toMatch(/^postgres:15\./);
+    expect(c.deleteDataOnDestroy).toBe(false);
+  });
+
+  it("takes an existing host with its pinned key and size", () => {
+    const c = parseMain({
+      [`${P}hostProvider`]: "existing",
+      [`${P}sshHost`]: "203.0.113.10",
+      [`${P}sshHostKey`]: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOb7 root@main",
+      [`${P}cpus`]: "8",
+      [`${P}memoryMiB`]: "32768",
+    });
+    expect(c.host).toMatchObject({ provider: "existing", sshHost: "203.0.113.10", sshPort: 22, sshUser: "root", cpus: 8, memoryMiB: 32768 });
+  });
+
+  it("slot names are valid PostgreSQL slot names and differ per replica", () => {
+    expect(slotNameFor("replica-1")).toMatch(/^[a-z0-9_]+$/);
+    expect(slotNameFor("replica-1")).not.toBe(slotNameFor("replica-2"));
+  });
+});
+
+describe("parseStackConfig: bad input names the key, the value and the expected form", () => {
+  const cases: [string, Record<string, string>, RegExp][] = [
+    ["malformed replica address", { [`${P}replicas`]: JSON.stringify(["replica-1=10.10.0.300"]) }, /synaxic:replicas\[0\]: got address "10\.10\.0\.300"; expected an IPv4 address/],
+    ["replica entry without '='", { [`${P}replicas`]: JSON.stringify(["replica-1 10.10.0.3"]) }, /replicas\[0\]: got "replica-1 10\.10\.0\.3"; expected "name=private IPv4 address"/],
+    ["duplicate replica address", { [`${P}replicas`]: JSON.stringify(["a1=10.10.0.3", "b2=10.10.0.3"]) }, /replicas\[1\]: duplicate address "10\.10\.0\.3" \(also replicas\[0\]\)/],
+    ["replica address equal to main's", { [`${P}replicas`]: JSON.stringify(["a1=10.10.0.2"]) }, /replicas\[0\]: got address "10\.10\.0\.2"; that is the main host's privateIp/],
+    ["replica address outside the private network", { [`${P}replicas`]: JSON.stringify(["a1=192.0.2.4"]) }, /replicas\[0\]: got address "192\.0\.2\.4"; expected an address inside the private network 10\.10\.0\.0\/16/],
+    ["duplicate replica name", { [`${P}replicas`]: JSON.stringify(["replica-1=10.10.0.3", "replica-1=10.10.0.4"]) }, /replicas\[1\]: duplicate replica name "replica-1"/],
+    ["bad replica name", { [`${P}replicas`]: JSON.stringify(["Replica_1=10.10.0.3"]) }, /replicas\[0\]: got name "Replica_1"; expected a lower-case name/],
+    ["replicas not a list", { [`${P}replicas`]: "replica-1=10.10.0.3" }, /synaxic:replicas: got "replica-1=10\.10\.0\.3"; expected a list/],
+    ["malformed private address", { [`${P}privateIp`]: "10.10.0" }, /synaxic:privateIp: got "10\.10\.0"; expected an IPv4 address/],
+    ["unknown server type", { [`${P}serverType`]: "cx99" }, /synaxic:serverType: got "cx99"; expected one of cx22, /],
+    ["image tagged latest", { [`${P}appImage`]: "registry.example.com/synaxic:latest" }, /synaxic:appImage: got "registry\.example\.com\/synaxic:latest"; the tag 'latest' is not pinned/],
+    ["image without a tag", { [`${P}postgresImage`]: "postgres" }, /synaxic:postgresImage: got "postgres"; expected an image with a pinned tag/],
+    ["port clash", { [`${P}grafanaPort`]: "9090" }, /synaxic:grafanaPort: got 9090; it clashes with prometheusPort/],
+    ["port out of range", { [`${P}httpPort`]: "70000" }, /synaxic:httpPort: got "70000"; expected a TCP port from 1 to 65535/],
+    ["docker subnet overlapping the private network", { [`${P}dockerSubnet`]: "10.10.5.0/24" }, /synaxic:dockerSubnet: got "10\.10\.5\.0\/24"; it overlaps the private network/],
+    ["unknown key", { [`${P}replicaCount`]: "3" }, /synaxic:replicaCount: unknown key/],
+    ["bad role", { [`${P}role`]: "primary" }, /synaxic:role: got "primary"; expected main or replica/],
+    ["HTTPS certificate without its key", { [`${P}httpsCertificate`]: "-----BEGIN CERTIFICATE-----\nx" }, /synaxic:httpsPrivateKey: HTTPS needs both/],
+    ["bad WAL size", { [`${P}maxSlotWalKeepSize`]: "lots" }, /synaxic:maxSlotWalKeepSize: got "lots"; expected a PostgreSQL size/],
+  ];
+  for (const [what, extra, message] of cases) {
+    it(what, () => {
+      expect(() => parseMain(extra)).toThrow(message);
+    });
+  }
+
+  it("missing required secret", () => {
+    const raw = mainRaw();
+    delete raw[`${P}googleClientSecret`];
+    expect(() => parseStackConfig(raw, SECRET_KEYS)).toThrow(/synaxic:googleClientSecret: missing required secret; set it with `pulumi config set --secret googleClientSecret/);
+  });
+
+  it("a secret stored in plain text", () => {
+    expect(() => parseStackConfig(mainRaw(), new Set([`${P}googleClientSecret`]))).toThrow(/synaxic:sshPrivateKey: is stored in plain text/);
+  });
+
+  it("an optional secret stored in plain text", () => {
+    expect(() =>
+      parseMain({ [`${P}httpsCertificate`]: "-----BEGIN CERTIFICATE-----\nx", [`${P}httpsPrivateKey`]: "-----BEGIN PRIVATE KEY-----" }),
+    ).toThrow(/synaxic:httpsPrivateKey: is stored in plain text/);
+  });
+
+  it("missing required value", () => {
+    const raw = mainRaw();
+    delete raw[`${P}googleClientId`];
+    expect(() => parseStackConfig(raw, SECRET_KEYS)).toThrow(/synaxic:googleClientId: missing/);
+  });
+
+  it("existing host without a pinned host key", () => {
+    expect(() =>
+      parseMain({ [`${P}hostProvider`]: "existing", [`${P}sshHost`]: "203.0.113.10", [`${P}cpus`]: "2", [`${P}memoryMiB`]: "4096" }),
+    ).toThrow(/synaxic:sshHostKey: got ""; expected the host's public SSH key/);
+  });
+
+  it("existing host without its size", () => {
+    expect(() =>
+      parseMain({ [`${P}hostProvider`]: "existing", [`${P}sshHost`]: "main.example.com", [`${P}sshHostKey`]: "ssh-ed25519 AAAA" }),
+    ).toThrow(/synaxic:cpus: missing/);
+  });
+});
+
+describe("parseStackConfig: replica stacks", () => {
+  it("returns the replica's settings", () => {
+    const c = parseStackConfig(replicaRaw({ [`${P}promote`]: "true", [`${P}reinitGeneration`]: "2" }), SECRET_KEYS) as ReplicaConfig;
+    expect(c).toMatchObject({ role: "replica", replicaName: "replica-1", mainStack: "acme/synaxic/main", promote: true, reinitGeneration: 2, privateIp: "10.10.0.3" });
+  });
+  it("a replica named main", () => {
+    expect(() => parseStackConfig(replicaRaw({ [`${P}hostName`]: "main" }), SECRET_KEYS)).toThrow(/synaxic:hostName: got "main" on a replica stack/);
+  });
+  it("a replica without its main stack", () => {
+    expect(() => parseStackConfig(replicaRaw({ [`${P}mainStack`]: "" }), SECRET_KEYS)).toThrow(/synaxic:mainStack: got ""; a replica stack needs the main stack's name/);
+  });
+  it("a negative re-initialisation generation", () => {
+    expect(() => parseStackConfig(replicaRaw({ [`${P}reinitGeneration`]: "-1" }), SECRET_KEYS)).toThrow(/synaxic:reinitGeneration: got "-1"/);
+  });
+});
+
+describe("Pulumi.yaml declares exactly the keys the program reads", () => {
+  const project = parse(readFileSync("Pulumi.yaml", "utf8")) as { config: Record<string, { type?: string; default?: unknown; secret?: boolean; description?: string }> };
+  it("same key set", () => {
+    expect(Object.keys(project.config).sort()).toEqual(Object.keys(KEYS).sort());
+  });
+  for (const [key, spec] of Object.entries(KEYS)) {
+    it(`${key}: type, description, default and secret agree`, () => {
+      const decl = project.config[key]!;
+      expect(decl.description, `${key} needs a description`).toBeTruthy();
+      expect(decl.type).toMatch(/^(string|integer|boolean|array)$/);
+      if (spec.secret) {
+        expect(decl.secret).toBe(true);
+        expect(decl.default).toBeUndefined();
+      } else {
+        expect(decl.secret ?? false).toBe(false);
+        expect(decl.default).toEqual(spec.default);
+      }
+    });
+  }
+});
+
+describe("the example stacks parse", () => {
+  for (const file of ["Pulumi.main.yaml", "Pulumi.replica.yaml"]) {
+    it(file, () => {
+      const stack = parse(readFileSync(file, "utf8")) as { config: Record<string, unknown> };
+      const raw: Record<string, string> = {};
+      const secrets = new Set<string>();
+      for (const [k, v] of Object.entries(stack.config)) {
+        if (v && typeof v === "object" && "secure" in (v as object)) {
+          raw[k] = "decrypted";
+          secrets.add(k);
+        } else raw[k] = typeof v === "string" ? v : JSON.stringify(v);
+      }
+      expect(() => parseStackConfig(raw, secrets)).not.toThrow();
+      const c = parseStackConfig(raw, secrets);
+      expect(c.role).toBe(file.includes("replica") ? "replica" : "main");
+    });
+  }
+});
