@@ -1,0 +1,426 @@
+/**
+ * Redis 7.0 configuration for Synaxic: the master on the main VPS and one
+ * replica per replica VPS, TLS only, users from an ACL file.
+ *
+ * Pure functions from typed parameters to file text; nothing here touches
+ * Pulumi, the network or the disk. Every value a caller supplies is checked
+ * and quoted for the Redis config parser, so a bad parameter fails at render
+ * time with a message that names it instead of when Redis starts.
+ */
+import { createHash } from "node:crypto";
+import { isIP } from "node:net";
+import { sh } from "../lib/shell";
+
+/** The TLS port the app, the replicas and the exporter use. */
+export const REDIS_TLS_PORT = 6380;
+
+/** Where the files live inside the Redis container. */
+export const REDIS_CONTAINER_PATHS = {
+  conf: "/etc/synaxic/redis.conf",
+  acl: "/etc/synaxic/users.acl",
+  tlsDir: "/etc/synaxic/tls",
+  certFile: "/etc/synaxic/tls/redis.crt",
+  keyFile: "/etc/synaxic/tls/redis.key",
+  caFile: "/etc/synaxic/tls/ca.crt",
+  dataDir: "/data",
+} as const;
+
+/** Uid/gid of the `redis` user in the official redis:7.0.15-bookworm image. */
+export const REDIS_CONTAINER_UID = 999;
+export const REDIS_CONTAINER_GID = 999;
+
+export interface RedisTlsFiles {
+  /** Server certificate (PEM); also presented as client certificate when a replica connects to its master. */
+  certFile: string;
+  keyFile: string;
+  /** CA that signed every Redis certificate: verifies the master (on replicas) and any client certificate offered. */
+  caFile: string;
+}
+
+interface RedisConfCommon {
+  /** Addresses to listen on (IPv4 or IPv6 literals), e.g. ["0.0.0.0"] inside a container. */
+  bind: readonly string[];
+  /** TLS port; default 6380. The plain-text port is always off. */
+  port?: number;
+  tls?: RedisTlsFiles;
+  aclFile?: string;
+  dataDir?: string;
+  /**
+   * Address and port this server announces to its master (INFO replication,
+   * ROLE): the VPS address a replica is reachable at from outside its
+   * container. Rendered only when given.
+   */
+  announce?: { ip: string; port?: number };
+  /**
+   * Replication backlog the master keeps for partial resyncs, in Redis size
+   * notation ("64mb"). It must hold every write made while a replica is cut
+   * off; default 64mb (about a minute at 1 MB/s of writes).
+   */
+  replBacklogSize?: string;
+  /** Seconds the master waits for more replicas before a diskless full sync; default 5. */
+  replDisklessSyncDelay?: number;
+  /** Seconds between the master's pings to its replicas; default 10. */
+  replPingReplicaPeriod?: number;
+  /** Seconds without traffic after which a replication link counts as broken; default 60. Must exceed the ping period. */
+  replTimeout?: number;
+  /** Memory limit in Redis size notation; unlimited when absent. Writes fail (noeviction) once reached. */
+  maxmemory?: string;
+}
+
+export interface RedisMasterConfParams extends RedisConfCommon {
+  role: "master";
+}
+
+export interface RedisReplicaConfParams extends RedisConfCommon {
+  role: "replica";
+  /** The master's address as the replica reaches it; must be named in the master certificate's SANs. */
+  masterHost: string;
+  /** The master's TLS port; default 6380. */
+  masterPort?: number;
+  /** ACL user the replica authenticates as (see renderRedisAcl's `replication` user). */
+  masterUser: string;
+  masterPassword: string;
+}
+
+export type RedisConfParams = RedisMasterConfParams | RedisReplicaConfParams;
+
+export interface RedisAclUser {
+  name: string;
+  /** Plain-text password; only its SHA-256 is written to the ACL file. */
+  password: string;
+}
+
+export interface RedisAclParams {
+  /** The Synaxic app: every key and channel, no dangerous commands. */
+  app: RedisAclUser;
+  /** Replicas connecting to the master: PSYNC/REPLCONF/PING only. */
+  replication: RedisAclUser;
+  /** redis_exporter: INFO, SLOWLOG, LATENCY, CLIENT SETNAME. */
+  exporter: RedisAclUser;
+  /** Optional operator user with every command (promotion, repointing, ACL LOG). */
+  admin?: RedisAclUser;
+}
+
+export interface RedisCliTarget {
+  /** Address redis-cli connects to; default 127.0.0.1 (inside the container). */
+  host?: string;
+  port?: number;
+  caFile?: string;
+  /** ACL user allowed to run REPLICAOF (the `admin` user of renderRedisAcl). */
+  user: string;
+}
+
+/** Rules of each ACL user, exported so tests and docs can refer to them. */
+export const REDIS_ACL_RULES = {
+  default: ["off", "resetpass", "resetkeys", "resetchannels", "-@all"],
+  // What a Redis 7.0 replica sends to its master after AUTH: PING, REPLCONF
+  // (listening-port, capa, ack) and PSYNC. No key or channel access: the
+  // replication stream itself is not subject to key permissions.
+  replication: ["resetkeys", "resetchannels", "-@all", "+psync", "+replconf", "+ping"],
+  // Everything on every key and channel except @dangerous (FLUSHALL, FLUSHDB,
+  // CONFIG, DEBUG, KEYS, SHUTDOWN, MONITOR, REPLICAOF, ACL, MIGRATE, SORT,
+  // CLIENT KILL/LIST, ...). INFO is in @dangerous too but Spring Boot's Redis
+  // health indicator runs it, so it is given back.
+  app: ["~*", "&*", "+@all", "-@dangerous", "+info"],
+  // What redis_exporter runs per scrape. CONFIG GET is left out on purpose:
+  // it would reveal masterauth (the replication password) on replicas; run
+  // the exporter with --config-command=- (REDIS_EXPORTER_CONFIG_COMMAND=-).
+  exporter: ["resetkeys", "resetchannels", "-@all", "+info", "+ping", "+client|setname", "+slowlog|len", "+slowlog|get", "+latency|latest", "+latency|histogram"],
+  admin: ["~*", "&*", "+@all"],
+} as const;
+
+const DEFAULTS = {
+  replBacklogSize: "64mb",
+  replDisklessSyncDelay: 5,
+  replPingReplicaPeriod: 10,
+  replTimeout: 60,
+};
+
+/** TLS 1.2 suites offered (TLS 1.3 suites are OpenSSL's defaults): ECDHE with AEAD only. */
+const TLS12_CIPHERS = [
+  "ECDHE-ECDSA-AES128-GCM-SHA256",
+  "ECDHE-ECDSA-AES256-GCM-SHA384",
+  "ECDHE-ECDSA-CHACHA20-POLY1305",
+  "ECDHE-RSA-AES128-GCM-SHA256",
+  "ECDHE-RSA-AES256-GCM-SHA384",
+  "ECDHE-RSA-CHACHA20-POLY1305",
+].join(":");
+
+// ---------------------------------------------------------------------------
+// Quoting and validation
+
+const BARE = /^[A-Za-z0-9_.:/@%+=,|-]+$/;
+
+/**
+ * Quotes one argument for redis.conf (and the ACL file), whose lines are split
+ * like sdssplitargs: a word that is safe stays bare, anything else becomes a
+ * double-quoted string with \\, \" and non-printable bytes (\xHH) escaped.
+ */
+export function redisConfQuote(value: string): string {
+  if (value !== "" && BARE.test(value)) return value;
+  let out = '"';
+  for (const byte of Buffer.from(value, "utf8")) {
+    if (byte === 0x5c) out += "\\\\";
+    else if (byte === 0x22) out += '\\"';
+    else if (byte === 0x0a) out += "\\n";
+    else if (byte === 0x0d) out += "\\r";
+    else if (byte === 0x09) out += "\\t";
+    else if (byte >= 0x20 && byte < 0x7f) out += String.fromCharCode(byte);
+    else out += `\\x${byte.toString(16).padStart(2, "0")}`;
+  }
+  return `${out}"`;
+}
+
+function line(directive: string, ...args: (string | number)[]): string {
+  return [directive, ...args.map((a) => (typeof a === "number" ? String(a) : redisConfQuote(a)))].join(" ");
+}
+
+class RedisTemplateError extends Error {
+  constructor(fn: string, message: string) {
+    super(`${fn}: ${message}`);
+    this.name = "RedisTemplateError";
+  }
+}
+
+function checkPort(fn: string, what: string, port: number): number {
+  if (!Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new RedisTemplateError(fn, `${what} must be an integer from 1 to 65535, got ${String(port)}`);
+  }
+  return port;
+}
+
+function checkIp(fn: string, what: string, addr: string): string {
+  if (isIP(addr) === 0) throw new RedisTemplateError(fn, `${what} must be an IPv4 or IPv6 address, got ${JSON.stringify(addr)}`);
+  return addr;
+}
+
+const HOSTNAME = /^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+
+function checkHost(fn: string, what: string, host: string): string {
+  if (isIP(host) !== 0 || HOSTNAME.test(host)) return host;
+  throw new RedisTemplateError(fn, `${what} must be an IP address or a DNS name, got ${JSON.stringify(host)}`);
+}
+
+function checkPath(fn: string, what: string, path: string): string {
+  if (!path.startsWith("/") || /[\0\n\r]/.test(path)) {
+    throw new RedisTemplateError(fn, `${what} must be an absolute path without control characters, got ${JSON.stringify(path)}`);
+  }
+  return path;
+}
+
+function checkSize(fn: string, what: string, size: string): string {
+  if (!/^[1-9][0-9]*(b|k|kb|m|mb|g|gb)?$/i.test(size)) {
+    throw new RedisTemplateError(fn, `${what} must be a Redis size like "64mb", got ${JSON.stringify(size)}`);
+  }
+  return size.toLowerCase();
+}
+
+function checkSeconds(fn: string, what: string, value: number, min: number): number {
+  if (!Number.isInteger(value) || value < min || value > 86_400) {
+    throw new RedisTemplateError(fn, `${what} must be a whole number of seconds from ${min} to 86400, got ${String(value)}`);
+  }
+  return value;
+}
+
+const USERNAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+
+function checkUser(fn: string, what: string, name: string): string {
+  if (!USERNAME.test(name)) {
+    throw new RedisTemplateError(fn, `${what} must be 1-64 characters of letters, digits, "_", "." or "-", got ${JSON.stringify(name)}`);
+  }
+  if (name === "default") throw new RedisTemplateError(fn, `${what} must not be "default" (that user is switched off)`);
+  return name;
+}
+
+function checkPassword(fn: string, what: string, password: string): string {
+  if (typeof password !== "string" || password.length < 16) {
+    throw new RedisTemplateError(fn, `${what} must be at least 16 characters long`);
+  }
+  if (/[\0\r\n]/.test(password)) throw new RedisTemplateError(fn, `${what} must not contain NUL or line breaks`);
+  return password;
+}
+
+/** The ACL file's form of a password: "#" and its SHA-256 in hex. */
+export function redisAclPasswordHash(password: string): string {
+  return `#${createHash("sha256").update(password, "utf8").digest("hex")}`;
+}
+
+// ---------------------------------------------------------------------------
+// redis.conf
+
+/** Renders redis.conf for the master or a replica: TLS only on `port`, ACL file users, AOF persistence. */
+export function renderRedisConf(params: RedisConfParams): string {
+  const fn = "renderRedisConf";
+  if (params.role !== "master" && params.role !== "replica") {
+    throw new RedisTemplateError(fn, `role must be "master" or "replica", got ${JSON.stringify((params as { role: unknown }).role)}`);
+  }
+  if (!Array.isArray(params.bind) || params.bind.length === 0) throw new RedisTemplateError(fn, "bind must list at least one address");
+  const bind = params.bind.map((a, i) => checkIp(fn, `bind[${i}]`, a));
+  if (new Set(bind).size !== bind.length) throw new RedisTemplateError(fn, `bind lists an address twice: ${bind.join(", ")}`);
+  const port = checkPort(fn, "port", params.port ?? REDIS_TLS_PORT);
+  const tls = params.tls ?? REDIS_CONTAINER_PATHS;
+  const certFile = checkPath(fn, "tls.certFile", tls.certFile);
+  const keyFile = checkPath(fn, "tls.keyFile", tls.keyFile);
+  const caFile = checkPath(fn, "tls.caFile", tls.caFile);
+  const aclFile = checkPath(fn, "aclFile", params.aclFile ?? REDIS_CONTAINER_PATHS.acl);
+  const dataDir = checkPath(fn, "dataDir", params.dataDir ?? REDIS_CONTAINER_PATHS.dataDir);
+  const backlog = checkSize(fn, "replBacklogSize", params.replBacklogSize ?? DEFAULTS.replBacklogSize);
+  const disklessDelay = checkSeconds(fn, "replDisklessSyncDelay", params.replDisklessSyncDelay ?? DEFAULTS.replDisklessSyncDelay, 0);
+  const pingPeriod = checkSeconds(fn, "replPingReplicaPeriod", params.replPingReplicaPeriod ?? DEFAULTS.replPingReplicaPeriod, 1);
+  const replTimeout = checkSeconds(fn, "replTimeout", params.replTimeout ?? DEFAULTS.replTimeout, 1);
+  if (replTimeout <= pingPeriod) {
+    throw new RedisTemplateError(fn, `replTimeout (${replTimeout}s) must be greater than replPingReplicaPeriod (${pingPeriod}s), or idle links time out`);
+  }
+
+  const out: string[] = [
+    `# Redis ${params.role} for Synaxic. Rendered by templates/redis.ts; edits are overwritten.`,
+    "",
+    "# --- network: TLS only",
+    line("bind", ...bind),
+    "protected-mode yes",
+    "port 0",
+    line("tls-port", port),
+    "tcp-keepalive 60",
+    "timeout 0",
+    "",
+    "# --- TLS",
+    line("tls-cert-file", certFile),
+    line("tls-key-file", keyFile),
+    line("tls-ca-cert-file", caFile),
+    "# Clients authenticate with ACL passwords; a client certificate is verified",
+    "# against the CA when one is offered but not required (the app has none).",
+    "tls-auth-clients optional",
+    line("tls-protocols", "TLSv1.2 TLSv1.3"),
+    line("tls-ciphers", TLS12_CIPHERS),
+    "tls-prefer-server-ciphers yes",
+    "# Replication links (to this server's master, now or after a REPLICAOF) use TLS.",
+    "tls-replication yes",
+    "",
+    "# --- users",
+    line("aclfile", aclFile),
+    "enable-protected-configs no",
+    "enable-debug-command no",
+    "enable-module-command no",
+    "",
+    "# --- persistence: AOF, fsync every second; no RDB save points",
+    line("dir", dataDir),
+    "appendonly yes",
+    line("appendfilename", "appendonly.aof"),
+    line("appenddirname", "appendonlydir"),
+    "appendfsync everysec",
+    "aof-use-rdb-preamble yes",
+    line("save", ""),
+    "",
+    "# --- replication",
+    line("repl-backlog-size", backlog),
+    "repl-backlog-ttl 3600",
+    "repl-diskless-sync yes",
+    line("repl-diskless-sync-delay", disklessDelay),
+    "repl-diskless-load disabled",
+    line("repl-ping-replica-period", pingPeriod),
+    line("repl-timeout", replTimeout),
+  ];
+
+  if (params.announce) {
+    out.push(line("replica-announce-ip", checkHost(fn, "announce.ip", params.announce.ip)));
+    if (params.announce.port !== undefined) out.push(line("replica-announce-port", checkPort(fn, "announce.port", params.announce.port)));
+  }
+
+  if (params.role === "replica") {
+    const masterHost = checkHost(fn, "masterHost", params.masterHost);
+    const masterPort = checkPort(fn, "masterPort", params.masterPort ?? REDIS_TLS_PORT);
+    const masterUser = checkUser(fn, "masterUser", params.masterUser);
+    const masterPassword = checkPassword(fn, "masterPassword", params.masterPassword);
+    out.push(
+      line("replicaof", masterHost, masterPort),
+      line("masteruser", masterUser),
+      line("masterauth", masterPassword),
+      "replica-read-only yes",
+      "replica-serve-stale-data yes",
+    );
+  }
+
+  out.push("", "# --- limits and logging");
+  if (params.maxmemory !== undefined) {
+    out.push(line("maxmemory", checkSize(fn, "maxmemory", params.maxmemory)), "maxmemory-policy noeviction");
+  }
+  out.push("daemonize no", 'logfile ""', "loglevel notice", "");
+  return out.join("\n");
+}
+
+// ---------------------------------------------------------------------------
+// users.acl
+
+/** Renders the ACL file: default user off; app, replication, exporter (and optional admin) users with hashed passwords. */
+export function renderRedisAcl(params: RedisAclParams): string {
+  const fn = "renderRedisAcl";
+  const entries: [keyof typeof REDIS_ACL_RULES, RedisAclUser | undefined][] = [
+    ["app", params.app],
+    ["replication", params.replication],
+    ["exporter", params.exporter],
+    ["admin", params.admin],
+  ];
+  const seen = new Map<string, string>();
+  // Every word here is a constant rule, a checked user name or a hex hash, so
+  // none needs quoting.
+  const out = [["user", "default", ...REDIS_ACL_RULES.default].join(" ")];
+  for (const [role, user] of entries) {
+    if (user === undefined) {
+      if (role === "admin") continue;
+      throw new RedisTemplateError(fn, `the ${role} user is required`);
+    }
+    const name = checkUser(fn, `${role}.name`, user.name);
+    checkPassword(fn, `${role}.password`, user.password);
+    const other = seen.get(name);
+    if (other) throw new RedisTemplateError(fn, `the ${role} and ${other} users are both named ${JSON.stringify(name)}`);
+    seen.set(name, role);
+    out.push(["user", name, "reset", "on", redisAclPasswordHash(user.password), ...REDIS_ACL_RULES[role]].join(" "));
+  }
+  return `${out.join("\n")}\n`;
+}
+
+// ---------------------------------------------------------------------------
+// promotion
+
+/** Commands that turn a replica into a master, keeping its data. */
+export function renderRedisPromoteCommands(): string[][] {
+  return [["REPLICAOF", "NO", "ONE"]];
+}
+
+/** Commands that point a server at a (new) master. */
+export function renderRedisReplicaOfCommands(masterHost: string, masterPort: number = REDIS_TLS_PORT): string[][] {
+  const fn = "renderRedisReplicaOfCommands";
+  return [["REPLICAOF", checkHost(fn, "masterHost", masterHost), String(checkPort(fn, "masterPort", masterPort))]];
+}
+
+/**
+ * A POSIX sh script that promotes the replica it runs next to: REPLICAOF NO
+ * ONE over TLS, then checks that ROLE says master. The password of `user`
+ * comes from the REDISCLI_AUTH environment variable, never the command line.
+ * After it succeeds the server's redis.conf must be rendered as a master
+ * (renderRedisConf role "master"), or a restart makes it a replica again.
+ */
+export function renderRedisPromoteScript(target: RedisCliTarget): string {
+  const fn = "renderRedisPromoteScript";
+  const host = checkHost(fn, "host", target.host ?? "127.0.0.1");
+  const port = checkPort(fn, "port", target.port ?? REDIS_TLS_PORT);
+  const caFile = checkPath(fn, "caFile", target.caFile ?? REDIS_CONTAINER_PATHS.caFile);
+  const user = checkUser(fn, "user", target.user);
+  const cli = ["redis-cli", "--tls", "--cacert", caFile, "-h", host, "-p", String(port), "--user", user, "--no-auth-warning"];
+  const commands = renderRedisPromoteCommands()
+    .map((argv) => [`out=$(cli ${sh(argv)})`, `[ "$out" = OK ] || { echo ${sh([`${argv.join(" ")} failed:`])} "$out" >&2; exit 1; }`])
+    .flat();
+  return [
+    "#!/bin/sh",
+    "# Promotes this Redis replica to master. Rendered by templates/redis.ts.",
+    "set -eu",
+    `: "\${REDISCLI_AUTH:?set REDISCLI_AUTH to the password of Redis user ${user}}"`,
+    "export REDISCLI_AUTH",
+    `cli() { ${sh(cli)} "$@"; }`,
+    ...commands,
+    "role=$(cli ROLE | head -n 1)",
+    `[ "$role" = master ] || { echo "ROLE is $role after promotion" >&2; exit 1; }`,
+    "echo promoted",
+    "",
+  ].join("\n");
+}
