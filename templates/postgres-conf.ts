@@ -1,0 +1,171 @@
+/**
+ * postgresql.conf for the Synaxic primary and its streaming replicas.
+ *
+ * Every server gets the same WAL and TLS settings, so that any replica can be
+ * promoted and any old primary can rejoin (pg_rewind needs wal_log_hints).
+ * Settings a hot standby must have at least as high as its primary
+ * (max_connections, max_worker_processes, max_wal_senders, ...) come from the
+ * same inputs: give replicas the same `tune` and sender/slot counts as the primary.
+ */
+import { pgTune, pgTuneSettings, type PgTuneInput } from "../lib/pgtune";
+import {
+  pgConfString,
+  renderConninfo,
+  templateError,
+  validateConnectHost,
+  validateHostAddress,
+  validateIdentifier,
+  validateNonNegativeInt,
+  validatePath,
+  validatePort,
+  validatePositiveInt,
+  validateReplicaName,
+  validateSlotName,
+} from "./postgres-quote";
+
+export interface PostgresTlsFiles {
+  /** Server certificate (PEM); its SANs must name every address clients use. */
+  certFile: string;
+  /** Server key: 0600 owned by postgres, or 0640 owned by root with postgres's group. */
+  keyFile: string;
+  /** CA certificate that signed the servers' certificates. */
+  caFile: string;
+}
+
+export interface PostgresConfCommon {
+  /** Name of this server (cluster_name, shown in process titles and logs). */
+  name: string;
+  /** PGDATA, e.g. /var/lib/postgresql/data. */
+  dataDir: string;
+  /** pg_hba.conf location, e.g. /etc/synaxic/hba/pg_hba.conf. */
+  hbaFile: string;
+  /** Addresses to listen on: IP addresses, or ["*"] for all of the container's interfaces. */
+  listenAddresses: string[];
+  port?: number;
+  /** Unix socket directory (default /var/run/postgresql). */
+  unixSocketDir?: string;
+  /** Sizing inputs for PGTune's web profile. */
+  tune: PgTuneInput;
+  tls: PostgresTlsFiles;
+  /** max_wal_senders (default 10). */
+  maxWalSenders?: number;
+  /** max_replication_slots (default 10). */
+  maxReplicationSlots?: number;
+  /** Most WAL a replication slot may hold back, in MB; past it the slot is lost and its replica must be re-cloned. */
+  maxSlotWalKeepSizeMB: number;
+  /** WAL kept regardless of slots, in MB (helps pg_rewind and short outages). */
+  walKeepSizeMB: number;
+}
+
+export interface PrimaryConfParams extends PostgresConfCommon {
+  role: "primary";
+}
+
+export interface ReplicaConfParams extends PostgresConfCommon {
+  role: "replica";
+  /** The server to stream from. */
+  primary: { host: string; port?: number };
+  /** Replication role on the primary. */
+  replicationUser: string;
+  /** .pgpass holding the replication role's password (0600, owned by postgres). */
+  passfile: string;
+  /** This replica's name: application_name on the primary. */
+  applicationName: string;
+  /** Physical slot on the primary reserved for this replica. */
+  slotName: string;
+}
+
+export type PostgresConfParams = PrimaryConfParams | ReplicaConfParams;
+
+function line(name: string, value: string): string {
+  return `${name} = ${value}`;
+}
+
+function listenAddresses(addresses: readonly string[]): string {
+  if (addresses.length === 0) templateError("listenAddresses is empty: give the addresses PostgreSQL should listen on");
+  for (const a of addresses) {
+    if (a === "*" || a === "localhost") continue;
+    validateHostAddress("listen address", a);
+  }
+  if (addresses.includes("*") && addresses.length > 1) templateError(`listenAddresses ["*"] cannot be combined with other addresses`);
+  return addresses.join(",");
+}
+
+export interface PrimaryConninfoParams {
+  primary: { host: string; port?: number };
+  replicationUser: string;
+  passfile: string;
+  applicationName: string;
+  caFile: string;
+}
+
+/** The conninfo a replica streams with: TLS verified against the CA, password from the passfile. */
+export function replicaPrimaryConninfo(p: PrimaryConninfoParams): string {
+  return renderConninfo([
+    ["host", validateConnectHost("primary host", p.primary.host)],
+    ["port", validatePort("primary port", p.primary.port ?? 5432)],
+    ["user", validateIdentifier("replication user", p.replicationUser)],
+    ["passfile", validatePath("passfile", p.passfile)],
+    ["sslmode", "verify-full"],
+    ["sslrootcert", validatePath("TLS CA file", p.caFile)],
+    ["application_name", validateReplicaName(p.applicationName)],
+  ]);
+}
+
+/** Renders postgresql.conf for the primary or for a streaming replica. */
+export function renderPostgresqlConf(params: PostgresConfParams): string {
+  const p = params;
+  if (p.role !== "primary" && p.role !== "replica") templateError(`role must be "primary" or "replica", got ${JSON.stringify((p as { role: unknown }).role)}`);
+  validateReplicaName(p.name);
+  const tune = pgTune(p.tune);
+  const maxWalSenders = validatePositiveInt("maxWalSenders", p.maxWalSenders ?? 10);
+  const maxSlots = validatePositiveInt("maxReplicationSlots", p.maxReplicationSlots ?? 10);
+  const out: string[] = [
+    `# postgresql.conf for ${p.name} (${p.role}), rendered by the Synaxic deployment: do not edit by hand.`,
+    "",
+    "# Files and connections",
+    line("data_directory", pgConfString(validatePath("dataDir", p.dataDir))),
+    line("hba_file", pgConfString(validatePath("hbaFile", p.hbaFile))),
+    line("cluster_name", pgConfString(p.name)),
+    line("listen_addresses", pgConfString(listenAddresses(p.listenAddresses))),
+    line("port", String(validatePort("port", p.port ?? 5432))),
+    line("unix_socket_directories", pgConfString(validatePath("unixSocketDir", p.unixSocketDir ?? "/var/run/postgresql"))),
+    "",
+    "# TLS: required for every network connection (see pg_hba.conf)",
+    line("ssl", "on"),
+    line("ssl_min_protocol_version", pgConfString("TLSv1.2")),
+    line("ssl_cert_file", pgConfString(validatePath("TLS certificate file", p.tls.certFile))),
+    line("ssl_key_file", pgConfString(validatePath("TLS key file", p.tls.keyFile))),
+    line("ssl_ca_file", pgConfString(validatePath("TLS CA file", p.tls.caFile))),
+    line("password_encryption", pgConfString("scram-sha-256")),
+    "",
+    `# Sizing: PGTune web profile, ${p.tune.memoryMiB} MiB, ${p.tune.cpus} CPUs, ${p.tune.maxConnections} connections, SSD`,
+    ...pgTuneSettings(tune).map(([k, v]) => line(k, /^[0-9.]+$/.test(v) ? v : pgConfString(v))),
+    "",
+    "# WAL and streaming replication",
+    line("wal_level", "replica"),
+    line("max_wal_senders", String(maxWalSenders)),
+    line("max_replication_slots", String(maxSlots)),
+    line("max_slot_wal_keep_size", pgConfString(`${validateNonNegativeInt("maxSlotWalKeepSizeMB", p.maxSlotWalKeepSizeMB)}MB`)),
+    line("wal_keep_size", pgConfString(`${validateNonNegativeInt("walKeepSizeMB", p.walKeepSizeMB)}MB`)),
+    line("wal_log_hints", "on"),
+    line("hot_standby", "on"),
+    "",
+    "# Logging",
+    line("log_connections", "on"),
+    line("log_disconnections", "on"),
+    line("log_replication_commands", "on"),
+    line("log_line_prefix", pgConfString("%m [%p] %q%u@%d ")),
+  ];
+  if (p.role === "replica") {
+    out.push(
+      "",
+      "# Standby: follow the primary through this replica's own slot (standby.signal marks the data as a standby's)",
+      line("primary_conninfo", pgConfString(replicaPrimaryConninfo({ ...p, caFile: p.tls.caFile }))),
+      line("primary_slot_name", pgConfString(validateSlotName(p.slotName))),
+      line("recovery_target_timeline", pgConfString("latest")),
+      line("hot_standby_feedback", "on"),
+    );
+  }
+  return out.join("\n") + "\n";
+}

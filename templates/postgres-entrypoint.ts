@@ -1,0 +1,290 @@
+/**
+ * Entrypoint scripts for the PostgreSQL containers. They run as root in the
+ * container (official postgres:15 image: bash, gosu, binaries on PATH),
+ * prepare and guard the data directory, then exec PostgreSQL as the
+ * postgres user.
+ *
+ * Secrets never reach a command line or the environment: libpq reads the
+ * replication and rewind passwords from a passfile (0600, owned by postgres).
+ */
+import { sh, shellQuote } from "../lib/shell";
+import { replicaPrimaryConninfo } from "./postgres-conf";
+import {
+  renderConninfo,
+  templateError,
+  validateConnectHost,
+  validateIdentifier,
+  validatePath,
+  validatePort,
+  validatePositiveInt,
+  validateReplicaName,
+  validateSlotName,
+} from "./postgres-quote";
+
+export interface EntrypointCommon {
+  /** PGDATA (e.g. /var/lib/postgresql/data). */
+  dataDir: string;
+  /** postgresql.conf (e.g. /etc/synaxic/postgresql.conf). */
+  configFile: string;
+  /** OS user PostgreSQL runs as (default postgres, uid 999 in the image). */
+  osUser?: string;
+  /**
+   * Command prefix that runs the rest of its argv as osUser, replacing
+   * itself (default ["gosu", "postgres"] as in the official image).
+   */
+  asPostgres?: string[];
+  /** The server command (default ["postgres", "-c", "config_file=<configFile>"]). */
+  postgresArgv?: string[];
+  /** Directory prepended to PATH for the PostgreSQL binaries (the image already has them on PATH). */
+  binDir?: string;
+}
+
+export type ReplicaMode = "replica" | "promoted" | "rejoin";
+
+export interface ReplicaEntrypointParams extends EntrypointCommon {
+  /**
+   * replica: follow the primary (clone it when the data directory is empty).
+   * promoted: this replica was promoted; start its data as is, never clone.
+   * rejoin: an old primary coming back as a replica; pg_rewind it onto the
+   * primary's timeline (clone when empty).
+   */
+  mode: ReplicaMode;
+  /** The server to follow (the primary, or the promoted replica for rejoin). */
+  primary: { host: string; port?: number };
+  replicationUser: string;
+  /** Role pg_rewind connects with, to rewindDatabase (default postgres). */
+  rewindUser: string;
+  rewindDatabase?: string;
+  /** This replica's slot on the primary. */
+  slotName: string;
+  /** This replica's name (application_name). */
+  applicationName: string;
+  /** .pgpass with the replication and rewind roles' passwords (0600, owned by osUser). */
+  passfile: string;
+  /** CA certificate that signed the primary's certificate. */
+  caFile: string;
+  /** Seconds libpq waits for a connection (default 10). */
+  connectTimeoutSeconds?: number;
+}
+
+export interface PrimaryEntrypointParams extends EntrypointCommon {
+  /** Extra initdb arguments for a new cluster (e.g. ["--wal-segsize=16"]). */
+  initdbArgs?: string[];
+  /** Locale of a new cluster (default C.UTF-8). */
+  locale?: string;
+}
+
+interface Resolved {
+  dataDir: string;
+  configFile: string;
+  osUser: string;
+  asPostgres: string[];
+  postgresArgv: string[];
+  binDir?: string;
+}
+
+function resolveCommon(p: EntrypointCommon): Resolved {
+  const dataDir = validatePath("dataDir", p.dataDir);
+  const configFile = validatePath("configFile", p.configFile);
+  const osUser = p.osUser ?? "postgres";
+  if (!/^[a-z_][a-z0-9_-]{0,31}$/.test(osUser)) templateError(`osUser ${JSON.stringify(osUser)} is not a valid user name`);
+  const asPostgres = p.asPostgres ?? ["gosu", osUser];
+  if (asPostgres.length === 0) templateError("asPostgres is empty: give the command that switches to the postgres user");
+  const postgresArgv = p.postgresArgv ?? ["postgres", "-c", `config_file=${configFile}`];
+  if (postgresArgv.length === 0) templateError("postgresArgv is empty");
+  return { dataDir, configFile, osUser, asPostgres, postgresArgv, binDir: p.binDir === undefined ? undefined : validatePath("binDir", p.binDir) };
+}
+
+function header(title: string, r: Resolved): string[] {
+  return [
+    "#!/usr/bin/env bash",
+    `# ${title}`,
+    "# Rendered by the Synaxic deployment: do not edit by hand.",
+    "set -euo pipefail",
+    "umask 0077",
+    "",
+    `readonly DATA_DIR=${shellQuote(r.dataDir)}`,
+    `readonly CONFIG_FILE=${shellQuote(r.configFile)}`,
+    `readonly PG_OS_USER=${shellQuote(r.osUser)}`,
+    `export PGDATA="$DATA_DIR"`,
+    ...(r.binDir ? [`export PATH=${shellQuote(r.binDir)}:"$PATH"`] : []),
+    "",
+    "log() { printf 'synaxic-postgres: %s\\n' \"$*\" >&2; }",
+    "fail() { log \"FATAL: $*\"; exit 1; }",
+    `as_postgres() { ${sh(r.asPostgres)} "$@"; }`,
+    "",
+    "# The data directory belongs to the postgres user and nobody else can enter it.",
+    "prepare_data_dir() {",
+    "  mkdir -p \"$DATA_DIR\"",
+    "  find \"$DATA_DIR\" \\! -user \"$PG_OS_USER\" -exec chown \"$PG_OS_USER:\" {} +",
+    "  chmod 0700 \"$DATA_DIR\"",
+    "}",
+    "data_dir_empty() { [ -z \"$(ls -A \"$DATA_DIR\")\" ]; }",
+    "has_cluster() { [ -s \"$DATA_DIR/PG_VERSION\" ]; }",
+    "",
+  ];
+}
+
+function footer(r: Resolved, what: string): string[] {
+  return ["", `log ${shellQuote(`starting PostgreSQL (${what})`)}`, `exec ${sh([...r.asPostgres, ...r.postgresArgv])}`, ""];
+}
+
+/**
+ * The replica container's entrypoint (bash). See ReplicaMode for what each
+ * mode does; it refuses, with a message naming the fix, whenever starting
+ * could turn a replica host into a second writable primary.
+ */
+export function renderReplicaEntrypoint(params: ReplicaEntrypointParams): string {
+  const r = resolveCommon(params);
+  const mode = params.mode;
+  if (mode !== "replica" && mode !== "promoted" && mode !== "rejoin") {
+    templateError(`mode must be "replica", "promoted" or "rejoin", got ${JSON.stringify(mode)}`);
+  }
+  const slot = validateSlotName(params.slotName);
+  const passfile = validatePath("passfile", params.passfile);
+  const caFile = validatePath("caFile", params.caFile);
+  const timeout = validatePositiveInt("connectTimeoutSeconds", params.connectTimeoutSeconds ?? 10);
+  const host = validateConnectHost("primary host", params.primary.host);
+  const port = validatePort("primary port", params.primary.port ?? 5432);
+  const appName = validateReplicaName(params.applicationName);
+  const replicationConninfo = `${replicaPrimaryConninfo({
+    primary: { host, port },
+    replicationUser: params.replicationUser,
+    passfile,
+    applicationName: appName,
+    caFile,
+  })} connect_timeout=${timeout}`;
+  const rewindConninfo = renderConninfo([
+    ["host", host],
+    ["port", port],
+    ["user", validateIdentifier("rewind user", params.rewindUser)],
+    ["dbname", validateIdentifier("rewind database", params.rewindDatabase ?? "postgres")],
+    ["passfile", passfile],
+    ["sslmode", "verify-full"],
+    ["sslrootcert", caFile],
+    ["application_name", `${appName}-rewind`],
+    ["connect_timeout", timeout],
+  ]);
+
+  const lines = [
+    ...header(`PostgreSQL replica entrypoint for ${appName} (mode: ${mode}).`, r),
+    `readonly MODE=${shellQuote(mode)}`,
+    `readonly SLOT=${shellQuote(slot)}`,
+    `readonly PASSFILE=${shellQuote(passfile)}`,
+    `readonly CA_FILE=${shellQuote(caFile)}`,
+    `readonly PRIMARY=${shellQuote(`${host}:${port}`)}`,
+    `readonly REPLICATION_CONNINFO=${shellQuote(replicationConninfo)}`,
+    `readonly REWIND_CONNINFO=${shellQuote(rewindConninfo)}`,
+    "",
+    "# libpq ignores a passfile that others can read; the postgres user must own it.",
+    "check_secrets() {",
+    "  [ -f \"$PASSFILE\" ] || fail \"passfile $PASSFILE is missing\"",
+    "  [ -r \"$CA_FILE\" ] || fail \"CA certificate $CA_FILE is missing\"",
+    "  if [ \"$(stat -c %U \"$PASSFILE\")\" != \"$PG_OS_USER\" ] || [ \"$(stat -c %a \"$PASSFILE\")\" != 600 ]; then",
+    "    chown \"$PG_OS_USER:\" \"$PASSFILE\" 2>/dev/null && chmod 0600 \"$PASSFILE\" 2>/dev/null ||",
+    "      fail \"passfile $PASSFILE must be owned by $PG_OS_USER with mode 0600 (it is $(stat -c '%U %a' \"$PASSFILE\"))\"",
+    "  fi",
+    "}",
+    "",
+    "# A slot left by an earlier copy of this replica would make pg_basebackup -C fail.",
+    "drop_stale_slot() {",
+    "  local out",
+    "  if out=$(as_postgres pg_receivewal --drop-slot --slot=\"$SLOT\" --no-password --dbname=\"$REPLICATION_CONNINFO\" 2>&1); then",
+    "    log \"dropped stale replication slot $SLOT on $PRIMARY\"",
+    "  elif grep -q 'does not exist' <<<\"$out\"; then",
+    "    log \"no stale replication slot $SLOT on $PRIMARY\"",
+    "  else",
+    "    fail \"could not drop replication slot $SLOT on $PRIMARY: $out\"",
+    "  fi",
+    "}",
+    "",
+    "ensure_slot() {",
+    "  as_postgres pg_receivewal --create-slot --if-not-exists --slot=\"$SLOT\" --no-password --dbname=\"$REPLICATION_CONNINFO\" ||",
+    "    fail \"could not create replication slot $SLOT on $PRIMARY\"",
+    "}",
+    "",
+    "# Empty data directory: copy the primary over TLS through this replica's own slot.",
+    "clone() {",
+    "  check_secrets",
+    "  drop_stale_slot",
+    "  log \"cloning the primary $PRIMARY into $DATA_DIR (slot $SLOT)\"",
+    "  as_postgres pg_basebackup --pgdata=\"$DATA_DIR\" --dbname=\"$REPLICATION_CONNINFO\" --no-password \\",
+    "    --wal-method=stream --checkpoint=fast --create-slot --slot=\"$SLOT\" ||",
+    "    fail \"pg_basebackup from $PRIMARY failed (see above); the data directory was left empty, the next start retries\"",
+    "  as_postgres touch \"$DATA_DIR/standby.signal\"",
+    "  log \"clone complete\"",
+    "}",
+    "",
+    "# Old primary: wind its data back to where the new primary's timeline forked off.",
+    "rewind() {",
+    "  check_secrets",
+    "  log \"rewinding $DATA_DIR onto the timeline of $PRIMARY with pg_rewind\"",
+    "  if ! as_postgres pg_rewind --target-pgdata=\"$DATA_DIR\" --source-server=\"$REWIND_CONNINFO\" --config-file=\"$CONFIG_FILE\"; then",
+    "    fail \"pg_rewind could not bring $DATA_DIR onto the timeline of $PRIMARY (see above), so this server cannot rejoin with its data. Re-initialise it: empty $DATA_DIR and start again, and this entrypoint clones a fresh copy.\"",
+    "  fi",
+    "  ensure_slot",
+    "  as_postgres touch \"$DATA_DIR/standby.signal\"",
+    "  log \"rewind complete: starting as a standby of $PRIMARY\"",
+    "}",
+    "",
+    "prepare_data_dir",
+    "if data_dir_empty; then",
+    "  case \"$MODE\" in",
+    "    promoted)",
+    "      fail \"mode promoted but $DATA_DIR is empty: refusing to create a new, empty primary on a replica host. Restore the promoted data, or deploy this host as a replica to clone the current primary.\" ;;",
+    "    *) clone ;;",
+    "  esac",
+    "elif ! has_cluster; then",
+    "  fail \"$DATA_DIR holds files but no PostgreSQL cluster (no PG_VERSION): refusing to touch it. Empty it to clone the primary.\"",
+    "elif [ ! -e \"$DATA_DIR/standby.signal\" ]; then",
+    "  case \"$MODE\" in",
+    "    replica)",
+    "      fail \"$DATA_DIR holds a cluster without standby.signal: a primary's data or an interrupted clone. Refusing to start it writable on a replica host. Empty $DATA_DIR to clone the primary again, or deploy in mode rejoin to rewind an old primary.\" ;;",
+    "    rejoin) rewind ;;",
+    "    promoted) log \"promoted data: starting as a primary\" ;;",
+    "  esac",
+    "else",
+    "  log \"existing standby data in $DATA_DIR: starting without cloning\"",
+    "fi",
+    ...footer(r, `mode ${mode}`),
+  ];
+  return lines.join("\n");
+}
+
+/**
+ * The primary container's entrypoint (bash): initialises an empty data
+ * directory (peer for the local superuser, no network access until
+ * pg_hba.conf allows it), and refuses to start when the data directory is a
+ * replica's (standby.signal present).
+ */
+export function renderPrimaryEntrypoint(params: PrimaryEntrypointParams): string {
+  const r = resolveCommon(params);
+  const locale = params.locale ?? "C.UTF-8";
+  if (!/^[A-Za-z0-9_.@-]+$/.test(locale)) templateError(`locale ${JSON.stringify(locale)} is not a locale name`);
+  const initdb = [
+    "initdb",
+    `--pgdata=${r.dataDir}`,
+    `--username=${r.osUser}`,
+    "--auth-local=peer",
+    "--auth-host=reject",
+    "--encoding=UTF8",
+    `--locale=${locale}`,
+    "--data-checksums",
+    ...(params.initdbArgs ?? []),
+  ];
+  const lines = [
+    ...header("PostgreSQL primary entrypoint.", r),
+    "prepare_data_dir",
+    "if [ -e \"$DATA_DIR/standby.signal\" ]; then",
+    "  fail \"$DATA_DIR holds a replica's data (standby.signal present): refusing to start it as the primary. Promote the replica it belongs to instead, or restore the primary's data.\"",
+    "fi",
+    "if data_dir_empty; then",
+    "  log \"initialising a new cluster in $DATA_DIR\"",
+    `  as_postgres ${sh(initdb)}`,
+    "elif ! has_cluster; then",
+    "  fail \"$DATA_DIR holds files but no PostgreSQL cluster (no PG_VERSION): refusing to touch it\"",
+    "fi",
+    ...footer(r, "primary"),
+  ];
+  return lines.join("\n");
+}
