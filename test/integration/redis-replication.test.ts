@@ -1,0 +1,178 @@
+/**
+ * Redis master (host "main") and TLS replica (host "replica1") started from
+ * the rendered redis.conf and users.acl: initial sync, read-only replica,
+ * partial resync after a link break, AOF across a master crash, master
+ * certificate verification, promotion.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { TestNet, waitFor, type Host } from "../rig/net";
+import { makeCa, type CertFiles, type TestCa } from "../rig/pki";
+import { dataDigest, execIn, randomRedisUsers, redisCli, redisInfo, redisOk, RedisServer, waitInSync } from "../rig/redis";
+import { renderRedisAcl, renderRedisConf, renderRedisPromoteScript, type RedisConfParams } from "../../templates/redis";
+
+// Short link timeouts so that a cut of a few seconds really breaks the link.
+const TIMING = { replDisklessSyncDelay: 0, replPingReplicaPeriod: 1, replTimeout: 3, replBacklogSize: "16mb" } as const;
+
+describe("redis replication over TLS", () => {
+  let net: TestNet;
+  let ca: TestCa;
+  let main: Host;
+  let replicaHost: Host;
+  let client: Host;
+  let master: RedisServer;
+  let replica: RedisServer;
+  let rCert: CertFiles;
+  const users = randomRedisUsers();
+  const acl = renderRedisAcl(users);
+
+  const masterConf = (s: RedisServer): string =>
+    renderRedisConf({ role: "master", bind: [s.host.ip, "127.0.0.1"], port: s.port, ...s.paths, ...TIMING });
+  const replicaConf = (s: RedisServer, masterHost: string, masterPort = 6380): string =>
+    renderRedisConf({
+      role: "replica",
+      bind: [s.host.ip, "127.0.0.1"],
+      port: s.port,
+      ...s.paths,
+      ...TIMING,
+      announce: { ip: s.host.ip, port: s.port },
+      masterHost,
+      masterPort,
+      masterUser: users.replication.name,
+      masterPassword: users.replication.password,
+    } satisfies RedisConfParams);
+
+  beforeAll(async () => {
+    net = await TestNet.create(["main", "replica1", "client"]);
+    main = net.host("main");
+    replicaHost = net.host("replica1");
+    client = net.host("client");
+    ca = makeCa("redis-ca", net.mkdir("pki"));
+    const mCert = ca.issue("redis-main", [main.ip, "redis-main.synaxic.test"]);
+    rCert = ca.issue("redis-replica1", [replicaHost.ip, "redis-replica1.synaxic.test"]);
+    master = RedisServer.create(net, main, "master", { caPem: ca.certPem, certPem: mCert.certPem, keyPem: mCert.keyPem });
+    replica = RedisServer.create(net, replicaHost, "replica", { caPem: ca.certPem, certPem: rCert.certPem, keyPem: rCert.keyPem });
+    await master.start(masterConf(master), acl);
+    await replica.start(replicaConf(replica, main.ip), acl);
+  });
+
+  afterAll(async () => {
+    await net?.destroy();
+  });
+
+  it("syncs the replica over TLS: link up, equal offsets, equal data digest", async () => {
+    const app = users.app;
+    await redisOk(client, master.target, ["SET", "session:1", "alice"], app);
+    await redisOk(client, master.target, ["HSET", "user:1", "name", "Alice", "lang", "fr"], app);
+    await redisOk(client, master.target, ["RPUSH", "queue", "a", "b", "c"], app);
+    await redisOk(client, master.target, ["SADD", "tags", "x", "y"], app);
+    await redisOk(client, master.target, ["ZADD", "rank", "1", "m", "2.5", "n"], app);
+    await redisOk(client, master.target, ["SET", "cache:ttl", "v", "EX", "3600"], app);
+
+    const { master: m, replica: r } = await waitInSync(client, master.target, replica.target, app);
+    expect(r.role).toBe("slave");
+    expect(r.master_host).toBe(main.ip);
+    expect(r.master_port).toBe("6380");
+    expect(m.connected_slaves).toBe("1");
+    // The replica announced its own address and TLS port.
+    expect(m.slave0).toContain(`ip=${replicaHost.ip},port=6380,state=online`);
+
+    const dm = await dataDigest(client, master.target, app);
+    const dr = await dataDigest(client, replica.target, app);
+    expect(dm.keys).toBe(6);
+    expect(dr).toEqual(dm);
+    expect(await redisOk(client, replica.target, ["HGET", "user:1", "name"], app)).toBe("Alice");
+    // No plain-text replication: the master has no plain port at all.
+    expect(m.master_repl_offset).toBe(r.master_repl_offset);
+  });
+
+  it("keeps the replica read-only", async () => {
+    const r = await redisCli(client, replica.target, ["SET", "session:2", "bob"], { auth: users.app });
+    expect(r.out).toMatch(/^READONLY /);
+    expect((await redisCli(client, replica.target, ["EXISTS", "session:2"], { auth: users.app })).out).toBe("0");
+  });
+
+  it("resyncs partially, not fully, after a short link break", async () => {
+    const before = await redisInfo(client, master.target, "stats", users.app);
+    await replicaHost.cut();
+    try {
+      // Writes made while the replica is cut off go to the backlog.
+      for (let i = 0; i < 50; i++) await redisOk(client, master.target, ["SET", `during-cut:${i}`, `v${i}`], users.app);
+      // Wait until the replica itself has declared the link broken.
+      await waitFor("replica to notice the broken link", async () => {
+        const r = await redisInfo(replicaHost, replica.localTarget, "replication", users.app);
+        return r.master_link_status === "down";
+      }, 15_000, 250);
+    } finally {
+      await replicaHost.restore();
+    }
+    await waitInSync(client, master.target, replica.target, users.app);
+    const after = await redisInfo(client, master.target, "stats", users.app);
+    expect(Number(after.sync_partial_ok)).toBe(Number(before.sync_partial_ok) + 1);
+    expect(after.sync_full).toBe(before.sync_full);
+    expect(replica.log()).toMatch(/Successful partial resynchronization with master/);
+    expect(await dataDigest(client, replica.target, users.app)).toEqual(await dataDigest(client, master.target, users.app));
+  });
+
+  it("keeps the master's data across a crash (AOF) and the replica follows", async () => {
+    await redisOk(client, master.target, ["SET", "durable", "yes"], users.app);
+    const digest = await dataDigest(client, master.target, users.app);
+    // SIGKILL: no shutdown save; only the append-only file can bring the data back.
+    await master.restart("SIGKILL");
+    expect(master.log()).toMatch(/DB loaded from (append only file|base file appendonly\.aof)/);
+    expect(await dataDigest(client, master.target, users.app)).toEqual(digest);
+    expect(await redisOk(client, master.target, ["GET", "durable"], users.app)).toBe("yes");
+    await waitInSync(client, master.target, replica.target, users.app);
+    expect(await dataDigest(client, replica.target, users.app)).toEqual(digest);
+  });
+
+  it("refuses a master whose certificate is not from the fleet CA", async () => {
+    // An impostor on the client host, with a certificate for its own address from another CA.
+    const rogueCa = makeCa("rogue-ca", net.mkdir("rogue-pki"));
+    const rogueCert = rogueCa.issue("rogue", [client.ip]);
+    const rogue = RedisServer.create(net, client, "rogue", { caPem: rogueCa.certPem, certPem: rogueCert.certPem, keyPem: rogueCert.keyPem });
+    await rogue.start(masterConf(rogue), acl);
+    await redisOk(client, rogue.localTarget, ["SET", "rogue", "data"], users.app);
+    // A second replica instance with the real fleet CA, pointed at the impostor.
+    const victim = RedisServer.create(net, replicaHost, "victim", { caPem: ca.certPem, certPem: rCert.certPem, keyPem: rCert.keyPem }, 6381);
+    await victim.start(replicaConf(victim, client.ip), acl);
+    await waitFor("the TLS handshake with the impostor to fail", async () => /certificate verify failed/i.test(victim.log()), 15_000, 200);
+    const r = await redisInfo(replicaHost, victim.localTarget, "replication", users.app);
+    expect(r.master_link_status).toBe("down");
+    expect((await redisInfo(client, rogue.localTarget, "replication", users.app)).connected_slaves).toBe("0");
+    expect((await redisCli(replicaHost, victim.localTarget, ["EXISTS", "rogue"], { auth: users.app })).out).toBe("0");
+    await victim.stop();
+    await rogue.stop();
+  });
+
+  it("promotes the replica with the rendered script, keeping its data, and restarts it as a master", async () => {
+    await waitInSync(client, master.target, replica.target, users.app);
+    const digest = await dataDigest(client, master.target, users.app);
+    const script = renderRedisPromoteScript({ host: "127.0.0.1", port: replica.port, caFile: replica.caFile, user: users.admin.name });
+    const run = await execIn(replicaHost, ["sh", "-c", script], { env: { REDISCLI_AUTH: users.admin.password } });
+    expect(run.stderr).toBe("");
+    expect(run.code).toBe(0);
+    expect(run.stdout.trim()).toBe("promoted");
+
+    const r = await redisInfo(client, replica.target, "replication", users.app);
+    expect(r.role).toBe("master");
+    expect(await dataDigest(client, replica.target, users.app)).toEqual(digest);
+    expect(await redisOk(client, replica.target, ["SET", "written-after-promotion", "1"], users.app)).toBe("OK");
+
+    // Then its config is rendered as a master, so a restart keeps the role and the data.
+    await replica.restart("SIGTERM", masterConf(replica));
+    const after = await redisInfo(client, replica.target, "replication", users.app);
+    expect(after.role).toBe("master");
+    expect(await redisOk(client, replica.target, ["GET", "written-after-promotion"], users.app)).toBe("1");
+    expect((await dataDigest(client, replica.target, users.app)).keys).toBe(digest.keys + 1);
+  });
+
+  it("refuses the promotion script without the admin password", async () => {
+    const script = renderRedisPromoteScript({ host: "127.0.0.1", port: master.port, caFile: master.caFile, user: users.admin.name });
+    const run = await execIn(main, ["sh", "-c", script], { env: { REDISCLI_AUTH: "not-the-password" } });
+    expect(run.code).not.toBe(0);
+    expect(`${run.stdout}${run.stderr}`).toMatch(/WRONGPASS|NOAUTH/);
+    const noEnv = await execIn(main, ["env", "-u", "REDISCLI_AUTH", "sh", "-c", script]);
+    expect(noEnv.code).not.toBe(0);
+    expect(noEnv.stderr).toMatch(/REDISCLI_AUTH/);
+  });
+});
