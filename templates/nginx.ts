@@ -1,0 +1,456 @@
+/**
+ * The load balancer on the main host: nginx in front of every app instance.
+ *
+ * Reads (GET, HEAD, OPTIONS) are spread round-robin over the main app and
+ * every replica app and may be retried on the next instance when one fails.
+ * Everything else is a write: it goes to the main app only (the one in write
+ * mode, next to the primary database) and is never replayed anywhere else,
+ * not even when the app fails mid-request or times out, because a write may
+ * already have taken effect.
+ */
+
+export interface AppEndpoint {
+  /** The host's name, used in comments and error messages. */
+  name: string;
+  /** host:port (IPv4, DNS name or [IPv6]) where nginx reaches the app. */
+  address: string;
+}
+
+export interface NginxTlsParams {
+  /** Certificate chain (PEM) as nginx sees it, e.g. /etc/nginx/tls/fullchain.pem. */
+  certFile: string;
+  /** Private key (PEM) as nginx sees it. */
+  keyFile: string;
+  /** HTTPS port; 443 by default. */
+  port?: number;
+  /** Strict-Transport-Security max-age in seconds; 0 leaves the header out. Default one year. */
+  hstsMaxAgeSeconds?: number;
+}
+
+export interface NginxParams {
+  /** The app in write mode on the main host. */
+  mainApp: AppEndpoint;
+  /** The apps in read mode, one per replica host (may be empty). */
+  replicaApps: readonly AppEndpoint[];
+  /** Plain HTTP port; 80 by default. With TLS it only redirects to HTTPS. */
+  listenPort?: number;
+  /** Also listen on IPv6 ([::]); off by default (Docker networks are often IPv4 only). */
+  listenIpv6?: boolean;
+  /** HTTPS listener; when given, plain HTTP redirects to it. */
+  tls?: NginxTlsParams;
+  /** server_name values; "_" (any) by default. */
+  serverNames?: readonly string[];
+
+  /** Worker user; "nginx" (the nginx image's user) by default. Debian's package uses www-data. */
+  user?: string;
+  /** Default /var/run/nginx.pid, as in the nginx image. Relative paths are relative to the -p prefix. */
+  pidFile?: string;
+  /** Default /var/log/nginx/error.log (a link to stderr in the nginx image). */
+  errorLog?: string;
+  errorLogLevel?: "debug" | "info" | "notice" | "warn" | "error" | "crit";
+  /** Default /var/log/nginx/access.log (a link to stdout in the nginx image); "off" disables it. */
+  accessLog?: string;
+  /** Directory for client body and proxy temp files; the compiled-in defaults when absent. */
+  tempDir?: string;
+  /** Emit `daemon off;` (for running nginx in the foreground without `-g 'daemon off;'`). Default false. */
+  foreground?: boolean;
+  workerProcesses?: number | "auto";
+  workerConnections?: number;
+
+  /** Passive health check: failures within failTimeout before an instance is skipped for failTimeout. */
+  maxFails?: number;
+  /** nginx time such as 10s. */
+  failTimeout?: string;
+  /** Idle keep-alive connections each worker keeps per upstream. */
+  upstreamKeepalive?: number;
+  /**
+   * How long nginx keeps an idle upstream connection. Must stay below the
+   * app's own keep-alive timeout, or nginx may send a request on a
+   * connection the app is closing (a write would then fail with 502).
+   */
+  upstreamKeepaliveTimeout?: string;
+  proxyConnectTimeout?: string;
+  proxySendTimeout?: string;
+  /** Time to wait for a read's response before trying the next instance. */
+  readTimeout?: string;
+  /** Time to wait for a write's response; on expiry the client gets 504 and the write is not retried. */
+  writeTimeout?: string;
+  /** Most instances one read may be tried on (0 = all). */
+  readTries?: number;
+  /** Total time a read may spend being retried. */
+  readRetryTimeout?: string;
+  clientMaxBodySize?: string;
+  clientBodyTimeout?: string;
+  clientHeaderTimeout?: string;
+  sendTimeout?: string;
+  keepaliveTimeout?: string;
+  /** Adds X-Upstream (the instance that answered) to responses; off by default (it shows internal addresses). */
+  exposeUpstreamHeader?: boolean;
+}
+
+/** The defaults renderNginxConf applies, exported for callers and tests. */
+export const NGINX_DEFAULTS = {
+  listenPort: 80,
+  tlsPort: 443,
+  hstsMaxAgeSeconds: 31_536_000,
+  user: "nginx",
+  pidFile: "/var/run/nginx.pid",
+  errorLog: "/var/log/nginx/error.log",
+  errorLogLevel: "warn",
+  accessLog: "/var/log/nginx/access.log",
+  workerProcesses: "auto",
+  workerConnections: 1024,
+  maxFails: 3,
+  failTimeout: "10s",
+  upstreamKeepalive: 32,
+  upstreamKeepaliveTimeout: "30s",
+  proxyConnectTimeout: "5s",
+  proxySendTimeout: "60s",
+  readTimeout: "60s",
+  writeTimeout: "60s",
+  readTries: 3,
+  readRetryTimeout: "30s",
+  clientMaxBodySize: "10m",
+  clientBodyTimeout: "30s",
+  clientHeaderTimeout: "30s",
+  sendTimeout: "30s",
+  keepaliveTimeout: "65s",
+} as const;
+
+/** Names of the two upstream groups (also shown in the access log). */
+export const WRITE_UPSTREAM = "synaxic_write";
+export const READ_UPSTREAM = "synaxic_read";
+/** Methods that go to the read upstream; every other method is a write. */
+export const READ_METHODS = ["GET", "HEAD", "OPTIONS"] as const;
+
+const TLS_CIPHERS = [
+  "ECDHE-ECDSA-AES128-GCM-SHA256",
+  "ECDHE-RSA-AES128-GCM-SHA256",
+  "ECDHE-ECDSA-AES256-GCM-SHA384",
+  "ECDHE-RSA-AES256-GCM-SHA384",
+  "ECDHE-ECDSA-CHACHA20-POLY1305",
+  "ECDHE-RSA-CHACHA20-POLY1305",
+].join(":");
+
+// ---------------------------------------------------------------------------
+// Validation
+// ---------------------------------------------------------------------------
+
+class NginxParamError extends Error {
+  constructor(message: string) {
+    super(`renderNginxConf: ${message}`);
+    this.name = "NginxParamError";
+  }
+}
+
+const DNS_NAME = /^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+const IPV6_BRACKETED = /^\[[0-9A-Fa-f:.]+\]$/;
+const HOST_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+/** Characters that can stand unquoted in an nginx directive without ending or opening anything. */
+const SAFE_WORD = /^[A-Za-z0-9_./@:+=,-]+$/;
+const NGINX_TIME = /^\d+(ms|s|m|h|d)?$/;
+const NGINX_SIZE = /^\d+[kKmMgG]?$/;
+
+function checkPort(what: string, v: unknown): number {
+  if (typeof v !== "number" || !Number.isInteger(v) || v < 1 || v > 65535) {
+    throw new NginxParamError(`${what} must be a port number 1-65535, got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+function checkInt(what: string, v: number, min: number): number {
+  if (!Number.isInteger(v) || v < min) throw new NginxParamError(`${what} must be an integer >= ${min}, got ${v}`);
+  return v;
+}
+
+function checkTime(what: string, v: string): string {
+  if (!NGINX_TIME.test(v)) throw new NginxParamError(`${what} must be an nginx time such as 10s or 500ms, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+function checkSize(what: string, v: string): string {
+  if (!NGINX_SIZE.test(v)) throw new NginxParamError(`${what} must be an nginx size such as 10m, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+function checkWord(what: string, v: string): string {
+  if (!SAFE_WORD.test(v)) {
+    throw new NginxParamError(`${what} must be a plain path or word (letters, digits, _ . / @ : + = , -), got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+/** Checks "host:port" and returns it unchanged. */
+export function validateUpstreamAddress(address: string): string {
+  const m = /^(.*):(\d{1,5})$/.exec(address);
+  if (!m) throw new NginxParamError(`upstream address ${JSON.stringify(address)} must be host:port`);
+  const host = m[1]!;
+  const port = Number(m[2]);
+  if (String(port) !== m[2] || port < 1 || port > 65535) {
+    throw new NginxParamError(`upstream address ${JSON.stringify(address)} has an invalid port`);
+  }
+  const isIpv4Shaped = /^[\d.]+$/.test(host);
+  const ok = isIpv4Shaped ? IPV4.test(host) : IPV6_BRACKETED.test(host) || DNS_NAME.test(host);
+  if (!ok) throw new NginxParamError(`upstream address ${JSON.stringify(address)} has an invalid host ${JSON.stringify(host)}`);
+  return address;
+}
+
+function checkEndpoints(main: AppEndpoint, replicas: readonly AppEndpoint[]): void {
+  const all = [main, ...replicas];
+  const byName = new Map<string, string>();
+  const byAddress = new Map<string, string>();
+  for (const e of all) {
+    if (typeof e?.name !== "string" || !HOST_NAME.test(e.name)) {
+      throw new NginxParamError(`app name ${JSON.stringify(e?.name)} must be letters, digits, . _ - (max 63)`);
+    }
+    validateUpstreamAddress(e.address);
+    const prevName = byName.get(e.name);
+    if (prevName !== undefined) throw new NginxParamError(`duplicate app name ${JSON.stringify(e.name)}`);
+    byName.set(e.name, e.address);
+    const key = e.address.toLowerCase();
+    const prev = byAddress.get(key);
+    if (prev !== undefined) {
+      throw new NginxParamError(`duplicate upstream address ${e.address} (apps ${prev} and ${e.name})`);
+    }
+    byAddress.set(key, e.name);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Rendering
+// ---------------------------------------------------------------------------
+
+function upstreamBlock(name: string, members: readonly AppEndpoint[], maxFails: number, failTimeout: string, keepalive: number, keepaliveTimeout: string): string {
+  const servers = members.map((m) => `        server ${m.address} max_fails=${maxFails} fail_timeout=${failTimeout};  # ${m.name}`);
+  return [
+    `    upstream ${name} {`,
+    `        zone ${name} 64k;`,
+    ...servers,
+    `        keepalive ${keepalive};`,
+    `        keepalive_timeout ${keepaliveTimeout};`,
+    `    }`,
+  ].join("\n");
+}
+
+/** The body of a location that routes by method: writes jump to @synaxic_write, reads stay. */
+function routedLocation(match: string, o: { readTimeout: string; readTries: number; readRetryTimeout: string }): string {
+  return [
+    `        location ${match} {`,
+    `            error_page 418 = @${WRITE_UPSTREAM};`,
+    `            if ($synaxic_is_write) {`,
+    `                return 418;`,
+    `            }`,
+    `            proxy_pass http://${READ_UPSTREAM};`,
+    `            proxy_next_upstream error timeout http_502 http_503;`,
+    `            proxy_next_upstream_tries ${o.readTries};`,
+    `            proxy_next_upstream_timeout ${o.readRetryTimeout};`,
+    `            proxy_read_timeout ${o.readTimeout};`,
+    `        }`,
+  ].join("\n");
+}
+
+/**
+ * Renders nginx.conf (a complete main configuration, not a conf.d snippet).
+ * Throws with a message naming the offending parameter when one is invalid.
+ */
+export function renderNginxConf(params: NginxParams): string {
+  const p = { ...NGINX_DEFAULTS, ...stripUndefined(params) };
+  if (!params.mainApp) throw new NginxParamError("mainApp is required");
+  if (!Array.isArray(params.replicaApps)) throw new NginxParamError("replicaApps must be a list (possibly empty)");
+  checkEndpoints(params.mainApp, params.replicaApps);
+
+  const listenPort = checkPort("listenPort", p.listenPort);
+  const tls = params.tls;
+  let tlsPort = 0;
+  let hsts = 0;
+  if (tls) {
+    tlsPort = checkPort("tls.port", tls.port ?? NGINX_DEFAULTS.tlsPort);
+    if (tlsPort === listenPort) throw new NginxParamError(`tls.port and listenPort are both ${tlsPort}`);
+    if (!tls.certFile || !tls.keyFile) throw new NginxParamError("tls needs both certFile and keyFile");
+    checkWord("tls.certFile", tls.certFile);
+    checkWord("tls.keyFile", tls.keyFile);
+    hsts = checkInt("tls.hstsMaxAgeSeconds", tls.hstsMaxAgeSeconds ?? NGINX_DEFAULTS.hstsMaxAgeSeconds, 0);
+  }
+  const serverNames = params.serverNames && params.serverNames.length > 0 ? params.serverNames : ["_"];
+  for (const n of serverNames) {
+    if (n !== "_" && !DNS_NAME.test(n.replace(/^\*\./, ""))) throw new NginxParamError(`server name ${JSON.stringify(n)} is not a host name`);
+  }
+  checkWord("user", p.user);
+  checkWord("pidFile", p.pidFile);
+  checkWord("errorLog", p.errorLog);
+  checkWord("accessLog", p.accessLog);
+  if (params.tempDir !== undefined) checkWord("tempDir", params.tempDir);
+  if (p.workerProcesses !== "auto") checkInt("workerProcesses", p.workerProcesses, 1);
+  checkInt("workerConnections", p.workerConnections, 16);
+  checkInt("maxFails", p.maxFails, 0);
+  checkInt("upstreamKeepalive", p.upstreamKeepalive, 1);
+  checkInt("readTries", p.readTries, 0);
+  for (const k of [
+    "failTimeout", "upstreamKeepaliveTimeout", "proxyConnectTimeout", "proxySendTimeout", "readTimeout", "writeTimeout",
+    "readRetryTimeout", "clientBodyTimeout", "clientHeaderTimeout", "sendTimeout", "keepaliveTimeout",
+  ] as const) {
+    checkTime(k, p[k]);
+  }
+  checkSize("clientMaxBodySize", p.clientMaxBodySize);
+
+  const readMembers = [params.mainApp, ...params.replicaApps];
+  const route = { readTimeout: p.readTimeout, readTries: p.readTries, readRetryTimeout: p.readRetryTimeout };
+
+  const listen = (port: number, ssl: boolean): string[] => {
+    const suffix = ssl ? " ssl http2" : "";
+    const lines = [`        listen ${port}${suffix};`];
+    if (params.listenIpv6) lines.push(`        listen [::]:${port}${suffix};`);
+    return lines;
+  };
+
+  const appLocations = [
+    `        # Only the health endpoint of the actuator is public; Prometheus scrapes the apps directly.`,
+    `        location ^~ /actuator/ {`,
+    `            return 404;`,
+    `        }`,
+    routedLocation("= /actuator/health", route),
+    routedLocation("^~ /actuator/health/", route),
+    routedLocation("/", route),
+    ``,
+    `        # Writes: the main app only. A write that may have reached the app is`,
+    `        # never replayed on another instance (not on error, timeout or 5xx).`,
+    `        location @${WRITE_UPSTREAM} {`,
+    `            proxy_pass http://${WRITE_UPSTREAM};`,
+    `            proxy_next_upstream off;`,
+    `            proxy_read_timeout ${p.writeTimeout};`,
+    `        }`,
+  ];
+  const balancerHealth = [
+    `        location = /nginx-health {`,
+    `            access_log off;`,
+    `            default_type text/plain;`,
+    `            return 200 "ok\\n";`,
+    `        }`,
+  ];
+  const serverNameLine = `        server_name ${serverNames.join(" ")};`;
+
+  const servers: string[] = [];
+  if (tls) {
+    const redirectTarget = tlsPort === 443 ? "https://$host$request_uri" : `https://$host:${tlsPort}$request_uri`;
+    servers.push(
+      [
+        `    server {`,
+        ...listen(listenPort, false),
+        serverNameLine,
+        ...balancerHealth,
+        `        location / {`,
+        `            return 308 ${redirectTarget};`,
+        `        }`,
+        `    }`,
+      ].join("\n"),
+      [
+        `    server {`,
+        ...listen(tlsPort, true),
+        serverNameLine,
+        `        ssl_certificate ${tls.certFile};`,
+        `        ssl_certificate_key ${tls.keyFile};`,
+        `        ssl_protocols TLSv1.2 TLSv1.3;`,
+        `        ssl_ciphers ${TLS_CIPHERS};`,
+        `        ssl_prefer_server_ciphers off;`,
+        `        ssl_session_cache shared:synaxic_tls:10m;`,
+        `        ssl_session_timeout 1d;`,
+        `        ssl_session_tickets off;`,
+        ...(hsts > 0 ? [`        add_header Strict-Transport-Security "max-age=${hsts}" always;`] : []),
+        ...(params.exposeUpstreamHeader ? [`        add_header X-Upstream $upstream_addr always;`] : []),
+        `        add_header X-Request-Id $synaxic_request_id always;`,
+        ...balancerHealth,
+        ...appLocations,
+        `    }`,
+      ].join("\n"),
+    );
+  } else {
+    servers.push(
+      [
+        `    server {`,
+        ...listen(listenPort, false),
+        serverNameLine,
+        ...(params.exposeUpstreamHeader ? [`        add_header X-Upstream $upstream_addr always;`] : []),
+        `        add_header X-Request-Id $synaxic_request_id always;`,
+        ...balancerHealth,
+        ...appLocations,
+        `    }`,
+      ].join("\n"),
+    );
+  }
+
+  const tempPaths = params.tempDir
+    ? ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"].map((k) => `    ${k}_temp_path ${params.tempDir}/${k};`)
+    : [];
+  const accessLog = p.accessLog === "off" ? "    access_log off;" : `    access_log ${p.accessLog} synaxic;`;
+
+  return [
+    `# nginx.conf for the Synaxic load balancer (rendered; edits are overwritten).`,
+    `# Writes -> ${WRITE_UPSTREAM}: ${params.mainApp.name}. Reads -> ${READ_UPSTREAM}: ${readMembers.map((m) => m.name).join(", ")}.`,
+    `user ${p.user};`,
+    `worker_processes ${p.workerProcesses};`,
+    `pid ${p.pidFile};`,
+    `error_log ${p.errorLog} ${p.errorLogLevel};`,
+    ...(p.foreground ? ["daemon off;"] : []),
+    ``,
+    `events {`,
+    `    worker_connections ${p.workerConnections};`,
+    `}`,
+    ``,
+    `http {`,
+    `    server_tokens off;`,
+    `    default_type application/octet-stream;`,
+    `    sendfile on;`,
+    `    tcp_nopush on;`,
+    ``,
+    `    log_format synaxic '$remote_addr [$time_iso8601] "$request" $status $body_bytes_sent $request_time '`,
+    `                       'upstream=$upstream_addr upstream_status=$upstream_status rid=$synaxic_request_id';`,
+    accessLog,
+    ...tempPaths,
+    ``,
+    `    keepalive_timeout ${p.keepaliveTimeout};`,
+    `    client_max_body_size ${p.clientMaxBodySize};`,
+    `    client_body_timeout ${p.clientBodyTimeout};`,
+    `    client_header_timeout ${p.clientHeaderTimeout};`,
+    `    send_timeout ${p.sendTimeout};`,
+    ``,
+    `    # ${READ_METHODS.join(", ")} are reads; every other method is a write.`,
+    `    map $request_method $synaxic_is_write {`,
+    `        default 1;`,
+    ...READ_METHODS.map((m) => `        ${m} 0;`),
+    `    }`,
+    ``,
+    `    # Keep the client's request id when it sends one, otherwise make one.`,
+    `    map $http_x_request_id $synaxic_request_id {`,
+    `        default $http_x_request_id;`,
+    `        "" $request_id;`,
+    `    }`,
+    ``,
+    upstreamBlock(WRITE_UPSTREAM, [params.mainApp], p.maxFails, p.failTimeout, p.upstreamKeepalive, p.upstreamKeepaliveTimeout),
+    ``,
+    upstreamBlock(READ_UPSTREAM, readMembers, p.maxFails, p.failTimeout, p.upstreamKeepalive, p.upstreamKeepaliveTimeout),
+    ``,
+    `    # Upstream keep-alive needs HTTP/1.1 and an empty Connection header.`,
+    `    proxy_http_version 1.1;`,
+    `    proxy_set_header Connection "";`,
+    `    proxy_set_header Host $host;`,
+    `    proxy_set_header X-Real-IP $remote_addr;`,
+    `    # nginx is the edge: the client address it saw replaces whatever the client claimed.`,
+    `    proxy_set_header X-Forwarded-For $remote_addr;`,
+    `    proxy_set_header X-Forwarded-Proto $scheme;`,
+    `    proxy_set_header X-Forwarded-Host $host;`,
+    `    proxy_set_header X-Forwarded-Port $server_port;`,
+    `    proxy_set_header Forwarded "";`,
+    `    proxy_set_header X-Request-Id $synaxic_request_id;`,
+    `    proxy_connect_timeout ${p.proxyConnectTimeout};`,
+    `    proxy_send_timeout ${p.proxySendTimeout};`,
+    ``,
+    ...servers.flatMap((s) => [s, ""]),
+    `}`,
+    ``,
+  ].join("\n");
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}

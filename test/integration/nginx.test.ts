@@ -1,0 +1,338 @@
+/**
+ * The rendered nginx.conf on a real nginx 1.22 (Debian's), in the "main"
+ * namespace, in front of app stubs on main, replica1 and replica2. Requests
+ * come from the test process, which sits on the same bridge as a client.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { randomBytes, createHash, randomUUID } from "node:crypto";
+import https from "node:https";
+import { TestNet, waitFor, type Host } from "../rig/net";
+import { AppStub } from "../rig/appStub";
+import { NginxInstance, sendLoad, type LoadResult } from "../rig/nginx";
+import { makeCa, type TestCa } from "../rig/pki";
+import { renderNginxConf, type NginxParams } from "../../templates/nginx";
+
+const APP_PORT = 8080;
+const APPS = ["main", "replica1", "replica2"] as const;
+const WRITE_METHODS = ["POST", "PUT", "PATCH", "DELETE"] as const;
+
+let net: TestNet;
+let main: Host;
+const stubs: Record<string, AppStub> = {};
+let nginx: NginxInstance;
+let base: string;
+
+function params(extra: Partial<NginxParams> = {}): NginxParams {
+  return {
+    mainApp: { name: "main", address: stubs.main!.address },
+    replicaApps: [stubs.replica1!, stubs.replica2!].map((s) => ({ name: s.name, address: s.address })),
+    listenPort: 80,
+    ...nginx.paths,
+    // Short timings so that failure scenarios take seconds, not minutes.
+    failTimeout: "3s",
+    proxyConnectTimeout: "1s",
+    readTimeout: "1s",
+    writeTimeout: "1s",
+    exposeUpstreamHeader: true,
+    ...extra,
+  };
+}
+
+async function resetStubs(): Promise<void> {
+  await Promise.all(Object.values(stubs).filter((s) => s.running).map((s) => s.reset()));
+}
+
+/** Every journal entry for a test id, across all app hosts. */
+function arrivals(id: string): string[] {
+  return Object.values(stubs).flatMap((s) => s.journalEntries(id).map((e) => e.host));
+}
+
+function expectEvenSpread(r: LoadResult, hosts: readonly string[], n: number): void {
+  const share = n / hosts.length;
+  expect(Object.keys(r.byHost).sort()).toEqual([...hosts].sort());
+  for (const h of hosts) {
+    expect(r.byHost[h], `${h} answered ${r.byHost[h]} of ${n}`).toBeGreaterThanOrEqual(Math.floor(share * 0.95));
+    expect(r.byHost[h], `${h} answered ${r.byHost[h]} of ${n}`).toBeLessThanOrEqual(Math.ceil(share * 1.05));
+  }
+}
+
+function report(label: string, r: LoadResult): void {
+  process.stdout.write(`[nginx] ${label}: ${JSON.stringify({ byHost: r.byHost, statuses: r.statuses, errors: r.errors, ms: r.ms })}\n`);
+}
+
+/**
+ * Waits until every app answers reads through nginx again. Earlier scenarios
+ * leave failures in nginx's passive health state; after fail_timeout nginx
+ * lets one probe request through per app, and while the probes are out it
+ * treats those apps as down, so a burst right then could find no live app.
+ */
+async function untilAllReadsHealthy(hosts: readonly string[] = APPS): Promise<void> {
+  await waitFor("every app to answer reads through nginx", async () => {
+    const r = await sendLoad(base, { method: "GET", count: 3 * hosts.length, concurrency: 1 });
+    return r.errors === 0 && hosts.every((h) => (r.byHost[h] ?? 0) > 0);
+  }, 15_000, 250);
+}
+
+beforeAll(async () => {
+  net = await TestNet.create(["main", "replica1", "replica2", "client"]);
+  main = net.host("main");
+  const dir = net.mkdir("apps");
+  for (const name of APPS) stubs[name] = new AppStub(net.host(name), name, APP_PORT, dir);
+  await Promise.all(Object.values(stubs).map((s) => s.start()));
+  nginx = new NginxInstance(main);
+  base = `http://${main.ip}`;
+});
+
+afterAll(async () => {
+  await nginx?.dispose();
+  await net?.destroy();
+});
+
+describe("nginx in front of the main app and two replica apps", () => {
+  it("passes nginx -t and starts", async () => {
+    nginx.writeConf(renderNginxConf(params()));
+    const t = await nginx.test();
+    expect(t.stderr).toContain("syntax is ok");
+    expect(t.stderr).toContain("test is successful");
+    expect(t.code).toBe(0);
+    await nginx.start(`${base}/nginx-health`);
+    const r = await fetch(`${base}/nginx-health`);
+    expect(await r.text()).toBe("ok\n");
+  });
+
+  it("spreads 10,000 GETs evenly over all three apps, with no errors", async () => {
+    await resetStubs();
+    const n = 10_000;
+    const r = await sendLoad(base, { method: "GET", count: n, concurrency: 32 });
+    report("GET x10000", r);
+    expect(r.errors).toBe(0);
+    expect(r.kindMismatches).toBe(0);
+    expectEvenSpread(r, APPS, n);
+    // The stubs' own counts agree with what the client saw.
+    for (const name of APPS) expect((await stubs[name]!.stats()).read).toBe(r.byHost[name]);
+  });
+
+  it("spreads 10,000 HEADs evenly too, and OPTIONS count as reads", async () => {
+    const n = 10_000;
+    const r = await sendLoad(base, { method: "HEAD", count: n, concurrency: 32 });
+    report("HEAD x10000", r);
+    expect(r.errors).toBe(0);
+    expectEvenSpread(r, APPS, n);
+
+    const o = await sendLoad(base, { method: "OPTIONS", count: 300, concurrency: 8 });
+    expect(o.errors).toBe(0);
+    expect(o.kindMismatches).toBe(0);
+    expectEvenSpread(o, APPS, 300);
+  });
+
+  it("sends every POST, PUT, PATCH and DELETE to the main app only", async () => {
+    await resetStubs();
+    const body = randomBytes(20_000); // larger than nginx's in-memory body buffer
+    for (const method of WRITE_METHODS) {
+      const r = await sendLoad(base, { method, count: 500, concurrency: 16, body, headers: { "content-type": "application/octet-stream" } });
+      report(`${method} x500`, r);
+      expect(r.errors).toBe(0);
+      expect(r.kindMismatches).toBe(0);
+      expect(r.byHost).toEqual({ main: 500 });
+    }
+    const [m, r1, r2] = await Promise.all(APPS.map((a) => stubs[a]!.stats()));
+    expect(m!.write).toBe(2000);
+    expect(m!.byMethod).toEqual({ POST: 500, PUT: 500, PATCH: 500, DELETE: 500 });
+    expect(r1!.write + r1!.read + r2!.write + r2!.read).toBe(0);
+  });
+
+  it("passes bodies intact and sets the forwarding headers itself", async () => {
+    const body = randomBytes(100_000);
+    const r = await fetch(`${base}/orders?x=1`, {
+      method: "POST",
+      body,
+      headers: {
+        "x-request-id": "req-abc-123",
+        // A client must not be able to choose the address the app sees.
+        "x-forwarded-for": "6.6.6.6",
+        forwarded: "for=6.6.6.6",
+      },
+    });
+    expect(r.status).toBe(200);
+    expect(r.headers.get("server")).toBe("nginx"); // server_tokens off: no version
+    expect(r.headers.get("x-request-id")).toBe("req-abc-123");
+    expect(r.headers.get("x-upstream")).toBe(stubs.main!.address);
+    const j = (await r.json()) as { host: string; write: boolean; bodyBytes: number; bodySha256: string; path: string; httpVersion: string; headers: Record<string, string | undefined> };
+    expect(j.host).toBe("main");
+    expect(j.write).toBe(true);
+    expect(j.path).toBe("/orders");
+    expect(j.bodyBytes).toBe(body.length);
+    expect(j.bodySha256).toBe(createHash("sha256").update(body).digest("hex"));
+    expect(j.httpVersion).toBe("1.1");
+    expect(j.headers["x-forwarded-for"]).toBe(net.rootIp);
+    expect(j.headers["x-real-ip"]).toBe(net.rootIp);
+    expect(j.headers["x-forwarded-proto"]).toBe("http");
+    expect(j.headers["x-forwarded-host"]).toBe(main.ip);
+    expect(j.headers["x-forwarded-port"]).toBe("80");
+    expect(j.headers["x-request-id"]).toBe("req-abc-123");
+    expect(j.headers.forwarded).toBeUndefined();
+    // Upstream keep-alive: nginx does not ask the app to close the connection.
+    expect(j.headers.connection).toBeUndefined();
+
+    const g = await fetch(`${base}/orders/7`);
+    const gj = (await g.json()) as { headers: Record<string, string | undefined> };
+    expect(gj.headers["x-request-id"]).toMatch(/^[0-9a-f]{32}$/); // generated when the client sent none
+  });
+
+  it("keeps the actuator private except for /actuator/health", async () => {
+    const h = await fetch(`${base}/actuator/health`);
+    expect(h.status).toBe(200);
+    expect(await h.json()).toEqual({ status: "UP" });
+    for (const path of ["/actuator/prometheus", "/actuator/env", "/actuator/", "//actuator/prometheus"]) {
+      const r = await fetch(`${base}${path}`);
+      expect(r.status, path).toBe(404);
+    }
+  });
+
+  it("never retries a write that timed out; a read that times out is retried (control)", async () => {
+    await resetStubs();
+    // Every app answers /slow after 2.5 s; nginx gives up after 1 s.
+    const ids = WRITE_METHODS.map((m) => `slow-${m}-${randomUUID()}`);
+    const readId = `slow-GET-${randomUUID()}`;
+    const started = Date.now();
+    const statuses = await Promise.all([
+      ...WRITE_METHODS.map((method, i) =>
+        fetch(`${base}/slow`, { method, body: "x", headers: { "x-test-id": ids[i]!, "x-stub-delay-ms": "2500" } }).then((r) => r.status),
+      ),
+      fetch(`${base}/slow`, { headers: { "x-test-id": readId, "x-stub-delay-ms": "2500" } }).then((r) => r.status),
+    ]);
+    process.stdout.write(`[nginx] slow requests answered after ${Date.now() - started} ms: ${statuses.join(",")}\n`);
+    expect(statuses).toEqual([504, 504, 504, 504, 504]);
+    // Let any retry that nginx might have sent arrive before counting.
+    await new Promise((r) => setTimeout(r, 2000));
+    for (const id of ids) expect(arrivals(id), id).toEqual(["main"]);
+    // The control: the same timeout on a read sends it to each app in turn,
+    // so the journals do see retries when nginx makes them.
+    expect(arrivals(readId).sort()).toEqual([...APPS].sort());
+  });
+
+  it("never retries a write whose app died mid-request", async () => {
+    const ids = { POST: `hang-POST-${randomUUID()}`, PUT: `hang-PUT-${randomUUID()}`, DELETE: `hang-DELETE-${randomUUID()}` };
+    const pending = Object.entries(ids).map(([method, id]) =>
+      fetch(`${base}/hang`, { method, body: method === "DELETE" ? undefined : "payload", headers: { "x-test-id": id, "x-stub-delay-ms": "0" } })
+        .then((r) => r.status)
+        .catch(() => -1),
+    );
+    await waitFor("the hanging writes to reach the main app", async () => Object.values(ids).every((id) => arrivals(id).length === 1), 5000, 20);
+    await stubs.main!.kill();
+    const statuses = await Promise.all(pending);
+    expect(statuses).toEqual([502, 502, 502]);
+    await new Promise((r) => setTimeout(r, 500));
+    for (const id of Object.values(ids)) expect(arrivals(id), id).toEqual(["main"]);
+    // While the main app is down, writes fail fast instead of landing on a replica.
+    const w = await sendLoad(base, { method: "POST", count: 20, concurrency: 4, body: Buffer.from("x") });
+    expect(w.statuses).toEqual({ 502: 20 });
+    await stubs.main!.start();
+  });
+
+  it("keeps reads succeeding when a replica app is killed, and takes it back when it returns", async () => {
+    await untilAllReadsHealthy();
+    await stubs.replica1!.kill();
+    const n = 3000;
+    const r = await sendLoad(base, { method: "GET", count: n, concurrency: 32 });
+    report("GET x3000, replica1 killed", r);
+    // Refused connections are retried on the next app: the client sees none of them.
+    expect(r.errors).toBe(0);
+    expect(r.byHost.replica1).toBeUndefined();
+    expectEvenSpread(r, ["main", "replica2"], n);
+
+    await stubs.replica1!.start();
+    const back = await waitFor("replica1 to get reads again", async () => {
+      const b = await sendLoad(base, { method: "GET", count: 60, concurrency: 4 });
+      return b.errors === 0 && (b.byHost.replica1 ?? 0) > 0 ? b : undefined;
+    }, 10_000, 250);
+    expect(back.byHost.replica1).toBeGreaterThan(0);
+  });
+
+  it("keeps reads succeeding when a replica host drops off the network", async () => {
+    await untilAllReadsHealthy();
+    const replica2 = net.host("replica2");
+    await replica2.cut();
+    try {
+      const n = 1000;
+      const r = await sendLoad(base, { method: "GET", count: n, concurrency: 16 });
+      report("GET x1000, replica2 cut off", r);
+      // Connects to replica2 time out after 1 s and the read moves on.
+      expect(r.errors).toBe(0);
+      expect(r.byHost.replica2).toBeUndefined();
+      expect((r.byHost.main ?? 0) + (r.byHost.replica1 ?? 0)).toBe(n);
+    } finally {
+      await replica2.restore();
+    }
+  });
+});
+
+describe("nginx with TLS", () => {
+  let ca: TestCa;
+
+  function get(path: string, opts: https.RequestOptions = {}): Promise<{ status: number; headers: Record<string, unknown>; body: string; protocol: string }> {
+    return new Promise((resolve, reject) => {
+      const req = https.request(
+        { host: main.ip, port: 443, path, ca: ca.certPem, agent: false, ...opts },
+        (res) => {
+          let body = "";
+          res.on("data", (d: Buffer) => (body += d.toString()));
+          res.on("end", () =>
+            resolve({ status: res.statusCode ?? 0, headers: res.headers, body, protocol: (res.socket as import("node:tls").TLSSocket).getProtocol?.() ?? "" }),
+          );
+        },
+      );
+      req.on("error", reject);
+      req.end(opts.method && opts.method !== "GET" ? "data" : undefined);
+    });
+  }
+
+  beforeAll(async () => {
+    ca = makeCa("nginx-test-ca", net.mkdir("pki"));
+    const cert = ca.issue("balancer", [main.ip]);
+    await nginx.stop();
+    nginx.writeConf(renderNginxConf(params({ tls: { certFile: cert.certFile, keyFile: cert.keyFile } })));
+    const t = await nginx.test();
+    expect(t.code, t.stderr).toBe(0);
+    await nginx.start(`${base}/nginx-health`);
+  });
+
+  it("serves reads and writes over HTTPS with TLS 1.3 and TLS 1.2", async () => {
+    const r = await get("/items/1");
+    expect(r.status).toBe(200);
+    expect(r.protocol).toBe("TLSv1.3");
+    const j = JSON.parse(r.body) as { headers: Record<string, string> };
+    expect(j.headers["x-forwarded-proto"]).toBe("https");
+    expect(j.headers["x-forwarded-port"]).toBe("443");
+    expect(r.headers["strict-transport-security"]).toBe("max-age=31536000");
+
+    const r12 = await get("/items/1", { maxVersion: "TLSv1.2" });
+    expect(r12.status).toBe(200);
+    expect(r12.protocol).toBe("TLSv1.2");
+
+    const writes = await Promise.all(Array.from({ length: 6 }, () => get("/items", { method: "POST" })));
+    expect(writes.map((w) => JSON.parse(w.body).host)).toEqual(Array(6).fill("main"));
+  });
+
+  it("refuses TLS 1.1", async () => {
+    const r = await main.exec(
+      ["openssl", "s_client", "-connect", `${main.ip}:443`, "-tls1_1", "-cipher", "DEFAULT:@SECLEVEL=0", "-CAfile", ca.certFile],
+      { allowFail: true, timeoutMs: 10_000 },
+    );
+    expect(r.code).not.toBe(0);
+    // The server, not the client, says no.
+    // The client offered TLS 1.1 and the server answered with a protocol_version alert (70).
+    expect(r.stderr).toMatch(/tlsv1 alert protocol version/);
+    expect(r.stdout).toContain("Cipher is (NONE)");
+  });
+
+  it("redirects plain HTTP to HTTPS, keeping the method", async () => {
+    const r = await fetch(`${base}/items/9?a=b`, { redirect: "manual" });
+    expect(r.status).toBe(308);
+    expect(r.headers.get("location")).toBe(`https://${main.ip}/items/9?a=b`);
+    const w = await fetch(`${base}/items`, { method: "POST", body: "x", redirect: "manual" });
+    expect(w.status).toBe(308);
+    // The balancer's own health check still answers on plain HTTP.
+    expect((await fetch(`${base}/nginx-health`)).status).toBe(200);
+  });
+});

@@ -1,0 +1,198 @@
+/**
+ * Runs nginx (the Debian package's binary) on a rig host from a rendered
+ * configuration: `nginx -t`, then nginx in the foreground until stop().
+ *
+ * Each instance gets its own prefix directory (world-traversable, because
+ * nginx workers run as www-data and write request bodies to temp files
+ * there); pid, logs and temp files all live under it.
+ */
+import { mkdtempSync, mkdirSync, chmodSync, writeFileSync, rmSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { ChildProcess } from "node:child_process";
+import http from "node:http";
+import { waitFor, type ExecResult, type Host } from "./net";
+
+export const NGINX_BIN = "/usr/sbin/nginx";
+
+export interface NginxRigPaths {
+  pidFile: string;
+  errorLog: string;
+  accessLog: string;
+  tempDir: string;
+  user: string;
+}
+
+export class NginxInstance {
+  private proc: ChildProcess | undefined;
+  readonly prefix: string;
+  readonly confFile: string;
+  /** Pass these to renderNginxConf so that nginx writes only under the prefix. */
+  readonly paths: NginxRigPaths;
+
+  constructor(readonly host: Host) {
+    this.prefix = mkdtempSync(join(tmpdir(), "synaxic-nginx-"));
+    chmodSync(this.prefix, 0o755);
+    const tempDir = join(this.prefix, "temp");
+    mkdirSync(tempDir, { mode: 0o755 });
+    this.confFile = join(this.prefix, "nginx.conf");
+    this.paths = {
+      pidFile: join(this.prefix, "nginx.pid"),
+      errorLog: join(this.prefix, "error.log"),
+      accessLog: join(this.prefix, "access.log"),
+      tempDir,
+      user: "www-data",
+    };
+  }
+
+  writeConf(conf: string): this {
+    writeFileSync(this.confFile, conf);
+    return this;
+  }
+
+  private args(): string[] {
+    return ["-c", this.confFile, "-p", `${this.prefix}/`, "-e", this.paths.errorLog];
+  }
+
+  /** `nginx -t` on the configuration; resolves with its output and exit code. */
+  async test(): Promise<ExecResult> {
+    return this.host.exec([NGINX_BIN, "-t", ...this.args()], { allowFail: true });
+  }
+
+  /** Starts nginx in the foreground and waits until it answers on `probeUrl`. */
+  async start(probeUrl: string): Promise<this> {
+    const { proc } = this.host.spawnDaemon("nginx", [NGINX_BIN, ...this.args(), "-g", "daemon off;"]);
+    this.proc = proc;
+    await waitFor(`nginx on ${this.host.name}`, async () => {
+      if (proc.exitCode !== null) throw new Error(`nginx exited with ${proc.exitCode}: ${this.errorLog()}`);
+      const r = await fetch(probeUrl, { redirect: "manual", signal: AbortSignal.timeout(1000) });
+      return r.status > 0;
+    }, 15_000, 50);
+    return this;
+  }
+
+  errorLog(): string {
+    try {
+      return readFileSync(this.paths.errorLog, "utf8");
+    } catch {
+      return "";
+    }
+  }
+
+  accessLog(): string {
+    try {
+      return readFileSync(this.paths.accessLog, "utf8");
+    } catch {
+      return "";
+    }
+  }
+
+  /** Stops nginx (SIGQUIT, graceful; SIGKILL after 5 s) and waits for the master to exit. */
+  async stop(): Promise<void> {
+    const proc = this.proc;
+    this.proc = undefined;
+    if (!proc?.pid || proc.exitCode !== null || proc.signalCode !== null) return;
+    const pid = proc.pid;
+    const gone = new Promise<void>((resolve) => proc.once("exit", () => resolve()));
+    try {
+      process.kill(pid, "SIGQUIT");
+    } catch {
+      return;
+    }
+    const timer = setTimeout(() => {
+      try {
+        process.kill(-pid, "SIGKILL");
+      } catch {
+        /* gone */
+      }
+    }, 5000);
+    await gone;
+    clearTimeout(timer);
+  }
+
+  /** Stops nginx and removes the prefix directory (kept when SYNAXIC_KEEP_RIG is set). */
+  async dispose(): Promise<void> {
+    await this.stop();
+    if (!process.env.SYNAXIC_KEEP_RIG) rmSync(this.prefix, { recursive: true, force: true });
+  }
+}
+
+export interface LoadResult {
+  /** Answers per app host (x-served-by header). */
+  byHost: Record<string, number>;
+  /** Answers per HTTP status. */
+  statuses: Record<number, number>;
+  /** Requests that got no HTTP answer at all (connection error, timeout). */
+  transportErrors: number;
+  /** Requests answered with a status >= 400 or without a transport answer. */
+  errors: number;
+  /** Answers whose x-stub-write flag disagreed with the method's kind. */
+  kindMismatches: number;
+  ms: number;
+}
+
+export interface LoadOptions {
+  method: string;
+  count: number;
+  concurrency: number;
+  path?: string;
+  body?: Buffer;
+  headers?: Record<string, string>;
+  timeoutMs?: number;
+}
+
+/**
+ * Sends `count` requests over keep-alive connections, at most `concurrency`
+ * at a time, and tallies who answered. Never throws on a failed request: it
+ * counts it.
+ */
+export async function sendLoad(baseUrl: string, o: LoadOptions): Promise<LoadResult> {
+  const url = new URL(o.path ?? "/items", baseUrl);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: o.concurrency });
+  const isWrite = !["GET", "HEAD", "OPTIONS"].includes(o.method);
+  const result: LoadResult = { byHost: {}, statuses: {}, transportErrors: 0, errors: 0, kindMismatches: 0, ms: 0 };
+  const started = Date.now();
+  let next = 0;
+  const one = (): Promise<void> =>
+    new Promise((resolve) => {
+      let settled = false;
+      const fail = (): void => {
+        if (settled) return;
+        settled = true;
+        result.transportErrors++;
+        result.errors++;
+        resolve();
+      };
+      const headers: Record<string, string | number> = { ...o.headers };
+      if (o.body) headers["content-length"] = o.body.length;
+      const req = http.request(url, { method: o.method, agent, headers, timeout: o.timeoutMs ?? 10_000 }, (res) => {
+        res.resume();
+        res.on("error", fail);
+        res.on("end", () => {
+          if (settled) return;
+          settled = true;
+          const status = res.statusCode ?? 0;
+          result.statuses[status] = (result.statuses[status] ?? 0) + 1;
+          if (status >= 400) result.errors++;
+          const host = res.headers["x-served-by"];
+          if (typeof host === "string") result.byHost[host] = (result.byHost[host] ?? 0) + 1;
+          const flag = res.headers["x-stub-write"];
+          if (flag !== undefined && (flag === "1") !== isWrite) result.kindMismatches++;
+          resolve();
+        });
+      });
+      req.on("timeout", () => req.destroy(new Error("timeout")));
+      req.on("error", fail);
+      req.end(o.body);
+    });
+  const worker = async (): Promise<void> => {
+    while (next < o.count) {
+      next++;
+      await one();
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(o.concurrency, o.count) }, worker));
+  agent.destroy();
+  result.ms = Date.now() - started;
+  return result;
+}
