@@ -112,8 +112,8 @@ function certBag(der: Buffer, alias: string): Asn1 {
 
 /** EncryptedData (PBES2, PBKDF2-HMAC-SHA256, AES-256-CBC) around the DER of a SafeContents. */
 function encryptSafe(safeContentsDer: string, password: string, salt: string, iv: string): Asn1 {
-  // PBKDF2 takes the password as UTF-8 bytes (what Java and OpenSSL do for PBES2).
-  const key = forge.pkcs5.pbkdf2(forge.util.encodeUtf8(password), salt, TRUSTSTORE_ITERATIONS, 32, forge.md.sha256.create());
+  // The password is printable ASCII (checked above), so its bytes are its characters.
+  const key = forge.pkcs5.pbkdf2(password, salt, TRUSTSTORE_ITERATIONS, 32, forge.md.sha256.create());
   const cipher = forge.cipher.createCipher("AES-CBC", key);
   cipher.start({ iv });
   cipher.update(forge.util.createBuffer(safeContentsDer, "raw"));
@@ -138,6 +138,9 @@ function encryptSafe(safeContentsDer: string, password: string, salt: string, iv
  */
 export function buildTruststore(caCertPems: string[], password: string): Buffer {
   if (typeof password !== "string" || password.length === 0) throw new Error("buildTruststore: the password must not be empty");
+  // Java's PBE keys (javax.crypto.spec.PBEKeySpec via com.sun.crypto.provider.PBEKey)
+  // refuse anything but printable ASCII: such a store could never be opened.
+  if (!/^[\x20-\x7e]+$/.test(password)) throw new Error("buildTruststore: the password must be printable ASCII (Java cannot open a PKCS12 store with any other)");
   const ders = caCertificatesDer(caCertPems);
 
   const bags = ders.map((der, i) => certBag(der, `synaxic-ca-${i + 1}`));

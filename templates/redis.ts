@@ -110,13 +110,16 @@ export interface RedisCliTarget {
   user: string;
 }
 
-/** Rules of each ACL user, exported so tests and docs can refer to them. */
+/**
+ * Rules of each ACL user after "reset on #<hash>" (reset: no keys, no
+ * channels, no commands), exported so tests and docs can refer to them.
+ */
 export const REDIS_ACL_RULES = {
   default: ["off", "resetpass", "resetkeys", "resetchannels", "-@all"],
   // What a Redis 7.0 replica sends to its master after AUTH: PING, REPLCONF
   // (listening-port, capa, ack) and PSYNC. No key or channel access: the
   // replication stream itself is not subject to key permissions.
-  replication: ["resetkeys", "resetchannels", "-@all", "+psync", "+replconf", "+ping"],
+  replication: ["-@all", "+psync", "+replconf", "+ping"],
   // Everything on every key and channel except @dangerous (FLUSHALL, FLUSHDB,
   // CONFIG, DEBUG, KEYS, SHUTDOWN, MONITOR, REPLICAOF, ACL, MIGRATE, SORT,
   // CLIENT KILL/LIST, ...). INFO is in @dangerous too but Spring Boot's Redis
@@ -125,7 +128,7 @@ export const REDIS_ACL_RULES = {
   // What redis_exporter runs per scrape. CONFIG GET is left out on purpose:
   // it would reveal masterauth (the replication password) on replicas; run
   // the exporter with --config-command=- (REDIS_EXPORTER_CONFIG_COMMAND=-).
-  exporter: ["resetkeys", "resetchannels", "-@all", "+info", "+ping", "+client|setname", "+slowlog|len", "+slowlog|get", "+latency|latest", "+latency|histogram"],
+  exporter: ["-@all", "+info", "+ping", "+client|setname", "+slowlog|len", "+slowlog|get", "+latency|latest", "+latency|histogram"],
   admin: ["~*", "&*", "+@all"],
 } as const;
 

@@ -1,0 +1,225 @@
+import { describe, expect, it } from "vitest";
+import { createHash } from "node:crypto";
+import {
+  REDIS_ACL_RULES,
+  redisAclPasswordHash,
+  redisConfQuote,
+  renderRedisAcl,
+  renderRedisConf,
+  renderRedisPromoteCommands,
+  renderRedisPromoteScript,
+  renderRedisReplicaOfCommands,
+  type RedisAclParams,
+  type RedisMasterConfParams,
+  type RedisReplicaConfParams,
+} from "../../../templates/redis";
+
+const master: RedisMasterConfParams = { role: "master", bind: ["0.0.0.0"], announce: { ip: "10.0.0.2", port: 6380 } };
+const replica: RedisReplicaConfParams = {
+  role: "replica",
+  bind: ["0.0.0.0"],
+  announce: { ip: "10.0.0.3", port: 6380 },
+  masterHost: "10.0.0.2",
+  masterUser: "replication",
+  masterPassword: 'Xk3"rT9 \\ q$w#zP0-mN7vL2',
+  replBacklogSize: "128mb",
+};
+const aclUsers: RedisAclParams = {
+  app: { name: "synaxic-app", password: "app-password-0123456789" },
+  replication: { name: "replication", password: "replication-password-0123" },
+  exporter: { name: "exporter", password: "exporter-password-0123456" },
+};
+
+/** Directive lines (no comments or blanks) as [name, rest]. */
+function directives(conf: string): Map<string, string[]> {
+  const m = new Map<string, string[]>();
+  for (const l of conf.split("\n")) {
+    if (!l || l.startsWith("#")) continue;
+    const i = l.indexOf(" ");
+    const name = l.slice(0, i);
+    m.set(name, [...(m.get(name) ?? []), l.slice(i + 1)]);
+  }
+  return m;
+}
+
+describe("renderRedisConf", () => {
+  it("renders the master config with container paths", () => {
+    expect(renderRedisConf(master)).toMatchSnapshot();
+  });
+
+  it("renders the replica config", () => {
+    expect(renderRedisConf(replica)).toMatchSnapshot();
+  });
+
+  it("renders explicit paths, timings and a memory limit", () => {
+    expect(
+      renderRedisConf({
+        role: "master",
+        bind: ["10.213.1.1", "127.0.0.1", "::1"],
+        port: 16380,
+        tls: { certFile: "/srv/redis tls/server.crt", keyFile: "/srv/redis tls/server.key", caFile: "/srv/redis tls/ca.crt" },
+        aclFile: "/srv/redis/users.acl",
+        dataDir: "/srv/redis/data",
+        replDisklessSyncDelay: 0,
+        replPingReplicaPeriod: 1,
+        replTimeout: 3,
+        maxmemory: "512MB",
+      }),
+    ).toMatchSnapshot();
+  });
+
+  it("turns the plain port off and serves TLS on 6380 only", () => {
+    const d = directives(renderRedisConf(master));
+    expect(d.get("port")).toEqual(["0"]);
+    expect(d.get("tls-port")).toEqual(["6380"]);
+    expect(d.get("protected-mode")).toEqual(["yes"]);
+    expect(d.get("tls-auth-clients")).toEqual(["optional"]);
+    expect(d.get("tls-replication")).toEqual(["yes"]);
+    expect(d.get("tls-protocols")).toEqual(['"TLSv1.2 TLSv1.3"']);
+    expect(d.get("tls-ca-cert-file")).toEqual(["/etc/synaxic/tls/ca.crt"]);
+    expect(d.get("aclfile")).toEqual(["/etc/synaxic/users.acl"]);
+    expect(d.get("appendonly")).toEqual(["yes"]);
+    expect(d.get("appendfsync")).toEqual(["everysec"]);
+    expect(d.get("dir")).toEqual(["/data"]);
+    expect(d.get("enable-debug-command")).toEqual(["no"]);
+    expect(d.has("rename-command")).toBe(false);
+    expect(d.has("requirepass")).toBe(false);
+  });
+
+  it("gives only the replica replicaof, masteruser, masterauth and read-only", () => {
+    const m = directives(renderRedisConf(master));
+    for (const k of ["replicaof", "masteruser", "masterauth", "replica-read-only"]) expect(m.has(k)).toBe(false);
+    const r = directives(renderRedisConf(replica));
+    expect(r.get("replicaof")).toEqual(["10.0.0.2 6380"]);
+    expect(r.get("masteruser")).toEqual(["replication"]);
+    expect(r.get("masterauth")).toEqual(['"Xk3\\"rT9 \\\\ q$w#zP0-mN7vL2"']);
+    expect(r.get("replica-read-only")).toEqual(["yes"]);
+    expect(r.get("repl-backlog-size")).toEqual(["128mb"]);
+    expect(r.get("replica-announce-ip")).toEqual(["10.0.0.3"]);
+    expect(r.get("replica-announce-port")).toEqual(["6380"]);
+  });
+
+  it("leaves replica-announce-* out unless given", () => {
+    const conf = renderRedisConf({ role: "master", bind: ["0.0.0.0"] });
+    expect(conf).not.toContain("replica-announce");
+    expect(renderRedisConf({ role: "master", bind: ["0.0.0.0"], announce: { ip: "10.0.0.2" } })).not.toContain("replica-announce-port");
+  });
+
+  it.each([
+    ["no bind address", { bind: [] }, /bind must list at least one address/],
+    ["a host name in bind", { bind: ["redis.example"] }, /bind\[0\] must be an IPv4 or IPv6 address, got "redis.example"/],
+    ["an address twice in bind", { bind: ["10.0.0.1", "10.0.0.1"] }, /bind lists an address twice/],
+    ["port 0", { port: 0 }, /port must be an integer from 1 to 65535, got 0/],
+    ["port 70000", { port: 70000 }, /port must be an integer from 1 to 65535, got 70000/],
+    ["a fractional port", { port: 6380.5 }, /port must be an integer/],
+    ["a relative data dir", { dataDir: "data" }, /dataDir must be an absolute path/],
+    ["a path with a newline", { aclFile: "/etc/users.acl\nport 6379" }, /aclFile must be an absolute path without control characters/],
+    ["a bad backlog size", { replBacklogSize: "64 MB" }, /replBacklogSize must be a Redis size like "64mb", got "64 MB"/],
+    ["a zero backlog", { replBacklogSize: "0" }, /replBacklogSize must be a Redis size/],
+    ["a timeout not above the ping period", { replPingReplicaPeriod: 10, replTimeout: 10 }, /replTimeout \(10s\) must be greater than replPingReplicaPeriod \(10s\)/],
+    ["a negative diskless delay", { replDisklessSyncDelay: -1 }, /replDisklessSyncDelay must be a whole number of seconds from 0/],
+    ["a bad announce address", { announce: { ip: "10.0.0.1; rm -rf /" } }, /announce.ip must be an IP address or a DNS name/],
+    ["a bad announce port", { announce: { ip: "10.0.0.1", port: 65536 } }, /announce.port must be an integer from 1 to 65535/],
+    ["a bad memory limit", { maxmemory: "lots" }, /maxmemory must be a Redis size/],
+  ])("rejects %s", (_what, patch, message) => {
+    expect(() => renderRedisConf({ ...master, ...patch } as RedisMasterConfParams)).toThrow(message);
+  });
+
+  it.each([
+    ["a master host with a space", { masterHost: "10.0.0.2 6379" }, /masterHost must be an IP address or a DNS name, got "10.0.0.2 6379"/],
+    ["an empty master host", { masterHost: "" }, /masterHost must be an IP address or a DNS name/],
+    ["a master port out of range", { masterPort: 0 }, /masterPort must be an integer from 1 to 65535/],
+    ["a short master password", { masterPassword: "short" }, /masterPassword must be at least 16 characters long/],
+    ["a master password with a line break", { masterPassword: "0123456789abcdef\nport 6379" }, /masterPassword must not contain NUL or line breaks/],
+    ["the default user as master user", { masterUser: "default" }, /masterUser must not be "default"/],
+    ["a master user with a space", { masterUser: "repl user" }, /masterUser must be 1-64 characters/],
+  ])("rejects a replica with %s", (_what, patch, message) => {
+    expect(() => renderRedisConf({ ...replica, ...patch } as RedisReplicaConfParams)).toThrow(message);
+  });
+
+  it("rejects an unknown role", () => {
+    expect(() => renderRedisConf({ ...master, role: "sentinel" } as unknown as RedisMasterConfParams)).toThrow(/role must be "master" or "replica", got "sentinel"/);
+  });
+});
+
+describe("redisConfQuote", () => {
+  it.each([
+    ["/data", "/data"],
+    ["6380", "6380"],
+    ["", '""'],
+    ["TLSv1.2 TLSv1.3", '"TLSv1.2 TLSv1.3"'],
+    ['a"b', '"a\\"b"'],
+    ["a\\b", '"a\\\\b"'],
+    ["it's", `"it's"`],
+    ["#x", '"#x"'],
+    ["tab\there", '"tab\\there"'],
+    ["é", '"\\xc3\\xa9"'],
+    ["\u0001", '"\\x01"'],
+  ])("quotes %j as %s", (value, quoted) => {
+    expect(redisConfQuote(value)).toBe(quoted);
+  });
+});
+
+describe("renderRedisAcl", () => {
+  it("renders the users without admin", () => {
+    expect(renderRedisAcl(aclUsers)).toMatchSnapshot();
+  });
+
+  it("renders the users with admin", () => {
+    expect(renderRedisAcl({ ...aclUsers, admin: { name: "ops-admin", password: "admin-password-0123456789" } })).toMatchSnapshot();
+  });
+
+  it("stores SHA-256 hashes, never the passwords", () => {
+    const acl = renderRedisAcl(aclUsers);
+    for (const u of Object.values(aclUsers)) {
+      expect(acl).not.toContain(u.password);
+      const hex = createHash("sha256").update(u.password).digest("hex");
+      expect(acl).toMatch(new RegExp(`^user ${u.name} reset on #${hex} `, "m"));
+      expect(redisAclPasswordHash(u.password)).toBe(`#${hex}`);
+    }
+    expect(acl).not.toMatch(/>|nopass/);
+  });
+
+  it("switches the default user off and limits each user", () => {
+    const lines = renderRedisAcl(aclUsers).trim().split("\n");
+    expect(lines[0]).toBe("user default off resetpass resetkeys resetchannels -@all");
+    const rules = (name: string): string => lines.find((l) => l.startsWith(`user ${name} `))!.split(" ").slice(5).join(" ");
+    expect(rules("replication")).toBe("-@all +psync +replconf +ping");
+    expect(rules("synaxic-app")).toBe("~* &* +@all -@dangerous +info");
+    expect(rules("exporter")).not.toMatch(/config/);
+    expect(rules("exporter")).toMatch(/^-@all \+info /);
+    expect(REDIS_ACL_RULES.admin).toContain("+@all");
+  });
+
+  it.each([
+    ["two users with one name", { exporter: { name: "replication", password: "exporter-password-0123456" } }, /the exporter and replication users are both named "replication"/],
+    ["a user named default", { app: { name: "default", password: "app-password-0123456789" } }, /app.name must not be "default"/],
+    ["a user name with a space", { app: { name: "my app", password: "app-password-0123456789" } }, /app.name must be 1-64 characters/],
+    ["a short password", { exporter: { name: "exporter", password: "short" } }, /exporter.password must be at least 16 characters long/],
+    ["a missing replication user", { replication: undefined }, /the replication user is required/],
+  ])("rejects %s", (_what, patch, message) => {
+    expect(() => renderRedisAcl({ ...aclUsers, ...patch } as RedisAclParams)).toThrow(message);
+  });
+});
+
+describe("promotion", () => {
+  it("promotes with REPLICAOF NO ONE and repoints with REPLICAOF host port", () => {
+    expect(renderRedisPromoteCommands()).toEqual([["REPLICAOF", "NO", "ONE"]]);
+    expect(renderRedisReplicaOfCommands("10.0.0.3")).toEqual([["REPLICAOF", "10.0.0.3", "6380"]]);
+    expect(() => renderRedisReplicaOfCommands("10.0.0.3 1")).toThrow(/masterHost must be an IP address or a DNS name/);
+  });
+
+  it("renders the promotion script for the container", () => {
+    const script = renderRedisPromoteScript({ user: "ops-admin" });
+    expect(script).toMatchSnapshot();
+    // The password comes from the environment, never from the command line.
+    expect(script).not.toMatch(/ -a | --pass /);
+    expect(script).toContain('"${REDISCLI_AUTH:?');
+  });
+
+  it("rejects a bad user or address", () => {
+    expect(() => renderRedisPromoteScript({ user: "ops admin" })).toThrow(/user must be 1-64 characters/);
+    expect(() => renderRedisPromoteScript({ user: "ops-admin", host: "$(reboot)" })).toThrow(/host must be an IP address or a DNS name/);
+    expect(() => renderRedisPromoteScript({ user: "ops-admin", caFile: "ca.crt" })).toThrow(/caFile must be an absolute path/);
+  });
+});
