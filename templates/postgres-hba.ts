@@ -105,8 +105,10 @@ export function renderPgHba(params: PgHbaParams): string {
 }
 
 export interface PgpassEntry {
+  /** Host name or address, or "*" for any. */
   host: string;
-  port: number;
+  /** Port, or "*" for any. */
+  port: number | "*";
   /** Database, or "*" (the default) for any, including replication connections. */
   database?: string;
   user: string;
@@ -129,8 +131,8 @@ export function renderPgpass(entries: readonly PgpassEntry[]): string {
         const db = e.database ?? "*";
         if (db !== "*" && db !== "replication") validateIdentifier(".pgpass database", db);
         return [
-          pgpassField("host", validateConnectHost(".pgpass host", e.host)),
-          String(validatePort(".pgpass port", e.port)),
+          e.host === "*" ? "*" : pgpassField("host", validateConnectHost(".pgpass host", e.host)),
+          e.port === "*" ? "*" : String(validatePort(".pgpass port", e.port)),
           db,
           pgpassField("user", validateIdentifier(".pgpass user", e.user)),
           pgpassField("password", e.password),
