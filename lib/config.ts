@@ -12,6 +12,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import { isIPv4 } from "node:net";
 import { z } from "zod";
+import { replicaSlotName } from "../templates/postgres-sql";
 
 export const PROJECT = "synaxic";
 
@@ -79,8 +80,8 @@ const port = z.coerce
  * `latest`, or `name@sha256:<digest>`.
  */
 export const pinnedImage = z.string().superRefine((s, ctx) => {
-  const digest = /^[a-z0-9][a-z0-9._\/:-]*@sha256:[a-f0-9]{64}$/;
-  const tagged = /^([a-z0-9][a-z0-9._\-\/]*(?::\d+)?(?:\/[a-z0-9._\-]+)*):([A-Za-z0-9_][A-Za-z0-9_.-]{0,127})$/;
+  const digest = /^[a-z0-9][a-z0-9._/:-]*@sha256:[a-f0-9]{64}$/;
+  const tagged = /^([a-z0-9][a-z0-9._/-]*(?::\d+)?(?:\/[a-z0-9._-]+)*):([A-Za-z0-9_][A-Za-z0-9_.-]{0,127})$/;
   if (digest.test(s)) return;
   const m = tagged.exec(s);
   if (!m) {
@@ -285,9 +286,17 @@ function fullKey(key: string): string {
   return `${PROJECT}:${key}`;
 }
 
-/** Converts a Postgres replica name into a slot name (lower case, digits, underscore). */
+/** The replica's physical replication slot on the primary (one per replica, named after it). */
 export function slotNameFor(replicaName: string): string {
-  return `replica_${replicaName.replace(/-/g, "_")}`;
+  return replicaSlotName(replicaName);
+}
+
+/** "4GB" and the like to megabytes. */
+export function sizeToMB(size: string): number {
+  const m = /^(\d+)(kB|MB|GB|TB)$/.exec(size);
+  if (!m) throw new Error(`sizeToMB: ${size} is not a PostgreSQL size`);
+  const n = Number(m[1]);
+  return m[2] === "kB" ? Math.ceil(n / 1024) : m[2] === "MB" ? n : m[2] === "GB" ? n * 1024 : n * 1024 * 1024;
 }
 
 function readKey(raw: Readonly<Record<string, string>>, key: string): unknown {

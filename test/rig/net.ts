@@ -117,6 +117,8 @@ export class Host {
           reject(new Error(`${this.name}: ${argv.join(" ")} exited ${result.code}${signal ? ` (${signal})` : ""}\n${stderr}${stdout}`));
         } else resolve(result);
       });
+      // A command that exits before reading its input must not fail the caller.
+      child.stdin!.on("error", () => undefined);
       child.stdin!.end(opts.input ?? "");
     });
   }

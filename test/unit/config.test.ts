@@ -38,8 +38,8 @@ describe("parseStackConfig: a valid main stack", () => {
     const c = parseMain();
     expect(c.role).toBe("main");
     expect(c.replicas).toEqual([
-      { name: "replica-1", privateIp: "10.10.0.3", slotName: "replica_replica_1" },
-      { name: "replica-2", privateIp: "10.10.0.4", slotName: "replica_replica_2" },
+      { name: "replica-1", privateIp: "10.10.0.3", slotName: "synaxic_replica_1" },
+      { name: "replica-2", privateIp: "10.10.0.4", slotName: "synaxic_replica_2" },
     ]);
     expect(c.host).toEqual({ provider: "hetzner", serverType: "cx32", location: "nbg1", osImage: "debian-12", networkZone: "eu-central", cpus: 4, memoryMiB: 8192 });
     expect(c.ports.postgres).toBe(5432);

@@ -1,0 +1,168 @@
+import * as pulumi from "@pulumi/pulumi";
+import * as docker from "@pulumi/docker";
+import { containerName } from "../lib/addresses";
+import type { ReplicaEntry } from "../lib/config";
+import { PG_PATHS, PG_ROLES, postgresContainer, psqlInContainer } from "../lib/postgresContainer";
+import { remoteStep, type Connection } from "../lib/remote";
+import { renderPrimaryEntrypoint } from "../templates/postgres-entrypoint";
+import { renderPostgresqlConf } from "../templates/postgres-conf";
+import { renderPgHba } from "../templates/postgres-hba";
+import { renderRolesSql, renderSlotCreateSql, renderSlotDropSql } from "../templates/postgres-sql";
+
+export interface PostgresPasswords {
+  app: pulumi.Input<string>;
+  replication: pulumi.Input<string>;
+  rewind: pulumi.Input<string>;
+  exporter: pulumi.Input<string>;
+}
+
+export interface PostgresMasterArgs {
+  hostName: string;
+  connection: pulumi.Input<Connection>;
+  sudo: boolean;
+  image: string;
+  networkName: pulumi.Input<string>;
+  dockerSubnet: string;
+  privateIp: pulumi.Input<string>;
+  port: number;
+  databaseName: string;
+  sizing: { memoryMiB: number; cpus: number; maxConnections: number };
+  maxSlotWalKeepSizeMB: number;
+  walKeepSizeMB: number;
+  /** One slot, one pg_hba replication line and one rewind line per replica. */
+  replicas: ReplicaEntry[];
+  /** Addresses the app connects from (its container address). */
+  appAddresses: string[];
+  /** Addresses the PostgreSQL exporter connects from. */
+  exporterAddresses: string[];
+  tls: { certPem: pulumi.Input<string>; keyPem: pulumi.Input<string>; caPem: pulumi.Input<string> };
+  passwords: PostgresPasswords;
+  deleteDataOnDestroy: boolean;
+  timeoutSeconds: number;
+}
+
+/**
+ * The PostgreSQL primary on the main host: official image, data on a named
+ * volume kept by `pulumi destroy` unless the operator says otherwise,
+ * configuration sized from the host, TLS and SCRAM only, roles kept in step
+ * with their passwords, and one physical replication slot per replica that
+ * lives and dies with the replica's entry in the stack configuration.
+ */
+export class PostgresMaster extends pulumi.ComponentResource {
+  public readonly containerName: string;
+  public readonly address: pulumi.Output<string>;
+  public readonly port: number;
+  public readonly slotNames: Record<string, string>;
+  public readonly pgHba: string;
+  public readonly postgresqlConf: string;
+  public readonly container: docker.Container;
+  /** Ready for clients: roles exist with their current passwords. */
+  public readonly ready: pulumi.Resource;
+
+  constructor(name: string, args: PostgresMasterArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("synaxic:components:PostgresMaster", name, {}, opts);
+    const parent = { parent: this };
+    this.containerName = containerName(args.hostName, "postgres");
+    this.address = pulumi.output(args.privateIp);
+    this.port = args.port;
+    this.slotNames = Object.fromEntries(args.replicas.map((r) => [r.name, r.slotName]));
+
+    this.postgresqlConf = renderPostgresqlConf({
+      role: "primary",
+      name: args.hostName,
+      dataDir: PG_PATHS.dataDir,
+      hbaFile: PG_PATHS.hbaFile,
+      listenAddresses: ["*"],
+      tune: args.sizing,
+      tls: { certFile: PG_PATHS.certFile, keyFile: PG_PATHS.keyFile, caFile: PG_PATHS.caFile },
+      maxWalSenders: Math.max(10, args.replicas.length * 2 + 2),
+      maxReplicationSlots: Math.max(10, args.replicas.length + 2),
+      maxSlotWalKeepSizeMB: args.maxSlotWalKeepSizeMB,
+      walKeepSizeMB: args.walKeepSizeMB,
+    });
+    this.pgHba = renderPgHba({
+      appDatabase: args.databaseName,
+      appUser: args.databaseName,
+      appAddresses: args.appAddresses,
+      replicationUser: PG_ROLES.replication,
+      replicaAddresses: args.replicas.map((r) => r.privateIp),
+      rewindUser: PG_ROLES.rewind,
+      exporterUser: PG_ROLES.exporter,
+      exporterAddresses: args.exporterAddresses,
+    });
+
+    const volume = new docker.Volume(
+      `${name}-data`,
+      { name: `synaxic-${args.hostName}-pgdata`, labels: [{ label: "app", value: "synaxic" }] },
+      { ...parent, retainOnDelete: !args.deleteDataOnDestroy },
+    );
+
+    const { container } = postgresContainer(
+      {
+        name,
+        containerName: this.containerName,
+        hostName: args.hostName,
+        connection: args.connection,
+        sudo: args.sudo,
+        image: args.image,
+        networkName: args.networkName,
+        dockerSubnet: args.dockerSubnet,
+        privateIp: args.privateIp,
+        port: args.port,
+        volumeName: volume.name,
+        postgresqlConf: this.postgresqlConf,
+        pgHba: this.pgHba,
+        entrypoint: renderPrimaryEntrypoint({ dataDir: PG_PATHS.dataDir, configFile: PG_PATHS.configFile }),
+        tls: args.tls,
+        timeoutSeconds: args.timeoutSeconds,
+      },
+      parent,
+    );
+    this.container = container;
+
+    // Roles and the app database: created, or their passwords updated,
+    // whenever a password changes. The SQL holds SCRAM verifiers, never a
+    // plain password, and travels on stdin.
+    const rolesSql = pulumi.secret(
+      pulumi.all([args.passwords.app, args.passwords.replication, args.passwords.rewind, args.passwords.exporter]).apply(([app, replication, rewind, exporter]) =>
+        renderRolesSql({
+          appDatabase: args.databaseName,
+          app: { name: args.databaseName, password: app },
+          replication: { name: PG_ROLES.replication, password: replication },
+          rewind: { name: PG_ROLES.rewind, password: rewind },
+          exporter: { name: PG_ROLES.exporter, password: exporter },
+        }),
+      ),
+    );
+    this.ready = remoteStep(
+      `${name}-roles`,
+      {
+        connection: args.connection,
+        argv: psqlInContainer(this.containerName, args.sudo),
+        stdin: rolesSql,
+        triggers: [container.id],
+        timeoutSeconds: args.timeoutSeconds,
+        secretOutput: true,
+      },
+      { ...parent, dependsOn: [container] },
+    );
+
+    // One slot per replica: created when the replica is added (so the
+    // primary keeps its WAL from then on), dropped when it is removed.
+    for (const r of args.replicas) {
+      remoteStep(
+        `${name}-slot-${r.name}`,
+        {
+          connection: args.connection,
+          argv: psqlInContainer(this.containerName, args.sudo),
+          stdin: renderSlotCreateSql(r.slotName),
+          deleteArgv: [...psqlInContainer(this.containerName, args.sudo).slice(0, -1), "--command", renderSlotDropSql(r.slotName)],
+          timeoutSeconds: args.timeoutSeconds,
+        },
+        { ...parent, dependsOn: [container] },
+      );
+    }
+
+    this.registerOutputs({ containerName: this.containerName, address: this.address, port: this.port, slotNames: this.slotNames });
+  }
+}

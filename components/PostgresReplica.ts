@@ -1,0 +1,194 @@
+import * as pulumi from "@pulumi/pulumi";
+import * as docker from "@pulumi/docker";
+import { containerName } from "../lib/addresses";
+import { PG_PATHS, PG_ROLES, postgresContainer, psqlInContainer } from "../lib/postgresContainer";
+import { remoteStep, type Connection } from "../lib/remote";
+import { renderReplicaEntrypoint } from "../templates/postgres-entrypoint";
+import { renderPostgresqlConf } from "../templates/postgres-conf";
+import { renderPgHba, renderPgpass } from "../templates/postgres-hba";
+import { renderPromoteSql } from "../templates/postgres-sql";
+
+export interface PostgresReplicaArgs {
+  hostName: string;
+  connection: pulumi.Input<Connection>;
+  sudo: boolean;
+  image: string;
+  networkName: pulumi.Input<string>;
+  dockerSubnet: string;
+  privateIp: pulumi.Input<string>;
+  port: number;
+  databaseName: string;
+  sizing: { memoryMiB: number; cpus: number; maxConnections: number };
+  maxSlotWalKeepSizeMB: number;
+  walKeepSizeMB: number;
+  /** The primary this replica streams from (its private address and port). */
+  primary: { host: string; port: number };
+  slotName: string;
+  /** Every other fleet member's private address: allowed to replicate from (and rewind against) this server once it is promoted. */
+  peerAddresses: string[];
+  appAddresses: string[];
+  exporterAddresses: string[];
+  tls: { certPem: pulumi.Input<string>; keyPem: pulumi.Input<string>; caPem: pulumi.Input<string> };
+  passwords: { replication: pulumi.Input<string>; rewind: pulumi.Input<string> };
+  /** Promote this replica to primary. */
+  promote: boolean;
+  /** Changing it wipes this replica's data and clones the primary again. */
+  reinitGeneration: number;
+  deleteDataOnDestroy: boolean;
+  timeoutSeconds: number;
+}
+
+/**
+ * A PostgreSQL streaming replica: cloned with pg_basebackup into an empty
+ * volume over verified TLS through its own slot, never re-cloned on later
+ * runs or restarts, read-only, following the primary's timeline. Promotion
+ * and re-initialisation are stack configuration values.
+ */
+export class PostgresReplica extends pulumi.ComponentResource {
+  public readonly containerName: string;
+  public readonly address: pulumi.Output<string>;
+  public readonly port: number;
+  public readonly volumeName: string;
+  public readonly pgHba: string;
+  public readonly postgresqlConf: string;
+  public readonly mode: "replica" | "promoted";
+  public readonly container: docker.Container;
+
+  constructor(name: string, args: PostgresReplicaArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("synaxic:components:PostgresReplica", name, {}, opts);
+    const parent = { parent: this };
+    this.containerName = containerName(args.hostName, "postgres");
+    this.address = pulumi.output(args.privateIp);
+    this.port = args.port;
+    this.mode = args.promote ? "promoted" : "replica";
+    this.volumeName = `synaxic-${args.hostName}-pgdata-g${args.reinitGeneration}`;
+
+    this.postgresqlConf = renderPostgresqlConf({
+      role: "replica",
+      name: args.hostName,
+      dataDir: PG_PATHS.dataDir,
+      hbaFile: PG_PATHS.hbaFile,
+      listenAddresses: ["*"],
+      tune: args.sizing,
+      tls: { certFile: PG_PATHS.certFile, keyFile: PG_PATHS.keyFile, caFile: PG_PATHS.caFile },
+      maxSlotWalKeepSizeMB: args.maxSlotWalKeepSizeMB,
+      walKeepSizeMB: args.walKeepSizeMB,
+      primary: args.primary,
+      replicationUser: PG_ROLES.replication,
+      passfile: PG_PATHS.passfile,
+      applicationName: args.hostName,
+      slotName: args.slotName,
+    });
+    this.pgHba = renderPgHba({
+      appDatabase: args.databaseName,
+      appUser: args.databaseName,
+      appAddresses: args.appAddresses,
+      replicationUser: PG_ROLES.replication,
+      replicaAddresses: args.peerAddresses,
+      rewindUser: PG_ROLES.rewind,
+      exporterUser: PG_ROLES.exporter,
+      exporterAddresses: args.exporterAddresses,
+    });
+    const passfile = pulumi.secret(
+      pulumi.all([args.passwords.replication, args.passwords.rewind]).apply(([replication, rewind]) =>
+        renderPgpass([
+          { host: args.primary.host, port: args.primary.port, database: "replication", user: PG_ROLES.replication, password: replication },
+          { host: args.primary.host, port: args.primary.port, database: "postgres", user: PG_ROLES.rewind, password: rewind },
+        ]),
+      ),
+    );
+
+    // A new generation is a new, empty volume: the entrypoint clones into it.
+    const volume = new docker.Volume(
+      `${name}-data`,
+      { name: this.volumeName, labels: [{ label: "app", value: "synaxic" }, { label: "synaxic.generation", value: String(args.reinitGeneration) }] },
+      { ...parent, retainOnDelete: !args.deleteDataOnDestroy },
+    );
+
+    // Promotion happens on the running standby (pg_promote: a new timeline),
+    // before the container is re-created in "promoted" mode over the same data.
+    const dependsOn: pulumi.Resource[] = [];
+    if (args.promote) {
+      dependsOn.push(
+        remoteStep(
+          `${name}-promote`,
+          {
+            connection: args.connection,
+            argv: [
+              ...(args.sudo ? ["sudo", "-n"] : []),
+              "sh",
+              "-c",
+              'if [ "$(docker inspect -f "{{.State.Running}}" "$1" 2>/dev/null)" != true ]; then echo "no running standby: the promoted data starts as a primary"; exit 0; fi; shift; exec "$@"',
+              "sh",
+              this.containerName,
+              ...psqlInContainer(this.containerName, false),
+            ],
+            stdin: renderPromoteSql(),
+            timeoutSeconds: args.timeoutSeconds,
+          },
+          parent,
+        ),
+      );
+    }
+
+    const { container } = postgresContainer(
+      {
+        name,
+        containerName: this.containerName,
+        hostName: args.hostName,
+        connection: args.connection,
+        sudo: args.sudo,
+        image: args.image,
+        networkName: args.networkName,
+        dockerSubnet: args.dockerSubnet,
+        privateIp: args.privateIp,
+        port: args.port,
+        volumeName: volume.name,
+        postgresqlConf: this.postgresqlConf,
+        pgHba: this.pgHba,
+        entrypoint: renderReplicaEntrypoint({
+          mode: this.mode,
+          dataDir: PG_PATHS.dataDir,
+          configFile: PG_PATHS.configFile,
+          primary: args.primary,
+          replicationUser: PG_ROLES.replication,
+          rewindUser: PG_ROLES.rewind,
+          slotName: args.slotName,
+          applicationName: args.hostName,
+          passfile: PG_PATHS.passfile,
+          caFile: PG_PATHS.caFile,
+        }),
+        tls: args.tls,
+        secretFiles: [{ path: PG_PATHS.passfile, content: passfile }],
+        timeoutSeconds: args.timeoutSeconds,
+        dependsOn,
+      },
+      parent,
+    );
+    this.container = container;
+
+    // Earlier generations' volumes are removed once the new clone runs.
+    if (args.reinitGeneration > 0) {
+      remoteStep(
+        `${name}-reinit-cleanup`,
+        {
+          connection: args.connection,
+          argv: [
+            ...(args.sudo ? ["sudo", "-n"] : []),
+            "sh",
+            "-c",
+            'docker volume ls -q --filter "label=synaxic.generation" --filter "name=$1" | grep -vx "$2" | while read -r v; do docker volume rm "$v"; done',
+            "sh",
+            `synaxic-${args.hostName}-pgdata-g`,
+            this.volumeName,
+          ],
+          triggers: [this.volumeName],
+          timeoutSeconds: args.timeoutSeconds,
+        },
+        { ...parent, dependsOn: [container] },
+      );
+    }
+
+    this.registerOutputs({ containerName: this.containerName, address: this.address, port: this.port, mode: this.mode, volumeName: this.volumeName });
+  }
+}

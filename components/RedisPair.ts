@@ -1,0 +1,177 @@
+import * as pulumi from "@pulumi/pulumi";
+import * as docker from "@pulumi/docker";
+import { containerIp, containerName } from "../lib/addresses";
+import { baseContainer, pullImage, replaceInPlace, upload } from "../lib/containers";
+import { remoteStep, type Connection } from "../lib/remote";
+import { sh } from "../lib/shell";
+import {
+  REDIS_CONTAINER_GID,
+  REDIS_CONTAINER_PATHS,
+  REDIS_CONTAINER_UID,
+  renderRedisAcl,
+  renderRedisConf,
+  renderRedisPromoteScript,
+} from "../templates/redis";
+
+/** The Redis users; passwords are secrets from FleetSecrets. */
+export interface RedisUsers {
+  app: pulumi.Input<string>;
+  replication: pulumi.Input<string>;
+  exporter: pulumi.Input<string>;
+  admin: pulumi.Input<string>;
+}
+
+export const REDIS_USER_NAMES = { app: "synaxic", replication: "replicator", exporter: "exporter", admin: "admin" } as const;
+
+export interface RedisPairArgs {
+  hostName: string;
+  /** master on the main host; replica on a replica host (master again once promoted). */
+  role: "master" | "replica";
+  connection: pulumi.Input<Connection>;
+  sudo: boolean;
+  image: string;
+  networkName: pulumi.Input<string>;
+  dockerSubnet: string;
+  /** This host's private address: the TLS port is published there only, and replicas announce it. */
+  privateIp: pulumi.Input<string>;
+  port: number;
+  /** The master's private address and port (replica role). */
+  master?: { host: pulumi.Input<string>; port: number };
+  /** Promote this replica: REPLICAOF NO ONE on the running server, then run it as a master from its own data. */
+  promote?: boolean;
+  tls: { certPem: pulumi.Input<string>; keyPem: pulumi.Input<string>; caPem: pulumi.Input<string> };
+  passwords: RedisUsers;
+  deleteDataOnDestroy: boolean;
+  timeoutSeconds: number;
+}
+
+/**
+ * One side of the Redis master/replica pair: TLS only (plain port off),
+ * certificates from the fleet CA, ACL users (default user off), AOF
+ * persistence on a named volume. A replica follows the master over TLS,
+ * verifying its certificate, and announces its own private address.
+ */
+export class RedisPair extends pulumi.ComponentResource {
+  public readonly containerName: string;
+  public readonly address: pulumi.Output<string>;
+  public readonly port: number;
+  public readonly role: pulumi.Output<string>;
+  public readonly container: docker.Container;
+
+  constructor(name: string, args: RedisPairArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("synaxic:components:RedisPair", name, {}, opts);
+    const parent = { parent: this };
+    const effectiveRole = args.role === "replica" && args.promote ? "master" : args.role;
+    if (args.role === "replica" && !args.master) throw new Error(`RedisPair ${name}: a replica needs the master's address`);
+    this.containerName = containerName(args.hostName, "redis");
+    this.port = args.port;
+    this.address = pulumi.output(args.privateIp);
+    this.role = pulumi.output(effectiveRole);
+    const ip = containerIp(args.dockerSubnet, "redis");
+    const P = REDIS_CONTAINER_PATHS;
+
+    const conf = pulumi.secret(
+      pulumi
+        .all([args.privateIp, args.master?.host ?? "", args.passwords.replication])
+        .apply(([privateIp, masterHost, replicationPassword]) =>
+          renderRedisConf(
+            effectiveRole === "master"
+              ? { role: "master", bind: ["0.0.0.0"], port: REDIS_CONTAINER_PORT, announce: { ip: privateIp, port: args.port } }
+              : {
+                  role: "replica",
+                  bind: ["0.0.0.0"],
+                  port: REDIS_CONTAINER_PORT,
+                  announce: { ip: privateIp, port: args.port },
+                  masterHost,
+                  masterPort: args.master!.port,
+                  masterUser: REDIS_USER_NAMES.replication,
+                  masterPassword: replicationPassword,
+                },
+          ),
+        ),
+    );
+    const acl = pulumi.secret(
+      pulumi.all([args.passwords.app, args.passwords.replication, args.passwords.exporter, args.passwords.admin]).apply(([app, replication, exporter, admin]) =>
+        renderRedisAcl({
+          app: { name: REDIS_USER_NAMES.app, password: app },
+          replication: { name: REDIS_USER_NAMES.replication, password: replication },
+          exporter: { name: REDIS_USER_NAMES.exporter, password: exporter },
+          admin: { name: REDIS_USER_NAMES.admin, password: admin },
+        }),
+      ),
+    );
+
+    const volume = new docker.Volume(
+      `${name}-data`,
+      { name: `synaxic-${args.hostName}-redis-data`, labels: [{ label: "app", value: "synaxic" }] },
+      { ...parent, retainOnDelete: !args.deleteDataOnDestroy },
+    );
+    const image = pullImage(`${name}-image`, args.image, parent);
+
+    // Promotion: REPLICAOF NO ONE on the running replica first, so that it
+    // keeps serving its data as a master; the container below is then
+    // re-created with the master configuration over the same volume.
+    const dependsOn: pulumi.Resource[] = [];
+    if (args.role === "replica" && args.promote) {
+      const script = renderRedisPromoteScript({ host: "127.0.0.1", port: REDIS_CONTAINER_PORT, caFile: P.caFile, user: REDIS_USER_NAMES.admin });
+      dependsOn.push(
+        remoteStep(
+          `${name}-promote`,
+          {
+            connection: args.connection,
+            // The admin password arrives on stdin and becomes REDISCLI_AUTH
+            // inside the container; the script is a plain argument.
+            argv: [
+              ...(args.sudo ? ["sudo", "-n"] : []),
+              "sh",
+              "-c",
+              `if [ "$(docker inspect -f '{{.State.Running}}' ${sh([this.containerName])} 2>/dev/null)" != true ]; then echo "no running Redis to promote; it starts as a master"; exit 0; fi; ` +
+                `exec docker exec -i ${sh([this.containerName])} sh -c ${sh([`read -r REDISCLI_AUTH; export REDISCLI_AUTH; ${script}`])}`,
+            ],
+            stdin: pulumi.secret(pulumi.interpolate`${args.passwords.admin}\n`),
+            timeoutSeconds: args.timeoutSeconds,
+            secretOutput: true,
+          },
+          parent,
+        ),
+      );
+    }
+
+    this.container = new docker.Container(
+      `${name}-container`,
+      {
+        name: this.containerName,
+        image: image.imageId,
+        hostname: this.containerName,
+        command: ["redis-server", P.conf],
+        ...baseContainer(args.networkName, ip, ["redis"]),
+        ports: [{ internal: REDIS_CONTAINER_PORT, external: args.port, ip: args.privateIp }],
+        volumes: [{ volumeName: volume.name, containerPath: P.dataDir }],
+        uploads: [
+          upload(P.conf, conf, "0600", REDIS_CONTAINER_UID, REDIS_CONTAINER_GID),
+          upload(P.acl, acl, "0600", REDIS_CONTAINER_UID, REDIS_CONTAINER_GID),
+          upload(P.certFile, args.tls.certPem, "0644", REDIS_CONTAINER_UID, REDIS_CONTAINER_GID),
+          upload(P.keyFile, args.tls.keyPem, "0600", REDIS_CONTAINER_UID, REDIS_CONTAINER_GID),
+          upload(P.caFile, args.tls.caPem, "0644", REDIS_CONTAINER_UID, REDIS_CONTAINER_GID),
+        ],
+        healthcheck: {
+          // No credentials needed to see that the server answers over TLS:
+          // an unauthenticated PING is refused with NOAUTH.
+          tests: ["CMD-SHELL", `redis-cli --tls --cacert ${P.caFile} -h 127.0.0.1 -p ${REDIS_CONTAINER_PORT} PING 2>&1 | grep -Eq 'PONG|NOAUTH'`],
+          interval: "10s",
+          timeout: "5s",
+          retries: 6,
+          startPeriod: "10s",
+        },
+        wait: true,
+        waitTimeout: 120,
+      },
+      { ...parent, ...replaceInPlace, dependsOn },
+    );
+
+    this.registerOutputs({ containerName: this.containerName, address: this.address, port: this.port, role: this.role });
+  }
+}
+
+/** Redis listens on this TLS port inside its container; the host port is configurable. */
+export const REDIS_CONTAINER_PORT = 6380;

@@ -1,0 +1,155 @@
+import * as pulumi from "@pulumi/pulumi";
+import * as docker from "@pulumi/docker";
+import { containerIp, containerName } from "../lib/addresses";
+import { baseContainer, pullImage, replaceInPlace, upload } from "../lib/containers";
+
+/** uid of `appuser` in the app image. */
+export const APP_UID = 1001;
+
+/** Where the app finds its secrets: Spring Boot reads each file as the property its name gives. */
+export const APP_SECRETS_DIR = "/run/synaxic/app/";
+export const APP_TRUSTSTORE = "/app/redis-tls/truststore.p12";
+export const APP_PG_CA = "/app/pg-tls/ca.crt";
+
+export interface SynaxicAppArgs {
+  hostName: string;
+  /** write: the main host's app, next to the primary. read: a replica host's app, reading its local replica. */
+  mode: "write" | "read";
+  image: pulumi.Input<string>;
+  networkName: pulumi.Input<string>;
+  dockerSubnet: string;
+  /** Where the app's port is published: a replica host's private address, so the balancer can reach it. None on main. */
+  publishOn?: pulumi.Input<string>;
+  port: number;
+  database: {
+    /** Host the JDBC URL names (in the PostgreSQL certificate's SANs). */
+    host: pulumi.Input<string>;
+    port: number;
+    name: string;
+    user: string;
+    password: pulumi.Input<string>;
+    caPem: pulumi.Input<string>;
+  };
+  redis: {
+    masterHost: pulumi.Input<string>;
+    port: number;
+    /** The local Redis replica (read mode). */
+    replicaHost?: pulumi.Input<string>;
+    /** Every Redis replica the client may read from. */
+    replicaHosts: pulumi.Input<string>[];
+    user: string;
+    password: pulumi.Input<string>;
+  };
+  truststore: { base64: pulumi.Input<string>; password: pulumi.Input<string> };
+  google: { clientId: string; clientSecret: pulumi.Input<string> };
+}
+
+/** The app's plain environment (no secrets: those are files). Pure, for tests and docs. */
+export function appEnvironment(p: {
+  mode: "write" | "read";
+  dbHost: string;
+  dbPort: number;
+  dbName: string;
+  dbUser: string;
+  redisMasterHost: string;
+  redisPort: number;
+  redisReplicaHost?: string;
+  redisReplicaHosts: string[];
+  redisUser: string;
+  googleClientId: string;
+}): string[] {
+  const jdbc = `jdbc:postgresql://${p.dbHost}:${p.dbPort}/${p.dbName}?sslmode=verify-full&sslrootcert=${APP_PG_CA}${p.mode === "read" ? "&readOnly=true" : ""}`;
+  const env: Record<string, string> = {
+    SPRING_PROFILES_ACTIVE: "prod",
+    SPRING_CONFIG_IMPORT: `optional:configtree:${APP_SECRETS_DIR}`,
+    SPRING_DATASOURCE_URL: jdbc,
+    SPRING_DATASOURCE_USERNAME: p.dbUser,
+    SPRING_DATA_REDIS_MASTER_HOST: p.redisMasterHost,
+    SPRING_DATA_REDIS_PORT: String(p.redisPort),
+    SPRING_DATA_REDIS_USERNAME: p.redisUser,
+    SPRING_DATA_REDIS_SSL_ENABLED: "true",
+    SPRING_DATA_REDIS_SLAVE_HOSTS: p.redisReplicaHosts.map((h) => `rediss://${h}:${p.redisPort}`).join(","),
+    SYNAXIC_REDIS_READ_MODE: p.mode === "write" ? "MASTER" : "SLAVE",
+    GOOGLE_CLIENT_ID: p.googleClientId,
+  };
+  if (p.redisReplicaHost) env.SPRING_DATA_REDIS_REPLICA_HOST = p.redisReplicaHost;
+  return Object.entries(env).map(([k, v]) => `${k}=${v}`);
+}
+
+/**
+ * The Synaxic app in write mode (main host) or read mode (replica host).
+ * Secrets reach it as files in a Spring config tree (mode 0400, owned by the
+ * app user), never as environment variables, so `docker inspect` shows none.
+ * `pulumi up` waits until its health check passes.
+ */
+export class SynaxicApp extends pulumi.ComponentResource {
+  public readonly containerName: string;
+  public readonly containerIp: string;
+  public readonly port: number;
+  public readonly container: docker.Container;
+
+  constructor(name: string, args: SynaxicAppArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("synaxic:components:SynaxicApp", name, {}, opts);
+    const parent = { parent: this };
+    this.containerName = containerName(args.hostName, "app");
+    this.containerIp = containerIp(args.dockerSubnet, "app");
+    this.port = args.port;
+
+    const env = pulumi
+      .all([args.database.host, args.redis.masterHost, args.redis.replicaHost ?? "", pulumi.all(args.redis.replicaHosts)])
+      .apply(([dbHost, redisMasterHost, redisReplicaHost, replicaHosts]) =>
+        appEnvironment({
+          mode: args.mode,
+          dbHost,
+          dbPort: args.database.port,
+          dbName: args.database.name,
+          dbUser: args.database.user,
+          redisMasterHost,
+          redisPort: args.redis.port,
+          ...(redisReplicaHost ? { redisReplicaHost } : {}),
+          redisReplicaHosts: replicaHosts,
+          redisUser: args.redis.user,
+          googleClientId: args.google.clientId,
+        }),
+      );
+
+    const image = pullImage(`${name}-image`, args.image, parent);
+    const secretFile = (property: string, value: pulumi.Input<string>) => upload(`${APP_SECRETS_DIR}${property}`, pulumi.secret(value), "0400", APP_UID);
+
+    this.container = new docker.Container(
+      `${name}-container`,
+      {
+        name: this.containerName,
+        image: image.imageId,
+        hostname: this.containerName,
+        envs: env,
+        ...baseContainer(args.networkName, this.containerIp, ["app"]),
+        ports: args.publishOn ? [{ internal: 8080, external: args.port, ip: args.publishOn }] : [],
+        uploads: [
+          secretFile("spring.datasource.password", args.database.password),
+          secretFile("spring.data.redis.password", args.redis.password),
+          secretFile("REDIS_TRUSTSTORE_PASSWORD", args.truststore.password),
+          secretFile("GOOGLE_CLIENT_SECRET", args.google.clientSecret),
+          { file: APP_TRUSTSTORE, contentBase64: pulumi.secret(args.truststore.base64), permissions: "0400", owner: String(APP_UID), group: String(APP_UID) },
+          upload(APP_PG_CA, args.database.caPem, "0444", APP_UID),
+        ],
+        healthcheck: {
+          // The image has bash but no curl: ask /actuator/health over /dev/tcp.
+          tests: [
+            "CMD-SHELL",
+            `bash -c 'exec 3<>/dev/tcp/127.0.0.1/8080 && printf "GET /actuator/health HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n" >&3 && grep -q "\\"status\\":\\"UP\\"" <&3'`,
+          ],
+          interval: "10s",
+          timeout: "5s",
+          retries: 6,
+          startPeriod: "60s",
+        },
+        wait: true,
+        waitTimeout: 300,
+      },
+      { ...parent, ...replaceInPlace },
+    );
+
+    this.registerOutputs({ containerName: this.containerName, containerIp: this.containerIp });
+  }
+}

@@ -1,0 +1,69 @@
+/**
+ * Fleet-wide facts derived from configuration: who may reach which port,
+ * and which names each host's certificates must carry. Pure functions.
+ */
+import { containerIp, containerName } from "./addresses";
+import type { MainConfig, Ports, ReplicaEntry } from "./config";
+import type { FirewallRule } from "../components/Host";
+import type { PkiHost } from "../components/Pki";
+
+const WORLD = ["0.0.0.0/0", "::/0"];
+
+function ssh(adminCidrs: string[]): FirewallRule[] {
+  return adminCidrs.length ? [{ description: "SSH from the operators", port: "22", protocol: "tcp", sources: adminCidrs }] : [];
+}
+
+/**
+ * The main host's cloud firewall: the balancer's ports to the world, SSH to
+ * the operators, PostgreSQL and Redis to each replica only. Prometheus and
+ * Grafana are bound to loopback and have no rule at all.
+ */
+export function mainFirewallRules(cfg: Pick<MainConfig, "adminCidrs" | "replicas" | "ports" | "httpsCertificate">): FirewallRule[] {
+  const rules: FirewallRule[] = [
+    ...ssh(cfg.adminCidrs),
+    { description: "HTTP (balancer)", port: cfg.ports.http, protocol: "tcp", sources: WORLD },
+  ];
+  if (cfg.httpsCertificate) rules.push({ description: "HTTPS (balancer)", port: cfg.ports.https, protocol: "tcp", sources: WORLD });
+  for (const r of cfg.replicas) {
+    rules.push(
+      { description: `PostgreSQL from ${r.name}`, port: cfg.ports.postgres, protocol: "tcp", sources: [`${r.privateIp}/32`] },
+      { description: `Redis from ${r.name}`, port: cfg.ports.redis, protocol: "tcp", sources: [`${r.privateIp}/32`] },
+    );
+  }
+  return rules;
+}
+
+/**
+ * A replica host's cloud firewall: SSH to the operators; its app and
+ * exporters to the main host (balancer, Prometheus); PostgreSQL and Redis to
+ * the other fleet members (they follow this host once it is promoted).
+ */
+export function replicaFirewallRules(p: { adminCidrs: string[]; mainIp: string; peers: ReplicaEntry[]; self: string; ports: Ports }): FirewallRule[] {
+  const main = [`${p.mainIp}/32`];
+  const others = [p.mainIp, ...p.peers.filter((r) => r.name !== p.self).map((r) => r.privateIp)].map((ip) => `${ip}/32`);
+  return [
+    ...ssh(p.adminCidrs),
+    { description: "App from the main host's balancer", port: p.ports.app, protocol: "tcp", sources: main },
+    { description: "Node exporter from Prometheus", port: p.ports.nodeExporter, protocol: "tcp", sources: main },
+    { description: "PostgreSQL exporter from Prometheus", port: p.ports.postgresExporter, protocol: "tcp", sources: main },
+    { description: "Redis exporter from Prometheus", port: p.ports.redisExporter, protocol: "tcp", sources: main },
+    { description: "PostgreSQL from the fleet", port: p.ports.postgres, protocol: "tcp", sources: others },
+    { description: "Redis from the fleet", port: p.ports.redis, protocol: "tcp", sources: others },
+  ];
+}
+
+/** Names and addresses clients use for a host's PostgreSQL and Redis. */
+export function pkiHost(hostName: string, privateIp: string, dockerSubnet: string): PkiHost {
+  return {
+    hostName,
+    privateIp,
+    extraNames: replicaPkiNames(hostName, dockerSubnet),
+  };
+}
+
+export function replicaPkiNames(hostName: string, dockerSubnet: string): PkiHost["extraNames"] {
+  return {
+    postgres: [containerName(hostName, "postgres"), "postgres", containerIp(dockerSubnet, "postgres")],
+    redis: [containerName(hostName, "redis"), "redis", containerIp(dockerSubnet, "redis")],
+  };
+}

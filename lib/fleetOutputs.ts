@@ -1,0 +1,86 @@
+/**
+ * The contract between the main stack and replica stacks: what main
+ * exports, and how a replica checks it. A missing or malformed output stops
+ * the replica with an error that names it.
+ */
+import { z } from "zod";
+
+const ip = z.string().regex(/^\d{1,3}(\.\d{1,3}){3}$/, { message: "expected an IPv4 address" });
+const pem = z.string().includes("-----BEGIN", { message: "expected a PEM block" });
+const port = z.number().int().min(1).max(65535);
+
+export const fleetInfoSchema = z.object({
+  version: z.literal(1),
+  mainPrivateIp: ip,
+  privateNetworkCidr: z.string(),
+  networkId: z.number().nullable(),
+  databaseName: z.string().min(1),
+  appImage: z.string().min(1),
+  images: z.object({
+    postgres: z.string(),
+    redis: z.string(),
+    nginx: z.string(),
+    prometheus: z.string(),
+    grafana: z.string(),
+    nodeExporter: z.string(),
+    postgresExporter: z.string(),
+    redisExporter: z.string(),
+  }),
+  ports: z.object({
+    http: port,
+    https: port,
+    postgres: port,
+    redis: port,
+    app: port,
+    prometheus: port,
+    grafana: port,
+    nodeExporter: port,
+    postgresExporter: port,
+    redisExporter: port,
+  }),
+  maxSlotWalKeepSizeMB: z.number().int().nonnegative(),
+  walKeepSizeMB: z.number().int().nonnegative(),
+  replicas: z.array(z.object({ name: z.string(), privateIp: ip, slotName: z.string() })),
+  caCertPem: pem,
+  roles: z.object({ replication: z.string(), rewind: z.string(), exporter: z.string(), app: z.string() }),
+  redisUsers: z.object({ app: z.string(), replication: z.string(), exporter: z.string(), admin: z.string() }),
+});
+export type FleetInfo = z.infer<typeof fleetInfoSchema>;
+
+const secretString = z.string().min(16, { message: "expected a generated password" });
+export const replicaCredentialsSchema = z.object({
+  postgresApp: secretString,
+  postgresReplication: secretString,
+  postgresRewind: secretString,
+  postgresExporter: secretString,
+  redisApp: secretString,
+  redisReplication: secretString,
+  redisExporter: secretString,
+  redisAdmin: secretString,
+  truststorePassword: secretString,
+  truststoreBase64: z.string().min(1),
+});
+export type ReplicaCredentials = z.infer<typeof replicaCredentialsSchema>;
+
+const certPair = z.object({ certPem: pem, keyPem: pem, notAfter: z.string() });
+export const replicaTlsSchema = z.record(z.string(), z.object({ postgres: certPair, redis: certPair }));
+export type ReplicaTls = z.infer<typeof replicaTlsSchema>;
+
+export class MainStackOutputError extends Error {
+  constructor(stack: string, output: string, detail: string) {
+    super(`main stack ${stack}: output "${output}" ${detail}. Run \`pulumi up\` on the main stack first (this program's version there and here must match).`);
+    this.name = "MainStackOutputError";
+  }
+}
+
+/** Checks one output of the main stack against its schema. Never echoes the value (it may be secret). */
+export function checkMainOutput<T>(stack: string, output: string, schema: z.ZodType<T>, value: unknown): T {
+  if (value === undefined || value === null) throw new MainStackOutputError(stack, output, "is missing");
+  const r = schema.safeParse(value);
+  if (!r.success) {
+    const issue = r.error.issues[0]!;
+    const where = issue.path.length ? `${output}.${issue.path.join(".")}` : output;
+    throw new MainStackOutputError(stack, where, `is malformed: ${issue.message}`);
+  }
+  return r.data;
+}

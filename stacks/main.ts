@@ -1,0 +1,237 @@
+/**
+ * The main VPS: PostgreSQL primary, Redis master, the app in write mode, the
+ * balancer, Prometheus and Grafana, plus the fleet's CA and passwords. Its
+ * outputs are everything a replica stack needs.
+ */
+import * as pulumi from "@pulumi/pulumi";
+import * as hcloud from "@pulumi/hcloud";
+import { containerIp } from "../lib/addresses";
+import { sizeToMB, type MainConfig, type StackConfig } from "../lib/config";
+import { FleetSecrets } from "../components/FleetSecrets";
+import { Host } from "../components/Host";
+import { Pki } from "../components/Pki";
+import { PostgresMaster } from "../components/PostgresMaster";
+import { RedisPair, REDIS_USER_NAMES } from "../components/RedisPair";
+import { SynaxicApp } from "../components/SynaxicApp";
+import { NginxBalancer } from "../components/NginxBalancer";
+import { Exporters } from "../components/Exporters";
+import { Monitoring } from "../components/Monitoring";
+import { mainFirewallRules, pkiHost } from "../lib/fleet";
+import { renderCertExpiryTextfile } from "../templates/prometheus";
+import { PG_ROLES } from "../lib/postgresContainer";
+import type { FleetInfo, ReplicaCredentials } from "../lib/fleetOutputs";
+
+export function mainStack(cfg: MainConfig & StackConfig) {
+  const sudo = cfg.host.provider === "existing" && cfg.host.sshUser !== "root";
+  const timeout = cfg.commandTimeoutSeconds;
+
+  const secrets = new FleetSecrets("fleet", {});
+  const pw = secrets.passwords;
+
+  let networkId: pulumi.Output<number> | undefined;
+  if (cfg.host.provider === "hetzner") {
+    const network = new hcloud.Network("private-network", { name: "synaxic", ipRange: cfg.privateNetworkCidr, labels: { app: "synaxic" } });
+    const subnet = new hcloud.NetworkSubnet("private-subnet", {
+      networkId: network.id.apply(Number),
+      type: "cloud",
+      networkZone: cfg.host.networkZone,
+      ipRange: cfg.privateNetworkCidr,
+    });
+    networkId = pulumi.all([network.id, subnet.id]).apply(([id]) => Number(id));
+  }
+
+  const host = new Host("main", {
+    hostName: "main",
+    host: cfg.host,
+    privateIp: cfg.privateIp,
+    sshPrivateKey: cfg.secrets.sshPrivateKey,
+    ...(networkId ? { networkId } : {}),
+    firewallRules: mainFirewallRules(cfg),
+    dockerSubnet: cfg.dockerSubnet,
+    commandTimeoutSeconds: timeout,
+  });
+  const docker = { providers: [host.dockerProvider] };
+
+  const pki = new Pki("pki", {
+    hosts: [pkiHost("main", cfg.privateIp, cfg.dockerSubnet), ...cfg.replicas.map((r) => pkiHost(r.name, r.privateIp, cfg.dockerSubnet))],
+    truststorePassword: pw.truststore,
+  });
+  const mainCerts = pki.certs.main!;
+
+  const common = { hostName: "main", connection: host.connection, sudo, networkName: host.networkName, dockerSubnet: cfg.dockerSubnet, privateIp: cfg.privateIp, timeoutSeconds: timeout };
+
+  const postgres = new PostgresMaster(
+    "postgres",
+    {
+      ...common,
+      image: cfg.images.postgres,
+      port: cfg.ports.postgres,
+      databaseName: cfg.databaseName,
+      sizing: { memoryMiB: cfg.host.memoryMiB, cpus: cfg.host.cpus, maxConnections: cfg.maxConnections },
+      maxSlotWalKeepSizeMB: sizeToMB(cfg.maxSlotWalKeepSize),
+      walKeepSizeMB: sizeToMB(cfg.walKeepSize),
+      replicas: cfg.replicas,
+      appAddresses: [containerIp(cfg.dockerSubnet, "app")],
+      exporterAddresses: [containerIp(cfg.dockerSubnet, "postgresExporter")],
+      tls: { ...mainCerts.postgres, caPem: pki.caCertPem },
+      passwords: { app: pw.postgresApp, replication: pw.postgresReplication, rewind: pw.postgresRewind, exporter: pw.postgresExporter },
+      deleteDataOnDestroy: cfg.deleteDataOnDestroy,
+    },
+    docker,
+  );
+
+  const redis = new RedisPair(
+    "redis",
+    {
+      ...common,
+      role: "master",
+      image: cfg.images.redis,
+      port: cfg.ports.redis,
+      tls: { ...mainCerts.redis, caPem: pki.caCertPem },
+      passwords: { app: pw.redisApp, replication: pw.redisReplication, exporter: pw.redisExporter, admin: pw.redisAdmin },
+      deleteDataOnDestroy: cfg.deleteDataOnDestroy,
+    },
+    docker,
+  );
+
+  const exporters = new Exporters(
+    "exporters",
+    {
+      ...common,
+      images: cfg.images,
+      ports: cfg.ports,
+      caPem: pki.caCertPem,
+      passwords: { postgres: pw.postgresExporter, redis: pw.redisExporter },
+      certExpiryTextfile: pulumi
+        .all([pki.caNotAfter, mainCerts.postgres.notAfter, mainCerts.redis.notAfter])
+        .apply(([ca, pg, rd]) => renderCertExpiryTextfile([{ name: "fleet-ca", notAfter: ca }, { name: "main-postgres", notAfter: pg }, { name: "main-redis", notAfter: rd }])),
+    },
+    docker,
+  );
+
+  const app = new SynaxicApp(
+    "app",
+    {
+      hostName: "main",
+      mode: "write",
+      image: cfg.appImage,
+      networkName: host.networkName,
+      dockerSubnet: cfg.dockerSubnet,
+      port: cfg.ports.app,
+      database: {
+        host: containerIp(cfg.dockerSubnet, "postgres"),
+        port: 5432,
+        name: cfg.databaseName,
+        user: cfg.databaseName,
+        password: pw.postgresApp,
+        caPem: pki.caCertPem,
+      },
+      redis: {
+        masterHost: cfg.privateIp,
+        port: cfg.ports.redis,
+        // The write-mode app reads from the master: no replica list, so
+        // adding a replica does not restart it.
+        replicaHosts: [],
+        user: REDIS_USER_NAMES.app,
+        password: pw.redisApp,
+      },
+      truststore: { base64: pki.truststoreBase64, password: pw.truststore },
+      google: { clientId: cfg.googleClientId, clientSecret: cfg.secrets.googleClientSecret },
+    },
+    { ...docker, dependsOn: [postgres.ready, redis] },
+  );
+
+  const balancer = new NginxBalancer(
+    "balancer",
+    {
+      ...common,
+      image: cfg.images.nginx,
+      httpPort: cfg.ports.http,
+      httpsPort: cfg.ports.https,
+      ...(cfg.httpsCertificate && cfg.secrets.httpsPrivateKey ? { https: { certPem: cfg.httpsCertificate, keyPem: cfg.secrets.httpsPrivateKey } } : {}),
+      mainApp: { name: "main", address: `${containerIp(cfg.dockerSubnet, "app")}:8080` },
+      replicaApps: cfg.replicas.map((r) => ({ name: r.name, address: `${r.privateIp}:${cfg.ports.app}` })),
+    },
+    { ...docker, dependsOn: [app] },
+  );
+
+  const monitoring = new Monitoring(
+    "monitoring",
+    {
+      ...common,
+      images: { prometheus: cfg.images.prometheus, grafana: cfg.images.grafana },
+      ports: cfg.ports,
+      hosts: [{ name: "main", role: "main", address: cfg.privateIp }, ...cfg.replicas.map((r) => ({ name: r.name, role: "replica" as const, address: r.privateIp }))],
+      replicas: cfg.replicas,
+      mainAppAddress: `${containerIp(cfg.dockerSubnet, "app")}:8080`,
+      grafanaAdminPassword: pw.grafanaAdmin,
+      deleteDataOnDestroy: cfg.deleteDataOnDestroy,
+    },
+    { ...docker, dependsOn: [exporters] },
+  );
+
+  // What replica stacks read. Plain facts in `fleet`; everything secret in
+  // `replicaCredentials` and `replicaTls`, which are secret outputs.
+  const fleet: pulumi.Output<FleetInfo> = pulumi.output({
+    version: 1,
+    mainPrivateIp: cfg.privateIp,
+    privateNetworkCidr: cfg.privateNetworkCidr,
+    networkId: networkId ?? null,
+    databaseName: cfg.databaseName,
+    appImage: cfg.appImage,
+    images: cfg.images,
+    ports: cfg.ports,
+    maxSlotWalKeepSizeMB: sizeToMB(cfg.maxSlotWalKeepSize),
+    walKeepSizeMB: sizeToMB(cfg.walKeepSize),
+    replicas: cfg.replicas,
+    caCertPem: pki.caCertPem,
+    roles: { replication: PG_ROLES.replication, rewind: PG_ROLES.rewind, exporter: PG_ROLES.exporter, app: cfg.databaseName },
+    redisUsers: REDIS_USER_NAMES,
+  });
+  const replicaCredentials: pulumi.Output<ReplicaCredentials> = pulumi.secret({
+    postgresApp: pw.postgresApp,
+    postgresReplication: pw.postgresReplication,
+    postgresRewind: pw.postgresRewind,
+    postgresExporter: pw.postgresExporter,
+    redisApp: pw.redisApp,
+    redisReplication: pw.redisReplication,
+    redisExporter: pw.redisExporter,
+    redisAdmin: pw.redisAdmin,
+    truststorePassword: pw.truststore,
+    truststoreBase64: pki.truststoreBase64,
+  }) as pulumi.Output<ReplicaCredentials>;
+  const replicaTls = pulumi.secret(
+    Object.fromEntries(
+      cfg.replicas.map((r) => {
+        const c = pki.certs[r.name]!;
+        return [
+          r.name,
+          {
+            postgres: { certPem: c.postgres.certPem, keyPem: c.postgres.keyPem, notAfter: c.postgres.notAfter },
+            redis: { certPem: c.redis.certPem, keyPem: c.redis.keyPem, notAfter: c.redis.notAfter },
+          },
+        ];
+      }),
+    ),
+  );
+
+  return {
+    fleet,
+    replicaCredentials,
+    replicaTls,
+    slots: postgres.slotNames,
+    publicAddress: host.publicAddress,
+    balancerUrl: pulumi.interpolate`${cfg.httpsCertificate ? "https" : "http"}://${host.publicAddress}${portSuffix(cfg)}`,
+    grafanaTunnel: pulumi.interpolate`ssh -N -L ${cfg.ports.grafana}:127.0.0.1:${cfg.ports.grafana} root@${host.publicAddress}  # then http://localhost:${cfg.ports.grafana}`,
+    prometheusTunnel: pulumi.interpolate`ssh -N -L ${cfg.ports.prometheus}:127.0.0.1:${cfg.ports.prometheus} root@${host.publicAddress}  # then http://localhost:${cfg.ports.prometheus}`,
+    grafanaAdminPassword: pw.grafanaAdmin,
+    balancerConfig: balancer.config,
+    pgHba: postgres.pgHba,
+    prometheusTargets: monitoring.targets,
+  };
+}
+
+function portSuffix(cfg: MainConfig): string {
+  if (cfg.httpsCertificate) return cfg.ports.https === 443 ? "" : `:${cfg.ports.https}`;
+  return cfg.ports.http === 80 ? "" : `:${cfg.ports.http}`;
+}

@@ -1,0 +1,85 @@
+/*
+ * Loads index.ts the way `pulumi up` does: through ts-node registered with
+ * the options Pulumi's nodejs runtime uses (type-checked, CommonJS per
+ * tsconfig.json, the project's TypeScript), under Pulumi's mocks. Prints a
+ * JSON summary of what the program registered and exported.
+ *
+ * usage: node test/seam/load-program.cjs <config.json> [stack-reference-outputs.json]
+ *   config.json: { "stack": "main", "config": {...}, "secretKeys": [...] }
+ */
+"use strict";
+const path = require("node:path");
+const fs = require("node:fs");
+
+const root = path.resolve(__dirname, "..", "..");
+const [configFile, refsFile] = process.argv.slice(2);
+const input = JSON.parse(fs.readFileSync(configFile, "utf8"));
+const refs = refsFile ? JSON.parse(fs.readFileSync(refsFile, "utf8")) : {};
+
+// Exactly what @pulumi/pulumi/cmd/run does for a TypeScript program that is
+// not an ES module.
+const tsutils = require("@pulumi/pulumi/tsutils");
+const tsConfigPath = path.join(root, "tsconfig.json");
+const compilerOptions = tsutils.loadTypeScriptCompilerOptions(tsConfigPath);
+const { tsnodeRequire, typescriptRequire } = tsutils.typeScriptRequireStrings();
+const transpileOnly = process.env.PULUMI_NODEJS_TRANSPILE_ONLY ? process.env.PULUMI_NODEJS_TRANSPILE_ONLY === "true" : compilerOptions.noCheck;
+require(tsnodeRequire).register({
+  compiler: typescriptRequire,
+  transpileOnly,
+  project: tsConfigPath,
+  skipProject: false,
+  compilerOptions: { target: "ES2020", module: "nodenext", moduleResolution: "nodenext", sourceMap: "true", ...compilerOptions },
+});
+
+const pulumi = require("@pulumi/pulumi");
+const registered = [];
+pulumi.runtime.setAllConfig(input.config, input.secretKeys);
+pulumi.runtime.setMocks(
+  {
+    newResource(args) {
+      registered.push(args.type);
+      if (args.type === "pulumi:pulumi:StackReference") {
+        const ref = refs[args.inputs.name];
+        if (!ref) throw new Error(`no outputs for stack ${args.inputs.name}`);
+        return { id: args.inputs.name, state: { name: args.inputs.name, outputs: ref.outputs, secretOutputNames: ref.secretOutputNames } };
+      }
+      const state = { ...args.inputs };
+      if (args.type.startsWith("tls:index/selfSignedCert") || args.type.startsWith("tls:index/locallySignedCert")) {
+        state.certPem = refs.__caPem;
+        state.validityEndTime = "2027-11-26T00:00:00Z";
+      }
+      if (args.type === "random:index/randomPassword:RandomPassword") state.result = pulumi.secret(`seam-password-${args.name}-0123456789`);
+      if (args.type === "tls:index/privateKey:PrivateKey") {
+        state.privateKeyPem = pulumi.secret("-----BEGIN PRIVATE KEY-----\nseam\n-----END PRIVATE KEY-----\n");
+        state.privateKeyOpenssh = pulumi.secret("-----BEGIN OPENSSH PRIVATE KEY-----\nseam\n-----END OPENSSH PRIVATE KEY-----\n");
+        state.publicKeyOpenssh = "ssh-ed25519 AAAAseam\n";
+      }
+      if (args.type === "hcloud:index/server:Server") state.ipv4Address = "203.0.113.50";
+      return { id: `${args.name}-id`, state };
+    },
+    call(args) {
+      if (args.token === "tls:index/getPublicKey:getPublicKey") return { publicKeyOpenssh: "ssh-ed25519 AAAAoperator\n" };
+      return args.inputs;
+    },
+  },
+  "synaxic",
+  input.stack,
+  false,
+);
+
+async function settle(v) {
+  if (pulumi.Output.isInstance(v)) return settle(await v.promise());
+  if (v instanceof Promise) return settle(await v);
+  if (Array.isArray(v)) return Promise.all(v.map(settle));
+  if (v && typeof v === "object") return Object.fromEntries(await Promise.all(Object.entries(v).map(async ([k, x]) => [k, await settle(x)])));
+  return v;
+}
+
+(async () => {
+  const exported = await settle(require(path.join(root, process.env.SEAM_ENTRY || "index.ts")));
+  await new Promise((r) => setTimeout(r, 300));
+  process.stdout.write(JSON.stringify({ ok: true, outputs: Object.keys(exported ?? {}).sort(), types: [...new Set(registered)].sort(), count: registered.length }) + "\n");
+})().catch((e) => {
+  process.stdout.write(JSON.stringify({ ok: false, error: String(e && e.message ? e.message : e) }) + "\n");
+  process.exitCode = 1;
+});

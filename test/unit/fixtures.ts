@@ -1,0 +1,70 @@
+/** Stack configurations the Pulumi-layer tests run the program with. */
+import { loadStackConfig, type MainConfig, type ReplicaConfig, type StackConfig } from "../../lib/config";
+import { mainStack } from "../../stacks/main";
+import { replicaStack } from "../../stacks/replica";
+import { runMocked, type RunResult } from "./harness";
+
+const P = "synaxic:";
+
+export const SECRET_CONFIG = {
+  [`${P}sshPrivateKey`]: "-----BEGIN OPENSSH PRIVATE KEY-----\nOperatorKeyMaterial0123456789\n-----END OPENSSH PRIVATE KEY-----\n",
+  [`${P}googleClientSecret`]: "GoogleClientSecretValue0123",
+};
+
+export function replicaList(n: number): string[] {
+  return Array.from({ length: n }, (_, i) => `replica-${i + 1}=10.10.0.${3 + i}`);
+}
+
+export function mainConfig(replicas: number | string[], extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    [`${P}role`]: "main",
+    [`${P}adminCidrs`]: JSON.stringify(["198.51.100.0/24"]),
+    [`${P}replicas`]: JSON.stringify(typeof replicas === "number" ? replicaList(replicas) : replicas),
+    [`${P}appImage`]: "registry.example.com/synaxic:1.4.2",
+    [`${P}googleClientId`]: "client-id.apps.googleusercontent.com",
+    ...SECRET_CONFIG,
+    ...extra,
+  };
+}
+
+export function replicaConfig(name: string, privateIp: string, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    [`${P}role`]: "replica",
+    [`${P}hostName`]: name,
+    [`${P}privateIp`]: privateIp,
+    [`${P}mainStack`]: "acme/synaxic/main",
+    [`${P}adminCidrs`]: JSON.stringify(["198.51.100.0/24"]),
+    [`${P}googleClientId`]: "client-id.apps.googleusercontent.com",
+    ...SECRET_CONFIG,
+    ...extra,
+  };
+}
+
+export const SECRET_KEYS = Object.keys(SECRET_CONFIG);
+
+export function runMain(replicas: number | string[], extra: Record<string, string> = {}): Promise<RunResult<ReturnType<typeof mainStack>>> {
+  const config = mainConfig(replicas, extra);
+  return runMocked({ config, secretKeys: SECRET_KEYS, stack: "main" }, () => mainStack(loadStackConfig() as MainConfig & StackConfig));
+}
+
+/** Runs the main program, then a replica program whose StackReference returns main's real outputs with their secretness. */
+export async function runReplica(
+  name: string,
+  privateIp: string,
+  opts: { replicas?: number | string[]; extra?: Record<string, string>; mutateMainOutputs?: (o: Record<string, unknown>) => void } = {},
+) {
+  const main = await runMain(opts.replicas ?? 2);
+  const outputs = structuredClone(main.values);
+  opts.mutateMainOutputs?.(outputs);
+  const config = replicaConfig(name, privateIp, opts.extra ?? {});
+  const result = await runMocked(
+    {
+      config,
+      secretKeys: SECRET_KEYS,
+      stack: name,
+      stackReferences: { "acme/synaxic/main": { outputs, secretOutputNames: [...main.secretOutputs] } },
+    },
+    () => replicaStack(loadStackConfig() as ReplicaConfig & StackConfig),
+  );
+  return { main, replica: result };
+}

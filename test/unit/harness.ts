@@ -1,0 +1,227 @@
+/**
+ * Runs the program under Pulumi's mocks and records every registered
+ * resource with its inputs, keeping the SDK's secret markers so that tests
+ * can tell secret inputs from plain ones.
+ *
+ * The mocks behave like the engine where it matters for secrecy: provider
+ * outputs that the engine marks secret (RandomPassword.result, private keys)
+ * come back secret here too, and StackReference outputs listed as secret
+ * come back secret.
+ */
+import * as pulumi from "@pulumi/pulumi";
+import { createHash } from "node:crypto";
+import { createRequire } from "node:module";
+import { makeCa, type TestCa } from "../rig/pki";
+
+export const SECRET_SIG = "4dabf18193072939515e22adb298388d";
+export const SECRET_VALUE = "1b47061264138c4ac30d75fd1eb44270";
+
+export interface RecordedOptions {
+  retainOnDelete?: boolean;
+  deleteBeforeReplace?: boolean;
+  /** Names of the resources this one depends on explicitly. */
+  dependsOn: string[];
+  parent?: string;
+  additionalSecretOutputs?: string[];
+}
+
+export interface Recorded {
+  type: string;
+  name: string;
+  opts: RecordedOptions;
+  /** Inputs as the SDK sent them, secret parts wrapped in the secret marker. */
+  raw: Record<string, unknown>;
+  /** Inputs with the secret markers removed. */
+  inputs: Record<string, any>;
+}
+
+export interface RunOptions {
+  config: Record<string, string>;
+  secretKeys?: string[];
+  stack?: string;
+  /** Outputs of stacks read through StackReference, by stack name, and which of them are secret. */
+  stackReferences?: Record<string, { outputs: Record<string, unknown>; secretOutputNames: string[] }>;
+}
+
+export interface RunResult<T> {
+  resources: Recorded[];
+  outputs: T;
+  /** Resolved values of the program's outputs, and which top-level outputs are secret. */
+  values: Record<string, unknown>;
+  secretOutputs: Set<string>;
+  /** Every secret value the mocks handed out (passwords, private keys) plus secret config values. */
+  secretValues: string[];
+  of(type: string): Recorded[];
+  one(type: string, nameIncludes: string): Recorded;
+}
+
+// Resource options never reach the mocks; record them on the way in.
+const optionsByKey = new Map<string, RecordedOptions>();
+const runtimeResource = createRequire(__filename)("@pulumi/pulumi/runtime/resource") as { registerResource: (...a: unknown[]) => unknown; __synaxicPatched?: boolean };
+if (!runtimeResource.__synaxicPatched) {
+  const original = runtimeResource.registerResource;
+  runtimeResource.registerResource = (...a: unknown[]) => {
+    const [, parent, t, name, , , , , opts] = a as [unknown, pulumi.Resource | undefined, string, string, unknown, unknown, unknown, unknown, pulumi.CustomResourceOptions];
+    const deps = opts?.dependsOn ? (Array.isArray(opts.dependsOn) ? opts.dependsOn : [opts.dependsOn]) : [];
+    optionsByKey.set(`${t}::${name}`, {
+      ...(opts?.retainOnDelete !== undefined ? { retainOnDelete: opts.retainOnDelete } : {}),
+      ...(opts?.deleteBeforeReplace !== undefined ? { deleteBeforeReplace: opts.deleteBeforeReplace } : {}),
+      dependsOn: deps.map((d) => String((d as unknown as { __name?: string }).__name ?? "?")),
+      ...(parent ? { parent: String((parent as unknown as { __name?: string }).__name) } : {}),
+      ...(opts?.additionalSecretOutputs ? { additionalSecretOutputs: opts.additionalSecretOutputs } : {}),
+    });
+    return original(...a);
+  };
+  runtimeResource.__synaxicPatched = true;
+}
+
+let ca: TestCa | undefined;
+/** A real CA certificate, so that code parsing certificates (the truststore) gets real input. */
+function testCa(): TestCa {
+  ca ??= makeCa("mock-ca");
+  return ca;
+}
+
+export function unwrapSecrets(v: unknown): any {
+  if (Array.isArray(v)) return v.map(unwrapSecrets);
+  if (v && typeof v === "object") {
+    const o = v as Record<string, unknown>;
+    if (o[SECRET_SIG] === SECRET_VALUE) return unwrapSecrets(o.value);
+    return Object.fromEntries(Object.entries(o).map(([k, x]) => [k, unwrapSecrets(x)]));
+  }
+  return v;
+}
+
+/** Paths of strings in `v` that contain one of `secrets` outside a secret marker. */
+export function findLeaks(v: unknown, secrets: string[], path = ""): string[] {
+  if (typeof v === "string") return secrets.some((s) => s.length >= 8 && v.includes(s)) ? [path] : [];
+  if (Array.isArray(v)) return v.flatMap((x, i) => findLeaks(x, secrets, `${path}[${i}]`));
+  if (v && typeof v === "object") {
+    const o = v as Record<string, unknown>;
+    if (o[SECRET_SIG] === SECRET_VALUE) return [];
+    return Object.entries(o).flatMap(([k, x]) => findLeaks(x, secrets, path ? `${path}.${k}` : k));
+  }
+  return [];
+}
+
+function tag(s: string): string {
+  return createHash("sha256").update(s).digest("hex").slice(0, 16);
+}
+
+async function settle(o: unknown): Promise<{ value: unknown; secret: boolean }> {
+  if (pulumi.Output.isInstance(o)) {
+    const out = o as any;
+    const [value, secret] = await Promise.all([out.promise(), out.isSecret]);
+    const inner = await settle(value);
+    return { value: inner.value, secret: secret || inner.secret };
+  }
+  if (o instanceof Promise) return settle(await o);
+  if (Array.isArray(o)) {
+    const parts = await Promise.all(o.map(settle));
+    return { value: parts.map((p) => p.value), secret: parts.some((p) => p.secret) };
+  }
+  if (o && typeof o === "object" && !(o instanceof pulumi.Resource)) {
+    const entries = await Promise.all(Object.entries(o).map(async ([k, x]) => [k, await settle(x)] as const));
+    return { value: Object.fromEntries(entries.map(([k, p]) => [k, p.value])), secret: entries.some(([, p]) => p.secret) };
+  }
+  return { value: o, secret: false };
+}
+
+export async function runMocked<T extends Record<string, unknown>>(opts: RunOptions, program: () => T | Promise<T>): Promise<RunResult<T>> {
+  const resources: Recorded[] = [];
+  const secretValues: string[] = [];
+  const secret = (s: string) => {
+    secretValues.push(s);
+    return pulumi.secret(s);
+  };
+  const stack = opts.stack ?? "main";
+  pulumi.runtime.setAllConfig(opts.config, opts.secretKeys ?? []);
+  for (const k of opts.secretKeys ?? []) if (opts.config[k]) secretValues.push(opts.config[k]!);
+  let serverCount = 0;
+
+  await pulumi.runtime.setMocks(
+    {
+      newResource(args) {
+        const raw = args.inputs as Record<string, unknown>;
+        const inputs = unwrapSecrets(raw);
+        resources.push({ type: args.type, name: args.name, raw, inputs, opts: optionsByKey.get(`${args.type}::${args.name}`) ?? { dependsOn: [] } });
+        const id = `${args.name}-id`;
+        const t = tag(`${stack}/${args.name}`);
+        switch (args.type) {
+          case "random:index/randomPassword:RandomPassword":
+            return { id, state: { ...inputs, result: secret(`MockPw${t}`), bcryptHash: secret(`$2a$MockBcrypt${t}`) } };
+          case "tls:index/privateKey:PrivateKey":
+            return {
+              id,
+              state: {
+                ...inputs,
+                privateKeyPem: secret(`-----BEGIN PRIVATE KEY-----\nMockKey${t}\n-----END PRIVATE KEY-----\n`),
+                privateKeyOpenssh: secret(`-----BEGIN OPENSSH PRIVATE KEY-----\nMockSsh${t}\n-----END OPENSSH PRIVATE KEY-----\n`),
+                privateKeyPemPkcs8: secret(`-----BEGIN PRIVATE KEY-----\nMockPk8${t}\n-----END PRIVATE KEY-----\n`),
+                publicKeyOpenssh: `ssh-ed25519 AAAAC3NzaC1lZDI1NTE5${t}\n`,
+                publicKeyPem: `-----BEGIN PUBLIC KEY-----\n${t}\n-----END PUBLIC KEY-----\n`,
+              },
+            };
+          case "tls:index/selfSignedCert:SelfSignedCert":
+          case "tls:index/locallySignedCert:LocallySignedCert":
+            return { id, state: { ...inputs, certPem: testCa().certPem, validityEndTime: "2027-11-26T00:00:00Z", readyForRenewal: false } };
+          case "tls:index/certRequest:CertRequest":
+            return { id, state: { ...inputs, certRequestPem: `-----BEGIN CERTIFICATE REQUEST-----\n${t}\n-----END CERTIFICATE REQUEST-----\n` } };
+          case "hcloud:index/server:Server":
+            serverCount++;
+            return { id: String(3000 + serverCount), state: { ...inputs, ipv4Address: `203.0.113.${10 + serverCount}`, status: "running" } };
+          case "hcloud:index/network:Network":
+            return { id: "4001", state: inputs };
+          case "hcloud:index/firewall:Firewall":
+            return { id: "5001", state: inputs };
+          case "docker:index/remoteImage:RemoteImage":
+            return { id, state: { ...inputs, imageId: `sha256:${t}`, repoDigest: `${inputs.name}@sha256:${t}${t}${t}${t}` } };
+          case "command:remote:Command":
+          case "command:local:Command":
+            return { id, state: { ...inputs, stdout: "", stderr: "" } };
+          case "pulumi:pulumi:StackReference": {
+            const ref = opts.stackReferences?.[String(inputs.name ?? args.name)];
+            if (!ref) throw new Error(`no stack ${String(inputs.name ?? args.name)} in the mocks`);
+            return { id: String(inputs.name), state: { name: inputs.name, outputs: ref.outputs, secretOutputNames: ref.secretOutputNames } };
+          }
+          default:
+            return { id, state: inputs };
+        }
+      },
+      call(args) {
+        if (args.token === "tls:index/getPublicKey:getPublicKey") {
+          const k = String(args.inputs.privateKeyPem ?? args.inputs.privateKeyOpenssh ?? "");
+          return { publicKeyOpenssh: `ssh-ed25519 AAAAOperator${tag(k)}\n`, publicKeyPem: "" };
+        }
+        return args.inputs;
+      },
+    },
+    "synaxic",
+    stack,
+    false,
+  );
+
+  const outputs = await program();
+  const settled = await Promise.all(Object.entries(outputs).map(async ([k, v]) => [k, await settle(v)] as const));
+  // Let registrations that feed no output finish too.
+  let last = -1;
+  while (last !== resources.length) {
+    last = resources.length;
+    await new Promise((r) => setTimeout(r, 30));
+  }
+  const values = Object.fromEntries(settled.map(([k, p]) => [k, p.value]));
+  const secretOutputs = new Set(settled.filter(([, p]) => p.secret).map(([k]) => k));
+  return {
+    resources,
+    outputs,
+    values,
+    secretOutputs,
+    secretValues,
+    of: (type) => resources.filter((r) => r.type === type),
+    one: (type, nameIncludes) => {
+      const found = resources.filter((r) => r.type === type && r.name.includes(nameIncludes));
+      if (found.length !== 1) throw new Error(`expected one ${type} named *${nameIncludes}*, found ${found.map((r) => r.name).join(", ") || "none"}`);
+      return found[0]!;
+    },
+  };
+}

@@ -1,0 +1,233 @@
+import { describe, expect, it, beforeAll } from "vitest";
+import { findLeaks, type RunResult } from "./harness";
+import { runMain } from "./fixtures";
+import type { mainStack } from "../../stacks/main";
+
+type Run = RunResult<ReturnType<typeof mainStack>>;
+
+const CONTAINER = "docker:index/container:Container";
+const COMMAND = "command:remote:Command";
+
+function container(run: Run, nameIncludes: string) {
+  return run.one(CONTAINER, nameIncludes).inputs;
+}
+
+function hostFileContent(run: Run, nameIncludes: string): string {
+  return String(run.one(COMMAND, nameIncludes).inputs.stdin);
+}
+
+const runs: Record<number, Run> = {};
+
+beforeAll(async () => {
+  for (const n of [0, 1, 3]) runs[n] = await runMain(n);
+}, 120_000);
+
+describe.each([0, 1, 3])("main stack with %i replicas", (n) => {
+  const replicaIps = Array.from({ length: n }, (_, i) => `10.10.0.${3 + i}`);
+
+  it("registers the components", () => {
+    const run = runs[n]!;
+    const types = new Set(run.resources.map((r) => r.type));
+    for (const t of [
+      "synaxic:components:Host",
+      "synaxic:components:FleetSecrets",
+      "synaxic:components:Pki",
+      "synaxic:components:PostgresMaster",
+      "synaxic:components:RedisPair",
+      "synaxic:components:SynaxicApp",
+      "synaxic:components:NginxBalancer",
+      "synaxic:components:Monitoring",
+      "synaxic:components:Exporters",
+      "hcloud:index/server:Server",
+      "hcloud:index/firewall:Firewall",
+      "hcloud:index/network:Network",
+      "pulumi:providers:docker",
+    ]) {
+      expect(types, t).toContain(t);
+    }
+  });
+
+  it("pulls only pinned images, the app's as configured", () => {
+    const images = runs[n]!.of("docker:index/remoteImage:RemoteImage").map((r) => String(r.inputs.name));
+    expect(images).toContain("registry.example.com/synaxic:1.4.2");
+    expect(images.some((i) => /^postgres:15\./.test(i))).toBe(true);
+    for (const i of images) expect(i).toMatch(/:(?!latest$)[A-Za-z0-9_.-]+$|@sha256:/);
+  });
+
+  it("publishes database, cache and exporters on the private address only, monitoring on loopback, only the balancer to the world", () => {
+    const run = runs[n]!;
+    const binds = (name: string) => (container(run, name).ports ?? []).map((p: { ip: string; external: number }) => `${p.ip}:${p.external}`);
+    expect(binds("postgres-container")).toEqual(["10.10.0.2:5432"]);
+    expect(binds("redis-container")).toEqual(["10.10.0.2:6380"]);
+    expect(binds("exporters-postgres")).toEqual(["10.10.0.2:9187"]);
+    expect(binds("exporters-redis")).toEqual(["10.10.0.2:9121"]);
+    expect(binds("monitoring-prometheus")).toEqual(["127.0.0.1:9090"]);
+    expect(binds("monitoring-grafana")).toEqual(["127.0.0.1:3000"]);
+    expect(binds("app-container")).toEqual([]);
+    expect(binds("balancer-container")).toEqual(["0.0.0.0:80"]);
+    const world = run.of(CONTAINER).flatMap((c) => (c.inputs.ports ?? []).filter((p: { ip?: string }) => !p.ip || p.ip === "0.0.0.0").map(() => c.name));
+    expect(world).toEqual(["balancer-container"]);
+  });
+
+  it("pg_hba: replication only for the replication role from each replica /32 over SSL, app only from the app, everything else rejected", () => {
+    const hba = hostFileContent(runs[n]!, "postgres-hba");
+    const lines = hba.split("\n").filter((l) => l && !l.startsWith("#"));
+    const replication = lines.filter((l) => /\breplication\b/.test(l.split(/\s+/)[1] ?? ""));
+    expect(replication.map((l) => l.split(/\s+/))).toEqual(replicaIps.map((ip) => ["hostssl", "replication", "replicator", `${ip}/32`, "scram-sha-256"]));
+    const app = lines.filter((l) => l.split(/\s+/)[2] === "synaxic");
+    expect(app.map((l) => l.split(/\s+/))).toEqual([["hostssl", "synaxic", "synaxic", "172.30.88.20/32", "scram-sha-256"]]);
+    expect(hba).not.toMatch(/\btrust\b/);
+    expect(lines.filter((l) => /^host(ssl|nossl)?\s/.test(l) && !/\breject$/.test(l)).every((l) => l.startsWith("hostssl") && l.endsWith("scram-sha-256"))).toBe(true);
+    expect(lines.slice(-2).map((l) => l.split(/\s+/))).toEqual([
+      ["host", "all", "all", "0.0.0.0/0", "reject"],
+      ["host", "all", "all", "::/0", "reject"],
+    ]);
+  });
+
+  it("one replication slot per replica, created and dropped with it", () => {
+    const slots = runs[n]!.of(COMMAND).filter((c) => c.name.startsWith("postgres-slot-"));
+    expect(slots.map((s) => s.name).sort()).toEqual(Array.from({ length: n }, (_, i) => `postgres-slot-replica-${i + 1}`).sort());
+    for (const s of slots) {
+      const slot = `synaxic_${s.name.replace("postgres-slot-", "").replace(/-/g, "_")}`;
+      expect(s.inputs.stdin).toContain(`pg_create_physical_replication_slot('${slot}', true)`);
+      expect(s.inputs.delete).toContain(`pg_drop_replication_slot`);
+      expect(s.inputs.delete).toContain(slot);
+      expect(s.inputs.create).toMatch(/^timeout --kill-after=10 \d+ docker exec -i -u postgres synaxic-main-postgres psql /);
+    }
+    expect(runs[n]!.values.slots).toEqual(Object.fromEntries(Array.from({ length: n }, (_, i) => [`replica-${i + 1}`, `synaxic_replica_${i + 1}`])));
+  });
+
+  it("nginx: writes to the main app only, reads over the main app and every replica app", () => {
+    const conf = hostFileContent(runs[n]!, "balancer-conf");
+    const block = (name: string) => conf.slice(conf.indexOf(`upstream ${name} {`), conf.indexOf("}", conf.indexOf(`upstream ${name} {`)));
+    const servers = (b: string) => [...b.matchAll(/server (\S+) /g)].map((m) => m[1]);
+    expect(servers(block("synaxic_write"))).toEqual(["172.30.88.20:8080"]);
+    expect(servers(block("synaxic_read"))).toEqual(["172.30.88.20:8080", ...replicaIps.map((ip) => `${ip}:8080`)]);
+    expect(conf).toMatch(/keepalive \d+;/);
+    expect(conf).toMatch(/max_fails=\d+ fail_timeout=/);
+  });
+
+  it("Prometheus targets every host's exporters, generated from the replica list", () => {
+    const targets = runs[n]!.values.prometheusTargets as Record<string, string>;
+    const hostsOf = (file: string) => (JSON.parse(targets[file]!) as { targets: string[]; labels: { host: string } }[]).map((g) => [g.labels.host, g.targets[0]]);
+    const names = ["main", ...replicaIps.map((_, i) => `replica-${i + 1}`)];
+    expect(hostsOf("node.json")).toEqual(names.map((h, i) => [h, `${i === 0 ? "10.10.0.2" : replicaIps[i - 1]}:9100`]));
+    expect(hostsOf("postgres.json").map(([, t]) => t)).toEqual(["10.10.0.2:9187", ...replicaIps.map((ip) => `${ip}:9187`)]);
+    expect(hostsOf("synaxic-app.json").map(([, t]) => t)).toEqual(["172.30.88.20:8080", ...replicaIps.map((ip) => `${ip}:8080`)]);
+    // The files on the host are the same text.
+    expect(hostFileContent(runs[n]!, "monitoring-targets-node")).toBe(targets["node.json"]);
+  });
+
+  it("firewall: balancer to the world, SSH to the operators, PostgreSQL and Redis per replica /32, nothing else", () => {
+    const rules = runs[n]!.one("hcloud:index/firewall:Firewall", "main-firewall").inputs.rules as { port: string; sourceIps: string[] }[];
+    const byPort = (p: string) => rules.filter((r) => r.port === p).flatMap((r) => r.sourceIps);
+    expect(byPort("80")).toEqual(["0.0.0.0/0", "::/0"]);
+    expect(byPort("22")).toEqual(["198.51.100.0/24"]);
+    expect(byPort("5432")).toEqual(replicaIps.map((ip) => `${ip}/32`));
+    expect(byPort("6380")).toEqual(replicaIps.map((ip) => `${ip}/32`));
+    expect(new Set(rules.map((r) => r.port))).toEqual(new Set(["80", "22", ...(n ? ["5432", "6380"] : [])]));
+  });
+
+  it("no generated secret appears in any input outside a secret", () => {
+    const run = runs[n]!;
+    expect(run.secretValues.length).toBeGreaterThan(10);
+    const leaks = run.resources.flatMap((r) => findLeaks(r.raw, run.secretValues).map((p) => `${r.type} ${r.name}: ${p}`));
+    expect(leaks).toEqual([]);
+  });
+
+  it("secret outputs are secret; plain outputs hold no secret", () => {
+    const run = runs[n]!;
+    for (const k of ["replicaCredentials", "replicaTls", "grafanaAdminPassword"]) expect(run.secretOutputs, k).toContain(k);
+    for (const [k, v] of Object.entries(run.values)) {
+      if (run.secretOutputs.has(k)) continue;
+      expect(findLeaks(v, run.secretValues), `output ${k}`).toEqual([]);
+    }
+    expect(run.secretOutputs).not.toContain("fleet");
+  });
+}, 60_000);
+
+describe("main stack details", () => {
+  it("every remote command runs under a timeout and keeps secrets off its command line", () => {
+    const run = runs[1]!;
+    const cmds = run.of(COMMAND);
+    expect(cmds.length).toBeGreaterThan(5);
+    for (const c of cmds) {
+      expect(c.inputs.create, c.name).toMatch(/^timeout --kill-after=10 \d+ /);
+      expect(findLeaks(c.inputs.create, run.secretValues), c.name).toEqual([]);
+    }
+  });
+
+  it("the roles SQL carries SCRAM verifiers, never a plain password, and is secret", () => {
+    const run = runs[1]!;
+    const roles = run.one(COMMAND, "postgres-roles");
+    expect(roles.raw.stdin).toHaveProperty("value");
+    const sql = String(roles.inputs.stdin);
+    expect(sql).toMatch(/PASSWORD 'SCRAM-SHA-256\$4096:/);
+    expect(run.secretValues.filter((s) => sql.includes(s))).toEqual([]);
+  });
+
+  it("private keys and credential files are uploaded 0600/0400 and stay secret", () => {
+    const run = runs[1]!;
+    const uploads = run.of(CONTAINER).flatMap((c) => ((c.raw.uploads as unknown[] | undefined) ?? []).map((u) => ({ c: c.name, raw: u as Record<string, unknown> })));
+    const plain = (u: Record<string, unknown>) => (u["4dabf18193072939515e22adb298388d"] ? (u.value as Record<string, unknown>) : u);
+    const keyFiles = uploads.filter((u) => /\.key$|privkey|password|pgpass|acl$|redis\.conf$|\/run\/synaxic\//.test(String(plain(u.raw).file)));
+    expect(keyFiles.length).toBeGreaterThan(8);
+    for (const u of keyFiles) {
+      const p = plain(u.raw);
+      expect(String(p.permissions), `${u.c} ${String(p.file)}`).toMatch(/^0[46]00$/);
+      expect(findLeaks(p, run.secretValues)).toEqual([]);
+    }
+  });
+
+  it("the Docker client reaches the host over SSH with the host key pinned", () => {
+    const run = runs[0]!;
+    const provider = run.of("pulumi:providers:docker")[0]!;
+    const opts = provider.inputs.sshOpts as string[] | string;
+    const list = typeof opts === "string" ? (JSON.parse(opts) as string[]) : opts;
+    expect(list).toContain("StrictHostKeyChecking=yes");
+    expect(list.join(" ")).not.toMatch(/StrictHostKeyChecking=no/);
+    expect(list.some((o) => o.startsWith("UserKnownHostsFile="))).toBe(true);
+    expect(String(provider.inputs.host)).toMatch(/^ssh:\/\/root@203\.0\.113\.\d+:22$/);
+  });
+
+  it("the Hetzner server gets a host key we generated (pinned) and joins the private network", () => {
+    const run = runs[1]!;
+    const server = run.one("hcloud:index/server:Server", "main-server");
+    expect(server.raw.userData).toHaveProperty("value");
+    expect(String(server.inputs.userData)).toContain("ed25519_private");
+    expect(server.inputs.networks).toEqual([{ networkId: 4001, ip: "10.10.0.2" }]);
+    const ready = run.one(COMMAND, "main-ready");
+    const conn = ready.inputs.connection as { hostKey: string };
+    const hostKey = run.one("tls:index/privateKey:PrivateKey", "main-host-key");
+    expect(hostKey.inputs.algorithm).toBe("ED25519");
+    expect(conn.hostKey).toMatch(/^ssh-ed25519 /);
+  });
+
+  it("data volumes are kept on destroy unless the operator says otherwise", async () => {
+    const kept = runs[0]!.of("docker:index/volume:Volume");
+    expect(kept.map((v) => v.name).sort()).toEqual(["monitoring-grafana-data", "monitoring-prometheus-data", "postgres-data", "redis-data"]);
+    for (const v of kept) expect(v.opts.retainOnDelete, v.name).toBe(true);
+    const deleting = await runMain(0, { "synaxic:deleteDataOnDestroy": "true" });
+    for (const v of deleting.of("docker:index/volume:Volume")) expect(v.opts.retainOnDelete, v.name).toBe(false);
+  });
+
+  it("nothing touches Docker before the host is ready and Docker installed", () => {
+    const run = runs[0]!;
+    const provider = run.of("pulumi:providers:docker")[0]!;
+    expect(provider.opts.dependsOn).toEqual(["main-docker"]);
+    expect(run.one(COMMAND, "main-docker").opts.dependsOn).toEqual(["main-ready"]);
+    const ready = run.one(COMMAND, "main-ready").inputs;
+    expect(String(ready.stdin)).toContain("cloud-init status");
+    expect((ready.connection as { dialErrorLimit: number }).dialErrorLimit).toBeGreaterThan(0);
+  });
+
+  it("containers with fixed names are replaced by deleting the old one first", () => {
+    for (const c of runs[1]!.of(CONTAINER)) expect(c.opts.deleteBeforeReplace, c.name).toBe(true);
+  });
+
+  it("the app starts after the database roles and Redis exist; the balancer after the app", () => {
+    const run = runs[1]!;
+    expect(run.one("synaxic:components:SynaxicApp", "app").opts.dependsOn).toEqual(["postgres-roles", "redis"]);
+    expect(run.one("synaxic:components:NginxBalancer", "balancer").opts.dependsOn).toEqual(["app"]);
+  });
+});

@@ -1,0 +1,181 @@
+import { describe, expect, it, beforeAll } from "vitest";
+import { findLeaks, type Recorded } from "./harness";
+import { runMain, runReplica } from "./fixtures";
+
+const CONTAINER = "docker:index/container:Container";
+const COMMAND = "command:remote:Command";
+
+type Uploads = { file: string; content?: string; permissions: string }[];
+const uploadsOf = (r: Recorded) => (r.inputs.uploads ?? []) as Uploads;
+const fileIn = (r: Recorded, path: string) => uploadsOf(r).find((u) => u.file === path);
+
+let base: Awaited<ReturnType<typeof runReplica>>;
+beforeAll(async () => {
+  base = await runReplica("replica-1", "10.10.0.3");
+}, 120_000);
+
+describe("a replica stack wired to the main stack's real outputs", () => {
+  it("registers a streaming replica, a Redis replica, the read-mode app and exporters", () => {
+    const types = new Set(base.replica.resources.map((r) => r.type));
+    for (const t of ["pulumi:pulumi:StackReference", "synaxic:components:Host", "synaxic:components:PostgresReplica", "synaxic:components:RedisPair", "synaxic:components:SynaxicApp", "synaxic:components:Exporters"]) {
+      expect(types).toContain(t);
+    }
+    // Only the main stack owns the fleet's CA and passwords.
+    expect(types).not.toContain("random:index/randomPassword:RandomPassword");
+    expect(types).not.toContain("tls:index/selfSignedCert:SelfSignedCert");
+    expect(types).not.toContain("synaxic:components:NginxBalancer");
+  });
+
+  it("PostgreSQL streams from the primary's private address through its own slot, verify-full, password from a passfile", () => {
+    const pg = base.replica.one(CONTAINER, "postgres-container");
+    const conf = String(fileIn(pg, "/etc/synaxic/postgresql.conf")!.content);
+    expect(conf).toMatch(/primary_conninfo = '.*host=10\.10\.0\.2 .*port=5432 .*user=replicator .*passfile=\/run\/synaxic\/pgpass .*sslmode=verify-full .*sslrootcert=\/etc\/synaxic\/tls\/ca\.crt/);
+    expect(conf).not.toMatch(/password=/);
+    expect(conf).toContain("primary_slot_name = 'synaxic_replica_1'");
+    expect(conf).toContain("recovery_target_timeline = 'latest'");
+    expect(conf).toContain("hot_standby_feedback = on");
+    const pgpass = fileIn(pg, "/run/synaxic/pgpass")!;
+    expect(pgpass.permissions).toBe("0600");
+    expect(String(pgpass.content)).toMatch(/^10\.10\.0\.2:5432:replication:replicator:/);
+    expect(String(fileIn(pg, "/usr/local/bin/synaxic-entrypoint")!.content)).toContain("pg_basebackup");
+    expect(base.replica.values.postgresMode).toBe("replica");
+    // Published on its own private address only.
+    expect(pg.inputs.ports).toEqual([expect.objectContaining({ internal: 5432, external: 5432, ip: "10.10.0.3" })]);
+  });
+
+  it("Redis follows the master over TLS as the replication user and announces its own address", () => {
+    const redis = base.replica.one(CONTAINER, "redis-container");
+    const conf = String(fileIn(redis, "/etc/synaxic/redis.conf")!.content);
+    expect(conf).toMatch(/^replicaof 10\.10\.0\.2 6380$/m);
+    expect(conf).toMatch(/^tls-replication yes$/m);
+    expect(conf).toMatch(/^masteruser replicator$/m);
+    expect(conf).toMatch(/^replica-read-only yes$/m);
+    expect(conf).toMatch(/^replica-announce-ip 10\.10\.0\.3$/m);
+    expect(conf).toMatch(/^port 0$/m);
+    expect(fileIn(redis, "/etc/synaxic/redis.conf")!.permissions).toBe("0600");
+  });
+
+  it("the app reads its local replica, writes Redis to the master, reads Redis from the local replica", () => {
+    const app = base.replica.one(CONTAINER, "app-container");
+    const env = Object.fromEntries((app.inputs.envs as string[]).map((e) => [e.slice(0, e.indexOf("=")), e.slice(e.indexOf("=") + 1)]));
+    expect(env.SPRING_DATASOURCE_URL).toMatch(/^jdbc:postgresql:\/\/172\.30\.88\.10:5432\/synaxic\?sslmode=verify-full/);
+    expect(env.SPRING_DATA_REDIS_MASTER_HOST).toBe("10.10.0.2");
+    expect(env.SPRING_DATA_REDIS_REPLICA_HOST).toBe("10.10.0.3");
+    expect(env.SPRING_DATA_REDIS_SLAVE_HOSTS).toBe("rediss://10.10.0.3:6380");
+    expect(env.SYNAXIC_REDIS_READ_MODE).toBe("SLAVE");
+    expect(Object.keys(env).filter((k) => /PASSWORD|SECRET/.test(k))).toEqual([]);
+    expect(app.inputs.ports).toEqual([expect.objectContaining({ internal: 8080, external: 8080, ip: "10.10.0.3" })]);
+  });
+
+  it("cross-stack secrets stay secret: no main-stack secret appears in a plain input or output", () => {
+    const secrets = [...base.main.secretValues];
+    const leaks = base.replica.resources.flatMap((r) => findLeaks(r.raw, secrets).map((p) => `${r.type} ${r.name}: ${p}`));
+    expect(leaks).toEqual([]);
+    // And they did arrive (inside secrets): the passfile holds the replication password.
+    const pg = base.replica.one(CONTAINER, "postgres-container");
+    const raw = JSON.stringify(pg.raw.uploads);
+    expect(secrets.some((s) => raw.includes(s))).toBe(true);
+    for (const [k, v] of Object.entries(base.replica.values)) expect(findLeaks(v, secrets), k).toEqual([]);
+  });
+
+  it("the firewall admits the main host to the app and exporters, the fleet to PostgreSQL and Redis", () => {
+    const rules = base.replica.one("hcloud:index/firewall:Firewall", "replica-1-firewall").inputs.rules as { port: string; sourceIps: string[] }[];
+    const by = (p: string) => rules.filter((r) => r.port === p).flatMap((r) => r.sourceIps);
+    expect(by("8080")).toEqual(["10.10.0.2/32"]);
+    expect(by("9100")).toEqual(["10.10.0.2/32"]);
+    expect(by("5432")).toEqual(["10.10.0.2/32", "10.10.0.4/32"]);
+    expect(rules.some((r) => r.sourceIps.includes("0.0.0.0/0"))).toBe(false);
+  });
+});
+
+describe("main-stack outputs the replica cannot use give an error naming the output", () => {
+  const cases: [string, (o: Record<string, any>) => void, RegExp][] = [
+    ["fleet missing", (o) => delete o.fleet, /output "fleet" is missing/],
+    ["malformed replica address", (o) => (o.fleet.replicas[0].privateIp = "10.10.0"), /output "fleet\.replicas\.0\.privateIp" is malformed/],
+    ["credentials missing", (o) => delete o.replicaCredentials, /output "replicaCredentials" is missing/],
+    ["a password missing", (o) => delete o.replicaCredentials.redisReplication, /output "replicaCredentials\.redisReplication" is malformed/],
+    ["this replica not admitted", (o) => (o.fleet.replicas = o.fleet.replicas.filter((r: { name: string }) => r.name !== "replica-1")), /output "fleet\.replicas" has no replica named "replica-1": add "replica-1=10\.10\.0\.3"/],
+    ["certificate for this replica missing", (o) => delete o.replicaTls["replica-1"], /output "replicaTls\.replica-1" is missing/],
+  ];
+  for (const [what, mutate, message] of cases) {
+    it(what, async () => {
+      await expect(runReplica("replica-1", "10.10.0.3", { mutateMainOutputs: mutate })).rejects.toThrow(message);
+    });
+  }
+});
+
+describe("promotion and re-initialisation change exactly what they should", () => {
+  const snapshot = (resources: Recorded[]) => new Map(resources.map((r) => [`${r.type}::${r.name}`, JSON.stringify(r.inputs)]));
+  const diff = (a: Recorded[], b: Recorded[]) => {
+    const A = snapshot(a);
+    const B = snapshot(b);
+    return {
+      added: [...B.keys()].filter((k) => !A.has(k)).sort(),
+      removed: [...A.keys()].filter((k) => !B.has(k)).sort(),
+      changed: [...B.keys()].filter((k) => A.has(k) && A.get(k) !== B.get(k)).sort(),
+    };
+  };
+
+  it("promote: PostgreSQL promoted on the running standby, Redis REPLICAOF NO ONE, the app in write mode", async () => {
+    const { replica } = await runReplica("replica-1", "10.10.0.3", { extra: { "synaxic:promote": "true" } });
+    const d = diff(base.replica.resources, replica.resources);
+    expect(d.added).toEqual([`${COMMAND}::postgres-promote`, `${COMMAND}::redis-promote`]);
+    expect(d.removed).toEqual([]);
+    expect(d.changed.filter((k) => k.startsWith(CONTAINER))).toEqual([`${CONTAINER}::app-container`, `${CONTAINER}::postgres-container`, `${CONTAINER}::redis-container`]);
+    expect(String(replica.one(COMMAND, "postgres-promote").inputs.stdin)).toContain("pg_promote(true, 60)");
+    expect(String(replica.one(COMMAND, "redis-promote").inputs.create)).toContain("REPLICAOF NO ONE");
+    const redisConf = String(fileIn(replica.one(CONTAINER, "redis-container"), "/etc/synaxic/redis.conf")!.content);
+    expect(redisConf).not.toMatch(/^replicaof /m);
+    const env = (replica.one(CONTAINER, "app-container").inputs.envs as string[]).join("\n");
+    expect(env).toContain("SYNAXIC_REDIS_READ_MODE=MASTER");
+    expect(replica.values.postgresMode).toBe("promoted");
+    expect(String(fileIn(replica.one(CONTAINER, "postgres-container"), "/usr/local/bin/synaxic-entrypoint")!.content)).toMatch(/MODE=promoted|mode promoted|"promoted"/);
+    // The container is re-created only after the promotion ran.
+    expect(replica.one(CONTAINER, "postgres-container").opts.dependsOn).toEqual(expect.arrayContaining(["postgres-hba", "postgres-promote"]));
+  });
+
+  it("reinitGeneration: a new, empty data volume for this replica only, old generations removed", async () => {
+    const { replica } = await runReplica("replica-1", "10.10.0.3", { extra: { "synaxic:reinitGeneration": "3" } });
+    const d = diff(base.replica.resources, replica.resources);
+    expect(d.added).toEqual([`${COMMAND}::postgres-reinit-cleanup`]);
+    expect(d.changed).toEqual(["docker:index/volume:Volume::postgres-data"]);
+    expect(replica.one("docker:index/volume:Volume", "postgres-data").inputs.name).toBe("synaxic-replica-1-pgdata-g3");
+    expect(String(replica.one(COMMAND, "postgres-reinit-cleanup").inputs.create)).toContain("synaxic-replica-1-pgdata-g3");
+  });
+});
+
+describe("adding and removing a replica on main changes exactly the expected resources", () => {
+  it("replica-2 added: a slot, its certificates, and new pg_hba, firewall, upstream and target lines; nothing else", async () => {
+    const one = await runMain(["replica-1=10.10.0.3"]);
+    const two = await runMain(["replica-1=10.10.0.3", "replica-2=10.10.0.4"]);
+    const names = (rs: Recorded[]) => new Map(rs.map((r) => [r.name, JSON.stringify(r.inputs)]));
+    const A = names(one.resources);
+    const B = names(two.resources);
+    const added = [...B.keys()].filter((k) => !A.has(k)).sort();
+    const changed = [...B.keys()].filter((k) => A.has(k) && A.get(k) !== B.get(k)).sort();
+    expect(added).toEqual(
+      [
+        "postgres-slot-replica-2",
+        ...["postgres", "redis"].flatMap((s) => [`pki-replica-2-${s}-cert`, `pki-replica-2-${s}-csr`, `pki-replica-2-${s}-key`]),
+      ].sort(),
+    );
+    expect(changed).toEqual(
+      [
+        "balancer-conf",
+        "balancer-reload",
+        "main-firewall",
+        "monitoring-reload",
+        "monitoring-rules",
+        "monitoring-targets-node",
+        "monitoring-targets-postgres",
+        "monitoring-targets-redis",
+        "monitoring-targets-synaxic-app",
+        "postgres-hba",
+        "postgres-hba-reload",
+      ].sort(),
+    );
+    // Removing it again is the exact reverse.
+    const back = await runMain(["replica-1=10.10.0.3"]);
+    expect(names(back.resources)).toEqual(A);
+  });
+});
