@@ -97,6 +97,8 @@ export interface PrimaryConninfoParams {
   passfile: string;
   applicationName: string;
   caFile: string;
+  /** Seconds a connection attempt may take (default 10), so an unreachable primary is retried promptly. */
+  connectTimeoutSeconds?: number;
 }
 
 /** The conninfo a replica streams with: TLS verified against the CA, password from the passfile. */
@@ -109,6 +111,7 @@ export function replicaPrimaryConninfo(p: PrimaryConninfoParams): string {
     ["sslmode", "verify-full"],
     ["sslrootcert", validatePath("TLS CA file", p.caFile)],
     ["application_name", validateReplicaName(p.applicationName)],
+    ["connect_timeout", validatePositiveInt("connectTimeoutSeconds", p.connectTimeoutSeconds ?? 10)],
   ]);
 }
 

@@ -150,13 +150,14 @@ export function renderReplicaEntrypoint(params: ReplicaEntrypointParams): string
   const host = validateConnectHost("primary host", params.primary.host);
   const port = validatePort("primary port", params.primary.port ?? 5432);
   const appName = validateReplicaName(params.applicationName);
-  const replicationConninfo = `${replicaPrimaryConninfo({
+  const replicationConninfo = replicaPrimaryConninfo({
     primary: { host, port },
     replicationUser: params.replicationUser,
     passfile,
     applicationName: appName,
     caFile,
-  })} connect_timeout=${timeout}`;
+    connectTimeoutSeconds: timeout,
+  });
   const rewindConninfo = renderConninfo([
     ["host", host],
     ["port", port],
