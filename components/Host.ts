@@ -52,6 +52,7 @@ export class Host extends pulumi.ComponentResource {
   public readonly dockerProvider: docker.Provider;
   public readonly networkName: pulumi.Output<string>;
   public readonly dockerReady: command.remote.Command;
+  public readonly sshUser: string;
   public readonly cpus: number;
   public readonly memoryMiB: number;
 
@@ -123,6 +124,7 @@ export class Host extends pulumi.ComponentResource {
       port = h.sshPort;
     }
 
+    this.sshUser = user;
     this.connection = pulumi.secret(
       pulumi.all([this.publicAddress, this.hostKey, sshPrivateKey]).apply(([host, hostKey, privateKey]) => ({
         host,

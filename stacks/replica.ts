@@ -24,13 +24,19 @@ export async function replicaStack(cfg: ReplicaConfig & StackConfig) {
   // The plain facts shape the program (which replicas exist, ports): read
   // them as a value, known at preview too. The secret outputs stay Outputs.
   const fleet = checkMainOutput(cfg.mainStack, "fleet", fleetInfoSchema, await main.getOutputValue("fleet"));
-  const credentials = pulumi.secret(main.requireOutput("replicaCredentials")).apply((v) => checkMainOutput(cfg.mainStack, "replicaCredentials", replicaCredentialsSchema, v));
-  const tlsAll = pulumi.secret(main.requireOutput("replicaTls")).apply((v) => checkMainOutput(cfg.mainStack, "replicaTls", replicaTlsSchema, v));
-  const myTls = tlsAll.apply((all) => {
-    const mine = all[cfg.replicaName];
-    if (!mine) throw new MainStackOutputError(cfg.mainStack, `replicaTls.${cfg.replicaName}`, `is missing: add "${cfg.replicaName}=${cfg.privateIp}" to the main stack's replicas and run \`pulumi up\` there`);
-    return mine;
-  });
+  // Secret outputs are checked up front too (a bad one stops the program
+  // before anything is declared), then carried only as secret Outputs.
+  const secretOutput = async (name: string) => {
+    const d = await main.getOutputDetails(name);
+    return d.secretValue !== undefined ? d.secretValue : d.value;
+  };
+  const credentials = pulumi.secret(checkMainOutput(cfg.mainStack, "replicaCredentials", replicaCredentialsSchema, await secretOutput("replicaCredentials")));
+  const tlsAll = checkMainOutput(cfg.mainStack, "replicaTls", replicaTlsSchema, await secretOutput("replicaTls"));
+  const mine = tlsAll[cfg.replicaName];
+  if (!mine) {
+    throw new MainStackOutputError(cfg.mainStack, `replicaTls.${cfg.replicaName}`, `is missing: add "${cfg.replicaName}=${cfg.privateIp}" to the main stack's replicas and run \`pulumi up\` there`);
+  }
+  const myTls = pulumi.secret(mine);
 
   const me = fleet.replicas.find((r) => r.name === cfg.replicaName);
   if (!me) {
@@ -175,6 +181,8 @@ function build(
     redisRole: redis.role,
     appMode: writeMode ? "write" : "read",
     publicAddress: host.publicAddress,
+    hostKey: host.hostKey,
+    sshUser: host.sshUser,
     privateIp: cfg.privateIp,
     pgHba: postgres.pgHba,
   };

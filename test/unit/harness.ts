@@ -52,6 +52,7 @@ export interface RunResult<T> {
   /** Every secret value the mocks handed out (passwords, private keys) plus secret config values. */
   secretValues: string[];
   of(type: string): Recorded[];
+  /** The resource of that type named exactly so, or else the only one whose name contains it. */
   one(type: string, nameIncludes: string): Recorded;
 }
 
@@ -219,7 +220,8 @@ export async function runMocked<T extends Record<string, unknown>>(opts: RunOpti
     secretValues,
     of: (type) => resources.filter((r) => r.type === type),
     one: (type, nameIncludes) => {
-      const found = resources.filter((r) => r.type === type && r.name.includes(nameIncludes));
+      const exact = resources.filter((r) => r.type === type && r.name === nameIncludes);
+      const found = exact.length ? exact : resources.filter((r) => r.type === type && r.name.includes(nameIncludes));
       if (found.length !== 1) throw new Error(`expected one ${type} named *${nameIncludes}*, found ${found.map((r) => r.name).join(", ") || "none"}`);
       return found[0]!;
     },

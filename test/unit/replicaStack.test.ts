@@ -138,7 +138,10 @@ describe("promotion and re-initialisation change exactly what they should", () =
     const { replica } = await runReplica("replica-1", "10.10.0.3", { extra: { "synaxic:reinitGeneration": "3" } });
     const d = diff(base.replica.resources, replica.resources);
     expect(d.added).toEqual([`${COMMAND}::postgres-reinit-cleanup`]);
-    expect(d.changed).toEqual(["docker:index/volume:Volume::postgres-data"]);
+    // The volume and the container that mounts it; nothing else.
+    expect(d.changed).toEqual([`${CONTAINER}::postgres-container`, "docker:index/volume:Volume::postgres-data"]);
+    const mounted = (replica.one(CONTAINER, "postgres-container").inputs.volumes as { volumeName: string }[]).map((v) => v.volumeName);
+    expect(mounted).toEqual(["synaxic-replica-1-pgdata-g3"]);
     expect(replica.one("docker:index/volume:Volume", "postgres-data").inputs.name).toBe("synaxic-replica-1-pgdata-g3");
     expect(String(replica.one(COMMAND, "postgres-reinit-cleanup").inputs.create)).toContain("synaxic-replica-1-pgdata-g3");
   });
