@@ -70,6 +70,8 @@ export interface DockerInstallParams {
   daemonConfig: Record<string, unknown>;
   /** Seconds to wait for the daemon to answer after (re)starting. */
   startTimeoutSeconds: number;
+  /** Where the daemon's settings live (default /etc/docker/daemon.json). */
+  daemonJsonPath?: string;
 }
 
 /** The daemon settings the fleet runs with. */
@@ -88,6 +90,8 @@ export function defaultDaemonConfig(): Record<string, unknown> {
  */
 export function renderDockerInstallScript(p: DockerInstallParams): string {
   const daemonJson = `${JSON.stringify(p.daemonConfig, null, 2)}\n`;
+  const path = p.daemonJsonPath ?? "/etc/docker/daemon.json";
+  if (!/^\/[A-Za-z0-9_./-]+$/.test(path)) throw new Error(`renderDockerInstallScript: daemonJsonPath ${JSON.stringify(path)} must be a plain absolute path`);
   if (daemonJson.includes("SYNAXIC_EOF")) throw new Error("renderDockerInstallScript: daemon config contains the heredoc marker");
   return `#!/usr/bin/env bash
 set -euo pipefail
@@ -107,9 +111,10 @@ want=$(mktemp)
 trap 'rm -f "$want"' EXIT
 cat > "$want" <<'SYNAXIC_EOF'
 ${daemonJson}SYNAXIC_EOF
-if ! $SUDO cmp -s "$want" /etc/docker/daemon.json 2>/dev/null; then
-  $SUDO install -d -m 0755 /etc/docker
-  $SUDO install -m 0644 "$want" /etc/docker/daemon.json
+daemon_json=${path}
+if ! $SUDO cmp -s "$want" "$daemon_json" 2>/dev/null; then
+  $SUDO install -d -m 0755 "$(dirname "$daemon_json")"
+  $SUDO install -m 0644 "$want" "$daemon_json"
   echo "docker: daemon.json updated"
   changed=1
 fi
