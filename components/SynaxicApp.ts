@@ -3,13 +3,7 @@ import * as docker from "@pulumi/docker";
 import { containerIp, containerName } from "../lib/addresses";
 import { baseContainer, pullImage, replaceInPlace, upload } from "../lib/containers";
 
-/** uid of `appuser` in the app image. */
-export const APP_UID = 1001;
-
-/** Where the app finds its secrets: Spring Boot reads each file as the property its name gives. */
-export const APP_SECRETS_DIR = "/run/synaxic/app/";
-export const APP_TRUSTSTORE = "/app/redis-tls/truststore.p12";
-export const APP_PG_CA = "/app/pg-tls/ca.crt";
+import { APP_PG_CA, APP_SECRETS_DIR, APP_TRUSTSTORE, APP_UID, appEnvironment, appHealthcheck } from "../templates/app";
 
 export interface SynaxicAppArgs {
   hostName: string;
@@ -42,38 +36,6 @@ export interface SynaxicAppArgs {
   };
   truststore: { base64: pulumi.Input<string>; password: pulumi.Input<string> };
   google: { clientId: string; clientSecret: pulumi.Input<string> };
-}
-
-/** The app's plain environment (no secrets: those are files). Pure, for tests and docs. */
-export function appEnvironment(p: {
-  mode: "write" | "read";
-  dbHost: string;
-  dbPort: number;
-  dbName: string;
-  dbUser: string;
-  redisMasterHost: string;
-  redisPort: number;
-  redisReplicaHost?: string;
-  redisReplicaHosts: string[];
-  redisUser: string;
-  googleClientId: string;
-}): string[] {
-  const jdbc = `jdbc:postgresql://${p.dbHost}:${p.dbPort}/${p.dbName}?sslmode=verify-full&sslrootcert=${APP_PG_CA}${p.mode === "read" ? "&readOnly=true" : ""}`;
-  const env: Record<string, string> = {
-    SPRING_PROFILES_ACTIVE: "prod",
-    SPRING_CONFIG_IMPORT: `optional:configtree:${APP_SECRETS_DIR}`,
-    SPRING_DATASOURCE_URL: jdbc,
-    SPRING_DATASOURCE_USERNAME: p.dbUser,
-    SPRING_DATA_REDIS_MASTER_HOST: p.redisMasterHost,
-    SPRING_DATA_REDIS_PORT: String(p.redisPort),
-    SPRING_DATA_REDIS_USERNAME: p.redisUser,
-    SPRING_DATA_REDIS_SSL_ENABLED: "true",
-    SPRING_DATA_REDIS_SLAVE_HOSTS: p.redisReplicaHosts.map((h) => `rediss://${h}:${p.redisPort}`).join(","),
-    SYNAXIC_REDIS_READ_MODE: p.mode === "write" ? "MASTER" : "SLAVE",
-    GOOGLE_CLIENT_ID: p.googleClientId,
-  };
-  if (p.redisReplicaHost) env.SPRING_DATA_REDIS_REPLICA_HOST = p.redisReplicaHost;
-  return Object.entries(env).map(([k, v]) => `${k}=${v}`);
 }
 
 /**
@@ -135,10 +97,7 @@ export class SynaxicApp extends pulumi.ComponentResource {
         ],
         healthcheck: {
           // The image has bash but no curl: ask /actuator/health over /dev/tcp.
-          tests: [
-            "CMD-SHELL",
-            `bash -c 'exec 3<>/dev/tcp/127.0.0.1/8080 && printf "GET /actuator/health HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n" >&3 && grep -q "\\"status\\":\\"UP\\"" <&3'`,
-          ],
+          tests: ["CMD-SHELL", appHealthcheck(8080)],
           interval: "10s",
           timeout: "5s",
           retries: 6,

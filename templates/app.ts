@@ -1,0 +1,56 @@
+/**
+ * What the Synaxic app container is given: its plain environment (secrets
+ * are files, see APP_SECRETS_DIR) and its health check. Pure functions.
+ */
+import { sh } from "../lib/shell";
+
+/** uid of `appuser` in the app image. */
+export const APP_UID = 1001;
+
+/** Where the app finds its secrets: Spring Boot's config tree reads each file as the property its name gives. */
+export const APP_SECRETS_DIR = "/run/synaxic/app/";
+export const APP_TRUSTSTORE = "/app/redis-tls/truststore.p12";
+export const APP_PG_CA = "/app/pg-tls/ca.crt";
+
+/** The app's plain environment (no secrets: those are files in APP_SECRETS_DIR). */
+export function appEnvironment(p: {
+  mode: "write" | "read";
+  dbHost: string;
+  dbPort: number;
+  dbName: string;
+  dbUser: string;
+  redisMasterHost: string;
+  redisPort: number;
+  redisReplicaHost?: string;
+  redisReplicaHosts: string[];
+  redisUser: string;
+  googleClientId: string;
+}): string[] {
+  const jdbc = `jdbc:postgresql://${p.dbHost}:${p.dbPort}/${p.dbName}?sslmode=verify-full&sslrootcert=${APP_PG_CA}${p.mode === "read" ? "&readOnly=true" : ""}`;
+  const env: Record<string, string> = {
+    SPRING_PROFILES_ACTIVE: "prod",
+    SPRING_CONFIG_IMPORT: `optional:configtree:${APP_SECRETS_DIR}`,
+    SPRING_DATASOURCE_URL: jdbc,
+    SPRING_DATASOURCE_USERNAME: p.dbUser,
+    SPRING_DATA_REDIS_MASTER_HOST: p.redisMasterHost,
+    SPRING_DATA_REDIS_PORT: String(p.redisPort),
+    SPRING_DATA_REDIS_USERNAME: p.redisUser,
+    SPRING_DATA_REDIS_SSL_ENABLED: "true",
+    SPRING_DATA_REDIS_SLAVE_HOSTS: p.redisReplicaHosts.map((h) => `rediss://${h}:${p.redisPort}`).join(","),
+    SYNAXIC_REDIS_READ_MODE: p.mode === "write" ? "MASTER" : "SLAVE",
+    GOOGLE_CLIENT_ID: p.googleClientId,
+  };
+  if (p.redisReplicaHost) env.SPRING_DATA_REDIS_REPLICA_HOST = p.redisReplicaHost;
+  return Object.entries(env).map(([k, v]) => `${k}=${v}`);
+}
+
+
+/**
+ * The container health check: the image has bash but no curl, so it asks
+ * /actuator/health over bash's /dev/tcp and passes only on status UP.
+ */
+export function appHealthcheck(port: number, host = "127.0.0.1"): string {
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`appHealthcheck: port ${port} is not a TCP port`);
+  const script = `exec 3<>/dev/tcp/${host}/${port} && printf 'GET /actuator/health HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && grep -q '"status":"UP"' <&3`;
+  return sh(["timeout", "5", "bash", "-c", script]);
+}
