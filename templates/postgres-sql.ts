@@ -154,9 +154,12 @@ export function renderRolesSql(params: RolesSqlParams): string {
     upsertRole(params.exporter, `${common} NOREPLICATION`, iterations),
     `GRANT pg_monitor TO ${quoteIdent(params.exporter.name)};`,
     "",
-    "-- pg_rewind source access without superuser: exactly the file functions it calls.",
+    "-- pg_rewind source access without superuser: exactly the file functions it calls, plus",
+    "-- CHECKPOINT (pg_checkpoint), which a rejoining server runs on a freshly promoted source",
+    "-- so that pg_rewind (PostgreSQL 15) sees its new timeline in the control file.",
     upsertRole(params.rewind, `${common} NOREPLICATION`, iterations),
     ...PG_REWIND_FUNCTIONS.map((f) => `GRANT EXECUTE ON FUNCTION ${f} TO ${quoteIdent(params.rewind.name)};`),
+    `GRANT pg_checkpoint TO ${quoteIdent(params.rewind.name)};`,
     "",
     "-- The application database (CREATE DATABASE cannot run inside a DO block).",
     `SELECT ${quoteLiteral(createDb)} WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_database WHERE datname = ${quoteLiteral(db)})`,
@@ -228,7 +231,11 @@ export function renderSlotDropSql(name: string): string {
   ].join("\n");
 }
 
-/** Promotes a standby (waiting up to 60 s); a no-op on a server that is already a primary. */
+/**
+ * Promotes a standby (waiting up to 60 s) and checkpoints, so that the
+ * control file names the new timeline at once; a no-op promotion on a
+ * server that is already a primary. Run as a superuser.
+ */
 export function renderPromoteSql(): string {
   return [
     "-- Promote this standby to primary; nothing to do if it already is one.",
@@ -243,6 +250,9 @@ export function renderPromoteSql(): string {
         "END",
       ].join("\n"),
     ),
+    "-- A promotion updates the control file's timeline only at the next checkpoint, which is",
+    "-- spread over minutes; pg_rewind (PostgreSQL 15) reads it there, so write it now.",
+    "CHECKPOINT;",
     "SELECT CASE WHEN pg_catalog.pg_is_in_recovery() THEN 'standby' ELSE 'primary' END;",
     "",
   ].join("\n");

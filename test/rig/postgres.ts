@@ -735,7 +735,9 @@ export class LedgerWriter {
 }
 
 /** Compares the writer's ledger with a server: acknowledged ids the server does not have. */
-export async function missingAcks(node: PgNode, acks: readonly Ack[], table = "ledger"): Promise<Ack[]> {
+export async function missingAcks(node: PgNode, ackList: readonly Ack[], table = "ledger"): Promise<Ack[]> {
+  // Only what was acknowledged before the query: a running writer keeps appending.
+  const acks = [...ackList];
   if (acks.length === 0) return [];
   const present = new Set(
     (await node.query(`SELECT id FROM ${table} WHERE id >= ${Math.min(...acks.map((a) => a.id))}`, node.cluster.roles.appDatabase)).map((r) => Number(r[0])),
