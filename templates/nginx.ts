@@ -8,6 +8,7 @@
  * not even when the app fails mid-request or times out, because a write may
  * already have taken effect.
  */
+import { isIPv6 } from "node:net";
 
 export interface AppEndpoint {
   /** The host's name, used in comments and error messages. */
@@ -21,8 +22,14 @@ export interface NginxTlsParams {
   certFile: string;
   /** Private key (PEM) as nginx sees it. */
   keyFile: string;
-  /** HTTPS port; 443 by default. */
+  /** HTTPS port nginx listens on; 443 by default. */
   port?: number;
+  /**
+   * HTTPS port clients connect to, when a port mapping (Docker) puts nginx
+   * behind a different one; used in the HTTP->HTTPS redirect and
+   * X-Forwarded-Port. Defaults to port.
+   */
+  publicPort?: number;
   /** Strict-Transport-Security max-age in seconds; 0 leaves the header out. Default one year. */
   hstsMaxAgeSeconds?: number;
 }
@@ -34,6 +41,8 @@ export interface NginxParams {
   replicaApps: readonly AppEndpoint[];
   /** Plain HTTP port; 80 by default. With TLS it only redirects to HTTPS. */
   listenPort?: number;
+  /** HTTP port clients connect to, when a port mapping differs from listenPort (for X-Forwarded-Port). */
+  publicHttpPort?: number;
   /** Also listen on IPv6 ([::]); off by default (Docker networks are often IPv4 only). */
   listenIpv6?: boolean;
   /** HTTPS listener; when given, plain HTTP redirects to it. */
@@ -145,7 +154,6 @@ class NginxParamError extends Error {
 
 const DNS_NAME = /^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
-const IPV6_BRACKETED = /^\[[0-9A-Fa-f:.]+\]$/;
 const HOST_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 /** Characters that can stand unquoted in an nginx directive without ending or opening anything. */
 const SAFE_WORD = /^[A-Za-z0-9_./@:+=,-]+$/;
@@ -191,7 +199,7 @@ export function validateUpstreamAddress(address: string): string {
     throw new NginxParamError(`upstream address ${JSON.stringify(address)} has an invalid port`);
   }
   const isIpv4Shaped = /^[\d.]+$/.test(host);
-  const ok = isIpv4Shaped ? IPV4.test(host) : IPV6_BRACKETED.test(host) || DNS_NAME.test(host);
+  const ok = isIpv4Shaped ? IPV4.test(host) : host.startsWith("[") && host.endsWith("]") ? isIPv6(host.slice(1, -1)) : DNS_NAME.test(host);
   if (!ok) throw new NginxParamError(`upstream address ${JSON.stringify(address)} has an invalid host ${JSON.stringify(host)}`);
   return address;
 }
@@ -262,10 +270,13 @@ export function renderNginxConf(params: NginxParams): string {
 
   const listenPort = checkPort("listenPort", p.listenPort);
   const tls = params.tls;
+  const publicHttpPort = checkPort("publicHttpPort", params.publicHttpPort ?? listenPort);
   let tlsPort = 0;
+  let publicTlsPort = 0;
   let hsts = 0;
   if (tls) {
     tlsPort = checkPort("tls.port", tls.port ?? NGINX_DEFAULTS.tlsPort);
+    publicTlsPort = checkPort("tls.publicPort", tls.publicPort ?? tlsPort);
     if (tlsPort === listenPort) throw new NginxParamError(`tls.port and listenPort are both ${tlsPort}`);
     if (!tls.certFile || !tls.keyFile) throw new NginxParamError("tls needs both certFile and keyFile");
     checkWord("tls.certFile", tls.certFile);
@@ -321,6 +332,21 @@ export function renderNginxConf(params: NginxParams): string {
     `            proxy_read_timeout ${p.writeTimeout};`,
     `        }`,
   ];
+  // In every proxying server (a server-level proxy_set_header would hide http-level ones).
+  const proxyHeaders = (publicPort: number): string[] => [
+    `        # Upstream keep-alive needs HTTP/1.1 and an empty Connection header.`,
+    `        proxy_http_version 1.1;`,
+    `        proxy_set_header Connection "";`,
+    `        proxy_set_header Host $host;`,
+    `        proxy_set_header X-Real-IP $remote_addr;`,
+    `        # nginx is the edge: the client address it saw replaces whatever the client claimed.`,
+    `        proxy_set_header X-Forwarded-For $remote_addr;`,
+    `        proxy_set_header X-Forwarded-Proto $scheme;`,
+    `        proxy_set_header X-Forwarded-Host $host;`,
+    `        proxy_set_header X-Forwarded-Port ${publicPort};`,
+    `        proxy_set_header Forwarded "";`,
+    `        proxy_set_header X-Request-Id $synaxic_request_id;`,
+  ];
   const balancerHealth = [
     `        location = /nginx-health {`,
     `            access_log off;`,
@@ -332,7 +358,7 @@ export function renderNginxConf(params: NginxParams): string {
 
   const servers: string[] = [];
   if (tls) {
-    const redirectTarget = tlsPort === 443 ? "https://$host$request_uri" : `https://$host:${tlsPort}$request_uri`;
+    const redirectTarget = publicTlsPort === 443 ? "https://$host$request_uri" : `https://$host:${publicTlsPort}$request_uri`;
     servers.push(
       [
         `    server {`,
@@ -359,6 +385,7 @@ export function renderNginxConf(params: NginxParams): string {
         ...(hsts > 0 ? [`        add_header Strict-Transport-Security "max-age=${hsts}" always;`] : []),
         ...(params.exposeUpstreamHeader ? [`        add_header X-Upstream $upstream_addr always;`] : []),
         `        add_header X-Request-Id $synaxic_request_id always;`,
+        ...proxyHeaders(publicTlsPort),
         ...balancerHealth,
         ...appLocations,
         `    }`,
@@ -372,6 +399,7 @@ export function renderNginxConf(params: NginxParams): string {
         serverNameLine,
         ...(params.exposeUpstreamHeader ? [`        add_header X-Upstream $upstream_addr always;`] : []),
         `        add_header X-Request-Id $synaxic_request_id always;`,
+        ...proxyHeaders(publicHttpPort),
         ...balancerHealth,
         ...appLocations,
         `    }`,
@@ -415,9 +443,10 @@ export function renderNginxConf(params: NginxParams): string {
     `    send_timeout ${p.sendTimeout};`,
     ``,
     `    # ${READ_METHODS.join(", ")} are reads; every other method is a write.`,
+    `    # A regex, because plain map keys match case-insensitively and methods are case-sensitive.`,
     `    map $request_method $synaxic_is_write {`,
     `        default 1;`,
-    ...READ_METHODS.map((m) => `        ${m} 0;`),
+    `        ~^(${READ_METHODS.join("|")})$ 0;`,
     `    }`,
     ``,
     `    # Keep the client's request id when it sends one, otherwise make one.`,
@@ -430,18 +459,6 @@ export function renderNginxConf(params: NginxParams): string {
     ``,
     upstreamBlock(READ_UPSTREAM, readMembers, p.maxFails, p.failTimeout, p.upstreamKeepalive, p.upstreamKeepaliveTimeout),
     ``,
-    `    # Upstream keep-alive needs HTTP/1.1 and an empty Connection header.`,
-    `    proxy_http_version 1.1;`,
-    `    proxy_set_header Connection "";`,
-    `    proxy_set_header Host $host;`,
-    `    proxy_set_header X-Real-IP $remote_addr;`,
-    `    # nginx is the edge: the client address it saw replaces whatever the client claimed.`,
-    `    proxy_set_header X-Forwarded-For $remote_addr;`,
-    `    proxy_set_header X-Forwarded-Proto $scheme;`,
-    `    proxy_set_header X-Forwarded-Host $host;`,
-    `    proxy_set_header X-Forwarded-Port $server_port;`,
-    `    proxy_set_header Forwarded "";`,
-    `    proxy_set_header X-Request-Id $synaxic_request_id;`,
     `    proxy_connect_timeout ${p.proxyConnectTimeout};`,
     `    proxy_send_timeout ${p.proxySendTimeout};`,
     ``,

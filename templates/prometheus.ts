@@ -9,6 +9,7 @@
  * rules do name the replicas (their slots), so a rules change needs a reload
  * (SIGHUP), not a restart.
  */
+import { isIPv4, isIPv6 } from "node:net";
 import { stringify } from "yaml";
 import { postgresExporterQueries } from "./postgres-exporter";
 
@@ -130,8 +131,6 @@ const PROM_DURATION = /^(\d+(ms|s|m|h|d|w|y))+$/;
 const DURATION_MS: Record<string, number> = { ms: 1, s: 1e3, m: 60e3, h: 3600e3, d: 86400e3, w: 604800e3, y: 31536000e3 };
 const HOST_NAME = /^[a-z0-9]([a-z0-9_-]{0,47})$/;
 const DNS_NAME = /^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
-const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
-const IPV6 = /^[0-9A-Fa-f:.]+$/;
 const SLOT_NAME = /^[a-z0-9_]{1,63}$/;
 const LABEL_NAME = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
 
@@ -152,7 +151,8 @@ function checkTarget(fn: string, what: string, v: string): void {
   if (!m) fail(fn, `${what} must be host:port, got ${JSON.stringify(v)}`);
   checkPort(fn, what, Number(m[2]));
   const host = m[1]!.replace(/^\[(.*)\]$/, "$1");
-  if (!(IPV4.test(host) || DNS_NAME.test(host) || (m[1]!.startsWith("[") && IPV6.test(host)))) {
+  const ok = /^[\d.]+$/.test(host) ? isIPv4(host) : m[1]!.startsWith("[") ? isIPv6(host) : DNS_NAME.test(host);
+  if (!ok) {
     fail(fn, `${what} has an invalid host ${JSON.stringify(m[1])}`);
   }
 }
@@ -172,7 +172,7 @@ function checkHosts(fn: string, hosts: readonly MonitoredHost[]): void {
     }
     if (h.role !== "main" && h.role !== "replica") fail(fn, `host ${h.name} has role ${JSON.stringify(h.role)}; expected main or replica`);
     const a = h.address;
-    const valid = typeof a === "string" && (/^[\d.]+$/.test(a) ? IPV4.test(a) : a.includes(":") ? IPV6.test(a) : DNS_NAME.test(a));
+    const valid = typeof a === "string" && (/^[\d.]+$/.test(a) ? isIPv4(a) : a.includes(":") ? isIPv6(a) : DNS_NAME.test(a));
     if (!valid) fail(fn, `host ${h.name} has an invalid address ${JSON.stringify(a)} (IPv4, IPv6 or DNS name, no port)`);
     if (names.has(h.name)) fail(fn, `duplicate host name ${JSON.stringify(h.name)}`);
     if (addresses.has(a.toLowerCase())) fail(fn, `duplicate host address ${a} (host ${h.name})`);
@@ -617,4 +617,32 @@ export function renderCertExpiryTextfile(certs: readonly CertExpiry[]): string {
     lines.push(`${CERT_EXPIRY_METRIC}{name="${escapeLabelValue(c.name)}"} ${Math.floor(ms / 1000)}`);
   }
   return `${lines.join("\n")}\n`;
+}
+
+// ---------------------------------------------------------------------------
+// PromQL inspection (for checking rules and dashboards against knownMetrics)
+// ---------------------------------------------------------------------------
+
+const PROMQL_KEYWORDS = new Set(["and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring", "group_left", "group_right", "inf", "nan", "atan2"]);
+
+/**
+ * The metric names a PromQL expression selects (not functions, keywords,
+ * label names or values). Enough for the expressions this project writes.
+ */
+export function referencedMetricNames(expr: string): string[] {
+  const stripped = expr
+    .replace(/"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`/g, '""')
+    .replace(/\{[^}]*\}/g, " ")
+    .replace(/\[[^\]]*\]/g, " ")
+    .replace(/\boffset\s+-?[0-9a-z]+/gi, " ")
+    .replace(/\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)/g, " ")
+    .replace(/(^|[^A-Za-z0-9_:])\d+(\.\d+)?([eE][+-]?\d+)?/g, "$1 ");
+  const names = new Set<string>();
+  for (const m of stripped.matchAll(/[A-Za-z_:][A-Za-z0-9_:]*/g)) {
+    const rest = stripped.slice(m.index! + m[0].length);
+    if (/^\s*\(/.test(rest)) continue; // a function call
+    if (PROMQL_KEYWORDS.has(m[0].toLowerCase())) continue;
+    names.add(m[0]);
+  }
+  return [...names].sort();
 }

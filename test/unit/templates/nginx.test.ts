@@ -1,0 +1,140 @@
+import { describe, expect, it } from "vitest";
+import { renderNginxConf, validateUpstreamAddress, READ_UPSTREAM, WRITE_UPSTREAM, type AppEndpoint, type NginxParams } from "../../../templates/nginx";
+
+const MAIN: AppEndpoint = { name: "main", address: "172.30.0.20:8080" };
+const REPLICAS: AppEndpoint[] = [
+  { name: "replica1", address: "10.0.1.11:8080" },
+  { name: "replica2", address: "10.0.1.12:8080" },
+  { name: "replica-3", address: "app.replica3.internal:8080" },
+];
+
+function conf(replicas: number, extra: Partial<NginxParams> = {}): string {
+  return renderNginxConf({ mainApp: MAIN, replicaApps: REPLICAS.slice(0, replicas), ...extra });
+}
+
+/** The text of a block such as "upstream synaxic_read" (up to its closing brace at the same indent). */
+function block(text: string, header: string): string {
+  const start = text.indexOf(`${header} {`);
+  if (start < 0) throw new Error(`no block ${header}`);
+  const indent = text.slice(text.lastIndexOf("\n", start) + 1, start);
+  const end = text.indexOf(`\n${indent}}`, start);
+  return text.slice(start, end);
+}
+
+function servers(text: string, header: string): string[] {
+  return [...block(text, header).matchAll(/^\s*server (\S+) /gm)].map((m) => m[1]!);
+}
+
+describe("renderNginxConf", () => {
+  it.each([0, 1, 3])("renders with %i replicas (snapshot)", (n) => {
+    expect(conf(n)).toMatchSnapshot();
+  });
+
+  it("renders TLS with a Docker port mapping (snapshot)", () => {
+    expect(
+      conf(3, { listenPort: 8080, publicHttpPort: 80, tls: { certFile: "/etc/nginx/tls/fullchain.pem", keyFile: "/etc/nginx/tls/privkey.pem", port: 8443, publicPort: 443 }, foreground: true }),
+    ).toMatchSnapshot();
+  });
+
+  it.each([0, 1, 3])("writes go to the main app only, reads to the main app and all %i replicas", (n) => {
+    const text = conf(n);
+    expect(servers(text, `upstream ${WRITE_UPSTREAM}`)).toEqual([MAIN.address]);
+    expect(servers(text, `upstream ${READ_UPSTREAM}`)).toEqual([MAIN.address, ...REPLICAS.slice(0, n).map((r) => r.address)]);
+  });
+
+  it("routes by method: GET, HEAD, OPTIONS read; everything else writes", () => {
+    const map = block(conf(1), "map $request_method $synaxic_is_write");
+    expect(map).toMatch(/default 1;/);
+    expect(map).toContain("~^(GET|HEAD|OPTIONS)$ 0;");
+    expect(map.match(/ 0;/g)).toHaveLength(1);
+  });
+
+  it("never retries writes and retries reads only on errors, timeouts, 502 and 503", () => {
+    const text = conf(3);
+    const write = block(text, `location @${WRITE_UPSTREAM}`);
+    expect(write).toContain(`proxy_pass http://${WRITE_UPSTREAM};`);
+    expect(write).toContain("proxy_next_upstream off;");
+    const read = block(text, "location /");
+    expect(read).toContain(`proxy_pass http://${READ_UPSTREAM};`);
+    expect(read).toContain("proxy_next_upstream error timeout http_502 http_503;");
+    expect(read).toContain(`error_page 418 = @${WRITE_UPSTREAM};`);
+    // Nothing proxies to the write upstream except the named write location.
+    expect(text.match(new RegExp(`proxy_pass http://${WRITE_UPSTREAM};`, "g"))).toHaveLength(1);
+    expect(text).not.toContain("non_idempotent");
+  });
+
+  it("uses passive health checks and upstream keep-alive", () => {
+    const text = conf(2, { maxFails: 5, failTimeout: "20s", upstreamKeepalive: 16 });
+    const up = block(text, `upstream ${READ_UPSTREAM}`);
+    expect(up).toContain(`server ${REPLICAS[0]!.address} max_fails=5 fail_timeout=20s;`);
+    expect(up).toContain("keepalive 16;");
+    const server = block(text, "    server");
+    expect(server).toContain("proxy_http_version 1.1;");
+    expect(server).toContain('proxy_set_header Connection "";');
+    expect(text).toContain("server_tokens off;");
+  });
+
+  it("sets forwarding headers with the public ports", () => {
+    const text = conf(1, { listenPort: 8080, publicHttpPort: 80 });
+    expect(text).toContain("proxy_set_header X-Forwarded-Port 80;");
+    expect(text).toContain("proxy_set_header X-Forwarded-For $remote_addr;");
+    expect(text).toContain("proxy_set_header X-Forwarded-Proto $scheme;");
+    expect(text).toContain('proxy_set_header Forwarded "";');
+  });
+
+  it("with TLS, plain HTTP only redirects (to the public HTTPS port) and TLS is 1.2+", () => {
+    const text = conf(1, { tls: { certFile: "/c.pem", keyFile: "/k.pem", port: 8443, publicPort: 443 } });
+    const [http, https] = text.split(/\n {4}server \{/).slice(1);
+    expect(http).toContain("return 308 https://$host$request_uri;");
+    expect(http).not.toContain("proxy_pass");
+    expect(https).toContain("listen 8443 ssl http2;");
+    expect(https).toContain("ssl_protocols TLSv1.2 TLSv1.3;");
+    expect(https).toContain('add_header Strict-Transport-Security "max-age=31536000" always;');
+    expect(conf(1, { tls: { certFile: "/c.pem", keyFile: "/k.pem", port: 8443 } })).toContain("return 308 https://$host:8443$request_uri;");
+    expect(conf(1, { tls: { certFile: "/c.pem", keyFile: "/k.pem", hstsMaxAgeSeconds: 0 } })).not.toContain("Strict-Transport-Security");
+  });
+
+  it("leaves daemon mode to the command line unless asked", () => {
+    expect(conf(0)).not.toContain("daemon off;");
+    expect(conf(0, { foreground: true })).toContain("\ndaemon off;\n");
+  });
+
+  it("keeps the actuator private except health", () => {
+    const text = conf(0);
+    expect(block(text, "location ^~ /actuator/")).toContain("return 404;");
+    expect(block(text, "location = /actuator/health")).toContain(`proxy_pass http://${READ_UPSTREAM};`);
+  });
+});
+
+describe("renderNginxConf validation", () => {
+  const cases: [string, Partial<NginxParams>, RegExp][] = [
+    ["a replica at the main app's address", { replicaApps: [{ name: "replica1", address: MAIN.address }] }, /duplicate upstream address 172\.30\.0\.20:8080 \(apps main and replica1\)/],
+    ["two replicas at one address", { replicaApps: [REPLICAS[0]!, { name: "replica9", address: REPLICAS[0]!.address }] }, /duplicate upstream address/],
+    ["the same address in another case", { replicaApps: [{ name: "a", address: "App.Internal:80" }, { name: "b", address: "app.internal:80" }] }, /duplicate upstream address/],
+    ["two apps with one name", { replicaApps: [{ name: "main", address: "10.0.0.9:8080" }] }, /duplicate app name "main"/],
+    ["an address without a port", { replicaApps: [{ name: "r", address: "10.0.0.9" }] }, /must be host:port/],
+    ["an IPv4 address out of range", { replicaApps: [{ name: "r", address: "10.0.0.256:8080" }] }, /invalid host "10\.0\.0\.256"/],
+    ["port 0", { replicaApps: [{ name: "r", address: "10.0.0.9:0" }] }, /invalid port/],
+    ["port 65536", { replicaApps: [{ name: "r", address: "10.0.0.9:65536" }] }, /invalid port/],
+    ["a host with a space", { replicaApps: [{ name: "r", address: "bad host:80" }] }, /invalid host/],
+    ["a host with a semicolon", { replicaApps: [{ name: "r", address: "a;b:80" }] }, /invalid host/],
+    ["an unbracketed IPv6 address", { replicaApps: [{ name: "r", address: "fd00::1:80" }] }, /invalid host/],
+    ["a bracketed non-address", { replicaApps: [{ name: "r", address: "[1:2:3]:80" }] }, /invalid host/],
+    ["an app name with a newline", { replicaApps: [{ name: "r\nx", address: "10.0.0.9:80" }] }, /app name/],
+    ["TLS on the HTTP port", { listenPort: 443, tls: { certFile: "/c", keyFile: "/k" } }, /tls\.port and listenPort are both 443/],
+    ["TLS without a key", { tls: { certFile: "/c", keyFile: "" } }, /both certFile and keyFile/],
+    ["a certificate path that would inject a directive", { tls: { certFile: "/c; include /etc/passwd", keyFile: "/k" } }, /tls\.certFile must be a plain path/],
+    ["an nginx time with a space", { failTimeout: "10 s" }, /failTimeout must be an nginx time/],
+    ["a body size in words", { clientMaxBodySize: "ten megabytes" }, /clientMaxBodySize must be an nginx size/],
+    ["a listen port of 0", { listenPort: 0 }, /listenPort must be a port/],
+    ["a server name with a brace", { serverNames: ["example.com}"] }, /server name/],
+    ["a log path with a quote", { accessLog: '/var/log/"x' }, /accessLog must be a plain path/],
+  ];
+  it.each(cases)("rejects %s", (_, extra, message) => {
+    expect(() => renderNginxConf({ mainApp: MAIN, replicaApps: [], ...extra })).toThrow(message);
+  });
+
+  it("accepts IPv4, DNS names and bracketed IPv6 upstreams", () => {
+    for (const a of ["10.0.0.1:8080", "app-1.example.internal:80", "[fd00::1]:8080", "localhost:1"]) expect(validateUpstreamAddress(a)).toBe(a);
+  });
+});
