@@ -1,0 +1,420 @@
+/**
+ * PostgreSQL templates: snapshots of every template with the parameters the
+ * components use (container paths), the properties that matter checked
+ * explicitly, and every validation error.
+ */
+import { describe, expect, it } from "vitest";
+import { createHash, createHmac } from "node:crypto";
+import { execFileSync } from "node:child_process";
+import { parse } from "yaml";
+import {
+  PostgresTemplateError,
+  conninfoValue,
+  pgConfString,
+  postgresExporterQueries,
+  psqlScriptArgv,
+  quoteLiteral,
+  renderConninfo,
+  renderPgHba,
+  renderPgpass,
+  renderPostgresExporterQueries,
+  renderPostgresqlConf,
+  renderPrimaryEntrypoint,
+  renderPromoteSql,
+  renderReplicaEntrypoint,
+  renderRolesSql,
+  renderSlotCreateSql,
+  renderSlotDropSql,
+  replicaSlotName,
+  scramSaltFor,
+  scramSha256Verifier,
+  type PgHbaParams,
+  type PrimaryConfParams,
+  type ReplicaConfParams,
+  type ReplicaEntrypointParams,
+  type RolesSqlParams,
+} from "../../../templates/postgres";
+
+const tls = { certFile: "/etc/synaxic/tls/server.crt", keyFile: "/etc/synaxic/tls/server.key", caFile: "/etc/synaxic/tls/ca.crt" };
+
+const primaryConf: PrimaryConfParams = {
+  role: "primary",
+  name: "main",
+  dataDir: "/var/lib/postgresql/data",
+  hbaFile: "/etc/synaxic/hba/pg_hba.conf",
+  listenAddresses: ["*"],
+  tune: { memoryMiB: 4096, cpus: 2, maxConnections: 100 },
+  tls,
+  maxSlotWalKeepSizeMB: 10240,
+  walKeepSizeMB: 512,
+};
+
+const replicaConf: ReplicaConfParams = {
+  ...primaryConf,
+  role: "replica",
+  name: "replica-1",
+  primary: { host: "10.0.0.2", port: 5432 },
+  replicationUser: "replicator",
+  passfile: "/run/synaxic/pgpass",
+  applicationName: "replica-1",
+  slotName: "synaxic_replica_1",
+};
+
+const hba: PgHbaParams = {
+  appDatabase: "synaxic",
+  appUser: "synaxic",
+  appAddresses: ["172.20.0.5"],
+  replicationUser: "replicator",
+  replicaAddresses: ["10.0.0.3", "10.0.0.4"],
+  rewindUser: "synaxic_rewind",
+  exporterUser: "synaxic_exporter",
+  exporterAddresses: ["172.20.0.9", "fd00::9"],
+};
+
+const roles: RolesSqlParams = {
+  appDatabase: "synaxic",
+  app: { name: "synaxic", password: "app-secret:with\\odd'chars" },
+  replication: { name: "replicator", password: "replication-secret" },
+  exporter: { name: "synaxic_exporter", password: "exporter-secret" },
+  rewind: { name: "synaxic_rewind", password: "rewind-secret" },
+};
+
+const replicaEntrypoint: ReplicaEntrypointParams = {
+  mode: "replica",
+  dataDir: "/var/lib/postgresql/data",
+  configFile: "/etc/synaxic/postgresql.conf",
+  primary: { host: "10.0.0.2" },
+  replicationUser: "replicator",
+  rewindUser: "synaxic_rewind",
+  slotName: "synaxic_replica_1",
+  applicationName: "replica-1",
+  passfile: "/run/synaxic/pgpass",
+  caFile: "/etc/synaxic/tls/ca.crt",
+};
+
+function bashSyntaxOk(script: string): void {
+  execFileSync("bash", ["-n"], { input: script });
+}
+
+describe("postgresql.conf", () => {
+  it("primary", () => {
+    const conf = renderPostgresqlConf(primaryConf);
+    expect(conf).toMatchSnapshot();
+    for (const l of [
+      "wal_level = replica",
+      "wal_log_hints = on",
+      "hot_standby = on",
+      "ssl = on",
+      "ssl_min_protocol_version = 'TLSv1.2'",
+      "password_encryption = 'scram-sha-256'",
+      "max_slot_wal_keep_size = '10240MB'",
+      "wal_keep_size = '512MB'",
+      "log_connections = on",
+      "log_replication_commands = on",
+      "hba_file = '/etc/synaxic/hba/pg_hba.conf'",
+      "shared_buffers = '1GB'",
+      "work_mem = '9709kB'",
+    ]) {
+      expect(conf.split("\n")).toContain(l);
+    }
+    expect(conf).not.toContain("primary_conninfo");
+  });
+
+  it("replica", () => {
+    const conf = renderPostgresqlConf(replicaConf);
+    expect(conf).toMatchSnapshot();
+    expect(conf.split("\n")).toContain(
+      "primary_conninfo = 'host=10.0.0.2 port=5432 user=replicator passfile=/run/synaxic/pgpass sslmode=verify-full sslrootcert=/etc/synaxic/tls/ca.crt application_name=replica-1 connect_timeout=10'",
+    );
+    for (const l of ["primary_slot_name = 'synaxic_replica_1'", "recovery_target_timeline = 'latest'", "hot_standby_feedback = on"]) {
+      expect(conf.split("\n")).toContain(l);
+    }
+    expect(conf).not.toMatch(/password=/);
+  });
+
+  it("quotes values: conf strings double quotes and escape backslashes, conninfo values are quoted when needed", () => {
+    expect(pgConfString("it's a\\b")).toBe("'it''s a\\\\b'");
+    expect(conninfoValue("plain")).toBe("plain");
+    expect(conninfoValue("a b'c\\d")).toBe("'a b\\'c\\\\d'");
+    expect(conninfoValue("")).toBe("''");
+    expect(renderConninfo([["host", "h"], ["passfile", "/run/my secrets/pgpass"], ["port", undefined]])).toBe("host=h passfile='/run/my secrets/pgpass'");
+    const conf = renderPostgresqlConf({ ...replicaConf, passfile: "/run/it's here/pgpass" });
+    expect(conf).toContain("primary_conninfo = 'host=10.0.0.2 port=5432 user=replicator passfile=''/run/it\\\\''s here/pgpass'' sslmode=");
+  });
+
+  it("rejects bad parameters with clear errors", () => {
+    expect(() => renderPostgresqlConf({ ...primaryConf, listenAddresses: [] })).toThrow(/listenAddresses is empty/);
+    expect(() => renderPostgresqlConf({ ...primaryConf, listenAddresses: ["10.0.0.0/24"] })).toThrow(/must be a single IP address/);
+    expect(() => renderPostgresqlConf({ ...primaryConf, listenAddresses: ["db.example"] })).toThrow(/is not an IP address/);
+    expect(() => renderPostgresqlConf({ ...primaryConf, listenAddresses: ["*", "10.0.0.2"] })).toThrow(/cannot be combined/);
+    expect(() => renderPostgresqlConf({ ...primaryConf, dataDir: "data" })).toThrow(/dataDir "data" must be an absolute path/);
+    expect(() => renderPostgresqlConf({ ...primaryConf, hbaFile: "/etc/x\n/y" })).toThrow(/control character/);
+    expect(() => renderPostgresqlConf({ ...primaryConf, port: 70000 })).toThrow(/not a TCP port/);
+    expect(() => renderPostgresqlConf({ ...primaryConf, maxSlotWalKeepSizeMB: -1 })).toThrow(/maxSlotWalKeepSizeMB must be a non-negative integer/);
+    expect(() => renderPostgresqlConf({ ...primaryConf, role: "standby" } as unknown as PrimaryConfParams)).toThrow(/role must be "primary" or "replica"/);
+    expect(() => renderPostgresqlConf({ ...replicaConf, slotName: "Replica-1" })).toThrow(/may contain only lower-case letters, digits and underscores/);
+    expect(() => renderPostgresqlConf({ ...replicaConf, applicationName: "Replica 1" })).toThrow(/replica name "Replica 1" is not valid/);
+    expect(() => renderPostgresqlConf({ ...replicaConf, primary: { host: "bad host" } })).toThrow(/neither an IP address nor a host name/);
+    expect(() => renderPostgresqlConf({ ...replicaConf, replicationUser: "Replicator" })).toThrow(/replication user "Replicator" is not a valid name/);
+    expect(() => renderPostgresqlConf({ ...primaryConf, tune: { memoryMiB: 0, cpus: 1, maxConnections: 10 } })).toThrow(/memoryMiB/);
+    expect(() => renderPostgresqlConf({ ...primaryConf, listenAddresses: ["10.0.0.0/24"] })).toThrow(PostgresTemplateError);
+  });
+});
+
+describe("pg_hba.conf", () => {
+  it("lets each role in only from its hosts, over TLS with SCRAM, and rejects the rest explicitly", () => {
+    const text = renderPgHba(hba);
+    expect(text).toMatchSnapshot();
+    const rows = text
+      .split("\n")
+      .filter((l) => l && !l.startsWith("#"))
+      .map((l) => l.split(/\s+/));
+    expect(rows[0]).toEqual(["local", "all", "postgres", "peer"]);
+    const network = rows.filter((r) => r[0] !== "local");
+    for (const r of network) {
+      expect(r.at(-1)).not.toBe("trust");
+      if (r[0] === "host") expect(r.at(-1)).toBe("reject");
+      else {
+        expect(r[0]).toBe("hostssl");
+        expect(r.at(-1)).toBe("scram-sha-256");
+        expect(r[3]).toMatch(/\/(32|128)$/);
+      }
+    }
+    expect(network.filter((r) => r[1] === "replication" && r[4] === "scram-sha-256").map((r) => [r[2], r[3]])).toEqual([
+      ["replicator", "10.0.0.3/32"],
+      ["replicator", "10.0.0.4/32"],
+    ]);
+    expect(network.filter((r) => r[2] === "synaxic").map((r) => [r[1], r[3]])).toEqual([["synaxic", "172.20.0.5/32"]]);
+    expect(network.filter((r) => r[2] === "synaxic_exporter").map((r) => r[3])).toEqual(["172.20.0.9/32", "fd00::9/128"]);
+    expect(network.filter((r) => r[2] === "synaxic_rewind").map((r) => [r[1], r[3]])).toEqual([
+      ["postgres", "10.0.0.3/32"],
+      ["postgres", "10.0.0.4/32"],
+    ]);
+    // The catch-all rejects come last, for IPv4 and IPv6, replication included.
+    expect(rows.slice(-4)).toEqual([
+      ["host", "replication", "all", "0.0.0.0/0", "reject"],
+      ["host", "replication", "all", "::/0", "reject"],
+      ["host", "all", "all", "0.0.0.0/0", "reject"],
+      ["host", "all", "all", "::/0", "reject"],
+    ]);
+  });
+
+  it("rejects bad addresses and names with clear errors", () => {
+    expect(() => renderPgHba({ ...hba, replicaAddresses: ["0.0.0.0/0"] })).toThrow(/replica address "0.0.0.0\/0" must be a single IP address, not a network/);
+    expect(() => renderPgHba({ ...hba, replicaAddresses: ["replica1.example"] })).toThrow(/replica address "replica1.example" is not an IP address/);
+    expect(() => renderPgHba({ ...hba, appAddresses: ["0.0.0.0"] })).toThrow(/unspecified address/);
+    expect(() => renderPgHba({ ...hba, exporterAddresses: ["::"] })).toThrow(/unspecified address/);
+    expect(() => renderPgHba({ ...hba, appAddresses: ["10.0.0.5", "10.0.0.5"] })).toThrow(/lists 10.0.0.5 twice/);
+    expect(() => renderPgHba({ ...hba, appUser: "replicator" })).toThrow(/replication user "replicator" is also the app user/);
+    expect(() => renderPgHba({ ...hba, exporterUser: "postgres" })).toThrow(/is also the local superuser/);
+    expect(() => renderPgHba({ ...hba, appUser: "all" })).toThrow(/pg_hba.conf keyword/);
+    expect(() => renderPgHba({ ...hba, appDatabase: "postgres" })).toThrow(/must differ from the rewind and exporter databases/);
+    expect(() => renderPgHba({ ...hba, appDatabase: "Synaxic" })).toThrow(/app database "Synaxic" is not a valid name/);
+    expect(() => renderPgHba({ ...hba, rewindUser: "pg_rewinder" })).toThrow(/reserves/);
+  });
+});
+
+describe(".pgpass", () => {
+  it("escapes ':' and '\\' and allows wildcards", () => {
+    const text = renderPgpass([
+      { host: "10.0.0.2", port: 5432, user: "replicator", password: "a:b\\c" },
+      { host: "*", port: "*", database: "postgres", user: "synaxic_rewind", password: "p" },
+      { host: "fd00::2", port: 5432, user: "replicator", password: "q" },
+    ]);
+    expect(text).toMatchSnapshot();
+    expect(text.split("\n")[0]).toBe("10.0.0.2:5432:*:replicator:a\\:b\\\\c");
+    expect(text.split("\n")[2]).toBe("fd00\\:\\:2:5432:*:replicator:q");
+  });
+
+  it("rejects what it cannot represent", () => {
+    expect(() => renderPgpass([])).toThrow(/at least one entry/);
+    expect(() => renderPgpass([{ host: "h", port: 5432, user: "u", password: "a\nb" }])).toThrow(/line break/);
+    expect(() => renderPgpass([{ host: "h", port: 5432, user: "u", password: "" }])).toThrow(/password is empty/);
+    expect(() => renderPgpass([{ host: "h h", port: 5432, user: "u", password: "x" }])).toThrow(/neither an IP address nor a host name/);
+  });
+});
+
+describe("SCRAM-SHA-256 verifiers", () => {
+  it("match RFC 7677's example exchange (user, pencil)", () => {
+    const salt = Buffer.from("W22ZaJ0SNY7soEsUEjb6gQ==", "base64");
+    const verifier = scramSha256Verifier("pencil", salt);
+    const m = /^SCRAM-SHA-256\$4096:([^$]+)\$([^:]+):(.+)$/.exec(verifier);
+    expect(m).not.toBeNull();
+    expect(m![1]).toBe("W22ZaJ0SNY7soEsUEjb6gQ==");
+    const storedKey = Buffer.from(m![2]!, "base64");
+    const serverKey = Buffer.from(m![3]!, "base64");
+    const nonce = "rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
+    const authMessage = `n=user,r=rOprNGfwEbeRWgbNEkqO,r=${nonce},s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096,c=biws,r=${nonce}`;
+    // The server signature the RFC's server sends (v=...).
+    expect(createHmac("sha256", serverKey).update(authMessage).digest("base64")).toBe("6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=");
+    // The RFC client's proof checks out against StoredKey, as the server verifies it.
+    const proof = Buffer.from("dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=", "base64");
+    const signature = createHmac("sha256", storedKey).update(authMessage).digest();
+    const clientKey = Buffer.from(proof.map((b, i) => b ^ signature[i]!));
+    expect(createHash("sha256").update(clientKey).digest().equals(storedKey)).toBe(true);
+  });
+
+  it("derives a stable salt per role and password, different across roles", () => {
+    expect(scramSaltFor("synaxic", "pw").equals(scramSaltFor("synaxic", "pw"))).toBe(true);
+    expect(scramSaltFor("synaxic", "pw").equals(scramSaltFor("replicator", "pw"))).toBe(false);
+    expect(scramSaltFor("synaxic", "pw").equals(scramSaltFor("synaxic", "pw2"))).toBe(false);
+    expect(scramSaltFor("synaxic", "pw")).toHaveLength(16);
+    expect(scramSha256Verifier("pw", scramSaltFor("synaxic", "pw"), 8192)).toMatch(/^SCRAM-SHA-256\$8192:/);
+  });
+
+  it("rejects what PostgreSQL would hash differently or weakly", () => {
+    expect(() => scramSha256Verifier("pässword", scramSaltFor("a", "b"))).toThrow(/must be ASCII/);
+    expect(() => scramSha256Verifier("", scramSaltFor("a", "b"))).toThrow(/empty/);
+    expect(() => scramSha256Verifier("pw", Buffer.alloc(4))).toThrow(/at least 8 bytes/);
+    expect(() => scramSha256Verifier("pw", scramSaltFor("a", "b"), 1000)).toThrow(/at least 4096/);
+  });
+});
+
+describe("roles SQL", () => {
+  it("creates or updates every role with a verifier, never a plaintext password", () => {
+    const sql = renderRolesSql(roles);
+    expect(sql).toMatchSnapshot();
+    for (const r of [roles.app, roles.replication, roles.exporter, roles.rewind]) {
+      expect(sql).not.toContain(r.password);
+      const verifier = scramSha256Verifier(r.password, scramSaltFor(r.name, r.password));
+      expect(sql).toContain(`CREATE ROLE "${r.name}" `);
+      expect(sql).toContain(`ALTER ROLE "${r.name}" `);
+      expect(sql).toContain(`PASSWORD '${verifier}'`);
+    }
+    expect(sql).toMatch(/CREATE ROLE "replicator" LOGIN [A-Z ]* REPLICATION PASSWORD/);
+    expect(sql).toMatch(/CREATE ROLE "synaxic" LOGIN [A-Z ]*NOREPLICATION PASSWORD/);
+    expect(sql).toContain('GRANT pg_monitor TO "synaxic_exporter";');
+    for (const f of ["pg_ls_dir(text, boolean, boolean)", "pg_stat_file(text, boolean)", "pg_read_binary_file(text)", "pg_read_binary_file(text, bigint, bigint, boolean)"]) {
+      expect(sql).toContain(`GRANT EXECUTE ON FUNCTION pg_catalog.${f} TO "synaxic_rewind";`);
+    }
+    expect(sql).toContain('GRANT pg_checkpoint TO "synaxic_rewind";');
+    expect(sql).not.toMatch(/SUPERUSER(?<!NOSUPERUSER)/);
+    // CREATE DATABASE outside any DO block, through \gexec.
+    expect(sql).toMatch(/SELECT 'CREATE DATABASE "synaxic" OWNER "synaxic" [^\n]*WHERE NOT EXISTS[^\n]*\n\\gexec\n/);
+    // Stable across renders.
+    expect(renderRolesSql(roles)).toBe(sql);
+  });
+
+  it("runs through psql reading stdin, stopping at the first error", () => {
+    expect(psqlScriptArgv()).toEqual(["psql", "-v", "ON_ERROR_STOP=1", "--no-psqlrc", "--quiet", "--no-align", "--tuples-only", "--username=postgres", "--dbname=postgres", "--file=-"]);
+  });
+
+  it("rejects bad role sets", () => {
+    expect(() => renderRolesSql({ ...roles, rewind: { name: "replicator", password: "x" } })).toThrow(/is used for two roles/);
+    expect(() => renderRolesSql({ ...roles, app: { name: "postgres", password: "x" } })).toThrow(/cannot be the superuser/);
+    expect(() => renderRolesSql({ ...roles, appDatabase: "postgres" })).toThrow(/must differ from the admin database/);
+    expect(() => renderRolesSql({ ...roles, exporter: { name: "Exporter", password: "x" } })).toThrow(/exporter role "Exporter" is not a valid name/);
+    expect(() => renderRolesSql({ ...roles, app: { name: "synaxic", password: "two\nlines" } })).toThrow(/line break/);
+  });
+
+  it("quotes literals like quote_literal()", () => {
+    expect(quoteLiteral("it's")).toBe("'it''s'");
+    expect(quoteLiteral("a\\b")).toBe("E'a\\\\b'");
+  });
+});
+
+describe("slots and promotion SQL", () => {
+  it("renders idempotent slot creation and a drop that terminates the walsender first", () => {
+    expect(renderSlotCreateSql("synaxic_replica_1")).toMatchSnapshot();
+    const drop = renderSlotDropSql("synaxic_replica_1");
+    expect(drop).toMatchSnapshot();
+    expect(drop.indexOf("pg_terminate_backend")).toBeLessThan(drop.indexOf("pg_drop_replication_slot"));
+    expect(renderPromoteSql()).toMatchSnapshot();
+    expect(renderPromoteSql()).toContain("pg_promote(true, 60)");
+  });
+
+  it("gives every replica its own slot name", () => {
+    expect(replicaSlotName("replica-1")).toBe("synaxic_replica_1");
+    expect(replicaSlotName("replica2")).toBe("synaxic_replica2");
+    expect(() => replicaSlotName("Replica 1")).toThrow(/replica name/);
+  });
+
+  it("rejects slot names PostgreSQL would not accept", () => {
+    expect(() => renderSlotCreateSql("")).toThrow(/replication slot name is empty/);
+    expect(() => renderSlotCreateSql("Replica1")).toThrow(/may contain only lower-case letters, digits and underscores/);
+    expect(() => renderSlotDropSql("replica-1")).toThrow(/may contain only lower-case letters, digits and underscores/);
+    expect(() => renderSlotDropSql("x'; DROP TABLE t; --")).toThrow(PostgresTemplateError);
+    expect(() => renderSlotCreateSql("s".repeat(64))).toThrow(/longer than 63 characters/);
+    expect(renderSlotCreateSql("s".repeat(63))).toContain("s".repeat(63));
+  });
+});
+
+describe("entrypoints", () => {
+  it.each(["replica", "promoted", "rejoin"] as const)("replica entrypoint, mode %s", (mode) => {
+    const script = renderReplicaEntrypoint({ ...replicaEntrypoint, mode });
+    expect(script).toMatchSnapshot();
+    bashSyntaxOk(script);
+    expect(script).toContain(`readonly MODE=${mode}`);
+    expect(script.trimEnd().split("\n").at(-1)).toBe("exec gosu postgres postgres -c config_file=/etc/synaxic/postgresql.conf");
+  });
+
+  it("clones with its own slot over verified TLS, with the password only in the passfile", () => {
+    const script = renderReplicaEntrypoint(replicaEntrypoint);
+    expect(script).toContain("pg_basebackup --pgdata=\"$DATA_DIR\" --dbname=\"$REPLICATION_CONNINFO\" --no-password \\\n    --wal-method=stream --checkpoint=fast --create-slot --slot=\"$SLOT\"");
+    expect(script).not.toMatch(/pg_basebackup[^\n]* -R\b|--write-recovery-conf/);
+    expect(script).toContain("pg_receivewal --drop-slot");
+    expect(script).toMatch(/REPLICATION_CONNINFO='[^']*sslmode=verify-full sslrootcert=\/etc\/synaxic\/tls\/ca.crt/);
+    expect(script).toMatch(/REPLICATION_CONNINFO='[^']*passfile=\/run\/synaxic\/pgpass/);
+    expect(script).not.toMatch(/PGPASSWORD|password=/);
+    expect(script).toContain("pg_rewind --target-pgdata=");
+  });
+
+  it("runs without gosu when told how to switch user, and quotes odd paths", () => {
+    const script = renderReplicaEntrypoint({
+      ...replicaEntrypoint,
+      dataDir: "/srv/pg data/it's",
+      asPostgres: ["runuser", "-u", "postgres", "--"],
+      binDir: "/usr/lib/postgresql/15/bin",
+    });
+    bashSyntaxOk(script);
+    expect(script).toContain("readonly DATA_DIR='/srv/pg data/it'\\''s'");
+    expect(script).toContain("as_postgres() { runuser -u postgres -- \"$@\"; }");
+    expect(script).toContain("exec runuser -u postgres -- postgres -c config_file=/etc/synaxic/postgresql.conf");
+    const out = execFileSync("bash", ["-c", `${script.split("\nlog()")[0]}\nprintf '%s' "$DATA_DIR"`], { encoding: "utf8" });
+    expect(out).toBe("/srv/pg data/it's");
+  });
+
+  it("primary entrypoint", () => {
+    const script = renderPrimaryEntrypoint({ dataDir: "/var/lib/postgresql/data", configFile: "/etc/synaxic/postgresql.conf" });
+    expect(script).toMatchSnapshot();
+    bashSyntaxOk(script);
+    expect(script.indexOf("standby.signal")).toBeLessThan(script.indexOf("initdb"));
+    expect(script).toContain("--auth-host=reject");
+  });
+
+  it("rejects bad parameters", () => {
+    expect(() => renderReplicaEntrypoint({ ...replicaEntrypoint, mode: "primary" as never })).toThrow(/mode must be "replica", "promoted" or "rejoin"/);
+    expect(() => renderReplicaEntrypoint({ ...replicaEntrypoint, slotName: "bad-slot" })).toThrow(/replication slot name "bad-slot"/);
+    expect(() => renderReplicaEntrypoint({ ...replicaEntrypoint, passfile: "pgpass" })).toThrow(/passfile "pgpass" must be an absolute path/);
+    expect(() => renderReplicaEntrypoint({ ...replicaEntrypoint, asPostgres: [] })).toThrow(/asPostgres is empty/);
+    expect(() => renderReplicaEntrypoint({ ...replicaEntrypoint, osUser: "Post Gres" })).toThrow(/osUser/);
+    expect(() => renderReplicaEntrypoint({ ...replicaEntrypoint, primary: { host: "10.0.0.2", port: 0 } })).toThrow(/not a TCP port/);
+    expect(() => renderPrimaryEntrypoint({ dataDir: "/d", configFile: "/c", locale: "en_US.UTF-8; rm -rf /" })).toThrow(/not a locale name/);
+  });
+});
+
+describe("exporter queries", () => {
+  it("produce exactly the synaxic_* metrics with their own labels", () => {
+    const text = renderPostgresExporterQueries();
+    expect(text).toMatchSnapshot();
+    expect(parse(text)).toEqual(postgresExporterQueries());
+    const metrics: Record<string, string[]> = {};
+    for (const [prefix, q] of Object.entries(postgresExporterQueries())) {
+      const cols = q.metrics.map((m) => Object.entries(m)[0]!);
+      const labels = cols.filter(([, c]) => c.usage === "LABEL").map(([n]) => n);
+      for (const [n, c] of cols) if (c.usage !== "LABEL") metrics[`${prefix}_${n}`] = labels;
+      // Every column the query selects is declared, and vice versa.
+      for (const [n] of cols) expect(q.query).toMatch(new RegExp(`(AS ${n}\\b|^SELECT ${n},|^\\s+${n},)`, "m"));
+    }
+    expect(metrics).toEqual({
+      synaxic_replication_lag_bytes: ["application_name", "client_addr", "state"],
+      synaxic_replication_replay_lag_seconds: ["application_name", "client_addr"],
+      synaxic_slot_retained_bytes: ["slot_name"],
+      synaxic_slot_active: ["slot_name"],
+      synaxic_slot_lost: ["slot_name"],
+      synaxic_recovery_in_recovery: [],
+      synaxic_recovery_replay_lag_bytes: [],
+    });
+    expect(text).not.toContain("pg_last_xact_replay_timestamp");
+  });
+});
