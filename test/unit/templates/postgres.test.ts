@@ -350,7 +350,10 @@ describe("entrypoints", () => {
 
   it("clones with its own slot over verified TLS, with the password only in the passfile", () => {
     const script = renderReplicaEntrypoint(replicaEntrypoint);
-    expect(script).toContain("pg_basebackup --pgdata=\"$DATA_DIR\" --dbname=\"$REPLICATION_CONNINFO\" --no-password \\\n    --wal-method=stream --checkpoint=fast --create-slot --slot=\"$SLOT\"");
+    expect(script).toContain("pg_basebackup --pgdata=\"$DATA_DIR\" --dbname=\"$REPLICATION_CONNINFO\" --no-password \\\n    --wal-method=stream --checkpoint=fast --slot=\"$SLOT\"");
+    // The slot exists, reserving WAL, before the backup's checkpoint.
+    expect(script.indexOf("CREATE_REPLICATION_SLOT $SLOT PHYSICAL (RESERVE_WAL)")).toBeLessThan(script.indexOf("pg_basebackup --pgdata"));
+    expect(script.indexOf("pg_receivewal --drop-slot")).toBeLessThan(script.indexOf("CREATE_REPLICATION_SLOT"));
     expect(script).not.toMatch(/pg_basebackup[^\n]* -R\b|--write-recovery-conf/);
     expect(script).toContain("pg_receivewal --drop-slot");
     expect(script).toMatch(/REPLICATION_CONNINFO='[^']*sslmode=verify-full sslrootcert=\/etc\/synaxic\/tls\/ca.crt/);
