@@ -95,6 +95,18 @@ describe("promtool on the rendered files", () => {
     expect(b.stdout + b.stderr).toContain("node.json");
   });
 
+  it("the certificate textfile passes promtool check metrics (the text format node_exporter parses)", async () => {
+    const text = renderCertExpiryTextfile([
+      { name: "https", notAfter: new Date("2027-01-01T00:00:00Z") },
+      { name: 'odd "name" \\ here', notAfter: "2027-06-01T00:00:00Z" },
+    ]);
+    const r = await promtool(["check", "metrics"], { input: text });
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    // And a malformed line is reported, so the check does look at the text.
+    const bad = await promtool(["check", "metrics"], { input: `${text}synaxic_certificate_expiry_timestamp_seconds{name="x} 1\n` });
+    expect(bad.code).not.toBe(0);
+  });
+
   it("check rules passes and counts every rule", async () => {
     const total = alertRuleGroups(RULES_PARAMS).reduce((n, g) => n + g.rules.length, 0);
     const r = await promtool(["check", "rules", rulesFile]);

@@ -2,26 +2,32 @@
  * Prometheus, promtool and node_exporter (Debian's binaries) for integration
  * tests: start/stop on a rig host and small HTTP API helpers.
  */
-import { execFile } from "node:child_process";
-import { promisify } from "node:util";
-import type { ChildProcess } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { waitFor, type Host } from "./net";
-
-const run = promisify(execFile);
 
 export const PROMETHEUS_BIN = "/usr/bin/prometheus";
 export const PROMTOOL_BIN = "/usr/bin/promtool";
 export const NODE_EXPORTER_BIN = "/usr/bin/prometheus-node-exporter";
 
-/** Runs promtool; resolves with its output and exit code (never rejects on a non-zero exit). */
-export async function promtool(args: readonly string[], cwd?: string): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(PROMTOOL_BIN, [...args], { cwd, timeout: 60_000 });
-    return { code: 0, stdout, stderr };
-  } catch (e) {
-    const err = e as { code?: number; stdout?: string; stderr?: string };
-    return { code: typeof err.code === "number" ? err.code : 1, stdout: err.stdout ?? "", stderr: err.stderr ?? String(e) };
-  }
+/** Runs promtool (with `input` on stdin); resolves with its output and exit code, never rejects on a non-zero exit. */
+export function promtool(args: readonly string[], opts: { cwd?: string; input?: string } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(PROMTOOL_BIN, [...args], { cwd: opts.cwd, stdio: ["pipe", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
+    child.on("error", (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    child.on("close", (code) => {
+      clearTimeout(timer);
+      resolve({ code: code ?? 1, stdout, stderr });
+    });
+    child.stdin.end(opts.input ?? "");
+  });
 }
 
 async function killGroup(proc: ChildProcess | undefined, signal: NodeJS.Signals): Promise<void> {
