@@ -1,11 +1,10 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as docker from "@pulumi/docker";
-import { containerIp, containerName } from "../lib/addresses";
-import { HOST_FILES_ROOT, baseContainer, hostFile, pullImage, replaceInPlace, upload } from "../lib/containers";
-import { PG_CONTAINER_PORT, PG_ROLES } from "../lib/postgresContainer";
-import type { Connection } from "../lib/remote";
+import { LOOPBACK, containerName } from "../lib/addresses";
+import { baseContainer, hostFile, hostPath, pullImage, replaceInPlace, upload } from "../lib/containers";
+import { PG_ROLES } from "../lib/postgresContainer";
+import type { HostShell } from "../lib/remote";
 import { renderPostgresExporterQueries } from "../templates/postgres-exporter";
-import { REDIS_CONTAINER_PORT } from "./RedisPair";
 import { REDIS_USER_NAMES } from "./RedisPair";
 
 /** uid of the exporters' image users: postgres-exporter and node-exporter run as nobody, redis_exporter as 59000. */
@@ -14,14 +13,12 @@ const REDIS_EXPORTER_UID = 59000;
 
 export interface ExportersArgs {
   hostName: string;
-  connection: pulumi.Input<Connection>;
-  sudo: boolean;
+  shell: HostShell;
   images: { nodeExporter: string; postgresExporter: string; redisExporter: string };
-  networkName: pulumi.Input<string>;
-  dockerSubnet: string;
+  networkMode: pulumi.Input<string>;
   /** The exporters listen on this host's private address only; the firewall lets the main host in. */
-  privateIp: pulumi.Input<string>;
-  ports: { nodeExporter: number; postgresExporter: number; redisExporter: number };
+  privateIp: string;
+  ports: { nodeExporter: number; postgresExporter: number; redisExporter: number; postgres: number; redis: number };
   caPem: pulumi.Input<string>;
   passwords: { postgres: pulumi.Input<string>; redis: pulumi.Input<string> };
   /** node_exporter textfile with the certificates' expiry times (rendered by the caller). */
@@ -36,25 +33,24 @@ export interface ExportersArgs {
  * verified TLS to the local servers.
  */
 export class Exporters extends pulumi.ComponentResource {
-  public readonly targets: { node: pulumi.Output<string>; postgres: pulumi.Output<string>; redis: pulumi.Output<string> };
+  public readonly targets: { node: string; postgres: string; redis: string };
 
   constructor(name: string, args: ExportersArgs, opts?: pulumi.ComponentResourceOptions) {
     super("synaxic:components:Exporters", name, {}, opts);
     const parent = { parent: this };
-    const ip = pulumi.output(args.privateIp);
+    const ip = args.privateIp;
     this.targets = {
-      node: pulumi.interpolate`${ip}:${args.ports.nodeExporter}`,
-      postgres: pulumi.interpolate`${ip}:${args.ports.postgresExporter}`,
-      redis: pulumi.interpolate`${ip}:${args.ports.redisExporter}`,
+      node: `${ip}:${args.ports.nodeExporter}`,
+      postgres: `${ip}:${args.ports.postgresExporter}`,
+      redis: `${ip}:${args.ports.redisExporter}`,
     };
-    const pgIp = containerIp(args.dockerSubnet, "postgres");
-    const redisIp = containerIp(args.dockerSubnet, "redis");
 
     // node exporter: host network and host PID namespace, read-only root.
-    const textfileDir = `${HOST_FILES_ROOT}/${args.hostName}/node-exporter`;
+    const textfileDir = `${args.hostName}/node-exporter`;
     const textfile = hostFile(
       `${name}-cert-expiry`,
-      { connection: args.connection, path: `${textfileDir}/certificates.prom`, content: args.certExpiryTextfile, mode: "0644", owner: "0:0", timeoutSeconds: args.timeoutSeconds, sudo: args.sudo },
+      args.shell,
+      { path: `${textfileDir}/certificates.prom`, content: args.certExpiryTextfile, mode: "0644", owner: "0:0", timeoutSeconds: args.timeoutSeconds },
       parent,
     );
     const nodeImage = pullImage(`${name}-node-image`, args.images.nodeExporter, parent);
@@ -65,18 +61,18 @@ export class Exporters extends pulumi.ComponentResource {
         image: nodeImage.imageId,
         restart: "unless-stopped",
         mustRun: true,
-        networkMode: "host",
+        networkMode: args.networkMode,
         pidMode: "host",
         user: `${NOBODY}:${NOBODY}`,
         command: [
           "--path.rootfs=/host",
-          pulumi.interpolate`--web.listen-address=${ip}:${args.ports.nodeExporter}`,
+          `--web.listen-address=${this.targets.node}`,
           "--collector.textfile.directory=/textfile",
           "--collector.filesystem.mount-points-exclude=^/(dev|proc|sys|run|var/lib/docker/.+)($|/)",
-        ] as pulumi.Input<string>[],
+        ],
         mounts: [
           { type: "bind", source: "/", target: "/host", readOnly: true, bindOptions: { propagation: "rslave" } },
-          { type: "bind", source: textfileDir, target: "/textfile", readOnly: true },
+          { type: "bind", source: hostPath(args.shell, textfileDir), target: "/textfile", readOnly: true },
         ],
         labels: [{ label: "app", value: "synaxic" }],
       },
@@ -89,14 +85,14 @@ export class Exporters extends pulumi.ComponentResource {
       {
         name: containerName(args.hostName, "postgres-exporter"),
         image: pgImage.imageId,
-        ...baseContainer(args.networkName, containerIp(args.dockerSubnet, "postgresExporter"), ["postgres-exporter"]),
+        ...baseContainer(args.networkMode),
         envs: [
-          `DATA_SOURCE_URI=${pgIp}:${PG_CONTAINER_PORT}/postgres?sslmode=verify-full&sslrootcert=/etc/synaxic/ca.crt`,
+          `PG_EXPORTER_WEB_LISTEN_ADDRESS=${this.targets.postgres}`,
+          `DATA_SOURCE_URI=${LOOPBACK}:${args.ports.postgres}/postgres?sslmode=verify-full&sslrootcert=/etc/synaxic/ca.crt`,
           `DATA_SOURCE_USER=${PG_ROLES.exporter}`,
           "DATA_SOURCE_PASS_FILE=/run/synaxic/postgres-password",
           "PG_EXPORTER_EXTEND_QUERY_PATH=/etc/synaxic/queries.yaml",
         ],
-        ports: [{ internal: 9187, external: args.ports.postgresExporter, ip: args.privateIp }],
         uploads: [
           upload("/etc/synaxic/queries.yaml", renderPostgresExporterQueries(), "0644", NOBODY),
           upload("/etc/synaxic/ca.crt", args.caPem, "0644", NOBODY),
@@ -107,14 +103,15 @@ export class Exporters extends pulumi.ComponentResource {
     );
 
     const redisImage = pullImage(`${name}-redis-image`, args.images.redisExporter, parent);
-    const redisUri = `rediss://${redisIp}:${REDIS_CONTAINER_PORT}`;
+    const redisUri = `rediss://${LOOPBACK}:${args.ports.redis}`;
     new docker.Container(
       `${name}-redis`,
       {
         name: containerName(args.hostName, "redis-exporter"),
         image: redisImage.imageId,
-        ...baseContainer(args.networkName, containerIp(args.dockerSubnet, "redisExporter"), ["redis-exporter"]),
+        ...baseContainer(args.networkMode),
         envs: [
+          `REDIS_EXPORTER_WEB_LISTEN_ADDRESS=${this.targets.redis}`,
           `REDIS_ADDR=${redisUri}`,
           `REDIS_USER=${REDIS_USER_NAMES.exporter}`,
           "REDIS_PASSWORD_FILE=/run/synaxic/redis-passwords.json",
@@ -122,7 +119,6 @@ export class Exporters extends pulumi.ComponentResource {
           // CONFIG GET would show masterauth on replicas; the exporter user may not run it.
           "REDIS_EXPORTER_CONFIG_COMMAND=-",
         ],
-        ports: [{ internal: 9121, external: args.ports.redisExporter, ip: args.privateIp }],
         uploads: [
           upload("/etc/synaxic/ca.crt", args.caPem, "0644", REDIS_EXPORTER_UID),
           upload(

@@ -1,5 +1,4 @@
 import * as pulumi from "@pulumi/pulumi";
-import * as command from "@pulumi/command";
 import * as docker from "@pulumi/docker";
 import * as hcloud from "@pulumi/hcloud";
 import * as tls from "@pulumi/tls";
@@ -7,8 +6,7 @@ import { mkdirSync, writeFileSync, chmodSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { HostConfig } from "../lib/config";
-import { gatewayIp } from "../lib/addresses";
-import { remoteStep, type Connection } from "../lib/remote";
+import { remoteStep, type Connection, type HostShell } from "../lib/remote";
 import { defaultDaemonConfig, renderCloudInit, renderDockerInstallScript, renderWaitReadyScript } from "../templates/host";
 
 /** A rule of the host's cloud firewall: who may reach which port. */
@@ -30,8 +28,6 @@ export interface HostArgs {
   /** Hetzner private network to join (id), when the host is created on Hetzner. */
   networkId?: pulumi.Input<number>;
   firewallRules: FirewallRule[];
-  /** The Docker network that this host's containers share. */
-  dockerSubnet: string;
   commandTimeoutSeconds: number;
   /** Where the SSH identity and pinned host key for the Docker client are written (default: a per-stack folder in the temp dir). */
   sshDir?: string;
@@ -50,8 +46,11 @@ export class Host extends pulumi.ComponentResource {
   public readonly hostKey: pulumi.Output<string>;
   public readonly connection: pulumi.Output<Connection>;
   public readonly dockerProvider: docker.Provider;
-  public readonly networkName: pulumi.Output<string>;
-  public readonly dockerReady: command.remote.Command;
+  /** Every service container shares the VPS's network namespace. */
+  public readonly networkMode = "host";
+  /** How the program runs commands and keeps files on this host. */
+  public readonly shell: HostShell;
+  public readonly dockerReady: pulumi.CustomResource;
   public readonly sshUser: string;
   public readonly cpus: number;
   public readonly memoryMiB: number;
@@ -138,10 +137,11 @@ export class Host extends pulumi.ComponentResource {
       })),
     );
 
+    this.shell = { kind: "ssh", connection: this.connection, sudo: user !== "root", filesRoot: "/etc/synaxic" };
     const ready = remoteStep(
       `${name}-ready`,
+      this.shell,
       {
-        connection: this.connection,
         argv: ["bash", "-s"],
         stdin: renderWaitReadyScript({ timeoutSeconds: args.commandTimeoutSeconds }),
         timeoutSeconds: args.commandTimeoutSeconds + 30,
@@ -150,8 +150,8 @@ export class Host extends pulumi.ComponentResource {
     );
     this.dockerReady = remoteStep(
       `${name}-docker`,
+      this.shell,
       {
-        connection: this.connection,
         argv: ["bash", "-s"],
         stdin: renderDockerInstallScript({ daemonConfig: defaultDaemonConfig(), startTimeoutSeconds: 120 }),
         timeoutSeconds: args.commandTimeoutSeconds,
@@ -174,23 +174,10 @@ export class Host extends pulumi.ComponentResource {
       { ...parent, dependsOn: [this.dockerReady] },
     );
 
-    const network = new docker.Network(
-      `${name}-network`,
-      {
-        name: `synaxic-${args.hostName}`,
-        driver: "bridge",
-        ipamConfigs: [{ subnet: args.dockerSubnet, gateway: gatewayIp(args.dockerSubnet) }],
-        labels: [{ label: "app", value: "synaxic" }],
-      },
-      { ...parent, provider: this.dockerProvider },
-    );
-    this.networkName = network.name;
-
     this.registerOutputs({
       publicAddress: this.publicAddress,
       privateIp: this.privateIp,
       hostKey: this.hostKey,
-      networkName: this.networkName,
     });
   }
 }

@@ -1,9 +1,9 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as docker from "@pulumi/docker";
-import { containerIp, containerName } from "../lib/addresses";
-import { HOST_FILES_ROOT, baseContainer, digest, hostFile, pullImage, replaceInPlace, upload } from "../lib/containers";
+import { LOOPBACK, containerName } from "../lib/addresses";
+import { baseContainer, digest, hostFile, hostPath, pullImage, replaceInPlace, upload } from "../lib/containers";
 import type { ReplicaEntry } from "../lib/config";
-import { remoteStep, type Connection } from "../lib/remote";
+import { remoteStep, type HostShell } from "../lib/remote";
 import { renderAlertRules, renderPrometheusConfig, renderTargetsFiles, type MonitoredHost } from "../templates/prometheus";
 import { grafanaEnv, renderGrafanaDashboardProvider, renderGrafanaDatasources, renderReplicationDashboard } from "../templates/grafana";
 
@@ -12,18 +12,14 @@ const GRAFANA_UID = 472;
 
 export interface MonitoringArgs {
   hostName: string;
-  connection: pulumi.Input<Connection>;
-  sudo: boolean;
+  shell: HostShell;
   images: { prometheus: string; grafana: string };
-  networkName: pulumi.Input<string>;
-  dockerSubnet: string;
+  networkMode: pulumi.Input<string>;
   ports: { prometheus: number; grafana: number; app: number; nodeExporter: number; postgresExporter: number; redisExporter: number };
   /** Every host (main and each replica) with its private address: exporters are scraped there. */
   hosts: MonitoredHost[];
   /** The replicas and their slots, for the replication alerts. */
   replicas: ReplicaEntry[];
-  /** The main app is scraped over the Docker network; replica apps on their private address. */
-  mainAppAddress: string;
   grafanaAdminPassword: pulumi.Input<string>;
   deleteDataOnDestroy: boolean;
   timeoutSeconds: number;
@@ -45,20 +41,17 @@ export class Monitoring extends pulumi.ComponentResource {
     super("synaxic:components:Monitoring", name, {}, opts);
     const parent = { parent: this };
 
-    const promDir = `${HOST_FILES_ROOT}/${args.hostName}/prometheus`;
+    const promDir = `${args.hostName}/prometheus`;
     const file = (label: string, path: string, content: string) =>
-      hostFile(`${name}-${label}`, { connection: args.connection, path: `${promDir}/${path}`, content, mode: "0644", owner: "0:0", timeoutSeconds: args.timeoutSeconds, sudo: args.sudo }, parent);
+      hostFile(`${name}-${label}`, args.shell, { path: `${promDir}/${path}`, content, mode: "0644", owner: "0:0", timeoutSeconds: args.timeoutSeconds }, parent);
     this.targets = renderTargetsFiles({ hosts: args.hosts, ports: args.ports });
-    // The main app is reached over the Docker network, not its (unpublished) host port.
-    const appFile = "synaxic-app.json";
-    this.targets[appFile] = this.targets[appFile]!.replace(`"${args.hosts.find((h) => h.role === "main")!.address}:${args.ports.app}"`, JSON.stringify(args.mainAppAddress));
     // Target files are re-read by Prometheus as they change.
     const targetFiles = Object.entries(this.targets).map(([f, content]) => file(`targets-${f.replace(/\.json$/, "")}`, `targets/${f}`, content));
 
     const config = renderPrometheusConfig({
       ruleFiles: ["/etc/prometheus/rules/*.yml"],
       targetsDir: "/etc/prometheus/targets",
-      selfTarget: "localhost:9090",
+      selfTarget: `${LOOPBACK}:${args.ports.prometheus}`,
       selfLabels: { host: args.hostName, role: "main" },
     });
     this.rules = renderAlertRules({ replicas: args.replicas.map((r) => ({ name: r.name, slotName: r.slotName })) });
@@ -73,25 +66,25 @@ export class Monitoring extends pulumi.ComponentResource {
       {
         name: containerName(args.hostName, "prometheus"),
         image: promImage.imageId,
-        ...baseContainer(args.networkName, containerIp(args.dockerSubnet, "prometheus"), ["prometheus"]),
+        ...baseContainer(args.networkMode),
         command: [
+          // Loopback only: reach it through an SSH tunnel.
+          `--web.listen-address=${LOOPBACK}:${args.ports.prometheus}`,
           "--config.file=/etc/prometheus/prometheus.yml",
           "--storage.tsdb.path=/prometheus",
           "--storage.tsdb.retention.time=30d",
           "--web.enable-lifecycle",
         ],
-        // Loopback only: reach it through an SSH tunnel.
-        ports: [{ internal: 9090, external: args.ports.prometheus, ip: "127.0.0.1" }],
         volumes: [{ volumeName: promData.name, containerPath: "/prometheus" }],
-        mounts: [{ type: "bind", source: promDir, target: "/etc/prometheus", readOnly: true }],
+        mounts: [{ type: "bind", source: hostPath(args.shell, promDir), target: "/etc/prometheus", readOnly: true }],
       },
       { ...parent, ...replaceInPlace, dependsOn: [...targetFiles, ...configFiles] },
     );
     remoteStep(
       `${name}-reload`,
+      args.shell,
       {
-        connection: args.connection,
-        argv: [...(args.sudo ? ["sudo", "-n"] : []), "docker", "kill", "--signal=HUP", containerName(args.hostName, "prometheus")],
+        argv: ["docker", "kill", "--signal=HUP", containerName(args.hostName, "prometheus")],
         triggers: [digest(config), digest(this.rules), prometheus.id],
         timeoutSeconds: args.timeoutSeconds,
       },
@@ -106,13 +99,13 @@ export class Monitoring extends pulumi.ComponentResource {
       {
         name: containerName(args.hostName, "grafana"),
         image: grafanaImage.imageId,
-        ...baseContainer(args.networkName, containerIp(args.dockerSubnet, "grafana"), ["grafana"]),
-        envs: grafanaEnv({ adminPasswordFile: passwordFile }),
-        ports: [{ internal: 3000, external: args.ports.grafana, ip: "127.0.0.1" }],
+        ...baseContainer(args.networkMode),
+        // Loopback only, like Prometheus.
+        envs: [...grafanaEnv({ adminPasswordFile: passwordFile }), `GF_SERVER_HTTP_ADDR=${LOOPBACK}`, `GF_SERVER_HTTP_PORT=${args.ports.grafana}`],
         volumes: [{ volumeName: grafanaData.name, containerPath: "/var/lib/grafana" }],
         uploads: [
           upload(passwordFile, pulumi.secret(args.grafanaAdminPassword), "0400", GRAFANA_UID),
-          upload("/etc/grafana/provisioning/datasources/synaxic.yml", renderGrafanaDatasources({ prometheusUrl: `http://${containerIp(args.dockerSubnet, "prometheus")}:9090` }), "0644", GRAFANA_UID),
+          upload("/etc/grafana/provisioning/datasources/synaxic.yml", renderGrafanaDatasources({ prometheusUrl: `http://${LOOPBACK}:${args.ports.prometheus}` }), "0644", GRAFANA_UID),
           upload("/etc/grafana/provisioning/dashboards/synaxic.yml", renderGrafanaDashboardProvider({ path: "/var/lib/synaxic-dashboards" }), "0644", GRAFANA_UID),
           upload("/var/lib/synaxic-dashboards/replication.json", renderReplicationDashboard(), "0644", GRAFANA_UID),
         ],

@@ -1,17 +1,15 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as docker from "@pulumi/docker";
-import { containerIp, containerName } from "../lib/addresses";
-import { HOST_FILES_ROOT, baseContainer, digest, hostFile, pullImage, replaceInPlace } from "../lib/containers";
-import { remoteStep, type Connection } from "../lib/remote";
+import { containerName } from "../lib/addresses";
+import { baseContainer, digest, hostFile, hostPath, pullImage, replaceInPlace } from "../lib/containers";
+import { remoteStep, type HostShell } from "../lib/remote";
 import { renderNginxConf, type AppEndpoint } from "../templates/nginx";
 
 export interface NginxBalancerArgs {
   hostName: string;
-  connection: pulumi.Input<Connection>;
-  sudo: boolean;
+  shell: HostShell;
   image: string;
-  networkName: pulumi.Input<string>;
-  dockerSubnet: string;
+  networkMode: pulumi.Input<string>;
   httpPort: number;
   httpsPort: number;
   /** Operator's certificate and key (secret) for HTTPS; HTTP only when absent. */
@@ -44,18 +42,14 @@ export class NginxBalancer extends pulumi.ComponentResource {
     this.config = renderNginxConf({
       mainApp: args.mainApp,
       replicaApps: args.replicaApps,
-      listenPort: 8080,
-      ...(args.https ? { tls: { certFile: `${TLS_DIR}/fullchain.pem`, keyFile: `${TLS_DIR}/privkey.pem`, port: 8443 } } : {}),
+      listenPort: args.httpPort,
+      ...(args.https ? { tls: { certFile: `${TLS_DIR}/fullchain.pem`, keyFile: `${TLS_DIR}/privkey.pem`, port: args.httpsPort } } : {}),
       foreground: true,
     });
     this.url = args.https ? `https://<main public address>:${args.httpsPort}` : `http://<main public address>:${args.httpPort}`;
 
-    const hostDir = `${HOST_FILES_ROOT}/${args.hostName}/nginx`;
-    const confFile = hostFile(
-      `${name}-conf`,
-      { connection: args.connection, path: `${hostDir}/nginx.conf`, content: this.config, mode: "0644", owner: "0:0", timeoutSeconds: args.timeoutSeconds, sudo: args.sudo },
-      parent,
-    );
+    const confDir = `${args.hostName}/nginx`;
+    const confFile = hostFile(`${name}-conf`, args.shell, { path: `${confDir}/nginx.conf`, content: this.config, mode: "0644", owner: "0:0", timeoutSeconds: args.timeoutSeconds }, parent);
     const image = pullImage(`${name}-image`, args.image, parent);
     const container = new docker.Container(
       `${name}-container`,
@@ -64,13 +58,9 @@ export class NginxBalancer extends pulumi.ComponentResource {
         image: image.imageId,
         hostname: this.containerName,
         command: ["nginx", "-c", `${CONF_DIR}/nginx.conf`],
-        ...baseContainer(args.networkName, containerIp(args.dockerSubnet, "nginx"), ["nginx"]),
-        // Only the balancer is public.
-        ports: [
-          { internal: 8080, external: args.httpPort, ip: "0.0.0.0" },
-          ...(args.https ? [{ internal: 8443, external: args.httpsPort, ip: "0.0.0.0" }] : []),
-        ],
-        mounts: [{ type: "bind", source: hostDir, target: CONF_DIR, readOnly: true }],
+        // The only service listening on every interface: the public entry point.
+        ...baseContainer(args.networkMode),
+        mounts: [{ type: "bind", source: hostPath(args.shell, confDir), target: CONF_DIR, readOnly: true }],
         uploads: args.https
           ? [
               { file: `${TLS_DIR}/fullchain.pem`, content: args.https.certPem, permissions: "0644", owner: "0", group: "0" },
@@ -84,9 +74,9 @@ export class NginxBalancer extends pulumi.ComponentResource {
     // A changed configuration is checked, then loaded without a restart.
     remoteStep(
       `${name}-reload`,
+      args.shell,
       {
-        connection: args.connection,
-        argv: [...(args.sudo ? ["sudo", "-n"] : []), "sh", "-c", 'docker exec "$1" nginx -t -q -c "$2" && docker exec "$1" nginx -s reload -c "$2"', "sh", this.containerName, `${CONF_DIR}/nginx.conf`],
+        argv: ["sh", "-c", 'docker exec "$1" nginx -t -q -c "$2" && docker exec "$1" nginx -s reload -c "$2"', "sh", this.containerName, `${CONF_DIR}/nginx.conf`],
         triggers: [digest(this.config), container.id],
         timeoutSeconds: args.timeoutSeconds,
       },

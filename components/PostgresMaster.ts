@@ -1,9 +1,9 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as docker from "@pulumi/docker";
-import { containerName } from "../lib/addresses";
+import { LOOPBACK, containerName } from "../lib/addresses";
 import type { ReplicaEntry } from "../lib/config";
-import { PG_PATHS, PG_ROLES, postgresContainer, psqlInContainer } from "../lib/postgresContainer";
-import { remoteStep, type Connection } from "../lib/remote";
+import { PG_PATHS, PG_ROLES, pgListenAddresses, postgresContainer, psqlInContainer } from "../lib/postgresContainer";
+import { remoteStep, type HostShell } from "../lib/remote";
 import { renderPrimaryEntrypoint } from "../templates/postgres-entrypoint";
 import { renderPostgresqlConf } from "../templates/postgres-conf";
 import { renderPgHba } from "../templates/postgres-hba";
@@ -18,12 +18,11 @@ export interface PostgresPasswords {
 
 export interface PostgresMasterArgs {
   hostName: string;
-  connection: pulumi.Input<Connection>;
-  sudo: boolean;
+  shell: HostShell;
   image: string;
-  networkName: pulumi.Input<string>;
-  dockerSubnet: string;
-  privateIp: pulumi.Input<string>;
+  networkMode: pulumi.Input<string>;
+  /** This host's private address: PostgreSQL listens there (other hosts) and on loopback (this host's app and exporter). */
+  privateIp: string;
   port: number;
   databaseName: string;
   sizing: { memoryMiB: number; cpus: number; maxConnections: number };
@@ -31,10 +30,7 @@ export interface PostgresMasterArgs {
   walKeepSizeMB: number;
   /** One slot, one pg_hba replication line and one rewind line per replica. */
   replicas: ReplicaEntry[];
-  /** Addresses the app connects from (its container address). */
-  appAddresses: string[];
-  /** Addresses the PostgreSQL exporter connects from. */
-  exporterAddresses: string[];
+
   tls: { certPem: pulumi.Input<string>; keyPem: pulumi.Input<string>; caPem: pulumi.Input<string> };
   passwords: PostgresPasswords;
   deleteDataOnDestroy: boolean;
@@ -72,7 +68,8 @@ export class PostgresMaster extends pulumi.ComponentResource {
       name: args.hostName,
       dataDir: PG_PATHS.dataDir,
       hbaFile: PG_PATHS.hbaFile,
-      listenAddresses: ["*"],
+      listenAddresses: pgListenAddresses(args.privateIp),
+      port: args.port,
       tune: args.sizing,
       tls: { certFile: PG_PATHS.certFile, keyFile: PG_PATHS.keyFile, caFile: PG_PATHS.caFile },
       maxWalSenders: Math.max(10, args.replicas.length * 2 + 2),
@@ -83,12 +80,13 @@ export class PostgresMaster extends pulumi.ComponentResource {
     this.pgHba = renderPgHba({
       appDatabase: args.databaseName,
       appUser: args.databaseName,
-      appAddresses: args.appAddresses,
+      // The app and the exporter run on this host and connect over loopback.
+      appAddresses: [LOOPBACK],
       replicationUser: PG_ROLES.replication,
       replicaAddresses: args.replicas.map((r) => r.privateIp),
       rewindUser: PG_ROLES.rewind,
       exporterUser: PG_ROLES.exporter,
-      exporterAddresses: args.exporterAddresses,
+      exporterAddresses: [LOOPBACK],
     });
 
     const volume = new docker.Volume(
@@ -102,12 +100,9 @@ export class PostgresMaster extends pulumi.ComponentResource {
         name,
         containerName: this.containerName,
         hostName: args.hostName,
-        connection: args.connection,
-        sudo: args.sudo,
+        shell: args.shell,
         image: args.image,
-        networkName: args.networkName,
-        dockerSubnet: args.dockerSubnet,
-        privateIp: args.privateIp,
+        networkMode: args.networkMode,
         port: args.port,
         volumeName: volume.name,
         postgresqlConf: this.postgresqlConf,
@@ -136,9 +131,9 @@ export class PostgresMaster extends pulumi.ComponentResource {
     );
     this.ready = remoteStep(
       `${name}-roles`,
+      args.shell,
       {
-        connection: args.connection,
-        argv: psqlInContainer(this.containerName, args.sudo),
+        argv: psqlInContainer(this.containerName, args.port),
         stdin: rolesSql,
         triggers: [container.id],
         timeoutSeconds: args.timeoutSeconds,
@@ -152,11 +147,11 @@ export class PostgresMaster extends pulumi.ComponentResource {
     for (const r of args.replicas) {
       remoteStep(
         `${name}-slot-${r.name}`,
+        args.shell,
         {
-          connection: args.connection,
-          argv: psqlInContainer(this.containerName, args.sudo),
+          argv: psqlInContainer(this.containerName, args.port),
           stdin: renderSlotCreateSql(r.slotName),
-          deleteArgv: [...psqlInContainer(this.containerName, args.sudo).slice(0, -1), "--command", renderSlotDropSql(r.slotName)],
+          deleteArgv: [...psqlInContainer(this.containerName, args.port).slice(0, -1), "--command", renderSlotDropSql(r.slotName)],
           timeoutSeconds: args.timeoutSeconds,
         },
         { ...parent, dependsOn: [container] },

@@ -1,8 +1,8 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as docker from "@pulumi/docker";
-import { containerName } from "../lib/addresses";
-import { PG_PATHS, PG_ROLES, postgresContainer, psqlInContainer } from "../lib/postgresContainer";
-import { remoteStep, type Connection } from "../lib/remote";
+import { LOOPBACK, containerName } from "../lib/addresses";
+import { PG_PATHS, PG_ROLES, pgListenAddresses, postgresContainer, psqlInContainer } from "../lib/postgresContainer";
+import { remoteStep, type HostShell } from "../lib/remote";
 import { renderReplicaEntrypoint } from "../templates/postgres-entrypoint";
 import { renderPostgresqlConf } from "../templates/postgres-conf";
 import { renderPgHba, renderPgpass } from "../templates/postgres-hba";
@@ -10,12 +10,11 @@ import { renderPromoteSql } from "../templates/postgres-sql";
 
 export interface PostgresReplicaArgs {
   hostName: string;
-  connection: pulumi.Input<Connection>;
-  sudo: boolean;
+  shell: HostShell;
   image: string;
-  networkName: pulumi.Input<string>;
-  dockerSubnet: string;
-  privateIp: pulumi.Input<string>;
+  networkMode: pulumi.Input<string>;
+  /** This host's private address: PostgreSQL listens there (other hosts) and on loopback (this host's app and exporter). */
+  privateIp: string;
   port: number;
   databaseName: string;
   sizing: { memoryMiB: number; cpus: number; maxConnections: number };
@@ -26,8 +25,7 @@ export interface PostgresReplicaArgs {
   slotName: string;
   /** Every other fleet member's private address: allowed to replicate from (and rewind against) this server once it is promoted. */
   peerAddresses: string[];
-  appAddresses: string[];
-  exporterAddresses: string[];
+
   tls: { certPem: pulumi.Input<string>; keyPem: pulumi.Input<string>; caPem: pulumi.Input<string> };
   passwords: { replication: pulumi.Input<string>; rewind: pulumi.Input<string> };
   /** Promote this replica to primary. */
@@ -68,7 +66,8 @@ export class PostgresReplica extends pulumi.ComponentResource {
       name: args.hostName,
       dataDir: PG_PATHS.dataDir,
       hbaFile: PG_PATHS.hbaFile,
-      listenAddresses: ["*"],
+      listenAddresses: pgListenAddresses(args.privateIp),
+      port: args.port,
       tune: args.sizing,
       tls: { certFile: PG_PATHS.certFile, keyFile: PG_PATHS.keyFile, caFile: PG_PATHS.caFile },
       maxSlotWalKeepSizeMB: args.maxSlotWalKeepSizeMB,
@@ -82,12 +81,13 @@ export class PostgresReplica extends pulumi.ComponentResource {
     this.pgHba = renderPgHba({
       appDatabase: args.databaseName,
       appUser: args.databaseName,
-      appAddresses: args.appAddresses,
+      // The app and the exporter run on this host and connect over loopback.
+      appAddresses: [LOOPBACK],
       replicationUser: PG_ROLES.replication,
       replicaAddresses: args.peerAddresses,
       rewindUser: PG_ROLES.rewind,
       exporterUser: PG_ROLES.exporter,
-      exporterAddresses: args.exporterAddresses,
+      exporterAddresses: [LOOPBACK],
     });
     const passfile = pulumi.secret(
       pulumi.all([args.passwords.replication, args.passwords.rewind]).apply(([replication, rewind]) =>
@@ -112,16 +112,15 @@ export class PostgresReplica extends pulumi.ComponentResource {
       dependsOn.push(
         remoteStep(
           `${name}-promote`,
+          args.shell,
           {
-            connection: args.connection,
             argv: [
-              ...(args.sudo ? ["sudo", "-n"] : []),
               "sh",
               "-c",
               'if [ "$(docker inspect -f "{{.State.Running}}" "$1" 2>/dev/null)" != true ]; then echo "no running standby: the promoted data starts as a primary"; exit 0; fi; shift; exec "$@"',
               "sh",
               this.containerName,
-              ...psqlInContainer(this.containerName, false),
+              ...psqlInContainer(this.containerName, args.port),
             ],
             stdin: renderPromoteSql(),
             timeoutSeconds: args.timeoutSeconds,
@@ -136,12 +135,9 @@ export class PostgresReplica extends pulumi.ComponentResource {
         name,
         containerName: this.containerName,
         hostName: args.hostName,
-        connection: args.connection,
-        sudo: args.sudo,
+        shell: args.shell,
         image: args.image,
-        networkName: args.networkName,
-        dockerSubnet: args.dockerSubnet,
-        privateIp: args.privateIp,
+        networkMode: args.networkMode,
         port: args.port,
         volumeName: volume.name,
         postgresqlConf: this.postgresqlConf,
@@ -171,10 +167,9 @@ export class PostgresReplica extends pulumi.ComponentResource {
     if (args.reinitGeneration > 0) {
       remoteStep(
         `${name}-reinit-cleanup`,
+        args.shell,
         {
-          connection: args.connection,
           argv: [
-            ...(args.sudo ? ["sudo", "-n"] : []),
             "sh",
             "-c",
             'docker volume ls -q --filter "label=synaxic.generation" --filter "name=$1" | grep -vx "$2" | while read -r v; do docker volume rm "$v"; done',

@@ -1,8 +1,8 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as docker from "@pulumi/docker";
-import { containerIp, containerName } from "../lib/addresses";
+import { LOOPBACK, containerName } from "../lib/addresses";
 import { baseContainer, pullImage, replaceInPlace, upload } from "../lib/containers";
-import { remoteStep, type Connection } from "../lib/remote";
+import { remoteStep, type HostShell } from "../lib/remote";
 import { sh } from "../lib/shell";
 import {
   REDIS_CONTAINER_GID,
@@ -27,13 +27,11 @@ export interface RedisPairArgs {
   hostName: string;
   /** master on the main host; replica on a replica host (master again once promoted). */
   role: "master" | "replica";
-  connection: pulumi.Input<Connection>;
-  sudo: boolean;
+  shell: HostShell;
   image: string;
-  networkName: pulumi.Input<string>;
-  dockerSubnet: string;
-  /** This host's private address: the TLS port is published there only, and replicas announce it. */
-  privateIp: pulumi.Input<string>;
+  networkMode: pulumi.Input<string>;
+  /** This host's private address: Redis listens there and on loopback only, and a replica announces it. */
+  privateIp: string;
   port: number;
   /** The master's private address and port (replica role). */
   master?: { host: pulumi.Input<string>; port: number };
@@ -67,21 +65,20 @@ export class RedisPair extends pulumi.ComponentResource {
     this.port = args.port;
     this.address = pulumi.output(args.privateIp);
     this.role = pulumi.output(effectiveRole);
-    const ip = containerIp(args.dockerSubnet, "redis");
     const P = REDIS_CONTAINER_PATHS;
 
     const conf = pulumi.secret(
       pulumi
-        .all([args.privateIp, args.master?.host ?? "", args.passwords.replication])
-        .apply(([privateIp, masterHost, replicationPassword]) =>
+        .all([args.master?.host ?? "", args.passwords.replication])
+        .apply(([masterHost, replicationPassword]) =>
           renderRedisConf(
             effectiveRole === "master"
-              ? { role: "master", bind: ["0.0.0.0"], port: REDIS_CONTAINER_PORT, announce: { ip: privateIp, port: args.port } }
+              ? { role: "master", bind: [args.privateIp, LOOPBACK], port: args.port, announce: { ip: args.privateIp, port: args.port } }
               : {
                   role: "replica",
-                  bind: ["0.0.0.0"],
-                  port: REDIS_CONTAINER_PORT,
-                  announce: { ip: privateIp, port: args.port },
+                  bind: [args.privateIp, LOOPBACK],
+                  port: args.port,
+                  announce: { ip: args.privateIp, port: args.port },
                   masterHost,
                   masterPort: args.master!.port,
                   masterUser: REDIS_USER_NAMES.replication,
@@ -113,16 +110,15 @@ export class RedisPair extends pulumi.ComponentResource {
     // re-created with the master configuration over the same volume.
     const dependsOn: pulumi.Resource[] = [];
     if (args.role === "replica" && args.promote) {
-      const script = renderRedisPromoteScript({ host: "127.0.0.1", port: REDIS_CONTAINER_PORT, caFile: P.caFile, user: REDIS_USER_NAMES.admin });
+      const script = renderRedisPromoteScript({ host: LOOPBACK, port: args.port, caFile: P.caFile, user: REDIS_USER_NAMES.admin });
       dependsOn.push(
         remoteStep(
           `${name}-promote`,
+          args.shell,
           {
-            connection: args.connection,
             // The admin password arrives on stdin and becomes REDISCLI_AUTH
             // inside the container; the script is a plain argument.
             argv: [
-              ...(args.sudo ? ["sudo", "-n"] : []),
               "sh",
               "-c",
               `if [ "$(docker inspect -f '{{.State.Running}}' ${sh([this.containerName])} 2>/dev/null)" != true ]; then echo "no running Redis to promote; it starts as a master"; exit 0; fi; ` +
@@ -144,8 +140,7 @@ export class RedisPair extends pulumi.ComponentResource {
         image: image.imageId,
         hostname: this.containerName,
         command: ["redis-server", P.conf],
-        ...baseContainer(args.networkName, ip, ["redis"]),
-        ports: [{ internal: REDIS_CONTAINER_PORT, external: args.port, ip: args.privateIp }],
+        ...baseContainer(args.networkMode),
         volumes: [{ volumeName: volume.name, containerPath: P.dataDir }],
         uploads: [
           upload(P.conf, conf, "0600", REDIS_CONTAINER_UID, REDIS_CONTAINER_GID),
@@ -157,7 +152,7 @@ export class RedisPair extends pulumi.ComponentResource {
         healthcheck: {
           // No credentials needed to see that the server answers over TLS:
           // an unauthenticated PING is refused with NOAUTH.
-          tests: ["CMD-SHELL", `redis-cli --tls --cacert ${P.caFile} -h 127.0.0.1 -p ${REDIS_CONTAINER_PORT} PING 2>&1 | grep -Eq 'PONG|NOAUTH'`],
+          tests: ["CMD-SHELL", `redis-cli --tls --cacert ${P.caFile} -h ${LOOPBACK} -p ${args.port} PING 2>&1 | grep -Eq 'PONG|NOAUTH'`],
           interval: "10s",
           timeout: "5s",
           retries: 6,
@@ -172,6 +167,3 @@ export class RedisPair extends pulumi.ComponentResource {
     this.registerOutputs({ containerName: this.containerName, address: this.address, port: this.port, role: this.role });
   }
 }
-
-/** Redis listens on this TLS port inside its container; the host port is configurable. */
-export const REDIS_CONTAINER_PORT = 6380;

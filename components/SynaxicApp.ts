@@ -1,6 +1,6 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as docker from "@pulumi/docker";
-import { containerIp, containerName } from "../lib/addresses";
+import { containerName } from "../lib/addresses";
 import { baseContainer, pullImage, replaceInPlace, upload } from "../lib/containers";
 
 import { APP_PG_CA, APP_SECRETS_DIR, APP_TRUSTSTORE, APP_UID, appEnvironment, appHealthcheck } from "../templates/app";
@@ -10,10 +10,9 @@ export interface SynaxicAppArgs {
   /** write: the main host's app, next to the primary. read: a replica host's app, reading its local replica. */
   mode: "write" | "read";
   image: pulumi.Input<string>;
-  networkName: pulumi.Input<string>;
-  dockerSubnet: string;
-  /** Where the app's port is published: a replica host's private address, so the balancer can reach it. None on main. */
-  publishOn?: pulumi.Input<string>;
+  networkMode: pulumi.Input<string>;
+  /** The app listens on this host's private address: the balancer and Prometheus on the main host reach it there. */
+  privateIp: string;
   port: number;
   database: {
     /** Host the JDBC URL names (in the PostgreSQL certificate's SANs). */
@@ -46,7 +45,8 @@ export interface SynaxicAppArgs {
  */
 export class SynaxicApp extends pulumi.ComponentResource {
   public readonly containerName: string;
-  public readonly containerIp: string;
+  /** host:port where the app answers. */
+  public readonly endpoint: string;
   public readonly port: number;
   public readonly container: docker.Container;
 
@@ -54,7 +54,7 @@ export class SynaxicApp extends pulumi.ComponentResource {
     super("synaxic:components:SynaxicApp", name, {}, opts);
     const parent = { parent: this };
     this.containerName = containerName(args.hostName, "app");
-    this.containerIp = containerIp(args.dockerSubnet, "app");
+    this.endpoint = `${args.privateIp}:${args.port}`;
     this.port = args.port;
 
     const env = pulumi
@@ -62,6 +62,8 @@ export class SynaxicApp extends pulumi.ComponentResource {
       .apply(([dbHost, redisMasterHost, redisReplicaHost, replicaHosts]) =>
         appEnvironment({
           mode: args.mode,
+          listenAddress: args.privateIp,
+          listenPort: args.port,
           dbHost,
           dbPort: args.database.port,
           dbName: args.database.name,
@@ -85,8 +87,7 @@ export class SynaxicApp extends pulumi.ComponentResource {
         image: image.imageId,
         hostname: this.containerName,
         envs: env,
-        ...baseContainer(args.networkName, this.containerIp, ["app"]),
-        ports: args.publishOn ? [{ internal: 8080, external: args.port, ip: args.publishOn }] : [],
+        ...baseContainer(args.networkMode),
         uploads: [
           secretFile("spring.datasource.password", args.database.password),
           secretFile("spring.data.redis.password", args.redis.password),
@@ -97,7 +98,7 @@ export class SynaxicApp extends pulumi.ComponentResource {
         ],
         healthcheck: {
           // The image has bash but no curl: ask /actuator/health over /dev/tcp.
-          tests: ["CMD-SHELL", appHealthcheck(8080)],
+          tests: ["CMD-SHELL", appHealthcheck(args.port, args.privateIp)],
           interval: "10s",
           timeout: "5s",
           retries: 6,
@@ -109,6 +110,6 @@ export class SynaxicApp extends pulumi.ComponentResource {
       { ...parent, ...replaceInPlace },
     );
 
-    this.registerOutputs({ containerName: this.containerName, containerIp: this.containerIp });
+    this.registerOutputs({ containerName: this.containerName, endpoint: this.endpoint });
   }
 }

@@ -146,7 +146,6 @@ export const KEYS: Record<string, KeySpec> = {
   // Both
   privateIp: { schema: ipv4, default: "10.10.0.2" },
   sshPrivateKey: { schema: z.string(), secret: true },
-  dockerSubnet: { schema: cidrV4, default: "172.30.88.0/24" },
   deleteDataOnDestroy: { schema: bool, default: false },
   commandTimeoutSeconds: { schema: int(30, 3600), default: 600 },
   // Main
@@ -238,7 +237,6 @@ interface CommonConfig {
   privateIp: string;
   privateNetworkCidr: string;
   adminCidrs: string[];
-  dockerSubnet: string;
   deleteDataOnDestroy: boolean;
   commandTimeoutSeconds: number;
   images: Images;
@@ -444,13 +442,6 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, secretKe
   if (!inCidr(privateIp, privateNetworkCidr)) {
     throw new ConfigError("privateIp", `got ${show(privateIp)}; expected an address inside privateNetworkCidr ${privateNetworkCidr}`);
   }
-  const dockerSubnet = get<string>("dockerSubnet");
-  if (inCidr(privateIp, dockerSubnet) || inCidr(dockerSubnet.split("/")[0]!, privateNetworkCidr)) {
-    throw new ConfigError("dockerSubnet", `got ${show(dockerSubnet)}; it overlaps the private network ${privateNetworkCidr}`);
-  }
-  if (Number(dockerSubnet.split("/")[1]) > 28) {
-    throw new ConfigError("dockerSubnet", `got ${show(dockerSubnet)}; expected a network of /28 or larger`);
-  }
 
   const ports: Ports = {
     http: get("httpPort"),
@@ -483,7 +474,6 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, secretKe
     privateIp,
     privateNetworkCidr,
     adminCidrs: get("adminCidrs"),
-    dockerSubnet,
     deleteDataOnDestroy: get("deleteDataOnDestroy"),
     commandTimeoutSeconds: get("commandTimeoutSeconds"),
     images,

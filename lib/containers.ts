@@ -6,14 +6,10 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as docker from "@pulumi/docker";
 import { createHash } from "node:crypto";
-import { remoteStep, type Connection } from "./remote";
-
-/** Root of the files the program places on each host. */
-export const HOST_FILES_ROOT = "/etc/synaxic";
+import { remoteStep, type HostShell } from "./remote";
 
 export interface HostFileArgs {
-  connection: pulumi.Input<Connection>;
-  /** Absolute path on the host, under HOST_FILES_ROOT. */
+  /** Path below the host's files root. */
   path: string;
   content: pulumi.Input<string>;
   /** Octal mode such as "0644" or "0600". */
@@ -21,8 +17,11 @@ export interface HostFileArgs {
   /** uid:gid that owns the file (the container user that reads it). */
   owner: string;
   timeoutSeconds: number;
-  /** Use sudo for a non-root SSH user. */
-  sudo: boolean;
+}
+
+/** The absolute path of a file the program keeps on a host. */
+export function hostPath(shell: HostShell, path: string): string {
+  return `${shell.filesRoot}/${path}`;
 }
 
 /**
@@ -30,19 +29,19 @@ export interface HostFileArgs {
  * place), with its mode and owner set before it becomes visible. The content
  * travels on standard input, never on a command line. Removed on delete.
  */
-export function hostFile(name: string, args: HostFileArgs, opts: pulumi.CustomResourceOptions) {
-  if (!args.path.startsWith(`${HOST_FILES_ROOT}/`)) throw new Error(`hostFile: ${args.path} is outside ${HOST_FILES_ROOT}`);
+export function hostFile(name: string, shell: HostShell, args: HostFileArgs, opts: pulumi.CustomResourceOptions) {
+  if (args.path.startsWith("/") || args.path.split("/").includes("..")) throw new Error(`hostFile: ${args.path} must be relative to the host's files root`);
   if (!/^0[0-7]{3}$/.test(args.mode)) throw new Error(`hostFile: mode ${args.mode} is not an octal mode like 0640`);
   if (!/^\d+:\d+$/.test(args.owner)) throw new Error(`hostFile: owner ${args.owner} is not uid:gid`);
-  const script = 'set -eu; d=$(dirname "$1"); mkdir -p "$d"; t="$1.tmp.$$"; (umask 077 && cat > "$t"); chown "$3" "$t"; chmod "$2" "$t"; mv -f "$t" "$1"';
-  const prefix = args.sudo ? ["sudo", "-n"] : [];
+  const script = 'set -eu; d=$(dirname "$1"); mkdir -p "$d"; t="$1.tmp.$$"; (umask 077 && cat > "$t"); chown "$3" "$t" 2>/dev/null || [ "$(id -u)" != 0 ]; chmod "$2" "$t"; mv -f "$t" "$1"';
+  const path = hostPath(shell, args.path);
   return remoteStep(
     name,
+    shell,
     {
-      connection: args.connection,
-      argv: [...prefix, "sh", "-c", script, "sh", args.path, args.mode, args.owner],
+      argv: ["sh", "-c", script, "sh", path, args.mode, args.owner],
       stdin: args.content,
-      deleteArgv: [...prefix, "rm", "-f", args.path],
+      deleteArgv: ["rm", "-f", path],
       timeoutSeconds: args.timeoutSeconds,
     },
     opts,
@@ -58,14 +57,19 @@ export function pullImage(name: string, image: pulumi.Input<string>, opts: pulum
   return new docker.RemoteImage(name, { name: image, keepLocally: true }, opts);
 }
 
-/** Settings shared by every service container. */
-export function baseContainer(networkName: pulumi.Input<string>, ipv4Address: string, aliases: string[]) {
+/**
+ * Settings shared by every service container. `networkMode` is the host's:
+ * "host" on a VPS, "container:<anchor>" when several hosts share one Docker
+ * engine. Nothing is published through Docker: each service binds the
+ * address it should be reached at.
+ */
+export function baseContainer(networkMode: pulumi.Input<string>) {
   return {
     restart: "unless-stopped",
     mustRun: true,
     logDriver: "json-file",
     logOpts: { "max-size": "20m", "max-file": "5" },
-    networksAdvanced: [{ name: networkName, ipv4Address, aliases }],
+    networkMode,
     labels: [{ label: "app", value: "synaxic" }],
   };
 }

@@ -2,7 +2,7 @@
  * Fleet-wide facts derived from configuration: who may reach which port,
  * and which names each host's certificates must carry. Pure functions.
  */
-import { containerIp, containerName } from "./addresses";
+import { containerName } from "./addresses";
 import type { MainConfig, Ports, ReplicaEntry } from "./config";
 import type { FirewallRule } from "../components/Host";
 import type { PkiHost } from "../components/Pki";
@@ -52,18 +52,15 @@ export function replicaFirewallRules(p: { adminCidrs: string[]; mainIp: string; 
   ];
 }
 
-/** Names and addresses clients use for a host's PostgreSQL and Redis. */
-export function pkiHost(hostName: string, privateIp: string, dockerSubnet: string): PkiHost {
+/**
+ * Names and addresses clients use for a host's PostgreSQL and Redis: its
+ * private address (other hosts) and, added by Pki, loopback and localhost
+ * (its own app and exporters).
+ */
+export function pkiHost(hostName: string, privateIp: string): PkiHost {
   return {
     hostName,
     privateIp,
-    extraNames: replicaPkiNames(hostName, dockerSubnet),
-  };
-}
-
-export function replicaPkiNames(hostName: string, dockerSubnet: string): PkiHost["extraNames"] {
-  return {
-    postgres: [containerName(hostName, "postgres"), "postgres", containerIp(dockerSubnet, "postgres")],
-    redis: [containerName(hostName, "redis"), "redis", containerIp(dockerSubnet, "redis")],
+    extraNames: { postgres: [containerName(hostName, "postgres")], redis: [containerName(hostName, "redis")] },
   };
 }

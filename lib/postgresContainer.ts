@@ -5,15 +5,13 @@
  */
 import * as pulumi from "@pulumi/pulumi";
 import * as docker from "@pulumi/docker";
-import { containerIp } from "./addresses";
-import { HOST_FILES_ROOT, baseContainer, digest, hostFile, pullImage, replaceInPlace, upload } from "./containers";
-import { remoteStep, type Connection } from "./remote";
+import { LOOPBACK } from "./addresses";
+import { baseContainer, digest, hostFile, hostPath, pullImage, replaceInPlace, upload } from "./containers";
+import { remoteStep, type HostShell } from "./remote";
 import { psqlScriptArgv } from "../templates/postgres-sql";
 
 /** uid/gid of `postgres` in the official image. */
 export const PG_UID = 999;
-/** PostgreSQL listens on this port inside its container; the host port is configurable. */
-export const PG_CONTAINER_PORT = 5432;
 
 export const PG_PATHS = {
   dataDir: "/var/lib/postgresql/data",
@@ -34,12 +32,9 @@ export interface PostgresContainerArgs {
   name: string;
   containerName: string;
   hostName: string;
-  connection: pulumi.Input<Connection>;
-  sudo: boolean;
+  shell: HostShell;
   image: string;
-  networkName: pulumi.Input<string>;
-  dockerSubnet: string;
-  privateIp: pulumi.Input<string>;
+  networkMode: pulumi.Input<string>;
   port: number;
   volumeName: pulumi.Input<string>;
   postgresqlConf: pulumi.Input<string>;
@@ -53,25 +48,18 @@ export interface PostgresContainerArgs {
 }
 
 /** psql inside the container as the postgres OS user (peer authentication on the local socket), SQL on stdin. */
-export function psqlInContainer(containerName: string, sudo: boolean, database = "postgres"): string[] {
-  return [...(sudo ? ["sudo", "-n"] : []), "docker", "exec", "-i", "-u", "postgres", containerName, ...psqlScriptArgv({ database })];
+export function psqlInContainer(containerName: string, port: number, database = "postgres"): string[] {
+  return ["docker", "exec", "-i", "-u", "postgres", containerName, ...psqlScriptArgv({ database, port })];
+}
+
+/** Where a host's PostgreSQL listens: its private address (other hosts) and loopback (its own app and exporter). */
+export function pgListenAddresses(privateIp: string): string[] {
+  return [privateIp, LOOPBACK];
 }
 
 export function postgresContainer(args: PostgresContainerArgs, opts: pulumi.CustomResourceOptions): { container: docker.Container; hba: pulumi.Resource } {
-  const hostHbaDir = `${HOST_FILES_ROOT}/${args.hostName}/postgres-hba`;
-  const hba = hostFile(
-    `${args.name}-hba`,
-    {
-      connection: args.connection,
-      path: `${hostHbaDir}/pg_hba.conf`,
-      content: args.pgHba,
-      mode: "0640",
-      owner: `0:${PG_UID}`,
-      timeoutSeconds: args.timeoutSeconds,
-      sudo: args.sudo,
-    },
-    opts,
-  );
+  const hbaDir = `${args.hostName}/postgres-hba`;
+  const hba = hostFile(`${args.name}-hba`, args.shell, { path: `${hbaDir}/pg_hba.conf`, content: args.pgHba, mode: "0644", owner: `0:${PG_UID}`, timeoutSeconds: args.timeoutSeconds }, opts);
   const image = pullImage(`${args.name}-image`, args.image, opts);
   const container = new docker.Container(
     `${args.name}-container`,
@@ -80,11 +68,10 @@ export function postgresContainer(args: PostgresContainerArgs, opts: pulumi.Cust
       image: image.imageId,
       hostname: args.containerName,
       entrypoints: [PG_PATHS.entrypoint],
-      ...baseContainer(args.networkName, containerIp(args.dockerSubnet, "postgres"), ["postgres"]),
-      // The private address only: never the public interface.
-      ports: [{ internal: PG_CONTAINER_PORT, external: args.port, ip: args.privateIp }],
+      // Listens on the private address and loopback only (postgresql.conf), never the public interface.
+      ...baseContainer(args.networkMode),
       volumes: [{ volumeName: args.volumeName, containerPath: PG_PATHS.dataDir }],
-      mounts: [{ type: "bind", source: hostHbaDir, target: PG_PATHS.hbaDir, readOnly: true }],
+      mounts: [{ type: "bind", source: hostPath(args.shell, hbaDir), target: PG_PATHS.hbaDir, readOnly: true }],
       uploads: [
         { file: PG_PATHS.entrypoint, content: args.entrypoint, permissions: "0755", owner: "0", group: "0", executable: true },
         upload(PG_PATHS.configFile, args.postgresqlConf, "0644", PG_UID),
@@ -98,7 +85,7 @@ export function postgresContainer(args: PostgresContainerArgs, opts: pulumi.Cust
       stopTimeout: 120,
       destroyGraceSeconds: 120,
       healthcheck: {
-        tests: ["CMD-SHELL", "pg_isready -q -U postgres -d postgres"],
+        tests: ["CMD-SHELL", `pg_isready -q -U postgres -d postgres -p ${args.port}`],
         interval: "10s",
         timeout: "5s",
         retries: 6,
@@ -113,9 +100,9 @@ export function postgresContainer(args: PostgresContainerArgs, opts: pulumi.Cust
   // pg_hba changes (a replica added or removed) are re-read without a restart.
   remoteStep(
     `${args.name}-hba-reload`,
+    args.shell,
     {
-      connection: args.connection,
-      argv: psqlInContainer(args.containerName, args.sudo),
+      argv: psqlInContainer(args.containerName, args.port),
       stdin: "SELECT pg_catalog.pg_reload_conf();\n",
       triggers: [digest(args.pgHba), container.id],
       timeoutSeconds: args.timeoutSeconds,

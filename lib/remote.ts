@@ -1,7 +1,8 @@
 /**
- * Remote commands: every one runs a fixed argv (built with the quoting helper,
- * never holding a secret) under `timeout`, with any payload, secret or not, on
- * standard input.
+ * Commands on a host: over SSH on a VPS, or on this machine when the hosts
+ * share the local Docker engine. Every one runs a fixed argv (built with the
+ * quoting helper, never holding a secret) under `timeout`, with any payload,
+ * secret or not, on standard input.
  */
 import * as pulumi from "@pulumi/pulumi";
 import * as command from "@pulumi/command";
@@ -9,8 +10,12 @@ import { sh } from "./shell";
 
 export type Connection = command.types.input.remote.ConnectionArgs;
 
+/** How commands reach a host, and where the program keeps its files there. */
+export type HostShell =
+  | { kind: "ssh"; connection: pulumi.Input<Connection>; sudo: boolean; filesRoot: string }
+  | { kind: "local"; filesRoot: string };
+
 export interface RemoteStepArgs {
-  connection: pulumi.Input<Connection>;
   /** What runs on create and update. */
   argv: string[];
   /** Fed to argv on standard input (a script, SQL, a file's content). */
@@ -20,9 +25,8 @@ export interface RemoteStepArgs {
   /** Re-run when any of these change. */
   triggers?: pulumi.Input<unknown>[];
   timeoutSeconds: number;
-  /** stdout/stderr may carry something secret: keep them encrypted in state. */
+  /** stdout/stderr may carry something secret: keep them encrypted in state and out of logs. */
   secretOutput?: boolean;
-  environment?: Record<string, pulumi.Input<string>>;
 }
 
 /** Wraps argv so that it is killed after `seconds` (and SIGKILLed 10 s later). */
@@ -30,24 +34,24 @@ export function withTimeout(seconds: number, argv: string[]): string {
   return sh(["timeout", "--kill-after=10", String(seconds), ...argv]);
 }
 
-export function remoteStep(name: string, args: RemoteStepArgs, opts: pulumi.CustomResourceOptions): command.remote.Command {
-  const create = withTimeout(args.timeoutSeconds, args.argv);
-  return new command.remote.Command(
-    name,
-    {
-      connection: args.connection,
-      create,
-      update: create,
-      ...(args.deleteArgv ? { delete: withTimeout(args.timeoutSeconds, args.deleteArgv) } : {}),
-      ...(args.stdin !== undefined ? { stdin: args.stdin } : {}),
-      ...(args.triggers ? { triggers: args.triggers } : {}),
-      ...(args.environment ? { environment: args.environment } : {}),
-      logging: args.secretOutput ? "none" : "stdoutAndStderr",
-    },
-    {
-      ...opts,
-      additionalSecretOutputs: args.secretOutput ? ["stdout", "stderr"] : [],
-      customTimeouts: { create: `${args.timeoutSeconds + 60}s`, update: `${args.timeoutSeconds + 60}s`, delete: `${args.timeoutSeconds + 60}s` },
-    },
-  );
+/** argv as root: through `sudo -n` for a non-root SSH user. */
+export function asRoot(shell: HostShell, argv: string[]): string[] {
+  return shell.kind === "ssh" && shell.sudo ? ["sudo", "-n", ...argv] : argv;
+}
+
+export function remoteStep(name: string, shell: HostShell, args: RemoteStepArgs, opts: pulumi.CustomResourceOptions): pulumi.CustomResource {
+  const create = withTimeout(args.timeoutSeconds, asRoot(shell, args.argv));
+  const common = {
+    create,
+    update: create,
+    ...(args.deleteArgv ? { delete: withTimeout(args.timeoutSeconds, asRoot(shell, args.deleteArgv)) } : {}),
+    ...(args.stdin !== undefined ? { stdin: args.stdin } : {}),
+    ...(args.triggers ? { triggers: args.triggers } : {}),
+    logging: args.secretOutput ? "none" : "stdoutAndStderr",
+  } as const;
+  const timeouts = { create: `${args.timeoutSeconds + 60}s`, update: `${args.timeoutSeconds + 60}s`, delete: `${args.timeoutSeconds + 60}s` };
+  const resourceOpts = { ...opts, additionalSecretOutputs: args.secretOutput ? ["stdout", "stderr"] : [], customTimeouts: timeouts };
+  return shell.kind === "ssh"
+    ? new command.remote.Command(name, { connection: shell.connection, ...common }, resourceOpts)
+    : new command.local.Command(name, common, resourceOpts);
 }

@@ -5,7 +5,7 @@
  */
 import * as pulumi from "@pulumi/pulumi";
 import * as hcloud from "@pulumi/hcloud";
-import { containerIp } from "../lib/addresses";
+import { LOOPBACK } from "../lib/addresses";
 import { sizeToMB, type MainConfig, type StackConfig } from "../lib/config";
 import { FleetSecrets } from "../components/FleetSecrets";
 import { Host } from "../components/Host";
@@ -22,7 +22,6 @@ import { PG_ROLES } from "../lib/postgresContainer";
 import type { FleetInfo, ReplicaCredentials } from "../lib/fleetOutputs";
 
 export function mainStack(cfg: MainConfig & StackConfig) {
-  const sudo = cfg.host.provider === "existing" && cfg.host.sshUser !== "root";
   const timeout = cfg.commandTimeoutSeconds;
 
   const secrets = new FleetSecrets("fleet", {});
@@ -47,18 +46,17 @@ export function mainStack(cfg: MainConfig & StackConfig) {
     sshPrivateKey: cfg.secrets.sshPrivateKey,
     ...(networkId ? { networkId } : {}),
     firewallRules: mainFirewallRules(cfg),
-    dockerSubnet: cfg.dockerSubnet,
     commandTimeoutSeconds: timeout,
   });
   const docker = { providers: [host.dockerProvider] };
 
   const pki = new Pki("pki", {
-    hosts: [pkiHost("main", cfg.privateIp, cfg.dockerSubnet), ...cfg.replicas.map((r) => pkiHost(r.name, r.privateIp, cfg.dockerSubnet))],
+    hosts: [pkiHost("main", cfg.privateIp), ...cfg.replicas.map((r) => pkiHost(r.name, r.privateIp))],
     truststorePassword: pw.truststore,
   });
   const mainCerts = pki.certs.main!;
 
-  const common = { hostName: "main", connection: host.connection, sudo, networkName: host.networkName, dockerSubnet: cfg.dockerSubnet, privateIp: cfg.privateIp, timeoutSeconds: timeout };
+  const common = { hostName: "main", shell: host.shell, networkMode: host.networkMode, privateIp: cfg.privateIp, timeoutSeconds: timeout };
 
   const postgres = new PostgresMaster(
     "postgres",
@@ -71,8 +69,6 @@ export function mainStack(cfg: MainConfig & StackConfig) {
       maxSlotWalKeepSizeMB: sizeToMB(cfg.maxSlotWalKeepSize),
       walKeepSizeMB: sizeToMB(cfg.walKeepSize),
       replicas: cfg.replicas,
-      appAddresses: [containerIp(cfg.dockerSubnet, "app")],
-      exporterAddresses: [containerIp(cfg.dockerSubnet, "postgresExporter")],
       tls: { ...mainCerts.postgres, caPem: pki.caCertPem },
       passwords: { app: pw.postgresApp, replication: pw.postgresReplication, rewind: pw.postgresRewind, exporter: pw.postgresExporter },
       deleteDataOnDestroy: cfg.deleteDataOnDestroy,
@@ -115,12 +111,12 @@ export function mainStack(cfg: MainConfig & StackConfig) {
       hostName: "main",
       mode: "write",
       image: cfg.appImage,
-      networkName: host.networkName,
-      dockerSubnet: cfg.dockerSubnet,
+      networkMode: host.networkMode,
+      privateIp: cfg.privateIp,
       port: cfg.ports.app,
       database: {
-        host: containerIp(cfg.dockerSubnet, "postgres"),
-        port: 5432,
+        host: LOOPBACK,
+        port: cfg.ports.postgres,
         name: cfg.databaseName,
         user: cfg.databaseName,
         password: pw.postgresApp,
@@ -149,7 +145,7 @@ export function mainStack(cfg: MainConfig & StackConfig) {
       httpPort: cfg.ports.http,
       httpsPort: cfg.ports.https,
       ...(cfg.httpsCertificate && cfg.secrets.httpsPrivateKey ? { https: { certPem: cfg.httpsCertificate, keyPem: cfg.secrets.httpsPrivateKey } } : {}),
-      mainApp: { name: "main", address: `${containerIp(cfg.dockerSubnet, "app")}:8080` },
+      mainApp: { name: "main", address: app.endpoint },
       replicaApps: cfg.replicas.map((r) => ({ name: r.name, address: `${r.privateIp}:${cfg.ports.app}` })),
     },
     { ...docker, dependsOn: [app] },
@@ -163,7 +159,6 @@ export function mainStack(cfg: MainConfig & StackConfig) {
       ports: cfg.ports,
       hosts: [{ name: "main", role: "main", address: cfg.privateIp }, ...cfg.replicas.map((r) => ({ name: r.name, role: "replica" as const, address: r.privateIp }))],
       replicas: cfg.replicas,
-      mainAppAddress: `${containerIp(cfg.dockerSubnet, "app")}:8080`,
       grafanaAdminPassword: pw.grafanaAdmin,
       deleteDataOnDestroy: cfg.deleteDataOnDestroy,
     },

@@ -5,7 +5,7 @@
  * a StackReference; secrets stay secret end to end.
  */
 import * as pulumi from "@pulumi/pulumi";
-import { containerIp } from "../lib/addresses";
+import { LOOPBACK } from "../lib/addresses";
 import type { ReplicaConfig, StackConfig } from "../lib/config";
 import { checkMainOutput, fleetInfoSchema, replicaCredentialsSchema, replicaTlsSchema, MainStackOutputError } from "../lib/fleetOutputs";
 import { replicaFirewallRules } from "../lib/fleet";
@@ -17,7 +17,6 @@ import { Exporters } from "../components/Exporters";
 import { renderCertExpiryTextfile } from "../templates/prometheus";
 
 export async function replicaStack(cfg: ReplicaConfig & StackConfig) {
-  const sudo = cfg.host.provider === "existing" && cfg.host.sshUser !== "root";
   const timeout = cfg.commandTimeoutSeconds;
   const main = new pulumi.StackReference("main", { name: cfg.mainStack });
 
@@ -49,7 +48,7 @@ export async function replicaStack(cfg: ReplicaConfig & StackConfig) {
   if (me.privateIp !== cfg.privateIp) {
     throw new MainStackOutputError(cfg.mainStack, "fleet.replicas", `lists ${cfg.replicaName} at ${me.privateIp}, but this stack's privateIp is ${cfg.privateIp}: make them agree`);
   }
-  return build(cfg, fleet, me, credentials, myTls, sudo, timeout);
+  return build(cfg, fleet, me, credentials, myTls, timeout);
 }
 
 function build(
@@ -58,7 +57,6 @@ function build(
   me: { name: string; privateIp: string; slotName: string },
   credentials: pulumi.Output<ReturnType<typeof replicaCredentialsSchema.parse>>,
   tls: pulumi.Output<{ postgres: { certPem: string; keyPem: string; notAfter: string }; redis: { certPem: string; keyPem: string; notAfter: string } }>,
-  sudo: boolean,
   timeout: number,
 ) {
   const secretField = (k: keyof ReturnType<typeof replicaCredentialsSchema.parse>) => pulumi.secret(credentials.apply((c) => c[k]));
@@ -71,11 +69,10 @@ function build(
     sshPrivateKey: cfg.secrets.sshPrivateKey,
     ...(cfg.host.provider === "hetzner" && fleet.networkId !== null ? { networkId: fleet.networkId } : {}),
     firewallRules: replicaFirewallRules({ adminCidrs: cfg.adminCidrs, mainIp: fleet.mainPrivateIp, peers: fleet.replicas, self: me.name, ports }),
-    dockerSubnet: cfg.dockerSubnet,
     commandTimeoutSeconds: timeout,
   });
   const docker = { providers: [host.dockerProvider] };
-  const common = { hostName: cfg.hostName, connection: host.connection, sudo, networkName: host.networkName, dockerSubnet: cfg.dockerSubnet, privateIp: cfg.privateIp, timeoutSeconds: timeout };
+  const common = { hostName: cfg.hostName, shell: host.shell, networkMode: host.networkMode, privateIp: cfg.privateIp, timeoutSeconds: timeout };
   const pgTls = { certPem: tls.apply((t) => t.postgres.certPem), keyPem: pulumi.secret(tls.apply((t) => t.postgres.keyPem)), caPem: fleet.caCertPem };
   const redisTls = { certPem: tls.apply((t) => t.redis.certPem), keyPem: pulumi.secret(tls.apply((t) => t.redis.keyPem)), caPem: fleet.caCertPem };
 
@@ -92,8 +89,6 @@ function build(
       primary: { host: fleet.mainPrivateIp, port: ports.postgres },
       slotName: me.slotName,
       peerAddresses: [fleet.mainPrivateIp, ...fleet.replicas.filter((r) => r.name !== me.name).map((r) => r.privateIp)],
-      appAddresses: [containerIp(cfg.dockerSubnet, "app")],
-      exporterAddresses: [containerIp(cfg.dockerSubnet, "postgresExporter")],
       tls: pgTls,
       passwords: { replication: secretField("postgresReplication"), rewind: secretField("postgresRewind") },
       promote: cfg.promote,
@@ -144,13 +139,12 @@ function build(
       hostName: cfg.hostName,
       mode: writeMode ? "write" : "read",
       image: fleet.appImage,
-      networkName: host.networkName,
-      dockerSubnet: cfg.dockerSubnet,
-      publishOn: cfg.privateIp,
+      networkMode: host.networkMode,
+      privateIp: cfg.privateIp,
       port: ports.app,
       database: {
-        host: containerIp(cfg.dockerSubnet, "postgres"),
-        port: 5432,
+        host: LOOPBACK,
+        port: ports.postgres,
         name: fleet.databaseName,
         user: fleet.roles.app,
         password: secretField("postgresApp"),

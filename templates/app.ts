@@ -15,6 +15,9 @@ export const APP_PG_CA = "/app/pg-tls/ca.crt";
 /** The app's plain environment (no secrets: those are files in APP_SECRETS_DIR). */
 export function appEnvironment(p: {
   mode: "write" | "read";
+  /** Address and port the app listens on: the host's private address (the balancer and Prometheus reach it there). */
+  listenAddress: string;
+  listenPort: number;
   dbHost: string;
   dbPort: number;
   dbName: string;
@@ -29,6 +32,8 @@ export function appEnvironment(p: {
   const jdbc = `jdbc:postgresql://${p.dbHost}:${p.dbPort}/${p.dbName}?sslmode=verify-full&sslrootcert=${APP_PG_CA}${p.mode === "read" ? "&readOnly=true" : ""}`;
   const env: Record<string, string> = {
     SPRING_PROFILES_ACTIVE: "prod",
+    SERVER_ADDRESS: p.listenAddress,
+    SERVER_PORT: String(p.listenPort),
     SPRING_CONFIG_IMPORT: `optional:configtree:${APP_SECRETS_DIR}`,
     SPRING_DATASOURCE_URL: jdbc,
     SPRING_DATASOURCE_USERNAME: p.dbUser,

@@ -81,7 +81,6 @@ describe("parseStackConfig: bad input names the key, the value and the expected 
     ["image without a tag", { [`${P}postgresImage`]: "postgres" }, /synaxic:postgresImage: got "postgres"; expected an image with a pinned tag/],
     ["port clash", { [`${P}grafanaPort`]: "9090" }, /synaxic:grafanaPort: got 9090; it clashes with prometheusPort/],
     ["port out of range", { [`${P}httpPort`]: "70000" }, /synaxic:httpPort: got "70000"; expected a TCP port from 1 to 65535/],
-    ["docker subnet overlapping the private network", { [`${P}dockerSubnet`]: "10.10.5.0/24" }, /synaxic:dockerSubnet: got "10\.10\.5\.0\/24"; it overlaps the private network/],
     ["unknown key", { [`${P}replicaCount`]: "3" }, /synaxic:replicaCount: unknown key/],
     ["bad role", { [`${P}role`]: "primary" }, /synaxic:role: got "primary"; expected main or replica/],
     ["HTTPS certificate without its key", { [`${P}httpsCertificate`]: "-----BEGIN CERTIFICATE-----\nx" }, /synaxic:httpsPrivateKey: HTTPS needs both/],

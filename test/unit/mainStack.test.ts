@@ -54,19 +54,26 @@ describe.each([0, 1, 3])("main stack with %i replicas", (n) => {
     for (const i of images) expect(i).toMatch(/:(?!latest$)[A-Za-z0-9_.-]+$|@sha256:/);
   });
 
-  it("publishes database, cache and exporters on the private address only, monitoring on loopback, only the balancer to the world", () => {
+  it("database, cache and exporters listen on the private address and loopback, monitoring on loopback, only the balancer on every interface", () => {
     const run = runs[n]!;
-    const binds = (name: string) => (container(run, name).ports ?? []).map((p: { ip: string; external: number }) => `${p.ip}:${p.external}`);
-    expect(binds("postgres-container")).toEqual(["10.10.0.2:5432"]);
-    expect(binds("redis-container")).toEqual(["10.10.0.2:6380"]);
-    expect(binds("exporters-postgres")).toEqual(["10.10.0.2:9187"]);
-    expect(binds("exporters-redis")).toEqual(["10.10.0.2:9121"]);
-    expect(binds("monitoring-prometheus")).toEqual(["127.0.0.1:9090"]);
-    expect(binds("monitoring-grafana")).toEqual(["127.0.0.1:3000"]);
-    expect(binds("app-container")).toEqual([]);
-    expect(binds("balancer-container")).toEqual(["0.0.0.0:80"]);
-    const world = run.of(CONTAINER).flatMap((c) => (c.inputs.ports ?? []).filter((p: { ip?: string }) => !p.ip || p.ip === "0.0.0.0").map(() => c.name));
-    expect(world).toEqual(["balancer-container"]);
+    // Every service shares the VPS's network namespace; Docker publishes nothing.
+    for (const c of run.of(CONTAINER)) {
+      expect(c.inputs.networkMode, c.name).toBe("host");
+      expect(c.inputs.ports ?? [], c.name).toEqual([]);
+    }
+    const upload = (name: string, file: string) => String(((container(run, name).uploads ?? []) as { file: string; content: string }[]).find((u) => u.file === file)?.content);
+    const env = (name: string) => (container(run, name).envs ?? []) as string[];
+    expect(upload("postgres-container", "/etc/synaxic/postgresql.conf")).toMatch(/^listen_addresses = '10\.10\.0\.2,127\.0\.0\.1'$/m);
+    expect(upload("redis-container", "/etc/synaxic/redis.conf")).toMatch(/^bind 10\.10\.0\.2 127\.0\.0\.1$/m);
+    expect(upload("redis-container", "/etc/synaxic/redis.conf")).toMatch(/^port 0$/m);
+    expect(env("exporters-postgres")).toContain("PG_EXPORTER_WEB_LISTEN_ADDRESS=10.10.0.2:9187");
+    expect(env("exporters-redis")).toContain("REDIS_EXPORTER_WEB_LISTEN_ADDRESS=10.10.0.2:9121");
+    expect(container(run, "exporters-node").command).toContain("--web.listen-address=10.10.0.2:9100");
+    expect(container(run, "monitoring-prometheus").command).toContain("--web.listen-address=127.0.0.1:9090");
+    expect(env("monitoring-grafana")).toEqual(expect.arrayContaining(["GF_SERVER_HTTP_ADDR=127.0.0.1", "GF_USERS_ALLOW_SIGN_UP=false", "GF_AUTH_ANONYMOUS_ENABLED=false"]));
+    expect(env("app-container")).toContain("SERVER_ADDRESS=10.10.0.2");
+    const nginx = hostFileContent(run, "balancer-conf");
+    expect([...nginx.matchAll(/^\s*listen (\S+);/gm)].map((m) => m[1])).toEqual(["80"]);
   });
 
   it("pg_hba: replication only for the replication role from each replica /32 over SSL, app only from the app, everything else rejected", () => {
@@ -76,7 +83,7 @@ describe.each([0, 1, 3])("main stack with %i replicas", (n) => {
     expect(replication.map((l) => l.split(/\s+/)).sort()).toEqual(replicaIps.map((ip) => ["hostssl", "replication", "replicator", `${ip}/32`, "scram-sha-256"]).sort());
     const app = lines.filter((l) => l.split(/\s+/)[2] === "synaxic");
     expect(lines.filter((l) => l.split(/\s+/)[2] === "replicator" || l.split(/\s+/)[2] === "synaxic_rewind").map((l) => l.split(/\s+/)[3]).sort()).toEqual(replicaIps.flatMap((ip) => [`${ip}/32`, `${ip}/32`]).sort());
-    expect(app.map((l) => l.split(/\s+/))).toEqual([["hostssl", "synaxic", "synaxic", "172.30.88.20/32", "scram-sha-256"]]);
+    expect(app.map((l) => l.split(/\s+/))).toEqual([["hostssl", "synaxic", "synaxic", "127.0.0.1/32", "scram-sha-256"]]);
     expect(hba).not.toMatch(/\btrust\b/);
     expect(lines.filter((l) => /^host(ssl|nossl)?\s/.test(l) && !/\breject$/.test(l)).every((l) => l.startsWith("hostssl") && l.endsWith("scram-sha-256"))).toBe(true);
     expect(lines.slice(-2).map((l) => l.split(/\s+/))).toEqual([
@@ -102,8 +109,8 @@ describe.each([0, 1, 3])("main stack with %i replicas", (n) => {
     const conf = hostFileContent(runs[n]!, "balancer-conf");
     const block = (name: string) => conf.slice(conf.indexOf(`upstream ${name} {`), conf.indexOf("}", conf.indexOf(`upstream ${name} {`)));
     const servers = (b: string) => [...b.matchAll(/server (\S+) /g)].map((m) => m[1]);
-    expect(servers(block("synaxic_write"))).toEqual(["172.30.88.20:8080"]);
-    expect(servers(block("synaxic_read"))).toEqual(["172.30.88.20:8080", ...replicaIps.map((ip) => `${ip}:8080`)]);
+    expect(servers(block("synaxic_write"))).toEqual(["10.10.0.2:8080"]);
+    expect(servers(block("synaxic_read"))).toEqual(["10.10.0.2:8080", ...replicaIps.map((ip) => `${ip}:8080`)]);
     expect(conf).toMatch(/keepalive \d+;/);
     expect(conf).toMatch(/max_fails=\d+ fail_timeout=/);
   });
@@ -114,7 +121,7 @@ describe.each([0, 1, 3])("main stack with %i replicas", (n) => {
     const names = ["main", ...replicaIps.map((_, i) => `replica-${i + 1}`)];
     expect(hostsOf("node.json")).toEqual(names.map((h, i) => [h, `${i === 0 ? "10.10.0.2" : replicaIps[i - 1]}:9100`]));
     expect(hostsOf("postgres.json").map(([, t]) => t)).toEqual(["10.10.0.2:9187", ...replicaIps.map((ip) => `${ip}:9187`)]);
-    expect(hostsOf("synaxic-app.json").map(([, t]) => t)).toEqual(["172.30.88.20:8080", ...replicaIps.map((ip) => `${ip}:8080`)]);
+    expect(hostsOf("synaxic-app.json").map(([, t]) => t)).toEqual(["10.10.0.2:8080", ...replicaIps.map((ip) => `${ip}:8080`)]);
     // The files on the host are the same text.
     expect(hostFileContent(runs[n]!, "monitoring-targets-node")).toBe(targets["node.json"]);
   });

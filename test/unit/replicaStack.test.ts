@@ -39,8 +39,8 @@ describe("a replica stack wired to the main stack's real outputs", () => {
     expect(String(pgpass.content)).toMatch(/^10\.10\.0\.2:5432:replication:replicator:/);
     expect(String(fileIn(pg, "/usr/local/bin/synaxic-entrypoint")!.content)).toContain("pg_basebackup");
     expect(base.replica.values.postgresMode).toBe("replica");
-    // Published on its own private address only.
-    expect(pg.inputs.ports).toEqual([expect.objectContaining({ internal: 5432, external: 5432, ip: "10.10.0.3" })]);
+    // Listens on its own private address and loopback only.
+    expect(conf).toMatch(/^listen_addresses = '10\.10\.0\.3,127\.0\.0\.1'$/m);
   });
 
   it("Redis follows the master over TLS as the replication user and announces its own address", () => {
@@ -58,13 +58,13 @@ describe("a replica stack wired to the main stack's real outputs", () => {
   it("the app reads its local replica, writes Redis to the master, reads Redis from the local replica", () => {
     const app = base.replica.one(CONTAINER, "app-container");
     const env = Object.fromEntries((app.inputs.envs as string[]).map((e) => [e.slice(0, e.indexOf("=")), e.slice(e.indexOf("=") + 1)]));
-    expect(env.SPRING_DATASOURCE_URL).toMatch(/^jdbc:postgresql:\/\/172\.30\.88\.10:5432\/synaxic\?sslmode=verify-full/);
+    expect(env.SPRING_DATASOURCE_URL).toMatch(/^jdbc:postgresql:\/\/127\.0\.0\.1:5432\/synaxic\?sslmode=verify-full/);
     expect(env.SPRING_DATA_REDIS_MASTER_HOST).toBe("10.10.0.2");
     expect(env.SPRING_DATA_REDIS_REPLICA_HOST).toBe("10.10.0.3");
     expect(env.SPRING_DATA_REDIS_SLAVE_HOSTS).toBe("rediss://10.10.0.3:6380");
     expect(env.SYNAXIC_REDIS_READ_MODE).toBe("SLAVE");
     expect(Object.keys(env).filter((k) => /PASSWORD|SECRET/.test(k))).toEqual([]);
-    expect(app.inputs.ports).toEqual([expect.objectContaining({ internal: 8080, external: 8080, ip: "10.10.0.3" })]);
+    expect(env.SERVER_ADDRESS).toBe("10.10.0.3");
   });
 
   it("cross-stack secrets stay secret: no main-stack secret appears in a plain input or output", () => {

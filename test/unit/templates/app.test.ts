@@ -48,7 +48,9 @@ describe("app health check, run against a real HTTP server", () => {
 
 describe("app environment", () => {
   const base = {
-    dbHost: "172.30.88.10",
+    listenAddress: "10.10.0.2",
+    listenPort: 8080,
+    dbHost: "127.0.0.1",
     dbPort: 5432,
     dbName: "synaxic",
     dbUser: "synaxic",
@@ -60,7 +62,8 @@ describe("app environment", () => {
   it("write mode: the primary, Redis master only", () => {
     const env = appEnvironment({ ...base, mode: "write", redisReplicaHosts: [] });
     expect(env).toContain("SYNAXIC_REDIS_READ_MODE=MASTER");
-    expect(env).toContain("SPRING_DATASOURCE_URL=jdbc:postgresql://172.30.88.10:5432/synaxic?sslmode=verify-full&sslrootcert=/app/pg-tls/ca.crt");
+    expect(env).toContain("SERVER_ADDRESS=10.10.0.2");
+    expect(env).toContain("SPRING_DATASOURCE_URL=jdbc:postgresql://127.0.0.1:5432/synaxic?sslmode=verify-full&sslrootcert=/app/pg-tls/ca.crt");
     expect(env).toContain("SPRING_CONFIG_IMPORT=optional:configtree:/run/synaxic/app/");
     expect(env.some((e) => /PASSWORD|SECRET/.test(e.split("=")[0]!))).toBe(false);
     expect(env).toMatchSnapshot();
