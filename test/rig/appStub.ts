@@ -100,7 +100,3 @@ export class AppStub {
   }
 }
 
-/** Starts one stub per host, each named after its host, all on `port`. */
-export async function startAppStubs(hosts: readonly Host[], port: number, dir: string): Promise<AppStub[]> {
-  return Promise.all(hosts.map((h) => new AppStub(h, h.name, port, dir).start()));
-}
