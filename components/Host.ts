@@ -5,7 +5,8 @@ import * as tls from "@pulumi/tls";
 import { mkdirSync, writeFileSync, chmodSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { HostConfig } from "../lib/config";
+import type { VpsHostConfig } from "../lib/config";
+import type { HostContext } from "../lib/hostContext";
 import { remoteStep, type Connection, type HostShell } from "../lib/remote";
 import { defaultDaemonConfig, renderCloudInit, renderDockerInstallScript, renderWaitReadyScript } from "../templates/host";
 
@@ -20,7 +21,7 @@ export interface FirewallRule {
 
 export interface HostArgs {
   hostName: string;
-  host: HostConfig;
+  host: VpsHostConfig;
   /** This host's address on the private network that carries database, cache and monitoring traffic. */
   privateIp: pulumi.Input<string>;
   /** The operator's SSH private key (secret). Its public half is installed on Hetzner servers. */
@@ -40,7 +41,7 @@ export interface HostArgs {
  * for this host (reached over SSH with the host key pinned) is created only
  * after both have succeeded.
  */
-export class Host extends pulumi.ComponentResource {
+export class Host extends pulumi.ComponentResource implements HostContext {
   public readonly publicAddress: pulumi.Output<string>;
   public readonly privateIp: pulumi.Output<string>;
   public readonly hostKey: pulumi.Output<string>;
@@ -51,6 +52,7 @@ export class Host extends pulumi.ComponentResource {
   /** How the program runs commands and keeps files on this host. */
   public readonly shell: HostShell;
   public readonly dockerReady: pulumi.CustomResource;
+  public readonly hostName: string;
   public readonly sshUser: string;
   public readonly cpus: number;
   public readonly memoryMiB: number;
@@ -59,6 +61,7 @@ export class Host extends pulumi.ComponentResource {
     super("synaxic:components:Host", name, {}, opts);
     const parent = { parent: this };
     const h = args.host;
+    this.hostName = args.hostName;
     this.cpus = h.cpus;
     this.memoryMiB = h.memoryMiB;
     this.privateIp = pulumi.output(args.privateIp);

@@ -128,7 +128,7 @@ export const DEFAULT_IMAGES = {
 export const KEYS: Record<string, KeySpec> = {
   role: { schema: z.enum(["main", "replica"], { message: "expected main or replica" }), default: "main" },
   hostName: { schema: name, default: "main" },
-  hostProvider: { schema: z.enum(["hetzner", "existing"], { message: "expected hetzner or existing" }), default: "hetzner" },
+  hostProvider: { schema: z.enum(["hetzner", "existing", "local"], { message: "expected hetzner, existing or local" }), default: "hetzner" },
   // Hetzner
   serverType: { schema: z.string(), default: "cx32" },
   location: { schema: z.string().regex(/^[a-z]{3}\d$/, { message: "expected a Hetzner location such as nbg1, fsn1, hel1" }), default: "nbg1" },
@@ -145,7 +145,7 @@ export const KEYS: Record<string, KeySpec> = {
   cpus: { schema: int(0, 1024), default: 0 },
   // Both
   privateIp: { schema: ipv4, default: "10.10.0.2" },
-  sshPrivateKey: { schema: z.string(), secret: true },
+  sshPrivateKey: { schema: z.string(), optionalSecret: true, default: "" },
   deleteDataOnDestroy: { schema: bool, default: false },
   commandTimeoutSeconds: { schema: int(30, 3600), default: 600 },
   // Main
@@ -198,6 +198,12 @@ export type HostConfig =
       memoryMiB: number;
     }
   | {
+      /** Every host of the fleet as containers on this machine's Docker engine (the local stack). */
+      provider: "local";
+      cpus: number;
+      memoryMiB: number;
+    }
+  | {
       provider: "existing";
       sshHost: string;
       sshPort: number;
@@ -206,6 +212,9 @@ export type HostConfig =
       cpus: number;
       memoryMiB: number;
     };
+
+/** A VPS: created on Hetzner or an existing server reached over SSH. */
+export type VpsHostConfig = Exclude<HostConfig, { provider: "local" }>;
 
 export interface Ports {
   http: number;
@@ -396,9 +405,9 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, secretKe
   }
   const get = <T>(key: string): T => readKey(raw, key) as T;
   const role = get<"main" | "replica">("role");
-  const provider = get<"hetzner" | "existing">("hostProvider");
+  const provider = get<"hetzner" | "existing" | "local">("hostProvider");
 
-  requireSecretPresent(raw, secretKeys, "sshPrivateKey");
+  if (provider !== "local") requireSecretPresent(raw, secretKeys, "sshPrivateKey");
   requireSecretPresent(raw, secretKeys, "googleClientSecret");
 
   let host: HostConfig;
@@ -419,6 +428,11 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, secretKe
       cpus: known.cpus,
       memoryMiB: known.memoryMiB,
     };
+  } else if (provider === "local") {
+    if (role !== "main") {
+      throw new ConfigError("hostProvider", `got "local" on a ${role} stack; a local stack is a main stack that also runs its replicas on this machine's Docker engine`);
+    }
+    host = { provider, cpus: cpusGiven || 2, memoryMiB: memGiven || 2048 };
   } else {
     const sshHost = get<string>("sshHost");
     if (!sshHost) throw new ConfigError("sshHost", `missing; an existing host needs the address it is reached at over SSH`);
@@ -539,7 +553,7 @@ export function loadStackConfig(): StackConfig {
   const parsed = parseStackConfig(raw, secretKeys);
   const cfg = new pulumi.Config(PROJECT);
   const secrets: StackConfig["secrets"] = {
-    sshPrivateKey: cfg.requireSecret("sshPrivateKey"),
+    sshPrivateKey: parsed.host.provider === "local" ? pulumi.secret("") : cfg.requireSecret("sshPrivateKey"),
     googleClientSecret: cfg.requireSecret("googleClientSecret"),
   };
   if (parsed.role === "main" && parsed.httpsCertificate) {

@@ -7,6 +7,7 @@ import * as pulumi from "@pulumi/pulumi";
 import * as hcloud from "@pulumi/hcloud";
 import { LOOPBACK } from "../lib/addresses";
 import { sizeToMB, type MainConfig, type StackConfig } from "../lib/config";
+import type { HostContext } from "../lib/hostContext";
 import { FleetSecrets } from "../components/FleetSecrets";
 import { Host } from "../components/Host";
 import { Pki } from "../components/Pki";
@@ -21,12 +22,9 @@ import { renderCertExpiryTextfile } from "../templates/prometheus";
 import { PG_ROLES } from "../lib/postgresContainer";
 import type { FleetInfo, ReplicaCredentials } from "../lib/fleetOutputs";
 
+/** The main stack on a VPS (Hetzner or an existing server). */
 export function mainStack(cfg: MainConfig & StackConfig) {
-  const timeout = cfg.commandTimeoutSeconds;
-
-  const secrets = new FleetSecrets("fleet", {});
-  const pw = secrets.passwords;
-
+  if (cfg.host.provider === "local") throw new Error("mainStack: a local stack is built by localStack");
   let networkId: pulumi.Output<number> | undefined;
   if (cfg.host.provider === "hetzner") {
     const network = new hcloud.Network("private-network", { name: "synaxic", ipRange: cfg.privateNetworkCidr, labels: { app: "synaxic" } });
@@ -46,8 +44,30 @@ export function mainStack(cfg: MainConfig & StackConfig) {
     sshPrivateKey: cfg.secrets.sshPrivateKey,
     ...(networkId ? { networkId } : {}),
     firewallRules: mainFirewallRules(cfg),
-    commandTimeoutSeconds: timeout,
+    commandTimeoutSeconds: cfg.commandTimeoutSeconds,
   });
+  const built = buildMain(cfg, host, networkId ?? null);
+  return {
+    ...built.outputs,
+    publicAddress: host.publicAddress,
+    hostKey: host.hostKey,
+    sshUser: host.sshUser,
+    balancerUrl: pulumi.interpolate`${cfg.httpsCertificate ? "https" : "http"}://${host.publicAddress}${portSuffix(cfg)}`,
+    grafanaTunnel: pulumi.interpolate`ssh -N -L ${cfg.ports.grafana}:127.0.0.1:${cfg.ports.grafana} ${host.sshUser}@${host.publicAddress}  # then http://localhost:${cfg.ports.grafana}`,
+    prometheusTunnel: pulumi.interpolate`ssh -N -L ${cfg.ports.prometheus}:127.0.0.1:${cfg.ports.prometheus} ${host.sshUser}@${host.publicAddress}  # then http://localhost:${cfg.ports.prometheus}`,
+  };
+}
+
+/**
+ * Everything that runs on the main host, on any host that provides a
+ * HostContext: the fleet's secrets and CA, the primary, the Redis master,
+ * the write-mode app, the balancer, monitoring. Returns the stack outputs
+ * replica stacks read, and the pieces a local stack hands its replicas.
+ */
+export function buildMain(cfg: MainConfig & StackConfig, host: HostContext, networkId: pulumi.Input<number> | null) {
+  const timeout = cfg.commandTimeoutSeconds;
+  const secrets = new FleetSecrets("fleet", {});
+  const pw = secrets.passwords;
   const docker = { providers: [host.dockerProvider] };
 
   const pki = new Pki("pki", {
@@ -65,7 +85,7 @@ export function mainStack(cfg: MainConfig & StackConfig) {
       image: cfg.images.postgres,
       port: cfg.ports.postgres,
       databaseName: cfg.databaseName,
-      sizing: { memoryMiB: cfg.host.memoryMiB, cpus: cfg.host.cpus, maxConnections: cfg.maxConnections },
+      sizing: { memoryMiB: host.memoryMiB, cpus: host.cpus, maxConnections: cfg.maxConnections },
       maxSlotWalKeepSizeMB: sizeToMB(cfg.maxSlotWalKeepSize),
       walKeepSizeMB: sizeToMB(cfg.walKeepSize),
       replicas: cfg.replicas,
@@ -167,22 +187,7 @@ export function mainStack(cfg: MainConfig & StackConfig) {
 
   // What replica stacks read. Plain facts in `fleet`; everything secret in
   // `replicaCredentials` and `replicaTls`, which are secret outputs.
-  const fleet: pulumi.Output<FleetInfo> = pulumi.output({
-    version: 1,
-    mainPrivateIp: cfg.privateIp,
-    privateNetworkCidr: cfg.privateNetworkCidr,
-    networkId: networkId ?? null,
-    databaseName: cfg.databaseName,
-    appImage: cfg.appImage,
-    images: cfg.images,
-    ports: cfg.ports,
-    maxSlotWalKeepSizeMB: sizeToMB(cfg.maxSlotWalKeepSize),
-    walKeepSizeMB: sizeToMB(cfg.walKeepSize),
-    replicas: cfg.replicas,
-    caCertPem: pki.caCertPem,
-    roles: { replication: PG_ROLES.replication, rewind: PG_ROLES.rewind, exporter: PG_ROLES.exporter, app: cfg.databaseName },
-    redisUsers: REDIS_USER_NAMES,
-  });
+  const fleet: pulumi.Output<FleetInfo> = pulumi.output({ ...fleetFacts(cfg, networkId), caCertPem: pki.caCertPem });
   const replicaCredentials: pulumi.Output<ReplicaCredentials> = pulumi.secret({
     postgresApp: pw.postgresApp,
     postgresReplication: pw.postgresReplication,
@@ -211,20 +216,39 @@ export function mainStack(cfg: MainConfig & StackConfig) {
   );
 
   return {
-    fleet,
-    replicaCredentials,
-    replicaTls,
-    slots: postgres.slotNames,
-    publicAddress: host.publicAddress,
-    hostKey: host.hostKey,
-    sshUser: host.sshUser,
-    balancerUrl: pulumi.interpolate`${cfg.httpsCertificate ? "https" : "http"}://${host.publicAddress}${portSuffix(cfg)}`,
-    grafanaTunnel: pulumi.interpolate`ssh -N -L ${cfg.ports.grafana}:127.0.0.1:${cfg.ports.grafana} ${host.sshUser}@${host.publicAddress}  # then http://localhost:${cfg.ports.grafana}`,
-    prometheusTunnel: pulumi.interpolate`ssh -N -L ${cfg.ports.prometheus}:127.0.0.1:${cfg.ports.prometheus} ${host.sshUser}@${host.publicAddress}  # then http://localhost:${cfg.ports.prometheus}`,
-    grafanaAdminPassword: pw.grafanaAdmin,
-    balancerConfig: balancer.config,
-    pgHba: postgres.pgHba,
-    prometheusTargets: monitoring.targets,
+    outputs: {
+      fleet,
+      replicaCredentials,
+      replicaTls,
+      slots: postgres.slotNames,
+      grafanaAdminPassword: pw.grafanaAdmin,
+      balancerConfig: balancer.config,
+      pgHba: postgres.pgHba,
+      prometheusTargets: monitoring.targets,
+    },
+    caCertPem: pki.caCertPem,
+    certs: pki.certs,
+    credentials: replicaCredentials,
+    postgres,
+  };
+}
+
+/** The plain facts of the fleet that replica hosts are built from (all but the CA certificate). */
+export function fleetFacts(cfg: MainConfig, networkId: pulumi.Input<number> | null) {
+  return {
+    version: 1 as const,
+    mainPrivateIp: cfg.privateIp,
+    privateNetworkCidr: cfg.privateNetworkCidr,
+    networkId,
+    databaseName: cfg.databaseName,
+    appImage: cfg.appImage,
+    images: cfg.images,
+    ports: cfg.ports,
+    maxSlotWalKeepSizeMB: sizeToMB(cfg.maxSlotWalKeepSize),
+    walKeepSizeMB: sizeToMB(cfg.walKeepSize),
+    replicas: cfg.replicas,
+    roles: { replication: PG_ROLES.replication, rewind: PG_ROLES.rewind, exporter: PG_ROLES.exporter, app: cfg.databaseName },
+    redisUsers: { ...REDIS_USER_NAMES },
   };
 }
 

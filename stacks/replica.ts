@@ -7,7 +7,8 @@
 import * as pulumi from "@pulumi/pulumi";
 import { LOOPBACK } from "../lib/addresses";
 import type { ReplicaConfig, StackConfig } from "../lib/config";
-import { checkMainOutput, fleetInfoSchema, replicaCredentialsSchema, replicaTlsSchema, MainStackOutputError } from "../lib/fleetOutputs";
+import { checkMainOutput, fleetInfoSchema, replicaCredentialsSchema, replicaTlsSchema, MainStackOutputError, type FleetInfo, type ReplicaCredentials } from "../lib/fleetOutputs";
+import type { HostContext } from "../lib/hostContext";
 import { replicaFirewallRules } from "../lib/fleet";
 import { Host } from "../components/Host";
 import { PostgresReplica } from "../components/PostgresReplica";
@@ -17,7 +18,6 @@ import { Exporters } from "../components/Exporters";
 import { renderCertExpiryTextfile } from "../templates/prometheus";
 
 export async function replicaStack(cfg: ReplicaConfig & StackConfig) {
-  const timeout = cfg.commandTimeoutSeconds;
   const main = new pulumi.StackReference("main", { name: cfg.mainStack });
 
   // The plain facts shape the program (which replicas exist, ports): read
@@ -48,42 +48,57 @@ export async function replicaStack(cfg: ReplicaConfig & StackConfig) {
   if (me.privateIp !== cfg.privateIp) {
     throw new MainStackOutputError(cfg.mainStack, "fleet.replicas", `lists ${cfg.replicaName} at ${me.privateIp}, but this stack's privateIp is ${cfg.privateIp}: make them agree`);
   }
-  return build(cfg, fleet, me, credentials, myTls, timeout);
-}
-
-function build(
-  cfg: ReplicaConfig & StackConfig,
-  fleet: ReturnType<typeof fleetInfoSchema.parse>,
-  me: { name: string; privateIp: string; slotName: string },
-  credentials: pulumi.Output<ReturnType<typeof replicaCredentialsSchema.parse>>,
-  tls: pulumi.Output<{ postgres: { certPem: string; keyPem: string; notAfter: string }; redis: { certPem: string; keyPem: string; notAfter: string } }>,
-  timeout: number,
-) {
-  const secretField = (k: keyof ReturnType<typeof replicaCredentialsSchema.parse>) => pulumi.secret(credentials.apply((c) => c[k]));
-  const ports = fleet.ports;
-
+  if (cfg.host.provider === "local") throw new Error("replicaStack: local replicas are built by localStack");
   const host = new Host(cfg.hostName, {
     hostName: cfg.hostName,
     host: cfg.host,
     privateIp: cfg.privateIp,
     sshPrivateKey: cfg.secrets.sshPrivateKey,
     ...(cfg.host.provider === "hetzner" && fleet.networkId !== null ? { networkId: fleet.networkId } : {}),
-    firewallRules: replicaFirewallRules({ adminCidrs: cfg.adminCidrs, mainIp: fleet.mainPrivateIp, peers: fleet.replicas, self: me.name, ports }),
-    commandTimeoutSeconds: timeout,
+    firewallRules: replicaFirewallRules({ adminCidrs: cfg.adminCidrs, mainIp: fleet.mainPrivateIp, peers: fleet.replicas, self: me.name, ports: fleet.ports }),
+    commandTimeoutSeconds: cfg.commandTimeoutSeconds,
   });
+  const built = buildReplica(cfg, fleet, fleet.caCertPem, me, credentials, myTls, host, "");
+  return { ...built, publicAddress: host.publicAddress, hostKey: host.hostKey, sshUser: host.sshUser };
+}
+
+/** What a replica host needs from its own stack configuration. */
+export type ReplicaSettings = Pick<
+  ReplicaConfig,
+  "hostName" | "privateIp" | "promote" | "reinitGeneration" | "maxConnections" | "deleteDataOnDestroy" | "commandTimeoutSeconds" | "googleClientId"
+> & { secrets: Pick<StackConfig["secrets"], "googleClientSecret"> };
+
+/**
+ * Everything that runs on a replica host, on any host that provides a
+ * HostContext. `prefix` keeps resource names apart when several hosts
+ * share one stack (the local stack).
+ */
+export function buildReplica(
+  cfg: ReplicaSettings,
+  fleet: Omit<FleetInfo, "caCertPem" | "networkId">,
+  caCertPem: pulumi.Input<string>,
+  me: { name: string; privateIp: string; slotName: string },
+  credentials: pulumi.Output<ReplicaCredentials>,
+  tls: pulumi.Output<{ postgres: { certPem: string; keyPem: string; notAfter: string }; redis: { certPem: string; keyPem: string; notAfter: string } }>,
+  host: HostContext,
+  prefix: string,
+) {
+  const timeout = cfg.commandTimeoutSeconds;
+  const secretField = (k: keyof ReplicaCredentials) => pulumi.secret(credentials.apply((c) => c[k]));
+  const ports = fleet.ports;
   const docker = { providers: [host.dockerProvider] };
   const common = { hostName: cfg.hostName, shell: host.shell, networkMode: host.networkMode, privateIp: cfg.privateIp, timeoutSeconds: timeout };
-  const pgTls = { certPem: tls.apply((t) => t.postgres.certPem), keyPem: pulumi.secret(tls.apply((t) => t.postgres.keyPem)), caPem: fleet.caCertPem };
-  const redisTls = { certPem: tls.apply((t) => t.redis.certPem), keyPem: pulumi.secret(tls.apply((t) => t.redis.keyPem)), caPem: fleet.caCertPem };
+  const pgTls = { certPem: tls.apply((t) => t.postgres.certPem), keyPem: pulumi.secret(tls.apply((t) => t.postgres.keyPem)), caPem: caCertPem };
+  const redisTls = { certPem: tls.apply((t) => t.redis.certPem), keyPem: pulumi.secret(tls.apply((t) => t.redis.keyPem)), caPem: caCertPem };
 
   const postgres = new PostgresReplica(
-    "postgres",
+    `${prefix}postgres`,
     {
       ...common,
       image: fleet.images.postgres,
       port: ports.postgres,
       databaseName: fleet.databaseName,
-      sizing: { memoryMiB: cfg.host.memoryMiB, cpus: cfg.host.cpus, maxConnections: cfg.maxConnections },
+      sizing: { memoryMiB: host.memoryMiB, cpus: host.cpus, maxConnections: cfg.maxConnections },
       maxSlotWalKeepSizeMB: fleet.maxSlotWalKeepSizeMB,
       walKeepSizeMB: fleet.walKeepSizeMB,
       primary: { host: fleet.mainPrivateIp, port: ports.postgres },
@@ -99,7 +114,7 @@ function build(
   );
 
   const redis = new RedisPair(
-    "redis",
+    `${prefix}redis`,
     {
       ...common,
       role: "replica",
@@ -115,12 +130,12 @@ function build(
   );
 
   new Exporters(
-    "exporters",
+    `${prefix}exporters`,
     {
       ...common,
       images: fleet.images,
       ports,
-      caPem: fleet.caCertPem,
+      caPem: caCertPem,
       passwords: { postgres: secretField("postgresExporter"), redis: secretField("redisExporter") },
       certExpiryTextfile: tls.apply((t) =>
         renderCertExpiryTextfile([
@@ -134,7 +149,7 @@ function build(
 
   const writeMode = cfg.promote;
   new SynaxicApp(
-    "app",
+    `${prefix}app`,
     {
       hostName: cfg.hostName,
       mode: writeMode ? "write" : "read",
@@ -148,7 +163,7 @@ function build(
         name: fleet.databaseName,
         user: fleet.roles.app,
         password: secretField("postgresApp"),
-        caPem: fleet.caCertPem,
+        caPem: caCertPem,
       },
       redis: writeMode
         ? { masterHost: cfg.privateIp, port: ports.redis, replicaHosts: [], user: fleet.redisUsers.app, password: secretField("redisApp") }
@@ -174,9 +189,6 @@ function build(
     postgresVolume: postgres.volumeName,
     redisRole: redis.role,
     appMode: writeMode ? "write" : "read",
-    publicAddress: host.publicAddress,
-    hostKey: host.hostKey,
-    sshUser: host.sshUser,
     privateIp: cfg.privateIp,
     pgHba: postgres.pgHba,
   };

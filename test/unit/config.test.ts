@@ -98,6 +98,19 @@ describe("parseStackConfig: bad input names the key, the value and the expected 
     expect(() => parseStackConfig(raw, SECRET_KEYS)).toThrow(/synaxic:googleClientSecret: missing required secret; set it with `pulumi config set --secret googleClientSecret/);
   });
 
+  it("a local stack needs no SSH key, and must be a main stack", () => {
+    const raw = mainRaw({ [`${P}hostProvider`]: "local" });
+    delete raw[`${P}sshPrivateKey`];
+    expect(parseStackConfig(raw, SECRET_KEYS).host).toEqual({ provider: "local", cpus: 2, memoryMiB: 2048 });
+    expect(() => parseStackConfig({ ...replicaRaw(), [`${P}hostProvider`]: "local" }, SECRET_KEYS)).toThrow(/synaxic:hostProvider: got "local" on a replica stack/);
+  });
+
+  it("a VPS stack without its SSH key", () => {
+    const raw = mainRaw();
+    delete raw[`${P}sshPrivateKey`];
+    expect(() => parseStackConfig(raw, SECRET_KEYS)).toThrow(/synaxic:sshPrivateKey: missing required secret/);
+  });
+
   it("a secret stored in plain text", () => {
     expect(() => parseStackConfig(mainRaw(), new Set([`${P}googleClientSecret`]))).toThrow(/synaxic:sshPrivateKey: is stored in plain text/);
   });

@@ -2,6 +2,7 @@
 import { loadStackConfig, type MainConfig, type ReplicaConfig, type StackConfig } from "../../lib/config";
 import { mainStack } from "../../stacks/main";
 import { replicaStack } from "../../stacks/replica";
+import { localStack } from "../../stacks/local";
 import { runMocked, type RunResult } from "./harness";
 
 const P = "synaxic:";
@@ -67,4 +68,10 @@ export async function runReplica(
     () => replicaStack(loadStackConfig() as ReplicaConfig & StackConfig),
   );
   return { main, replica: result };
+}
+
+export function runLocal(replicas: number | string[] = 1) {
+  const config = mainConfig(replicas, { [`${P}hostProvider`]: "local" });
+  delete config[`${P}sshPrivateKey`];
+  return runMocked({ config, secretKeys: SECRET_KEYS.filter((k) => k !== `${P}sshPrivateKey`), stack: "local" }, () => localStack(loadStackConfig() as MainConfig & StackConfig));
 }

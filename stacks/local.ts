@@ -1,0 +1,74 @@
+/**
+ * The whole topology on this machine's Docker engine: the main host and
+ * every replica in the main stack's list, each as a LocalHost (an anchor
+ * container holding the host's network namespace, on a Docker network of its
+ * own and on a shared network standing for the private network). The same
+ * components as on VPSs, with no special cases; replicas are wired to the
+ * main host's outputs directly instead of through a StackReference.
+ */
+import * as pulumi from "@pulumi/pulumi";
+import * as docker from "@pulumi/docker";
+import { resolve } from "node:path";
+import type { MainConfig, StackConfig } from "../lib/config";
+import { LocalHost } from "../components/LocalHost";
+import { buildMain, fleetFacts } from "./main";
+import { buildReplica } from "./replica";
+
+/** Where the local hosts' files live on this machine (bind-mounted into the containers). */
+export function localFilesRoot(stack: string): string {
+  return resolve(".state", "hosts", stack);
+}
+
+export function localStack(cfg: MainConfig & StackConfig) {
+  if (cfg.host.provider !== "local") throw new Error("localStack: hostProvider must be local");
+  const { cpus, memoryMiB } = cfg.host;
+  const engine = new docker.Provider("local-engine", {});
+  const privateNet = new docker.Network(
+    "private-network",
+    {
+      name: "synaxic-local-private",
+      driver: "bridge",
+      ipamConfigs: [{ subnet: cfg.privateNetworkCidr }],
+      labels: [{ label: "app", value: "synaxic" }],
+    },
+    { provider: engine },
+  );
+  const filesRoot = localFilesRoot(pulumi.getStack());
+  const localHost = (name: string, privateIp: string, publish?: { port: number; localPort: number }[]) =>
+    new LocalHost(
+      name,
+      { hostName: name, privateIp, privateNetworkName: privateNet.name, filesRoot, cpus, memoryMiB, ...(publish ? { publish } : {}) },
+      { dockerProvider: engine },
+    );
+
+  // The balancer is the one thing published on this machine: http://127.0.0.1:<httpPort + 8000>.
+  const localHttpPort = cfg.ports.http + 8000;
+  const main = localHost("main", cfg.privateIp, [{ port: cfg.ports.http, localPort: localHttpPort }]);
+  const built = buildMain(cfg, main, null);
+
+  const replicas = cfg.replicas.map((r) => {
+    const host = localHost(r.name, r.privateIp);
+    const certs = built.certs[r.name]!;
+    const tls = pulumi.secret(
+      pulumi.all([certs.postgres.certPem, certs.postgres.keyPem, certs.postgres.notAfter, certs.redis.certPem, certs.redis.keyPem, certs.redis.notAfter]).apply(
+        ([pc, pk, pn, rc, rk, rn]) => ({ postgres: { certPem: pc, keyPem: pk, notAfter: pn }, redis: { certPem: rc, keyPem: rk, notAfter: rn } }),
+      ),
+    );
+    return buildReplica(
+      { ...cfg, hostName: r.name, privateIp: r.privateIp, promote: false, reinitGeneration: 0 },
+      fleetFacts(cfg, null),
+      built.caCertPem,
+      r,
+      built.credentials,
+      tls,
+      host,
+      `${r.name}-`,
+    );
+  });
+
+  return {
+    ...built.outputs,
+    balancerUrl: `http://127.0.0.1:${localHttpPort}`,
+    replicaHosts: replicas.map((r) => ({ name: r.replicaName, slot: r.slotName, postgresMode: r.postgresMode })),
+  };
+}

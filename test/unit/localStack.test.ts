@@ -1,0 +1,72 @@
+import { beforeAll, describe, expect, it } from "vitest";
+import { findLeaks, type Recorded } from "./harness";
+import { runLocal } from "./fixtures";
+
+const CONTAINER = "docker:index/container:Container";
+let run: Awaited<ReturnType<typeof runLocal>>;
+
+beforeAll(async () => {
+  run = await runLocal(1);
+}, 120_000);
+
+const upload = (c: Recorded, file: string) => String(((c.inputs.uploads ?? []) as { file: string; content: string }[]).find((u) => u.file === file)?.content);
+
+describe("the local stack: main and a replica as two hosts on this machine's Docker engine", () => {
+  it("needs no cloud and no SSH: the local engine, local commands only", () => {
+    const types = new Set(run.resources.map((r) => r.type));
+    expect([...types].filter((t) => t.startsWith("hcloud:"))).toEqual([]);
+    expect(types).not.toContain("command:remote:Command");
+    expect(types).toContain("command:local:Command");
+    const providers = run.of("pulumi:providers:docker");
+    expect(providers.map((p) => p.name)).toEqual(["local-engine"]);
+    expect(providers[0]!.inputs.host).toBeUndefined();
+  });
+
+  it("each host is an anchor container on its own network and on the shared private network, with its private address", () => {
+    const anchors = run.of(CONTAINER).filter((c) => c.name.endsWith("-anchor"));
+    expect(anchors.map((a) => a.inputs.name).sort()).toEqual(["synaxic-main-host", "synaxic-replica-1-host"]);
+    const nets = (a: Recorded) => (a.inputs.networksAdvanced as { name: string; ipv4Address?: string }[]).map((n) => `${n.name}${n.ipv4Address ? `@${n.ipv4Address}` : ""}`);
+    expect(nets(run.one(CONTAINER, "main-anchor"))).toEqual(["synaxic-local-private@10.10.0.2", "synaxic-local-main"]);
+    expect(nets(run.one(CONTAINER, "replica-1-anchor"))).toEqual(["synaxic-local-private@10.10.0.3", "synaxic-local-replica-1"]);
+    expect(run.one("docker:index/network:Network", "private-network").inputs.ipamConfigs).toEqual([{ subnet: "10.10.0.0/16" }]);
+    // Only the balancer is reachable from this machine, on loopback.
+    expect(run.one(CONTAINER, "main-anchor").inputs.ports).toEqual([expect.objectContaining({ internal: 80, external: 8080, ip: "127.0.0.1" })]);
+    expect(run.one(CONTAINER, "replica-1-anchor").inputs.ports ?? []).toEqual([]);
+  });
+
+  it("every service joins its own host's namespace; the components are the same as on a VPS", () => {
+    const services = run.of(CONTAINER).filter((c) => !c.name.endsWith("-anchor"));
+    expect(services.length).toBeGreaterThanOrEqual(14);
+    for (const c of services) {
+      const host = c.name.startsWith("replica-1-") ? "replica-1" : "main";
+      expect(c.inputs.networkMode, c.name).toBe(`container:synaxic-${host}-host`);
+      expect(String(c.inputs.name)).toMatch(new RegExp(`^synaxic-${host}-`));
+    }
+    const types = run.resources.map((r) => r.type);
+    expect(types.filter((t) => t === "synaxic:components:PostgresReplica")).toHaveLength(1);
+    expect(types.filter((t) => t === "synaxic:components:PostgresMaster")).toHaveLength(1);
+  });
+
+  it("the replica streams from the main host's private address; main admits it", () => {
+    const conf = upload(run.one(CONTAINER, "replica-1-postgres-container"), "/etc/synaxic/postgresql.conf");
+    expect(conf).toMatch(/primary_conninfo = '.*host=10\.10\.0\.2 /);
+    expect(conf).toContain("primary_slot_name = 'synaxic_replica_1'");
+    const hba = String(run.one("command:local:Command", "postgres-hba").inputs.stdin);
+    expect(hba).toMatch(/^hostssl\s+replication\s+replicator\s+10\.10\.0\.3\/32\s+scram-sha-256$/m);
+    expect(run.one("command:local:Command", "postgres-slot-replica-1").inputs.stdin).toContain("synaxic_replica_1");
+  });
+
+  it("host files live in a project folder and are bind-mounted from there", () => {
+    const hba = run.one("command:local:Command", "postgres-hba").inputs;
+    expect(String(hba.create)).toMatch(/\.state\/hosts\/local\/main\/postgres-hba\/pg_hba\.conf/);
+    const mounts = run.one(CONTAINER, "postgres-container").inputs.mounts as { source: string; target: string }[];
+    expect(mounts[0]!.source).toMatch(/\.state\/hosts\/local\/main\/postgres-hba$/);
+  });
+
+  it("secrets stay secret", () => {
+    const leaks = run.resources.flatMap((r) => findLeaks(r.raw, run.secretValues).map((p) => `${r.name}: ${p}`));
+    expect(leaks).toEqual([]);
+    expect(run.secretOutputs).toContain("replicaCredentials");
+    expect(run.values.balancerUrl).toBe("http://127.0.0.1:8080");
+  });
+});
