@@ -68,8 +68,9 @@ describe("PostgreSQL failover", () => {
 
     // The stopped primary's data cannot start as a replica without a rewind.
     const refused = await main.runEntrypoint(main.replicaEntrypoint("replica", replica1));
-    expect(refused.code).not.toBe(0);
-    expect(refused.stderr).toContain("without standby.signal");
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain("FATAL: ");
+    expect(refused.stderr).toContain("holds a cluster without standby.signal");
 
     const promote = await replica1.psql(renderPromoteSql());
     expect(promote.stdout.trim()).toBe("primary");
@@ -106,7 +107,8 @@ describe("PostgreSQL failover", () => {
     await replica1.waitStreaming(main);
     // Mode "promoted" never creates an empty primary.
     const empty = await replica1.runEntrypoint(replica1.replicaEntrypoint("promoted", main, { dataDir: net.mkdir("empty-data") }));
-    expect(empty.code).not.toBe(0);
+    expect(empty.code).toBe(1);
+    expect(empty.stderr).toContain("FATAL: mode promoted but");
     expect(empty.stderr).toContain("refusing to create a new, empty primary");
   });
 

@@ -154,7 +154,8 @@ describe("PostgreSQL streaming replication over TLS", () => {
 
     // The primary's guard refuses a replica's data directory.
     const guard = await replica1.runEntrypoint(replica1.primaryEntrypoint());
-    expect(guard.code).not.toBe(0);
+    expect(guard.code).toBe(1);
+    expect(guard.stderr).toContain("FATAL: ");
     expect(guard.stderr).toContain("standby.signal present");
   });
 

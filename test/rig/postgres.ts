@@ -352,7 +352,7 @@ export class PgNode {
   }
 
   /** Runs an entrypoint in the foreground, for cases where it must refuse to start. */
-  async runEntrypoint(script: string, timeoutMs = 30_000): Promise<ExecResult> {
+  async runEntrypoint(script: string, timeoutMs = 15_000): Promise<ExecResult> {
     const file = join(this.dir, `entrypoint-check-${Date.now()}.sh`);
     writeFileSync(file, script, { mode: 0o700 });
     return this.host.exec(["bash", file], { allowFail: true, timeoutMs });
