@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Brings up the whole fleet (main and replica-1) on this machine's Docker
+# engine, with state in a project-local file backend. Needs Docker and the
+# Pulumi CLI; no cloud account. Extra arguments go to `pulumi up`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+command -v pulumi >/dev/null 2>&1 || { echo "up:local needs the Pulumi CLI: https://www.pulumi.com/docs/iac/download-install/" >&2; exit 1; }
+docker info >/dev/null 2>&1 || { echo "up:local needs a running Docker engine (docker info failed)" >&2; exit 1; }
+[ -d node_modules ] || npm ci --no-audit --no-fund
+
+mkdir -p .state/backend
+export PULUMI_BACKEND_URL="file://$PWD/.state/backend"
+# A passphrase for the local stack's secrets. Set your own to keep them from
+# anyone who can read .state/; the default only suits a throwaway local fleet.
+export PULUMI_CONFIG_PASSPHRASE="${PULUMI_CONFIG_PASSPHRASE-synaxic-local}"
+
+pulumi stack select --create local
+if ! pulumi config get googleClientSecret >/dev/null 2>&1; then
+  # Google login needs real OAuth credentials; everything else runs without.
+  pulumi config set --secret googleClientSecret local-placeholder-not-a-real-secret
+fi
+pulumi up --yes --stack local "$@"
+echo "balancer: $(pulumi stack output balancerUrl --stack local)"
