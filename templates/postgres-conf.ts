@@ -3,9 +3,11 @@
  *
  * Every server gets the same WAL and TLS settings, so that any replica can be
  * promoted and any old primary can rejoin (pg_rewind needs wal_log_hints).
- * Settings a hot standby must have at least as high as its primary
- * (max_connections, max_worker_processes, max_wal_senders, ...) come from the
- * same inputs: give replicas the same `tune` and sender/slot counts as the primary.
+ * A hot standby refuses to start when max_connections, max_worker_processes
+ * or max_wal_senders are lower than its primary's. Since any replica may be
+ * promoted, pass every server's sizing as `clusterTunes`: those settings then
+ * take the highest value in the cluster on every server (and keep
+ * maxWalSenders the same everywhere).
  */
 import { pgTune, pgTuneSettings, type PgTuneInput } from "../lib/pgtune";
 import {
@@ -46,6 +48,12 @@ export interface PostgresConfCommon {
   unixSocketDir?: string;
   /** Sizing inputs for PGTune's web profile. */
   tune: PgTuneInput;
+  /**
+   * The sizing inputs of every server in the cluster (primary and replicas):
+   * max_connections and max_worker_processes become the highest among them,
+   * so that any server can follow any other. Without it, this server's own.
+   */
+  clusterTunes?: PgTuneInput[];
   tls: PostgresTlsFiles;
   /** max_wal_senders (default 10). */
   maxWalSenders?: number;
@@ -121,6 +129,20 @@ export function renderPostgresqlConf(params: PostgresConfParams): string {
   if (p.role !== "primary" && p.role !== "replica") templateError(`role must be "primary" or "replica", got ${JSON.stringify((p as { role: unknown }).role)}`);
   validateReplicaName(p.name);
   const tune = pgTune(p.tune);
+  const settings = pgTuneSettings(tune);
+  if (p.clusterTunes !== undefined) {
+    // Hot-standby-critical settings: the highest in the cluster, on every server.
+    const all = [tune, ...p.clusterTunes.map((t) => pgTune(t))];
+    const maxConnections = Math.max(...all.map((t) => t.maxConnections));
+    const maxWorkers = Math.max(...all.map((t) => t.parallel?.maxWorkerProcesses ?? 8));
+    const set = (name: string, value: string) => {
+      const row = settings.find(([k]) => k === name);
+      if (row) row[1] = value;
+      else settings.push([name, value]);
+    };
+    set("max_connections", String(maxConnections));
+    set("max_worker_processes", String(maxWorkers));
+  }
   const maxWalSenders = validatePositiveInt("maxWalSenders", p.maxWalSenders ?? 10);
   const maxSlots = validatePositiveInt("maxReplicationSlots", p.maxReplicationSlots ?? 10);
   const out: string[] = [
@@ -143,7 +165,7 @@ export function renderPostgresqlConf(params: PostgresConfParams): string {
     line("password_encryption", pgConfString("scram-sha-256")),
     "",
     `# Sizing: PGTune web profile, ${p.tune.memoryMiB} MiB, ${p.tune.cpus} CPUs, ${p.tune.maxConnections} connections, SSD`,
-    ...pgTuneSettings(tune).map(([k, v]) => line(k, /^[0-9.]+$/.test(v) ? v : pgConfString(v))),
+    ...settings.map(([k, v]) => line(k, /^[0-9.]+$/.test(v) ? v : pgConfString(v))),
     "",
     "# WAL and streaming replication",
     line("wal_level", "replica"),

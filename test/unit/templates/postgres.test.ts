@@ -132,6 +132,23 @@ describe("postgresql.conf", () => {
     expect(conf).not.toMatch(/password=/);
   });
 
+  it("gives every server the cluster's highest max_connections and max_worker_processes, as hot standbys require", () => {
+    const cluster = [
+      { memoryMiB: 16384, cpus: 8, maxConnections: 200 },
+      { memoryMiB: 4096, cpus: 4, maxConnections: 100 },
+    ];
+    const lines = renderPostgresqlConf({ ...replicaConf, tune: { memoryMiB: 4096, cpus: 4, maxConnections: 100 }, clusterTunes: cluster }).split("\n");
+    expect(lines).toContain("max_connections = 200");
+    expect(lines).toContain("max_worker_processes = 8");
+    expect(lines).toContain("max_parallel_workers = 4");
+    expect(lines).toContain("work_mem = '10082kB'"); // own sizing: 3145728 / ((100 + 4) * 3)
+    // Small servers still state PostgreSQL's default explicitly, so that it cannot drift.
+    const small = renderPostgresqlConf({ ...primaryConf, clusterTunes: [primaryConf.tune] }).split("\n");
+    expect(small).toContain("max_worker_processes = 8");
+    expect(small).toContain("max_connections = 100");
+    expect(small.filter((l) => l.startsWith("max_connections"))).toHaveLength(1);
+  });
+
   it("quotes values: conf strings double quotes and escape backslashes, conninfo values are quoted when needed", () => {
     expect(pgConfString("it's a\\b")).toBe("'it''s a\\\\b'");
     expect(conninfoValue("plain")).toBe("plain");
