@@ -230,6 +230,18 @@ describe("PostgreSQL streaming replication over TLS", () => {
     expect(replicaLag).toHaveLength(1);
     expect(replicaLag[0]!.value).toBeGreaterThanOrEqual(0);
     expect(await samples(replicaExporter, replica1, "synaxic_replication_lag_bytes")).toEqual([]);
+    // The rig's status view agrees.
+    const status = await main.replicationStatus();
+    expect(status).toMatchObject({ role: "primary", timeline: 1 });
+    expect(status.replicas.map((r) => [r.name, r.address, r.state, r.ssl])).toEqual([
+      ["replica1", replica1.host.ip, "streaming", true],
+      ["replica2", replica2.host.ip, "streaming", true],
+    ]);
+    expect(status.slots.map((sl) => [sl.name, sl.active, sl.walStatus])).toEqual([
+      ["synaxic_replica1", true, "reserved"],
+      ["synaxic_replica2", true, "reserved"],
+    ]);
+    expect((await replica1.replicationStatus()).role).toBe("replica");
     // The queries load and run without errors on both.
     for (const e of [primaryExporter, replicaExporter]) {
       const text = await e.scrape();

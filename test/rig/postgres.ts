@@ -492,6 +492,32 @@ export class PgNode {
     return { rows: Number(row![0]), md5: row![1]! };
   }
 
+  /** What a status command shows: role, timeline, WAL position, the replicas streaming from it and its slots. */
+  async replicationStatus(): Promise<ReplicationStatus> {
+    const inRecovery = await this.isInRecovery();
+    const replicas = (
+      await this.query(
+        "SELECT r.application_name, coalesce(host(r.client_addr), 'local'), r.state, coalesce(s.ssl, false), " +
+          "coalesce(pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn() ELSE pg_current_wal_lsn() END, r.replay_lsn), 0), " +
+          "coalesce(extract(epoch FROM r.replay_lag), 0) FROM pg_stat_replication r LEFT JOIN pg_stat_ssl s USING (pid) ORDER BY 1",
+      )
+    ).map(([name, address, state, ssl, lagBytes, replayLagSeconds]) => ({
+      name: name!,
+      address: address!,
+      state: state!,
+      ssl: ssl === "t",
+      lagBytes: Number(lagBytes),
+      replayLagSeconds: Number(replayLagSeconds),
+    }));
+    const slots = (
+      await this.query(
+        "SELECT slot_name, active, coalesce(wal_status, ''), coalesce(pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn() ELSE pg_current_wal_lsn() END, restart_lsn), 0) " +
+          "FROM pg_replication_slots ORDER BY 1",
+      )
+    ).map(([name, active, walStatus, retainedBytes]) => ({ name: name!, active: active === "t", walStatus: walStatus!, retainedBytes: Number(retainedBytes) }));
+    return { name: this.name, role: inRecovery ? "replica" : "primary", timeline: await this.timeline(), lsn: await this.lsn(), replicas, slots };
+  }
+
   /** Waits until a standby has replayed at least this LSN. */
   async waitReplayed(lsn: string, timeoutMs = 60_000): Promise<void> {
     await waitFor(`${this.name} to replay up to ${lsn}`, async () => lsnDiff(await this.replayLsn(), lsn) >= 0, timeoutMs, 100);
@@ -506,6 +532,16 @@ export class PgNode {
       100,
     );
   }
+}
+
+export interface ReplicationStatus {
+  name: string;
+  role: "primary" | "replica";
+  timeline: number;
+  /** Written (primary) or replayed (replica) WAL position. */
+  lsn: string;
+  replicas: { name: string; address: string; state: string; ssl: boolean; lagBytes: number; replayLagSeconds: number }[];
+  slots: { name: string; active: boolean; walStatus: string; retainedBytes: number }[];
 }
 
 function readLog(path: string): string {
