@@ -2,12 +2,12 @@ import * as pulumi from "@pulumi/pulumi";
 import * as docker from "@pulumi/docker";
 import { LOOPBACK, containerName } from "../lib/addresses";
 import type { ReplicaEntry } from "../lib/config";
-import { PG_PATHS, PG_ROLES, pgListenAddresses, postgresContainer, psqlInContainer } from "../lib/postgresContainer";
+import { PG_PATHS, PG_ROLES, pgListenAddresses, postgresContainer, psqlInContainer, replicationSlot } from "../lib/postgresContainer";
 import { remoteStep, type HostShell } from "../lib/remote";
 import { renderPrimaryEntrypoint } from "../templates/postgres-entrypoint";
 import { renderPostgresqlConf } from "../templates/postgres-conf";
 import { renderPgHba } from "../templates/postgres-hba";
-import { renderRolesSql, renderSlotCreateSql, renderSlotDropSql } from "../templates/postgres-sql";
+import { renderRolesSql } from "../templates/postgres-sql";
 
 export interface PostgresPasswords {
   app: pulumi.Input<string>;
@@ -145,15 +145,10 @@ export class PostgresMaster extends pulumi.ComponentResource {
     // One slot per replica: created when the replica is added (so the
     // primary keeps its WAL from then on), dropped when it is removed.
     for (const r of args.replicas) {
-      remoteStep(
+      replicationSlot(
         `${name}-slot-${r.name}`,
         args.shell,
-        {
-          argv: psqlInContainer(this.containerName, args.port),
-          stdin: renderSlotCreateSql(r.slotName),
-          deleteArgv: [...psqlInContainer(this.containerName, args.port).slice(0, -1), "--command", renderSlotDropSql(r.slotName)],
-          timeoutSeconds: args.timeoutSeconds,
-        },
+        { containerName: this.containerName, port: args.port, slotName: r.slotName, timeoutSeconds: args.timeoutSeconds },
         { ...parent, dependsOn: [container] },
       );
     }

@@ -1,7 +1,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as docker from "@pulumi/docker";
 import { LOOPBACK, containerName } from "../lib/addresses";
-import { PG_PATHS, PG_ROLES, pgListenAddresses, postgresContainer, psqlInContainer } from "../lib/postgresContainer";
+import { PG_PATHS, PG_ROLES, pgListenAddresses, postgresContainer, psqlInContainer, replicationSlot } from "../lib/postgresContainer";
 import { remoteStep, type HostShell } from "../lib/remote";
 import { renderReplicaEntrypoint } from "../templates/postgres-entrypoint";
 import { renderPostgresqlConf } from "../templates/postgres-conf";
@@ -30,6 +30,10 @@ export interface PostgresReplicaArgs {
   passwords: { replication: pulumi.Input<string>; rewind: pulumi.Input<string> };
   /** Promote this replica to primary. */
   promote: boolean;
+  /** Once promoted, a slot for each server that follows it (the other replicas, the old primary). */
+  followerSlots: { name: string; slotName: string }[];
+  /** Rewind a diverged primary's data onto the primary's timeline (pg_rewind) instead of refusing it. */
+  rejoin: boolean;
   /** Changing it wipes this replica's data and clones the primary again. */
   reinitGeneration: number;
   deleteDataOnDestroy: boolean;
@@ -49,7 +53,7 @@ export class PostgresReplica extends pulumi.ComponentResource {
   public readonly volumeName: string;
   public readonly pgHba: string;
   public readonly postgresqlConf: string;
-  public readonly mode: "replica" | "promoted";
+  public readonly mode: "replica" | "promoted" | "rejoin";
   public readonly container: docker.Container;
 
   constructor(name: string, args: PostgresReplicaArgs, opts?: pulumi.ComponentResourceOptions) {
@@ -58,7 +62,7 @@ export class PostgresReplica extends pulumi.ComponentResource {
     this.containerName = containerName(args.hostName, "postgres");
     this.address = pulumi.output(args.privateIp);
     this.port = args.port;
-    this.mode = args.promote ? "promoted" : "replica";
+    this.mode = args.promote ? "promoted" : args.rejoin ? "rejoin" : "replica";
     this.volumeName = `synaxic-${args.hostName}-pgdata-g${args.reinitGeneration}`;
 
     this.postgresqlConf = renderPostgresqlConf({
@@ -162,6 +166,18 @@ export class PostgresReplica extends pulumi.ComponentResource {
       parent,
     );
     this.container = container;
+
+    // A promoted server keeps WAL for everyone who follows it.
+    if (args.promote) {
+      for (const f of args.followerSlots) {
+        replicationSlot(
+          `${name}-slot-${f.name}`,
+          args.shell,
+          { containerName: this.containerName, port: args.port, slotName: f.slotName, timeoutSeconds: args.timeoutSeconds },
+          { ...parent, dependsOn: [container] },
+        );
+      }
+    }
 
     // Earlier generations' volumes are removed once the new clone runs.
     if (args.reinitGeneration > 0) {

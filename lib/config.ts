@@ -173,6 +173,8 @@ export const KEYS: Record<string, KeySpec> = {
   // Replica
   mainStack: { schema: z.string(), default: "" },
   promote: { schema: bool, default: false },
+  followPrimary: { schema: z.string().regex(/^([a-z][a-z0-9-]{0,30}[a-z0-9])?$/, { message: "expected the name of a replica in the main stack's list, or empty" }), default: "" },
+  rejoin: { schema: bool, default: false },
   reinitGeneration: { schema: int(0, 1_000_000), default: 0 },
 };
 
@@ -270,6 +272,10 @@ export interface ReplicaConfig extends CommonConfig {
   mainStack: string;
   replicaName: string;
   promote: boolean;
+  /** Follow this (promoted) replica instead of the main host; empty for the main host. */
+  followPrimary: string;
+  /** Start a data directory that holds a diverged primary's data by rewinding it (pg_rewind) onto the primary's timeline. */
+  rejoin: boolean;
   reinitGeneration: number;
   maxConnections: number;
 }
@@ -531,12 +537,19 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, secretKe
   if (replicaName === "main") {
     throw new ConfigError("hostName", `got "main" on a replica stack; expected this replica's name as listed in the main stack's replicas, e.g. replica-1`);
   }
+  const promote = get<boolean>("promote");
+  const followPrimary = get<string>("followPrimary");
+  if (promote && followPrimary) throw new ConfigError("followPrimary", `got ${show(followPrimary)} together with promote: true; a promoted replica follows no one`);
+  if (followPrimary === replicaName) throw new ConfigError("followPrimary", `got ${show(followPrimary)}, this replica's own name`);
+  if (promote && get<boolean>("rejoin")) throw new ConfigError("rejoin", `got true together with promote: true; rejoin is for a server coming back as a replica`);
   return {
     ...common,
     role,
     mainStack,
     replicaName,
     promote: get("promote"),
+    followPrimary: get("followPrimary"),
+    rejoin: get("rejoin"),
     reinitGeneration: get("reinitGeneration"),
     maxConnections: get("maxConnections"),
   };

@@ -8,7 +8,7 @@ import * as docker from "@pulumi/docker";
 import { LOOPBACK } from "./addresses";
 import { baseContainer, digest, hostFile, hostPath, pullImage, replaceInPlace, upload } from "./containers";
 import { remoteStep, type HostShell } from "./remote";
-import { psqlScriptArgv } from "../templates/postgres-sql";
+import { psqlScriptArgv, renderSlotCreateSql, renderSlotDropSql } from "../templates/postgres-sql";
 
 /** uid/gid of `postgres` in the official image. */
 export const PG_UID = 999;
@@ -110,4 +110,29 @@ export function postgresContainer(args: PostgresContainerArgs, opts: pulumi.Cust
     { ...opts, dependsOn: [container, hba] },
   );
   return { container, hba };
+}
+
+/**
+ * A physical replication slot for one replica on the server in this
+ * container: created with the resource (so WAL is kept for the replica from
+ * then on) and dropped when the resource is deleted (the replica removed).
+ */
+export function replicationSlot(
+  name: string,
+  shell: HostShell,
+  p: { containerName: string; port: number; slotName: string; timeoutSeconds: number },
+  opts: pulumi.CustomResourceOptions,
+) {
+  const psql = psqlInContainer(p.containerName, p.port);
+  return remoteStep(
+    name,
+    shell,
+    {
+      argv: psql,
+      stdin: renderSlotCreateSql(p.slotName),
+      deleteArgv: [...psql.slice(0, -1), "--command", renderSlotDropSql(p.slotName)],
+      timeoutSeconds: p.timeoutSeconds,
+    },
+    opts,
+  );
 }

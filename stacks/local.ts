@@ -55,7 +55,7 @@ export function localStack(cfg: MainConfig & StackConfig) {
       ),
     );
     return buildReplica(
-      { ...cfg, hostName: r.name, privateIp: r.privateIp, promote: false, reinitGeneration: 0 },
+      { ...cfg, hostName: r.name, privateIp: r.privateIp, promote: false, followPrimary: "", rejoin: false, reinitGeneration: 0 },
       fleetFacts(cfg, null),
       built.caCertPem,
       r,

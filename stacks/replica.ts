@@ -15,6 +15,9 @@ import { PostgresReplica } from "../components/PostgresReplica";
 import { RedisPair } from "../components/RedisPair";
 import { SynaxicApp } from "../components/SynaxicApp";
 import { Exporters } from "../components/Exporters";
+import { NginxBalancer } from "../components/NginxBalancer";
+import { ConfigError } from "../lib/config";
+import { replicaSlotName } from "../templates/postgres-sql";
 import { renderCertExpiryTextfile } from "../templates/prometheus";
 
 export async function replicaStack(cfg: ReplicaConfig & StackConfig) {
@@ -55,7 +58,7 @@ export async function replicaStack(cfg: ReplicaConfig & StackConfig) {
     privateIp: cfg.privateIp,
     sshPrivateKey: cfg.secrets.sshPrivateKey,
     ...(cfg.host.provider === "hetzner" && fleet.networkId !== null ? { networkId: fleet.networkId } : {}),
-    firewallRules: replicaFirewallRules({ adminCidrs: cfg.adminCidrs, mainIp: fleet.mainPrivateIp, peers: fleet.replicas, self: me.name, ports: fleet.ports }),
+    firewallRules: replicaFirewallRules({ adminCidrs: cfg.adminCidrs, mainIp: fleet.mainPrivateIp, peers: fleet.replicas, self: me.name, ports: fleet.ports, balancer: cfg.promote }),
     commandTimeoutSeconds: cfg.commandTimeoutSeconds,
   });
   const built = buildReplica(cfg, fleet, fleet.caCertPem, me, credentials, myTls, host, "");
@@ -65,8 +68,18 @@ export async function replicaStack(cfg: ReplicaConfig & StackConfig) {
 /** What a replica host needs from its own stack configuration. */
 export type ReplicaSettings = Pick<
   ReplicaConfig,
-  "hostName" | "privateIp" | "promote" | "reinitGeneration" | "maxConnections" | "deleteDataOnDestroy" | "commandTimeoutSeconds" | "googleClientId"
+  "hostName" | "privateIp" | "promote" | "followPrimary" | "rejoin" | "reinitGeneration" | "maxConnections" | "deleteDataOnDestroy" | "commandTimeoutSeconds" | "googleClientId"
 > & { secrets: Pick<StackConfig["secrets"], "googleClientSecret"> };
+
+/** The server a replica follows: the main host, or after a failover the promoted replica named in followPrimary. */
+export function primaryOf(cfg: Pick<ReplicaSettings, "followPrimary">, fleet: Pick<FleetInfo, "mainPrivateIp" | "replicas">): { name: string; privateIp: string } {
+  if (!cfg.followPrimary) return { name: "main", privateIp: fleet.mainPrivateIp };
+  const p = fleet.replicas.find((r) => r.name === cfg.followPrimary);
+  if (!p) {
+    throw new ConfigError("followPrimary", `got ${JSON.stringify(cfg.followPrimary)}; expected one of the main stack's replicas (${fleet.replicas.map((r) => r.name).join(", ") || "none"})`);
+  }
+  return p;
+}
 
 /**
  * Everything that runs on a replica host, on any host that provides a
@@ -84,6 +97,9 @@ export function buildReplica(
   prefix: string,
 ) {
   const timeout = cfg.commandTimeoutSeconds;
+  const primary = primaryOf(cfg, fleet);
+  // Everyone else in the fleet: they follow this server once it is promoted.
+  const others = [{ name: "main", privateIp: fleet.mainPrivateIp }, ...fleet.replicas].filter((r) => r.name !== me.name);
   const secretField = (k: keyof ReplicaCredentials) => pulumi.secret(credentials.apply((c) => c[k]));
   const ports = fleet.ports;
   const docker = { providers: [host.dockerProvider] };
@@ -101,9 +117,11 @@ export function buildReplica(
       sizing: { memoryMiB: host.memoryMiB, cpus: host.cpus, maxConnections: cfg.maxConnections },
       maxSlotWalKeepSizeMB: fleet.maxSlotWalKeepSizeMB,
       walKeepSizeMB: fleet.walKeepSizeMB,
-      primary: { host: fleet.mainPrivateIp, port: ports.postgres },
+      primary: { host: primary.privateIp, port: ports.postgres },
       slotName: me.slotName,
-      peerAddresses: [fleet.mainPrivateIp, ...fleet.replicas.filter((r) => r.name !== me.name).map((r) => r.privateIp)],
+      peerAddresses: others.map((r) => r.privateIp),
+      followerSlots: others.map((r) => ({ name: r.name, slotName: replicaSlotName(r.name) })),
+      rejoin: cfg.rejoin,
       tls: pgTls,
       passwords: { replication: secretField("postgresReplication"), rewind: secretField("postgresRewind") },
       promote: cfg.promote,
@@ -119,7 +137,7 @@ export function buildReplica(
       ...common,
       role: "replica",
       promote: cfg.promote,
-      master: { host: fleet.mainPrivateIp, port: ports.redis },
+      master: { host: primary.privateIp, port: ports.redis },
       image: fleet.images.redis,
       port: ports.redis,
       tls: redisTls,
@@ -148,7 +166,7 @@ export function buildReplica(
   );
 
   const writeMode = cfg.promote;
-  new SynaxicApp(
+  const app = new SynaxicApp(
     `${prefix}app`,
     {
       hostName: cfg.hostName,
@@ -168,7 +186,7 @@ export function buildReplica(
       redis: writeMode
         ? { masterHost: cfg.privateIp, port: ports.redis, replicaHosts: [], user: fleet.redisUsers.app, password: secretField("redisApp") }
         : {
-            masterHost: fleet.mainPrivateIp,
+            masterHost: primary.privateIp,
             port: ports.redis,
             replicaHost: cfg.privateIp,
             replicaHosts: [cfg.privateIp],
@@ -181,10 +199,27 @@ export function buildReplica(
     { ...docker, dependsOn: [postgres, redis] },
   );
 
+  // A promoted replica is the fleet's entry point now: it runs the balancer,
+  // writes to itself, reads spread over every other app still answering.
+  if (cfg.promote) {
+    new NginxBalancer(
+      `${prefix}balancer`,
+      {
+        ...common,
+        image: fleet.images.nginx,
+        httpPort: ports.http,
+        httpsPort: ports.https,
+        mainApp: { name: me.name, address: app.endpoint },
+        replicaApps: others.map((r) => ({ name: r.name, address: `${r.privateIp}:${ports.app}` })),
+      },
+      { ...docker, dependsOn: [app] },
+    );
+  }
+
   return {
     replicaName: me.name,
     slotName: me.slotName,
-    primary: `${fleet.mainPrivateIp}:${ports.postgres}`,
+    primary: cfg.promote ? "self" : `${primary.name} ${primary.privateIp}:${ports.postgres}`,
     postgresMode: postgres.mode,
     postgresVolume: postgres.volumeName,
     redisRole: redis.role,

@@ -81,7 +81,7 @@ describe("a replica stack wired to the main stack's real outputs", () => {
   it("the firewall admits the main host to the app and exporters, the fleet to PostgreSQL and Redis", () => {
     const rules = base.replica.one("hcloud:index/firewall:Firewall", "replica-1-firewall").inputs.rules as { port: string; sourceIps: string[] }[];
     const by = (p: string) => rules.filter((r) => r.port === p).flatMap((r) => r.sourceIps);
-    expect(by("8080")).toEqual(["10.10.0.2/32"]);
+    expect(by("8080")).toEqual(["10.10.0.2/32", "10.10.0.4/32"]);
     expect(by("9100")).toEqual(["10.10.0.2/32"]);
     expect(by("5432")).toEqual(["10.10.0.2/32", "10.10.0.4/32"]);
     expect(rules.some((r) => r.sourceIps.includes("0.0.0.0/0"))).toBe(false);
@@ -119,9 +119,21 @@ describe("promotion and re-initialisation change exactly what they should", () =
   it("promote: PostgreSQL promoted on the running standby, Redis REPLICAOF NO ONE, the app in write mode", async () => {
     const { replica } = await runReplica("replica-1", "10.10.0.3", { extra: { "synaxic:promote": "true" } });
     const d = diff(base.replica.resources, replica.resources);
-    expect(d.added).toEqual([`${COMMAND}::postgres-promote`, `${COMMAND}::redis-promote`]);
+    const added = d.added.filter((k) => !k.includes("::balancer"));
+    expect(added).toEqual([
+      `${COMMAND}::postgres-promote`,
+      // It keeps WAL for everyone who will follow it: the old main host and the other replica.
+      `${COMMAND}::postgres-slot-main`,
+      `${COMMAND}::postgres-slot-replica-2`,
+      `${COMMAND}::redis-promote`,
+    ].sort());
+    // It is the entry point now: a balancer writing to itself, reading from every other app.
+    expect(d.added.filter((k) => k.includes("::balancer")).length).toBeGreaterThan(2);
+    const conf = String(replica.one(COMMAND, "balancer-conf").inputs.stdin);
+    expect(conf).toMatch(/upstream synaxic_write \{[^}]*server 10\.10\.0\.3:8080 /);
     expect(d.removed).toEqual([]);
     expect(d.changed.filter((k) => k.startsWith(CONTAINER))).toEqual([`${CONTAINER}::app-container`, `${CONTAINER}::postgres-container`, `${CONTAINER}::redis-container`]);
+    expect(d.changed).toContain("hcloud:index/firewall:Firewall::replica-1-firewall");
     expect(String(replica.one(COMMAND, "postgres-promote").inputs.stdin)).toContain("pg_promote(true, 60)");
     expect(String(replica.one(COMMAND, "redis-promote").inputs.create)).toContain("REPLICAOF NO ONE");
     const redisConf = String(fileIn(replica.one(CONTAINER, "redis-container"), "/etc/synaxic/redis.conf")!.content);
@@ -144,6 +156,26 @@ describe("promotion and re-initialisation change exactly what they should", () =
     expect(mounted).toEqual(["synaxic-replica-1-pgdata-g3"]);
     expect(replica.one("docker:index/volume:Volume", "postgres-data").inputs.name).toBe("synaxic-replica-1-pgdata-g3");
     expect(String(replica.one(COMMAND, "postgres-reinit-cleanup").inputs.create)).toContain("synaxic-replica-1-pgdata-g3");
+  });
+});
+
+describe("after a failover, the other replicas follow the promoted one", () => {
+  it("followPrimary re-points PostgreSQL, Redis and the app to the promoted replica", async () => {
+    const { replica } = await runReplica("replica-2", "10.10.0.4", { extra: { "synaxic:followPrimary": "replica-1" } });
+    const pg = replica.one(CONTAINER, "postgres-container");
+    expect(String(fileIn(pg, "/etc/synaxic/postgresql.conf")!.content)).toMatch(/primary_conninfo = '.*host=10\.10\.0\.3 /);
+    expect(String(fileIn(pg, "/run/synaxic/pgpass")!.content)).toMatch(/^10\.10\.0\.3:5432:replication:replicator:/);
+    expect(String(fileIn(replica.one(CONTAINER, "redis-container"), "/etc/synaxic/redis.conf")!.content)).toMatch(/^replicaof 10\.10\.0\.3 6380$/m);
+    expect((replica.one(CONTAINER, "app-container").inputs.envs as string[])).toContain("SPRING_DATA_REDIS_MASTER_HOST=10.10.0.3");
+    expect(replica.values.primary).toBe("replica-1 10.10.0.3:5432");
+  });
+  it("a followPrimary that names no replica is refused, naming the key", async () => {
+    await expect(runReplica("replica-2", "10.10.0.4", { extra: { "synaxic:followPrimary": "replica-9" } })).rejects.toThrow(/synaxic:followPrimary: got "replica-9"; expected one of the main stack's replicas \(replica-1, replica-2\)/);
+  });
+  it("rejoin starts the replica's entrypoint in rejoin mode (pg_rewind a diverged primary's data)", async () => {
+    const { replica } = await runReplica("replica-1", "10.10.0.3", { extra: { "synaxic:rejoin": "true" } });
+    expect(replica.values.postgresMode).toBe("rejoin");
+    expect(String(fileIn(replica.one(CONTAINER, "postgres-container"), "/usr/local/bin/synaxic-entrypoint")!.content)).toContain("MODE=rejoin");
   });
 });
 
