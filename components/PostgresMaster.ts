@@ -26,6 +26,9 @@ export interface PostgresMasterArgs {
   port: number;
   databaseName: string;
   sizing: { memoryMiB: number; cpus: number; maxConnections: number };
+  /** The same on every server of the fleet (a standby needs at least its primary's). */
+  maxWalSenders: number;
+  maxReplicationSlots: number;
   maxSlotWalKeepSizeMB: number;
   walKeepSizeMB: number;
   /** One slot, one pg_hba replication line and one rewind line per replica. */
@@ -72,8 +75,8 @@ export class PostgresMaster extends pulumi.ComponentResource {
       port: args.port,
       tune: args.sizing,
       tls: { certFile: PG_PATHS.certFile, keyFile: PG_PATHS.keyFile, caFile: PG_PATHS.caFile },
-      maxWalSenders: Math.max(10, args.replicas.length * 2 + 2),
-      maxReplicationSlots: Math.max(10, args.replicas.length + 2),
+      maxWalSenders: args.maxWalSenders,
+      maxReplicationSlots: args.maxReplicationSlots,
       maxSlotWalKeepSizeMB: args.maxSlotWalKeepSizeMB,
       walKeepSizeMB: args.walKeepSizeMB,
     });

@@ -18,6 +18,10 @@ export interface PostgresReplicaArgs {
   port: number;
   databaseName: string;
   sizing: { memoryMiB: number; cpus: number; maxConnections: number };
+  /** The primary's sizing: settings a standby must match (max_connections, max_worker_processes) take the higher of the two. */
+  primaryTune: { memoryMiB: number; cpus: number; maxConnections: number };
+  maxWalSenders: number;
+  maxReplicationSlots: number;
   maxSlotWalKeepSizeMB: number;
   walKeepSizeMB: number;
   /** The primary this replica streams from (its private address and port). */
@@ -73,7 +77,10 @@ export class PostgresReplica extends pulumi.ComponentResource {
       listenAddresses: pgListenAddresses(args.privateIp),
       port: args.port,
       tune: args.sizing,
+      clusterTunes: [args.primaryTune, args.sizing],
       tls: { certFile: PG_PATHS.certFile, keyFile: PG_PATHS.keyFile, caFile: PG_PATHS.caFile },
+      maxWalSenders: args.maxWalSenders,
+      maxReplicationSlots: args.maxReplicationSlots,
       maxSlotWalKeepSizeMB: args.maxSlotWalKeepSizeMB,
       walKeepSizeMB: args.walKeepSizeMB,
       primary: args.primary,

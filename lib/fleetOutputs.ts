@@ -40,6 +40,11 @@ export const fleetInfoSchema = z.object({
   }),
   maxSlotWalKeepSizeMB: z.number().int().nonnegative(),
   walKeepSizeMB: z.number().int().nonnegative(),
+  postgres: z.object({
+    primaryTune: z.object({ memoryMiB: z.number().int().positive(), cpus: z.number().int().positive(), maxConnections: z.number().int().positive() }),
+    maxWalSenders: z.number().int().positive(),
+    maxReplicationSlots: z.number().int().positive(),
+  }),
   replicas: z.array(z.object({ name: z.string(), privateIp: ip, slotName: z.string() })),
   caCertPem: pem,
   roles: z.object({ replication: z.string(), rewind: z.string(), exporter: z.string(), app: z.string() }),

@@ -86,6 +86,8 @@ export function buildMain(cfg: MainConfig & StackConfig, host: HostContext, netw
       port: cfg.ports.postgres,
       databaseName: cfg.databaseName,
       sizing: { memoryMiB: host.memoryMiB, cpus: host.cpus, maxConnections: cfg.maxConnections },
+      maxWalSenders: fleetFacts(cfg, null).postgres.maxWalSenders,
+      maxReplicationSlots: fleetFacts(cfg, null).postgres.maxReplicationSlots,
       maxSlotWalKeepSizeMB: sizeToMB(cfg.maxSlotWalKeepSize),
       walKeepSizeMB: sizeToMB(cfg.walKeepSize),
       replicas: cfg.replicas,
@@ -246,6 +248,13 @@ export function fleetFacts(cfg: MainConfig, networkId: pulumi.Input<number> | nu
     ports: cfg.ports,
     maxSlotWalKeepSizeMB: sizeToMB(cfg.maxSlotWalKeepSize),
     walKeepSizeMB: sizeToMB(cfg.walKeepSize),
+    // Settings a hot standby must have at least as high as its primary: the
+    // same on every server, so that any of them can follow any other.
+    postgres: {
+      primaryTune: { memoryMiB: cfg.host.memoryMiB, cpus: cfg.host.cpus, maxConnections: cfg.maxConnections },
+      maxWalSenders: Math.max(10, cfg.replicas.length * 2 + 2),
+      maxReplicationSlots: Math.max(10, cfg.replicas.length + 2),
+    },
     replicas: cfg.replicas,
     roles: { replication: PG_ROLES.replication, rewind: PG_ROLES.rewind, exporter: PG_ROLES.exporter, app: cfg.databaseName },
     redisUsers: { ...REDIS_USER_NAMES },
