@@ -1,0 +1,149 @@
+/**
+ * The report: psql-style tables of the primary's walsenders and slots, a
+ * line per replica and per Redis server, the problems, then the verdict.
+ * Or the same as JSON (--json), for scripts.
+ */
+import { formatBytes } from "./evaluate";
+import type { FleetExpectation, FleetFacts, Gathered, HostFacts, PgFacts, Problem, RedisReplicationFacts, StatusReport, Thresholds } from "./types";
+import { evaluate } from "./evaluate";
+
+export function buildReport(expectation: FleetExpectation, facts: FleetFacts, thresholds: Thresholds): StatusReport {
+  const problems = evaluate(expectation, facts, thresholds);
+  const incomplete = problems.some((p) => p.kind === "host-unreachable");
+  return { healthy: problems.length === 0, incomplete, problems, thresholds, expectation, facts };
+}
+
+/** healthy, unhealthy, or incomplete (a host could not be reached). */
+export function verdictOf(report: StatusReport): "healthy" | "unhealthy" | "incomplete" {
+  return report.incomplete ? "incomplete" : report.healthy ? "healthy" : "unhealthy";
+}
+
+/** A psql-like aligned table; columns listed in `right` are right-aligned. */
+export function table(header: readonly string[], rows: readonly (readonly string[])[], right: ReadonlySet<number> = new Set()): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
+  const line = (cells: readonly string[]) =>
+    cells
+      .map((c, i) => (right.has(i) ? c.padStart(widths[i]!) : c.padEnd(widths[i]!)))
+      .join(" | ")
+      .trimEnd();
+  return [line(header), widths.map((w) => "-".repeat(w)).join("-+-"), ...rows.map(line)].join("\n");
+}
+
+const dash = (v: string | number | null | undefined): string => (v === null || v === undefined ? "-" : String(v));
+const seconds = (v: number | null): string => (v === null ? "-" : `${v.toFixed(3)} s`);
+
+function failure(g: Gathered<unknown>): string {
+  return g.ok ? "" : g.connection ? `unreachable: ${g.error}` : `did not answer: ${g.error}`;
+}
+
+function primarySection(host: HostFacts, expectation: FleetExpectation): string[] {
+  const out: string[] = [];
+  const g = host.postgres;
+  if (!g.ok) return [`PostgreSQL primary ${host.name}: ${failure(g)}`];
+  const f = g.value;
+  out.push(`PostgreSQL primary ${host.name} (${expectation.main.privateIp}): ${f.inRecovery ? "IN RECOVERY (not a primary)" : `current WAL position ${dash(f.currentLsn)}`}`);
+  const header = ["application_name", "client_addr", "state", "sync_state", "sent_lsn", "write_lsn", "flush_lsn", "replay_lsn", "lag_bytes", "write_lag", "flush_lag", "replay_lag"];
+  const rows = f.replication.map((r) => [
+    r.applicationName,
+    dash(r.clientAddr),
+    r.state,
+    r.syncState,
+    dash(r.sentLsn),
+    dash(r.writeLsn),
+    dash(r.flushLsn),
+    dash(r.replayLsn),
+    dash(r.lagBytes),
+    seconds(r.writeLagSeconds),
+    seconds(r.flushLagSeconds),
+    seconds(r.replayLagSeconds),
+  ]);
+  out.push(table(header, rows, new Set([8, 9, 10, 11])));
+  if (rows.length === 0) out.push("(no standby is connected)");
+  out.push("");
+  out.push(`Replication slots on ${host.name}`);
+  const slots = f.slots.map((s) => [s.slotName, s.active ? "yes" : "no", dash(s.walStatus), dash(s.restartLsn), dash(s.retainedBytes)]);
+  out.push(table(["slot_name", "active", "wal_status", "restart_lsn", "retained_bytes"], slots, new Set([4])));
+  if (slots.length === 0) out.push("(no slots)");
+  return out;
+}
+
+function standbyLine(f: PgFacts): string {
+  if (!f.inRecovery) return "NOT in recovery: accepts writes (a primary)";
+  const w = f.walReceiver;
+  const receiver = w ? `WAL receiver ${w.status} from ${dash(w.senderHost)}:${dash(w.senderPort)}${w.slotName ? ` (slot ${w.slotName})` : ""}` : "no WAL receiver";
+  const lag = f.lagBytes === null ? "lag unknown" : `lag ${f.lagBytes} bytes${f.lagBytes >= 1024 ? ` (${formatBytes(f.lagBytes)})` : ""}`;
+  return `standby, ${receiver}, received ${dash(f.receiveLsn)}, replayed ${dash(f.replayLsn)}, ${lag}${f.replayPaused ? ", REPLAY PAUSED" : ""}`;
+}
+
+function replicaSection(expectation: FleetExpectation, facts: FleetFacts): string[] {
+  const out = ["PostgreSQL replicas"];
+  const names = [...expectation.replicas.map((r) => r.name), ...facts.replicas.map((h) => h.name).filter((n) => !expectation.replicas.some((r) => r.name === n))];
+  if (names.length === 0) out.push("(the main stack lists no replicas)");
+  for (const name of names) {
+    const r = expectation.replicas.find((x) => x.name === name);
+    const host = facts.replicas.find((h) => h.name === name);
+    const mode = r && r.postgresMode !== "replica" ? ` [${r.postgresMode}]` : "";
+    if (!host) out.push(`${name}${mode}: host not checked (name its stack with --replica to check it)`);
+    else if (!host.postgres.ok) out.push(`${name}${mode}: ${failure(host.postgres)}`);
+    else out.push(`${name}${mode}: ${standbyLine(host.postgres.value)}`);
+  }
+  return out;
+}
+
+function redisMasterLines(name: string, m: RedisReplicationFacts, expectation: FleetExpectation): string[] {
+  if (m.role !== "master") return [`${name}: replica of ${dash(m.masterHost)}:${dash(m.masterPort)} (expected the master)`];
+  const out = [`${name}: master, ${m.connectedSlaves} connected replica${m.connectedSlaves === 1 ? "" : "s"}, offset ${m.masterReplOffset}`];
+  for (const s of m.slaves) {
+    const who = expectation.replicas.find((r) => r.privateIp === s.ip)?.name ?? "unknown";
+    out.push(`  ${who} ${s.ip}:${s.port} ${s.state}, offset ${s.offset} (${m.masterReplOffset - s.offset} bytes behind), last ack ${s.lag} s ago`);
+  }
+  return out;
+}
+
+function redisReplicaLine(name: string, f: RedisReplicationFacts): string {
+  if (f.role === "master") return `${name}: master, ${f.connectedSlaves} connected replicas, offset ${f.masterReplOffset}`;
+  const down = f.masterLinkStatus !== "up" && f.masterLinkDownSinceSeconds !== null && f.masterLinkDownSinceSeconds >= 0 ? ` for ${f.masterLinkDownSinceSeconds} s` : "";
+  return `${name}: replica of ${dash(f.masterHost)}:${dash(f.masterPort)}, link ${dash(f.masterLinkStatus)}${down}, offset ${dash(f.slaveReplOffset)}`;
+}
+
+function redisSection(expectation: FleetExpectation, facts: FleetFacts): string[] {
+  const out = ["Redis"];
+  const m = facts.main.redis;
+  if (!m.ok) out.push(`${facts.main.name}: ${failure(m)}`);
+  else out.push(...redisMasterLines(facts.main.name, m.value, expectation));
+  for (const h of facts.replicas) out.push(h.redis.ok ? redisReplicaLine(h.name, h.redis.value) : `${h.name}: ${failure(h.redis)}`);
+  return out;
+}
+
+function problemLine(p: Problem): string {
+  return `- [${p.kind}] ${p.host}${p.subject ? ` (${p.subject})` : ""}: ${p.message}`;
+}
+
+/** The human-readable report. */
+export function formatReport(report: StatusReport): string {
+  const { expectation, facts } = report;
+  const out: string[] = [];
+  out.push(...primarySection(facts.main, expectation), "");
+  out.push(...replicaSection(expectation, facts), "");
+  out.push(...redisSection(expectation, facts), "");
+  const t = report.thresholds;
+  out.push(`Thresholds: lag ${t.maxLagBytes} bytes, replay lag ${t.maxReplayLagSeconds} s, Redis offset ${t.maxRedisOffsetLag} bytes`);
+  if (report.problems.length === 0) out.push("Problems: none");
+  else out.push("Problems:", ...report.problems.map(problemLine));
+  const verdict = verdictOf(report);
+  const n = report.problems.length;
+  out.push(
+    verdict === "healthy"
+      ? `Verdict: HEALTHY (${expectation.replicas.length} replica${expectation.replicas.length === 1 ? "" : "s"} expected)`
+      : verdict === "incomplete"
+        ? `Verdict: INCOMPLETE, some hosts could not be reached (${n} problem${n === 1 ? "" : "s"})`
+        : `Verdict: UNHEALTHY (${n} problem${n === 1 ? "" : "s"})`,
+  );
+  return `${out.join("\n")}\n`;
+}
+
+/** The report as JSON: verdict first, then problems, thresholds, expectation and facts. No secrets are in it. */
+export function formatReportJson(report: StatusReport): string {
+  const { healthy, incomplete, problems, thresholds, expectation, facts } = report;
+  return `${JSON.stringify({ verdict: verdictOf(report), healthy, incomplete, problems, thresholds, expectation, facts }, null, 2)}\n`;
+}

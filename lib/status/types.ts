@@ -1,0 +1,185 @@
+/**
+ * What the status command knows about the fleet: what the stacks say should
+ * exist (the expectation), what the servers report (the facts), and what is
+ * wrong (the problems). Plain data, so that gathering, judging and printing
+ * are separate functions that tests can drive one at a time.
+ */
+
+/** One row of pg_stat_replication on a primary, with lag computed from LSNs. */
+export interface PgReplicationRow {
+  applicationName: string;
+  clientAddr: string | null;
+  state: string;
+  syncState: string;
+  sentLsn: string | null;
+  writeLsn: string | null;
+  flushLsn: string | null;
+  replayLsn: string | null;
+  /** pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn): WAL the standby has not replayed yet. */
+  lagBytes: number | null;
+  /** The walsender's lag measurements in seconds; null once the standby has caught up and nothing new was written. */
+  writeLagSeconds: number | null;
+  flushLagSeconds: number | null;
+  replayLagSeconds: number | null;
+}
+
+/** One row of pg_replication_slots. */
+export interface PgSlotRow {
+  slotName: string;
+  slotType: string;
+  active: boolean;
+  /** reserved, extended, unreserved, lost; null when the slot never reserved WAL. */
+  walStatus: string | null;
+  restartLsn: string | null;
+  /** pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn): WAL kept on disk for this slot. */
+  retainedBytes: number | null;
+}
+
+/** pg_stat_wal_receiver on a standby. */
+export interface PgWalReceiver {
+  status: string;
+  senderHost: string | null;
+  senderPort: number | null;
+  slotName: string | null;
+}
+
+/** What one PostgreSQL server reports, whatever its role. */
+export interface PgFacts {
+  inRecovery: boolean;
+  /** pg_current_wal_lsn() on a primary; null on a standby. */
+  currentLsn: string | null;
+  /** pg_last_wal_receive_lsn() / pg_last_wal_replay_lsn() on a standby; null on a primary. */
+  receiveLsn: string | null;
+  replayLsn: string | null;
+  /** pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()) on a standby. */
+  lagBytes: number | null;
+  /** pg_is_wal_replay_paused() on a standby. */
+  replayPaused: boolean | null;
+  walReceiver: PgWalReceiver | null;
+  /** Standbys streaming from this server (the replicas, on the primary). */
+  replication: PgReplicationRow[];
+  slots: PgSlotRow[];
+}
+
+/** One replica line of a Redis master's INFO replication (slaveN). */
+export interface RedisReplicaEntry {
+  ip: string;
+  port: number;
+  state: string;
+  offset: number;
+  /** Seconds since the replica's last acknowledgement. */
+  lag: number;
+}
+
+/** INFO replication, parsed. */
+export interface RedisReplicationFacts {
+  role: "master" | "slave";
+  connectedSlaves: number;
+  slaves: RedisReplicaEntry[];
+  masterReplOffset: number;
+  /** Replica only. */
+  masterHost: string | null;
+  masterPort: number | null;
+  masterLinkStatus: string | null;
+  slaveReplOffset: number | null;
+  masterLastIoSecondsAgo: number | null;
+  masterLinkDownSinceSeconds: number | null;
+}
+
+/** The outcome of asking one server something. */
+export type Gathered<T> =
+  | { ok: true; value: T }
+  /** connection: the host itself could not be reached (SSH); otherwise the service did not answer. */
+  | { ok: false; error: string; connection: boolean };
+
+export interface HostFacts {
+  name: string;
+  postgres: Gathered<PgFacts>;
+  redis: Gathered<RedisReplicationFacts>;
+}
+
+export type PostgresMode = "replica" | "promoted" | "rejoin";
+
+/** A replica as the main stack lists it, plus what its own stack says when it was named on the command line. */
+export interface ExpectedReplica {
+  name: string;
+  privateIp: string;
+  slotName: string;
+  /** Whether this replica's host is checked too (its stack was given). */
+  checked: boolean;
+  /** From the replica stack's postgresMode output; "replica" when its stack was not given. */
+  postgresMode: PostgresMode;
+  /** From the replica stack's redisRole output; "replica" when its stack was not given. */
+  redisRole: "master" | "replica";
+}
+
+/** What should exist, from the stacks' outputs. */
+export interface FleetExpectation {
+  main: { name: string; privateIp: string };
+  redisPort: number;
+  replicas: ExpectedReplica[];
+  /** Replica stacks given on the command line whose replica the main stack does not list. */
+  unknownReplicaStacks: { stack: string; replicaName: string }[];
+}
+
+export interface FleetFacts {
+  main: HostFacts;
+  replicas: HostFacts[];
+}
+
+export interface Thresholds {
+  /** Largest acceptable replication lag in bytes (primary and standby views). */
+  maxLagBytes: number;
+  /** Largest acceptable replay_lag in seconds. */
+  maxReplayLagSeconds: number;
+  /** Largest acceptable Redis offset difference in bytes. */
+  maxRedisOffsetLag: number;
+}
+
+export const DEFAULT_THRESHOLDS: Thresholds = {
+  maxLagBytes: 16 * 1024 * 1024,
+  maxReplayLagSeconds: 30,
+  maxRedisOffsetLag: 1024 * 1024,
+};
+
+export type ProblemKind =
+  | "host-unreachable"
+  | "postgres-unavailable"
+  | "primary-in-recovery"
+  | "replica-missing"
+  | "replica-not-streaming"
+  | "slot-missing"
+  | "slot-inactive"
+  | "slot-wal-status"
+  | "slot-unexpected"
+  | "lag-bytes"
+  | "replay-lag"
+  | "not-in-recovery"
+  | "promotion-incomplete"
+  | "wal-receiver"
+  | "replay-paused"
+  | "redis-unavailable"
+  | "redis-role"
+  | "redis-link-down"
+  | "redis-replica-missing"
+  | "redis-offset-lag"
+  | "replica-stack-unknown";
+
+export interface Problem {
+  kind: ProblemKind;
+  /** The host whose server reported it. */
+  host: string;
+  /** What it is about (a replica, a slot), when not the host itself. */
+  subject?: string;
+  message: string;
+}
+
+export interface StatusReport {
+  healthy: boolean;
+  /** Some host could not be reached: the picture is incomplete. */
+  incomplete: boolean;
+  problems: Problem[];
+  thresholds: Thresholds;
+  expectation: FleetExpectation;
+  facts: FleetFacts;
+}
