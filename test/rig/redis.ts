@@ -12,6 +12,7 @@ import { randomBytes } from "node:crypto";
 import { chmodSync, chownSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { waitFor, type ExecResult, type Host, type TestNet } from "./net";
+import { parseInfo } from "../../lib/status/redis";
 
 export interface RedisCredentials {
   user: string;
@@ -236,16 +237,8 @@ export async function redisOk(from: Host, target: RedisTarget, args: readonly st
   return r.stdout.replace(/\n$/, "");
 }
 
-/** Parses INFO output into field → value. */
-export function parseInfo(text: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const raw of text.split(/\r?\n/)) {
-    if (!raw || raw.startsWith("#")) continue;
-    const i = raw.indexOf(":");
-    if (i > 0) out[raw.slice(0, i)] = raw.slice(i + 1);
-  }
-  return out;
-}
+/** Parses INFO output into field → value (shared with the status command). */
+export { parseInfo };
 
 export async function redisInfo(from: Host, target: RedisTarget, section: string, auth: RedisCredentials): Promise<Record<string, string>> {
   return parseInfo(await redisOk(from, target, ["INFO", section], auth));
