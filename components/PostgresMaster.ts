@@ -2,7 +2,7 @@ import * as pulumi from "@pulumi/pulumi";
 import * as docker from "@pulumi/docker";
 import { LOOPBACK, containerName } from "../lib/addresses";
 import type { ReplicaEntry } from "../lib/config";
-import { PG_PATHS, PG_ROLES, pgListenAddresses, postgresContainer, psqlInContainer, replicationSlot } from "../lib/postgresContainer";
+import { PG_PATHS, PG_ROLES, pgListenAddresses, postgresContainer, promoteStep, psqlInContainer, replicationSlot } from "../lib/postgresContainer";
 import { remoteStep, type HostShell } from "../lib/remote";
 import { renderPrimaryEntrypoint } from "../templates/postgres-entrypoint";
 import { renderPostgresqlConf } from "../templates/postgres-conf";
@@ -36,7 +36,10 @@ export interface PostgresMasterArgs {
 
   tls: { certPem: pulumi.Input<string>; keyPem: pulumi.Input<string>; caPem: pulumi.Input<string> };
   passwords: PostgresPasswords;
-  deleteDataOnDestroy: boolean;
+  /** The data volume (created by the stack, so that it outlives a switch between primary and replica). */
+  volumeName: pulumi.Input<string>;
+  /** Promote the standby running here first (taking the primary role back after following a promoted replica). */
+  promoteFirst?: boolean;
   timeoutSeconds: number;
 }
 
@@ -92,11 +95,9 @@ export class PostgresMaster extends pulumi.ComponentResource {
       exporterAddresses: [LOOPBACK],
     });
 
-    const volume = new docker.Volume(
-      `${name}-data`,
-      { name: `synaxic-${args.hostName}-pgdata`, labels: [{ label: "app", value: "synaxic" }] },
-      { ...parent, retainOnDelete: !args.deleteDataOnDestroy },
-    );
+    const dependsOn = args.promoteFirst
+      ? [promoteStep(`${name}-promote`, args.shell, { containerName: this.containerName, port: args.port, timeoutSeconds: args.timeoutSeconds }, parent)]
+      : [];
 
     const { container } = postgresContainer(
       {
@@ -107,12 +108,13 @@ export class PostgresMaster extends pulumi.ComponentResource {
         image: args.image,
         networkMode: args.networkMode,
         port: args.port,
-        volumeName: volume.name,
+        volumeName: args.volumeName,
         postgresqlConf: this.postgresqlConf,
         pgHba: this.pgHba,
         entrypoint: renderPrimaryEntrypoint({ dataDir: PG_PATHS.dataDir, configFile: PG_PATHS.configFile }),
         tls: args.tls,
         timeoutSeconds: args.timeoutSeconds,
+        dependsOn,
       },
       parent,
     );

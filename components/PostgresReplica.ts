@@ -1,12 +1,11 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as docker from "@pulumi/docker";
 import { LOOPBACK, containerName } from "../lib/addresses";
-import { PG_PATHS, PG_ROLES, pgListenAddresses, postgresContainer, psqlInContainer, replicationSlot } from "../lib/postgresContainer";
+import { PG_PATHS, PG_ROLES, pgListenAddresses, postgresContainer, promoteStep, replicationSlot } from "../lib/postgresContainer";
 import { remoteStep, type HostShell } from "../lib/remote";
 import { renderReplicaEntrypoint } from "../templates/postgres-entrypoint";
 import { renderPostgresqlConf } from "../templates/postgres-conf";
 import { renderPgHba, renderPgpass } from "../templates/postgres-hba";
-import { renderPromoteSql } from "../templates/postgres-sql";
 
 export interface PostgresReplicaArgs {
   hostName: string;
@@ -40,6 +39,8 @@ export interface PostgresReplicaArgs {
   rejoin: boolean;
   /** Changing it wipes this replica's data and clones the primary again. */
   reinitGeneration: number;
+  /** An existing data volume to run on (the main host's, when it follows a promoted replica) instead of this component's own. */
+  volumeName?: pulumi.Input<string>;
   deleteDataOnDestroy: boolean;
   timeoutSeconds: number;
 }
@@ -110,35 +111,19 @@ export class PostgresReplica extends pulumi.ComponentResource {
     );
 
     // A new generation is a new, empty volume: the entrypoint clones into it.
-    const volume = new docker.Volume(
-      `${name}-data`,
-      { name: this.volumeName, labels: [{ label: "app", value: "synaxic" }, { label: "synaxic.generation", value: String(args.reinitGeneration) }] },
-      { ...parent, retainOnDelete: !args.deleteDataOnDestroy },
-    );
+    const volumeName =
+      args.volumeName ??
+      new docker.Volume(
+        `${name}-data`,
+        { name: this.volumeName, labels: [{ label: "app", value: "synaxic" }, { label: "synaxic.generation", value: String(args.reinitGeneration) }] },
+        { ...parent, retainOnDelete: !args.deleteDataOnDestroy },
+      ).name;
 
     // Promotion happens on the running standby (pg_promote: a new timeline),
     // before the container is re-created in "promoted" mode over the same data.
     const dependsOn: pulumi.Resource[] = [];
     if (args.promote) {
-      dependsOn.push(
-        remoteStep(
-          `${name}-promote`,
-          args.shell,
-          {
-            argv: [
-              "sh",
-              "-c",
-              'if [ "$(docker inspect -f "{{.State.Running}}" "$1" 2>/dev/null)" != true ]; then echo "no running standby: the promoted data starts as a primary"; exit 0; fi; shift; exec "$@"',
-              "sh",
-              this.containerName,
-              ...psqlInContainer(this.containerName, args.port),
-            ],
-            stdin: renderPromoteSql(),
-            timeoutSeconds: args.timeoutSeconds,
-          },
-          parent,
-        ),
-      );
+      dependsOn.push(promoteStep(`${name}-promote`, args.shell, { containerName: this.containerName, port: args.port, timeoutSeconds: args.timeoutSeconds }, parent));
     }
 
     const { container } = postgresContainer(
@@ -150,7 +135,7 @@ export class PostgresReplica extends pulumi.ComponentResource {
         image: args.image,
         networkMode: args.networkMode,
         port: args.port,
-        volumeName: volume.name,
+        volumeName,
         postgresqlConf: this.postgresqlConf,
         pgHba: this.pgHba,
         entrypoint: renderReplicaEntrypoint({
@@ -187,7 +172,7 @@ export class PostgresReplica extends pulumi.ComponentResource {
     }
 
     // Earlier generations' volumes are removed once the new clone runs.
-    if (args.reinitGeneration > 0) {
+    if (args.reinitGeneration > 0 && args.volumeName === undefined) {
       remoteStep(
         `${name}-reinit-cleanup`,
         args.shell,

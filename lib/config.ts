@@ -265,6 +265,10 @@ export interface MainConfig extends CommonConfig {
   walKeepSize: string;
   /** PEM certificate for the balancer's HTTPS listener; the key is a secret read separately. */
   httpsCertificate?: string;
+  /** After a failover: the promoted replica this host's PostgreSQL and Redis follow (the old primary rejoins through pg_rewind). */
+  followPrimary: string;
+  /** Take the primary role back: promote this host's PostgreSQL (a standby since followPrimary) before it starts as the primary. */
+  promote: boolean;
 }
 
 export interface ReplicaConfig extends CommonConfig {
@@ -517,10 +521,20 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, secretKe
     if (httpsCertificate && !httpsCertificate.includes("-----BEGIN CERTIFICATE-----")) {
       throw new ConfigError("httpsCertificate", `got ${show(httpsCertificate.slice(0, 40))}...; expected a PEM certificate chain`);
     }
+    const replicas = parseReplicas(get<string[]>("replicas"), privateIp, privateNetworkCidr);
+    const followPrimary = get<string>("followPrimary");
+    const promote = get<boolean>("promote");
+    if (followPrimary && !replicas.some((r) => r.name === followPrimary)) {
+      throw new ConfigError("followPrimary", `got ${show(followPrimary)}; expected one of this stack's replicas (${replicas.map((r) => r.name).join(", ") || "none"})`);
+    }
+    if (followPrimary && promote) throw new ConfigError("promote", `got true together with followPrimary ${show(followPrimary)}; the main host either follows a replica or takes the primary role back`);
+    if (get<boolean>("rejoin")) throw new ConfigError("rejoin", `is for replica stacks; the main host rejoins through followPrimary`);
     return {
       ...common,
       role,
-      replicas: parseReplicas(get<string[]>("replicas"), privateIp, privateNetworkCidr),
+      replicas,
+      followPrimary,
+      promote,
       appImage: get("appImage"),
       maxConnections: get("maxConnections"),
       maxSlotWalKeepSize: get("maxSlotWalKeepSize"),

@@ -8,7 +8,7 @@ import * as docker from "@pulumi/docker";
 import { LOOPBACK } from "./addresses";
 import { baseContainer, digest, hostFile, hostPath, pullImage, replaceInPlace, upload } from "./containers";
 import { remoteStep, type HostShell } from "./remote";
-import { psqlScriptArgv, renderSlotCreateSql, renderSlotDropSql } from "../templates/postgres-sql";
+import { psqlScriptArgv, renderPromoteSql, renderSlotCreateSql, renderSlotDropSql } from "../templates/postgres-sql";
 
 /** uid/gid of `postgres` in the official image. */
 export const PG_UID = 999;
@@ -131,6 +131,31 @@ export function replicationSlot(
       argv: psql,
       stdin: renderSlotCreateSql(p.slotName),
       deleteArgv: [...psql.slice(0, -1), "--command", renderSlotDropSql(p.slotName)],
+      timeoutSeconds: p.timeoutSeconds,
+    },
+    opts,
+  );
+}
+
+/**
+ * Promotes the standby running in this container (pg_promote: a new
+ * timeline), before the container is re-created to run as a primary over the
+ * same data. A no-op when the container is not running or is a primary.
+ */
+export function promoteStep(name: string, shell: HostShell, p: { containerName: string; port: number; timeoutSeconds: number }, opts: pulumi.CustomResourceOptions) {
+  return remoteStep(
+    name,
+    shell,
+    {
+      argv: [
+        "sh",
+        "-c",
+        'if [ "$(docker inspect -f "{{.State.Running}}" "$1" 2>/dev/null)" != true ]; then echo "no running standby: the promoted data starts as a primary"; exit 0; fi; shift; exec "$@"',
+        "sh",
+        p.containerName,
+        ...psqlInContainer(p.containerName, p.port),
+      ],
+      stdin: renderPromoteSql(),
       timeoutSeconds: p.timeoutSeconds,
     },
     opts,

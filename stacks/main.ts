@@ -12,6 +12,9 @@ import { FleetSecrets } from "../components/FleetSecrets";
 import { Host } from "../components/Host";
 import { Pki } from "../components/Pki";
 import { PostgresMaster } from "../components/PostgresMaster";
+import { PostgresReplica } from "../components/PostgresReplica";
+import * as dockerPkg from "@pulumi/docker";
+import { replicaSlotName } from "../templates/postgres-sql";
 import { RedisPair, REDIS_USER_NAMES } from "../components/RedisPair";
 import { SynaxicApp } from "../components/SynaxicApp";
 import { NginxBalancer } from "../components/NginxBalancer";
@@ -69,6 +72,7 @@ export function buildMain(cfg: MainConfig & StackConfig, host: HostContext, netw
   const secrets = new FleetSecrets("fleet", {});
   const pw = secrets.passwords;
   const docker = { providers: [host.dockerProvider] };
+  const dockerOpts = { provider: host.dockerProvider };
 
   const pki = new Pki("pki", {
     hosts: [pkiHost("main", cfg.privateIp), ...cfg.replicas.map((r) => pkiHost(r.name, r.privateIp))],
@@ -78,31 +82,67 @@ export function buildMain(cfg: MainConfig & StackConfig, host: HostContext, netw
 
   const common = { hostName: "main", shell: host.shell, networkMode: host.networkMode, privateIp: cfg.privateIp, timeoutSeconds: timeout };
 
-  const postgres = new PostgresMaster(
-    "postgres",
-    {
-      ...common,
-      image: cfg.images.postgres,
-      port: cfg.ports.postgres,
-      databaseName: cfg.databaseName,
-      sizing: { memoryMiB: host.memoryMiB, cpus: host.cpus, maxConnections: cfg.maxConnections },
-      maxWalSenders: fleetFacts(cfg, null).postgres.maxWalSenders,
-      maxReplicationSlots: fleetFacts(cfg, null).postgres.maxReplicationSlots,
-      maxSlotWalKeepSizeMB: sizeToMB(cfg.maxSlotWalKeepSize),
-      walKeepSizeMB: sizeToMB(cfg.walKeepSize),
-      replicas: cfg.replicas,
-      tls: { ...mainCerts.postgres, caPem: pki.caCertPem },
-      passwords: { app: pw.postgresApp, replication: pw.postgresReplication, rewind: pw.postgresRewind, exporter: pw.postgresExporter },
-      deleteDataOnDestroy: cfg.deleteDataOnDestroy,
-    },
-    docker,
+  // After a failover the main host follows the promoted replica (its old
+  // primary data rewound onto the new timeline) until it takes the primary
+  // role back with `promote`. The data volume belongs to the stack, so it
+  // outlives the switch between the two components.
+  const following = cfg.followPrimary ? cfg.replicas.find((r) => r.name === cfg.followPrimary)! : undefined;
+  const pgData = new dockerPkg.Volume(
+    "postgres-data",
+    { name: "synaxic-main-pgdata", labels: [{ label: "app", value: "synaxic" }] },
+    { ...dockerOpts, retainOnDelete: !cfg.deleteDataOnDestroy },
   );
+  const facts = fleetFacts(cfg, null);
+  const pgCommon = {
+    ...common,
+    image: cfg.images.postgres,
+    port: cfg.ports.postgres,
+    databaseName: cfg.databaseName,
+    sizing: { memoryMiB: host.memoryMiB, cpus: host.cpus, maxConnections: cfg.maxConnections },
+    maxWalSenders: facts.postgres.maxWalSenders,
+    maxReplicationSlots: facts.postgres.maxReplicationSlots,
+    maxSlotWalKeepSizeMB: facts.maxSlotWalKeepSizeMB,
+    walKeepSizeMB: facts.walKeepSizeMB,
+    tls: { ...mainCerts.postgres, caPem: pki.caCertPem },
+    volumeName: pgData.name,
+  };
+  const postgres: PostgresMaster | PostgresReplica = following
+    ? new PostgresReplica(
+        "postgres",
+        {
+          ...pgCommon,
+          primaryTune: facts.postgres.primaryTune,
+          primary: { host: following.privateIp, port: cfg.ports.postgres },
+          slotName: replicaSlotName("main"),
+          peerAddresses: cfg.replicas.map((r) => r.privateIp),
+          followerSlots: [],
+          passwords: { replication: pw.postgresReplication, rewind: pw.postgresRewind },
+          promote: false,
+          rejoin: true,
+          reinitGeneration: 0,
+          deleteDataOnDestroy: cfg.deleteDataOnDestroy,
+        },
+        { ...docker, aliases: [{ type: "synaxic:components:PostgresMaster" }] },
+      )
+    : new PostgresMaster(
+        "postgres",
+        {
+          ...pgCommon,
+          replicas: cfg.replicas,
+          passwords: { app: pw.postgresApp, replication: pw.postgresReplication, rewind: pw.postgresRewind, exporter: pw.postgresExporter },
+          promoteFirst: cfg.promote,
+        },
+        { ...docker, aliases: [{ type: "synaxic:components:PostgresReplica" }] },
+      );
 
   const redis = new RedisPair(
     "redis",
     {
       ...common,
-      role: "master",
+      // Following a promoted replica, or taking the master role back from it.
+      role: following || cfg.promote ? "replica" : "master",
+      promote: cfg.promote,
+      master: { host: following?.privateIp ?? cfg.privateIp, port: cfg.ports.redis },
       image: cfg.images.redis,
       port: cfg.ports.redis,
       tls: { ...mainCerts.redis, caPem: pki.caCertPem },
@@ -131,7 +171,7 @@ export function buildMain(cfg: MainConfig & StackConfig, host: HostContext, netw
     "app",
     {
       hostName: "main",
-      mode: "write",
+      mode: following ? "read" : "write",
       image: cfg.appImage,
       networkMode: host.networkMode,
       privateIp: cfg.privateIp,
@@ -145,7 +185,7 @@ export function buildMain(cfg: MainConfig & StackConfig, host: HostContext, netw
         caPem: pki.caCertPem,
       },
       redis: {
-        masterHost: cfg.privateIp,
+        masterHost: following?.privateIp ?? cfg.privateIp,
         port: cfg.ports.redis,
         // The write-mode app reads from the master: no replica list, so
         // adding a replica does not restart it.
@@ -156,7 +196,7 @@ export function buildMain(cfg: MainConfig & StackConfig, host: HostContext, netw
       truststore: { base64: pki.truststoreBase64, password: pw.truststore },
       google: { clientId: cfg.googleClientId, clientSecret: cfg.secrets.googleClientSecret },
     },
-    { ...docker, dependsOn: [postgres.ready, redis] },
+    { ...docker, dependsOn: [postgres instanceof PostgresMaster ? postgres.ready : postgres, redis] },
   );
 
   const balancer = new NginxBalancer(
@@ -167,8 +207,11 @@ export function buildMain(cfg: MainConfig & StackConfig, host: HostContext, netw
       httpPort: cfg.ports.http,
       httpsPort: cfg.ports.https,
       ...(cfg.httpsCertificate && cfg.secrets.httpsPrivateKey ? { https: { certPem: cfg.httpsCertificate, keyPem: cfg.secrets.httpsPrivateKey } } : {}),
-      mainApp: { name: "main", address: app.endpoint },
-      replicaApps: cfg.replicas.map((r) => ({ name: r.name, address: `${r.privateIp}:${cfg.ports.app}` })),
+      // Writes go to the app next to the primary: this one, or the promoted replica's.
+      mainApp: following ? { name: following.name, address: `${following.privateIp}:${cfg.ports.app}` } : { name: "main", address: app.endpoint },
+      replicaApps: following
+        ? [{ name: "main", address: app.endpoint }, ...cfg.replicas.filter((r) => r !== following).map((r) => ({ name: r.name, address: `${r.privateIp}:${cfg.ports.app}` }))]
+        : cfg.replicas.map((r) => ({ name: r.name, address: `${r.privateIp}:${cfg.ports.app}` })),
     },
     { ...docker, dependsOn: [app] },
   );
@@ -222,7 +265,8 @@ export function buildMain(cfg: MainConfig & StackConfig, host: HostContext, netw
       fleet,
       replicaCredentials,
       replicaTls,
-      slots: postgres.slotNames,
+      slots: postgres instanceof PostgresMaster ? postgres.slotNames : {},
+      postgresMode: postgres instanceof PostgresMaster ? "primary" : postgres.mode,
       grafanaAdminPassword: pw.grafanaAdmin,
       balancerConfig: balancer.config,
       pgHba: postgres.pgHba,

@@ -52,6 +52,8 @@ export async function replicaStack(cfg: ReplicaConfig & StackConfig) {
     throw new MainStackOutputError(cfg.mainStack, "fleet.replicas", `lists ${cfg.replicaName} at ${me.privateIp}, but this stack's privateIp is ${cfg.privateIp}: make them agree`);
   }
   if (cfg.host.provider === "local") throw new Error("replicaStack: local replicas are built by localStack");
+  // Checked before any resource is declared.
+  primaryOf(cfg, fleet);
   const host = new Host(cfg.hostName, {
     hostName: cfg.hostName,
     host: cfg.host,

@@ -23,6 +23,8 @@ export interface RecordedOptions {
   dependsOn: string[];
   parent?: string;
   additionalSecretOutputs?: string[];
+  /** Types this resource was previously registered as (aliases that keep its URN). */
+  aliasTypes?: string[];
 }
 
 export interface Recorded {
@@ -70,6 +72,7 @@ if (!runtimeResource.__synaxicPatched) {
       dependsOn: deps.map((d) => String((d as unknown as { __name?: string }).__name ?? "?")),
       ...(parent ? { parent: String((parent as unknown as { __name?: string }).__name) } : {}),
       ...(opts?.additionalSecretOutputs ? { additionalSecretOutputs: opts.additionalSecretOutputs } : {}),
+      ...(opts?.aliases ? { aliasTypes: opts.aliases.map((a) => String((a as { type?: string }).type ?? "")) } : {}),
     });
     return original(...a);
   };

@@ -214,3 +214,46 @@ describe("adding and removing a replica on main changes exactly the expected res
     expect(names(back.resources)).toEqual(A);
   });
 });
+
+describe("the main host after a failover", () => {
+  it("followPrimary: its old primary data rejoins as a standby of the promoted replica (pg_rewind), its Redis and app follow, writes go to the promoted app", async () => {
+    const run = await runMain(2, { "synaxic:followPrimary": "replica-1" });
+    const pgComponent = run.one("synaxic:components:PostgresReplica", "postgres");
+    // Same URN as the primary it replaces: the container and files are updated in place, the data volume kept.
+    expect(pgComponent.opts.aliasTypes).toEqual(["synaxic:components:PostgresMaster"]);
+    expect(run.of("synaxic:components:PostgresMaster")).toEqual([]);
+    const pg = run.one(CONTAINER, "postgres-container");
+    expect(pg.inputs.volumes).toEqual([expect.objectContaining({ volumeName: "synaxic-main-pgdata" })]);
+    const conf = String(fileIn(pg, "/etc/synaxic/postgresql.conf")!.content);
+    expect(conf).toMatch(/primary_conninfo = '.*host=10\.10\.0\.3 /);
+    expect(conf).toContain("primary_slot_name = 'synaxic_main'");
+    expect(String(fileIn(pg, "/usr/local/bin/synaxic-entrypoint")!.content)).toContain("MODE=rejoin");
+    // No roles or slots are managed on a standby.
+    expect(run.of(COMMAND).filter((c) => c.name === "postgres-roles" || c.name.startsWith("postgres-slot-"))).toEqual([]);
+    expect(String(fileIn(run.one(CONTAINER, "redis-container"), "/etc/synaxic/redis.conf")!.content)).toMatch(/^replicaof 10\.10\.0\.3 6380$/m);
+    expect(run.one(CONTAINER, "app-container").inputs.envs).toContain("SYNAXIC_REDIS_READ_MODE=SLAVE");
+    const nginx = String(run.one(COMMAND, "balancer-conf").inputs.stdin);
+    expect(nginx).toMatch(/upstream synaxic_write \{[^}]*server 10\.10\.0\.3:8080 /);
+    expect(nginx).toMatch(/upstream synaxic_read \{[^}]*server 10\.10\.0\.2:8080 /);
+    expect(run.values.postgresMode).toBe("rejoin");
+    // The promoted replica keeps a slot for it.
+    const { replica } = await runReplica("replica-1", "10.10.0.3", { extra: { "synaxic:promote": "true" } });
+    expect(String(replica.one(COMMAND, "postgres-slot-main").inputs.stdin)).toContain("'synaxic_main'");
+  });
+
+  it("promote: the main host takes the primary role back, promoting its standby before it starts as the primary", async () => {
+    const run = await runMain(2, { "synaxic:promote": "true" });
+    expect(run.one("synaxic:components:PostgresMaster", "postgres").opts.aliasTypes).toEqual(["synaxic:components:PostgresReplica"]);
+    expect(String(run.one(COMMAND, "postgres-promote").inputs.stdin)).toContain("pg_promote(true, 60)");
+    expect(run.one(CONTAINER, "postgres-container").opts.dependsOn).toContain("postgres-promote");
+    expect(String(run.one(COMMAND, "redis-promote").inputs.create)).toContain("REPLICAOF NO ONE");
+    expect(String(fileIn(run.one(CONTAINER, "redis-container"), "/etc/synaxic/redis.conf")!.content)).not.toMatch(/^replicaof /m);
+    expect(run.one(COMMAND, "postgres-roles")).toBeTruthy();
+    expect(run.of(COMMAND).filter((c) => c.name.startsWith("postgres-slot-")).length).toBe(2);
+  });
+
+  it("a followPrimary that is not one of main's replicas, or together with promote, is refused", async () => {
+    await expect(runMain(2, { "synaxic:followPrimary": "replica-7" })).rejects.toThrow(/synaxic:followPrimary: got "replica-7"; expected one of this stack's replicas \(replica-1, replica-2\)/);
+    await expect(runMain(2, { "synaxic:followPrimary": "replica-1", "synaxic:promote": "true" })).rejects.toThrow(/synaxic:promote: got true together with followPrimary/);
+  });
+});
