@@ -2,6 +2,9 @@ import { defineConfig } from "vitest/config";
 
 export default defineConfig({
   test: {
+    // The JSON report lets CI print a plain "N passed, N failed" line.
+    reporters: ["default", "json"],
+    outputFile: { json: ".state/vitest-report.json" },
     projects: [
       {
         test: {
