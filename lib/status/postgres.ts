@@ -6,8 +6,9 @@
  * LSNs and from the walsender's own lag columns, never from
  * now() - pg_last_xact_replay_timestamp(), which grows on an idle primary.
  *
- * The query returns one JSON document (psql --no-align --tuples-only), so the
- * output needs no column splitting and NULLs stay NULLs.
+ * The query returns one JSON document on one line (jsonb's text form, with
+ * psql --no-align --tuples-only), so the output needs no column splitting
+ * and NULLs stay NULLs.
  */
 import { z } from "zod";
 import { StatusParseError } from "./errors";
@@ -58,7 +59,7 @@ SELECT pg_catalog.json_build_object(
       FROM pg_catalog.pg_replication_slots
     ) s
   )
-)::text;
+)::jsonb::text;
 `;
 
 const lsn = z.string().regex(/^[0-9A-F]+\/[0-9A-F]+$/i, { message: "expected an LSN" }).nullable();
@@ -102,13 +103,9 @@ const statusSchema = z.object({
   ),
 });
 
-/** Parses psql's output of PG_STATUS_SQL (one JSON document on the last non-empty line). */
+/** Parses psql's output of PG_STATUS_SQL: the whole output is one JSON document. */
 export function parsePgStatus(stdout: string): PgFacts {
-  const line = stdout
-    .split("\n")
-    .map((l) => l.trim())
-    .filter((l) => l.length > 0)
-    .pop();
+  const line = stdout.trim();
   if (!line) throw new StatusParseError("psql", "no output");
   let json: unknown;
   try {
