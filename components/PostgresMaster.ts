@@ -1,12 +1,11 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as docker from "@pulumi/docker";
-import { LOOPBACK, containerName } from "../lib/addresses";
+import { containerName } from "../lib/addresses";
 import type { ReplicaEntry } from "../lib/config";
-import { PG_PATHS, PG_ROLES, pgListenAddresses, postgresContainer, promoteStep, psqlInContainer, replicationSlot } from "../lib/postgresContainer";
-import { remoteStep, type HostShell } from "../lib/remote";
+import { PG_PATHS, PG_ROLES, postgresContainer, serverConf, serverHba, type PostgresServerArgs, promoteStep, psqlInContainer, replicationSlot } from "../lib/postgresContainer";
+import { remoteStep } from "../lib/remote";
 import { renderPrimaryEntrypoint } from "../templates/postgres-entrypoint";
 import { renderPostgresqlConf } from "../templates/postgres-conf";
-import { renderPgHba } from "../templates/postgres-hba";
 import { renderRolesSql } from "../templates/postgres-sql";
 
 export interface PostgresPasswords {
@@ -16,32 +15,16 @@ export interface PostgresPasswords {
   exporter: pulumi.Input<string>;
 }
 
-export interface PostgresMasterArgs {
-  hostName: string;
-  shell: HostShell;
-  image: string;
-  networkMode: pulumi.Input<string>;
-  /** This host's private address: PostgreSQL listens there (other hosts) and on loopback (this host's app and exporter). */
-  privateIp: string;
-  port: number;
-  databaseName: string;
-  sizing: { memoryMiB: number; cpus: number; maxConnections: number };
-  /** The same on every server of the fleet (a standby needs at least its primary's). */
-  maxWalSenders: number;
-  maxReplicationSlots: number;
-  maxSlotWalKeepSizeMB: number;
-  walKeepSizeMB: number;
+export interface PostgresMasterArgs extends PostgresServerArgs {
   /** One slot, one pg_hba replication line and one rewind line per replica. */
   replicas: ReplicaEntry[];
-
-  tls: { certPem: pulumi.Input<string>; keyPem: pulumi.Input<string>; caPem: pulumi.Input<string> };
   passwords: PostgresPasswords;
   /** The data volume (created by the stack, so that it outlives a switch between primary and replica). */
   volumeName: pulumi.Input<string>;
   /** Promote the standby running here first (taking the primary role back after following a promoted replica). */
   promoteFirst?: boolean;
-  timeoutSeconds: number;
 }
+
 
 /**
  * The PostgreSQL primary on the main host: official image, data on a named
@@ -69,51 +52,22 @@ export class PostgresMaster extends pulumi.ComponentResource {
     this.port = args.port;
     this.slotNames = Object.fromEntries(args.replicas.map((r) => [r.name, r.slotName]));
 
-    this.postgresqlConf = renderPostgresqlConf({
-      role: "primary",
-      name: args.hostName,
-      dataDir: PG_PATHS.dataDir,
-      hbaFile: PG_PATHS.hbaFile,
-      listenAddresses: pgListenAddresses(args.privateIp),
-      port: args.port,
-      tune: args.sizing,
-      tls: { certFile: PG_PATHS.certFile, keyFile: PG_PATHS.keyFile, caFile: PG_PATHS.caFile },
-      maxWalSenders: args.maxWalSenders,
-      maxReplicationSlots: args.maxReplicationSlots,
-      maxSlotWalKeepSizeMB: args.maxSlotWalKeepSizeMB,
-      walKeepSizeMB: args.walKeepSizeMB,
-    });
-    this.pgHba = renderPgHba({
-      appDatabase: args.databaseName,
-      appUser: args.databaseName,
-      // The app and the exporter run on this host and connect over loopback.
-      appAddresses: [LOOPBACK],
-      replicationUser: PG_ROLES.replication,
-      replicaAddresses: args.replicas.map((r) => r.privateIp),
-      rewindUser: PG_ROLES.rewind,
-      exporterUser: PG_ROLES.exporter,
-      exporterAddresses: [LOOPBACK],
-    });
+    this.postgresqlConf = renderPostgresqlConf({ role: "primary", ...serverConf(args) });
+    this.pgHba = serverHba(args.databaseName, args.replicas.map((r) => r.privateIp));
 
     const dependsOn = args.promoteFirst
       ? [promoteStep(`${name}-promote`, args.shell, { containerName: this.containerName, port: args.port, timeoutSeconds: args.timeoutSeconds }, parent)]
       : [];
 
     const { container } = postgresContainer(
+      args,
       {
         name,
         containerName: this.containerName,
-        hostName: args.hostName,
-        shell: args.shell,
-        image: args.image,
-        networkMode: args.networkMode,
-        port: args.port,
         volumeName: args.volumeName,
         postgresqlConf: this.postgresqlConf,
         pgHba: this.pgHba,
         entrypoint: renderPrimaryEntrypoint({ dataDir: PG_PATHS.dataDir, configFile: PG_PATHS.configFile }),
-        tls: args.tls,
-        timeoutSeconds: args.timeoutSeconds,
         dependsOn,
       },
       parent,

@@ -1,35 +1,20 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as docker from "@pulumi/docker";
-import { LOOPBACK, containerName } from "../lib/addresses";
-import { PG_PATHS, PG_ROLES, pgListenAddresses, postgresContainer, promoteStep, replicationSlot } from "../lib/postgresContainer";
-import { remoteStep, type HostShell } from "../lib/remote";
+import { containerName } from "../lib/addresses";
+import { PG_PATHS, PG_ROLES, postgresContainer, serverConf, serverHba, type PostgresServerArgs, promoteStep, replicationSlot } from "../lib/postgresContainer";
+import { remoteStep } from "../lib/remote";
 import { renderReplicaEntrypoint } from "../templates/postgres-entrypoint";
 import { renderPostgresqlConf } from "../templates/postgres-conf";
-import { renderPgHba, renderPgpass } from "../templates/postgres-hba";
+import { renderPgpass } from "../templates/postgres-hba";
 
-export interface PostgresReplicaArgs {
-  hostName: string;
-  shell: HostShell;
-  image: string;
-  networkMode: pulumi.Input<string>;
-  /** This host's private address: PostgreSQL listens there (other hosts) and on loopback (this host's app and exporter). */
-  privateIp: string;
-  port: number;
-  databaseName: string;
-  sizing: { memoryMiB: number; cpus: number; maxConnections: number };
+export interface PostgresReplicaArgs extends PostgresServerArgs {
   /** The primary's sizing: settings a standby must match (max_connections, max_worker_processes) take the higher of the two. */
   primaryTune: { memoryMiB: number; cpus: number; maxConnections: number };
-  maxWalSenders: number;
-  maxReplicationSlots: number;
-  maxSlotWalKeepSizeMB: number;
-  walKeepSizeMB: number;
   /** The primary this replica streams from (its private address and port). */
   primary: { host: string; port: number };
   slotName: string;
   /** Every other fleet member's private address: allowed to replicate from (and rewind against) this server once it is promoted. */
   peerAddresses: string[];
-
-  tls: { certPem: pulumi.Input<string>; keyPem: pulumi.Input<string>; caPem: pulumi.Input<string> };
   passwords: { replication: pulumi.Input<string>; rewind: pulumi.Input<string> };
   /** Promote this replica to primary. */
   promote: boolean;
@@ -42,8 +27,8 @@ export interface PostgresReplicaArgs {
   /** An existing data volume to run on (the main host's, when it follows a promoted replica) instead of this component's own. */
   volumeName?: pulumi.Input<string>;
   deleteDataOnDestroy: boolean;
-  timeoutSeconds: number;
 }
+
 
 /**
  * A PostgreSQL streaming replica: cloned with pg_basebackup into an empty
@@ -72,35 +57,15 @@ export class PostgresReplica extends pulumi.ComponentResource {
 
     this.postgresqlConf = renderPostgresqlConf({
       role: "replica",
-      name: args.hostName,
-      dataDir: PG_PATHS.dataDir,
-      hbaFile: PG_PATHS.hbaFile,
-      listenAddresses: pgListenAddresses(args.privateIp),
-      port: args.port,
-      tune: args.sizing,
+      ...serverConf(args),
       clusterTunes: [args.primaryTune, args.sizing],
-      tls: { certFile: PG_PATHS.certFile, keyFile: PG_PATHS.keyFile, caFile: PG_PATHS.caFile },
-      maxWalSenders: args.maxWalSenders,
-      maxReplicationSlots: args.maxReplicationSlots,
-      maxSlotWalKeepSizeMB: args.maxSlotWalKeepSizeMB,
-      walKeepSizeMB: args.walKeepSizeMB,
       primary: args.primary,
       replicationUser: PG_ROLES.replication,
       passfile: PG_PATHS.passfile,
       applicationName: args.hostName,
       slotName: args.slotName,
     });
-    this.pgHba = renderPgHba({
-      appDatabase: args.databaseName,
-      appUser: args.databaseName,
-      // The app and the exporter run on this host and connect over loopback.
-      appAddresses: [LOOPBACK],
-      replicationUser: PG_ROLES.replication,
-      replicaAddresses: args.peerAddresses,
-      rewindUser: PG_ROLES.rewind,
-      exporterUser: PG_ROLES.exporter,
-      exporterAddresses: [LOOPBACK],
-    });
+    this.pgHba = serverHba(args.databaseName, args.peerAddresses);
     const passfile = pulumi.secret(
       pulumi.all([args.passwords.replication, args.passwords.rewind]).apply(([replication, rewind]) =>
         renderPgpass([
@@ -127,14 +92,10 @@ export class PostgresReplica extends pulumi.ComponentResource {
     }
 
     const { container } = postgresContainer(
+      args,
       {
         name,
         containerName: this.containerName,
-        hostName: args.hostName,
-        shell: args.shell,
-        image: args.image,
-        networkMode: args.networkMode,
-        port: args.port,
         volumeName,
         postgresqlConf: this.postgresqlConf,
         pgHba: this.pgHba,
@@ -150,9 +111,7 @@ export class PostgresReplica extends pulumi.ComponentResource {
           passfile: PG_PATHS.passfile,
           caFile: PG_PATHS.caFile,
         }),
-        tls: args.tls,
         secretFiles: [{ path: PG_PATHS.passfile, content: passfile }],
-        timeoutSeconds: args.timeoutSeconds,
         dependsOn,
       },
       parent,

@@ -9,6 +9,8 @@ import { LOOPBACK } from "./addresses";
 import { baseContainer, digest, hostFile, hostPath, pullImage, replaceInPlace, upload } from "./containers";
 import { remoteStep, type HostShell } from "./remote";
 import { psqlScriptArgv, renderPromoteSql, renderSlotCreateSql, renderSlotDropSql } from "../templates/postgres-sql";
+import type { PostgresConfCommon } from "../templates/postgres-conf";
+import { renderPgHba } from "../templates/postgres-hba";
 
 /** uid/gid of `postgres` in the official image. */
 export const PG_UID = 999;
@@ -28,22 +30,70 @@ export const PG_PATHS = {
 /** The pg_hba role names; the app role is named after the database. */
 export const PG_ROLES = { replication: "replicator", rewind: "synaxic_rewind", exporter: "synaxic_exporter" } as const;
 
-export interface PostgresContainerArgs {
-  name: string;
-  containerName: string;
+/** What every PostgreSQL server of the fleet is given, primary or replica. */
+export interface PostgresServerArgs {
   hostName: string;
   shell: HostShell;
   image: string;
   networkMode: pulumi.Input<string>;
+  /** This host's private address: PostgreSQL listens there (other hosts) and on loopback (this host's app and exporter). */
+  privateIp: string;
   port: number;
+  databaseName: string;
+  sizing: { memoryMiB: number; cpus: number; maxConnections: number };
+  /** The same on every server of the fleet (a standby needs at least its primary's). */
+  maxWalSenders: number;
+  maxReplicationSlots: number;
+  maxSlotWalKeepSizeMB: number;
+  walKeepSizeMB: number;
+  tls: { certPem: pulumi.Input<string>; keyPem: pulumi.Input<string>; caPem: pulumi.Input<string> };
+  timeoutSeconds: number;
+}
+
+/** The postgresql.conf settings a server's role does not change. */
+export function serverConf(args: PostgresServerArgs): PostgresConfCommon {
+  return {
+    name: args.hostName,
+    dataDir: PG_PATHS.dataDir,
+    hbaFile: PG_PATHS.hbaFile,
+    listenAddresses: pgListenAddresses(args.privateIp),
+    port: args.port,
+    tune: args.sizing,
+    tls: { certFile: PG_PATHS.certFile, keyFile: PG_PATHS.keyFile, caFile: PG_PATHS.caFile },
+    maxWalSenders: args.maxWalSenders,
+    maxReplicationSlots: args.maxReplicationSlots,
+    maxSlotWalKeepSizeMB: args.maxSlotWalKeepSizeMB,
+    walKeepSizeMB: args.walKeepSizeMB,
+  };
+}
+
+/**
+ * pg_hba.conf of a server: the app and the exporter run on the same host and
+ * connect over loopback; replication and rewind from the given addresses.
+ */
+export function serverHba(databaseName: string, replicaAddresses: string[]): string {
+  return renderPgHba({
+    appDatabase: databaseName,
+    appUser: databaseName,
+    appAddresses: [LOOPBACK],
+    replicationUser: PG_ROLES.replication,
+    replicaAddresses,
+    rewindUser: PG_ROLES.rewind,
+    exporterUser: PG_ROLES.exporter,
+    exporterAddresses: [LOOPBACK],
+  });
+}
+
+/** What distinguishes one server's container: its role's files and its data. */
+export interface PostgresContainerArgs {
+  name: string;
+  containerName: string;
   volumeName: pulumi.Input<string>;
   postgresqlConf: pulumi.Input<string>;
   pgHba: string;
   entrypoint: pulumi.Input<string>;
-  tls: { certPem: pulumi.Input<string>; keyPem: pulumi.Input<string>; caPem: pulumi.Input<string> };
   /** Extra secret files (the replica's passfile). */
   secretFiles?: { path: string; content: pulumi.Input<string> }[];
-  timeoutSeconds: number;
   dependsOn?: pulumi.Resource[];
 }
 
@@ -57,10 +107,10 @@ export function pgListenAddresses(privateIp: string): string[] {
   return [privateIp, LOOPBACK];
 }
 
-export function postgresContainer(args: PostgresContainerArgs, opts: pulumi.CustomResourceOptions): { container: docker.Container; hba: pulumi.Resource } {
-  const hbaDir = `${args.hostName}/postgres-hba`;
-  const hba = hostFile(`${args.name}-hba`, args.shell, { path: `${hbaDir}/pg_hba.conf`, content: args.pgHba, mode: "0644", owner: `0:${PG_UID}`, timeoutSeconds: args.timeoutSeconds }, opts);
-  const image = pullImage(`${args.name}-image`, args.image, opts);
+export function postgresContainer(server: PostgresServerArgs, args: PostgresContainerArgs, opts: pulumi.CustomResourceOptions): { container: docker.Container; hba: pulumi.Resource } {
+  const hbaDir = `${server.hostName}/postgres-hba`;
+  const hba = hostFile(`${args.name}-hba`, server.shell, { path: `${hbaDir}/pg_hba.conf`, content: args.pgHba, mode: "0644", owner: `0:${PG_UID}`, timeoutSeconds: server.timeoutSeconds }, opts);
+  const image = pullImage(`${args.name}-image`, server.image, opts);
   const container = new docker.Container(
     `${args.name}-container`,
     {
@@ -69,15 +119,15 @@ export function postgresContainer(args: PostgresContainerArgs, opts: pulumi.Cust
       hostname: args.containerName,
       entrypoints: [PG_PATHS.entrypoint],
       // Listens on the private address and loopback only (postgresql.conf), never the public interface.
-      ...baseContainer(args.networkMode),
+      ...baseContainer(server.networkMode),
       volumes: [{ volumeName: args.volumeName, containerPath: PG_PATHS.dataDir }],
-      mounts: [{ type: "bind", source: hostPath(args.shell, hbaDir), target: PG_PATHS.hbaDir, readOnly: true }],
+      mounts: [{ type: "bind", source: hostPath(server.shell, hbaDir), target: PG_PATHS.hbaDir, readOnly: true }],
       uploads: [
         { file: PG_PATHS.entrypoint, content: args.entrypoint, permissions: "0755", owner: "0", group: "0", executable: true },
         upload(PG_PATHS.configFile, args.postgresqlConf, "0644", PG_UID),
-        upload(PG_PATHS.certFile, args.tls.certPem, "0644", PG_UID),
-        upload(PG_PATHS.keyFile, pulumi.secret(args.tls.keyPem), "0600", PG_UID),
-        upload(PG_PATHS.caFile, args.tls.caPem, "0644", PG_UID),
+        upload(PG_PATHS.certFile, server.tls.certPem, "0644", PG_UID),
+        upload(PG_PATHS.keyFile, pulumi.secret(server.tls.keyPem), "0600", PG_UID),
+        upload(PG_PATHS.caFile, server.tls.caPem, "0644", PG_UID),
         ...(args.secretFiles ?? []).map((f) => upload(f.path, pulumi.secret(f.content), "0600", PG_UID)),
       ],
       shmSize: 256,
@@ -85,7 +135,7 @@ export function postgresContainer(args: PostgresContainerArgs, opts: pulumi.Cust
       stopTimeout: 120,
       destroyGraceSeconds: 120,
       healthcheck: {
-        tests: ["CMD-SHELL", `pg_isready -q -U postgres -d postgres -p ${args.port}`],
+        tests: ["CMD-SHELL", `pg_isready -q -U postgres -d postgres -p ${server.port}`],
         interval: "10s",
         timeout: "5s",
         retries: 6,
@@ -100,12 +150,12 @@ export function postgresContainer(args: PostgresContainerArgs, opts: pulumi.Cust
   // pg_hba changes (a replica added or removed) are re-read without a restart.
   remoteStep(
     `${args.name}-hba-reload`,
-    args.shell,
+    server.shell,
     {
-      argv: psqlInContainer(args.containerName, args.port),
+      argv: psqlInContainer(args.containerName, server.port),
       stdin: "SELECT pg_catalog.pg_reload_conf();\n",
       triggers: [digest(args.pgHba), container.id],
-      timeoutSeconds: args.timeoutSeconds,
+      timeoutSeconds: server.timeoutSeconds,
     },
     { ...opts, dependsOn: [container, hba] },
   );
