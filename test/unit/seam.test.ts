@@ -45,6 +45,15 @@ describe("the program as the Pulumi runtime loads it", () => {
     expect(r.outputs).toEqual(expect.arrayContaining(["slotName", "postgresMode"]));
   });
 
+  it("local stack: the whole fleet on one Docker engine, no SSH key needed", async () => {
+    const config = mainConfig(1, { "synaxic:hostProvider": "local" });
+    delete config["synaxic:sshPrivateKey"];
+    const r = await load("local", config);
+    expect(r.error).toBeUndefined();
+    expect(r.types).toEqual(expect.arrayContaining(["synaxic:components:LocalHost", "synaxic:components:PostgresReplica", "synaxic:components:PostgresMaster"]));
+    expect(r.types).not.toContain("hcloud:index/server:Server");
+  });
+
   it("a bad configuration stops the program with the config error", async () => {
     const r = await load("main", mainConfig(["replica-1=10.10.0.3", "replica-2=10.10.0.3"]));
     expect(r.ok).toBe(false);
