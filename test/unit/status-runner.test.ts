@@ -9,6 +9,7 @@
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { containerRunner, knownHostsLine, postgresExecArgv, redisExecArgv, sshArgv, SshExec, type SshTarget } from "../../lib/status/runner";
@@ -193,6 +194,25 @@ describe("ssh runner", () => {
       expect(redis).toBeInstanceOf(CommandError);
       expect((redis as Error).message).toBe("redis-cli INFO replication on main failed: exit 1: AUTH failed: WRONGPASS for ***");
       expect((redis as Error).message).not.toContain(PASSWORD);
+    } finally {
+      ssh.close();
+    }
+  });
+
+  it("the real ssh client accepts the argv and its refusal to connect is a connection error", async () => {
+    // A port that was just free on loopback: nothing listens there.
+    const port = await new Promise<number>((resolve) => {
+      const srv = createServer().listen(0, "127.0.0.1", () => {
+        const p = (srv.address() as { port: number }).port;
+        srv.close(() => resolve(p));
+      });
+    });
+    const ssh = new SshExec([{ name: "main", address: "127.0.0.1", port, user: "root", hostKey: KEY }], { timeoutSeconds: 10 });
+    try {
+      const err = await ssh.exec("main", ["true"], "").catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(ConnectionError);
+      // Not "Bad configuration option": ssh parsed every option and tried to connect.
+      expect((err as Error).message).toMatch(new RegExp(`^cannot reach main: ssh root@127\\.0\\.0\\.1:${port}: .*port ${port}: Connection refused$`));
     } finally {
       ssh.close();
     }
