@@ -5,6 +5,7 @@
  * runStatus with a runner that answers like the servers do.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { execFile } from "node:child_process";
 import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -329,5 +330,51 @@ describe("exit status", () => {
     expect(json.verdict).toBe("unhealthy");
     expect(json.problems).toEqual([{ kind: "replay-paused", host: "replica-1", message: expect.stringContaining("paused") }]);
     expect(r.stdout).not.toContain(ADMIN_PASSWORD);
+  });
+});
+
+describe("npm run status (scripts/status.ts)", () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), "status-script-"));
+    const outs = outputs();
+    const fake = (name: string, body: string) => {
+      writeFileSync(join(dir, name), `#!/bin/sh\n${body}\n`);
+      chmodSync(join(dir, name), 0o755);
+    };
+    // pulumi prints the outputs of the stack named after --stack; ssh cannot connect.
+    fake("pulumi", `case "$6" in ${Object.keys(outs).map((k) => `${k}) echo '${JSON.stringify(outs[k])}';;`).join(" ")} *) echo "error: no stack named $6" >&2; exit 255;; esac`);
+    fake("ssh", 'echo "ssh: connect to host $(eval echo \\${$(($# - 1))}) port 22: No route to host" >&2; exit 255');
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  const script = (args: string[], env: Record<string, string>) =>
+    new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+      execFile(
+        process.execPath,
+        ["-r", "ts-node/register", join(__dirname, "..", "..", "scripts", "status.ts"), ...args],
+        { env: { PATH: `${dir}:/usr/bin:/bin`, TS_NODE_TRANSPILE_ONLY: "true", ...env }, timeout: 60_000 },
+        (err, stdout, stderr) => resolve({ code: err ? Number((err as { code?: number }).code) : 0, stdout, stderr }),
+      );
+    });
+
+  it("reads the stacks through the Pulumi CLI, refuses to go on without an SSH identity, and exits 1", async () => {
+    const r = await script(ALL, {});
+    expect(r.stderr).toContain("status: no SSH identity");
+    expect(r.code).toBe(1);
+  });
+
+  it("exits 1 naming the stack the Pulumi CLI cannot read", async () => {
+    const r = await script(["--main", "acme/synaxic/nope"], { SSH_AUTH_SOCK: "/tmp/agent.sock" });
+    expect(r.stderr).toBe("status: cannot read stack acme/synaxic/nope: pulumi stack output failed: error: no stack named acme/synaxic/nope\n");
+    expect(r.code).toBe(1);
+  });
+
+  it("reaches the hosts with ssh; unreachable hosts give an incomplete report and exit 1", async () => {
+    const r = await script(["--main", MAIN, "--replica", R1], { SSH_AUTH_SOCK: "/tmp/agent.sock" });
+    expect(r.stdout).toContain("PostgreSQL primary main: unreachable: cannot reach main: ssh root@203.0.113.1:22: ssh: connect to host 203.0.113.1 port 22: No route to host");
+    expect(r.stdout).toContain("replica-1: unreachable: cannot reach replica-1: ssh deploy@203.0.113.2:2222: ssh: connect to host 203.0.113.2 port 22: No route to host");
+    expect(r.stderr).toBe("status: could not reach main, replica-1; the report is incomplete\n");
+    expect(r.code).toBe(1);
   });
 });
