@@ -3,9 +3,8 @@
  * line per replica and per Redis server, the problems, then the verdict.
  * Or the same as JSON (--json), for scripts.
  */
-import { formatBytes } from "./evaluate";
+import { evaluate, formatBytes } from "./evaluate";
 import type { FleetExpectation, FleetFacts, Gathered, HostFacts, PgFacts, Problem, RedisReplicationFacts, StatusReport, Thresholds } from "./types";
-import { evaluate } from "./evaluate";
 
 export function buildReport(expectation: FleetExpectation, facts: FleetFacts, thresholds: Thresholds): StatusReport {
   const problems = evaluate(expectation, facts, thresholds);
