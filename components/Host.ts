@@ -3,8 +3,7 @@ import * as docker from "@pulumi/docker";
 import * as hcloud from "@pulumi/hcloud";
 import * as tls from "@pulumi/tls";
 import { mkdirSync, writeFileSync, chmodSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import type { VpsHostConfig } from "../lib/config";
 import type { HostContext } from "../lib/hostContext";
 import { remoteStep, type Connection, type HostShell } from "../lib/remote";
@@ -30,7 +29,7 @@ export interface HostArgs {
   networkId?: pulumi.Input<number>;
   firewallRules: FirewallRule[];
   commandTimeoutSeconds: number;
-  /** Where the SSH identity and pinned host key for the Docker client are written (default: a per-stack folder in the temp dir). */
+  /** Where the SSH identity and pinned host key for the Docker client are written (default: .state/ssh/<stack>-<host>, mode 0700). */
   sshDir?: string;
 }
 
@@ -54,6 +53,7 @@ export class Host extends pulumi.ComponentResource implements HostContext {
   public readonly dockerReady: pulumi.CustomResource;
   public readonly hostName: string;
   public readonly sshUser: string;
+  public readonly sshPort: number;
   public readonly cpus: number;
   public readonly memoryMiB: number;
 
@@ -127,6 +127,7 @@ export class Host extends pulumi.ComponentResource implements HostContext {
     }
 
     this.sshUser = user;
+    this.sshPort = port;
     this.connection = pulumi.secret(
       pulumi.all([this.publicAddress, this.hostKey, sshPrivateKey]).apply(([host, hostKey, privateKey]) => ({
         host,
@@ -164,7 +165,7 @@ export class Host extends pulumi.ComponentResource implements HostContext {
 
     // The Docker client reaches the daemon through the system ssh, which
     // needs the identity and the pinned host key as files.
-    const sshDir = args.sshDir ?? join(tmpdir(), `synaxic-ssh-${pulumi.getStack()}-${args.hostName}`);
+    const sshDir = args.sshDir ?? resolve(".state", "ssh", `${pulumi.getStack()}-${args.hostName}`);
     const sshFiles = pulumi.all([sshPrivateKey, this.publicAddress, this.hostKey]).apply(([key, address, hostKey]) =>
       writeSshFiles(sshDir, key, port === 22 ? address : `[${address}]:${port}`, hostKey),
     );

@@ -64,7 +64,7 @@ export async function replicaStack(cfg: ReplicaConfig & StackConfig) {
     commandTimeoutSeconds: cfg.commandTimeoutSeconds,
   });
   const built = buildReplica(cfg, fleet, fleet.caCertPem, me, credentials, myTls, host, "");
-  return { ...built, publicAddress: host.publicAddress, hostKey: host.hostKey, sshUser: host.sshUser };
+  return { ...built, publicAddress: host.publicAddress, hostKey: host.hostKey, sshUser: host.sshUser, sshPort: host.sshPort };
 }
 
 /** What a replica host needs from its own stack configuration. */

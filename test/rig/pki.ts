@@ -4,7 +4,7 @@
  * program's own (components/Pki.ts).
  */
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { tmpdir } from "node:os";
 import { isIP } from "node:net";
@@ -26,7 +26,17 @@ function openssl(args: string[], cwd: string): void {
   execFileSync("openssl", args, { cwd, stdio: ["ignore", "ignore", "pipe"] });
 }
 
-export function makeCa(label = "test-ca", dir = mkdtempSync(join(tmpdir(), "synaxic-pki-"))): TestCa {
+/** Temporary folders this process made for CAs; removed when it exits. */
+const ownDirs: string[] = [];
+process.on("exit", () => {
+  for (const d of ownDirs) rmSync(d, { recursive: true, force: true });
+});
+
+export function makeCa(label = "test-ca", dir?: string): TestCa {
+  if (dir === undefined) {
+    dir = mkdtempSync(join(tmpdir(), "synaxic-pki-"));
+    ownDirs.push(dir);
+  }
   const keyFile = join(dir, `${label}.key`);
   const certFile = join(dir, `${label}.crt`);
   openssl(["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", keyFile], dir);

@@ -11,7 +11,8 @@
 import * as pulumi from "@pulumi/pulumi";
 import { createHash } from "node:crypto";
 import { createRequire } from "node:module";
-import { makeCa, type TestCa } from "../rig/pki";
+import { rmSync } from "node:fs";
+import { makeCa } from "../rig/pki";
 
 export const SECRET_SIG = "4dabf18193072939515e22adb298388d";
 export const SECRET_VALUE = "1b47061264138c4ac30d75fd1eb44270";
@@ -79,11 +80,15 @@ if (!runtimeResource.__synaxicPatched) {
   runtimeResource.__synaxicPatched = true;
 }
 
-let ca: TestCa | undefined;
+let caPem: string | undefined;
 /** A real CA certificate, so that code parsing certificates (the truststore) gets real input. */
-function testCa(): TestCa {
-  ca ??= makeCa("mock-ca");
-  return ca;
+function testCaPem(): string {
+  if (caPem === undefined) {
+    const ca = makeCa("mock-ca");
+    caPem = ca.certPem;
+    rmSync(ca.dir, { recursive: true, force: true });
+  }
+  return caPem;
 }
 
 export function unwrapSecrets(v: unknown): any {
@@ -168,7 +173,7 @@ export async function runMocked<T extends Record<string, unknown>>(opts: RunOpti
             };
           case "tls:index/selfSignedCert:SelfSignedCert":
           case "tls:index/locallySignedCert:LocallySignedCert":
-            return { id, state: { ...inputs, certPem: testCa().certPem, validityEndTime: "2027-11-26T00:00:00Z", readyForRenewal: false } };
+            return { id, state: { ...inputs, certPem: testCaPem(), validityEndTime: "2027-11-26T00:00:00Z", readyForRenewal: false } };
           case "tls:index/certRequest:CertRequest":
             return { id, state: { ...inputs, certRequestPem: `-----BEGIN CERTIFICATE REQUEST-----\n${t}\n-----END CERTIFICATE REQUEST-----\n` } };
           case "hcloud:index/server:Server":

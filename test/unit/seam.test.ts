@@ -3,9 +3,9 @@
  * tsconfig.json applied: vitest's loader would hide errors that path hits.
  * These tests load the program exactly that way in a separate node process.
  */
-import { describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { execFile } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -14,6 +14,7 @@ import { makeCa } from "../rig/pki";
 
 const run = promisify(execFile);
 const dir = mkdtempSync(join(tmpdir(), "synaxic-seam-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 async function load(stack: string, config: Record<string, string>, refs: Record<string, unknown> = {}, env: Record<string, string> = {}) {
   const cfgFile = join(dir, `${stack}-config.json`);

@@ -4,9 +4,9 @@
  * small recording commands on PATH, so each test can see what the script
  * asked for and what it skipped.
  */
-import { describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, writeFileSync, chmodSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, chmodSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parse } from "yaml";
@@ -15,8 +15,14 @@ import { defaultDaemonConfig, renderCloudInit, renderDockerInstallScript, render
 const PRIV = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n";
 const PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKey";
 
+const dirs: string[] = [];
+afterAll(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
 function shims(commands: Record<string, string>): { bin: string; state: string } {
   const dir = mkdtempSync(join(tmpdir(), "synaxic-host-"));
+  dirs.push(dir);
   const bin = join(dir, "bin");
   const state = join(dir, "state");
   spawnSync("mkdir", ["-p", bin, state]);
