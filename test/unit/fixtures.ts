@@ -52,9 +52,9 @@ export function runMain(replicas: number | string[], extra: Record<string, strin
 export async function runReplica(
   name: string,
   privateIp: string,
-  opts: { replicas?: number | string[]; extra?: Record<string, string>; mutateMainOutputs?: (o: Record<string, unknown>) => void } = {},
+  opts: { replicas?: number | string[]; extra?: Record<string, string>; mainExtra?: Record<string, string>; mutateMainOutputs?: (o: Record<string, unknown>) => void } = {},
 ) {
-  const main = await runMain(opts.replicas ?? 2);
+  const main = await runMain(opts.replicas ?? 2, opts.mainExtra ?? {});
   const outputs = structuredClone(main.values);
   opts.mutateMainOutputs?.(outputs);
   const config = replicaConfig(name, privateIp, opts.extra ?? {});

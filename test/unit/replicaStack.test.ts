@@ -159,6 +159,21 @@ describe("promotion and re-initialisation change exactly what they should", () =
   });
 });
 
+describe("moving the main VPS", () => {
+  it("one config change on main; the replica's next up re-points PostgreSQL, Redis and the app, and nothing else", async () => {
+    const { replica } = await runReplica("replica-1", "10.10.0.3", { mainExtra: { "synaxic:privateIp": "10.10.0.9" } });
+    const pg = replica.one(CONTAINER, "postgres-container");
+    expect(String(fileIn(pg, "/etc/synaxic/postgresql.conf")!.content)).toMatch(/primary_conninfo = '.*host=10\.10\.0\.9 /);
+    expect(String(fileIn(pg, "/run/synaxic/pgpass")!.content)).toMatch(/^10\.10\.0\.9:5432:replication:/);
+    expect(String(fileIn(replica.one(CONTAINER, "redis-container"), "/etc/synaxic/redis.conf")!.content)).toMatch(/^replicaof 10\.10\.0\.9 6380$/m);
+    expect(replica.one(CONTAINER, "app-container").inputs.envs).toContain("SPRING_DATA_REDIS_MASTER_HOST=10.10.0.9");
+    const key = (r: Recorded) => `${r.type}::${r.name}`;
+    const before = new Map(base.replica.resources.map((r) => [key(r), JSON.stringify(r.inputs)]));
+    const changed = replica.resources.filter((r) => before.get(key(r)) !== JSON.stringify(r.inputs)).map((r) => r.name).sort();
+    expect(changed).toEqual(["app-container", "postgres-container", "postgres-hba", "postgres-hba-reload", "redis-container", "replica-1-firewall"]);
+  });
+});
+
 describe("after a failover, the other replicas follow the promoted one", () => {
   it("followPrimary re-points PostgreSQL, Redis and the app to the promoted replica", async () => {
     const { replica } = await runReplica("replica-2", "10.10.0.4", { extra: { "synaxic:followPrimary": "replica-1" } });
@@ -183,11 +198,12 @@ describe("adding and removing a replica on main changes exactly the expected res
   it("replica-2 added: a slot, its certificates, and new pg_hba, firewall, upstream and target lines; nothing else", async () => {
     const one = await runMain(["replica-1=10.10.0.3"]);
     const two = await runMain(["replica-1=10.10.0.3", "replica-2=10.10.0.4"]);
-    const names = (rs: Recorded[]) => new Map(rs.map((r) => [r.name, JSON.stringify(r.inputs)]));
+    const names = (rs: Recorded[]) => new Map(rs.map((r) => [`${r.type}::${r.name}`, JSON.stringify(r.inputs)]));
     const A = names(one.resources);
     const B = names(two.resources);
-    const added = [...B.keys()].filter((k) => !A.has(k)).sort();
-    const changed = [...B.keys()].filter((k) => A.has(k) && A.get(k) !== B.get(k)).sort();
+    const nameOf = (k: string) => k.slice(k.lastIndexOf("::") + 2);
+    const added = [...B.keys()].filter((k) => !A.has(k)).map(nameOf).sort();
+    const changed = [...B.keys()].filter((k) => A.has(k) && A.get(k) !== B.get(k)).map(nameOf).sort();
     expect(added).toEqual(
       [
         "postgres-slot-replica-2",
