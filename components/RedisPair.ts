@@ -10,7 +10,7 @@ import {
   REDIS_CONTAINER_UID,
   renderRedisAcl,
   renderRedisConf,
-  renderRedisPromoteScript,
+  renderRedisPromoteFromStdin,
 } from "../templates/redis";
 
 /** The Redis users; passwords are secrets from FleetSecrets. */
@@ -110,7 +110,7 @@ export class RedisPair extends pulumi.ComponentResource {
     // re-created with the master configuration over the same volume.
     const dependsOn: pulumi.Resource[] = [];
     if (args.role === "replica" && args.promote) {
-      const script = renderRedisPromoteScript({ host: LOOPBACK, port: args.port, caFile: P.caFile, user: REDIS_USER_NAMES.admin });
+      const script = renderRedisPromoteFromStdin({ host: LOOPBACK, port: args.port, caFile: P.caFile, user: REDIS_USER_NAMES.admin });
       dependsOn.push(
         remoteStep(
           `${name}-promote`,
@@ -122,7 +122,7 @@ export class RedisPair extends pulumi.ComponentResource {
               "sh",
               "-c",
               `if [ "$(docker inspect -f '{{.State.Running}}' ${sh([this.containerName])} 2>/dev/null)" != true ]; then echo "no running Redis to promote; it starts as a master"; exit 0; fi; ` +
-                `exec docker exec -i ${sh([this.containerName])} sh -c ${sh([`read -r REDISCLI_AUTH; export REDISCLI_AUTH; ${script}`])}`,
+                `exec docker exec -i ${sh([this.containerName])} sh -c ${sh([script])}`,
             ],
             stdin: pulumi.secret(pulumi.interpolate`${args.passwords.admin}\n`),
             timeoutSeconds: args.timeoutSeconds,

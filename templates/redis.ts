@@ -427,3 +427,12 @@ export function renderRedisPromoteScript(target: RedisCliTarget): string {
     "",
   ].join("\n");
 }
+
+/**
+ * The promotion as the deployment runs it inside the replica's container:
+ * the admin password is the first line of standard input, so it is never in
+ * an argv, `docker exec -e` or a log.
+ */
+export function renderRedisPromoteFromStdin(target: RedisCliTarget): string {
+  return `read -r REDISCLI_AUTH; export REDISCLI_AUTH\n${renderRedisPromoteScript(target)}`;
+}

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TestNet, waitFor, type Host } from "../rig/net";
 import { makeCa, type CertFiles, type TestCa } from "../rig/pki";
 import { dataDigest, execIn, randomRedisUsers, redisCli, redisInfo, redisOk, RedisServer, waitInSync } from "../rig/redis";
-import { renderRedisAcl, renderRedisConf, renderRedisPromoteScript, type RedisConfParams } from "../../templates/redis";
+import { renderRedisAcl, renderRedisConf, renderRedisPromoteFromStdin, renderRedisPromoteScript, type RedisConfParams } from "../../templates/redis";
 
 // Short link timeouts so that a cut of a few seconds really breaks the link.
 const TIMING = { replDisklessSyncDelay: 0, replPingReplicaPeriod: 1, replTimeout: 3, replBacklogSize: "16mb" } as const;
@@ -147,8 +147,10 @@ describe("redis replication over TLS", () => {
   it("promotes the replica with the rendered script, keeping its data, and restarts it as a master", async () => {
     await waitInSync(client, master.target, replica.target, users.app);
     const digest = await dataDigest(client, master.target, users.app);
-    const script = renderRedisPromoteScript({ host: "127.0.0.1", port: replica.port, caFile: replica.caFile, user: users.admin.name });
-    const run = await execIn(replicaHost, ["sh", "-c", script], { env: { REDISCLI_AUTH: users.admin.password } });
+    // Exactly as the deployment runs it in the container: the password on stdin only.
+    const script = renderRedisPromoteFromStdin({ host: "127.0.0.1", port: replica.port, caFile: replica.caFile, user: users.admin.name });
+    expect(script).not.toContain(users.admin.password);
+    const run = await replicaHost.exec(["sh", "-c", script], { input: `${users.admin.password}\n`, allowFail: true });
     expect(run.stderr).toBe("");
     expect(run.code).toBe(0);
     expect(run.stdout.trim()).toBe("promoted");
