@@ -239,3 +239,27 @@ describe("main stack details", () => {
     expect(run.one("synaxic:components:NginxBalancer", "balancer").opts.dependsOn).toEqual(["app"]);
   });
 });
+
+describe("an existing server reached over SSH", () => {
+  it("uses the given address, user, port and pinned host key; no Hetzner resources; sudo for a non-root user", async () => {
+    const run = await runMain(1, {
+      "synaxic:hostProvider": "existing",
+      "synaxic:sshHost": "203.0.113.10",
+      "synaxic:sshPort": "2222",
+      "synaxic:sshUser": "deploy",
+      "synaxic:sshHostKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExistingHostKey deploy@main",
+      "synaxic:cpus": "8",
+      "synaxic:memoryMiB": "32768",
+    });
+    expect(run.resources.filter((r) => r.type.startsWith("hcloud:"))).toEqual([]);
+    const ready = run.one(COMMAND, "main-ready").inputs;
+    expect(ready.connection).toMatchObject({ host: "203.0.113.10", port: 2222, user: "deploy", hostKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExistingHostKey deploy@main" });
+    expect(ready.create).toMatch(/^timeout --kill-after=10 \d+ sudo -n bash -s$/);
+    expect(String(run.one(COMMAND, "postgres-roles").inputs.create)).toContain("sudo -n docker exec -i -u postgres synaxic-main-postgres psql");
+    expect(run.of("pulumi:providers:docker")[0]!.inputs.host).toBe("ssh://deploy@203.0.113.10:2222");
+    expect(run.values.sshPort).toBe(2222);
+    // Sized from the configured CPUs and memory: PGTune's shared_buffers is a quarter of 32 GiB.
+    const conf = String(((container(run, "postgres-container").uploads ?? []) as { file: string; content: string }[]).find((u) => u.file === "/etc/synaxic/postgresql.conf")!.content);
+    expect(conf).toMatch(/^shared_buffers = '?8GB'?$/m);
+  });
+});
