@@ -26,6 +26,19 @@ export default defineConfig({
           hookTimeout: 180_000,
         },
       },
+      {
+        test: {
+          // The real engine (Pulumi CLI, language host, providers) against
+          // hosts with their own sshd and dockerd: scripts/test.sh runs it
+          // when the engine is installed (test/engine/README.md).
+          name: "engine",
+          include: ["test/engine/**/*.test.ts"],
+          environment: "node",
+          fileParallelism: false,
+          testTimeout: 1_800_000,
+          hookTimeout: 3_600_000,
+        },
+      },
     ],
   },
 });

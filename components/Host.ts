@@ -3,7 +3,8 @@ import * as docker from "@pulumi/docker";
 import * as hcloud from "@pulumi/hcloud";
 import * as tls from "@pulumi/tls";
 import { mkdirSync, writeFileSync, chmodSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { dirname, join } from "node:path";
+import { userInfo } from "node:os";
 import type { VpsHostConfig } from "../lib/config";
 import type { HostContext } from "../lib/hostContext";
 import { remoteStep, type Connection, type HostShell } from "../lib/remote";
@@ -29,8 +30,8 @@ export interface HostArgs {
   networkId?: pulumi.Input<number>;
   firewallRules: FirewallRule[];
   commandTimeoutSeconds: number;
-  /** Where the SSH identity and pinned host key for the Docker client are written (default: .state/ssh/<stack>-<host>, mode 0700). */
-  sshDir?: string;
+  /** Absolute folder for the Docker client's SSH identity (default: ~/.ssh/synaxic of the user running Pulumi). */
+  identityDir?: string;
 }
 
 /**
@@ -163,17 +164,24 @@ export class Host extends pulumi.ComponentResource implements HostContext {
       { ...parent, dependsOn: [ready] },
     );
 
-    // The Docker client reaches the daemon through the system ssh, which
-    // needs the identity and the pinned host key as files.
-    const sshDir = args.sshDir ?? resolve(".state", "ssh", `${pulumi.getStack()}-${args.hostName}`);
-    const sshFiles = pulumi.all([sshPrivateKey, this.publicAddress, this.hostKey]).apply(([key, address, hostKey]) =>
-      writeSshFiles(sshDir, key, port === 22 ? address : `[${address}]:${port}`, hostKey),
-    );
+    // The Docker client reaches the daemon through the system ssh. Its
+    // options are kept in the state and used as they are by a later refresh
+    // or destroy (which do not run this program), so they name nothing of
+    // this checkout: the pinned host key travels in the options themselves,
+    // and the identity is a file under the operator's home, written here on
+    // every run and named after the stack and host.
+    const identity = dockerIdentityName(pulumi.getOrganization(), pulumi.getProject(), pulumi.getStack(), args.hostName);
+    // "~" is expanded by ssh itself, to the home of whoever runs it (ssh_config(5), IdentityFile).
+    const identityOpt = args.identityDir ? join(args.identityDir, identity) : `~/${DEFAULT_IDENTITY_DIR}/${identity}`;
+    const identityFile = args.identityDir ? join(args.identityDir, identity) : join(userInfo().homedir, DEFAULT_IDENTITY_DIR, identity);
+    const written = sshPrivateKey.apply((key) => writeIdentityFile(identityFile, key));
     this.dockerProvider = new docker.Provider(
       `${name}-docker`,
       {
         host: pulumi.interpolate`ssh://${user}@${this.publicAddress}:${port}`,
-        sshOpts: sshFiles.apply((f) => dockerSshOpts(f.identityFile, f.knownHostsFile)),
+        sshOpts: pulumi
+          .all([this.publicAddress, this.hostKey, written])
+          .apply(([address, hostKey]) => dockerSshOpts(identityOpt, port === 22 ? address : `[${address}]:${port}`, hostKey)),
       },
       { ...parent, dependsOn: [this.dockerReady] },
     );
@@ -186,27 +194,43 @@ export class Host extends pulumi.ComponentResource implements HostContext {
   }
 }
 
-/** ssh options for the Docker client: our identity only, the pinned host key only. */
-export function dockerSshOpts(identityFile: string, knownHostsFile: string): string[] {
+/** Below the home of the user running Pulumi, unless SYNAXIC_SSH_DIR says otherwise. */
+export const DEFAULT_IDENTITY_DIR = ".ssh/synaxic";
+
+/** The identity file's name: one per stack and host, so stacks never overwrite each other's. */
+export function dockerIdentityName(organization: string, project: string, stack: string, hostName: string): string {
+  return [organization, project, stack, hostName].join("-").replace(/[^A-Za-z0-9._-]/g, "_");
+}
+
+/**
+ * ssh options for the Docker client: our identity only, and the pinned host
+ * key only. The key is given through KnownHostsCommand (OpenSSH 8.5 or later,
+ * ssh_config(5)), which prints it in known_hosts form, with every known_hosts
+ * file turned off, so that nothing but that key is trusted and no file of
+ * this machine is needed to check it.
+ */
+export function dockerSshOpts(identityFile: string, hostPattern: string, hostKey: string): string[] {
+  const [type, body] = hostKey.trim().split(/\s+/);
+  if (!type || !body || !/^[A-Za-z0-9+/=]+$/.test(body) || !/^[a-z0-9-]+$/.test(type)) throw new Error(`dockerSshOpts: ${JSON.stringify(hostKey)} is not a public key line`);
+  if (!/^[A-Za-z0-9.:[\]-]+$/.test(hostPattern)) throw new Error(`dockerSshOpts: ${JSON.stringify(hostPattern)} is not a host or [host]:port`);
+  if (!/^[A-Za-z0-9~/._-]+$/.test(identityFile)) throw new Error(`dockerSshOpts: ${JSON.stringify(identityFile)} is not a plain path`);
   return [
-    "-i", identityFile,
+    "-o", `IdentityFile=${identityFile}`,
     "-o", "IdentitiesOnly=yes",
     "-o", "StrictHostKeyChecking=yes",
-    "-o", `UserKnownHostsFile=${knownHostsFile}`,
+    "-o", "UserKnownHostsFile=/dev/null",
+    "-o", "GlobalKnownHostsFile=/dev/null",
+    "-o", `KnownHostsCommand=/bin/echo ${hostPattern} ${type} ${body}`,
     "-o", "ConnectTimeout=15",
     "-o", "ServerAliveInterval=15",
   ];
 }
 
-/** Writes the SSH identity (0600) and a known_hosts file with the pinned host key, in a 0700 folder. */
-export function writeSshFiles(dir: string, privateKey: string, hostPattern: string, hostKey: string): { identityFile: string; knownHostsFile: string } {
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  chmodSync(dir, 0o700);
-  const identityFile = join(dir, "id");
-  const knownHostsFile = join(dir, "known_hosts");
-  writeFileSync(identityFile, privateKey.endsWith("\n") ? privateKey : `${privateKey}\n`, { mode: 0o600 });
-  chmodSync(identityFile, 0o600);
-  const [type, body] = hostKey.trim().split(/\s+/);
-  writeFileSync(knownHostsFile, `${hostPattern} ${type} ${body}\n`, { mode: 0o644 });
-  return { identityFile, knownHostsFile };
+/** Writes the SSH identity (0600) in a 0700 folder; returns its path. */
+export function writeIdentityFile(path: string, privateKey: string): string {
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  chmodSync(dirname(path), 0o700);
+  writeFileSync(path, privateKey.endsWith("\n") ? privateKey : `${privateKey}\n`, { mode: 0o600 });
+  chmodSync(path, 0o600);
+  return path;
 }

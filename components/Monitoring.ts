@@ -1,7 +1,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as docker from "@pulumi/docker";
 import { LOOPBACK, containerName } from "../lib/addresses";
-import { baseContainer, digest, hostFile, hostPath, pullImage, replaceInPlace, upload } from "../lib/containers";
+import { baseContainer, digest, hostFile, hostPath, pullImage, replaceInPlace, upload, whenRunning } from "../lib/containers";
 import type { ReplicaEntry } from "../lib/config";
 import { remoteStep, type HostShell } from "../lib/remote";
 import { renderAlertRules, renderPrometheusConfig, renderTargetsFiles, type MonitoredHost } from "../templates/prometheus";
@@ -84,7 +84,11 @@ export class Monitoring extends pulumi.ComponentResource {
       `${name}-reload`,
       args.shell,
       {
-        argv: ["docker", "kill", "--signal=HUP", containerName(args.hostName, "prometheus")],
+        // SIGHUP from inside the container: `docker kill --signal` marks the
+        // container as stopped by hand, and Docker then never restarts it
+        // after the daemon restarts (moby/moby#41302), so monitoring would
+        // stay down after a power loss.
+        argv: whenRunning(containerName(args.hostName, "prometheus"), ["docker", "exec", containerName(args.hostName, "prometheus"), "sh", "-c", "kill -HUP 1"]),
         triggers: [digest(config), digest(this.rules), prometheus.id],
         timeoutSeconds: args.timeoutSeconds,
       },

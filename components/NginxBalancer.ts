@@ -1,7 +1,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as docker from "@pulumi/docker";
 import { containerName } from "../lib/addresses";
-import { baseContainer, digest, hostFile, hostPath, pullImage, replaceInPlace } from "../lib/containers";
+import { baseContainer, digest, healthcheck, hostFile, hostPath, pullImage, replaceInPlace, whenRunning } from "../lib/containers";
 import { remoteStep, type HostShell } from "../lib/remote";
 import { renderNginxConf, type AppEndpoint } from "../templates/nginx";
 
@@ -56,7 +56,6 @@ export class NginxBalancer extends pulumi.ComponentResource {
       {
         name: this.containerName,
         image: image.imageId,
-        hostname: this.containerName,
         command: ["nginx", "-c", `${CONF_DIR}/nginx.conf`],
         // The only service listening on every interface: the public entry point.
         ...baseContainer(args.networkMode),
@@ -67,7 +66,7 @@ export class NginxBalancer extends pulumi.ComponentResource {
               { file: `${TLS_DIR}/privkey.pem`, content: pulumi.secret(args.https.keyPem), permissions: "0600", owner: "0", group: "0" },
             ]
           : [],
-        healthcheck: { tests: ["CMD", "nginx", "-t", "-q", "-c", `${CONF_DIR}/nginx.conf`], interval: "30s", timeout: "5s", retries: 3 },
+        healthcheck: healthcheck({ tests: ["CMD", "nginx", "-t", "-q", "-c", `${CONF_DIR}/nginx.conf`], intervalSeconds: 30, timeoutSeconds: 5, retries: 3 }),
       },
       { ...parent, ...replaceInPlace, dependsOn: [confFile] },
     );
@@ -76,7 +75,7 @@ export class NginxBalancer extends pulumi.ComponentResource {
       `${name}-reload`,
       args.shell,
       {
-        argv: ["sh", "-c", 'docker exec "$1" nginx -t -q -c "$2" && docker exec "$1" nginx -s reload -c "$2"', "sh", this.containerName, `${CONF_DIR}/nginx.conf`],
+        argv: whenRunning(this.containerName, ["sh", "-c", 'docker exec "$1" nginx -t -q -c "$2" && docker exec "$1" nginx -s reload -c "$2"', "sh", this.containerName, `${CONF_DIR}/nginx.conf`]),
         triggers: [digest(this.config), container.id],
         timeoutSeconds: args.timeoutSeconds,
       },

@@ -1,11 +1,10 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as docker from "@pulumi/docker";
 import { containerName } from "../lib/addresses";
-import { PG_PATHS, PG_ROLES, postgresContainer, serverConf, serverHba, type PostgresServerArgs, promoteStep, replicationSlot } from "../lib/postgresContainer";
+import { PG_PATHS, PG_ROLES, postgresContainer, replicaPassfile, serverConf, serverHba, type PostgresServerArgs, promoteStep, replicationSlot } from "../lib/postgresContainer";
 import { remoteStep } from "../lib/remote";
 import { renderReplicaEntrypoint } from "../templates/postgres-entrypoint";
 import { renderPostgresqlConf } from "../templates/postgres-conf";
-import { renderPgpass } from "../templates/postgres-hba";
 
 export interface PostgresReplicaArgs extends PostgresServerArgs {
   /** The primary's sizing: settings a standby must match (max_connections, max_worker_processes) take the higher of the two. */
@@ -68,10 +67,7 @@ export class PostgresReplica extends pulumi.ComponentResource {
     this.pgHba = serverHba(args.databaseName, args.peerAddresses);
     const passfile = pulumi.secret(
       pulumi.all([args.passwords.replication, args.passwords.rewind]).apply(([replication, rewind]) =>
-        renderPgpass([
-          { host: args.primary.host, port: args.primary.port, database: "replication", user: PG_ROLES.replication, password: replication },
-          { host: args.primary.host, port: args.primary.port, database: "postgres", user: PG_ROLES.rewind, password: rewind },
-        ]),
+        replicaPassfile(args.primary, { replication, rewind }),
       ),
     );
 

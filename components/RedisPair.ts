@@ -1,7 +1,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as docker from "@pulumi/docker";
 import { LOOPBACK, containerName } from "../lib/addresses";
-import { baseContainer, pullImage, replaceInPlace, upload } from "../lib/containers";
+import { baseContainer, healthcheck, pullImage, replaceInPlace, upload } from "../lib/containers";
 import { remoteStep, type HostShell } from "../lib/remote";
 import { sh } from "../lib/shell";
 import {
@@ -138,7 +138,6 @@ export class RedisPair extends pulumi.ComponentResource {
       {
         name: this.containerName,
         image: image.imageId,
-        hostname: this.containerName,
         command: ["redis-server", P.conf],
         ...baseContainer(args.networkMode),
         volumes: [{ volumeName: volume.name, containerPath: P.dataDir }],
@@ -149,15 +148,15 @@ export class RedisPair extends pulumi.ComponentResource {
           upload(P.keyFile, args.tls.keyPem, "0600", REDIS_CONTAINER_UID, REDIS_CONTAINER_GID),
           upload(P.caFile, args.tls.caPem, "0644", REDIS_CONTAINER_UID, REDIS_CONTAINER_GID),
         ],
-        healthcheck: {
+        healthcheck: healthcheck({
           // No credentials needed to see that the server answers over TLS:
           // an unauthenticated PING is refused with NOAUTH.
           tests: ["CMD-SHELL", `redis-cli --tls --cacert ${P.caFile} -h ${LOOPBACK} -p ${args.port} PING 2>&1 | grep -Eq 'PONG|NOAUTH'`],
-          interval: "10s",
-          timeout: "5s",
+          intervalSeconds: 10,
+          timeoutSeconds: 5,
           retries: 6,
-          startPeriod: "10s",
-        },
+          startPeriodSeconds: 10,
+        }),
         wait: true,
         waitTimeout: 120,
       },

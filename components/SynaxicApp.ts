@@ -1,7 +1,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as docker from "@pulumi/docker";
 import { containerName } from "../lib/addresses";
-import { baseContainer, pullImage, replaceInPlace, upload } from "../lib/containers";
+import { baseContainer, healthcheck, pullImage, replaceInPlace, upload } from "../lib/containers";
 
 import { APP_PG_CA, APP_SECRETS_DIR, APP_TRUSTSTORE, APP_UID, appEnvironment, appHealthcheck } from "../templates/app";
 
@@ -85,7 +85,6 @@ export class SynaxicApp extends pulumi.ComponentResource {
       {
         name: this.containerName,
         image: image.imageId,
-        hostname: this.containerName,
         envs: env,
         ...baseContainer(args.networkMode),
         uploads: [
@@ -96,14 +95,14 @@ export class SynaxicApp extends pulumi.ComponentResource {
           { file: APP_TRUSTSTORE, contentBase64: pulumi.secret(args.truststore.base64), permissions: "0400", owner: String(APP_UID), group: String(APP_UID) },
           upload(APP_PG_CA, args.database.caPem, "0444", APP_UID),
         ],
-        healthcheck: {
+        healthcheck: healthcheck({
           // The image has bash but no curl: ask /actuator/health over /dev/tcp.
           tests: ["CMD-SHELL", appHealthcheck(args.port, args.privateIp)],
-          interval: "10s",
-          timeout: "5s",
+          intervalSeconds: 10,
+          timeoutSeconds: 5,
           retries: 6,
-          startPeriod: "60s",
-        },
+          startPeriodSeconds: 60,
+        }),
         wait: true,
         waitTimeout: 300,
       },

@@ -288,6 +288,12 @@ export type ParsedConfig = MainConfig | ReplicaConfig;
 
 /** The parsed configuration plus its secrets, as secret Outputs. */
 export type StackConfig = ParsedConfig & {
+  /**
+   * Where the Docker client's SSH identities are written on the machine that
+   * runs Pulumi: the environment variable SYNAXIC_SSH_DIR (an absolute path),
+   * or, when unset, ~/.ssh/synaxic of the user running Pulumi.
+   */
+  sshIdentityDir?: string;
   secrets: {
     sshPrivateKey: pulumi.Output<string>;
     googleClientSecret: pulumi.Output<string>;
@@ -586,7 +592,17 @@ export function loadStackConfig(): StackConfig {
   if (parsed.role === "main" && parsed.httpsCertificate) {
     secrets.httpsPrivateKey = cfg.requireSecret("httpsPrivateKey");
   }
-  return { ...parsed, secrets };
+  const sshIdentityDir = parseSshIdentityDir(process.env.SYNAXIC_SSH_DIR);
+  return { ...parsed, secrets, ...(sshIdentityDir ? { sshIdentityDir } : {}) };
+}
+
+/** SYNAXIC_SSH_DIR: unset, or an absolute path without spaces or quotes (it becomes an ssh option). */
+export function parseSshIdentityDir(value: string | undefined): string | undefined {
+  if (value === undefined || value === "") return undefined;
+  if (!/^\/[A-Za-z0-9._/-]*$/.test(value)) {
+    throw new Error(`SYNAXIC_SSH_DIR: got ${JSON.stringify(value)}; expected an absolute path of letters, digits, '.', '_', '-' and '/'`);
+  }
+  return value.replace(/\/+$/, "") || "/";
 }
 
 function isSecretKey(key: string): boolean {

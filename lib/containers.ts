@@ -74,6 +74,59 @@ export function baseContainer(networkMode: pulumi.Input<string>) {
   };
 }
 
+/**
+ * A duration as Go's time.Duration prints it ("10s", "1m0s", "1h30m0s"). The
+ * Docker provider stores a health check's durations as the text it was given
+ * and reads back what Docker reports, which is Go's form
+ * (terraform-provider-docker flattenHealthcheck: time.Duration(...).String());
+ * any other spelling of the same duration ("60s") is a diff on every preview.
+ */
+export function goDuration(seconds: number): string {
+  if (!Number.isInteger(seconds) || seconds < 0) throw new Error(`goDuration: ${seconds} is not a whole number of seconds`);
+  const h = Math.floor(seconds / 3600);
+  const m = Math.floor((seconds % 3600) / 60);
+  const s = seconds % 60;
+  if (h > 0) return `${h}h${m}m${s}s`;
+  if (m > 0) return `${m}m${s}s`;
+  return `${s}s`;
+}
+
+export interface HealthcheckArgs {
+  tests: string[];
+  intervalSeconds: number;
+  timeoutSeconds: number;
+  retries: number;
+  startPeriodSeconds?: number;
+}
+
+/** A container health check with its durations spelled as Docker reports them. */
+export function healthcheck(h: HealthcheckArgs) {
+  return {
+    tests: h.tests,
+    interval: goDuration(h.intervalSeconds),
+    timeout: goDuration(h.timeoutSeconds),
+    retries: h.retries,
+    ...(h.startPeriodSeconds !== undefined ? { startPeriod: goDuration(h.startPeriodSeconds) } : {}),
+  };
+}
+
+/**
+ * argv that runs `run` (a command about a container, e.g. `docker exec`) only
+ * while the container is running; a stopped container (fenced, or down after
+ * a crash) reads its configuration when it starts, so there is nothing to
+ * reload and nothing fails.
+ */
+export function whenRunning(containerName: string, run: string[]): string[] {
+  return [
+    "sh",
+    "-c",
+    'c=$1; shift; if [ "$(docker inspect -f "{{.State.Running}}" "$c" 2>/dev/null)" != true ]; then echo "$c is not running: it reads its configuration when it starts"; exit 0; fi; exec "$@"',
+    "sh",
+    containerName,
+    ...run,
+  ];
+}
+
 /** Containers have fixed names: replace them by deleting the old one first. */
 export const replaceInPlace: pulumi.CustomResourceOptions = { deleteBeforeReplace: true };
 

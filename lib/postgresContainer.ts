@@ -6,11 +6,11 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as docker from "@pulumi/docker";
 import { LOOPBACK } from "./addresses";
-import { baseContainer, digest, hostFile, hostPath, pullImage, replaceInPlace, upload } from "./containers";
+import { baseContainer, digest, healthcheck, hostFile, hostPath, pullImage, replaceInPlace, upload, whenRunning } from "./containers";
 import { remoteStep, type HostShell } from "./remote";
 import { psqlScriptArgv, renderPromoteSql, renderSlotCreateSql, renderSlotDropSql } from "../templates/postgres-sql";
 import type { PostgresConfCommon } from "../templates/postgres-conf";
-import { renderPgHba } from "../templates/postgres-hba";
+import { renderPgHba, renderPgpass } from "../templates/postgres-hba";
 
 /** uid/gid of `postgres` in the official image. */
 export const PG_UID = 999;
@@ -97,6 +97,18 @@ export interface PostgresContainerArgs {
   dependsOn?: pulumi.Resource[];
 }
 
+/**
+ * A replica's passfile: the replication role for the entrypoint's slot
+ * commands, pg_basebackup and the walreceiver (all of which connect with
+ * dbname "replication"), and the rewind role for pg_rewind.
+ */
+export function replicaPassfile(primary: { host: string; port: number | "*" }, passwords: { replication: string; rewind: string }): string {
+  return renderPgpass([
+    { host: primary.host, port: primary.port, database: "replication", user: PG_ROLES.replication, password: passwords.replication },
+    { host: primary.host, port: primary.port, database: "postgres", user: PG_ROLES.rewind, password: passwords.rewind },
+  ]);
+}
+
 /** psql inside the container as the postgres OS user (peer authentication on the local socket), SQL on stdin. */
 export function psqlInContainer(containerName: string, port: number, database = "postgres"): string[] {
   return ["docker", "exec", "-i", "-u", "postgres", containerName, ...psqlScriptArgv({ database, port })];
@@ -116,7 +128,6 @@ export function postgresContainer(server: PostgresServerArgs, args: PostgresCont
     {
       name: args.containerName,
       image: image.imageId,
-      hostname: args.containerName,
       entrypoints: [PG_PATHS.entrypoint],
       // Listens on the private address and loopback only (postgresql.conf), never the public interface.
       ...baseContainer(server.networkMode),
@@ -134,13 +145,16 @@ export function postgresContainer(server: PostgresServerArgs, args: PostgresCont
       stopSignal: "SIGINT",
       stopTimeout: 120,
       destroyGraceSeconds: 120,
-      healthcheck: {
-        tests: ["CMD-SHELL", `pg_isready -q -U postgres -d postgres -p ${server.port}`],
-        interval: "10s",
-        timeout: "5s",
+      healthcheck: healthcheck({
+        // As the postgres OS user over the local socket, so that peer
+        // authentication accepts it: as root it is refused, and the server
+        // logs a FATAL line on every probe.
+        tests: ["CMD-SHELL", `gosu postgres pg_isready -q -d postgres -p ${server.port}`],
+        intervalSeconds: 10,
+        timeoutSeconds: 5,
         retries: 6,
-        startPeriod: "30s",
-      },
+        startPeriodSeconds: 30,
+      }),
       // A replica's first start clones the primary: give it time.
       wait: true,
       waitTimeout: 1800,
@@ -152,7 +166,7 @@ export function postgresContainer(server: PostgresServerArgs, args: PostgresCont
     `${args.name}-hba-reload`,
     server.shell,
     {
-      argv: psqlInContainer(args.containerName, server.port),
+      argv: whenRunning(args.containerName, psqlInContainer(args.containerName, server.port)),
       stdin: "SELECT pg_catalog.pg_reload_conf();\n",
       triggers: [digest(args.pgHba), container.id],
       timeoutSeconds: server.timeoutSeconds,

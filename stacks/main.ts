@@ -48,6 +48,7 @@ export function mainStack(cfg: MainConfig & StackConfig) {
     ...(networkId ? { networkId } : {}),
     firewallRules: mainFirewallRules(cfg),
     commandTimeoutSeconds: cfg.commandTimeoutSeconds,
+    ...(cfg.sshIdentityDir ? { identityDir: cfg.sshIdentityDir } : {}),
   });
   const built = buildMain(cfg, host, networkId ?? null);
   return {

@@ -62,6 +62,7 @@ export async function replicaStack(cfg: ReplicaConfig & StackConfig) {
     ...(cfg.host.provider === "hetzner" && fleet.networkId !== null ? { networkId: fleet.networkId } : {}),
     firewallRules: replicaFirewallRules({ adminCidrs: cfg.adminCidrs, mainIp: fleet.mainPrivateIp, peers: fleet.replicas, self: me.name, ports: fleet.ports, balancer: cfg.promote }),
     commandTimeoutSeconds: cfg.commandTimeoutSeconds,
+    ...(cfg.sshIdentityDir ? { identityDir: cfg.sshIdentityDir } : {}),
   });
   const built = buildReplica(cfg, fleet, fleet.caCertPem, me, credentials, myTls, host, "");
   return { ...built, publicAddress: host.publicAddress, hostKey: host.hostKey, sshUser: host.sshUser, sshPort: host.sshPort };

@@ -21,6 +21,7 @@ import { join } from "node:path";
 import { Host, TestNet, waitFor, type ExecResult } from "./net";
 import type { TestCa } from "./pki";
 import type { PgTuneInput } from "../../lib/pgtune";
+import { replicaPassfile } from "../../lib/postgresContainer";
 import {
   renderConninfo,
   renderPgHba,
@@ -261,7 +262,8 @@ export class PgNode {
     const r = cluster.roles;
     writeFileSync(
       this.passfile,
-      renderPgpass([r.replication, r.rewind].map((c) => ({ host: "*", port: this.port, user: c.name, password: c.password }))),
+      // The program's own passfile (any primary: the rig's replicas follow whichever is promoted).
+      replicaPassfile({ host: "*", port: "*" }, { replication: r.replication.password, rewind: r.rewind.password }),
       { mode: 0o600 },
     );
     chownSync(this.passfile, uid, gid);

@@ -11,7 +11,9 @@
 import * as pulumi from "@pulumi/pulumi";
 import { createHash } from "node:crypto";
 import { createRequire } from "node:module";
-import { rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { makeCa } from "../rig/pki";
 
 export const SECRET_SIG = "4dabf18193072939515e22adb298388d";
@@ -61,6 +63,12 @@ export interface RunResult<T> {
 
 // Resource options never reach the mocks; record them on the way in.
 const optionsByKey = new Map<string, RecordedOptions>();
+
+// Stacks under mocks write the Docker client's SSH identity like real runs
+// do: into a folder of this process, never the user's ~/.ssh/synaxic.
+const sshIdentityDir = mkdtempSync(join(tmpdir(), "synaxic-mock-ssh-"));
+process.env.SYNAXIC_SSH_DIR = sshIdentityDir;
+process.on("exit", () => rmSync(sshIdentityDir, { recursive: true, force: true }));
 const runtimeResource = createRequire(__filename)("@pulumi/pulumi/runtime/resource") as { registerResource: (...a: unknown[]) => unknown; __synaxicPatched?: boolean };
 if (!runtimeResource.__synaxicPatched) {
   const original = runtimeResource.registerResource;
@@ -208,6 +216,8 @@ export async function runMocked<T extends Record<string, unknown>>(opts: RunOpti
     "synaxic",
     stack,
     false,
+    // A self-managed backend's organisation.
+    "organization",
   );
 
   const outputs = await program();

@@ -1,4 +1,5 @@
 import { describe, expect, it, beforeAll } from "vitest";
+import { join } from "node:path";
 import { findLeaks, type RunResult } from "./harness";
 import { runMain } from "./fixtures";
 import type { mainStack } from "../../stacks/main";
@@ -194,7 +195,14 @@ describe("main stack details", () => {
     const list = typeof opts === "string" ? (JSON.parse(opts) as string[]) : opts;
     expect(list).toContain("StrictHostKeyChecking=yes");
     expect(list.join(" ")).not.toMatch(/StrictHostKeyChecking=no/);
-    expect(list.some((o) => o.startsWith("UserKnownHostsFile="))).toBe(true);
+    // The pinned key travels in the options (no known_hosts file of this checkout), and no other is trusted.
+    expect(list).toContain("UserKnownHostsFile=/dev/null");
+    expect(list).toContain("GlobalKnownHostsFile=/dev/null");
+    expect(list.find((o) => o.startsWith("KnownHostsCommand="))).toMatch(/^KnownHostsCommand=\/bin\/echo 203\.0\.113\.\d+ ssh-ed25519 AAAA/);
+    // The identity is outside the checkout, named after the stack and host, and holds the operator's key.
+    const identity = list.find((o) => o.startsWith("IdentityFile="))!.slice("IdentityFile=".length);
+    expect(identity).toBe(join(process.env.SYNAXIC_SSH_DIR!, "organization-synaxic-main-main"));
+    expect(identity.startsWith(process.cwd())).toBe(false);
     expect(String(provider.inputs.host)).toMatch(/^ssh:\/\/root@203\.0\.113\.\d+:22$/);
   });
 

@@ -1,0 +1,235 @@
+/**
+ * The real Pulumi engine for the engine tier: the CLI, the Node.js language
+ * host and the provider plugins, found in a cache outside the repository
+ * (SYNAXIC_ENGINE_DIR, default /var/cache/synaxic-engine):
+ *
+ *   bin/pulumi, bin/pulumi-language-nodejs
+ *   plugins/pulumi-resource-<name>-v<version>   one per provider the program uses
+ *
+ * The versions are the ones the program's npm packages pin. Plugins are
+ * installed as Pulumi expects them (`pulumi plugin install resource NAME
+ * VERSION --file`) under a PULUMI_HOME beside them, with automatic plugin
+ * acquisition off; each test gets its own file backend and passphrase.
+ */
+import { spawn } from "node:child_process";
+import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { parse, stringify } from "yaml";
+
+export const REPO = resolve(__dirname, "..", "..");
+
+/** The providers the program uses: npm package name to plugin name. */
+const PROVIDER_PACKAGES = ["@pulumi/docker", "@pulumi/command", "@pulumi/random", "@pulumi/tls"] as const;
+
+export interface EnginePaths {
+  dir: string;
+  pulumi: string;
+  languageHost: string;
+  plugins: { name: string; version: string; file: string }[];
+  pulumiVersion: string;
+}
+
+function packageJson(pkg: string): { version: string; pulumi?: { name?: string; version?: string } } {
+  return JSON.parse(readFileSync(join(REPO, "node_modules", pkg, "package.json"), "utf8"));
+}
+
+/** What the tier needs, and what of it is missing on this machine. */
+export function locateEngine(): { paths: EnginePaths; missing: string[] } {
+  const dir = process.env.SYNAXIC_ENGINE_DIR ?? "/var/cache/synaxic-engine";
+  const pulumiVersion = packageJson("@pulumi/pulumi").version;
+  const plugins = PROVIDER_PACKAGES.map((pkg) => {
+    const pj = packageJson(pkg);
+    const name = pj.pulumi?.name ?? pkg.split("/")[1]!;
+    const version = pj.pulumi?.version ?? pj.version;
+    return { name, version, file: join(dir, "plugins", `pulumi-resource-${name}-v${version}`) };
+  });
+  const paths: EnginePaths = {
+    dir,
+    pulumi: join(dir, "bin", "pulumi"),
+    languageHost: join(dir, "bin", "pulumi-language-nodejs"),
+    plugins,
+    pulumiVersion,
+  };
+  const missing = [paths.pulumi, paths.languageHost, ...plugins.map((p) => p.file)].filter((f) => !existsSync(f));
+  return { paths, missing };
+}
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export interface RunOptions {
+  cwd?: string;
+  input?: string;
+  env?: Record<string, string>;
+  timeoutMs?: number;
+  allowFail?: boolean;
+  /** Kill the process with SIGINT-then-SIGKILL once this text appears in its output. */
+  interruptOn?: RegExp;
+}
+
+export function runProcess(argv: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(argv[0]!, argv.slice(1), { cwd: opts.cwd, env: { ...process.env, ...opts.env }, stdio: ["pipe", "pipe", "pipe"], detached: true });
+    let stdout = "";
+    let stderr = "";
+    let interrupted = false;
+    const check = () => {
+      if (opts.interruptOn && !interrupted && opts.interruptOn.test(stdout + stderr)) {
+        interrupted = true;
+        // Like a crash of the machine running Pulumi: no chance to clean up.
+        try {
+          process.kill(-child.pid!, "SIGKILL");
+        } catch {
+          /* gone */
+        }
+      }
+    };
+    child.stdout!.on("data", (d: Buffer) => {
+      stdout += d.toString();
+      check();
+    });
+    child.stderr!.on("data", (d: Buffer) => {
+      stderr += d.toString();
+      check();
+    });
+    const timer = setTimeout(() => {
+      try {
+        process.kill(-child.pid!, "SIGKILL");
+      } catch {
+        /* gone */
+      }
+    }, opts.timeoutMs ?? 900_000);
+    child.on("error", (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      const result = { code: code ?? (signal ? 128 : 1), stdout, stderr };
+      if (result.code !== 0 && !opts.allowFail && !interrupted) {
+        reject(new Error(`${argv.join(" ")} exited ${result.code}\n--- stdout\n${stdout.slice(-6000)}\n--- stderr\n${stderr.slice(-6000)}`));
+      } else resolvePromise(result);
+    });
+    child.stdin!.on("error", () => undefined);
+    child.stdin!.end(opts.input ?? "");
+  });
+}
+
+/** The files of the program a user checks out (everything the engine runs). */
+const PROGRAM_ENTRIES = ["Pulumi.yaml", "index.ts", "package.json", "tsconfig.json", "components", "lib", "stacks", "templates"];
+
+/**
+ * A Pulumi session as a user has one: a checkout of the program in its own
+ * directory, a file backend, a passphrase, and the engine on PATH.
+ */
+export class Engine {
+  readonly env: Record<string, string>;
+
+  constructor(
+    readonly paths: EnginePaths,
+    readonly backendDir: string,
+    readonly passphrase = "engine-tier-passphrase",
+  ) {
+    mkdirSync(backendDir, { recursive: true });
+    this.env = {
+      PATH: `${join(paths.dir, "bin")}:${process.env.PATH}`,
+      PULUMI_HOME: join(paths.dir, "home"),
+      PULUMI_BACKEND_URL: `file://${backendDir}`,
+      PULUMI_CONFIG_PASSPHRASE: passphrase,
+      PULUMI_SKIP_UPDATE_CHECK: "true",
+      PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION: "true",
+      PULUMI_SKIP_CONFIRMATIONS: "true",
+      PULUMI_AUTOMATION_API_SKIP_VERSION_CHECK: "true",
+      NO_COLOR: "1",
+      TS_NODE_PROJECT: "tsconfig.json",
+    };
+  }
+
+  /** Installs the plugins under PULUMI_HOME once (a no-op when they are there). */
+  async installPlugins(): Promise<void> {
+    const { stdout } = await this.cli(["plugin", "ls", "--json"], { cwd: REPO });
+    const have = new Set((JSON.parse(stdout || "[]") as { name: string; version: string; kind: string }[]).map((p) => `${p.kind}/${p.name}/${p.version}`));
+    for (const p of this.paths.plugins) {
+      if (have.has(`resource/${p.name}/${p.version}`)) continue;
+      await this.cli(["plugin", "install", "resource", p.name, p.version, "--file", p.file], { cwd: REPO });
+    }
+  }
+
+  cli(args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+    return runProcess([this.paths.pulumi, ...args], { ...opts, env: { ...this.env, ...opts.env } });
+  }
+
+  /** A fresh checkout of the program in `dir`, sharing the repository's node_modules. */
+  checkout(dir: string): Checkout {
+    mkdirSync(dir, { recursive: true });
+    for (const e of PROGRAM_ENTRIES) cpSync(join(REPO, e), join(dir, e), { recursive: true });
+    symlinkSync(join(REPO, "node_modules"), join(dir, "node_modules"));
+    return new Checkout(this, dir);
+  }
+}
+
+export interface PreviewStep {
+  op: string;
+  urn: string;
+  type: string;
+  diffs?: string[];
+  detailedDiff?: Record<string, { kind: string; inputDiff?: boolean }>;
+}
+
+export class Checkout {
+  constructor(
+    readonly engine: Engine,
+    readonly dir: string,
+  ) {}
+
+  pulumi(args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+    return this.engine.cli(args, { ...opts, cwd: this.dir });
+  }
+
+  /** Creates the stack (or selects it) and writes its plain config, then its secrets through the CLI. */
+  async initStack(stack: string, config: Record<string, unknown>, secrets: Record<string, string> = {}): Promise<void> {
+    await this.pulumi(["stack", "select", "--create", stack]);
+    this.writeConfig(stack, config);
+    for (const [k, v] of Object.entries(secrets)) await this.pulumi(["config", "set", "--secret", "--stack", stack, k], { input: v });
+  }
+
+  /** Merges plain config into the stack's file (keys without a namespace are the project's). */
+  writeConfig(stack: string, config: Record<string, unknown>): void {
+    const file = join(this.dir, `Pulumi.${stack}.yaml`);
+    const doc = (existsSync(file) ? parse(readFileSync(file, "utf8")) : null) ?? {};
+    doc.config = doc.config ?? {};
+    for (const [k, v] of Object.entries(config)) {
+      const key = k.includes(":") ? k : `synaxic:${k}`;
+      if (v === undefined) delete doc.config[key];
+      else doc.config[key] = v;
+    }
+    writeFileSync(file, stringify(doc));
+  }
+
+  async up(stack: string, opts: RunOptions = {}): Promise<RunResult> {
+    return this.pulumi(["up", "--yes", "--skip-preview", "--stack", stack, "--non-interactive"], opts);
+  }
+
+  /** The preview's steps, other than `same`. */
+  async previewChanges(stack: string, extra: string[] = []): Promise<PreviewStep[]> {
+    const r = await this.pulumi(["preview", "--json", "--diff", "--stack", stack, "--non-interactive", ...extra]);
+    const doc = JSON.parse(r.stdout) as { steps?: PreviewStep[] };
+    return (doc.steps ?? []).filter((s) => s.op !== "same");
+  }
+
+  async outputs(stack: string, showSecrets = false): Promise<Record<string, unknown>> {
+    const r = await this.pulumi(["stack", "output", "--json", "--stack", stack, ...(showSecrets ? ["--show-secrets"] : [])]);
+    return JSON.parse(r.stdout);
+  }
+
+  remove(): void {
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+
+  stackFiles(): string[] {
+    return readdirSync(this.dir).filter((f) => /^Pulumi\..+\.yaml$/.test(f));
+  }
+}

@@ -1,0 +1,89 @@
+/**
+ * A fleet on the engine-tier hosts: stack configurations for a main host and
+ * its replicas, as an operator writes them for existing servers, and the
+ * checks that the deployed fleet works.
+ */
+import { execFileSync } from "node:child_process";
+import { join } from "node:path";
+import type { Checkout } from "./engine";
+import type { EngineHost, EngineRig } from "./hosts";
+import { REPO } from "./engine";
+
+/** The organisation of a self-managed (file) backend. */
+export const ORG = "organization";
+
+export function hostConfig(host: EngineHost): Record<string, unknown> {
+  return {
+    hostName: host.name,
+    hostProvider: "existing",
+    sshHost: host.ip,
+    sshHostKey: host.hostKeyPublic,
+    cpus: 2,
+    memoryMiB: 2048,
+    privateIp: host.ip,
+  };
+}
+
+export function mainConfig(rig: EngineRig, replicas: string[]): Record<string, unknown> {
+  const main = rig.host("main");
+  return {
+    role: "main",
+    ...hostConfig(main),
+    privateNetworkCidr: rig.cidr,
+    replicas: replicas.map((r) => `${r}=${rig.host(r).ip}`),
+    googleClientId: "engine-tier.apps.googleusercontent.com",
+  };
+}
+
+export function replicaConfig(rig: EngineRig, name: string, mainStack = "main"): Record<string, unknown> {
+  return {
+    role: "replica",
+    ...hostConfig(rig.host(name)),
+    mainStack: `${ORG}/synaxic/${mainStack}`,
+    googleClientId: "engine-tier.apps.googleusercontent.com",
+  };
+}
+
+export function secrets(rig: EngineRig): Record<string, string> {
+  return { "synaxic:sshPrivateKey": rig.operator.privateKey, "synaxic:googleClientSecret": "engine-tier-google-secret" };
+}
+
+/** Creates a stack with its config and secrets. */
+export async function initStack(co: Checkout, rig: EngineRig, stack: string, config: Record<string, unknown>): Promise<void> {
+  await co.initStack(stack, config, secrets(rig));
+}
+
+/** psql as postgres inside a host's PostgreSQL container; returns unaligned rows. */
+export async function psql(host: EngineHost, sql: string, database = "postgres"): Promise<string> {
+  const r = await host.docker(["exec", "-i", "-u", "postgres", `synaxic-${host.name}-postgres`, "psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", database], { input: sql });
+  return r.stdout.trim();
+}
+
+/** The status command, as an operator runs it, against the stacks of a checkout. */
+export function statusCommand(co: Checkout, rig: EngineRig, mainStack: string, replicaStacks: string[]): { code: number; report: unknown; text: string } {
+  const argv = [
+    join(REPO, "node_modules", ".bin", "ts-node"),
+    "--transpile-only",
+    join(REPO, "scripts", "status.ts"),
+    "--main",
+    `${ORG}/synaxic/${mainStack}`,
+    ...replicaStacks.flatMap((s) => ["--replica", `${ORG}/synaxic/${s}`]),
+    "--identity",
+    rig.operator.privateKeyFile,
+    "--json",
+  ];
+  try {
+    const out = execFileSync(argv[0]!, argv.slice(1), { cwd: co.dir, env: { ...process.env, ...co.engine.env }, stdio: ["ignore", "pipe", "pipe"], timeout: 180_000 }).toString();
+    return { code: 0, report: JSON.parse(out), text: out };
+  } catch (e) {
+    const err = e as { status?: number; stdout?: Buffer; stderr?: Buffer };
+    const out = err.stdout?.toString() ?? "";
+    let report: unknown = undefined;
+    try {
+      report = JSON.parse(out);
+    } catch {
+      /* not JSON */
+    }
+    return { code: err.status ?? 1, report, text: `${out}\n${err.stderr?.toString() ?? ""}` };
+  }
+}
