@@ -2,7 +2,7 @@ import * as pulumi from "@pulumi/pulumi";
 import * as docker from "@pulumi/docker";
 import { containerName } from "../lib/addresses";
 import type { ReplicaEntry } from "../lib/config";
-import { PG_PATHS, PG_ROLES, postgresContainer, serverConf, serverHba, type PostgresServerArgs, promoteStep, psqlInContainer, replicationSlot } from "../lib/postgresContainer";
+import { PG_PATHS, PG_ROLES, PRIMARY_READY, postgresContainer, serverConf, serverHba, type PostgresServerArgs, promoteStep, psqlInContainer, replicationSlot } from "../lib/postgresContainer";
 import { remoteStep } from "../lib/remote";
 import { renderPrimaryEntrypoint } from "../templates/postgres-entrypoint";
 import { renderPostgresqlConf } from "../templates/postgres-conf";
@@ -59,7 +59,7 @@ export class PostgresMaster extends pulumi.ComponentResource {
       ? [promoteStep(`${name}-promote`, args.shell, { containerName: this.containerName, port: args.port, timeoutSeconds: args.timeoutSeconds }, parent)]
       : [];
 
-    const { container } = postgresContainer(
+    const { container, ready } = postgresContainer(
       args,
       {
         name,
@@ -69,6 +69,8 @@ export class PostgresMaster extends pulumi.ComponentResource {
         pgHba: this.pgHba,
         entrypoint: renderPrimaryEntrypoint({ dataDir: PG_PATHS.dataDir, configFile: PG_PATHS.configFile }),
         dependsOn,
+        ready: PRIMARY_READY,
+        startTimeoutSeconds: args.timeoutSeconds,
       },
       parent,
     );
@@ -98,7 +100,7 @@ export class PostgresMaster extends pulumi.ComponentResource {
         timeoutSeconds: args.timeoutSeconds,
         secretOutput: true,
       },
-      { ...parent, dependsOn: [container] },
+      { ...parent, dependsOn: [ready] },
     );
 
     // One slot per replica: created when the replica is added (so the
@@ -108,7 +110,7 @@ export class PostgresMaster extends pulumi.ComponentResource {
         `${name}-slot-${r.name}`,
         args.shell,
         { containerName: this.containerName, port: args.port, slotName: r.slotName, timeoutSeconds: args.timeoutSeconds },
-        { ...parent, dependsOn: [container] },
+        { ...parent, dependsOn: [ready] },
       );
     }
 

@@ -1,7 +1,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as docker from "@pulumi/docker";
 import { containerName } from "../lib/addresses";
-import { PG_PATHS, PG_ROLES, postgresContainer, replicaPassfile, serverConf, serverHba, type PostgresServerArgs, promoteStep, replicationSlot } from "../lib/postgresContainer";
+import { PG_PATHS, PG_ROLES, PRIMARY_READY, STANDBY_READY, postgresContainer, replicaPassfile, serverConf, serverHba, type PostgresServerArgs, promoteStep, replicationSlot } from "../lib/postgresContainer";
 import { remoteStep } from "../lib/remote";
 import { renderReplicaEntrypoint } from "../templates/postgres-entrypoint";
 import { renderPostgresqlConf } from "../templates/postgres-conf";
@@ -87,7 +87,7 @@ export class PostgresReplica extends pulumi.ComponentResource {
       dependsOn.push(promoteStep(`${name}-promote`, args.shell, { containerName: this.containerName, port: args.port, timeoutSeconds: args.timeoutSeconds }, parent));
     }
 
-    const { container } = postgresContainer(
+    const { container, ready } = postgresContainer(
       args,
       {
         name,
@@ -109,6 +109,11 @@ export class PostgresReplica extends pulumi.ComponentResource {
         }),
         secretFiles: [{ path: PG_PATHS.passfile, content: passfile }],
         dependsOn,
+        // A standby must be streaming from its primary: an `up` that re-points
+        // it (followPrimary) fails, with the log, when it cannot follow.
+        ready: this.mode === "promoted" ? PRIMARY_READY : STANDBY_READY,
+        // A replica's first start clones the primary: give it time.
+        startTimeoutSeconds: 1800,
       },
       parent,
     );
@@ -121,7 +126,7 @@ export class PostgresReplica extends pulumi.ComponentResource {
           `${name}-slot-${f.name}`,
           args.shell,
           { containerName: this.containerName, port: args.port, slotName: f.slotName, timeoutSeconds: args.timeoutSeconds },
-          { ...parent, dependsOn: [container] },
+          { ...parent, dependsOn: [ready] },
         );
       }
     }
@@ -143,7 +148,7 @@ export class PostgresReplica extends pulumi.ComponentResource {
           triggers: [this.volumeName],
           timeoutSeconds: args.timeoutSeconds,
         },
-        { ...parent, dependsOn: [container] },
+        { ...parent, dependsOn: [ready] },
       );
     }
 

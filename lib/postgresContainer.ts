@@ -11,6 +11,7 @@ import { remoteStep, type HostShell } from "./remote";
 import { psqlScriptArgv, renderPromoteSql, renderSlotCreateSql, renderSlotDropSql } from "../templates/postgres-sql";
 import type { PostgresConfCommon } from "../templates/postgres-conf";
 import { renderPgHba, renderPgpass } from "../templates/postgres-hba";
+import { renderHealthGateScript } from "../templates/health-gate";
 
 /** uid/gid of `postgres` in the official image. */
 export const PG_UID = 999;
@@ -95,6 +96,10 @@ export interface PostgresContainerArgs {
   /** Extra secret files (the replica's passfile). */
   secretFiles?: { path: string; content: pulumi.Input<string> }[];
   dependsOn?: pulumi.Resource[];
+  /** What the server must say, once healthy, before anything goes on (e.g. a replica streaming). */
+  ready: { sql: string; expect: string; what: string };
+  /** How long the first start may take (a replica's clone), in seconds. */
+  startTimeoutSeconds: number;
 }
 
 /**
@@ -109,6 +114,11 @@ export function replicaPassfile(primary: { host: string; port: number | "*" }, p
   ]);
 }
 
+/** A primary is ready when it accepts connections out of recovery. */
+export const PRIMARY_READY = { sql: "SELECT pg_catalog.pg_is_in_recovery()", expect: "f", what: "a primary" };
+/** A standby is ready when its WAL receiver streams from the primary. */
+export const STANDBY_READY = { sql: "SELECT status FROM pg_catalog.pg_stat_wal_receiver", expect: "streaming", what: "streaming from its primary" };
+
 /** psql inside the container as the postgres OS user (peer authentication on the local socket), SQL on stdin. */
 export function psqlInContainer(containerName: string, port: number, database = "postgres"): string[] {
   return ["docker", "exec", "-i", "-u", "postgres", containerName, ...psqlScriptArgv({ database, port })];
@@ -119,7 +129,11 @@ export function pgListenAddresses(privateIp: string): string[] {
   return [privateIp, LOOPBACK];
 }
 
-export function postgresContainer(server: PostgresServerArgs, args: PostgresContainerArgs, opts: pulumi.CustomResourceOptions): { container: docker.Container; hba: pulumi.Resource } {
+export function postgresContainer(
+  server: PostgresServerArgs,
+  args: PostgresContainerArgs,
+  opts: pulumi.CustomResourceOptions,
+): { container: docker.Container; hba: pulumi.Resource; ready: pulumi.Resource } {
   const hbaDir = `${server.hostName}/postgres-hba`;
   const hba = hostFile(`${args.name}-hba`, server.shell, { path: `${hbaDir}/pg_hba.conf`, content: args.pgHba, mode: "0644", owner: `0:${PG_UID}`, timeoutSeconds: server.timeoutSeconds }, opts);
   const image = pullImage(`${args.name}-image`, server.image, opts);
@@ -155,11 +169,25 @@ export function postgresContainer(server: PostgresServerArgs, args: PostgresCont
         retries: 6,
         startPeriodSeconds: 30,
       }),
-      // A replica's first start clones the primary: give it time.
-      wait: true,
-      waitTimeout: 1800,
+      // The health gate below waits, and says why when the server does not come up.
+      wait: false,
     },
     { ...opts, ...replaceInPlace, dependsOn: [hba, ...(args.dependsOn ?? [])] },
+  );
+  const ready = remoteStep(
+    `${args.name}-ready`,
+    server.shell,
+    {
+      argv: ["sh", "-s"],
+      stdin: renderHealthGateScript({
+        containerName: args.containerName,
+        timeoutSeconds: args.startTimeoutSeconds,
+        check: { user: "postgres", argv: ["psql", "-X", "-q", "-At", `--port=${server.port}`, "--dbname=postgres", "-c", args.ready.sql], expect: args.ready.expect, what: args.ready.what },
+      }),
+      triggers: [container.id],
+      timeoutSeconds: args.startTimeoutSeconds + 30,
+    },
+    { ...opts, dependsOn: [container] },
   );
   // pg_hba changes (a replica added or removed) are re-read without a restart.
   remoteStep(
@@ -171,9 +199,9 @@ export function postgresContainer(server: PostgresServerArgs, args: PostgresCont
       triggers: [digest(args.pgHba), container.id],
       timeoutSeconds: server.timeoutSeconds,
     },
-    { ...opts, dependsOn: [container, hba] },
+    { ...opts, dependsOn: [ready, hba] },
   );
-  return { container, hba };
+  return { container, hba, ready };
 }
 
 /**

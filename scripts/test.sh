@@ -10,6 +10,7 @@ status=0
 npx vitest run --project unit --project integration "$@" || status=$?
 
 if missing=$(npx ts-node --transpile-only test/engine/locate.ts); then
+  bash test/engine/prepare.sh
   npx vitest run --project engine --outputFile.json=.state/vitest-engine-report.json || status=$?
 else
   echo "ENGINE TIER SKIPPED: the Pulumi engine is not installed here; missing:"

@@ -39,6 +39,7 @@ export function replicaConfig(rig: EngineRig, name: string, mainStack = "main"):
   return {
     role: "replica",
     ...hostConfig(rig.host(name)),
+    privateNetworkCidr: rig.cidr,
     mainStack: `${ORG}/synaxic/${mainStack}`,
     googleClientId: "engine-tier.apps.googleusercontent.com",
   };

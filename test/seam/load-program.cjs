@@ -34,9 +34,7 @@ require(tsnodeRequire).register({
 const pulumi = require("@pulumi/pulumi");
 const registered = [];
 // The stacks write the Docker client's SSH identity: into a folder of this process, not ~/.ssh/synaxic.
-const fs = require("node:fs");
-const os = require("node:os");
-process.env.SYNAXIC_SSH_DIR = fs.mkdtempSync(path.join(os.tmpdir(), "synaxic-seam-ssh-"));
+process.env.SYNAXIC_SSH_DIR = fs.mkdtempSync(path.join(require("node:os").tmpdir(), "synaxic-seam-ssh-"));
 process.on("exit", () => fs.rmSync(process.env.SYNAXIC_SSH_DIR, { recursive: true, force: true }));
 pulumi.runtime.setAllConfig(input.config, input.secretKeys);
 pulumi.runtime.setMocks(

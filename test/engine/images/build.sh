@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2016 # the check scripts are single-quoted on purpose: they expand in the containers
 # Builds local stand-ins for the container images the Synaxic program pulls,
 # tagged exactly as the program's defaults (Pulumi.yaml, lib/config.ts), from
 # Debian bookworm packages only: no container registry is contacted. Writes
@@ -104,9 +105,10 @@ mkdir -p "$CACHE"
 
 # ---------------------------------------------------------------- host tools
 ensure_host_tools() {
-	local missing=() pkg
-	for pkg in docker.io debootstrap openssl; do
-		if [ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" != "install ok installed" ]; then missing+=("$pkg"); fi
+	# command:package; a command already there (e.g. docker-ce's dockerd) is used as it is.
+	local missing=() pair
+	for pair in dockerd:docker.io docker:docker.io debootstrap:debootstrap openssl:openssl; do
+		if ! command -v "${pair%%:*}" >/dev/null 2>&1 && [[ " ${missing[*]} " != *" ${pair#*:} "* ]]; then missing+=("${pair#*:}"); fi
 	done
 	if [ ${#missing[@]} -gt 0 ]; then
 		say "installing ${missing[*]} (log: $CACHE/host-tools.log)"
@@ -140,6 +142,7 @@ cache_key() {
 }
 
 ensure_host_tools
+[ -f "$APP_STUB" ] || die "$APP_STUB (the app stand-in's source) is missing"
 KEY="$(cache_key)"
 readonly KEY
 readonly ARCHIVE="$CACHE/images-$KEY.tar"
@@ -167,6 +170,7 @@ say "building images for key $KEY (log: $LOG)"
 WORK="$(mktemp -d "${SYNAXIC_RIG_TMPDIR:-/var/tmp}/synaxic-images.XXXXXX")"
 readonly WORK
 DOCKERD_PID=""
+STEP=""
 DOCKER=""
 EXTERNAL_DAEMON=""
 VERIFY_PREFIX="synaxic-images-verify-$$"
@@ -197,7 +201,7 @@ cleanup() {
 		umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
 	done < <(awk -v w="$WORK" 'index($2, w) == 1 { print $2 }' /proc/self/mounts | sort -r)
 	rm -rf "$WORK"
-	if [ "$rc" -ne 0 ]; then say "failed (exit $rc); log: $LOG"; fi
+	if [ "$rc" -ne 0 ]; then say "failed (exit $rc)${STEP:+ during: $STEP}; log: $LOG"; fi
 	exit "$rc"
 }
 trap cleanup EXIT
@@ -207,6 +211,7 @@ trap 'exit 143' TERM
 # ---------------------------------------------------------------- 1. debootstrap (cached)
 ROOTFS_KEY="$(printf '%s minbase %s %s' "$SUITE" "$MIRROR" "$(dpkg-query -W -f='${Version}' debootstrap)" | sha256sum | cut -c1-12)"
 readonly ROOTFS_TAR="$CACHE/debootstrap-$SUITE-minbase-$ROOTFS_KEY.tar"
+ROOTFS_NOTE="debootstrap root reused"
 if [ -s "$ROOTFS_TAR" ]; then
 	say "debootstrap root: reusing $(basename "$ROOTFS_TAR")"
 else
@@ -215,6 +220,7 @@ else
 	logged "tar the debootstrap root" tar -C "$WORK/debootstrap" --numeric-owner -cf "$ROOTFS_TAR.partial" .
 	mv -f "$ROOTFS_TAR.partial" "$ROOTFS_TAR"
 	rm -rf "$WORK/debootstrap"
+	ROOTFS_NOTE="cold: debootstrap included"
 fi
 
 # ---------------------------------------------------------------- 2. the base root and the downloads
@@ -369,10 +375,13 @@ build_busybox() {
 	[ -n "$deb" ] || die "busybox-static was not downloaded"
 	mkdir -p "$WORK/busybox-deb" "$dir"/{bin,dev,etc,home,proc,root,sys,tmp,usr/sbin,var/spool/mail,var/www}
 	dpkg-deb -x "$deb" "$WORK/busybox-deb"
-	install -m 0755 "$(find "$WORK/busybox-deb" -type f -name busybox | head -n 1)" "$dir/bin/busybox"
-	for applet in $("$dir/bin/busybox" --list); do
+	install -m 0755 "$WORK/busybox-deb/bin/busybox" "$dir/bin/busybox"
+	"$dir/bin/busybox" --list >"$WORK/busybox.applets"
+	grep -qx sh "$WORK/busybox.applets"
+	grep -qx sleep "$WORK/busybox.applets"
+	while IFS= read -r applet; do
 		[ "$applet" = busybox ] || ln -s busybox "$dir/bin/$applet"
-	done
+	done <"$WORK/busybox.applets"
 	chmod 1777 "$dir/tmp"
 	chmod 0700 "$dir/root"
 	cat >"$dir/etc/passwd" <<'EOF'
@@ -410,7 +419,11 @@ say "building the images"
 for spec in "${IMAGES[@]}"; do
 	build_image "$(field "$spec" 1)" "$(field "$spec" 2)"
 done
-logged "docker import $BUSYBOX_TAG" build_busybox
+# Called plainly (not through logged) so that set -e applies inside.
+printf '\n===== busybox root and import\n' >>"$LOG"
+STEP="busybox image"
+build_busybox >>"$LOG" 2>&1
+STEP=""
 say "  built $BUSYBOX_TAG (imported)"
 
 # ---------------------------------------------------------------- 5. checks
@@ -449,7 +462,6 @@ wait_until() {
 }
 # http CONTAINER PORT PATH [HEADER]: an HTTP/1.0 GET over bash's /dev/tcp on the container's loopback.
 http() {
-	# shellcheck disable=SC2016 # expanded by the container's bash
 	"$DOCKER" exec "$1" bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$0" || exit
 		{ printf "GET %s HTTP/1.0\r\nHost: localhost\r\n" "$1"; if [ -n "$2" ]; then printf "%s\r\n" "$2"; fi; printf "\r\n"; } >&3
 		cat <&3' "$2" "$3" "${4:-}"
@@ -617,9 +629,8 @@ NG="$(vname nginx)"
 logged "run nginx" "$DOCKER" run -d --name "$NG" --network none nginx:1.22.1
 wait_until 20 "nginx to answer" http_has "$NG" 80 / '^HTTP/1\.[01] 200'
 wait_until 10 "the access log on stdout" sh -c "'$DOCKER' logs '$NG' 2>/dev/null | grep -q '\"GET / HTTP/1.0\" 200'"
-# shellcheck disable=SC2016
-"$DOCKER" exec "$NG" bash -c 'for p in /proc/[0-9]*; do if grep -q "worker process" "$p/cmdline" 2>/dev/null; then awk "/^Uid:/ { print \$2 }" "$p/status"; fi; done' | grep -qx 101 ||
-	die "nginx workers do not run as nginx (101)"
+WORKER_UIDS="$("$DOCKER" exec "$NG" bash -c 'for p in /proc/[0-9]*; do if grep -qa "^nginx: worker process" "$p/cmdline" 2>/dev/null; then awk "/^Uid:/ { print \$2 }" "$p/status"; fi; done')"
+if [ -z "$WORKER_UIDS" ] || grep -qvx 101 <<<"$WORKER_UIDS"; then die "nginx workers do not run as nginx (101): uids ${WORKER_UIDS:-none}"; fi
 say "  nginx: default site, access log on stdout, workers as nginx (101)"
 
 # Prometheus with the program's flags; a HUP (the program's reload) keeps it up.
@@ -707,7 +718,6 @@ logged "run app" "$DOCKER" run -d --name "$AP" --network none \
 	-e SERVER_ADDRESS=127.0.0.1 -e SERVER_PORT=8080 -e SPRING_CONFIG_IMPORT=optional:configtree:/run/synaxic/app/ \
 	-e 'SPRING_DATASOURCE_URL=jdbc:postgresql://127.0.0.1:5432/synaxic?sslmode=verify-full&sslrootcert=/app/pg-tls/ca.crt' \
 	ghcr.io/synaxic/synaxic:1.0.0
-# shellcheck disable=SC2016
 APP_HEALTH="timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/8080 && printf '\\''GET /actuator/health HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n'\\'' >&3 && grep -q '\\''\"status\":\"UP\"'\\'' <&3'"
 wait_until 20 "the app's health check" "$DOCKER" exec "$AP" sh -c "$APP_HEALTH"
 say "  app stub: listens on SERVER_ADDRESS:SERVER_PORT, the program's /dev/tcp health check passes"
@@ -727,6 +737,7 @@ done
 TAGS+=("$BUSYBOX_TAG")
 say "saving ${#TAGS[@]} images"
 logged "docker save" "$DOCKER" save -o "$ARCHIVE.partial" "${TAGS[@]}"
+chmod 0644 "$ARCHIVE.partial"
 mv -f "$ARCHIVE.partial" "$ARCHIVE"
 
 {
@@ -746,5 +757,5 @@ find "$CACHE" -maxdepth 1 -name 'images-*.tar' -printf '%T@ %p\n' | sort -rn | t
 		say "removed the older archive $(basename "$old")"
 	done
 
-say "done: cold build took $((SECONDS - START_SECONDS))s"
+say "done: built in $((SECONDS - START_SECONDS))s ($ROOTFS_NOTE)"
 printf '%s\n' "$ARCHIVE"
