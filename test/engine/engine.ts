@@ -179,6 +179,12 @@ export interface PreviewStep {
   detailedDiff?: Record<string, { kind: string; inputDiff?: boolean }>;
 }
 
+/** The resource type a URN names (urn:pulumi:stack::project::[parent$]type::name). */
+export function urnType(urn: string): string {
+  const parts = urn.split("::");
+  return (parts[parts.length - 2] ?? "").split("$").pop() ?? "";
+}
+
 export class Checkout {
   constructor(
     readonly engine: Engine,
@@ -213,11 +219,14 @@ export class Checkout {
     return this.pulumi(["up", "--yes", "--skip-preview", "--stack", stack, "--non-interactive"], opts);
   }
 
-  /** The preview's steps, other than `same`. */
+  /**
+   * The preview's steps that change something: not `same`, and not the
+   * `read` of a StackReference, which every preview of a replica does.
+   */
   async previewChanges(stack: string, extra: string[] = []): Promise<PreviewStep[]> {
     const r = await this.pulumi(["preview", "--json", "--diff", "--stack", stack, "--non-interactive", ...extra]);
     const doc = JSON.parse(r.stdout) as { steps?: PreviewStep[] };
-    return (doc.steps ?? []).filter((s) => s.op !== "same");
+    return (doc.steps ?? []).map((s) => ({ ...s, type: urnType(s.urn) })).filter((s) => s.op !== "same" && !(s.op === "read" && s.type === "pulumi:pulumi:StackReference"));
   }
 
   async outputs(stack: string, showSecrets = false): Promise<Record<string, unknown>> {

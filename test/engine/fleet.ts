@@ -88,3 +88,24 @@ export function statusCommand(co: Checkout, rig: EngineRig, mainStack: string, r
     return { code: err.status ?? 1, report, text: `${out}\n${err.stderr?.toString() ?? ""}` };
   }
 }
+
+/**
+ * The README's recovery from an interrupted `up`, step by step: the
+ * containers whose create was interrupted are removed from their host (their
+ * data is in volumes), then `pulumi refresh --clear-pending-creates` drops
+ * the interrupted operations from the state.
+ */
+export async function recoverInterrupted(co: Checkout, rig: EngineRig, stack: string): Promise<string[]> {
+  const exported = JSON.parse((await co.pulumi(["stack", "export", "--stack", stack])).stdout) as {
+    deployment: { pending_operations?: { type: string; resource: { type: string; inputs?: { name?: string } } }[] };
+  };
+  const hostName = String((await co.pulumi(["config", "get", "hostName", "--stack", stack])).stdout).trim();
+  const removed: string[] = [];
+  for (const op of exported.deployment.pending_operations ?? []) {
+    if (op.type !== "creating" || op.resource.type !== "docker:index/container:Container" || !op.resource.inputs?.name) continue;
+    await rig.host(hostName).docker(["rm", "-f", op.resource.inputs.name], { allowFail: true });
+    removed.push(op.resource.inputs.name);
+  }
+  await co.pulumi(["refresh", "--yes", "--skip-preview", "--non-interactive", "--clear-pending-creates", "--stack", stack]);
+  return removed;
+}
