@@ -12,13 +12,15 @@ import { psqlScriptArgv, renderPromoteSql, renderSlotCreateSql, renderSlotDropSq
 import type { PostgresConfCommon } from "../templates/postgres-conf";
 import { renderPgHba, renderPgpass } from "../templates/postgres-hba";
 import { renderHealthGateScript } from "../templates/health-gate";
+import { restartSettingNames, restartSettings } from "../templates/postgres-conf";
 
 /** uid/gid of `postgres` in the official image. */
 export const PG_UID = 999;
 
 export const PG_PATHS = {
   dataDir: "/var/lib/postgresql/data",
-  configFile: "/etc/synaxic/postgresql.conf",
+  confDir: "/etc/synaxic/conf",
+  configFile: "/etc/synaxic/conf/postgresql.conf",
   hbaDir: "/etc/synaxic/hba",
   hbaFile: "/etc/synaxic/hba/pg_hba.conf",
   certFile: "/etc/synaxic/tls/server.crt",
@@ -90,7 +92,7 @@ export interface PostgresContainerArgs {
   name: string;
   containerName: string;
   volumeName: pulumi.Input<string>;
-  postgresqlConf: pulumi.Input<string>;
+  postgresqlConf: string;
   pgHba: string;
   entrypoint: pulumi.Input<string>;
   /** Extra secret files (the replica's passfile). */
@@ -136,6 +138,11 @@ export function postgresContainer(
 ): { container: docker.Container; hba: pulumi.Resource; ready: pulumi.Resource } {
   const hbaDir = `${server.hostName}/postgres-hba`;
   const hba = hostFile(`${args.name}-hba`, server.shell, { path: `${hbaDir}/pg_hba.conf`, content: args.pgHba, mode: "0644", owner: `0:${PG_UID}`, timeoutSeconds: server.timeoutSeconds }, opts);
+  // postgresql.conf is a file on the host too: a change is a readable diff of
+  // that file, then a reload, and a restart only for the settings that need
+  // one (the `-restart` step below shows it in the preview).
+  const confDir = `${server.hostName}/postgres-conf`;
+  const conf = hostFile(`${args.name}-conf`, server.shell, { path: `${confDir}/postgresql.conf`, content: args.postgresqlConf, mode: "0644", owner: `0:${PG_UID}`, timeoutSeconds: server.timeoutSeconds }, opts);
   const image = pullImage(`${args.name}-image`, server.image, opts);
   const container = new docker.Container(
     `${args.name}-container`,
@@ -146,10 +153,12 @@ export function postgresContainer(
       // Listens on the private address and loopback only (postgresql.conf), never the public interface.
       ...baseContainer(server.networkMode),
       volumes: [{ volumeName: args.volumeName, containerPath: PG_PATHS.dataDir }],
-      mounts: [{ type: "bind", source: hostPath(server.shell, hbaDir), target: PG_PATHS.hbaDir, readOnly: true }],
+      mounts: [
+        { type: "bind", source: hostPath(server.shell, hbaDir), target: PG_PATHS.hbaDir, readOnly: true },
+        { type: "bind", source: hostPath(server.shell, confDir), target: PG_PATHS.confDir, readOnly: true },
+      ],
       uploads: [
         { file: PG_PATHS.entrypoint, content: args.entrypoint, permissions: "0755", owner: "0", group: "0", executable: true },
-        upload(PG_PATHS.configFile, args.postgresqlConf, "0644", PG_UID),
         upload(PG_PATHS.certFile, server.tls.certPem, "0644", PG_UID),
         upload(PG_PATHS.keyFile, pulumi.secret(server.tls.keyPem), "0600", PG_UID),
         upload(PG_PATHS.caFile, server.tls.caPem, "0644", PG_UID),
@@ -172,34 +181,52 @@ export function postgresContainer(
       // The health gate below waits, and says why when the server does not come up.
       wait: false,
     },
-    { ...opts, ...replaceInPlace, dependsOn: [hba, ...(args.dependsOn ?? [])] },
+    { ...opts, ...replaceInPlace, dependsOn: [hba, conf, ...(args.dependsOn ?? [])] },
   );
+  const gate = (timeoutSeconds: number) =>
+    renderHealthGateScript({
+      containerName: args.containerName,
+      timeoutSeconds,
+      check: { user: "postgres", argv: ["psql", "-X", "-q", "-At", `--port=${server.port}`, "--dbname=postgres", "-c", args.ready.sql], expect: args.ready.expect, what: args.ready.what },
+    });
   const ready = remoteStep(
     `${args.name}-ready`,
     server.shell,
     {
       argv: ["sh", "-s"],
-      stdin: renderHealthGateScript({
-        containerName: args.containerName,
-        timeoutSeconds: args.startTimeoutSeconds,
-        check: { user: "postgres", argv: ["psql", "-X", "-q", "-At", `--port=${server.port}`, "--dbname=postgres", "-c", args.ready.sql], expect: args.ready.expect, what: args.ready.what },
-      }),
+      stdin: gate(args.startTimeoutSeconds),
       triggers: [container.id],
       timeoutSeconds: args.startTimeoutSeconds + 30,
     },
     { ...opts, dependsOn: [container] },
   );
-  // pg_hba changes (a replica added or removed) are re-read without a restart.
-  remoteStep(
+  // pg_hba and postgresql.conf changes (a replica added or removed, a
+  // setting changed) are re-read without a restart.
+  const reload = remoteStep(
     `${args.name}-hba-reload`,
     server.shell,
     {
       argv: whenRunning(args.containerName, psqlInContainer(args.containerName, server.port)),
       stdin: "SELECT pg_catalog.pg_reload_conf();\n",
-      triggers: [digest(args.pgHba), container.id],
+      triggers: [digest(args.pgHba), digest(args.postgresqlConf), container.id],
       timeoutSeconds: server.timeoutSeconds,
     },
-    { ...opts, dependsOn: [ready, hba] },
+    { ...opts, dependsOn: [ready, hba, conf] },
+  );
+  // A setting that only takes effect at server start changed: restart, then
+  // wait until the server is back in its role. Nothing runs on create (the
+  // new server starts with the file as it is).
+  remoteStep(
+    `${args.name}-restart`,
+    server.shell,
+    {
+      argv: ["echo", "the server started with this configuration"],
+      updateArgv: ["sh", "-s"],
+      stdin: `C=${args.containerName}\nif [ "$(docker inspect -f "{{.State.Running}}" "$C" 2>/dev/null)" = true ]; then docker restart --time 120 "$C" >/dev/null; echo "$C restarted for: ${restartSettingNames(args.postgresqlConf).join(", ")}"; fi\n${gate(args.startTimeoutSeconds)}`,
+      triggers: [restartSettings(args.postgresqlConf)],
+      timeoutSeconds: args.startTimeoutSeconds + 180,
+    },
+    { ...opts, dependsOn: [reload] },
   );
   return { container, hba, ready };
 }

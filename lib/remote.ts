@@ -16,8 +16,10 @@ export type HostShell =
   | { kind: "local"; filesRoot: string };
 
 export interface RemoteStepArgs {
-  /** What runs on create and update. */
+  /** What runs on create (and on update, unless updateArgv says otherwise). */
   argv: string[];
+  /** What runs on update, when it differs from create. */
+  updateArgv?: string[];
   /** Fed to argv on standard input (a script, SQL, a file's content). */
   stdin?: pulumi.Input<string>;
   /** What runs when the resource is deleted. */
@@ -43,7 +45,7 @@ export function remoteStep(name: string, shell: HostShell, args: RemoteStepArgs,
   const create = withTimeout(args.timeoutSeconds, asRoot(shell, args.argv));
   const common = {
     create,
-    update: create,
+    update: args.updateArgv ? withTimeout(args.timeoutSeconds, asRoot(shell, args.updateArgv)) : create,
     ...(args.deleteArgv ? { delete: withTimeout(args.timeoutSeconds, asRoot(shell, args.deleteArgv)) } : {}),
     ...(args.stdin !== undefined ? { stdin: args.stdin } : {}),
     ...(args.triggers ? { triggers: args.triggers } : {}),

@@ -194,3 +194,55 @@ export function renderPostgresqlConf(params: PostgresConfParams): string {
   }
   return out.join("\n") + "\n";
 }
+
+/**
+ * The settings of ours that PostgreSQL 15 reads only at server start
+ * (context "postmaster" in pg_settings; src/backend/utils/misc/guc.c): a
+ * change to any of them needs a restart, every other change a reload. The
+ * integration suite checks this list against a real server's pg_settings.
+ */
+export const RESTART_SETTINGS: readonly string[] = [
+  "autovacuum_max_workers",
+  "cluster_name",
+  "data_directory",
+  "hba_file",
+  "hot_standby",
+  "huge_pages",
+  "listen_addresses",
+  "max_connections",
+  "max_replication_slots",
+  "max_wal_senders",
+  "max_worker_processes",
+  "port",
+  "recovery_target_timeline",
+  "shared_buffers",
+  "unix_socket_directories",
+  "wal_buffers",
+  "wal_level",
+  "wal_log_hints",
+];
+
+/** The `name = value` settings of a rendered postgresql.conf, in order. */
+export function parsePostgresqlConf(conf: string): [string, string][] {
+  const out: [string, string][] = [];
+  for (const raw of conf.split("\n")) {
+    const m = /^\s*([a-z_][a-z0-9_.]*)\s*=\s*(.*?)\s*$/.exec(raw);
+    if (m) out.push([m[1]!, m[2]!]);
+  }
+  return out;
+}
+
+/** The names of the restart-only settings a postgresql.conf sets. */
+export function restartSettingNames(conf: string): string[] {
+  return parsePostgresqlConf(conf)
+    .map(([k]) => k)
+    .filter((k) => RESTART_SETTINGS.includes(k));
+}
+
+/** The restart-only settings with their values, one per line: what a restart depends on. */
+export function restartSettings(conf: string): string {
+  return parsePostgresqlConf(conf)
+    .filter(([k]) => RESTART_SETTINGS.includes(k))
+    .map(([k, v]) => `${k} = ${v}`)
+    .join("\n");
+}

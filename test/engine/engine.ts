@@ -13,7 +13,7 @@
  */
 import { spawn } from "node:child_process";
 import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { parse, stringify } from "yaml";
 
 export const REPO = resolve(__dirname, "..", "..");
@@ -144,6 +144,9 @@ export class Engine {
       PULUMI_SKIP_CONFIRMATIONS: "true",
       PULUMI_AUTOMATION_API_SKIP_VERSION_CHECK: "true",
       NO_COLOR: "1",
+      // The operator's machine: where the stacks write the Docker client's
+      // SSH identities (outside every checkout).
+      SYNAXIC_SSH_DIR: join(dirname(backendDir), "operator-ssh"),
       TS_NODE_PROJECT: "tsconfig.json",
     };
   }

@@ -141,7 +141,10 @@ describe("a fleet of main and two replicas on the real engine", () => {
     for (const f of co.stackFiles()) cpSync(join(co.dir, f), join(fresh.dir, f));
     co.remove();
     co = fresh;
-    for (const stack of ["replica-2", "replica-1", "main"]) await co.pulumi(["destroy", "--yes", "--skip-preview", "--non-interactive", "--stack", stack]);
+    // replica-2 as from a machine that never ran it: no identity file there, so the program runs first and writes it.
+    rmSync(join(engine.env.SYNAXIC_SSH_DIR!, "organization-synaxic-replica-2-replica-2"));
+    await co.pulumi(["destroy", "--yes", "--skip-preview", "--non-interactive", "--run-program", "--stack", "replica-2"]);
+    for (const stack of ["replica-1", "main"]) await co.pulumi(["destroy", "--yes", "--skip-preview", "--non-interactive", "--stack", stack]);
     for (const name of ["main", "replica-1", "replica-2"]) {
       const h = rig.host(name);
       const running = (await h.docker(["ps", "-q"])).stdout.trim();

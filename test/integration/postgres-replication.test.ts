@@ -6,6 +6,8 @@
  * exporter's replication metrics, and removing a replica (its slot dropped).
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { readFileSync } from "node:fs";
+import { parsePostgresqlConf, restartSettingNames } from "../../templates/postgres-conf";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { TestNet, waitFor, type Host } from "../rig/net";
@@ -157,6 +159,17 @@ describe("PostgreSQL streaming replication over TLS", () => {
     expect(guard.code).toBe(1);
     expect(guard.stderr).toContain("FATAL: ");
     expect(guard.stderr).toContain("standby.signal present");
+  });
+
+  it("the settings the program restarts for are exactly those of its postgresql.conf that PostgreSQL reads only at start", async () => {
+    for (const node of [main, replica1]) {
+      const names = parsePostgresqlConf(readFileSync(node.confFile, "utf8")).map(([k]) => k);
+      const rows = await node.psql(`SELECT name || ':' || context FROM pg_settings WHERE name IN (${names.map((n) => `'${n}'`).join(", ")}) ORDER BY 1`);
+      const known = rows.stdout.trim().split("\n").filter(Boolean).map((r) => r.split(":") as [string, string]);
+      expect(known.length, `${node.name}: every setting in the file is a real one`).toBe(names.length);
+      const postmaster = known.filter(([, ctx]) => ctx === "postmaster").map(([n]) => n).sort();
+      expect(restartSettingNames(readFileSync(node.confFile, "utf8")).sort(), node.name).toEqual(postmaster);
+    }
   });
 
   it("pg_hba refuses other addresses, plain TCP, wrong passwords and roles asking for the wrong kind of connection", async () => {
