@@ -166,9 +166,9 @@ export class Engine {
   }
 
   /** A fresh checkout of the program in `dir`, sharing the repository's node_modules. */
-  checkout(dir: string): Checkout {
+  checkout(dir: string, extra: string[] = []): Checkout {
     mkdirSync(dir, { recursive: true });
-    for (const e of PROGRAM_ENTRIES) cpSync(join(REPO, e), join(dir, e), { recursive: true });
+    for (const e of [...PROGRAM_ENTRIES, ...extra]) cpSync(join(REPO, e), join(dir, e), { recursive: true });
     symlinkSync(join(REPO, "node_modules"), join(dir, "node_modules"));
     return new Checkout(this, dir);
   }

@@ -107,7 +107,9 @@ export class EngineHost {
     this.holderPid = this.holder.pid!;
     await waitFor(`${this.name} namespaces`, async () => existsSync(ready), 15_000, 50);
     this.daemon("sshd", ["/usr/sbin/sshd", "-D", "-e", "-f", join(this.dir, "ssh", "sshd_config")]);
-    this.daemon("dockerd", ["dockerd", "--iptables=false", "--ip6tables=false", "--bridge=none"]);
+    // The daemon answers on the host's own /var/run/docker.sock and, for
+    // clients on this machine (the local stack), on a socket in its folder.
+    this.daemon("dockerd", ["dockerd", "--iptables=false", "--ip6tables=false", "--bridge=none", "-H", "unix:///var/run/docker.sock", "-H", `unix://${this.dockerSocket}`]);
     await waitFor(`${this.name} dockerd`, async () => (await this.exec(["docker", "info", "--format", "{{.ServerVersion}}"], { allowFail: true })).code === 0, 60_000, 250);
   }
 
@@ -115,6 +117,11 @@ export class EngineHost {
     const log = openSync(join(this.dir, `${label}.log`), "a");
     spawn("nsenter", ["-t", String(this.holderPid), "-n", "-m", "-u", "--", ...argv], { stdio: ["ignore", log, log], detached: true }).unref();
     closeSync(log);
+  }
+
+  /** The daemon's socket as seen from this machine's root namespace. */
+  get dockerSocket(): string {
+    return join(this.dir, "docker.sock");
   }
 
   /** Runs argv inside the host (its network, mounts and hostname). */

@@ -1,0 +1,95 @@
+/**
+ * Engine benchmark: `sudo npm run bench:engine [-- --runs N]`.
+ *
+ * On the real-engine tier's hosts (test/engine), measures and prints, N times
+ * each (default 2), min/median/max of:
+ *   1. a cold `pulumi up` of main, and of each of two replicas, with the
+ *      images already on the hosts,
+ *   2. a no-op `pulumi preview` of main and of a replica,
+ *   3. adding a replica end to end (main's `up`, then the new stack's `up`),
+ * plus the rig image build (cached) and, when the engine's cache records
+ * them, the engine's own build times. It asserts nothing.
+ */
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Engine, REPO, locateEngine } from "../test/engine/engine";
+import { EngineRig } from "../test/engine/hosts";
+import { initStack, mainConfig, replicaConfig } from "../test/engine/fleet";
+
+const runs = Number(process.argv.includes("--runs") ? process.argv[process.argv.indexOf("--runs") + 1] : 2);
+
+function stats(label: string, xs: number[]): void {
+  const s = [...xs].sort((a, b) => a - b);
+  const f = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
+  console.log(`${label.padEnd(44)} min ${f(s[0]!)}  median ${f(s[Math.floor(s.length / 2)]!)}  max ${f(s[s.length - 1]!)}  (n=${s.length})`);
+}
+
+async function timed(fn: () => Promise<unknown>): Promise<number> {
+  const t = Date.now();
+  await fn();
+  return Date.now() - t;
+}
+
+async function main(): Promise<void> {
+  const { paths, missing } = locateEngine();
+  if (missing.length > 0) {
+    console.log(`engine benchmark skipped: the Pulumi engine is not installed here (missing ${missing.join(", ")})`);
+    return;
+  }
+  const t = Date.now();
+  const out = execFileSync("bash", [join(REPO, "test", "engine", "images", "build.sh")], { stdio: ["ignore", "pipe", "inherit"] }).toString().trim().split("\n");
+  const images = out[out.length - 1]!;
+  console.log(`rig images (cached when built before): ${((Date.now() - t) / 1000).toFixed(1)} s`);
+
+  const m = { upMain: [] as number[], upReplica: [] as number[], previewMain: [] as number[], previewReplica: [] as number[], addReplica: [] as number[] };
+  for (let i = 0; i < runs; i++) {
+    const rig = await EngineRig.create(["main", "replica-1", "replica-2", "replica-3"], images);
+    const work = mkdtempSync(join(tmpdir(), "synaxic-bench-engine-"));
+    try {
+      const engine = new Engine(paths, join(work, "backend"));
+      await engine.installPlugins();
+      const co = engine.checkout(join(work, "checkout"));
+      await initStack(co, rig, "main", mainConfig(rig, ["replica-1", "replica-2"]));
+      m.upMain.push(await timed(() => co.up("main")));
+      for (const r of ["replica-1", "replica-2"]) {
+        await initStack(co, rig, r, replicaConfig(rig, r));
+        m.upReplica.push(await timed(() => co.up(r)));
+      }
+      m.previewMain.push(await timed(() => co.previewChanges("main")));
+      m.previewReplica.push(await timed(() => co.previewChanges("replica-1")));
+      m.addReplica.push(
+        await timed(async () => {
+          co.writeConfig("main", { replicas: ["replica-1", "replica-2", "replica-3"].map((r) => `${r}=${rig.host(r).ip}`) });
+          await co.up("main");
+          await initStack(co, rig, "replica-3", replicaConfig(rig, "replica-3"));
+          await co.up("replica-3");
+        }),
+      );
+    } finally {
+      await rig.destroy();
+      rmSync(work, { recursive: true, force: true });
+    }
+  }
+  console.log("");
+  stats("cold up of main (images present)", m.upMain);
+  stats("cold up of a replica (images present)", m.upReplica);
+  stats("no-op preview of main", m.previewMain);
+  stats("no-op preview of a replica", m.previewReplica);
+  stats("adding a replica end to end", m.addReplica);
+
+  const times = join(paths.dir, "build-times.tsv");
+  if (existsSync(times)) {
+    console.log("\nengine build times recorded in its cache (go build, 2 cores):");
+    for (const line of readFileSync(times, "utf8").trim().split("\n").slice(1)) {
+      const [what, seconds, note] = line.split("\t");
+      console.log(`  ${what!.padEnd(36)} ${seconds!.padStart(5)} s  ${note ?? ""}`);
+    }
+  }
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
