@@ -11,7 +11,7 @@ import { remoteStep, type HostShell } from "./remote";
 import { psqlScriptArgv, renderPromoteSql, renderSlotCreateSql, renderSlotDropSql } from "../templates/postgres-sql";
 import type { PostgresConfCommon } from "../templates/postgres-conf";
 import { renderPgHba, renderPgpass } from "../templates/postgres-hba";
-import { renderHealthGateScript } from "../templates/health-gate";
+import { renderHealthGateScript, renderRestartIfStaleScript } from "../templates/health-gate";
 import { restartSettingNames, restartSettings } from "../templates/postgres-conf";
 
 /** uid/gid of `postgres` in the official image. */
@@ -213,16 +213,21 @@ export function postgresContainer(
     },
     { ...opts, dependsOn: [ready, hba, conf] },
   );
-  // A setting that only takes effect at server start changed: restart, then
-  // wait until the server is back in its role. Nothing runs on create (the
-  // new server starts with the file as it is).
+  // A setting that only takes effect at server start changed: the step is
+  // re-created (its trigger is those settings), restarts the server if it
+  // started before the file was last written, and waits until it is back in
+  // its role. A server started after the change (a new container) is left alone.
   remoteStep(
     `${args.name}-restart`,
     server.shell,
     {
-      argv: ["echo", "the server started with this configuration"],
-      updateArgv: ["sh", "-s"],
-      stdin: `C=${args.containerName}\nif [ "$(docker inspect -f "{{.State.Running}}" "$C" 2>/dev/null)" = true ]; then docker restart --time 120 "$C" >/dev/null; echo "$C restarted for: ${restartSettingNames(args.postgresqlConf).join(", ")}"; fi\n${gate(args.startTimeoutSeconds)}`,
+      argv: ["sh", "-s"],
+      stdin: renderRestartIfStaleScript({
+        containerName: args.containerName,
+        file: hostPath(server.shell, `${confDir}/postgresql.conf`),
+        settings: restartSettingNames(args.postgresqlConf),
+        gate: gate(args.startTimeoutSeconds),
+      }),
       triggers: [restartSettings(args.postgresqlConf)],
       timeoutSeconds: args.startTimeoutSeconds + 180,
     },

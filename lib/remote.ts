@@ -16,10 +16,8 @@ export type HostShell =
   | { kind: "local"; filesRoot: string };
 
 export interface RemoteStepArgs {
-  /** What runs on create (and on update, unless updateArgv says otherwise). */
+  /** What runs on create and update (a change of triggers re-creates the step, so it runs again). */
   argv: string[];
-  /** What runs on update, when it differs from create. */
-  updateArgv?: string[];
   /** Fed to argv on standard input (a script, SQL, a file's content). */
   stdin?: pulumi.Input<string>;
   /** What runs when the resource is deleted. */
@@ -45,11 +43,16 @@ export function remoteStep(name: string, shell: HostShell, args: RemoteStepArgs,
   const create = withTimeout(args.timeoutSeconds, asRoot(shell, args.argv));
   const common = {
     create,
-    update: args.updateArgv ? withTimeout(args.timeoutSeconds, asRoot(shell, args.updateArgv)) : create,
+    update: create,
     ...(args.deleteArgv ? { delete: withTimeout(args.timeoutSeconds, asRoot(shell, args.deleteArgv)) } : {}),
     ...(args.stdin !== undefined ? { stdin: args.stdin } : {}),
     ...(args.triggers ? { triggers: args.triggers } : {}),
     logging: args.secretOutput ? "none" : "stdoutAndStderr",
+    // The previous run's stdout and stderr are not handed to the next run as
+    // environment variables: sshd refuses variables it does not AcceptEnv
+    // (the provider then warns on every update), and they could carry what
+    // a command printed into a later one.
+    addPreviousOutputInEnv: false,
   } as const;
   const timeouts = { create: `${args.timeoutSeconds + 60}s`, update: `${args.timeoutSeconds + 60}s`, delete: `${args.timeoutSeconds + 60}s` };
   const resourceOpts = { ...opts, additionalSecretOutputs: args.secretOutput ? ["stdout", "stderr"] : [], customTimeouts: timeouts };

@@ -63,3 +63,38 @@ ${check}
 done
 `;
 }
+
+export interface RestartIfStaleParams {
+  containerName: string;
+  /** The configuration file on the host whose change needs a restart. */
+  file: string;
+  /** What changed, for the log line. */
+  settings: string[];
+  /** The health gate to run afterwards (renderHealthGateScript). */
+  gate: string;
+}
+
+/**
+ * Restarts a running container that started before `file` was last
+ * written (so it still runs the old settings), then runs the gate. A
+ * container started after the file changed, or not running, is left alone.
+ */
+export function renderRestartIfStaleScript(p: RestartIfStaleParams): string {
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(p.containerName)) throw new Error(`renderRestartIfStaleScript: ${JSON.stringify(p.containerName)} is not a container name`);
+  if (!/^\/[A-Za-z0-9_./-]+$/.test(p.file)) throw new Error(`renderRestartIfStaleScript: ${JSON.stringify(p.file)} is not a plain absolute path`);
+  const settings = p.settings.filter((s) => /^[a-z_]+$/.test(s)).join(", ");
+  return `#!/bin/sh
+set -eu
+if [ "$(docker inspect -f '{{.State.Running}}' ${shellQuote(p.containerName)} 2>/dev/null)" = true ]; then
+  started=$(date -d "$(docker inspect -f '{{.State.StartedAt}}' ${shellQuote(p.containerName)})" +%s)
+  written=$(stat -c %Y ${shellQuote(p.file)})
+  if [ "$written" -gt "$started" ]; then
+    docker restart --time 120 ${shellQuote(p.containerName)} >/dev/null
+    echo ${shellQuote(`${p.containerName} restarted: a setting read only at start changed (one of ${settings})`)}
+  else
+    echo ${shellQuote(`${p.containerName} started with the current settings`)}
+  fi
+fi
+set +e
+${p.gate.replace(/^#!\/bin\/sh\n/, "")}`;
+}

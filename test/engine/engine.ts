@@ -66,8 +66,10 @@ export interface RunOptions {
   env?: Record<string, string>;
   timeoutMs?: number;
   allowFail?: boolean;
-  /** Kill the process with SIGINT-then-SIGKILL once this text appears in its output. */
+  /** Kill the process (SIGKILL, as a crash) once this text appears in its output. */
   interruptOn?: RegExp;
+  /** Kill the process (SIGKILL, as a crash) once this says so (asked every 200 ms). */
+  interruptWhen?: () => Promise<boolean>;
 }
 
 export function runProcess(argv: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
@@ -76,17 +78,29 @@ export function runProcess(argv: readonly string[], opts: RunOptions = {}): Prom
     let stdout = "";
     let stderr = "";
     let interrupted = false;
-    const check = () => {
-      if (opts.interruptOn && !interrupted && opts.interruptOn.test(stdout + stderr)) {
-        interrupted = true;
-        // Like a crash of the machine running Pulumi: no chance to clean up.
-        try {
-          process.kill(-child.pid!, "SIGKILL");
-        } catch {
-          /* gone */
-        }
+    const kill = () => {
+      interrupted = true;
+      // Like a crash of the machine running Pulumi: no chance to clean up.
+      try {
+        process.kill(-child.pid!, "SIGKILL");
+      } catch {
+        /* gone */
       }
     };
+    const check = () => {
+      if (opts.interruptOn && !interrupted && opts.interruptOn.test(stdout + stderr)) kill();
+    };
+    let polling = !!opts.interruptWhen;
+    const poll = async () => {
+      while (polling && !interrupted) {
+        if (await opts.interruptWhen!().catch(() => false)) {
+          kill();
+          break;
+        }
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    };
+    void poll();
     child.stdout!.on("data", (d: Buffer) => {
       stdout += d.toString();
       check();
@@ -108,6 +122,7 @@ export function runProcess(argv: readonly string[], opts: RunOptions = {}): Prom
     });
     child.on("close", (code, signal) => {
       clearTimeout(timer);
+      polling = false;
       const result = { code: code ?? (signal ? 128 : 1), stdout, stderr };
       if (result.code !== 0 && !opts.allowFail && !interrupted) {
         reject(new Error(`${argv.join(" ")} exited ${result.code}\n--- stdout\n${stdout.slice(-6000)}\n--- stderr\n${stderr.slice(-6000)}`));

@@ -71,8 +71,6 @@ export class EngineHost {
         "KbdInteractiveAuthentication no",
         "UsePAM no",
         "StrictModes no",
-        "MaxStartups 100:30:200",
-        "MaxSessions 100",
         "Subsystem sftp internal-sftp",
         "",
       ].join("\n"),

@@ -6,11 +6,11 @@
  */
 import { describe, expect, it, afterAll } from "vitest";
 import { spawnSync } from "node:child_process";
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { goDuration, healthcheck, whenRunning } from "../../lib/containers";
-import { renderHealthGateScript } from "../../templates/health-gate";
+import { renderHealthGateScript, renderRestartIfStaleScript } from "../../templates/health-gate";
 import { dockerIdentityName, dockerSshOpts } from "../../components/Host";
 import { parseSshIdentityDir } from "../../lib/config";
 import { RESTART_SETTINGS, restartSettingNames, restartSettings } from "../../templates/postgres-conf";
@@ -112,6 +112,55 @@ describe("the health gate", () => {
 
   it("refuses a container name that is not one", () => {
     expect(() => renderHealthGateScript({ containerName: "x; rm -rf /", timeoutSeconds: 5 })).toThrow(/not a container name/);
+  });
+});
+
+describe("a restart for settings read at start", () => {
+  function run(startedAt: string, fileTime: Date, running = "true") {
+    const bin = mkdtempSync(join(dir, "bin-"));
+    const file = join(bin, "postgresql.conf");
+    writeFileSync(file, "max_connections = 120\n");
+    utimesSync(file, fileTime, fileTime);
+    writeFileSync(
+      join(bin, "docker"),
+      `#!/bin/sh
+case "$1 $3" in
+  "inspect {{.State.Running}}") echo ${running} ;;
+  "inspect {{.State.StartedAt}}") echo ${startedAt} ;;
+  *) case "$1" in restart) echo restart >> ${bin}/calls ;; esac ;;
+esac
+`,
+    );
+    chmodSync(join(bin, "docker"), 0o755);
+    const script = renderRestartIfStaleScript({ containerName: "synaxic-main-postgres", file, settings: ["max_connections"], gate: "#!/bin/sh\necho gate ran\n" });
+    const r = spawnSync("sh", ["-s"], { input: script, env: { ...process.env, PATH: `${bin}:${process.env.PATH}` }, encoding: "utf8" });
+    let calls = "";
+    try {
+      calls = readFileSync(join(bin, "calls"), "utf8");
+    } catch {
+      /* none */
+    }
+    return { ...r, calls };
+  }
+
+  it("restarts a server that started before the file changed, then runs the gate", () => {
+    const r = run("2026-01-01T10:00:00.123456789Z", new Date("2026-01-01T11:00:00Z"));
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.calls).toBe("restart\n");
+    expect(r.stdout).toContain("restarted: a setting read only at start changed (one of max_connections)");
+    expect(r.stdout).toContain("gate ran");
+  });
+
+  it("leaves a server alone that started after the change (a new container)", () => {
+    const r = run("2026-01-01T12:00:00Z", new Date("2026-01-01T11:00:00Z"));
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.calls).toBe("");
+    expect(r.stdout).toContain("started with the current settings");
+  });
+
+  it("leaves a stopped (fenced) server alone", () => {
+    const r = run("2026-01-01T10:00:00Z", new Date("2026-01-01T11:00:00Z"), "false");
+    expect(r.calls).toBe("");
   });
 });
 
