@@ -90,12 +90,14 @@ export function statusCommand(co: Checkout, rig: EngineRig, mainStack: string, r
 }
 
 /**
- * The README's recovery from an interrupted `up`, step by step: the
- * containers whose create was interrupted are removed from their host (their
- * data is in volumes), then `pulumi refresh --clear-pending-creates` drops
- * the interrupted operations from the state.
+ * The README's recovery from an interrupted `up`, step by step: `pulumi
+ * cancel` releases the lock the killed run left, the containers whose create
+ * was interrupted are removed from their host (their data is in volumes),
+ * then `pulumi refresh --clear-pending-creates` drops the interrupted
+ * operations from the state.
  */
 export async function recoverInterrupted(co: Checkout, rig: EngineRig, stack: string): Promise<string[]> {
+  await co.pulumi(["cancel", "--yes", "--stack", stack]);
   const exported = JSON.parse((await co.pulumi(["stack", "export", "--stack", stack])).stdout) as {
     deployment: { pending_operations?: { type: string; resource: { type: string; inputs?: { name?: string } } }[] };
   };

@@ -37,7 +37,7 @@ afterAll(async () => {
 describe("the local fleet on one Docker engine (npm run up:local / down:local)", () => {
   const env = () => {
     // What a user's shell has: the Pulumi CLI on PATH and a Docker engine; the scripts choose the backend and passphrase.
-    const { PULUMI_BACKEND_URL: _b, PULUMI_CONFIG_PASSPHRASE: _p, ...rest } = engine.env;
+    const rest = Object.fromEntries(Object.entries(engine.env).filter(([k]) => k !== "PULUMI_BACKEND_URL" && k !== "PULUMI_CONFIG_PASSPHRASE"));
     return { ...rest, DOCKER_HOST: `unix://${rig.host("docker-host").dockerSocket}` };
   };
 

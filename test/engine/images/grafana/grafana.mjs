@@ -1,3 +1,4 @@
+/* global Buffer, URL */
 // A STAND-IN for Grafana 10.4.2 in the test rig's grafana/grafana:10.4.2
 // image. It is not Grafana: it has no UI, no database, no queries, no
 // alerting. It does what the Synaxic program and its tests rely on:
