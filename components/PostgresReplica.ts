@@ -12,6 +12,8 @@ export interface PostgresReplicaArgs extends PostgresServerArgs {
   /** The primary this replica streams from (its private address and port). */
   primary: { host: string; port: number };
   slotName: string;
+  /** What must exist before the server first starts (the primary's roles and slots, when both are in one stack). */
+  after?: pulumi.Resource[];
   /** Every other fleet member's private address: allowed to replicate from (and rewind against) this server once it is promoted. */
   peerAddresses: string[];
   passwords: { replication: pulumi.Input<string>; rewind: pulumi.Input<string> };
@@ -82,7 +84,7 @@ export class PostgresReplica extends pulumi.ComponentResource {
 
     // Promotion happens on the running standby (pg_promote: a new timeline),
     // before the container is re-created in "promoted" mode over the same data.
-    const dependsOn: pulumi.Resource[] = [];
+    const dependsOn: pulumi.Resource[] = [...(args.after ?? [])];
     if (args.promote) {
       dependsOn.push(promoteStep(`${name}-promote`, args.shell, { containerName: this.containerName, port: args.port, timeoutSeconds: args.timeoutSeconds }, parent));
     }

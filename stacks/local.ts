@@ -63,6 +63,8 @@ export function localStack(cfg: MainConfig & StackConfig) {
       tls,
       host,
       `${r.name}-`,
+      // One stack holds the whole fleet: clone only once the primary has its roles and slots.
+      [built.postgres],
     );
   });
 

@@ -98,6 +98,8 @@ export function buildReplica(
   tls: pulumi.Output<{ postgres: { certPem: string; keyPem: string; notAfter: string }; redis: { certPem: string; keyPem: string; notAfter: string } }>,
   host: HostContext,
   prefix: string,
+  /** The primary, when it is declared in the same stack (the local fleet): the replica starts after its roles and slots. */
+  after: pulumi.Resource[] = [],
 ) {
   const timeout = cfg.commandTimeoutSeconds;
   const primary = primaryOf(cfg, fleet);
@@ -123,6 +125,7 @@ export function buildReplica(
       maxReplicationSlots: fleet.postgres.maxReplicationSlots,
       maxSlotWalKeepSizeMB: fleet.maxSlotWalKeepSizeMB,
       walKeepSizeMB: fleet.walKeepSizeMB,
+      after,
       primary: { host: primary.privateIp, port: ports.postgres },
       slotName: me.slotName,
       peerAddresses: others.map((r) => r.privateIp),

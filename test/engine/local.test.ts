@@ -43,7 +43,8 @@ describe("the local fleet on one Docker engine (npm run up:local / down:local)",
 
   it("up:local brings main and replica-1 up, and the balancer answers", async () => {
     const r = await runProcess(["npm", "run", "up:local"], { cwd: co.dir, env: env(), allowFail: true, timeoutMs: 1_200_000 });
-    expect(r.code, `${r.stdout.slice(-4000)}\n${r.stderr.slice(-4000)}`).toBe(0);
+    const diagnostics = r.stdout.includes("Diagnostics:") ? r.stdout.slice(r.stdout.indexOf("Diagnostics:"), r.stdout.indexOf("Diagnostics:") + 6000) : r.stdout.slice(-4000);
+    expect(r.code, `${diagnostics}\n${r.stderr.slice(-4000)}`).toBe(0);
     expect(r.stdout).toContain("balancer: http://127.0.0.1:8080");
     const host = rig.host("docker-host");
     await waitFor("the balancer answers", async () => (await host.exec(["curl", "-fsS", "--max-time", "5", "http://127.0.0.1:8080/actuator/health"], { allowFail: true })).stdout.includes("UP"), 60_000, 1000);

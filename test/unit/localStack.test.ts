@@ -9,7 +9,6 @@ beforeAll(async () => {
   run = await runLocal(1);
 }, 120_000);
 
-const upload = (c: Recorded, file: string) => String(((c.inputs.uploads ?? []) as { file: string; content: string }[]).find((u) => u.file === file)?.content);
 
 describe("the local stack: main and a replica as two hosts on this machine's Docker engine", () => {
   it("needs no cloud and no SSH: the local engine, local commands only", () => {
@@ -48,12 +47,14 @@ describe("the local stack: main and a replica as two hosts on this machine's Doc
   });
 
   it("the replica streams from the main host's private address; main admits it", () => {
-    const conf = upload(run.one(CONTAINER, "replica-1-postgres-container"), "/etc/synaxic/postgresql.conf");
+    const conf = String(run.one("command:local:Command", "replica-1-postgres-conf").inputs.stdin);
     expect(conf).toMatch(/primary_conninfo = '.*host=10\.10\.0\.2 /);
     expect(conf).toContain("primary_slot_name = 'synaxic_replica_1'");
     const hba = String(run.one("command:local:Command", "postgres-hba").inputs.stdin);
     expect(hba).toMatch(/^hostssl\s+replication\s+replicator\s+10\.10\.0\.3\/32\s+scram-sha-256$/m);
     expect(run.one("command:local:Command", "postgres-slot-replica-1").inputs.stdin).toContain("synaxic_replica_1");
+    // One stack holds both: the replica's server starts only after the primary (its roles and slots).
+    expect(run.one(CONTAINER, "replica-1-postgres-container").opts.dependsOn).toContain("postgres");
   });
 
   it("host files live in a project folder and are bind-mounted from there", () => {

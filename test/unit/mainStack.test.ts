@@ -64,7 +64,7 @@ describe.each([0, 1, 3])("main stack with %i replicas", (n) => {
     }
     const upload = (name: string, file: string) => String(((container(run, name).uploads ?? []) as { file: string; content: string }[]).find((u) => u.file === file)?.content);
     const env = (name: string) => (container(run, name).envs ?? []) as string[];
-    expect(upload("postgres-container", "/etc/synaxic/postgresql.conf")).toMatch(/^listen_addresses = '10\.10\.0\.2,127\.0\.0\.1'$/m);
+    expect(String(run.one(COMMAND, "postgres-conf").inputs.stdin)).toMatch(/^listen_addresses = '10\.10\.0\.2,127\.0\.0\.1'$/m);
     expect(upload("redis-container", "/etc/synaxic/redis.conf")).toMatch(/^bind 10\.10\.0\.2 127\.0\.0\.1$/m);
     expect(upload("redis-container", "/etc/synaxic/redis.conf")).toMatch(/^port 0$/m);
     expect(env("exporters-postgres")).toContain("PG_EXPORTER_WEB_LISTEN_ADDRESS=10.10.0.2:9187");
@@ -267,7 +267,7 @@ describe("an existing server reached over SSH", () => {
     expect(run.of("pulumi:providers:docker")[0]!.inputs.host).toBe("ssh://deploy@203.0.113.10:2222");
     expect(run.values.sshPort).toBe(2222);
     // Sized from the configured CPUs and memory: PGTune's shared_buffers is a quarter of 32 GiB.
-    const conf = String(((container(run, "postgres-container").uploads ?? []) as { file: string; content: string }[]).find((u) => u.file === "/etc/synaxic/postgresql.conf")!.content);
+    const conf = String(run.one(COMMAND, "postgres-conf").inputs.stdin);
     expect(conf).toMatch(/^shared_buffers = '?8GB'?$/m);
   });
 });

@@ -8,6 +8,8 @@ const COMMAND = "command:remote:Command";
 type Uploads = { file: string; content?: string; permissions: string }[];
 const uploadsOf = (r: Recorded) => (r.inputs.uploads ?? []) as Uploads;
 const fileIn = (r: Recorded, path: string) => uploadsOf(r).find((u) => u.file === path);
+/** postgresql.conf is a file on the host, written by its own command from stdin. */
+const confOf = (run: { one: (type: string, name: string) => Recorded }) => String(run.one(COMMAND, "postgres-conf").inputs.stdin);
 
 let base: Awaited<ReturnType<typeof runReplica>>;
 beforeAll(async () => {
@@ -28,7 +30,7 @@ describe("a replica stack wired to the main stack's real outputs", () => {
 
   it("PostgreSQL streams from the primary's private address through its own slot, verify-full, password from a passfile", () => {
     const pg = base.replica.one(CONTAINER, "postgres-container");
-    const conf = String(fileIn(pg, "/etc/synaxic/postgresql.conf")!.content);
+    const conf = confOf(base.replica);
     expect(conf).toMatch(/primary_conninfo = '.*host=10\.10\.0\.2 .*port=5432 .*user=replicator .*passfile=\/run\/synaxic\/pgpass .*sslmode=verify-full .*sslrootcert=\/etc\/synaxic\/tls\/ca\.crt/);
     expect(conf).not.toMatch(/password=/);
     expect(conf).toContain("primary_slot_name = 'synaxic_replica_1'");
@@ -163,14 +165,14 @@ describe("moving the main VPS", () => {
   it("one config change on main; the replica's next up re-points PostgreSQL, Redis and the app, and nothing else", async () => {
     const { replica } = await runReplica("replica-1", "10.10.0.3", { mainExtra: { "synaxic:privateIp": "10.10.0.9" } });
     const pg = replica.one(CONTAINER, "postgres-container");
-    expect(String(fileIn(pg, "/etc/synaxic/postgresql.conf")!.content)).toMatch(/primary_conninfo = '.*host=10\.10\.0\.9 /);
+    expect(confOf(replica)).toMatch(/primary_conninfo = '.*host=10\.10\.0\.9 /);
     expect(String(fileIn(pg, "/run/synaxic/pgpass")!.content)).toMatch(/^10\.10\.0\.9:5432:replication:/);
     expect(String(fileIn(replica.one(CONTAINER, "redis-container"), "/etc/synaxic/redis.conf")!.content)).toMatch(/^replicaof 10\.10\.0\.9 6380$/m);
     expect(replica.one(CONTAINER, "app-container").inputs.envs).toContain("SPRING_DATA_REDIS_MASTER_HOST=10.10.0.9");
     const key = (r: Recorded) => `${r.type}::${r.name}`;
     const before = new Map(base.replica.resources.map((r) => [key(r), JSON.stringify(r.inputs)]));
     const changed = replica.resources.filter((r) => before.get(key(r)) !== JSON.stringify(r.inputs)).map((r) => r.name).sort();
-    expect(changed).toEqual(["app-container", "postgres-container", "postgres-hba", "postgres-hba-reload", "redis-container", "replica-1-firewall"]);
+    expect(changed).toEqual(["app-container", "postgres-conf", "postgres-container", "postgres-hba", "postgres-hba-reload", "redis-container", "replica-1-firewall"]);
   });
 });
 
@@ -178,7 +180,7 @@ describe("after a failover, the other replicas follow the promoted one", () => {
   it("followPrimary re-points PostgreSQL, Redis and the app to the promoted replica", async () => {
     const { replica } = await runReplica("replica-2", "10.10.0.4", { extra: { "synaxic:followPrimary": "replica-1" } });
     const pg = replica.one(CONTAINER, "postgres-container");
-    expect(String(fileIn(pg, "/etc/synaxic/postgresql.conf")!.content)).toMatch(/primary_conninfo = '.*host=10\.10\.0\.3 /);
+    expect(confOf(replica)).toMatch(/primary_conninfo = '.*host=10\.10\.0\.3 /);
     expect(String(fileIn(pg, "/run/synaxic/pgpass")!.content)).toMatch(/^10\.10\.0\.3:5432:replication:replicator:/);
     expect(String(fileIn(replica.one(CONTAINER, "redis-container"), "/etc/synaxic/redis.conf")!.content)).toMatch(/^replicaof 10\.10\.0\.3 6380$/m);
     expect((replica.one(CONTAINER, "app-container").inputs.envs as string[])).toContain("SPRING_DATA_REDIS_MASTER_HOST=10.10.0.3");
@@ -240,7 +242,7 @@ describe("the main host after a failover", () => {
     expect(run.of("synaxic:components:PostgresMaster")).toEqual([]);
     const pg = run.one(CONTAINER, "postgres-container");
     expect(pg.inputs.volumes).toEqual([expect.objectContaining({ volumeName: "synaxic-main-pgdata" })]);
-    const conf = String(fileIn(pg, "/etc/synaxic/postgresql.conf")!.content);
+    const conf = confOf(run);
     expect(conf).toMatch(/primary_conninfo = '.*host=10\.10\.0\.3 /);
     expect(conf).toContain("primary_slot_name = 'synaxic_main'");
     expect(String(fileIn(pg, "/usr/local/bin/synaxic-entrypoint")!.content)).toContain("MODE=rejoin");
