@@ -10,11 +10,10 @@
  * plus the rig image build (cached) and, when the engine's cache records
  * them, the engine's own build times. It asserts nothing.
  */
-import { execFileSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Engine, REPO, locateEngine } from "../test/engine/engine";
+import { Engine, locateEngine, rigImages } from "../test/engine/engine";
 import { EngineRig } from "../test/engine/hosts";
 import { initStack, mainConfig, replicaConfig } from "../test/engine/fleet";
 
@@ -39,8 +38,7 @@ async function main(): Promise<void> {
     return;
   }
   const t = Date.now();
-  const out = execFileSync("bash", [join(REPO, "test", "engine", "images", "build.sh")], { stdio: ["ignore", "pipe", "inherit"] }).toString().trim().split("\n");
-  const images = out[out.length - 1]!;
+  const images = rigImages();
   console.log(`rig images (cached when built before): ${((Date.now() - t) / 1000).toFixed(1)} s`);
 
   const m = { upMain: [] as number[], upReplica: [] as number[], previewMain: [] as number[], previewReplica: [] as number[], addReplica: [] as number[] };

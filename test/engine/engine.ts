@@ -11,7 +11,7 @@
  * VERSION --file`) under a PULUMI_HOME beside them, with automatic plugin
  * acquisition off; each test gets its own file backend and passphrase.
  */
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { parse, stringify } from "yaml";
@@ -31,6 +31,19 @@ export interface EnginePaths {
 
 function packageJson(pkg: string): { version: string; pulumi?: { name?: string; version?: string } } {
   return JSON.parse(readFileSync(join(REPO, "node_modules", pkg, "package.json"), "utf8"));
+}
+
+/** The engine's paths; throws, naming what is missing, when it is not installed. */
+export function requireEngine(): EnginePaths {
+  const { paths, missing } = locateEngine();
+  if (missing.length > 0) throw new Error(`the engine tier needs ${missing.join(", ")} (see test/engine/README.md)`);
+  return paths;
+}
+
+/** The rig's image archive (test/engine/images/build.sh: built once, then cached). */
+export function rigImages(): string {
+  const out = execFileSync("bash", [join(REPO, "test", "engine", "images", "build.sh")], { stdio: ["ignore", "pipe", "inherit"], timeout: 3_000_000 }).toString().trim().split("\n");
+  return out[out.length - 1]!;
 }
 
 /** What the tier needs, and what of it is missing on this machine. */

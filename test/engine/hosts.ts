@@ -25,7 +25,7 @@ import { execFile, execFileSync, spawn, type ChildProcess } from "node:child_pro
 import { promisify } from "node:util";
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync, chmodSync } from "node:fs";
 import { join } from "node:path";
-import { TestNet, waitFor, type ExecOptions, type ExecResult } from "../rig/net";
+import { TestNet, runWrapped, waitFor, type ExecOptions, type ExecResult } from "../rig/net";
 import { defaultDaemonConfig } from "../../templates/host";
 
 const run = promisify(execFile);
@@ -126,7 +126,7 @@ export class EngineHost {
   exec(argv: readonly string[], opts: ExecOptions = {}): Promise<ExecResult> {
     if (!this.holderPid) throw new Error(`${this.name} is not booted`);
     const inner = opts.user ? ["runuser", "-u", opts.user, "--", ...argv] : [...argv];
-    return execIn(["nsenter", "-t", String(this.holderPid), "-n", "-m", "-u", "--", ...inner], this.name, argv, opts);
+    return runWrapped(["nsenter", "-t", String(this.holderPid), "-n", "-m", "-u", "--", ...inner], this.name, argv, opts, 120_000);
   }
 
   /** docker on this host's daemon. */
@@ -163,29 +163,6 @@ export class EngineHost {
 
 function execFileSyncQuiet(cmd: string, args: string[]): void {
   execFileSync(cmd, args, { stdio: ["ignore", "ignore", "pipe"] });
-}
-
-function execIn(full: string[], hostName: string, argv: readonly string[], opts: ExecOptions): Promise<ExecResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(full[0]!, full.slice(1), { env: { ...process.env, ...opts.env }, cwd: opts.cwd, stdio: ["pipe", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout!.on("data", (d: Buffer) => (stdout += d.toString()));
-    child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill("SIGKILL"), opts.timeoutMs ?? 120_000);
-    child.on("error", (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    child.on("close", (code, signal) => {
-      clearTimeout(timer);
-      const result = { stdout, stderr, code: code ?? (signal ? 128 : 1) };
-      if (result.code !== 0 && !opts.allowFail) reject(new Error(`${hostName}: ${argv.join(" ")} exited ${result.code}\n${stderr}${stdout}`));
-      else resolve(result);
-    });
-    child.stdin!.on("error", () => undefined);
-    child.stdin!.end(opts.input ?? "");
-  });
 }
 
 /** The operator's SSH key pair, the one every stack's `sshPrivateKey` holds. */

@@ -6,40 +6,26 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { execFileSync } from "node:child_process";
-import { cpSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { cpSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { Engine, REPO, locateEngine, type Checkout } from "./engine";
-import { EngineRig } from "./hosts";
+import type { Checkout, Engine } from "./engine";
+import { startTier, stopTier, type Tier } from "./tier";
+import type { EngineRig } from "./hosts";
 import { ORG, initStack, mainConfig, psql, recoverInterrupted, replicaConfig, statusCommand } from "./fleet";
 import { waitFor } from "../rig/net";
 
-const { paths, missing } = locateEngine();
-if (missing.length > 0) throw new Error(`the engine tier needs ${missing.join(", ")} (see test/engine/README.md)`);
-
+let tier: Tier;
 let rig: EngineRig;
 let engine: Engine;
 let work: string;
 let co: Checkout;
 
-function buildImages(): string {
-  const out = execFileSync("bash", [join(REPO, "test", "engine", "images", "build.sh")], { stdio: ["ignore", "pipe", "inherit"], timeout: 3_000_000 }).toString().trim().split("\n");
-  return out[out.length - 1]!;
-}
-
 beforeAll(async () => {
-  const images = buildImages();
-  work = mkdtempSync(join(tmpdir(), "synaxic-engine-"));
-  rig = await EngineRig.create(["main", "replica-1", "replica-2", "replica-3"], images);
-  engine = new Engine(paths, join(work, "backend"));
-  await engine.installPlugins();
-  co = engine.checkout(join(work, "checkout-a"));
+  tier = await startTier("lifecycle", ["main", "replica-1", "replica-2", "replica-3"]);
+  ({ rig, engine, work, co } = tier);
 }, 3_600_000);
 
-afterAll(async () => {
-  await rig?.destroy();
-  if (work && !process.env.SYNAXIC_KEEP_RIG) rmSync(work, { recursive: true, force: true });
-});
+afterAll(() => stopTier(tier));
 
 describe("a fleet of main and two replicas on the real engine", () => {
   it("previews the main stack before anything exists", async () => {

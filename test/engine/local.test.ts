@@ -4,58 +4,40 @@
  * `npm run down:local` takes it all away again.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { Engine, REPO, locateEngine, runProcess, type Checkout } from "./engine";
-import { EngineRig } from "./hosts";
+import { runProcess } from "./engine";
+import { startTier, stopTier, type Tier } from "./tier";
 import { waitFor } from "../rig/net";
 
-const { paths, missing } = locateEngine();
-if (missing.length > 0) throw new Error(`the engine tier needs ${missing.join(", ")} (see test/engine/README.md)`);
-
-let rig: EngineRig;
-let engine: Engine;
-let work: string;
-let co: Checkout;
+let tier: Tier;
 
 beforeAll(async () => {
-  const out = execFileSync("bash", [join(REPO, "test", "engine", "images", "build.sh")], { stdio: ["ignore", "pipe", "inherit"], timeout: 3_000_000 }).toString().trim().split("\n");
-  work = mkdtempSync(join(tmpdir(), "synaxic-engine-local-"));
-  rig = await EngineRig.create(["docker-host"], out[out.length - 1]!);
-  engine = new Engine(paths, join(work, "unused-backend"));
-  await engine.installPlugins();
-  co = engine.checkout(join(work, "checkout"), ["scripts", "Pulumi.local.yaml"]);
+  tier = await startTier("local", ["docker-host"], ["scripts", "Pulumi.local.yaml"]);
 }, 3_600_000);
 
-afterAll(async () => {
-  await rig?.destroy();
-  if (work && !process.env.SYNAXIC_KEEP_RIG) rmSync(work, { recursive: true, force: true });
-});
+afterAll(() => stopTier(tier));
 
 describe("the local fleet on one Docker engine (npm run up:local / down:local)", () => {
   const env = () => {
     // What a user's shell has: the Pulumi CLI on PATH and a Docker engine; the scripts choose the backend and passphrase.
-    const rest = Object.fromEntries(Object.entries(engine.env).filter(([k]) => k !== "PULUMI_BACKEND_URL" && k !== "PULUMI_CONFIG_PASSPHRASE"));
-    return { ...rest, DOCKER_HOST: `unix://${rig.host("docker-host").dockerSocket}` };
+    const rest = Object.fromEntries(Object.entries(tier.engine.env).filter(([k]) => k !== "PULUMI_BACKEND_URL" && k !== "PULUMI_CONFIG_PASSPHRASE"));
+    return { ...rest, DOCKER_HOST: `unix://${tier.rig.host("docker-host").dockerSocket}` };
   };
 
   it("up:local brings main and replica-1 up, and the balancer answers", async () => {
-    const r = await runProcess(["npm", "run", "up:local"], { cwd: co.dir, env: env(), allowFail: true, timeoutMs: 1_200_000 });
+    const r = await runProcess(["npm", "run", "up:local"], { cwd: tier.co.dir, env: env(), allowFail: true, timeoutMs: 1_200_000 });
     const diagnostics = r.stdout.includes("Diagnostics:") ? r.stdout.slice(r.stdout.indexOf("Diagnostics:"), r.stdout.indexOf("Diagnostics:") + 6000) : r.stdout.slice(-4000);
     expect(r.code, `${diagnostics}\n${r.stderr.slice(-4000)}`).toBe(0);
     expect(r.stdout).toContain("balancer: http://127.0.0.1:8080");
-    const host = rig.host("docker-host");
+    const host = tier.rig.host("docker-host");
     await waitFor("the balancer answers", async () => (await host.exec(["curl", "-fsS", "--max-time", "5", "http://127.0.0.1:8080/actuator/health"], { allowFail: true })).stdout.includes("UP"), 60_000, 1000);
     const names = (await host.docker(["ps", "--format", "{{.Names}}"])).stdout;
     for (const c of ["synaxic-main-postgres", "synaxic-replica-1-postgres", "synaxic-main-redis", "synaxic-replica-1-redis", "synaxic-main-nginx"]) expect(names).toContain(c);
   });
 
   it("down:local removes every container and network it made", async () => {
-    const r = await runProcess(["npm", "run", "down:local"], { cwd: co.dir, env: env(), allowFail: true, timeoutMs: 900_000 });
+    const r = await runProcess(["npm", "run", "down:local"], { cwd: tier.co.dir, env: env(), allowFail: true, timeoutMs: 900_000 });
     expect(r.code, `${r.stdout.slice(-4000)}\n${r.stderr.slice(-4000)}`).toBe(0);
-    const host = rig.host("docker-host");
+    const host = tier.rig.host("docker-host");
     expect((await host.docker(["ps", "-aq"])).stdout.trim()).toBe("");
     expect((await host.docker(["network", "ls", "--filter", "label=app=synaxic", "-q"])).stdout.trim()).toBe("");
   });

@@ -95,32 +95,7 @@ export class Host {
 
   /** Runs a command inside this host's namespace and waits for it. */
   async exec(argv: readonly string[], opts: ExecOptions = {}): Promise<ExecResult> {
-    return new Promise((resolve, reject) => {
-      const child = spawn("ip", this.argv(argv, opts), {
-        env: { ...process.env, ...opts.env },
-        cwd: opts.cwd,
-        stdio: ["pipe", "pipe", "pipe"],
-      });
-      let stdout = "";
-      let stderr = "";
-      child.stdout!.on("data", (d: Buffer) => (stdout += d.toString()));
-      child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
-      const timer = setTimeout(() => child.kill("SIGKILL"), opts.timeoutMs ?? 60_000);
-      child.on("error", (e) => {
-        clearTimeout(timer);
-        reject(e);
-      });
-      child.on("close", (code, signal) => {
-        clearTimeout(timer);
-        const result = { stdout, stderr, code: code ?? (signal ? 128 : 1) };
-        if (result.code !== 0 && !opts.allowFail) {
-          reject(new Error(`${this.name}: ${argv.join(" ")} exited ${result.code}${signal ? ` (${signal})` : ""}\n${stderr}${stdout}`));
-        } else resolve(result);
-      });
-      // A command that exits before reading its input must not fail the caller.
-      child.stdin!.on("error", () => undefined);
-      child.stdin!.end(opts.input ?? "");
-    });
+    return runWrapped(["ip", ...this.argv(argv, opts)], this.name, argv, opts, 60_000);
   }
 
   /**
@@ -255,6 +230,35 @@ export class TestNet {
     await run("ip", ["netns", "del", this.switchNs]).catch(() => undefined);
     if (!process.env.SYNAXIC_KEEP_RIG) rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * Runs `full` (argv wrapped to enter a host: `ip netns exec`, `nsenter`)
+ * and waits for it; errors name the host and the inner argv.
+ */
+export function runWrapped(full: readonly string[], hostName: string, argv: readonly string[], opts: ExecOptions, defaultTimeoutMs: number): Promise<ExecResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(full[0]!, full.slice(1), { env: { ...process.env, ...opts.env }, cwd: opts.cwd, stdio: ["pipe", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout!.on("data", (d: Buffer) => (stdout += d.toString()));
+    child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill("SIGKILL"), opts.timeoutMs ?? defaultTimeoutMs);
+    child.on("error", (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      const result = { stdout, stderr, code: code ?? (signal ? 128 : 1) };
+      if (result.code !== 0 && !opts.allowFail) {
+        reject(new Error(`${hostName}: ${argv.join(" ")} exited ${result.code}${signal ? ` (${signal})` : ""}\n${stderr}${stdout}`));
+      } else resolve(result);
+    });
+    // A command that exits before reading its input must not fail the caller.
+    child.stdin!.on("error", () => undefined);
+    child.stdin!.end(opts.input ?? "");
+  });
 }
 
 /** Polls fn until it returns a truthy value or the timeout passes. */
