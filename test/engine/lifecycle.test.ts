@@ -28,17 +28,26 @@ beforeAll(async () => {
 afterAll(() => stopTier(tier));
 
 describe("a fleet of main and two replicas on the real engine", () => {
-  it("previews the main stack before anything exists", async () => {
+  it("previews the main stack before anything exists (and a replica's preview says main is missing)", async () => {
     await initStack(co, rig, "main", mainConfig(rig, ["replica-1", "replica-2"]));
     const steps = await co.previewChanges("main");
     expect(steps.every((s) => s.op === "create")).toBe(true);
     expect(steps.filter((s) => s.type === "docker:index/container:Container").length).toBeGreaterThanOrEqual(8);
+    // A replica stack before main exists: its preview stops, naming the main stack it reads.
+    await initStack(co, rig, "replica-1", replicaConfig(rig, "replica-1"));
+    const early = await co.pulumi(["preview", "--stack", "replica-1", "--non-interactive"], { allowFail: true });
+    expect(early.code).not.toBe(0);
+    expect(early.stdout + early.stderr).toContain("organization/synaxic/main");
   });
 
-  it("brings up main, then each replica", async () => {
+  it("brings up main, then previews and brings up each replica", async () => {
     await co.up("main");
     for (const r of ["replica-1", "replica-2"]) {
       await initStack(co, rig, r, replicaConfig(rig, r));
+      // A replica stack previews once main exists (it reads main's outputs): everything is a create.
+      const steps = await co.previewChanges(r);
+      expect(steps.filter((s) => s.op !== "create").map((s) => `${s.op} ${s.urn}`), r).toEqual([]);
+      expect(steps.filter((s) => s.type === "docker:index/container:Container").length, r).toBeGreaterThanOrEqual(5);
       await co.up(r);
     }
   });
