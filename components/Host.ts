@@ -172,8 +172,8 @@ export class Host extends pulumi.ComponentResource implements HostContext {
     // every run and named after the stack and host.
     const identity = dockerIdentityName(pulumi.getOrganization(), pulumi.getProject(), pulumi.getStack(), args.hostName);
     // "~" is expanded by ssh itself, to the home of whoever runs it (ssh_config(5), IdentityFile).
-    const identityOpt = args.identityDir ? join(args.identityDir, identity) : `~/${DEFAULT_IDENTITY_DIR}/${identity}`;
-    const identityFile = args.identityDir ? join(args.identityDir, identity) : join(userInfo().homedir, DEFAULT_IDENTITY_DIR, identity);
+    const identityFile = join(args.identityDir ?? join(userInfo().homedir, DEFAULT_IDENTITY_DIR), identity);
+    const identityOpt = args.identityDir ? identityFile : `~/${DEFAULT_IDENTITY_DIR}/${identity}`;
     const written = sshPrivateKey.apply((key) => writeIdentityFile(identityFile, key));
     this.dockerProvider = new docker.Provider(
       `${name}-docker`,

@@ -1,9 +1,8 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as docker from "@pulumi/docker";
 import { LOOPBACK, containerName } from "../lib/addresses";
-import { baseContainer, healthcheck, pullImage, replaceInPlace, upload } from "../lib/containers";
+import { baseContainer, healthcheck, pullImage, replaceInPlace, upload, whenRunning } from "../lib/containers";
 import { remoteStep, type HostShell } from "../lib/remote";
-import { sh } from "../lib/shell";
 import {
   REDIS_CONTAINER_GID,
   REDIS_CONTAINER_PATHS,
@@ -118,12 +117,7 @@ export class RedisPair extends pulumi.ComponentResource {
           {
             // The admin password arrives on stdin and becomes REDISCLI_AUTH
             // inside the container; the script is a plain argument.
-            argv: [
-              "sh",
-              "-c",
-              `if [ "$(docker inspect -f '{{.State.Running}}' ${sh([this.containerName])} 2>/dev/null)" != true ]; then echo "no running Redis to promote; it starts as a master"; exit 0; fi; ` +
-                `exec docker exec -i ${sh([this.containerName])} sh -c ${sh([script])}`,
-            ],
+            argv: whenRunning(this.containerName, ["docker", "exec", "-i", this.containerName, "sh", "-c", script], "no running Redis to promote; it starts as a master"),
             stdin: pulumi.secret(pulumi.interpolate`${args.passwords.admin}\n`),
             timeoutSeconds: args.timeoutSeconds,
             secretOutput: true,

@@ -112,17 +112,18 @@ export function healthcheck(h: HealthcheckArgs) {
 
 /**
  * argv that runs `run` (a command about a container, e.g. `docker exec`) only
- * while the container is running; a stopped container (fenced, or down after
- * a crash) reads its configuration when it starts, so there is nothing to
- * reload and nothing fails.
+ * while the container is running, and otherwise says `otherwise` and
+ * succeeds: a stopped container (fenced, or down after a crash) reads its
+ * configuration when it starts, so there is nothing to reload or promote.
  */
-export function whenRunning(containerName: string, run: string[]): string[] {
+export function whenRunning(containerName: string, run: string[], otherwise = `${containerName} is not running: it reads its configuration when it starts`): string[] {
   return [
     "sh",
     "-c",
-    'c=$1; shift; if [ "$(docker inspect -f "{{.State.Running}}" "$c" 2>/dev/null)" != true ]; then echo "$c is not running: it reads its configuration when it starts"; exit 0; fi; exec "$@"',
+    'c=$1; msg=$2; shift 2; if [ "$(docker inspect -f "{{.State.Running}}" "$c" 2>/dev/null)" != true ]; then echo "$msg"; exit 0; fi; exec "$@"',
     "sh",
     containerName,
+    otherwise,
     ...run,
   ];
 }

@@ -271,14 +271,7 @@ export function promoteStep(name: string, shell: HostShell, p: { containerName: 
     name,
     shell,
     {
-      argv: [
-        "sh",
-        "-c",
-        'if [ "$(docker inspect -f "{{.State.Running}}" "$1" 2>/dev/null)" != true ]; then echo "no running standby: the promoted data starts as a primary"; exit 0; fi; shift; exec "$@"',
-        "sh",
-        p.containerName,
-        ...psqlInContainer(p.containerName, p.port),
-      ],
+      argv: whenRunning(p.containerName, psqlInContainer(p.containerName, p.port), "no running standby: the promoted data starts as a primary"),
       stdin: renderPromoteSql(),
       timeoutSeconds: p.timeoutSeconds,
     },

@@ -79,8 +79,6 @@ export interface RunOptions {
   env?: Record<string, string>;
   timeoutMs?: number;
   allowFail?: boolean;
-  /** Kill the process (SIGKILL, as a crash) once this text appears in its output. */
-  interruptOn?: RegExp;
   /** Kill the process (SIGKILL, as a crash) once this says so (asked every 200 ms). */
   interruptWhen?: () => Promise<boolean>;
 }
@@ -100,9 +98,6 @@ export function runProcess(argv: readonly string[], opts: RunOptions = {}): Prom
         /* gone */
       }
     };
-    const check = () => {
-      if (opts.interruptOn && !interrupted && opts.interruptOn.test(stdout + stderr)) kill();
-    };
     let polling = !!opts.interruptWhen;
     const poll = async () => {
       while (polling && !interrupted) {
@@ -116,11 +111,9 @@ export function runProcess(argv: readonly string[], opts: RunOptions = {}): Prom
     void poll();
     child.stdout!.on("data", (d: Buffer) => {
       stdout += d.toString();
-      check();
     });
     child.stderr!.on("data", (d: Buffer) => {
       stderr += d.toString();
-      check();
     });
     const timer = setTimeout(() => {
       try {

@@ -151,14 +151,6 @@ export class EngineHost {
     }
     this.holderPid = 0;
   }
-
-  log(label: string): string {
-    try {
-      return readFileSync(join(this.dir, `${label}.log`), "utf8");
-    } catch {
-      return "";
-    }
-  }
 }
 
 function execFileSyncQuiet(cmd: string, args: string[]): void {

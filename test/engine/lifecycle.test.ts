@@ -11,7 +11,7 @@ import { join } from "node:path";
 import type { Checkout, Engine } from "./engine";
 import { startTier, stopTier, type Tier } from "./tier";
 import type { EngineRig } from "./hosts";
-import { ORG, initStack, mainConfig, psql, recoverInterrupted, replicaConfig, statusCommand } from "./fleet";
+import { initStack, mainConfig, psql, recoverInterrupted, replicaConfig, statusCommand } from "./fleet";
 import { waitFor } from "../rig/net";
 
 let tier: Tier;
@@ -275,4 +275,3 @@ function secretStrings(outputs: Record<string, unknown>): { where: string; value
   return found;
 }
 
-export { ORG };
