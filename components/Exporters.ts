@@ -1,7 +1,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as docker from "@pulumi/docker";
 import { LOOPBACK, containerName } from "../lib/addresses";
-import { baseContainer, hostFile, hostPath, pullImage, replaceInPlace, upload } from "../lib/containers";
+import { baseContainer, hostFile, hostPath, pullImage, replaceInPlace, upload, STOP_GRACE, stopGrace } from "../lib/containers";
 import { PG_ROLES } from "../lib/postgresContainer";
 import type { HostShell } from "../lib/remote";
 import { renderPostgresExporterQueries } from "../templates/postgres-exporter";
@@ -58,6 +58,7 @@ export class Exporters extends pulumi.ComponentResource {
       `${name}-node`,
       {
         name: containerName(args.hostName, "node-exporter"),
+        ...stopGrace(STOP_GRACE.exporter),
         image: nodeImage.imageId,
         restart: "unless-stopped",
         mustRun: true,
@@ -84,6 +85,7 @@ export class Exporters extends pulumi.ComponentResource {
       `${name}-postgres`,
       {
         name: containerName(args.hostName, "postgres-exporter"),
+        ...stopGrace(STOP_GRACE.exporter),
         image: pgImage.imageId,
         ...baseContainer(args.networkMode),
         envs: [
@@ -108,6 +110,7 @@ export class Exporters extends pulumi.ComponentResource {
       `${name}-redis`,
       {
         name: containerName(args.hostName, "redis-exporter"),
+        ...stopGrace(STOP_GRACE.exporter),
         image: redisImage.imageId,
         ...baseContainer(args.networkMode),
         envs: [

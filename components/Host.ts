@@ -28,6 +28,18 @@ export interface HostArgs {
   sshPrivateKey: pulumi.Input<string>;
   /** Hetzner private network to join (id), when the host is created on Hetzner. */
   networkId?: pulumi.Input<number>;
+  /**
+   * The project's Hetzner SSH key (id) when another stack registered it:
+   * Hetzner refuses a second key with the same fingerprint, so the main
+   * stack registers it once and replica stacks use it. Absent: this host
+   * registers it.
+   */
+  sshKeyId?: pulumi.Input<string>;
+  /**
+   * Keep the server from being deleted: Pulumi's protect plus Hetzner's
+   * delete and rebuild protection, since the server's disk holds the data.
+   */
+  protectServer: boolean;
   firewallRules: FirewallRule[];
   commandTimeoutSeconds: number;
   /** Absolute folder for the Docker client's SSH identity (default: ~/.ssh/synaxic of the user running Pulumi). */
@@ -57,6 +69,8 @@ export class Host extends pulumi.ComponentResource implements HostContext {
   public readonly sshPort: number;
   public readonly cpus: number;
   public readonly memoryMiB: number;
+  /** The Hetzner SSH key's id, on a Hetzner host (registered here or given). */
+  public readonly sshKeyId?: pulumi.Output<string>;
 
   constructor(name: string, args: HostArgs, opts?: pulumi.ComponentResourceOptions) {
     super("synaxic:components:Host", name, {}, opts);
@@ -70,6 +84,7 @@ export class Host extends pulumi.ComponentResource implements HostContext {
 
     let user: string;
     let port: number;
+    const attached: pulumi.Resource[] = [];
     if (h.provider === "hetzner") {
       // The host key is ours: generated here, installed by cloud-init, and
       // pinned by every client before the server has even booted.
@@ -80,7 +95,9 @@ export class Host extends pulumi.ComponentResource implements HostContext {
           .getPublicKey(k.includes("OPENSSH PRIVATE KEY") ? { privateKeyOpenssh: k } : { privateKeyPem: k }, parent)
           .then((r) => r.publicKeyOpenssh.trim()),
       );
-      const sshKey = new hcloud.SshKey(`${name}-ssh-key`, { name: `synaxic-${args.hostName}`, publicKey: pulumi.unsecret(operatorPublicKey) }, parent);
+      this.sshKeyId = args.sshKeyId !== undefined
+        ? pulumi.output(args.sshKeyId)
+        : new hcloud.SshKey(`${name}-ssh-key`, { name: `synaxic-${pulumi.getStack()}`, publicKey: pulumi.unsecret(operatorPublicKey) }, parent).id;
       const firewall = new hcloud.Firewall(
         `${name}-firewall`,
         {
@@ -107,15 +124,30 @@ export class Host extends pulumi.ComponentResource implements HostContext {
           serverType: h.serverType,
           image: h.osImage,
           location: h.location,
-          sshKeys: [sshKey.id],
+          sshKeys: [this.sshKeyId],
           firewallIds: [firewall.id.apply(Number)],
           userData,
           publicNets: [{ ipv4Enabled: true, ipv6Enabled: true }],
-          ...(args.networkId !== undefined ? { networks: [{ networkId: args.networkId, ip: args.privateIp }] } : {}),
+          // Hetzner's own guard, which also holds against the console and
+          // the API; the provider needs both equal (hcloud_server docs:
+          // rebuild_protection "needs to be the same as delete_protection").
+          deleteProtection: args.protectServer,
+          rebuildProtection: args.protectServer,
           labels: { app: "synaxic", host: args.hostName },
         },
-        { ...parent, ignoreChanges: ["userData", "sshKeys"] },
+        // `networks` is ignored: the attachment is the ServerNetwork below, and
+        // a server without a network block otherwise plans to detach it
+        // (hetznercloud/terraform-provider-hcloud#812).
+        { ...parent, protect: args.protectServer, ignoreChanges: ["userData", "sshKeys", "networks"] },
       );
+      // The private network is attached as its own resource: the server's
+      // inline network block plans a detach and re-attach on every update
+      // (hetznercloud/terraform-provider-hcloud#556, #790, #1176).
+      if (args.networkId !== undefined) {
+        attached.push(
+          new hcloud.ServerNetwork(`${name}-network`, { serverId: server.id.apply(Number), networkId: args.networkId, ip: args.privateIp }, { ...parent, deleteBeforeReplace: true }),
+        );
+      }
       this.publicAddress = server.ipv4Address;
       this.hostKey = hostKey.publicKeyOpenssh.apply((k) => k.trim());
       user = "root";
@@ -151,14 +183,14 @@ export class Host extends pulumi.ComponentResource implements HostContext {
         stdin: renderWaitReadyScript({ timeoutSeconds: args.commandTimeoutSeconds }),
         timeoutSeconds: args.commandTimeoutSeconds + 30,
       },
-      parent,
+      { ...parent, dependsOn: attached },
     );
     this.dockerReady = remoteStep(
       `${name}-docker`,
       this.shell,
       {
         argv: ["bash", "-s"],
-        stdin: renderDockerInstallScript({ daemonConfig: defaultDaemonConfig(), startTimeoutSeconds: 120 }),
+        stdin: renderDockerInstallScript({ daemonConfig: defaultDaemonConfig(), startTimeoutSeconds: 120, sshUser: user }),
         timeoutSeconds: args.commandTimeoutSeconds,
       },
       { ...parent, dependsOn: [ready] },
@@ -223,7 +255,24 @@ export function dockerSshOpts(identityFile: string, hostPattern: string, hostKey
     "-o", `KnownHostsCommand=/bin/echo ${hostPattern} ${type} ${body}`,
     "-o", "ConnectTimeout=15",
     "-o", "ServerAliveInterval=15",
+    // One SSH connection per host for the Docker client's many requests
+    // (each request the provider makes opens a new `ssh ... docker system
+    // dial-stdio`, docker/cli cli/connhelper), instead of a handshake each,
+    // which under `pulumi up`'s parallelism meets sshd's MaxStartups. The
+    // socket sits beside the identity, in the 0700 folder; %C is a hash of
+    // the local host, remote host, port and user (ssh_config(5)). The master
+    // detaches with stdin, stdout and stderr on /dev/null (OpenSSH ssh.c,
+    // control_persist_detach: stdfd_devnull), so it never holds the pipes of
+    // the client that started it.
+    "-o", "ControlMaster=auto",
+    "-o", `ControlPath=${controlPath(identityFile)}`,
+    "-o", "ControlPersist=60",
   ];
+}
+
+/** The control socket's path, in the identity's folder ("%C" is expanded by ssh). */
+export function controlPath(identityFile: string): string {
+  return `${identityFile.replace(/[^/]*$/, "")}cm-%C`;
 }
 
 /** Writes the SSH identity (0600) in a 0700 folder; returns its path. */

@@ -1,7 +1,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as docker from "@pulumi/docker";
 import { LOOPBACK, containerName } from "../lib/addresses";
-import { baseContainer, digest, hostFile, hostPath, pullImage, replaceInPlace, upload, whenRunning } from "../lib/containers";
+import { baseContainer, digest, hostFile, hostPath, pullImage, replaceInPlace, upload, whenRunning, STOP_GRACE, stopGrace } from "../lib/containers";
 import type { ReplicaEntry } from "../lib/config";
 import { remoteStep, type HostShell } from "../lib/remote";
 import { renderAlertRules, renderPrometheusConfig, renderTargetsFiles, type MonitoredHost } from "../templates/prometheus";
@@ -65,6 +65,7 @@ export class Monitoring extends pulumi.ComponentResource {
       `${name}-prometheus`,
       {
         name: containerName(args.hostName, "prometheus"),
+        ...stopGrace(STOP_GRACE.prometheus),
         image: promImage.imageId,
         ...baseContainer(args.networkMode),
         command: [
@@ -102,6 +103,7 @@ export class Monitoring extends pulumi.ComponentResource {
       `${name}-grafana`,
       {
         name: containerName(args.hostName, "grafana"),
+        ...stopGrace(STOP_GRACE.grafana),
         image: grafanaImage.imageId,
         ...baseContainer(args.networkMode),
         // Loopback only, like Prometheus.

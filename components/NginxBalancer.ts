@@ -1,7 +1,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as docker from "@pulumi/docker";
 import { containerName } from "../lib/addresses";
-import { baseContainer, digest, healthcheck, hostFile, hostPath, pullImage, replaceInPlace, whenRunning } from "../lib/containers";
+import { baseContainer, digest, healthcheck, hostFile, hostPath, pullImage, replaceInPlace, whenRunning, STOP_GRACE, stopGrace } from "../lib/containers";
 import { remoteStep, type HostShell } from "../lib/remote";
 import { renderNginxConf, type AppEndpoint } from "../templates/nginx";
 
@@ -55,6 +55,7 @@ export class NginxBalancer extends pulumi.ComponentResource {
       `${name}-container`,
       {
         name: this.containerName,
+        ...stopGrace(STOP_GRACE.nginx),
         image: image.imageId,
         command: ["nginx", "-c", `${CONF_DIR}/nginx.conf`],
         // The only service listening on every interface: the public entry point.

@@ -1,7 +1,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as docker from "@pulumi/docker";
 import { LOOPBACK, containerName } from "../lib/addresses";
-import { baseContainer, healthcheck, pullImage, replaceInPlace, upload, whenRunning } from "../lib/containers";
+import { baseContainer, healthcheck, pullImage, replaceInPlace, upload, whenRunning, STOP_GRACE, stopGrace } from "../lib/containers";
 import { remoteStep, type HostShell } from "../lib/remote";
 import {
   REDIS_CONTAINER_GID,
@@ -131,6 +131,7 @@ export class RedisPair extends pulumi.ComponentResource {
       `${name}-container`,
       {
         name: this.containerName,
+        ...stopGrace(STOP_GRACE.redis),
         image: image.imageId,
         command: ["redis-server", P.conf],
         ...baseContainer(args.networkMode),

@@ -1,7 +1,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as docker from "@pulumi/docker";
 import { containerName } from "../lib/addresses";
-import { baseContainer, healthcheck, pullImage, replaceInPlace, upload } from "../lib/containers";
+import { baseContainer, healthcheck, pullImage, replaceInPlace, upload, STOP_GRACE, stopGrace } from "../lib/containers";
 
 import { APP_PG_CA, APP_SECRETS_DIR, APP_TRUSTSTORE, APP_UID, appEnvironment, appHealthcheck } from "../templates/app";
 
@@ -84,6 +84,7 @@ export class SynaxicApp extends pulumi.ComponentResource {
       `${name}-container`,
       {
         name: this.containerName,
+        ...stopGrace(STOP_GRACE.app),
         image: image.imageId,
         envs: env,
         ...baseContainer(args.networkMode),

@@ -16,33 +16,6 @@ import { replicaSlotName } from "../templates/postgres-sql";
 
 export const PROJECT = "synaxic";
 
-/** Server types we know the size of (vCPU, memory) for PostgreSQL sizing. */
-export const HETZNER_SERVER_TYPES: Readonly<Record<string, { cpus: number; memoryMiB: number }>> = {
-  cx22: { cpus: 2, memoryMiB: 4096 },
-  cx23: { cpus: 2, memoryMiB: 4096 },
-  cx32: { cpus: 4, memoryMiB: 8192 },
-  cx33: { cpus: 4, memoryMiB: 8192 },
-  cx42: { cpus: 8, memoryMiB: 16384 },
-  cx43: { cpus: 8, memoryMiB: 16384 },
-  cx52: { cpus: 16, memoryMiB: 32768 },
-  cx53: { cpus: 16, memoryMiB: 32768 },
-  cpx11: { cpus: 2, memoryMiB: 2048 },
-  cpx21: { cpus: 3, memoryMiB: 4096 },
-  cpx31: { cpus: 4, memoryMiB: 8192 },
-  cpx41: { cpus: 8, memoryMiB: 16384 },
-  cpx51: { cpus: 16, memoryMiB: 32768 },
-  cax11: { cpus: 2, memoryMiB: 4096 },
-  cax21: { cpus: 4, memoryMiB: 8192 },
-  cax31: { cpus: 8, memoryMiB: 16384 },
-  cax41: { cpus: 16, memoryMiB: 32768 },
-  ccx13: { cpus: 2, memoryMiB: 8192 },
-  ccx23: { cpus: 4, memoryMiB: 16384 },
-  ccx33: { cpus: 8, memoryMiB: 32768 },
-  ccx43: { cpus: 16, memoryMiB: 65536 },
-  ccx53: { cpus: 32, memoryMiB: 131072 },
-  ccx63: { cpus: 48, memoryMiB: 196608 },
-};
-
 export class ConfigError extends Error {
   constructor(
     readonly key: string,
@@ -97,9 +70,33 @@ const name = z
     message: "expected a lower-case name of letters, digits and '-' (2 to 32 characters, starting with a letter)",
   });
 
+const PG_INT_MAX = 2_147_483_647;
+
+/**
+ * Names databaseName cannot take, since it names both the database and the
+ * app's role: the server's own databases, the role name PostgreSQL reserves
+ * (public; CREATE ROLE refuses it and every pg_* name), the pg_hba.conf
+ * database keywords, and the fleet's own roles (lib/postgresContainer.ts
+ * PG_ROLES; a unit test keeps them in step).
+ */
+export const RESERVED_DATABASE_NAMES: readonly string[] = [
+  "postgres", "template0", "template1", "public", "none", "current_user", "session_user", "current_role",
+  "all", "sameuser", "samerole", "samegroup", "replication",
+  "replicator", "synaxic_rewind", "synaxic_exporter",
+];
+
 const bool = z.union([z.boolean(), z.enum(["true", "false"]).transform((s) => s === "true")]);
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
-const size = z.string().regex(/^\d+(kB|MB|GB|TB)$/, { message: "expected a PostgreSQL size such as 512MB or 4GB" });
+/**
+ * A PostgreSQL size for a setting kept in megabytes (wal_keep_size,
+ * max_slot_wal_keep_size): PostgreSQL refuses to start with more than
+ * INT_MAX of its unit (guc_tables.c declares both as int GUCs in MB with
+ * max INT_MAX), so larger values are refused here, by key.
+ */
+const size = z
+  .string()
+  .regex(/^\d+(kB|MB|GB|TB)$/, { message: "expected a PostgreSQL size such as 512MB or 4GB" })
+  .refine((v) => !/^\d+(kB|MB|GB|TB)$/.test(v) || sizeToMB(v) <= PG_INT_MAX, { message: `expected at most ${PG_INT_MAX}MB (about 2047TB), the largest value PostgreSQL accepts for this setting` });
 
 // ---------------------------------------------------------------------------
 // The declared keys (mirrors Pulumi.yaml; a unit test checks they agree)
@@ -130,10 +127,11 @@ export const KEYS: Record<string, KeySpec> = {
   hostName: { schema: name, default: "main" },
   hostProvider: { schema: z.enum(["hetzner", "existing", "local"], { message: "expected hetzner, existing or local" }), default: "hetzner" },
   // Hetzner
-  serverType: { schema: z.string(), default: "cx32" },
-  location: { schema: z.string().regex(/^[a-z]{3}\d$/, { message: "expected a Hetzner location such as nbg1, fsn1, hel1" }), default: "nbg1" },
+  // Checked against Hetzner's catalogue (lib/hetzner.ts) before anything is declared.
+  serverType: { schema: z.string().regex(/^[a-z]{2,4}\d{1,3}$/, { message: "expected a Hetzner server type name such as cx33, cpx32, cax21 or ccx23" }), default: "cx33" },
+  location: { schema: z.string().regex(/^[a-z]{3}\d{0,2}$/, { message: "expected a Hetzner location name such as nbg1, fsn1, hel1, ash, hil or sin" }), default: "nbg1" },
   osImage: { schema: z.string().min(1), default: "debian-12" },
-  networkZone: { schema: z.string().min(1), default: "eu-central" },
+  networkZone: { schema: z.string().regex(/^([a-z]+-[a-z]+)?$/, { message: "expected a Hetzner network zone such as eu-central, us-east, us-west or ap-southeast, or empty for the location's own" }), default: "" },
   privateNetworkCidr: { schema: cidrV4, default: "10.10.0.0/16" },
   adminCidrs: { schema: z.array(cidrV4), default: [], json: true },
   // Existing host
@@ -148,11 +146,20 @@ export const KEYS: Record<string, KeySpec> = {
   sshPrivateKey: { schema: z.string(), optionalSecret: true, default: "" },
   deleteDataOnDestroy: { schema: bool, default: false },
   commandTimeoutSeconds: { schema: int(30, 3600), default: 600 },
+  bootstrapGeneration: { schema: int(0, 1_000_000), default: 0 },
   // Main
   replicas: { schema: z.array(z.string()), default: [], json: true },
   appImage: { schema: pinnedImage, default: "ghcr.io/synaxic/synaxic:1.0.0" },
   ...Object.fromEntries(Object.entries(DEFAULT_IMAGES).map(([k, v]) => [k, { schema: pinnedImage, default: v }])),
-  databaseName: { schema: z.string().regex(/^[a-z_][a-z0-9_]{0,62}$/, { message: "expected a lower-case SQL identifier" }), default: "synaxic" },
+  databaseName: {
+    schema: z
+      .string()
+      .regex(/^[a-z_][a-z0-9_]{0,62}$/, { message: "expected a lower-case SQL identifier" })
+      .refine((v) => !RESERVED_DATABASE_NAMES.includes(v) && !v.startsWith("pg_"), {
+        message: `expected a name of your own: it is also the app's role, and ${"`"}pg_*${"`"}, ${"`"}public${"`"}, the server's own databases, pg_hba keywords and the fleet's roles are taken`,
+      }),
+    default: "synaxic",
+  },
   maxConnections: { schema: int(20, 10000), default: 100 },
   maxSlotWalKeepSize: { schema: size, default: "4GB" },
   walKeepSize: { schema: size, default: "256MB" },
@@ -195,7 +202,9 @@ export type HostConfig =
       serverType: string;
       location: string;
       osImage: string;
+      /** Empty: the location's own zone (lib/hetzner.ts). */
       networkZone: string;
+      /** Filled from Hetzner's catalogue by lib/hetzner.ts (0 until then). */
       cpus: number;
       memoryMiB: number;
     }
@@ -269,6 +278,8 @@ export interface MainConfig extends CommonConfig {
   followPrimary: string;
   /** Take the primary role back: promote this host's PostgreSQL (a standby since followPrimary) before it starts as the primary. */
   promote: boolean;
+  /** Raised by the operator to let the primary initialise a new, empty cluster on an empty data directory. */
+  bootstrapGeneration: number;
 }
 
 export interface ReplicaConfig extends CommonConfig {
@@ -399,6 +410,28 @@ export function inCidr(ip: string, cidr: string): boolean {
   return ((ipToInt(ip) & mask) >>> 0) === ((ipToInt(net) & mask) >>> 0);
 }
 
+/** The private IPv4 ranges of RFC 1918. */
+export const PRIVATE_RANGES = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"] as const;
+
+/** A network entirely inside one of the RFC 1918 ranges. */
+export function isPrivateCidr(cidr: string): boolean {
+  const [net, bits] = cidr.split("/") as [string, string];
+  return PRIVATE_RANGES.some((r) => Number(bits) >= Number(r.split("/")[1]) && inCidr(net, r));
+}
+
+/**
+ * Every port the fleet opens is checked against SSH's: the balancer's ports
+ * are open to the world, so `httpPort: 22` would open SSH to everyone, and
+ * any other service on SSH's port could not bind.
+ */
+function checkPublicPorts(ports: Ports, sshPort: number): void {
+  for (const [k, v] of Object.entries(ports)) {
+    if (v === sshPort || v === 22) {
+      throw new ConfigError(`${k}Port`, `got ${v}; that is SSH's port${k === "http" || k === "https" ? " and the balancer's ports are open to the world" : ""}; choose another`);
+    }
+  }
+}
+
 function checkPortClashes(ports: Ports): void {
   const seen = new Map<number, string>();
   for (const [k, v] of Object.entries(ports)) {
@@ -430,19 +463,22 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, secretKe
   const cpusGiven = get<number>("cpus");
   const memGiven = get<number>("memoryMiB");
   if (provider === "hetzner") {
-    const serverType = get<string>("serverType");
-    const known = HETZNER_SERVER_TYPES[serverType];
-    if (!known) {
-      throw new ConfigError("serverType", `got ${show(serverType)}; expected one of ${Object.keys(HETZNER_SERVER_TYPES).join(", ")}`);
+    // Hetzner's cloud firewall drops whatever no rule allows: without an
+    // SSH rule for where Pulumi runs, the program locks itself out.
+    if (get<string[]>("adminCidrs").length === 0) {
+      throw new ConfigError(
+        "adminCidrs",
+        `is empty; a Hetzner server's firewall would then close SSH to everyone, including this program (its commands and Docker run over SSH). List the networks Pulumi runs from (your workstation, bastion and CI runners), e.g. \`pulumi config set --path 'adminCidrs[0]' 198.51.100.7/32\``,
+      );
     }
     host = {
       provider,
-      serverType,
+      serverType: get("serverType"),
       location: get("location"),
       osImage: get("osImage"),
       networkZone: get("networkZone"),
-      cpus: known.cpus,
-      memoryMiB: known.memoryMiB,
+      cpus: 0,
+      memoryMiB: 0,
     };
   } else if (provider === "local") {
     if (role !== "main") {
@@ -456,7 +492,18 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, secretKe
       throw new ConfigError("sshHost", `got ${show(sshHost)}; expected an IPv4 address or a DNS name`);
     }
     const sshHostKey = get<string>("sshHostKey");
-    if (!/^(ssh-ed25519|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ssh-rsa) [A-Za-z0-9+/=]+$/.test(sshHostKey.trim().split(/\s+/).slice(0, 2).join(" "))) {
+    if (/^ssh-(rsa|dss) /.test(sshHostKey.trim())) {
+      // The command provider pins a host key by offering only that key's own
+      // algorithm (pulumi-command, provider/pkg/provider/remote/connection.go,
+      // SSHConfig: HostKeyAlgorithms = []string{publicKey.Type()}); for an RSA
+      // key that is SHA-1 "ssh-rsa", which OpenSSH 8.8 and later refuse by
+      // default. Every OpenSSH server also has an ed25519 or ECDSA key.
+      throw new ConfigError(
+        "sshHostKey",
+        `got an ${sshHostKey.trim().split(" ")[0]} key; pinning it makes the SSH client offer SHA-1 signatures, which current OpenSSH servers refuse, so no command would connect. Pin the host's ed25519 key instead (\`ssh-keyscan -t ed25519 <host>\`, checked out of band)`,
+      );
+    }
+    if (!/^(ssh-ed25519|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ecdsa-sha2-nistp521) [A-Za-z0-9+/=]+$/.test(sshHostKey.trim().split(/\s+/).slice(0, 2).join(" "))) {
       throw new ConfigError(
         "sshHostKey",
         `got ${show(sshHostKey)}; expected the host's public SSH key, e.g. "ssh-ed25519 AAAA..." (from \`ssh-keyscan -t ed25519 <host>\`, checked out of band); it is pinned, never skipped`,
@@ -468,6 +515,12 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, secretKe
   }
 
   const privateNetworkCidr = get<string>("privateNetworkCidr");
+  if (!isPrivateCidr(privateNetworkCidr)) {
+    throw new ConfigError(
+      "privateNetworkCidr",
+      `got ${show(privateNetworkCidr)}; expected a private range inside ${PRIVATE_RANGES.join(", ")} (RFC 1918): PostgreSQL, Redis, the app and the exporters listen on it`,
+    );
+  }
   const privateIp = get<string>("privateIp");
   if (!inCidr(privateIp, privateNetworkCidr)) {
     throw new ConfigError("privateIp", `got ${show(privateIp)}; expected an address inside privateNetworkCidr ${privateNetworkCidr}`);
@@ -486,6 +539,7 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, secretKe
     redisExporter: get("redisExporterPort"),
   };
   checkPortClashes(ports);
+  checkPublicPorts(ports, provider === "existing" ? get<number>("sshPort") : 22);
 
   const images: Images = {
     postgres: get("postgresImage"),
@@ -541,6 +595,7 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, secretKe
       replicas,
       followPrimary,
       promote,
+      bootstrapGeneration: get("bootstrapGeneration"),
       appImage: get("appImage"),
       maxConnections: get("maxConnections"),
       maxSlotWalKeepSize: get("maxSlotWalKeepSize"),
@@ -562,6 +617,9 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, secretKe
   if (promote && followPrimary) throw new ConfigError("followPrimary", `got ${show(followPrimary)} together with promote: true; a promoted replica follows no one`);
   if (followPrimary === replicaName) throw new ConfigError("followPrimary", `got ${show(followPrimary)}, this replica's own name`);
   if (promote && get<boolean>("rejoin")) throw new ConfigError("rejoin", `got true together with promote: true; rejoin is for a server coming back as a replica`);
+  if (get<number>("bootstrapGeneration") !== 0) {
+    throw new ConfigError("bootstrapGeneration", `is for the main stack; a replica clones its primary (reinitGeneration re-clones it)`);
+  }
   return {
     ...common,
     role,
@@ -592,8 +650,33 @@ export function loadStackConfig(): StackConfig {
   if (parsed.role === "main" && parsed.httpsCertificate) {
     secrets.httpsPrivateKey = cfg.requireSecret("httpsPrivateKey");
   }
+  if (parsed.host.provider !== "local") checkDockerEnvironment(process.env);
   const sshIdentityDir = parseSshIdentityDir(process.env.SYNAXIC_SSH_DIR);
   return { ...parsed, secrets, ...(sshIdentityDir ? { sshIdentityDir } : {}) };
+}
+
+/**
+ * Docker client settings in the environment that the Docker provider reads
+ * as defaults of its own configuration (terraform-provider-docker,
+ * internal/provider/provider.go: `context` from DOCKER_CONTEXT "overrides
+ * the host"; ca/cert/key material from DOCKER_*_MATERIAL and cert_path from
+ * DOCKER_CERT_PATH, which config.go MakeClient then uses in place of the
+ * ssh:// connection). Any of them would send the fleet's containers to
+ * another daemon or break the connection, so a VPS stack refuses to run with
+ * them set. DOCKER_HOST and DOCKER_SSH_OPTS only fill `host` and `ssh_opts`
+ * when those are unset, and the program always sets both; DOCKER_TLS_VERIFY
+ * is read by neither the provider nor the client it builds (MakeClient does
+ * not use client.FromEnv).
+ */
+export const DOCKER_ENVIRONMENT = ["DOCKER_CONTEXT", "DOCKER_CERT_PATH", "DOCKER_CA_MATERIAL", "DOCKER_CERT_MATERIAL", "DOCKER_KEY_MATERIAL"] as const;
+
+export function checkDockerEnvironment(env: Readonly<Record<string, string | undefined>>): void {
+  const set = DOCKER_ENVIRONMENT.filter((k) => env[k] !== undefined && env[k] !== "");
+  if (set.length) {
+    throw new Error(
+      `${set.join(", ")} ${set.length > 1 ? "are" : "is"} set in this environment: the Docker provider would take ${set.length > 1 ? "them" : "it"} over this stack's own ssh:// connection to its host. Unset ${set.length > 1 ? "them" : "it"} (\`unset ${set.join(" ")}\`) and run again.`,
+    );
+  }
 }
 
 /** SYNAXIC_SSH_DIR: unset, or an absolute path without spaces or quotes (it becomes an ssh option). */

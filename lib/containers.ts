@@ -128,6 +128,41 @@ export function whenRunning(containerName: string, run: string[], otherwise = `$
   ];
 }
 
+export interface StopGrace {
+  seconds: number;
+  /** The signal that asks for a graceful stop, when it is not the image's SIGTERM. */
+  signal?: string;
+}
+
+/**
+ * How long each service gets to stop cleanly before it is killed, on
+ * `docker stop`, a daemon shutdown, and on replace or destroy. The Docker
+ * provider stops a container with a timeout of 0 (SIGKILL at once) unless
+ * destroy_grace_seconds is set (terraform-provider-docker,
+ * resource_docker_container_funcs.go, resourceDockerContainerDelete), so it
+ * is set on every service container, with Docker's own stop timeout.
+ */
+export const STOP_GRACE = {
+  // Redis waits up to its shutdown-timeout (10 s) for replicas to catch up,
+  // then fsyncs the AOF (redis.conf, SHUTDOWN): room for both.
+  redis: { seconds: 30 },
+  // Spring Boot finishes in-flight requests on SIGTERM (graceful shutdown,
+  // 30 s per phase by default).
+  app: { seconds: 45 },
+  // SIGQUIT is nginx's graceful shutdown (SIGTERM is its fast one): open
+  // connections finish their requests (nginx docs, "Controlling nginx").
+  nginx: { seconds: 30, signal: "SIGQUIT" },
+  // The TSDB head is written out on shutdown.
+  prometheus: { seconds: 60 },
+  grafana: { seconds: 20 },
+  exporter: { seconds: 10 },
+} as const satisfies Record<string, StopGrace>;
+
+/** Container settings for a graceful stop (see STOP_GRACE). */
+export function stopGrace(g: StopGrace) {
+  return { stopTimeout: g.seconds, destroyGraceSeconds: g.seconds, ...(g.signal ? { stopSignal: g.signal } : {}) };
+}
+
 /** Containers have fixed names: replace them by deleting the old one first. */
 export const replaceInPlace: pulumi.CustomResourceOptions = { deleteBeforeReplace: true };
 

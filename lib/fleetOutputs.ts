@@ -14,6 +14,8 @@ export const fleetInfoSchema = z.object({
   mainPrivateIp: ip,
   privateNetworkCidr: z.string(),
   networkId: z.number().nullable(),
+  /** On a Hetzner main stack: its private network's zone and the project's SSH key (Hetzner allows one key per fingerprint). */
+  hetzner: z.object({ networkZone: z.string().min(1), sshKeyId: z.string().min(1) }).nullable(),
   databaseName: z.string().min(1),
   appImage: z.string().min(1),
   images: z.object({

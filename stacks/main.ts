@@ -6,8 +6,9 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as hcloud from "@pulumi/hcloud";
 import { LOOPBACK } from "../lib/addresses";
-import { sizeToMB, type MainConfig, type StackConfig } from "../lib/config";
+import { sizeToMB, type MainConfig, type StackConfig, type VpsHostConfig } from "../lib/config";
 import type { HostContext } from "../lib/hostContext";
+import { resolveHetznerHost } from "../lib/hetzner";
 import { FleetSecrets } from "../components/FleetSecrets";
 import { Host } from "../components/Host";
 import { Pki } from "../components/Pki";
@@ -26,8 +27,11 @@ import { PG_ROLES } from "../lib/postgresContainer";
 import type { FleetInfo, ReplicaCredentials } from "../lib/fleetOutputs";
 
 /** The main stack on a VPS (Hetzner or an existing server). */
-export function mainStack(cfg: MainConfig & StackConfig) {
-  if (cfg.host.provider === "local") throw new Error("mainStack: a local stack is built by localStack");
+export async function mainStack(config: MainConfig & StackConfig) {
+  if (config.host.provider === "local") throw new Error("mainStack: a local stack is built by localStack");
+  // Checked against Hetzner's catalogue before anything is declared.
+  const vps: VpsHostConfig = config.host.provider === "hetzner" ? await resolveHetznerHost(config.host) : config.host;
+  const cfg = { ...config, host: vps };
   let networkId: pulumi.Output<number> | undefined;
   if (cfg.host.provider === "hetzner") {
     const network = new hcloud.Network("private-network", { name: "synaxic", ipRange: cfg.privateNetworkCidr, labels: { app: "synaxic" } });
@@ -46,11 +50,15 @@ export function mainStack(cfg: MainConfig & StackConfig) {
     privateIp: cfg.privateIp,
     sshPrivateKey: cfg.secrets.sshPrivateKey,
     ...(networkId ? { networkId } : {}),
+    protectServer: !cfg.deleteDataOnDestroy,
     firewallRules: mainFirewallRules(cfg),
     commandTimeoutSeconds: cfg.commandTimeoutSeconds,
     ...(cfg.sshIdentityDir ? { identityDir: cfg.sshIdentityDir } : {}),
   });
-  const built = buildMain(cfg, host, networkId ?? null);
+  // The project's one Hetzner SSH key is registered by this stack's host; replica stacks use it.
+  const hetzner: HetznerFacts | null =
+    cfg.host.provider === "hetzner" && networkId && host.sshKeyId ? { networkId, networkZone: cfg.host.networkZone, sshKeyId: host.sshKeyId } : null;
+  const built = buildMain(cfg, host, hetzner);
   return {
     ...built.outputs,
     publicAddress: host.publicAddress,
@@ -69,7 +77,7 @@ export function mainStack(cfg: MainConfig & StackConfig) {
  * the write-mode app, the balancer, monitoring. Returns the stack outputs
  * replica stacks read, and the pieces a local stack hands its replicas.
  */
-export function buildMain(cfg: MainConfig & StackConfig, host: HostContext, networkId: pulumi.Input<number> | null) {
+export function buildMain(cfg: MainConfig & StackConfig, host: HostContext, hetzner: HetznerFacts | null) {
   const timeout = cfg.commandTimeoutSeconds;
   const secrets = new FleetSecrets("fleet", {});
   const pw = secrets.passwords;
@@ -234,7 +242,7 @@ export function buildMain(cfg: MainConfig & StackConfig, host: HostContext, netw
 
   // What replica stacks read. Plain facts in `fleet`; everything secret in
   // `replicaCredentials` and `replicaTls`, which are secret outputs.
-  const fleet: pulumi.Output<FleetInfo> = pulumi.output({ ...fleetFacts(cfg, networkId), caCertPem: pki.caCertPem });
+  const fleet: pulumi.Output<FleetInfo> = pulumi.output({ ...fleetFacts(cfg, hetzner), caCertPem: pki.caCertPem });
   const replicaCredentials: pulumi.Output<ReplicaCredentials> = pulumi.secret({
     postgresApp: pw.postgresApp,
     postgresReplication: pw.postgresReplication,
@@ -281,13 +289,21 @@ export function buildMain(cfg: MainConfig & StackConfig, host: HostContext, netw
   };
 }
 
+/** What Hetzner replica stacks use of the main stack's: its private network and the project's SSH key. */
+export interface HetznerFacts {
+  networkId: pulumi.Input<number>;
+  networkZone: string;
+  sshKeyId: pulumi.Input<string>;
+}
+
 /** The plain facts of the fleet that replica hosts are built from (all but the CA certificate). */
-export function fleetFacts(cfg: MainConfig, networkId: pulumi.Input<number> | null) {
+export function fleetFacts(cfg: MainConfig, hetzner: HetznerFacts | null) {
   return {
     version: 1 as const,
     mainPrivateIp: cfg.privateIp,
     privateNetworkCidr: cfg.privateNetworkCidr,
-    networkId,
+    networkId: hetzner?.networkId ?? null,
+    hetzner: hetzner ? { networkZone: hetzner.networkZone, sshKeyId: hetzner.sshKeyId } : null,
     databaseName: cfg.databaseName,
     appImage: cfg.appImage,
     images: cfg.images,

@@ -6,7 +6,8 @@
  */
 import * as pulumi from "@pulumi/pulumi";
 import { LOOPBACK } from "../lib/addresses";
-import type { ReplicaConfig, StackConfig } from "../lib/config";
+import type { ReplicaConfig, StackConfig, VpsHostConfig } from "../lib/config";
+import { resolveHetznerHost } from "../lib/hetzner";
 import { checkMainOutput, fleetInfoSchema, replicaCredentialsSchema, replicaTlsSchema, MainStackOutputError, type FleetInfo, type ReplicaCredentials } from "../lib/fleetOutputs";
 import type { HostContext } from "../lib/hostContext";
 import { replicaFirewallRules } from "../lib/fleet";
@@ -54,12 +55,34 @@ export async function replicaStack(cfg: ReplicaConfig & StackConfig) {
   if (cfg.host.provider === "local") throw new Error("replicaStack: local replicas are built by localStack");
   // Checked before any resource is declared.
   primaryOf(cfg, fleet);
+  let vps: VpsHostConfig = cfg.host;
+  let hetzner: { networkId: number; sshKeyId: string } | undefined;
+  if (cfg.host.provider === "hetzner") {
+    // The private network and the project's SSH key are the main stack's:
+    // Hetzner refuses a second key with the same fingerprint.
+    if (!fleet.hetzner || fleet.networkId === null) {
+      throw new ConfigError(
+        "hostProvider",
+        `got "hetzner", but the main stack ${cfg.mainStack} is not on Hetzner: a Hetzner replica joins the main stack's Hetzner private network. Use hostProvider "existing" for this host, or a main stack on Hetzner`,
+      );
+    }
+    const resolved = await resolveHetznerHost(cfg.host);
+    if (resolved.networkZone !== fleet.hetzner.networkZone) {
+      throw new ConfigError(
+        "location",
+        `got ${JSON.stringify(cfg.host.location)}, in network zone ${resolved.networkZone}; the main stack's private network is in ${fleet.hetzner.networkZone}, and a server joins only a network of its own zone. Choose a location in ${fleet.hetzner.networkZone}`,
+      );
+    }
+    vps = resolved;
+    hetzner = { networkId: fleet.networkId, sshKeyId: fleet.hetzner.sshKeyId };
+  }
   const host = new Host(cfg.hostName, {
     hostName: cfg.hostName,
-    host: cfg.host,
+    host: vps,
     privateIp: cfg.privateIp,
     sshPrivateKey: cfg.secrets.sshPrivateKey,
-    ...(cfg.host.provider === "hetzner" && fleet.networkId !== null ? { networkId: fleet.networkId } : {}),
+    ...(hetzner ? { networkId: hetzner.networkId, sshKeyId: hetzner.sshKeyId } : {}),
+    protectServer: !cfg.deleteDataOnDestroy,
     firewallRules: replicaFirewallRules({ adminCidrs: cfg.adminCidrs, mainIp: fleet.mainPrivateIp, peers: fleet.replicas, self: me.name, ports: fleet.ports, balancer: cfg.promote }),
     commandTimeoutSeconds: cfg.commandTimeoutSeconds,
     ...(cfg.sshIdentityDir ? { identityDir: cfg.sshIdentityDir } : {}),
@@ -91,7 +114,7 @@ export function primaryOf(cfg: Pick<ReplicaSettings, "followPrimary">, fleet: Pi
  */
 export function buildReplica(
   cfg: ReplicaSettings,
-  fleet: Omit<FleetInfo, "caCertPem" | "networkId">,
+  fleet: Omit<FleetInfo, "caCertPem" | "networkId" | "hetzner">,
   caCertPem: pulumi.Input<string>,
   me: { name: string; privateIp: string; slotName: string },
   credentials: pulumi.Output<ReplicaCredentials>,

@@ -32,6 +32,7 @@ require(tsnodeRequire).register({
 });
 
 const pulumi = require("@pulumi/pulumi");
+const catalogue = JSON.parse(fs.readFileSync(path.join(__dirname, "fixtures", "hetzner-catalogue.json"), "utf8"));
 const registered = [];
 // The stacks write the Docker client's SSH identity: into a folder of this process, not ~/.ssh/synaxic.
 process.env.SYNAXIC_SSH_DIR = fs.mkdtempSync(path.join(require("node:os").tmpdir(), "synaxic-seam-ssh-"));
@@ -62,6 +63,8 @@ pulumi.runtime.setMocks(
     },
     call(args) {
       if (args.token === "tls:index/getPublicKey:getPublicKey") return { publicKeyOpenssh: "ssh-ed25519 AAAAoperator\n" };
+      if (args.token === "hcloud:index/getServerType:getServerType") return { name: args.inputs.name, ...catalogue.serverTypes[args.inputs.name] };
+      if (args.token === "hcloud:index/getLocation:getLocation") return { name: args.inputs.name, networkZone: catalogue.locations[args.inputs.name] };
       return args.inputs;
     },
   },

@@ -14,6 +14,7 @@ function mainRaw(extra: Record<string, string> = {}): Record<string, string> {
     [`${P}googleClientSecret`]: "google-secret",
     [`${P}replicas`]: JSON.stringify(["replica-1=10.10.0.3", "replica-2=10.10.0.4"]),
     [`${P}appImage`]: "registry.example.com/synaxic:1.4.2",
+    [`${P}adminCidrs`]: JSON.stringify(["198.51.100.0/24"]),
     ...extra,
   };
 }
@@ -24,6 +25,7 @@ function replicaRaw(extra: Record<string, string> = {}): Record<string, string> 
     [`${P}hostName`]: "replica-1",
     [`${P}privateIp`]: "10.10.0.3",
     [`${P}mainStack`]: "acme/synaxic/main",
+    [`${P}adminCidrs`]: JSON.stringify(["198.51.100.0/24"]),
     [`${P}sshPrivateKey`]: "key",
     [`${P}googleClientId`]: "client-id",
     [`${P}googleClientSecret`]: "google-secret",
@@ -41,7 +43,8 @@ describe("parseStackConfig: a valid main stack", () => {
       { name: "replica-1", privateIp: "10.10.0.3", slotName: "synaxic_replica_1" },
       { name: "replica-2", privateIp: "10.10.0.4", slotName: "synaxic_replica_2" },
     ]);
-    expect(c.host).toEqual({ provider: "hetzner", serverType: "cx32", location: "nbg1", osImage: "debian-12", networkZone: "eu-central", cpus: 4, memoryMiB: 8192 });
+    // Size and zone come from Hetzner's catalogue later (lib/hetzner.ts).
+    expect(c.host).toEqual({ provider: "hetzner", serverType: "cx33", location: "nbg1", osImage: "debian-12", networkZone: "", cpus: 0, memoryMiB: 0 });
     expect(c.ports.postgres).toBe(5432);
     expect(c.ports.redis).toBe(6380);
     expect(c.images.postgres).toMatch(/^postgres:15\./);
@@ -76,7 +79,18 @@ describe("parseStackConfig: bad input names the key, the value and the expected 
     ["bad replica name", { [`${P}replicas`]: JSON.stringify(["Replica_1=10.10.0.3"]) }, /replicas\[0\]: got name "Replica_1"; expected a lower-case name/],
     ["replicas not a list", { [`${P}replicas`]: "replica-1=10.10.0.3" }, /synaxic:replicas: got "replica-1=10\.10\.0\.3"; expected a list/],
     ["malformed private address", { [`${P}privateIp`]: "10.10.0" }, /synaxic:privateIp: got "10\.10\.0"; expected an IPv4 address/],
-    ["unknown server type", { [`${P}serverType`]: "cx99" }, /synaxic:serverType: got "cx99"; expected one of cx22, /],
+    ["malformed server type", { [`${P}serverType`]: "CX 33" }, /synaxic:serverType: got "CX 33"; expected a Hetzner server type name/],
+    ["malformed location", { [`${P}location`]: "nuremberg" }, /synaxic:location: got "nuremberg"; expected a Hetzner location name/],
+    ["Hetzner without adminCidrs", { [`${P}adminCidrs`]: "[]" }, /synaxic:adminCidrs: is empty; a Hetzner server's firewall would then close SSH to everyone, including this program .*CI runners/],
+    ["public private network", { [`${P}privateNetworkCidr`]: "203.0.113.0/24", [`${P}privateIp`]: "203.0.113.2" }, /synaxic:privateNetworkCidr: got "203\.0\.113\.0\/24"; expected a private range inside 10\.0\.0\.0\/8, 172\.16\.0\.0\/12, 192\.168\.0\.0\/16/],
+    ["private network wider than a private range", { [`${P}privateNetworkCidr`]: "10.0.0.0/7" }, /synaxic:privateNetworkCidr: got "10\.0\.0\.0\/7"; expected a private range/],
+    ["HTTP on SSH's port", { [`${P}httpPort`]: "22" }, /synaxic:httpPort: got 22; that is SSH's port and the balancer's ports are open to the world/],
+    ["a service on SSH's port", { [`${P}grafanaPort`]: "22" }, /synaxic:grafanaPort: got 22; that is SSH's port/],
+    ["WAL size PostgreSQL refuses", { [`${P}maxSlotWalKeepSize`]: "3000TB" }, /synaxic:maxSlotWalKeepSize: got "3000TB"; expected at most 2147483647MB/],
+    ["wal_keep_size PostgreSQL refuses", { [`${P}walKeepSize`]: "2048TB" }, /synaxic:walKeepSize: got "2048TB"; expected at most 2147483647MB/],
+    ...["public", "postgres", "all", "template1", "replication", "replicator", "synaxic_exporter", "pg_app"].map(
+      (db): [string, Record<string, string>, RegExp] => [`database named ${db}`, { [`${P}databaseName`]: db }, new RegExp(`synaxic:databaseName: got "${db}"; expected a name of your own`)],
+    ),
     ["image tagged latest", { [`${P}appImage`]: "registry.example.com/synaxic:latest" }, /synaxic:appImage: got "registry\.example\.com\/synaxic:latest"; the tag 'latest' is not pinned/],
     ["image without a tag", { [`${P}postgresImage`]: "postgres" }, /synaxic:postgresImage: got "postgres"; expected an image with a pinned tag/],
     ["port clash", { [`${P}grafanaPort`]: "9090" }, /synaxic:grafanaPort: got 9090; it clashes with prometheusPort/],
@@ -131,6 +145,35 @@ describe("parseStackConfig: bad input names the key, the value and the expected 
     expect(() =>
       parseMain({ [`${P}hostProvider`]: "existing", [`${P}sshHost`]: "203.0.113.10", [`${P}cpus`]: "2", [`${P}memoryMiB`]: "4096" }),
     ).toThrow(/synaxic:sshHostKey: got ""; expected the host's public SSH key/);
+  });
+
+  it("an existing host's RSA host key is refused (its SHA-1 signatures no current sshd accepts); ed25519 and ECDSA are taken", () => {
+    const existing = { [`${P}hostProvider`]: "existing", [`${P}sshHost`]: "203.0.113.10", [`${P}cpus`]: "2", [`${P}memoryMiB`]: "4096" };
+    expect(() => parseMain({ ...existing, [`${P}sshHostKey`]: "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ root@main" })).toThrow(
+      /synaxic:sshHostKey: got an ssh-rsa key; .*Pin the host's ed25519 key instead/,
+    );
+    for (const key of ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOb7", "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTY="]) {
+      expect(parseMain({ ...existing, [`${P}sshHostKey`]: key }).host).toMatchObject({ sshHostKey: key });
+    }
+  });
+
+  it("an existing host may leave adminCidrs empty (its own firewall rules are the operator's)", () => {
+    const c = parseMain({ [`${P}adminCidrs`]: "[]", [`${P}hostProvider`]: "existing", [`${P}sshHost`]: "203.0.113.10", [`${P}sshHostKey`]: "ssh-ed25519 AAAA", [`${P}cpus`]: "2", [`${P}memoryMiB`]: "4096" });
+    expect(c.adminCidrs).toEqual([]);
+  });
+
+  it("the reserved database names include the fleet's own roles", async () => {
+    const { PG_ROLES } = await import("../../lib/postgresContainer");
+    const { RESERVED_DATABASE_NAMES } = await import("../../lib/config");
+    for (const role of Object.values(PG_ROLES)) expect(RESERVED_DATABASE_NAMES).toContain(role);
+  });
+
+  it("Docker client settings in the environment that would redirect the provider are refused, by name", async () => {
+    const { checkDockerEnvironment } = await import("../../lib/config");
+    expect(() => checkDockerEnvironment({ DOCKER_CONTEXT: "desktop-linux" })).toThrow(/DOCKER_CONTEXT is set in this environment: .*Unset it \(`unset DOCKER_CONTEXT`\)/);
+    expect(() => checkDockerEnvironment({ DOCKER_CERT_PATH: "/certs", DOCKER_KEY_MATERIAL: "k" })).toThrow(/DOCKER_CERT_PATH, DOCKER_KEY_MATERIAL are set/);
+    // The program sets host and ssh_opts itself, so these cannot win; TLS_VERIFY is read by nothing in the provider.
+    expect(() => checkDockerEnvironment({ DOCKER_HOST: "unix:///run/user/1000/docker.sock", DOCKER_TLS_VERIFY: "1", DOCKER_SSH_OPTS: "-v", DOCKER_CONTEXT: "" })).not.toThrow();
   });
 
   it("existing host without its size", () => {

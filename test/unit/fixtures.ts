@@ -43,7 +43,7 @@ export function replicaConfig(name: string, privateIp: string, extra: Record<str
 
 export const SECRET_KEYS = Object.keys(SECRET_CONFIG);
 
-export function runMain(replicas: number | string[], extra: Record<string, string> = {}): Promise<RunResult<ReturnType<typeof mainStack>>> {
+export function runMain(replicas: number | string[], extra: Record<string, string> = {}): Promise<RunResult<Awaited<ReturnType<typeof mainStack>>>> {
   const config = mainConfig(replicas, extra);
   return runMocked({ config, secretKeys: SECRET_KEYS, stack: "main" }, () => mainStack(loadStackConfig() as MainConfig & StackConfig));
 }

@@ -11,7 +11,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import { createHash } from "node:crypto";
 import { createRequire } from "node:module";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { makeCa } from "../rig/pki";
@@ -28,6 +28,9 @@ export interface RecordedOptions {
   additionalSecretOutputs?: string[];
   /** Types this resource was previously registered as (aliases that keep its URN). */
   aliasTypes?: string[];
+  protect?: boolean;
+  ignoreChanges?: string[];
+  customTimeouts?: { create?: string; update?: string; delete?: string };
 }
 
 export interface Recorded {
@@ -82,6 +85,9 @@ if (!runtimeResource.__synaxicPatched) {
       ...(parent ? { parent: String((parent as unknown as { __name?: string }).__name) } : {}),
       ...(opts?.additionalSecretOutputs ? { additionalSecretOutputs: opts.additionalSecretOutputs } : {}),
       ...(opts?.aliases ? { aliasTypes: opts.aliases.map((a) => String((a as { type?: string }).type ?? "")) } : {}),
+      ...(opts?.protect !== undefined ? { protect: opts.protect } : {}),
+      ...(opts?.ignoreChanges ? { ignoreChanges: opts.ignoreChanges } : {}),
+      ...(opts?.customTimeouts ? { customTimeouts: opts.customTimeouts } : {}),
     });
     return original(...a);
   };
@@ -143,6 +149,12 @@ async function settle(o: unknown): Promise<{ value: unknown; secret: boolean }> 
   }
   return { value: o, secret: false };
 }
+
+/** A stand-in for Hetzner's catalogue (getServerType, getLocation), shared with the seam test. */
+export const HETZNER_CATALOGUE = JSON.parse(readFileSync(join(__dirname, "..", "seam", "fixtures", "hetzner-catalogue.json"), "utf8")) as {
+  serverTypes: Record<string, { cores: number; memory: number; architecture: string; isDeprecated: boolean; locations: { name: string; isDeprecated: boolean; unavailableAfter: string }[] }>;
+  locations: Record<string, string>;
+};
 
 export async function runMocked<T extends Record<string, unknown>>(opts: RunOptions, program: () => T | Promise<T>): Promise<RunResult<T>> {
   const resources: Recorded[] = [];
@@ -206,6 +218,16 @@ export async function runMocked<T extends Record<string, unknown>>(opts: RunOpti
         }
       },
       call(args) {
+        if (args.token === "hcloud:index/getServerType:getServerType") {
+          const t = HETZNER_CATALOGUE.serverTypes[String(args.inputs.name)];
+          if (!t) throw new Error(`server type not found: ${String(args.inputs.name)}`);
+          return { name: args.inputs.name, ...t };
+        }
+        if (args.token === "hcloud:index/getLocation:getLocation") {
+          const zone = HETZNER_CATALOGUE.locations[String(args.inputs.name)];
+          if (!zone) throw new Error(`location not found: ${String(args.inputs.name)}`);
+          return { name: args.inputs.name, networkZone: zone };
+        }
         if (args.token === "tls:index/getPublicKey:getPublicKey") {
           const k = String(args.inputs.privateKeyPem ?? args.inputs.privateKeyOpenssh ?? "");
           return { publicKeyOpenssh: `ssh-ed25519 AAAAOperator${tag(k)}\n`, publicKeyPem: "" };

@@ -4,7 +4,7 @@ import { findLeaks, type RunResult } from "./harness";
 import { runMain } from "./fixtures";
 import type { mainStack } from "../../stacks/main";
 
-type Run = RunResult<ReturnType<typeof mainStack>>;
+type Run = RunResult<Awaited<ReturnType<typeof mainStack>>>;
 
 const CONTAINER = "docker:index/container:Container";
 const COMMAND = "command:remote:Command";
@@ -206,17 +206,70 @@ describe("main stack details", () => {
     expect(String(provider.inputs.host)).toMatch(/^ssh:\/\/root@203\.0\.113\.\d+:22$/);
   });
 
-  it("the Hetzner server gets a host key we generated (pinned) and joins the private network", () => {
+  it("the Hetzner server gets a host key we generated (pinned) and joins the private network through a ServerNetwork", () => {
     const run = runs[1]!;
     const server = run.one("hcloud:index/server:Server", "main-server");
     expect(server.raw.userData).toHaveProperty("value");
     expect(String(server.inputs.userData)).toContain("ed25519_private");
-    expect(server.inputs.networks).toEqual([{ networkId: 4001, ip: "10.10.0.2" }]);
+    // No inline network block (it detaches and re-attaches on updates); the server ignores the attachment it does not declare.
+    expect(server.inputs.networks).toBeUndefined();
+    expect(server.opts.ignoreChanges).toContain("networks");
+    const attachment = run.one("hcloud:index/serverNetwork:ServerNetwork", "main-network");
+    expect(attachment.inputs).toMatchObject({ serverId: 3001, networkId: 4001, ip: "10.10.0.2" });
+    // The first command on the host waits for the private address to exist.
+    expect(run.one(COMMAND, "main-ready").opts.dependsOn).toEqual(["main-network"]);
     const ready = run.one(COMMAND, "main-ready");
     const conn = ready.inputs.connection as { hostKey: string };
     const hostKey = run.one("tls:index/privateKey:PrivateKey", "main-host-key");
     expect(hostKey.inputs.algorithm).toBe("ED25519");
     expect(conn.hostKey).toMatch(/^ssh-ed25519 /);
+  });
+
+  it("Hetzner: sized from the catalogue, the subnet in the location's zone, the one SSH key registered here and exported for replicas", async () => {
+    const run = runs[1]!;
+    const conf = hostFileContent(run, "postgres-conf");
+    // cx33 in the catalogue: 4 cores, 8 GB; PGTune gives a quarter of memory to shared_buffers.
+    expect(conf).toMatch(/^shared_buffers = '2GB'$/m);
+    expect(run.one("hcloud:index/networkSubnet:NetworkSubnet", "private-subnet").inputs.networkZone).toBe("eu-central");
+    const keys = run.of("hcloud:index/sshKey:SshKey");
+    expect(keys.map((k) => k.name)).toEqual(["main-ssh-key"]);
+    expect(run.one("hcloud:index/server:Server", "main-server").inputs.sshKeys).toEqual(["main-ssh-key-id"]);
+    expect((run.values.fleet as { hetzner: unknown }).hetzner).toEqual({ networkZone: "eu-central", sshKeyId: "main-ssh-key-id" });
+    const ash = await runMain(0, { "synaxic:serverType": "cpx32", "synaxic:location": "ash" });
+    expect(ash.one("hcloud:index/networkSubnet:NetworkSubnet", "private-subnet").inputs.networkZone).toBe("us-east");
+  });
+
+  it("Hetzner: an unknown type, a type not offered in the location, or a zone that is not the location's is refused before anything is declared", async () => {
+    await expect(runMain(0, { "synaxic:serverType": "cx99" })).rejects.toThrow(/synaxic:serverType: got "cx99"; Hetzner has no server type of that name/);
+    await expect(runMain(0, { "synaxic:serverType": "cx33", "synaxic:location": "ash" })).rejects.toThrow(/synaxic:serverType: got "cx33"; Hetzner does not offer it in ash \(it does in fsn1, nbg1, hel1\)/);
+    await expect(runMain(0, { "synaxic:location": "xyz1" })).rejects.toThrow(/synaxic:location: got "xyz1"; Hetzner has no location of that name/);
+    await expect(runMain(0, { "synaxic:networkZone": "us-east" })).rejects.toThrow(/synaxic:networkZone: got "us-east"; location nbg1 is in network zone eu-central/);
+  });
+
+  it("Hetzner: servers are protected (Pulumi and Hetzner delete/rebuild protection) unless deleteDataOnDestroy", async () => {
+    const server = runs[0]!.one("hcloud:index/server:Server", "main-server");
+    expect(server.opts.protect).toBe(true);
+    expect(server.inputs).toMatchObject({ deleteProtection: true, rebuildProtection: true });
+    const teardown = (await runMain(0, { "synaxic:deleteDataOnDestroy": "true" })).one("hcloud:index/server:Server", "main-server");
+    expect(teardown.opts.protect).toBe(false);
+    expect(teardown.inputs).toMatchObject({ deleteProtection: false, rebuildProtection: false });
+  });
+
+  it("every service container stops gracefully: a grace period on replace and destroy as well as on docker stop", () => {
+    for (const c of runs[1]!.of("docker:index/container:Container")) {
+      expect(c.inputs.destroyGraceSeconds, c.name).toBeGreaterThanOrEqual(10);
+      expect(c.inputs.stopTimeout, c.name).toBe(c.inputs.destroyGraceSeconds);
+    }
+    expect(runs[1]!.one("docker:index/container:Container", "balancer").inputs.stopSignal).toBe("SIGQUIT");
+  });
+
+  it("the Docker client shares one SSH connection per host (ControlMaster), its socket beside the identity", () => {
+    const raw = runs[0]!.of("pulumi:providers:docker")[0]!.inputs.sshOpts as string[] | string;
+    const opts = typeof raw === "string" ? (JSON.parse(raw) as string[]) : raw;
+    const values = opts.filter((_, i) => i % 2 === 1);
+    expect(values).toEqual(expect.arrayContaining(["ControlMaster=auto", "ControlPersist=60"]));
+    const identity = values.find((v) => v.startsWith("IdentityFile="))!.slice("IdentityFile=".length);
+    expect(values).toContain(`ControlPath=${identity.replace(/[^/]*$/, "")}cm-%C`);
   });
 
   it("data volumes are kept on destroy unless the operator says otherwise", async () => {

@@ -90,6 +90,30 @@ describe("a replica stack wired to the main stack's real outputs", () => {
   });
 });
 
+describe("a Hetzner replica next to a Hetzner main stack", () => {
+  it("registers no second SSH key (Hetzner refuses a duplicate fingerprint): its server uses the main stack's key and network", async () => {
+    const { main, replica } = await runReplica("replica-1", "10.10.0.3");
+    expect(main.of("hcloud:index/sshKey:SshKey")).toHaveLength(1);
+    expect(replica.of("hcloud:index/sshKey:SshKey")).toEqual([]);
+    const server = replica.one("hcloud:index/server:Server", "replica-1-server");
+    expect(server.inputs.sshKeys).toEqual(["main-ssh-key-id"]);
+    expect(server.opts.protect).toBe(true);
+    expect(replica.one("hcloud:index/serverNetwork:ServerNetwork", "replica-1-network").inputs).toMatchObject({ networkId: 4001, ip: "10.10.0.3" });
+  });
+
+  it("a location outside the main stack's network zone is refused, naming the key", async () => {
+    await expect(runReplica("replica-1", "10.10.0.3", { extra: { "synaxic:serverType": "cpx22", "synaxic:location": "ash" } })).rejects.toThrow(
+      /synaxic:location: got "ash", in network zone us-east; the main stack's private network is in eu-central/,
+    );
+  });
+
+  it("a Hetzner replica of a main stack that is not on Hetzner is refused", async () => {
+    await expect(runReplica("replica-1", "10.10.0.3", { mutateMainOutputs: (o) => ((o.fleet as Record<string, unknown>).hetzner = null) })).rejects.toThrow(
+      /synaxic:hostProvider: got "hetzner", but the main stack acme\/synaxic\/main is not on Hetzner/,
+    );
+  });
+});
+
 describe("main-stack outputs the replica cannot use give an error naming the output", () => {
   const cases: [string, (o: Record<string, any>) => void, RegExp][] = [
     ["fleet missing", (o) => delete o.fleet, /output "fleet" is missing/],
