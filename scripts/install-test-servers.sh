@@ -2,7 +2,12 @@
 # Installs, from Debian packages, every server the integration suite runs:
 # PostgreSQL 15, Redis 7.0, Nginx, Prometheus (with promtool) and the exporters,
 # plus the clients and tools the scenarios use (iproute2 for network namespaces,
-# openssl, a JDK for the truststore check). Idempotent: a second run installs nothing.
+# nftables for the host firewall, openssl, a JDK for the truststore check).
+# Idempotent: a second run installs nothing.
+#
+# It starts and stops nothing: the suite runs its own instances, each inside
+# a network namespace of its own, from rendered files, so a copy of a server
+# that already runs on this machine is neither in their way nor touched.
 set -euo pipefail
 
 packages=(
@@ -10,7 +15,7 @@ packages=(
   redis-server redis-tools
   nginx-light
   prometheus prometheus-postgres-exporter prometheus-redis-exporter prometheus-node-exporter
-  iproute2 openssl curl procps psmisc
+  iproute2 nftables openssl curl procps psmisc
   default-jdk-headless
 )
 
@@ -21,22 +26,18 @@ done
 
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-test-servers: all packages present"
-else
-  echo "install-test-servers: installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  # Packages must not start their own copies of the servers: the suite starts
-  # its own instances from rendered files.
+  exit 0
+fi
+
+echo "install-test-servers: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+# Packages must not start their own copies of the servers (invoke-rc.d asks
+# policy-rc.d first; 101 means "action forbidden"). A policy-rc.d that is
+# already there belongs to someone else: it is left as it is.
+if [ ! -e /usr/sbin/policy-rc.d ]; then
   printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
   chmod +x /usr/sbin/policy-rc.d
   trap 'rm -f /usr/sbin/policy-rc.d' EXIT
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-
-# Stop any instance a package managed to start anyway; the suite runs its own.
-for svc in postgresql redis-server nginx prometheus prometheus-node-exporter prometheus-postgres-exporter prometheus-redis-exporter; do
-  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
-    systemctl stop "$svc" || true
-  fi
-done
-pkill -x redis-server 2>/dev/null || true
+apt-get -o DPkg::Lock::Timeout=300 update -qq
+apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
