@@ -9,6 +9,8 @@ import type { VpsHostConfig } from "../lib/config";
 import type { HostContext } from "../lib/hostContext";
 import { remoteStep, type Connection, type HostShell } from "../lib/remote";
 import { defaultDaemonConfig, renderCloudInit, renderDockerInstallScript, renderWaitReadyScript } from "../templates/host";
+import { renderFirewallApplyScript, renderFirewallRemoveScript, renderNftablesRuleset } from "../templates/firewall";
+import { hostFirewallRules } from "../lib/fleet";
 
 /** A rule of the host's cloud firewall: who may reach which port. */
 export interface FirewallRule {
@@ -174,10 +176,10 @@ export class Host extends pulumi.ComponentResource implements HostContext {
       })),
     );
 
-    this.shell = { kind: "ssh", connection: this.connection, sudo: user !== "root", filesRoot: "/etc/synaxic" };
+    const gateShell: HostShell = { kind: "ssh", connection: this.connection, sudo: user !== "root", filesRoot: "/etc/synaxic" };
     const ready = remoteStep(
       `${name}-ready`,
-      this.shell,
+      gateShell,
       {
         argv: ["bash", "-s"],
         stdin: renderWaitReadyScript({ timeoutSeconds: args.commandTimeoutSeconds }),
@@ -187,7 +189,7 @@ export class Host extends pulumi.ComponentResource implements HostContext {
     );
     this.dockerReady = remoteStep(
       `${name}-docker`,
-      this.shell,
+      gateShell,
       {
         argv: ["bash", "-s"],
         stdin: renderDockerInstallScript({ daemonConfig: defaultDaemonConfig(), startTimeoutSeconds: 120, sshUser: user }),
@@ -195,6 +197,22 @@ export class Host extends pulumi.ComponentResource implements HostContext {
       },
       { ...parent, dependsOn: [ready] },
     );
+    // The host firewall (nftables): private ports only from the peers that
+    // need them, before any service listens. Taken off again with the stack.
+    const firewall = remoteStep(
+      `${name}-host-firewall`,
+      gateShell,
+      {
+        argv: ["bash", "-s"],
+        stdin: renderFirewallApplyScript({ ruleset: renderNftablesRuleset({ rules: hostFirewallRules(args.firewallRules, port) }) }),
+        deleteArgv: ["bash", "-c", renderFirewallRemoveScript()],
+        timeoutSeconds: args.commandTimeoutSeconds,
+      },
+      { ...parent, dependsOn: [this.dockerReady] },
+    );
+    // Every other step on this host (files, SQL, reloads) runs after the
+    // first-boot gate, the Docker install and the firewall, like the Docker provider.
+    this.shell = { ...gateShell, after: [firewall] };
 
     // The Docker client reaches the daemon through the system ssh. Its
     // options are kept in the state and used as they are by a later refresh
@@ -215,7 +233,7 @@ export class Host extends pulumi.ComponentResource implements HostContext {
           .all([this.publicAddress, this.hostKey, written])
           .apply(([address, hostKey]) => dockerSshOpts(identityOpt, port === 22 ? address : `[${address}]:${port}`, hostKey)),
       },
-      { ...parent, dependsOn: [this.dockerReady] },
+      { ...parent, dependsOn: [firewall] },
     );
 
     this.registerOutputs({

@@ -6,6 +6,7 @@ import { containerName } from "./addresses";
 import type { MainConfig, Ports, ReplicaEntry } from "./config";
 import type { FirewallRule } from "../components/Host";
 import type { PkiHost } from "../components/Pki";
+import type { HostFirewallRule } from "../templates/firewall";
 
 const WORLD = ["0.0.0.0/0", "::/0"];
 
@@ -66,4 +67,17 @@ export function pkiHost(hostName: string, privateIp: string): PkiHost {
     privateIp,
     extraNames: { postgres: [containerName(hostName, "postgres")], redis: [containerName(hostName, "redis")] },
   };
+}
+
+/**
+ * The host firewall's rules (nftables, on every VPS): the cloud firewall's
+ * rules, with SSH on the host's own port. Hetzner's cloud firewall does not
+ * filter the private network, and existing hosts have no cloud firewall, so
+ * these are what keeps each private port to the peers that need it. Without
+ * adminCidrs (allowed on existing hosts only) SSH stays open to any source.
+ */
+export function hostFirewallRules(rules: FirewallRule[], sshPort: number): HostFirewallRule[] {
+  const out = rules.map((r) => ({ description: r.description, port: r.port === "22" ? sshPort : r.port, protocol: r.protocol, sources: r.sources }));
+  if (!rules.some((r) => r.port === "22")) out.unshift({ description: "SSH (no adminCidrs: any source)", port: sshPort, protocol: "tcp", sources: WORLD });
+  return out;
 }

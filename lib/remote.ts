@@ -12,8 +12,15 @@ export type Connection = command.types.input.remote.ConnectionArgs;
 
 /** How commands reach a host, and where the program keeps its files there. */
 export type HostShell =
-  | { kind: "ssh"; connection: pulumi.Input<Connection>; sudo: boolean; filesRoot: string }
-  | { kind: "local"; filesRoot: string };
+  | {
+      kind: "ssh";
+      connection: pulumi.Input<Connection>;
+      sudo: boolean;
+      filesRoot: string;
+      /** What every step on this host waits for: the host's first-boot gate and Docker install. */
+      after?: pulumi.Resource[];
+    }
+  | { kind: "local"; filesRoot: string; after?: pulumi.Resource[] };
 
 export interface RemoteStepArgs {
   /** What runs on create and update (a change of triggers re-creates the step, so it runs again). */
@@ -39,6 +46,15 @@ export function asRoot(shell: HostShell, argv: string[]): string[] {
   return shell.kind === "ssh" && shell.sudo ? ["sudo", "-n", ...argv] : argv;
 }
 
+/** A step's own dependencies plus what every step on its host waits for. */
+export function withAfter(dependsOn: pulumi.CustomResourceOptions["dependsOn"], after: pulumi.Resource[] | undefined): pulumi.CustomResourceOptions["dependsOn"] {
+  if (!after?.length) return dependsOn;
+  if (dependsOn === undefined) return after;
+  if (Array.isArray(dependsOn)) return [...(dependsOn as pulumi.Input<pulumi.Resource>[]), ...after];
+  if (pulumi.Resource.isInstance(dependsOn)) return [dependsOn, ...after];
+  throw new Error("remoteStep: dependsOn must be a resource or a list of resources");
+}
+
 export function remoteStep(name: string, shell: HostShell, args: RemoteStepArgs, opts: pulumi.CustomResourceOptions): pulumi.CustomResource {
   const create = withTimeout(args.timeoutSeconds, asRoot(shell, args.argv));
   const common = {
@@ -55,7 +71,7 @@ export function remoteStep(name: string, shell: HostShell, args: RemoteStepArgs,
     addPreviousOutputInEnv: false,
   } as const;
   const timeouts = { create: `${args.timeoutSeconds + 60}s`, update: `${args.timeoutSeconds + 60}s`, delete: `${args.timeoutSeconds + 60}s` };
-  const resourceOpts = { ...opts, additionalSecretOutputs: args.secretOutput ? ["stdout", "stderr"] : [], customTimeouts: timeouts };
+  const resourceOpts = { ...opts, dependsOn: withAfter(opts.dependsOn, shell.after), additionalSecretOutputs: args.secretOutput ? ["stdout", "stderr"] : [], customTimeouts: timeouts };
   return shell.kind === "ssh"
     ? new command.remote.Command(name, { connection: shell.connection, ...common }, resourceOpts)
     : new command.local.Command(name, common, resourceOpts);

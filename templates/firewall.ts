@@ -380,3 +380,31 @@ else
 fi
 `;
 }
+
+/**
+ * Takes the firewall off a host (when its stack is destroyed): the table,
+ * the boot unit and the files, whichever of them exist. What else the host
+ * runs is its owner's again.
+ */
+export function renderFirewallRemoveScript(p: { tableName?: string; path?: string; unitPath?: string } = {}): string {
+  const table = p.tableName ?? "synaxic";
+  const path = p.path ?? DEFAULT_FIREWALL_PATH;
+  const unitPath = p.unitPath ?? `/etc/systemd/system/${FIREWALL_UNIT}`;
+  if (!TABLE_NAME.test(table)) throw new Error(`renderFirewallRemoveScript: tableName ${JSON.stringify(table)} is not a table name`);
+  if (!PLAIN_PATH.test(path) || !PLAIN_PATH.test(unitPath)) throw new Error("renderFirewallRemoveScript: paths must be plain absolute paths");
+  return `#!/usr/bin/env bash
+set -euo pipefail
+if [ "$(id -u)" -ne 0 ]; then echo "firewall: must run as root" >&2; exit 1; fi
+unit_path=${shellQuote(unitPath)}
+if [ -f "$unit_path" ]; then
+  systemctl disable "$(basename "$unit_path")" >/dev/null 2>&1 || true
+  rm -f "$unit_path"
+  systemctl daemon-reload >/dev/null 2>&1 || true
+fi
+if command -v nft >/dev/null 2>&1 && nft list table inet ${shellQuote(table)} >/dev/null 2>&1; then
+  nft delete table inet ${shellQuote(table)}
+  echo "firewall: table inet ${table} removed"
+fi
+rm -f ${shellQuote(path)} ${shellQuote(`${path}.applied`)}
+`;
+}

@@ -148,6 +148,8 @@ export interface DockerInstallParams {
   daemonJsonPath?: string;
   /** How long apt-get waits for another package manager, in seconds (default 300). */
   aptLockTimeoutSeconds?: number;
+  /** The kernel's AppArmor switch (default /sys/module/apparmor/parameters/enabled). */
+  apparmorEnabledFile?: string;
 }
 
 /** The daemon settings the fleet runs with. */
@@ -178,6 +180,10 @@ const UNIX_USER = /^[a-z_][a-z0-9_-]{0,31}$/;
  * pkg/apparmor hostSupports) start containers without any AppArmor profile
  * instead. A host where Docker answers but the parser is missing gets the
  * parser and a daemon restart (that check runs once, at daemon start).
+ * All of this only where the kernel has AppArmor enabled, the condition the
+ * daemon itself checks (moby's pkg/apparmor, HostSupports:
+ * /sys/module/apparmor/parameters/enabled reads "Y"); elsewhere the parser
+ * is of no use and nothing is installed for it.
  */
 export function renderDockerInstallScript(p: DockerInstallParams): string {
   const daemonJson = `${JSON.stringify(p.daemonConfig, null, 2)}\n`;
@@ -191,6 +197,8 @@ export function renderDockerInstallScript(p: DockerInstallParams): string {
   }
   const start = wholeSeconds("renderDockerInstallScript", "startTimeoutSeconds", Math.floor(p.startTimeoutSeconds));
   const aptFn = renderAptGetFunction(p.aptLockTimeoutSeconds ?? DEFAULT_APT_LOCK_TIMEOUT_SECONDS);
+  const apparmorFile = p.apparmorEnabledFile ?? "/sys/module/apparmor/parameters/enabled";
+  if (!/^\/[A-Za-z0-9_./-]+$/.test(apparmorFile)) throw new Error(`renderDockerInstallScript: apparmorEnabledFile ${JSON.stringify(apparmorFile)} must be a plain absolute path`);
   return `#!/usr/bin/env bash
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -199,19 +207,22 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo -n"; fi
 ${aptFn}
 # root's PATH has the sbin directories, a user's may not.
 as_root_has() { $SUDO bash -c 'command -v "$1"' _ "$1" >/dev/null 2>&1; }
+apparmor_on() { [ "$(cat ${apparmorFile} 2>/dev/null)" = Y ]; }
+apparmor_pkg=""
+if apparmor_on; then apparmor_pkg=apparmor; fi
 changed=0
 if command -v docker >/dev/null 2>&1 && $SUDO docker version >/dev/null 2>&1; then
   echo "docker: already installed ($($SUDO docker version --format '{{.Server.Version}}'))"
-  if ! as_root_has apparmor_parser; then
+  if apparmor_on && ! as_root_has apparmor_parser; then
     echo "docker: installing AppArmor's parser (package apparmor)"
     apt_get update -qq
     apt_get install -y -qq --no-install-recommends apparmor
     changed=1
   fi
 else
-  echo "docker: installing the distribution's docker.io package, with AppArmor's parser"
+  if [ -n "$apparmor_pkg" ]; then echo "docker: installing the distribution's docker.io package, with AppArmor's parser"; else echo "docker: installing the distribution's docker.io package"; fi
   apt_get update -qq
-  apt_get install -y -qq --no-install-recommends docker.io apparmor
+  apt_get install -y -qq --no-install-recommends docker.io $apparmor_pkg
   changed=1
 fi
 ssh_user=${shellQuote(p.sshUser)}

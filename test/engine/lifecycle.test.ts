@@ -38,6 +38,10 @@ describe("a fleet of main and two replicas on the real engine", () => {
     const early = await co.pulumi(["preview", "--stack", "replica-1", "--non-interactive"], { allowFail: true });
     expect(early.code).not.toBe(0);
     expect(early.stdout + early.stderr).toContain("organization/synaxic/main");
+    // Docker client settings that would send the provider elsewhere stop the program, by name.
+    const redirected = await co.pulumi(["preview", "--stack", "main", "--non-interactive"], { allowFail: true, env: { DOCKER_CONTEXT: "somewhere-else" } });
+    expect(redirected.code).not.toBe(0);
+    expect(redirected.stdout + redirected.stderr).toContain("DOCKER_CONTEXT is set in this environment");
   });
 
   it("brings up main, then previews and brings up each replica", async () => {
@@ -60,6 +64,19 @@ describe("a fleet of main and two replicas on the real engine", () => {
     for (const r of ["replica-1", "replica-2"]) {
       await waitFor(`${r} replays the write`, async () => (await psql(rig.host(r), "SELECT note FROM engine_probe WHERE id = 1", "synaxic").catch(() => "")) === "written on main", 30_000, 500);
     }
+  });
+
+  it("every service container stops with a grace period, and the Docker client reused one SSH connection per host", async () => {
+    for (const h of ["main", "replica-1"]) {
+      const inspect = await rig.host(h).docker(["inspect", "-f", "{{.Name}} {{.Config.StopTimeout}} {{.Config.StopSignal}}", ...(await rig.host(h).docker(["ps", "-q", "--filter", "label=app=synaxic"])).stdout.split("\n").filter(Boolean)]);
+      const rows = inspect.stdout.trim().split("\n").map((l) => l.split(" "));
+      expect(rows.length, h).toBeGreaterThanOrEqual(5);
+      for (const [name, timeout] of rows) expect(Number(timeout), `${h} ${name}`).toBeGreaterThanOrEqual(10);
+      if (h === "main") expect(rows.find(([n]) => n === "/synaxic-main-nginx")?.[2], "nginx stops gracefully on SIGQUIT").toBe("SIGQUIT");
+    }
+    // ControlMaster: the multiplexing socket is left in the identity's folder (ControlPersist).
+    const sockets = execFileSync("find", [engine.env.SYNAXIC_SSH_DIR!, "-type", "s", "-name", "cm-*"]).toString().trim().split("\n").filter(Boolean);
+    expect(sockets.length).toBeGreaterThanOrEqual(1);
   });
 
   it("the PostgreSQL health check authenticates: no authentication failure in any server log", async () => {

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # What the engine tier's hosts need from Debian's packages: sshd, dockerd
-# (docker.io), debootstrap for the images, and curl. Idempotent.
+# (docker.io), debootstrap for the images, curl, and nftables for the host firewall the program applies. Idempotent.
 set -euo pipefail
-packages=(openssh-server openssh-client docker.io debootstrap curl iproute2 util-linux)
+packages=(openssh-server openssh-client docker.io debootstrap curl iproute2 util-linux nftables)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

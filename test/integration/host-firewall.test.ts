@@ -12,10 +12,10 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import net from "node:net";
-import { readFileSync, statSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { TestNet, waitFor, type Host } from "../rig/net";
-import { METADATA_ADDRESS, renderFirewallApplyScript, renderNftablesRuleset, type HostFirewallRule } from "../../templates/firewall";
+import { METADATA_ADDRESS, renderFirewallApplyScript, renderFirewallRemoveScript, renderNftablesRuleset, type HostFirewallRule } from "../../templates/firewall";
 
 const TCP_PORTS = [22, 80, 5432, 9999];
 const UDP_PORT = 51820;
@@ -259,5 +259,17 @@ describe("host firewall on nftables", () => {
     expect(r.stdout).toContain("firewall: table inet synaxic applied");
     expect((await attempt(denied, "tcp", server.ip, 9999)).result).toBe("timeout");
     expect((await nft("list", "tables")).trim().split("\n").sort()).toEqual(["table inet synaxic", "table ip foreign"]);
+  });
+
+  it("taken off with the stack: the remove script deletes the table and its files, leaves other tables, and a second run is a no-op", async () => {
+    const remove = renderFirewallRemoveScript({ path, unitPath });
+    const r = await server.exec(["bash", "-s"], { input: remove });
+    expect(r.stdout).toContain("firewall: table inet synaxic removed");
+    expect((await nft("list", "tables")).trim().split("\n")).toEqual(["table ip foreign"]);
+    expect(existsSync(path) || existsSync(`${path}.applied`)).toBe(false);
+    expect((await attempt(denied, "tcp", server.ip, 9999)).result).toBe("connected");
+    const again = await server.exec(["bash", "-s"], { input: remove });
+    expect(again.code).toBe(0);
+    expect(again.stdout).toBe("");
   });
 });

@@ -272,6 +272,35 @@ describe("main stack details", () => {
     expect(values).toContain(`ControlPath=${identity.replace(/[^/]*$/, "")}cm-%C`);
   });
 
+  it("every step on the host runs after the first-boot gate, the Docker install and the host firewall", () => {
+    const run = runs[1]!;
+    const steps = run.of(COMMAND).filter((c) => !["main-ready", "main-docker", "main-host-firewall"].includes(c.name));
+    expect(steps.length).toBeGreaterThan(5);
+    for (const c of steps) expect(c.opts.dependsOn, c.name).toContain("main-host-firewall");
+  });
+
+  it("the host firewall keeps SSH on the host's own port; without adminCidrs (existing hosts) SSH is open to any source", async () => {
+    const { hostFirewallRules } = await import("../../lib/fleet");
+    const rules = hostFirewallRules([{ description: "SSH from the operators", port: "22", protocol: "tcp", sources: ["198.51.100.0/24"] }, { description: "HTTP", port: 80, protocol: "tcp", sources: ["0.0.0.0/0"] }], 2222);
+    expect(rules[0]).toMatchObject({ port: 2222, sources: ["198.51.100.0/24"] });
+    const open = hostFirewallRules([{ description: "HTTP", port: 80, protocol: "tcp", sources: ["0.0.0.0/0"] }], 2222);
+    expect(open[0]).toMatchObject({ port: 2222, sources: ["0.0.0.0/0", "::/0"] });
+  });
+
+  it("the host firewall (nftables) admits each private port only from the hosts that need it, and is taken off with the stack", () => {
+    const fw = runs[1]!.one(COMMAND, "main-host-firewall").inputs;
+    const script = String(fw.stdin);
+    const rule = (port: number) => script.split("\n").filter((l) => new RegExp(`dport ${port} `).test(l));
+    expect(rule(5432)).toEqual([expect.stringMatching(/^\s*tcp dport 5432 ip saddr \{ 10\.10\.0\.3\/32 \} accept/)]);
+    expect(rule(6380)).toEqual([expect.stringMatching(/^\s*tcp dport 6380 ip saddr \{ 10\.10\.0\.3\/32 \} accept/)]);
+    expect(rule(22)).toEqual([expect.stringMatching(/^\s*tcp dport 22 ip saddr \{ 198\.51\.100\.0\/24 \} accept/)]);
+    expect(rule(80)).toEqual([expect.stringMatching(/^\s*tcp dport 80 accept/)]);
+    // Monitoring and the exporters' ports have no rule: loopback and the host's own traffic only.
+    for (const p of [9090, 3000, 9100, 9187, 9121, 8080]) expect(rule(p), String(p)).toEqual([]);
+    expect(script).toMatch(/policy drop/);
+    expect(String(fw.delete)).toContain("nft delete table inet");
+  });
+
   it("data volumes are kept on destroy unless the operator says otherwise", async () => {
     const kept = runs[0]!.of("docker:index/volume:Volume");
     expect(kept.map((v) => v.name).sort()).toEqual(["monitoring-grafana-data", "monitoring-prometheus-data", "postgres-data", "redis-data"]);
@@ -283,7 +312,8 @@ describe("main stack details", () => {
   it("nothing touches Docker before the host is ready and Docker installed", () => {
     const run = runs[0]!;
     const provider = run.of("pulumi:providers:docker")[0]!;
-    expect(provider.opts.dependsOn).toEqual(["main-docker"]);
+    expect(provider.opts.dependsOn).toEqual(["main-host-firewall"]);
+    expect(run.one(COMMAND, "main-host-firewall").opts.dependsOn).toEqual(["main-docker"]);
     expect(run.one(COMMAND, "main-docker").opts.dependsOn).toEqual(["main-ready"]);
     const ready = run.one(COMMAND, "main-ready").inputs;
     expect(String(ready.stdin)).toContain("cloud-init status");

@@ -203,6 +203,7 @@ describe.concurrent("Docker install", () => {
       groupadd: 'touch "$STATE/group-${!#}"',
     });
     writeFileSync(join(s.state, "uid"), `${opts.uid ?? 0}\n`);
+    writeFileSync(join(s.state, "apparmor-enabled"), "Y\n");
     writeFileSync(join(s.state, "users"), `${["root", ...(opts.users ?? [])].join("\n")}\n`);
     return s;
   };
@@ -210,6 +211,7 @@ describe.concurrent("Docker install", () => {
     daemonConfig: defaultDaemonConfig(),
     startTimeoutSeconds: 5,
     daemonJsonPath: join(s.state, "etc", "docker", "daemon.json"),
+    apparmorEnabledFile: join(s.state, "apparmor-enabled"),
     sshUser: "root",
     ...extra,
   });
@@ -264,6 +266,19 @@ describe.concurrent("Docker install", () => {
     expect(r.out).toContain("installing AppArmor's parser");
     expect(aptCalls(s.state)).toEqual(["apt-get -o DPkg::Lock::Timeout=300 update -qq", "apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends apparmor"]);
     expect(calls(s.state)).toContain("systemctl restart docker");
+  });
+
+  it("where the kernel has no AppArmor (moby's HostSupports), neither installs nor asks for the parser", async ({ expect }) => {
+    const s = host();
+    writeFileSync(join(s.state, "apparmor-enabled"), "N\n");
+    const fresh = await runScript(renderDockerInstallScript(params(s)), s);
+    expect(fresh.code, fresh.err).toBe(0);
+    expect(aptCalls(s.state)).toEqual(["apt-get -o DPkg::Lock::Timeout=300 update -qq", "apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends docker.io"]);
+    resetCalls(s.state);
+    const again = await runScript(renderDockerInstallScript(params(s)), s);
+    expect(again.code, again.err).toBe(0);
+    expect(aptCalls(s.state)).toEqual([]);
+    expect(calls(s.state)).not.toContain("systemctl restart docker");
   });
 
   it("retries apt-get while another apt holds a lock it does not wait for (the lists lock)", async ({ expect }) => {
