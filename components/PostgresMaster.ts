@@ -2,9 +2,21 @@ import * as pulumi from "@pulumi/pulumi";
 import * as docker from "@pulumi/docker";
 import { containerName } from "../lib/addresses";
 import type { ReplicaEntry } from "../lib/config";
-import { PG_PATHS, PG_ROLES, PRIMARY_READY, postgresContainer, serverConf, serverHba, type PostgresServerArgs, promoteStep, psqlInContainer, replicationSlot } from "../lib/postgresContainer";
+import {
+  PG_PATHS,
+  PG_ROLES,
+  PRIMARY_READY,
+  bootstrapPermitStep,
+  postgresContainer,
+  serverConf,
+  serverHba,
+  type PostgresServerArgs,
+  promoteStep,
+  psqlInContainer,
+  replicationSlot,
+} from "../lib/postgresContainer";
 import { remoteStep } from "../lib/remote";
-import { renderPrimaryEntrypoint } from "../templates/postgres-entrypoint";
+import { renderBootstrapPermit, renderPrimaryEntrypoint } from "../templates/postgres-entrypoint";
 import { renderPostgresqlConf } from "../templates/postgres-conf";
 import { renderRolesSql } from "../templates/postgres-sql";
 
@@ -23,6 +35,13 @@ export interface PostgresMasterArgs extends PostgresServerArgs {
   volumeName: pulumi.Input<string>;
   /** Promote the standby running here first (taking the primary role back after following a promoted replica). */
   promoteFirst?: boolean;
+  /**
+   * The stack's bootstrap generation (default 0). The first deployment, and
+   * every change of this number, writes a one-shot permit that lets the
+   * primary initialise an empty data directory once; otherwise an empty data
+   * directory is a lost cluster and the primary refuses to start.
+   */
+  bootstrapGeneration?: number;
 }
 
 
@@ -55,9 +74,27 @@ export class PostgresMaster extends pulumi.ComponentResource {
     this.postgresqlConf = renderPostgresqlConf({ role: "primary", ...serverConf(args) });
     this.pgHba = serverHba(args.databaseName, args.replicas.map((r) => r.privateIp));
 
-    const dependsOn = args.promoteFirst
+    const generation = args.bootstrapGeneration ?? 0;
+    if (!Number.isInteger(generation) || generation < 0) throw new Error(`PostgresMaster: bootstrapGeneration must be a non-negative integer, got ${generation}`);
+
+    const dependsOn: pulumi.Resource[] = args.promoteFirst
       ? [promoteStep(`${name}-promote`, args.shell, { containerName: this.containerName, port: args.port, timeoutSeconds: args.timeoutSeconds }, parent)]
       : [];
+
+    // The one-shot permit to initialise an empty data directory, written
+    // before the container is created (first deployment, or a new
+    // bootstrapGeneration) and never by an update. The generation is part of
+    // the entrypoint too, so a new one also re-creates the container, and
+    // with it the roles of the new cluster.
+    const bootstrapDir = `${args.hostName}/postgres-bootstrap`;
+    dependsOn.push(
+      bootstrapPermitStep(
+        `${name}-bootstrap-permit`,
+        args.shell,
+        { dir: bootstrapDir, permit: renderBootstrapPermit({ cluster: args.hostName, generation, dataDir: PG_PATHS.dataDir }), generation, timeoutSeconds: args.timeoutSeconds },
+        parent,
+      ),
+    );
 
     const { container, ready } = postgresContainer(
       args,
@@ -67,7 +104,12 @@ export class PostgresMaster extends pulumi.ComponentResource {
         volumeName: args.volumeName,
         postgresqlConf: this.postgresqlConf,
         pgHba: this.pgHba,
-        entrypoint: renderPrimaryEntrypoint({ dataDir: PG_PATHS.dataDir, configFile: PG_PATHS.configFile }),
+        entrypoint: renderPrimaryEntrypoint({
+          dataDir: PG_PATHS.dataDir,
+          configFile: PG_PATHS.configFile,
+          bootstrap: { permitFile: PG_PATHS.bootstrapPermit, cluster: args.hostName, generation },
+        }),
+        bootstrapDir,
         dependsOn,
         ready: PRIMARY_READY,
         startTimeoutSeconds: args.timeoutSeconds,

@@ -5,9 +5,10 @@
  */
 import * as pulumi from "@pulumi/pulumi";
 import * as docker from "@pulumi/docker";
+import * as command from "@pulumi/command";
 import { LOOPBACK } from "./addresses";
 import { baseContainer, digest, healthcheck, hostFile, hostPath, pullImage, replaceInPlace, upload, whenRunning } from "./containers";
-import { remoteStep, type HostShell } from "./remote";
+import { asRoot, remoteStep, withAfter, withTimeout, type HostShell } from "./remote";
 import { psqlScriptArgv, renderPromoteSql, renderSlotCreateSql, renderSlotDropSql } from "../templates/postgres-sql";
 import type { PostgresConfCommon } from "../templates/postgres-conf";
 import { renderPgHba, renderPgpass } from "../templates/postgres-hba";
@@ -28,6 +29,9 @@ export const PG_PATHS = {
   caFile: "/etc/synaxic/tls/ca.crt",
   passfile: "/run/synaxic/pgpass",
   entrypoint: "/usr/local/bin/synaxic-entrypoint",
+  /** The primary's bootstrap permit directory (a host directory, read-write: the entrypoint removes the permit). */
+  bootstrapDir: "/etc/synaxic/bootstrap",
+  bootstrapPermit: "/etc/synaxic/bootstrap/permit",
 } as const;
 
 /** The pg_hba role names; the app role is named after the database. */
@@ -102,6 +106,39 @@ export interface PostgresContainerArgs {
   ready: { sql: string; expect: string; what: string };
   /** How long the first start may take (a replica's clone), in seconds. */
   startTimeoutSeconds: number;
+  /** The primary's bootstrap permit directory on the host (relative to the files root), mounted read-write at PG_PATHS.bootstrapDir. */
+  bootstrapDir?: string;
+}
+
+/** How long the server is given to stop (SIGINT, a fast shutdown) before Docker kills it, in seconds. */
+export const PG_STOP_SECONDS = 120;
+
+/**
+ * The Docker provider's limits for a PostgreSQL container's create, update
+ * and delete. Unless told otherwise it gives each 20 minutes
+ * (terraform-provider-docker v4.5.0, the upstream pulumi-docker v5.1.0 is
+ * built from: internal/provider/resource_docker_container.go, Timeouts with
+ * dockerContainerCreateDefaultTimeout = 20 * time.Minute, and the same for
+ * update and delete), enforced as a deadline on everything the operation
+ * does (terraform-plugin-sdk helper/schema/resource.go, create():
+ * context.WithTimeout(ctx, d.Timeout(TimeoutCreate))). A `wait` for health
+ * runs inside that deadline (resourceDockerContainerCreate:
+ * context.WithTimeout(ctx, wait_timeout) on the create's context), so no
+ * waitTimeout can outlast it. Pulumi's customTimeouts replace the default
+ * (pulumi-terraform-bridge pkg/tfbridge/provider.go, Create/Update/Delete:
+ * TimeoutOverrides: newTimeoutOverrides(shim.TimeoutCreate, req.Timeout)).
+ *
+ * These containers are created without `wait` (the `-ready` step waits,
+ * under its own limits), so a clone does not run inside the create; the
+ * limits still follow the start they belong to, so that no container
+ * operation is cut short before the start it is part of may end: create and
+ * update get the start budget plus a margin for the SSH connection, the
+ * uploads and the start itself; delete gets the stop grace plus that margin.
+ */
+export function pgContainerTimeouts(startTimeoutSeconds: number): pulumi.CustomTimeouts {
+  if (!Number.isInteger(startTimeoutSeconds) || startTimeoutSeconds <= 0) throw new Error(`pgContainerTimeouts: ${startTimeoutSeconds} is not a positive number of seconds`);
+  const margin = 600;
+  return { create: `${startTimeoutSeconds + margin}s`, update: `${startTimeoutSeconds + margin}s`, delete: `${PG_STOP_SECONDS + margin}s` };
 }
 
 /**
@@ -156,6 +193,7 @@ export function postgresContainer(
       mounts: [
         { type: "bind", source: hostPath(server.shell, hbaDir), target: PG_PATHS.hbaDir, readOnly: true },
         { type: "bind", source: hostPath(server.shell, confDir), target: PG_PATHS.confDir, readOnly: true },
+        ...(args.bootstrapDir ? [{ type: "bind", source: hostPath(server.shell, args.bootstrapDir), target: PG_PATHS.bootstrapDir, readOnly: false }] : []),
       ],
       uploads: [
         { file: PG_PATHS.entrypoint, content: args.entrypoint, permissions: "0755", owner: "0", group: "0", executable: true },
@@ -166,8 +204,8 @@ export function postgresContainer(
       ],
       shmSize: 256,
       stopSignal: "SIGINT",
-      stopTimeout: 120,
-      destroyGraceSeconds: 120,
+      stopTimeout: PG_STOP_SECONDS,
+      destroyGraceSeconds: PG_STOP_SECONDS,
       healthcheck: healthcheck({
         // As the postgres OS user over the local socket, so that peer
         // authentication accepts it: as root it is refused, and the server
@@ -181,7 +219,7 @@ export function postgresContainer(
       // The health gate below waits, and says why when the server does not come up.
       wait: false,
     },
-    { ...opts, ...replaceInPlace, dependsOn: [hba, conf, ...(args.dependsOn ?? [])] },
+    { ...opts, ...replaceInPlace, customTimeouts: pgContainerTimeouts(args.startTimeoutSeconds), dependsOn: [hba, conf, ...(args.dependsOn ?? [])] },
   );
   const gate = (timeoutSeconds: number) =>
     renderHealthGateScript({
@@ -277,4 +315,72 @@ export function promoteStep(name: string, shell: HostShell, p: { containerName: 
     },
     opts,
   );
+}
+
+/**
+ * The primary's one-shot bootstrap permit (see renderPrimaryEntrypoint):
+ * written into `dir` on the host when this step is created, which happens on
+ * the stack's first deployment and whenever `generation` (its only trigger)
+ * changes. Nothing else writes it.
+ *
+ * The command provider replaces a Command only when its triggers change
+ * (pulumi-command v1.2.1 provider/pkg/provider/common/inputs.go: only
+ * `triggers` carries provider:"replaceOnChanges"); any other change, such as
+ * its connection when the server is re-created at a new address or with a
+ * new host key, is an update, and an update runs `create` when no `update`
+ * is given (provider/pkg/provider/remote/commandController.go and
+ * local/commandController.go, Update: news.Update if set, else news.Create).
+ * So `update` is set, and only makes sure the directory the container mounts
+ * exists: a re-created server gets no permit, and its primary refuses to
+ * start empty. A replacement creates the new step before it deletes the old
+ * one (Pulumi's default), so delete removes the permit only if it is this
+ * step's own, never the next generation's.
+ */
+export function bootstrapPermitStep(
+  name: string,
+  shell: HostShell,
+  p: { dir: string; permit: string; generation: number; timeoutSeconds: number },
+  opts: pulumi.CustomResourceOptions,
+): pulumi.CustomResource {
+  if (p.dir.startsWith("/") || p.dir.split("/").includes("..")) throw new Error(`bootstrapPermitStep: ${p.dir} must be relative to the host's files root`);
+  if (!Number.isInteger(p.generation) || p.generation < 0) throw new Error(`bootstrapPermitStep: generation must be a non-negative integer, got ${p.generation}`);
+  if (!/^[^\n]+\n$/.test(p.permit)) throw new Error("bootstrapPermitStep: the permit is one line");
+  const dir = hostPath(shell, p.dir);
+  const file = `${dir}/permit`;
+  const write = [
+    "sh",
+    "-c",
+    'set -eu; mkdir -p "$1"; chmod 0700 "$1"; t="$2.tmp.$$"; (umask 077 && cat > "$t"); mv -f "$t" "$2"; echo "bootstrap permit written: $2"',
+    "sh",
+    dir,
+    file,
+  ];
+  const keep = [
+    "sh",
+    "-c",
+    'set -eu; mkdir -p "$1"; chmod 0700 "$1"; echo "no bootstrap permit written: only a new bootstrapGeneration (or the first deployment) writes one"',
+    "sh",
+    dir,
+  ];
+  const remove = ["sh", "-c", 'if [ -f "$1" ] && [ "$(cat "$1")" = "$2" ]; then rm -f "$1"; fi', "sh", file, p.permit.trimEnd()];
+  const seconds = p.timeoutSeconds;
+  const common = {
+    create: withTimeout(seconds, asRoot(shell, write)),
+    update: withTimeout(seconds, asRoot(shell, keep)),
+    delete: withTimeout(seconds, asRoot(shell, remove)),
+    stdin: p.permit,
+    triggers: [p.generation],
+    logging: "stdoutAndStderr" as const,
+    // As in remoteStep: no earlier output is handed to the next run.
+    addPreviousOutputInEnv: false,
+  };
+  // As in remoteStep: after what every step on the host waits for, and under the same limits.
+  const resourceOpts = {
+    ...opts,
+    dependsOn: withAfter(opts.dependsOn, shell.after),
+    customTimeouts: { create: `${seconds + 60}s`, update: `${seconds + 60}s`, delete: `${seconds + 60}s` },
+  };
+  return shell.kind === "ssh"
+    ? new command.remote.Command(name, { connection: shell.connection, ...common }, resourceOpts)
+    : new command.local.Command(name, common, resourceOpts);
 }

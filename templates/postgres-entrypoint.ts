@@ -14,6 +14,7 @@ import {
   templateError,
   validateConnectHost,
   validateIdentifier,
+  validateNonNegativeInt,
   validatePath,
   validatePort,
   validatePositiveInt,
@@ -67,7 +68,35 @@ export interface ReplicaEntrypointParams extends EntrypointCommon {
   connectTimeoutSeconds?: number;
 }
 
+/**
+ * What a one-shot bootstrap permit names: the cluster it lets the primary
+ * entrypoint create, in which data directory, for which of the stack's
+ * bootstrap generations. A permit that names anything else (another server,
+ * an earlier generation) lets nothing happen.
+ */
+export interface BootstrapPermitParams {
+  /** The server whose cluster it is (its host name, e.g. main). */
+  cluster: string;
+  /** The stack's bootstrapGeneration: raising it is how an operator asks for a new, empty cluster. */
+  generation: number;
+  /** PGDATA as the entrypoint sees it. */
+  dataDir: string;
+}
+
+export interface PrimaryBootstrap {
+  /** Where the permit appears (a host directory the container sees read-write, so that the entrypoint can remove it). */
+  permitFile: string;
+  cluster: string;
+  generation: number;
+}
+
 export interface PrimaryEntrypointParams extends EntrypointCommon {
+  /**
+   * The one-shot permit that alone lets an empty data directory be
+   * initialised (see renderBootstrapPermit): without it, an empty data
+   * directory is a lost cluster, not a new one.
+   */
+  bootstrap: PrimaryBootstrap;
   /** Extra initdb arguments for a new cluster (e.g. ["--wal-segsize=16"]). */
   initdbArgs?: string[];
   /** Locale of a new cluster (default C.UTF-8). */
@@ -268,16 +297,45 @@ export function renderReplicaEntrypoint(params: ReplicaEntrypointParams): string
   return lines.join("\n");
 }
 
+function validateCluster(cluster: string): string {
+  if (typeof cluster !== "string" || !/^[a-z0-9][a-z0-9_-]{0,47}$/.test(cluster)) {
+    templateError(`bootstrap cluster ${JSON.stringify(cluster)} is not valid: use the server's host name (1-48 lower-case letters, digits, '-' or '_')`);
+  }
+  return cluster;
+}
+
 /**
- * The primary container's entrypoint (bash): initialises an empty data
+ * The text of a bootstrap permit: one line naming the cluster, the
+ * generation and the data directory. The stack writes it (PostgresMaster's
+ * permit step) and the primary entrypoint accepts exactly this text.
+ */
+export function renderBootstrapPermit(p: BootstrapPermitParams): string {
+  const cluster = validateCluster(p.cluster);
+  const generation = validateNonNegativeInt("bootstrap generation", p.generation);
+  const dataDir = validatePath("dataDir", p.dataDir);
+  return `synaxic-bootstrap-permit v1 cluster=${cluster} generation=${generation} data_dir=${dataDir}\n`;
+}
+
+/**
+ * The primary container's entrypoint (bash). It initialises an empty data
  * directory (peer for the local superuser, no network access until
- * pg_hba.conf allows it), and refuses to start when the data directory is a
- * replica's (standby.signal present).
+ * pg_hba.conf allows it) only when the stack's one-shot bootstrap permit for
+ * this cluster and generation is present, and removes the permit once initdb
+ * has succeeded. An empty data directory without a permit is a lost cluster
+ * (a re-created server, a lost disk): it refuses to start an empty, writable
+ * primary that replicas would clone, and says how to proceed. A data
+ * directory that holds a cluster starts as it is, and a permit left next to
+ * it is removed so that it can never fire later. A replica's data directory
+ * (standby.signal present) is refused.
  */
 export function renderPrimaryEntrypoint(params: PrimaryEntrypointParams): string {
   const r = resolveCommon(params);
   const locale = params.locale ?? "C.UTF-8";
   if (!/^[A-Za-z0-9_.@-]+$/.test(locale)) templateError(`locale ${JSON.stringify(locale)} is not a locale name`);
+  if (!params.bootstrap) templateError("bootstrap is missing: give the permit file, cluster and generation");
+  const permitFile = validatePath("bootstrap permitFile", params.bootstrap.permitFile);
+  const generation = validateNonNegativeInt("bootstrap generation", params.bootstrap.generation);
+  const permit = renderBootstrapPermit({ cluster: params.bootstrap.cluster, generation, dataDir: r.dataDir }).trimEnd();
   const initdb = [
     "initdb",
     `--pgdata=${r.dataDir}`,
@@ -289,15 +347,36 @@ export function renderPrimaryEntrypoint(params: PrimaryEntrypointParams): string
     "--data-checksums",
     ...(params.initdbArgs ?? []),
   ];
+  const next = `pulumi config set bootstrapGeneration ${generation + 1}`;
   const lines = [
     ...header("PostgreSQL primary entrypoint.", r),
+    `readonly PERMIT_FILE=${shellQuote(permitFile)}`,
+    `readonly PERMIT=${shellQuote(permit)}`,
+    "",
+    "# The stack's one-shot permit to initialise this cluster: written when the stack is first",
+    "# deployed or its bootstrapGeneration changes, never by a plain update, and removed here.",
+    "permit_valid() { [ -f \"$PERMIT_FILE\" ] && [ \"$(cat \"$PERMIT_FILE\")\" = \"$PERMIT\" ]; }",
+    "remove_permit() { rm -f \"$PERMIT_FILE\" || fail \"could not remove the bootstrap permit $PERMIT_FILE\"; }",
+    "",
     "prepare_data_dir",
+    "if has_cluster && [ -e \"$PERMIT_FILE\" ]; then",
+    "  remove_permit",
+    "  log \"removed the bootstrap permit $PERMIT_FILE: $DATA_DIR already holds a cluster, which is never initialised again\"",
+    "fi",
     "if [ -e \"$DATA_DIR/standby.signal\" ]; then",
     "  fail \"$DATA_DIR holds a replica's data (standby.signal present): refusing to start it as the primary. Promote the replica it belongs to instead, or restore the primary's data.\"",
     "fi",
     "if data_dir_empty; then",
-    "  log \"initialising a new cluster in $DATA_DIR\"",
-    `  as_postgres ${sh(initdb)}`,
+    "  if permit_valid; then",
+    `    log ${shellQuote(`initialising a new cluster in ${r.dataDir} (bootstrap permit for generation ${generation})`)}`,
+    `    as_postgres ${sh(initdb)}`,
+    "    remove_permit",
+    "    log \"bootstrap permit $PERMIT_FILE used and removed\"",
+    "  elif [ -e \"$PERMIT_FILE\" ]; then",
+    `    fail "$DATA_DIR is empty, and the bootstrap permit $PERMIT_FILE is not for this cluster: it reads \\"$(head -n 1 "$PERMIT_FILE" | cut -c 1-300 | tr -c '[:print:]\\n' '?')\\", this server accepts only \\"$PERMIT\\". Refusing to initialise a new cluster. Restore the data into the data volume mounted at $DATA_DIR and start again, or, to knowingly start a new, empty cluster: ${next}, then pulumi up."`,
+    "  else",
+    `    fail "$DATA_DIR is empty, but this stack has already initialised its cluster (bootstrap generation ${generation}; there is no bootstrap permit at $PERMIT_FILE). Refusing to start an empty, writable primary: replicas re-initialised from it would clone nothing, and the app would write into an empty database. Restore the data (the old volume or disk, or a backup) into the data volume mounted at $DATA_DIR and start again; or, to knowingly start a new, empty cluster: ${next}, then pulumi up."`,
+    "  fi",
     "elif ! has_cluster; then",
     "  fail \"$DATA_DIR holds files but no PostgreSQL cluster (no PG_VERSION): refusing to touch it\"",
     "fi",

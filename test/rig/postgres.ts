@@ -12,6 +12,7 @@
  *   secrets/pgpass                              replication and rewind passwords (0600, postgres)
  *   run/                                        Unix socket
  *   data/                                       PGDATA
+ *   bootstrap/permit                            the one-shot permit to initialise an empty data/ (root, 0600)
  *   entrypoint.sh                               rendered entrypoint, run as root
  */
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
@@ -37,6 +38,7 @@ import {
   type ReplicaMode,
   type RoleCredentials,
 } from "../../templates/postgres";
+import { renderBootstrapPermit } from "../../templates/postgres-entrypoint";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -221,6 +223,13 @@ export class PgNode {
   readonly socketDir: string;
   readonly passfile: string;
   readonly entrypointFile: string;
+  /** Where the primary entrypoint looks for its bootstrap permit. */
+  readonly bootstrapDir: string;
+  readonly permitFile: string;
+  /** The stack's bootstrapGeneration for this server (what `pulumi config set bootstrapGeneration` holds). */
+  bootstrapGeneration = 0;
+  /** Whether the stack's first deployment (which writes the first permit) has happened for this server. */
+  private deployed = false;
   readonly slotName: string;
   readonly port = 5432;
   /** The entrypoint/server output of every start, appended. */
@@ -245,6 +254,9 @@ export class PgNode {
     this.confFile = join(this.dir, "etc", "postgresql.conf");
     this.hbaFile = join(this.dir, "etc", "hba", "pg_hba.conf");
     this.entrypointFile = join(this.dir, "entrypoint.sh");
+    this.bootstrapDir = join(this.dir, "bootstrap");
+    mkdirSync(this.bootstrapDir, { mode: 0o700 });
+    this.permitFile = join(this.bootstrapDir, "permit");
     this.passfile = join(this.dir, "secrets", "pgpass");
     this.logFile = join(cluster.net.dir, `${host.name}-postgres.log`);
     this.slotName = replicaSlotName(host.name);
@@ -309,15 +321,21 @@ export class PgNode {
     writeFileSync(this.hbaFile, renderPgHba(c.hbaParams(this.host)), { mode: 0o644 });
   }
 
-  /** The rendered primary entrypoint for this server. */
-  primaryEntrypoint(): string {
+  /** The rendered primary entrypoint for this server, accepting the permit of the given generation. */
+  primaryEntrypoint(generation = this.bootstrapGeneration): string {
     return renderPrimaryEntrypoint({
       dataDir: this.dataDir,
       configFile: this.confFile,
       asPostgres: PgNode.asPostgres,
       binDir: this.cluster.bin,
       initdbArgs: this.cluster.opts.initdbArgs,
+      bootstrap: { permitFile: this.permitFile, cluster: this.name, generation },
     });
+  }
+
+  /** What the stack's permit step does when it is created: writes the one-shot bootstrap permit (root, 0600). */
+  writeBootstrapPermit(generation = this.bootstrapGeneration, cluster = this.name): void {
+    writeFileSync(this.permitFile, renderBootstrapPermit({ cluster, generation, dataDir: this.dataDir }), { mode: 0o600 });
   }
 
   /** The rendered replica entrypoint for this server following upstream. */
@@ -339,8 +357,16 @@ export class PgNode {
     });
   }
 
-  /** Writes the configuration and runs the primary entrypoint (initdb on first start). */
+  /**
+   * Writes the configuration and runs the primary entrypoint. The first time
+   * (the stack's first deployment) the permit is written first, so that an
+   * empty data directory is initialised; later starts get no permit.
+   */
   async startPrimary(): Promise<void> {
+    if (!this.deployed) {
+      this.writeBootstrapPermit();
+      this.deployed = true;
+    }
     this.writeConfig("primary");
     this.upstream = undefined;
     await this.launch(this.primaryEntrypoint());

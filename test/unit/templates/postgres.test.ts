@@ -3,9 +3,12 @@
  * components use (container paths), the properties that matter checked
  * explicitly, and every validation error.
  */
-import { describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { createHash, createHmac } from "node:crypto";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir, userInfo } from "node:os";
+import { join } from "node:path";
 import { parse } from "yaml";
 import {
   PostgresTemplateError,
@@ -34,6 +37,7 @@ import {
   type ReplicaEntrypointParams,
   type RolesSqlParams,
 } from "../../../templates/postgres";
+import { renderBootstrapPermit, type PrimaryEntrypointParams } from "../../../templates/postgres-entrypoint";
 
 const tls = { certFile: "/etc/synaxic/tls/server.crt", keyFile: "/etc/synaxic/tls/server.key", caFile: "/etc/synaxic/tls/ca.crt" };
 
@@ -90,6 +94,12 @@ const replicaEntrypoint: ReplicaEntrypointParams = {
   applicationName: "replica-1",
   passfile: "/run/synaxic/pgpass",
   caFile: "/etc/synaxic/tls/ca.crt",
+};
+
+const primaryEntrypoint: PrimaryEntrypointParams = {
+  dataDir: "/var/lib/postgresql/data",
+  configFile: "/etc/synaxic/postgresql.conf",
+  bootstrap: { permitFile: "/etc/synaxic/bootstrap/permit", cluster: "main", generation: 0 },
 };
 
 function bashSyntaxOk(script: string): void {
@@ -395,11 +405,30 @@ describe("entrypoints", () => {
   });
 
   it("primary entrypoint", () => {
-    const script = renderPrimaryEntrypoint({ dataDir: "/var/lib/postgresql/data", configFile: "/etc/synaxic/postgresql.conf" });
+    const script = renderPrimaryEntrypoint(primaryEntrypoint);
     expect(script).toMatchSnapshot();
     bashSyntaxOk(script);
     expect(script.indexOf("standby.signal")).toBeLessThan(script.indexOf("initdb"));
     expect(script).toContain("--auth-host=reject");
+    // initdb only behind the permit check, and the permit is removed right after it.
+    const lines = script.split("\n");
+    const initdb = lines.findIndex((l) => /^\s*as_postgres initdb /.test(l));
+    expect(lines.filter((l) => /\binitdb /.test(l))).toHaveLength(1);
+    expect(lines[initdb - 2]).toBe("  if permit_valid; then");
+    expect(lines[initdb + 1]).toBe("    remove_permit");
+    expect(script).toContain(`readonly PERMIT='synaxic-bootstrap-permit v1 cluster=main generation=0 data_dir=/var/lib/postgresql/data'`);
+  });
+
+  it("a bootstrap permit names the cluster, the generation and the data directory, on one line", () => {
+    expect(renderBootstrapPermit({ cluster: "main", generation: 0, dataDir: "/var/lib/postgresql/data" })).toBe(
+      "synaxic-bootstrap-permit v1 cluster=main generation=0 data_dir=/var/lib/postgresql/data\n",
+    );
+    expect(renderBootstrapPermit({ cluster: "main", generation: 7, dataDir: "/d" })).not.toBe(renderBootstrapPermit({ cluster: "main", generation: 6, dataDir: "/d" }));
+    expect(renderBootstrapPermit({ cluster: "main", generation: 0, dataDir: "/d" })).not.toBe(renderBootstrapPermit({ cluster: "replica-1", generation: 0, dataDir: "/d" }));
+    expect(() => renderBootstrapPermit({ cluster: "Main Host", generation: 0, dataDir: "/d" })).toThrow(/bootstrap cluster "Main Host" is not valid/);
+    expect(() => renderBootstrapPermit({ cluster: "main", generation: -1, dataDir: "/d" })).toThrow(/bootstrap generation must be a non-negative integer/);
+    expect(() => renderBootstrapPermit({ cluster: "main", generation: 1.5, dataDir: "/d" })).toThrow(/bootstrap generation must be a non-negative integer/);
+    expect(() => renderBootstrapPermit({ cluster: "main", generation: 0, dataDir: "/d\nx" })).toThrow(/control character/);
   });
 
   it("rejects bad parameters", () => {
@@ -409,7 +438,156 @@ describe("entrypoints", () => {
     expect(() => renderReplicaEntrypoint({ ...replicaEntrypoint, asPostgres: [] })).toThrow(/asPostgres is empty/);
     expect(() => renderReplicaEntrypoint({ ...replicaEntrypoint, osUser: "Post Gres" })).toThrow(/osUser/);
     expect(() => renderReplicaEntrypoint({ ...replicaEntrypoint, primary: { host: "10.0.0.2", port: 0 } })).toThrow(/not a TCP port/);
-    expect(() => renderPrimaryEntrypoint({ dataDir: "/d", configFile: "/c", locale: "en_US.UTF-8; rm -rf /" })).toThrow(/not a locale name/);
+    expect(() => renderPrimaryEntrypoint({ ...primaryEntrypoint, locale: "en_US.UTF-8; rm -rf /" })).toThrow(/not a locale name/);
+    expect(() => renderPrimaryEntrypoint({ ...primaryEntrypoint, bootstrap: undefined as never })).toThrow(/bootstrap is missing/);
+    expect(() => renderPrimaryEntrypoint({ ...primaryEntrypoint, bootstrap: { ...primaryEntrypoint.bootstrap, permitFile: "permit" } })).toThrow(/permitFile "permit" must be an absolute path/);
+    expect(() => renderPrimaryEntrypoint({ ...primaryEntrypoint, bootstrap: { ...primaryEntrypoint.bootstrap, generation: -2 } })).toThrow(/bootstrap generation must be a non-negative integer/);
+    expect(() => renderPrimaryEntrypoint({ ...primaryEntrypoint, bootstrap: { ...primaryEntrypoint.bootstrap, cluster: "../x" } })).toThrow(/bootstrap cluster/);
+  });
+});
+
+/**
+ * The primary entrypoint run in bash against stand-in `initdb` and
+ * `postgres` (initdb writes PG_VERSION and records its call; postgres
+ * records that it started), as the current user: what it does with an
+ * empty or full data directory, with and without a permit. The real
+ * PostgreSQL runs the same script in test/integration/postgres-bootstrap.test.ts.
+ */
+describe("primary entrypoint: the bootstrap permit", () => {
+  const root = mkdtempSync(join(tmpdir(), "synaxic-primary-"));
+  afterAll(() => rmSync(root, { recursive: true, force: true }));
+  const bin = join(root, "bin");
+  mkdirSync(bin);
+  writeFileSync(
+    join(bin, "initdb"),
+    `#!/bin/sh
+echo "initdb $*" >> "$CALLS"
+[ -z "\${INITDB_FAIL:-}" ] || { echo "initdb: simulated failure" >&2; exit 1; }
+for a in "$@"; do case "$a" in --pgdata=*) echo 15 > "\${a#--pgdata=}/PG_VERSION" ;; esac; done
+`,
+  );
+  writeFileSync(join(bin, "postgres"), `#!/bin/sh\necho "postgres $*" >> "$CALLS"\n`);
+  chmodSync(join(bin, "initdb"), 0o755);
+  chmodSync(join(bin, "postgres"), 0o755);
+  let n = 0;
+
+  function server(generation = 0) {
+    const dir = join(root, `s${n++}`);
+    const dataDir = join(dir, "data");
+    const permitFile = join(dir, "bootstrap", "permit");
+    mkdirSync(join(dir, "bootstrap"), { recursive: true });
+    const script = renderPrimaryEntrypoint({
+      dataDir,
+      configFile: join(dir, "postgresql.conf"),
+      osUser: userInfo().username,
+      asPostgres: ["env"],
+      binDir: bin,
+      bootstrap: { permitFile, cluster: "main", generation },
+    });
+    const calls = join(dir, "calls");
+    return {
+      dataDir,
+      permitFile,
+      permit: (g = generation, cluster = "main") => writeFileSync(permitFile, renderBootstrapPermit({ cluster, generation: g, dataDir })),
+      run(env: Record<string, string> = {}) {
+        writeFileSync(join(dir, "entrypoint.sh"), script);
+        const r = spawnSync("bash", [join(dir, "entrypoint.sh")], { env: { ...process.env, CALLS: calls, ...env }, encoding: "utf8", timeout: 20_000 });
+        return { code: r.status, stderr: r.stderr, calls: existsSync(calls) ? readFileSync(calls, "utf8") : "" };
+      },
+    };
+  }
+
+  it("an empty data directory with the permit: initdb, the permit removed, then the server", () => {
+    const s = server();
+    s.permit();
+    const r = s.run();
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.calls.split("\n")[0]).toMatch(new RegExp(`^initdb --pgdata=${s.dataDir} --username=\\S+ --auth-local=peer --auth-host=reject `));
+    expect(r.calls.split("\n")[1]).toMatch(/^postgres -c config_file=/);
+    expect(readFileSync(join(s.dataDir, "PG_VERSION"), "utf8")).toBe("15\n");
+    expect(existsSync(s.permitFile)).toBe(false);
+    expect(r.stderr).toContain("initialising a new cluster");
+    expect(r.stderr).toContain("used and removed");
+  });
+
+  it("an empty data directory without a permit: refuses, says why and how to proceed, creates nothing", () => {
+    const s = server(4);
+    const r = s.run();
+    expect(r.code).toBe(1);
+    expect(r.calls).toBe("");
+    expect(readdirSync(s.dataDir)).toEqual([]);
+    const msg = r.stderr;
+    expect(msg).toContain(`FATAL: ${s.dataDir} is empty, but this stack has already initialised its cluster (bootstrap generation 4; there is no bootstrap permit at ${s.permitFile})`);
+    expect(msg).toContain("Refusing to start an empty, writable primary: replicas re-initialised from it would clone nothing");
+    expect(msg).toContain("Restore the data");
+    expect(msg).toContain("to knowingly start a new, empty cluster: pulumi config set bootstrapGeneration 5, then pulumi up.");
+  });
+
+  it("a permit for another generation or another cluster lets nothing happen", () => {
+    for (const [g, cluster] of [[3, "main"], [4, "replica-1"]] as const) {
+      const s = server(4);
+      s.permit(g, cluster);
+      const r = s.run();
+      expect(r.code).toBe(1);
+      expect(r.calls).toBe("");
+      expect(readdirSync(s.dataDir)).toEqual([]);
+      expect(r.stderr).toContain("is not for this cluster");
+      expect(r.stderr).toContain(`it reads "synaxic-bootstrap-permit v1 cluster=${cluster} generation=${g} data_dir=${s.dataDir}"`);
+      expect(r.stderr).toContain("pulumi config set bootstrapGeneration 5");
+    }
+  });
+
+  it("a data directory with a cluster starts as it is, and a leftover permit is removed", () => {
+    const s = server();
+    mkdirSync(s.dataDir, { recursive: true });
+    writeFileSync(join(s.dataDir, "PG_VERSION"), "15\n");
+    s.permit();
+    const r = s.run();
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.calls).not.toContain("initdb");
+    expect(r.calls).toMatch(/^postgres -c config_file=/);
+    expect(existsSync(s.permitFile)).toBe(false);
+    expect(r.stderr).toContain("removed the bootstrap permit");
+    // A permit for anything else is removed too: it can never fire later.
+    s.permit(9, "other");
+    expect(s.run().code).toBe(0);
+    expect(existsSync(s.permitFile)).toBe(false);
+  });
+
+  it("a replica's data directory is refused, and the permit next to it removed", () => {
+    const s = server();
+    mkdirSync(s.dataDir, { recursive: true });
+    writeFileSync(join(s.dataDir, "PG_VERSION"), "15\n");
+    writeFileSync(join(s.dataDir, "standby.signal"), "");
+    s.permit();
+    const r = s.run();
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("standby.signal present");
+    expect(r.calls).toBe("");
+    expect(existsSync(s.permitFile)).toBe(false);
+  });
+
+  it("files that are not a cluster are left alone, and so is the permit", () => {
+    const s = server();
+    mkdirSync(join(s.dataDir, "lost+found"), { recursive: true });
+    s.permit();
+    const r = s.run();
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("holds files but no PostgreSQL cluster");
+    expect(r.calls).toBe("");
+    expect(existsSync(s.permitFile)).toBe(true);
+  });
+
+  it("a failed initdb keeps the permit, so that the next start tries again", () => {
+    const s = server();
+    s.permit();
+    const failed = s.run({ INITDB_FAIL: "1" });
+    expect(failed.code).not.toBe(0);
+    expect(failed.calls).not.toContain("postgres -c");
+    expect(existsSync(s.permitFile)).toBe(true);
+    const retried = s.run();
+    expect(retried.code, retried.stderr).toBe(0);
+    expect(existsSync(s.permitFile)).toBe(false);
   });
 });
 
