@@ -161,6 +161,7 @@ export const KEYS: Record<string, KeySpec> = {
     default: "synaxic",
   },
   maxConnections: { schema: int(20, 10000), default: 100 },
+  balancerConcurrency: { schema: int(1, 100_000), default: 64 },
   maxSlotWalKeepSize: { schema: size, default: "4GB" },
   walKeepSize: { schema: size, default: "256MB" },
   httpPort: { schema: port, default: 80 },
@@ -280,6 +281,8 @@ export interface MainConfig extends CommonConfig {
   promote: boolean;
   /** Raised by the operator to let the primary initialise a new, empty cluster on an empty data directory. */
   bootstrapGeneration: number;
+  /** Concurrent client requests the balancer is sized for (its upstream keep-alive pools). */
+  balancerConcurrency: number;
 }
 
 export interface ReplicaConfig extends CommonConfig {
@@ -596,6 +599,7 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, secretKe
       followPrimary,
       promote,
       bootstrapGeneration: get("bootstrapGeneration"),
+      balancerConcurrency: get("balancerConcurrency"),
       appImage: get("appImage"),
       maxConnections: get("maxConnections"),
       maxSlotWalKeepSize: get("maxSlotWalKeepSize"),

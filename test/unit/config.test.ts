@@ -245,9 +245,9 @@ describe("the example stacks parse", () => {
   }
 });
 
-describe("the README's configuration reference matches Pulumi.yaml", () => {
+describe("the configuration reference (docs/configuration.md) matches Pulumi.yaml", () => {
   const project = parse(readFileSync("Pulumi.yaml", "utf8")) as { config: Record<string, { type: string; default?: unknown; secret?: boolean }> };
-  const readme = readFileSync("README.md", "utf8");
+  const readme = readFileSync("docs/configuration.md", "utf8");
   const section = readme.slice(readme.indexOf("| key | type | default | description |"));
   const lines = section.split("\n").slice(2);
   const rows = lines

@@ -7,7 +7,7 @@ const wf = parse(readFileSync(".github/workflows/pulumi.yml", "utf8")) as {
   jobs: Record<string, { if?: string; needs?: string[]; steps: { uses?: string; run?: string; with?: Record<string, unknown> }[]; strategy?: { "max-parallel"?: number; matrix: Record<string, unknown> } }>;
   env: Record<string, string>;
 };
-const readme = readFileSync("README.md", "utf8");
+const readme = readFileSync("docs/operations.md", "utf8");
 
 describe("the CI workflow", () => {
   it("runs on pull requests and on pushes to main", () => {
@@ -29,11 +29,11 @@ describe("the CI workflow", () => {
     expect(job.strategy!["max-parallel"]).toBe(1);
     expect(job.steps.find((s) => s.uses?.startsWith("pulumi/actions@"))!.with).toMatchObject({ command: "up" });
   });
-  it("takes secrets from the CI secret store, each documented in the README", () => {
+  it("takes secrets from the CI secret store, each documented in docs/operations.md", () => {
     const secrets = Object.values(wf.env)
       .map((v) => /secrets\.([A-Z_]+)/.exec(v)?.[1])
       .filter((s): s is string => !!s);
     expect(secrets.length).toBeGreaterThanOrEqual(4);
-    for (const s of secrets) expect(readme, `README documents ${s}`).toContain(s);
+    for (const s of secrets) expect(readme, `docs/operations.md documents ${s}`).toContain(s);
   });
 });
