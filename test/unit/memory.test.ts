@@ -1,0 +1,44 @@
+import { describe, expect, it } from "vitest";
+import { APP_MAX_RAM_PERCENTAGE, memoryBudget, minimumHostMiB, osReserveMiB, REDIS_MAXMEMORY_SHARE, type HostKind } from "../../lib/memory";
+
+const sum = (o: Record<string, number | undefined>) => Object.values(o).reduce<number>((a, b) => a + (b ?? 0), 0);
+
+describe("one memory budget per host", () => {
+  for (const kind of ["main", "replica"] as HostKind[]) {
+    for (const hostMiB of [minimumHostMiB(kind), 4096, 8192, 16384, 32768, 131072]) {
+      it(`${kind}, ${hostMiB} MiB: the OS reserve plus every container's limit fits in the host`, () => {
+        const b = memoryBudget(kind, hostMiB);
+        expect(b.osReserveMiB + sum(b.limitsMiB)).toBeLessThanOrEqual(hostMiB);
+        // Nothing is left idle beyond rounding: the shares take the rest.
+        expect(hostMiB - b.osReserveMiB - sum(b.limitsMiB)).toBeLessThan(3);
+        expect(b.postgresMiB).toBe(b.limitsMiB.postgres);
+        expect(b.redisMaxMemoryMiB).toBeLessThanOrEqual(b.limitsMiB.redis! * REDIS_MAXMEMORY_SHARE);
+        expect(b.appMaxRamPercentage).toBe(APP_MAX_RAM_PERCENTAGE);
+        expect(b.limitsMiB.prometheus !== undefined).toBe(kind === "main");
+      });
+    }
+  }
+
+  it("the smallest accepted host is exactly the minimum: one MiB less is refused, saying how much is needed", () => {
+    for (const kind of ["main", "replica"] as HostKind[]) {
+      const min = minimumHostMiB(kind);
+      expect(() => memoryBudget(kind, min)).not.toThrow();
+      expect(() => memoryBudget(kind, min - 1)).toThrow(new RegExp(`a ${kind} host needs at least ${min} MiB of memory .* this one has ${min - 1} MiB`));
+    }
+    // 2 GB: too small for a main host (monitoring runs there), enough for a replica.
+    expect(() => memoryBudget("main", 2048)).toThrow(/needs at least/);
+    expect(() => memoryBudget("replica", 2048)).not.toThrow();
+  });
+
+  it("the OS keeps a tenth of the host, at least 256 MiB", () => {
+    expect(osReserveMiB(2048)).toBe(256);
+    expect(osReserveMiB(8192)).toBe(819);
+  });
+
+  it("grows PostgreSQL, the app and Redis with the host, the fixed services not", () => {
+    const small = memoryBudget("main", 4096);
+    const big = memoryBudget("main", 16384);
+    for (const s of ["postgres", "app", "redis"] as const) expect(big.limitsMiB[s]!).toBeGreaterThan(3 * small.limitsMiB[s]!);
+    for (const s of ["nginx", "prometheus", "grafana", "nodeExporter"] as const) expect(big.limitsMiB[s]).toBe(small.limitsMiB[s]);
+  });
+});
