@@ -141,6 +141,7 @@ export function buildMain(cfg: MainConfig & StackConfig, host: HostContext, hetz
           replicas: cfg.replicas,
           passwords: { app: pw.postgresApp, replication: pw.postgresReplication, rewind: pw.postgresRewind, exporter: pw.postgresExporter },
           promoteFirst: cfg.promote,
+          bootstrapGeneration: cfg.bootstrapGeneration,
         },
         { ...docker, aliases: [{ type: "synaxic:components:PostgresReplica" }] },
       );

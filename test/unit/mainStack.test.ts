@@ -301,6 +301,12 @@ describe("main stack details", () => {
     expect(String(fw.delete)).toContain("nft delete table inet");
   });
 
+  it("bootstrapGeneration reaches the primary's bootstrap permit step (its only trigger)", async () => {
+    expect(runs[0]!.one(COMMAND, "postgres-bootstrap-permit").inputs.triggers).toEqual([0]);
+    const raised = await runMain(0, { "synaxic:bootstrapGeneration": "2" });
+    expect(raised.one(COMMAND, "postgres-bootstrap-permit").inputs.triggers).toEqual([2]);
+  });
+
   it("data volumes are kept on destroy unless the operator says otherwise", async () => {
     const kept = runs[0]!.of("docker:index/volume:Volume");
     expect(kept.map((v) => v.name).sort()).toEqual(["monitoring-grafana-data", "monitoring-prometheus-data", "postgres-data", "redis-data"]);

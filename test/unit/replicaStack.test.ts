@@ -196,7 +196,7 @@ describe("moving the main VPS", () => {
     const key = (r: Recorded) => `${r.type}::${r.name}`;
     const before = new Map(base.replica.resources.map((r) => [key(r), JSON.stringify(r.inputs)]));
     const changed = replica.resources.filter((r) => before.get(key(r)) !== JSON.stringify(r.inputs)).map((r) => r.name).sort();
-    expect(changed).toEqual(["app-container", "postgres-conf", "postgres-container", "postgres-hba", "postgres-hba-reload", "redis-container", "replica-1-firewall"]);
+    expect(changed).toEqual(["app-container", "postgres-conf", "postgres-container", "postgres-hba", "postgres-hba-reload", "redis-container", "replica-1-firewall", "replica-1-host-firewall"]);
   });
 });
 
@@ -241,6 +241,7 @@ describe("adding and removing a replica on main changes exactly the expected res
         "balancer-conf",
         "balancer-reload",
         "main-firewall",
+        "main-host-firewall",
         "monitoring-reload",
         "monitoring-rules",
         "monitoring-targets-node",
