@@ -18,6 +18,13 @@ export interface NginxBalancerArgs {
   mainApp: AppEndpoint;
   /** The read-mode app of every replica host, from the main stack's replicas list. */
   replicaApps: AppEndpoint[];
+  /**
+   * Concurrent client requests the balancer is sized for (the
+   * balancerConcurrency setting); the template's default
+   * (NGINX_DEFAULTS.concurrency) when absent. Sizes the upstream keep-alive
+   * pools so that under this load no upstream connection is closed.
+   */
+  concurrency?: number;
   timeoutSeconds: number;
 }
 
@@ -42,6 +49,7 @@ export class NginxBalancer extends pulumi.ComponentResource {
     this.config = renderNginxConf({
       mainApp: args.mainApp,
       replicaApps: args.replicaApps,
+      concurrency: args.concurrency,
       listenPort: args.httpPort,
       ...(args.https ? { tls: { certFile: `${TLS_DIR}/fullchain.pem`, keyFile: `${TLS_DIR}/privkey.pem`, port: args.httpsPort } } : {}),
       foreground: true,

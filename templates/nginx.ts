@@ -64,13 +64,29 @@ export interface NginxParams {
   /** Emit `daemon off;` (for running nginx in the foreground without `-g 'daemon off;'`). Default false. */
   foreground?: boolean;
   workerProcesses?: number | "auto";
+  /**
+   * Connections one worker may have open (clients and upstreams together).
+   * By default 1024, or what `concurrency` needs when that is more
+   * (workerConnectionsFor); a smaller explicit value is refused.
+   */
   workerConnections?: number;
+  /**
+   * Concurrent client requests the balancer is sized for (the
+   * balancerConcurrency setting); default 64. Sizes each upstream group's
+   * keep-alive pool (upstreamKeepaliveFor) so that under this load no
+   * upstream connection is closed and reopened.
+   */
+  concurrency?: number;
 
   /** Passive health check: failures within failTimeout before an instance is skipped for failTimeout. */
   maxFails?: number;
   /** nginx time such as 10s. */
   failTimeout?: string;
-  /** Idle keep-alive connections each worker keeps per upstream. */
+  /**
+   * One fixed keep-alive pool (idle connections per worker) for both upstream
+   * groups instead of the sizing from `concurrency`; before that sizing the
+   * balancer ran with 32. For comparisons; leave it out otherwise.
+   */
   upstreamKeepalive?: number;
   /**
    * How long nginx keeps an idle upstream connection. Must stay below the
@@ -97,6 +113,9 @@ export interface NginxParams {
   exposeUpstreamHeader?: boolean;
 }
 
+/** Largest concurrency renderNginxConf accepts (the balancerConcurrency setting's own bound). */
+export const MAX_CONCURRENCY = 100_000;
+
 /** The defaults renderNginxConf applies, exported for callers and tests. */
 export const NGINX_DEFAULTS = {
   listenPort: 80,
@@ -109,9 +128,9 @@ export const NGINX_DEFAULTS = {
   accessLog: "/var/log/nginx/access.log",
   workerProcesses: "auto",
   workerConnections: 1024,
+  concurrency: 64,
   maxFails: 3,
   failTimeout: "10s",
-  upstreamKeepalive: 32,
   upstreamKeepaliveTimeout: "30s",
   proxyConnectTimeout: "5s",
   proxySendTimeout: "60s",
@@ -131,6 +150,59 @@ export const WRITE_UPSTREAM = "synaxic_write";
 export const READ_UPSTREAM = "synaxic_read";
 /** Methods that go to the read upstream; every other method is a write. */
 export const READ_METHODS = ["GET", "HEAD", "OPTIONS"] as const;
+
+// ---------------------------------------------------------------------------
+// Sizing for the expected concurrency
+// ---------------------------------------------------------------------------
+
+/**
+ * Idle keep-alive connections one nginx worker keeps for an upstream group
+ * (its `keepalive`): `concurrency` for each app in the group.
+ *
+ * nginx documents the number as per worker and per group: "The connections
+ * parameter sets the maximum number of idle keepalive connections to
+ * upstream servers that are preserved in the cache of each worker process.
+ * When this number is exceeded, the least recently used connections are
+ * closed." (ngx_http_upstream_module, `keepalive`). So:
+ *
+ * - It is not divided by the number of workers (`worker_processes auto`:
+ *   one per CPU). accept_mutex is off (nginx's default since 1.11.3, "There
+ *   is no need to enable accept_mutex on systems that support the
+ *   EPOLLEXCLUSIVE flag"), so whichever worker the kernel wakes accepts the
+ *   next client, and clients do not spread evenly: bench/balancer.ts prints
+ *   the spread, and has seen 63 of 64 clients on one of two workers. Any
+ *   worker must be able to keep an idle connection for every concurrent
+ *   request.
+ * - It is multiplied by the apps in the group. The cache is shared by the
+ *   group's apps, but a cached connection only serves the app it was opened
+ *   to: a read sent to an app with no idle connection of its own opens a new
+ *   one, and a full cache then closes another app's. A worker never needs
+ *   more connections to one app than its concurrent requests, and any app
+ *   may carry all of them at some point (round-robin in turn, a slower app
+ *   holding more at once, the others' share while they are down), so with
+ *   `concurrency` per app the cache holds every connection a worker ever
+ *   opens and, while the load stays within `concurrency`, closes none.
+ *
+ * The pool only keeps connections that were needed once; nginx opens them on
+ * demand ("the keepalive directive does not limit the total number of
+ * connections to upstream servers that an nginx worker process can open")
+ * and closes idle ones after keepalive_timeout.
+ */
+export function upstreamKeepaliveFor(concurrency: number, apps: number): number {
+  return concurrency * apps;
+}
+
+/**
+ * Connections one worker may need at `concurrency` with `readApps` apps in
+ * the read group: every client's, plus every connection the two pools can
+ * hold (concurrency per app for reads, concurrency for writes to the main
+ * app). nginx's worker_connections counts them all: "this number includes
+ * all connections (e.g. connections with proxied servers, among others), not
+ * only connections with clients" (ngx_core_module, worker_connections).
+ */
+export function workerConnectionsFor(concurrency: number, readApps: number): number {
+  return concurrency * (1 + readApps + 1);
+}
 
 const TLS_CIPHERS = [
   "ECDHE-ECDSA-AES128-GCM-SHA256",
@@ -293,9 +365,27 @@ export function renderNginxConf(params: NginxParams): string {
   checkWord("accessLog", p.accessLog);
   if (params.tempDir !== undefined) checkWord("tempDir", params.tempDir);
   if (p.workerProcesses !== "auto") checkInt("workerProcesses", p.workerProcesses, 1);
-  checkInt("workerConnections", p.workerConnections, 16);
   checkInt("maxFails", p.maxFails, 0);
-  checkInt("upstreamKeepalive", p.upstreamKeepalive, 1);
+  const readMembers = [params.mainApp, ...params.replicaApps];
+  const concurrency = checkInt("concurrency", p.concurrency, 1);
+  if (concurrency > MAX_CONCURRENCY) throw new NginxParamError(`concurrency must be at most ${MAX_CONCURRENCY}, got ${concurrency}`);
+  const keepalive =
+    params.upstreamKeepalive !== undefined
+      ? { write: checkInt("upstreamKeepalive", params.upstreamKeepalive, 1), read: params.upstreamKeepalive }
+      : { write: upstreamKeepaliveFor(concurrency, 1), read: upstreamKeepaliveFor(concurrency, readMembers.length) };
+  const needed = workerConnectionsFor(concurrency, readMembers.length);
+  let workerConnections: number;
+  if (params.workerConnections !== undefined) {
+    workerConnections = checkInt("workerConnections", params.workerConnections, 16);
+    if (workerConnections < needed) {
+      throw new NginxParamError(
+        `workerConnections (${workerConnections}) is below the ${needed} connections one worker may need at concurrency ${concurrency} ` +
+          `(${concurrency} clients, ${concurrency} for each of the ${readMembers.length} apps that take reads, ${concurrency} for writes); raise workerConnections or lower concurrency`,
+      );
+    }
+  } else {
+    workerConnections = Math.max(NGINX_DEFAULTS.workerConnections, needed);
+  }
   checkInt("readTries", p.readTries, 0);
   for (const k of [
     "failTimeout", "upstreamKeepaliveTimeout", "proxyConnectTimeout", "proxySendTimeout", "readTimeout", "writeTimeout",
@@ -305,7 +395,6 @@ export function renderNginxConf(params: NginxParams): string {
   }
   checkSize("clientMaxBodySize", p.clientMaxBodySize);
 
-  const readMembers = [params.mainApp, ...params.replicaApps];
   const route = { readTimeout: p.readTimeout, readTries: p.readTries, readRetryTimeout: p.readRetryTimeout };
 
   const listen = (port: number, ssl: boolean): string[] => {
@@ -417,12 +506,15 @@ export function renderNginxConf(params: NginxParams): string {
     `# Writes -> ${WRITE_UPSTREAM}: ${params.mainApp.name}. Reads -> ${READ_UPSTREAM}: ${readMembers.map((m) => m.name).join(", ")}.`,
     `user ${p.user};`,
     `worker_processes ${p.workerProcesses};`,
+    // "the actual number of simultaneous connections cannot exceed the current limit on the maximum number
+    // of open files" (worker_connections): above the usual 1024, the workers raise their own limit.
+    ...(workerConnections > NGINX_DEFAULTS.workerConnections ? [`worker_rlimit_nofile ${2 * workerConnections};`] : []),
     `pid ${p.pidFile};`,
     `error_log ${p.errorLog} ${p.errorLogLevel};`,
     ...(p.foreground ? ["daemon off;"] : []),
     ``,
     `events {`,
-    `    worker_connections ${p.workerConnections};`,
+    `    worker_connections ${workerConnections};`,
     `}`,
     ``,
     `http {`,
@@ -455,9 +547,12 @@ export function renderNginxConf(params: NginxParams): string {
     `        "" $request_id;`,
     `    }`,
     ``,
-    upstreamBlock(WRITE_UPSTREAM, [params.mainApp], p.maxFails, p.failTimeout, p.upstreamKeepalive, p.upstreamKeepaliveTimeout),
+    params.upstreamKeepalive !== undefined
+      ? `    # Idle connections each worker keeps per group: a fixed ${params.upstreamKeepalive} (upstreamKeepalive).`
+      : `    # Idle connections each worker keeps per group: concurrency (${concurrency}) for each app in the group.`,
+    upstreamBlock(WRITE_UPSTREAM, [params.mainApp], p.maxFails, p.failTimeout, keepalive.write, p.upstreamKeepaliveTimeout),
     ``,
-    upstreamBlock(READ_UPSTREAM, readMembers, p.maxFails, p.failTimeout, p.upstreamKeepalive, p.upstreamKeepaliveTimeout),
+    upstreamBlock(READ_UPSTREAM, readMembers, p.maxFails, p.failTimeout, keepalive.read, p.upstreamKeepaliveTimeout),
     ``,
     `    proxy_connect_timeout ${p.proxyConnectTimeout};`,
     `    proxy_send_timeout ${p.proxySendTimeout};`,

@@ -2,15 +2,19 @@
  * The rendered nginx.conf on a real nginx 1.22 (Debian's), in the "main"
  * namespace, in front of app stubs on main, replica1 and replica2. Requests
  * come from the test process, which sits on the same bridge as a client.
+ * Includes the upstream keep-alive pools at the configured concurrency:
+ * upstream connections are counted (nftables, ss), not timed.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { randomBytes, createHash, randomUUID } from "node:crypto";
 import https from "node:https";
+import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { TestNet, waitFor, type Host } from "../rig/net";
 import { AppStub } from "../rig/appStub";
-import { NginxInstance, sendLoad, type LoadResult } from "../rig/nginx";
+import { ConnectCounter, KeepAliveClients, NginxInstance, establishedByPid, sendLoad, type LoadResult } from "../rig/nginx";
 import { makeCa, type TestCa } from "../rig/pki";
-import { renderNginxConf, type NginxParams } from "../../templates/nginx";
+import { NGINX_DEFAULTS, READ_UPSTREAM, WRITE_UPSTREAM, renderNginxConf, upstreamKeepaliveFor, type NginxParams } from "../../templates/nginx";
 
 const APP_PORT = 8080;
 const APPS = ["main", "replica1", "replica2"] as const;
@@ -264,6 +268,109 @@ describe("nginx in front of the main app and two replica apps", () => {
     } finally {
       await replica2.restore();
     }
+  });
+});
+
+describe("nginx upstream keep-alive at the configured concurrency", () => {
+  const concurrency = NGINX_DEFAULTS.concurrency;
+  let counter: ConnectCounter;
+
+  interface Churn {
+    opened: number;
+    closed: number;
+    ok: number;
+    errors: number;
+    clientsPerWorker: number[];
+  }
+
+  /**
+   * Runs nginx from `conf`, drives `concurrency` keep-alive clients (every
+   * fourth request a write; the apps take 20 ms, standing for real work) and
+   * counts, over a window after a warm-up, the upstream connections nginx
+   * opened (SYNs) and closed (those open at the start plus those opened,
+   * minus those open at the end).
+   */
+  async function churn(conf: string): Promise<Churn> {
+    nginx.writeConf(conf);
+    const t = await nginx.test();
+    expect(t.code, t.stderr).toBe(0);
+    await nginx.start(`${base}/nginx-health`);
+    const upstream = () => establishedByPid(main, "( dport = :8080 )");
+    const sum = (m: Map<number, number>) => [...m.values()].reduce((a, b) => a + b, 0);
+    const clients = new KeepAliveClients(base, { concurrency, writeEvery: 4, appDelayMs: 20 }).start();
+    try {
+      await new Promise((r) => setTimeout(r, 1500));
+      const [opened0, alive0] = await Promise.all([counter.opened(), upstream()]);
+      const tally0 = clients.snapshot();
+      await new Promise((r) => setTimeout(r, 4000));
+      const [opened1, alive1, spread] = await Promise.all([counter.opened(), upstream(), establishedByPid(main, "( sport = :80 )")]);
+      const tally1 = clients.snapshot();
+      const opened = opened1 - opened0;
+      const result = {
+        opened,
+        closed: sum(alive0) + opened - sum(alive1),
+        ok: tally1.ok - tally0.ok,
+        errors: tally1.errors - tally0.errors,
+        clientsPerWorker: [...spread.values()].sort((a, b) => b - a),
+      };
+      process.stdout.write(`[nginx] keep-alive at concurrency ${concurrency}: ${JSON.stringify(result)}\n`);
+      return result;
+    } finally {
+      await clients.stop();
+      await nginx.stop();
+    }
+  }
+
+  beforeAll(async () => {
+    await nginx.stop();
+    for (const s of Object.values(stubs)) if (!s.running) await s.start();
+    counter = await ConnectCounter.install(main, APP_PORT);
+  });
+
+  afterAll(async () => {
+    await counter?.remove();
+  });
+
+  it("renders the pools from the formula: concurrency for writes, concurrency per app for reads", () => {
+    const text = renderNginxConf(params({ concurrency }));
+    const pool = (group: string) => new RegExp(`upstream ${group} \\{[^}]*\\n\\s+keepalive (\\d+);`).exec(text)?.[1];
+    expect(pool(WRITE_UPSTREAM)).toBe(String(upstreamKeepaliveFor(concurrency, 1)));
+    expect(pool(READ_UPSTREAM)).toBe(String(upstreamKeepaliveFor(concurrency, APPS.length)));
+    expect(pool(READ_UPSTREAM)).toBe(String(concurrency * 3));
+  });
+
+  it("raises each worker's open-file limit when the concurrency needs more than 1024 connections per worker", async () => {
+    // 400 clients + 400 for each of the 3 read apps + 400 for writes = 2000 connections, 4000 files.
+    nginx.writeConf(renderNginxConf(params({ concurrency: 400 })));
+    const t = await nginx.test();
+    expect(t.code, t.stderr).toBe(0);
+    await nginx.start(`${base}/nginx-health`);
+    try {
+      const master = readFileSync(nginx.paths.pidFile, "utf8").trim();
+      const workers = execFileSync("ps", ["-o", "pid=", "--ppid", master], { encoding: "utf8" }).split("\n").map((l) => l.trim()).filter(Boolean);
+      expect(workers.length).toBeGreaterThan(0);
+      for (const pid of workers) expect(readFileSync(`/proc/${pid}/limits`, "utf8")).toMatch(/^Max open files\s+4000\s/m);
+      expect(nginx.errorLog()).not.toMatch(/worker_connections exceed open file resource limit|setrlimit/);
+      expect((await fetch(`${base}/items/1`)).status).toBe(200);
+    } finally {
+      await nginx.stop();
+    }
+  });
+
+  it("control: with the old fixed pool of 32 per group, the count sees upstream connections closed", async () => {
+    const r = await churn(renderNginxConf(params({ upstreamKeepalive: 32 })));
+    expect(r.errors).toBe(0);
+    expect(r.ok).toBeGreaterThan(0);
+    expect(r.closed).toBeGreaterThan(0);
+  });
+
+  it("closes no upstream connection with the pools sized from the concurrency", async () => {
+    const r = await churn(renderNginxConf(params({ concurrency })));
+    expect(r.errors).toBe(0);
+    expect(r.ok).toBeGreaterThan(0);
+    // Every client connected, spread over the workers somehow.
+    expect(r.clientsPerWorker.reduce((a, b) => a + b, 0)).toBe(concurrency);
+    expect(r.closed).toBe(0);
   });
 });
 

@@ -1,17 +1,26 @@
 /**
  * Redis master (host "main") and TLS replica (host "replica1") started from
- * the rendered redis.conf and users.acl: initial sync, read-only replica,
- * partial resync after a link break, AOF across a master crash, master
- * certificate verification, promotion.
+ * the rendered redis.conf and users.acl: initial sync, the diskless sync
+ * delay the master runs with and a new replica's full sync, read-only
+ * replica, partial resync after a link break, AOF across a master crash,
+ * master certificate verification, promotion.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TestNet, waitFor, type Host } from "../rig/net";
 import { makeCa, type CertFiles, type TestCa } from "../rig/pki";
-import { dataDigest, execIn, randomRedisUsers, redisCli, redisInfo, redisOk, RedisServer, waitInSync } from "../rig/redis";
-import { renderRedisAcl, renderRedisConf, renderRedisPromoteFromStdin, renderRedisPromoteScript, type RedisConfParams } from "../../templates/redis";
+import { dataDigest, execIn, fillWithStrings, randomRedisUsers, redisCli, redisInfo, redisOk, RedisServer, waitInSync, waitNoChild } from "../rig/redis";
+import {
+  REDIS_CONF_DEFAULTS,
+  renderRedisAcl,
+  renderRedisConf,
+  renderRedisPromoteFromStdin,
+  renderRedisPromoteScript,
+  type RedisConfParams,
+} from "../../templates/redis";
 
 // Short link timeouts so that a cut of a few seconds really breaks the link.
-const TIMING = { replDisklessSyncDelay: 0, replPingReplicaPeriod: 1, replTimeout: 3, replBacklogSize: "16mb" } as const;
+// The diskless sync delay is the template's default, as deployed.
+const TIMING = { replPingReplicaPeriod: 1, replTimeout: 3, replBacklogSize: "16mb" } as const;
 
 describe("redis replication over TLS", () => {
   let net: TestNet;
@@ -21,6 +30,7 @@ describe("redis replication over TLS", () => {
   let client: Host;
   let master: RedisServer;
   let replica: RedisServer;
+  let mCert: CertFiles;
   let rCert: CertFiles;
   const users = randomRedisUsers();
   const acl = renderRedisAcl(users);
@@ -47,7 +57,7 @@ describe("redis replication over TLS", () => {
     replicaHost = net.host("replica1");
     client = net.host("client");
     ca = makeCa("redis-ca", net.mkdir("pki"));
-    const mCert = ca.issue("redis-main", [main.ip, "redis-main.synaxic.test"]);
+    mCert = ca.issue("redis-main", [main.ip, "redis-main.synaxic.test"]);
     rCert = ca.issue("redis-replica1", [replicaHost.ip, "redis-replica1.synaxic.test"]);
     master = RedisServer.create(net, main, "master", { caPem: ca.certPem, certPem: mCert.certPem, keyPem: mCert.keyPem });
     replica = RedisServer.create(net, replicaHost, "replica", { caPem: ca.certPem, certPem: rCert.certPem, keyPem: rCert.keyPem });
@@ -83,6 +93,63 @@ describe("redis replication over TLS", () => {
     expect(await redisOk(client, replica.target, ["HGET", "user:1", "name"], app)).toBe("Alice");
     // No plain-text replication: the master has no plain port at all.
     expect(m.master_repl_offset).toBe(r.master_repl_offset);
+  });
+
+  /** Stops a replica once it has written its first AOF after a full sync (until then Redis refuses to shut down). */
+  async function stopAfterInitialAof(r: RedisServer): Promise<void> {
+    if (r.running) await waitNoChild(client, r.target, users.app);
+    await r.stop();
+  }
+
+  /** Starts a new, empty replica of `m` on the replica host, waits until it is in sync, and returns the master's log meanwhile. */
+  async function attachNewReplica(m: RedisServer, name: string, port: number): Promise<{ log: string; replica: RedisServer }> {
+    const fresh = RedisServer.create(net, replicaHost, name, { caPem: ca.certPem, certPem: rCert.certPem, keyPem: rCert.keyPem }, port);
+    const logBefore = m.log().length;
+    await fresh.start(replicaConf(fresh, main.ip, m.port), acl);
+    await waitInSync(client, m.target, fresh.target, users.app);
+    return { log: m.log().slice(logBefore), replica: fresh };
+  }
+
+  it("runs the master with the rendered diskless sync delay, and a new replica's full sync starts without waiting", async () => {
+    // What the running master reports is what the template rendered.
+    const reported = await redisOk(client, master.target, ["CONFIG", "GET", "repl-diskless-sync*"], users.admin);
+    const words = reported.split("\n");
+    const config: Record<string, string | undefined> = {};
+    for (let i = 0; i + 1 < words.length; i += 2) config[words[i]!] = words[i + 1];
+    expect(config["repl-diskless-sync"]).toBe("yes");
+    expect(config["repl-diskless-sync-delay"]).toBe(String(REDIS_CONF_DEFAULTS.replDisklessSyncDelay));
+    expect(config["repl-diskless-sync-max-replicas"]).toBe("0");
+
+    // A few megabytes, so that the transfer is a real one.
+    await fillWithStrings(client, master.target, users.app, { bytes: 8_000_000, prefix: "bulk" });
+    const before = await redisInfo(client, master.target, "stats", users.app);
+    const { log, replica: late } = await attachNewReplica(master, "late", 6382);
+    try {
+      // A diskless full sync of the whole data set...
+      expect(log).toContain(`Replica ${replicaHost.ip}:6382 asks for synchronization`);
+      expect(log).toContain("Starting BGSAVE for SYNC with target: replicas sockets");
+      expect(log).toContain(`Synchronization with replica ${replicaHost.ip}:6382 succeeded`);
+      expect(Number((await redisInfo(client, master.target, "stats", users.app)).sync_full)).toBe(Number(before.sync_full) + 1);
+      expect(await dataDigest(client, late.target, users.app)).toEqual(await dataDigest(client, master.target, users.app));
+      // ...that the master did not hold back waiting for more replicas (Redis logs when it does; see the control below).
+      expect(log).not.toContain("Delay next BGSAVE for diskless SYNC");
+    } finally {
+      await stopAfterInitialAof(late);
+    }
+  });
+
+  it("control: a master rendered with a delay does log that it holds the sync back", async () => {
+    const delayed = RedisServer.create(net, main, "delayed", { caPem: ca.certPem, certPem: mCert.certPem, keyPem: mCert.keyPem }, 6383);
+    await delayed.start(renderRedisConf({ role: "master", bind: [main.ip, "127.0.0.1"], port: delayed.port, ...delayed.paths, ...TIMING, replDisklessSyncDelay: 1 }), acl);
+    try {
+      expect(await redisOk(client, delayed.target, ["CONFIG", "GET", "repl-diskless-sync-delay"], users.admin)).toBe("repl-diskless-sync-delay\n1");
+      const { log, replica: late } = await attachNewReplica(delayed, "late-delayed", 6384);
+      await stopAfterInitialAof(late);
+      expect(log).toContain("Delay next BGSAVE for diskless SYNC");
+      expect(log).toContain("Starting BGSAVE for SYNC with target: replicas sockets");
+    } finally {
+      await delayed.stop();
+    }
   });
 
   it("keeps the replica read-only", async () => {

@@ -196,3 +196,156 @@ export async function sendLoad(baseUrl: string, o: LoadOptions): Promise<LoadRes
   result.ms = Date.now() - started;
   return result;
 }
+
+// ---------------------------------------------------------------------------
+// Upstream connection accounting and a closed-loop load of keep-alive clients
+
+/**
+ * Counts the TCP connections a host opens to a port: an nftables counter in
+ * the host's namespace on every SYN (without ACK) it sends there, so a
+ * connection opened and closed between two readings is counted too.
+ */
+export class ConnectCounter {
+  private static seq = 0;
+  private constructor(
+    readonly host: Host,
+    readonly table: string,
+  ) {}
+
+  /** Installs the counter in `host`'s namespace for connections to `port` (any address). */
+  static async install(host: Host, port: number): Promise<ConnectCounter> {
+    const table = `synaxic_connect_${process.pid}_${ConnectCounter.seq++}`;
+    const rules = [
+      `table inet ${table} {`,
+      `  counter opened { }`,
+      `  chain out {`,
+      `    type filter hook output priority 0; policy accept;`,
+      `    tcp dport ${port} tcp flags & (syn | ack) == syn counter name "opened"`,
+      `  }`,
+      `}`,
+      ``,
+    ].join("\n");
+    await host.exec(["nft", "-f", "-"], { input: rules });
+    return new ConnectCounter(host, table);
+  }
+
+  /** Connections opened (SYNs sent) since install. */
+  async opened(): Promise<number> {
+    const r = await this.host.exec(["nft", "-j", "list", "counter", "inet", this.table, "opened"]);
+    const entries = (JSON.parse(r.stdout) as { nftables: Record<string, { packets?: number }>[] }).nftables;
+    const entry = entries.find((e) => e.counter !== undefined);
+    const packets = entry?.counter?.packets;
+    if (typeof packets !== "number") throw new Error(`no packet count in the nft counter of ${this.table}`);
+    return packets;
+  }
+
+  async remove(): Promise<void> {
+    await this.host.exec(["nft", "delete", "table", "inet", this.table], { allowFail: true });
+  }
+}
+
+/**
+ * Established TCP connections in `host`'s namespace matching an ss filter
+ * (e.g. "( dport = :8080 )"), counted per owning process id.
+ */
+export async function establishedByPid(host: Host, filter: string): Promise<Map<number, number>> {
+  const r = await host.exec(["ss", "-tnpH", "state", "established", filter]);
+  const byPid = new Map<number, number>();
+  for (const line of r.stdout.split("\n")) {
+    const m = /pid=(\d+)/.exec(line);
+    if (!m) continue;
+    const pid = Number(m[1]);
+    byPid.set(pid, (byPid.get(pid) ?? 0) + 1);
+  }
+  return byPid;
+}
+
+export interface ClientTally {
+  /** Requests answered with a status below 400. */
+  ok: number;
+  /** Requests answered with a status >= 400 or without an answer. */
+  errors: number;
+  /** Connections the clients opened to the balancer (one each at the start, more if one was closed). */
+  connections: number;
+}
+
+export interface KeepAliveClientsOptions {
+  /** Concurrent clients, each with one keep-alive connection and one request at a time. */
+  concurrency: number;
+  path?: string;
+  /** Every n-th request of a client is a POST (a write); 0: reads only. */
+  writeEvery?: number;
+  /** Sent as x-stub-delay-ms: how long the app stub takes to answer, standing for the app's own work. */
+  appDelayMs?: number;
+  timeoutMs?: number;
+}
+
+/**
+ * N clients in a closed loop, each on its own keep-alive connection: send a
+ * request, read the answer, send the next, until stop(). Tallies answers
+ * and connections; never throws on a failed request.
+ */
+export class KeepAliveClients {
+  private readonly tally: ClientTally = { ok: 0, errors: 0, connections: 0 };
+  private running = false;
+  private loops: Promise<void>[] = [];
+  private readonly agents: http.Agent[] = [];
+
+  constructor(
+    readonly baseUrl: string,
+    readonly o: KeepAliveClientsOptions,
+  ) {}
+
+  start(): this {
+    if (this.running) throw new Error("clients already running");
+    this.running = true;
+    const url = new URL(this.o.path ?? "/items", this.baseUrl);
+    const headers: Record<string, string> = this.o.appDelayMs ? { "x-stub-delay-ms": String(this.o.appDelayMs) } : {};
+    for (let i = 0; i < this.o.concurrency; i++) {
+      const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+      this.agents.push(agent);
+      const seen = new WeakSet<object>();
+      const loop = async (): Promise<void> => {
+        let n = 0;
+        while (this.running) {
+          n++;
+          const write = !!this.o.writeEvery && n % this.o.writeEvery === 0;
+          const status = await new Promise<number>((resolve) => {
+            const req = http.request(url, { method: write ? "POST" : "GET", agent, headers, timeout: this.o.timeoutMs ?? 10_000 }, (res) => {
+              res.resume();
+              res.on("error", () => resolve(0));
+              res.on("end", () => resolve(res.statusCode ?? 0));
+            });
+            req.on("socket", (s) => {
+              if (!seen.has(s)) {
+                seen.add(s);
+                this.tally.connections++;
+              }
+            });
+            req.on("timeout", () => req.destroy(new Error("timeout")));
+            req.on("error", () => resolve(0));
+            req.end(write ? "{}" : undefined);
+          });
+          if (status > 0 && status < 400) this.tally.ok++;
+          else this.tally.errors++;
+        }
+      };
+      this.loops.push(loop());
+    }
+    return this;
+  }
+
+  /** The tally so far (a copy). */
+  snapshot(): ClientTally {
+    return { ...this.tally };
+  }
+
+  /** Lets every client finish its request in flight, then closes their connections. */
+  async stop(): Promise<ClientTally> {
+    this.running = false;
+    await Promise.all(this.loops);
+    this.loops = [];
+    for (const a of this.agents.splice(0)) a.destroy();
+    return this.snapshot();
+  }
+}

@@ -330,3 +330,79 @@ export function randomRedisUsers(): {
     admin: user("ops-admin", pw()),
   };
 }
+
+/**
+ * The server's own timestamps (ms since the epoch, read from the machine's
+ * clock like Date.now()) of the log lines that contain `text`, in order.
+ * Redis 7.0 writes "pid:role DD Mon YYYY HH:MM:SS.mmm <level> message".
+ */
+export function redisLogTimes(log: string, text: string): number[] {
+  const times: number[] = [];
+  for (const line of log.split("\n")) {
+    if (!line.includes(text)) continue;
+    const m = /^\d+:[A-Z] (\d{2}) ([A-Z][a-z]{2}) (\d{4}) (\d{2}):(\d{2}):(\d{2})\.(\d{3}) /.exec(line);
+    if (!m) continue;
+    const month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"].indexOf(m[2]!);
+    times.push(new Date(Number(m[3]), month, Number(m[1]), Number(m[4]), Number(m[5]), Number(m[6]), Number(m[7])).getTime());
+  }
+  return times;
+}
+
+export interface FillResult {
+  keys: number;
+  /** Bytes of values written (keys not counted). */
+  valueBytes: number;
+}
+
+/** One command in the Redis protocol (RESP), as redis-cli --pipe reads it. */
+function resp(args: readonly (string | Buffer)[]): Buffer {
+  const parts: Buffer[] = [Buffer.from(`*${args.length}\r\n`)];
+  for (const a of args) {
+    const b = typeof a === "string" ? Buffer.from(a) : a;
+    parts.push(Buffer.from(`$${b.length}\r\n`), b, Buffer.from("\r\n"));
+  }
+  return Buffer.concat(parts);
+}
+
+/**
+ * Fills a server with about `bytes` of string values, `valueSize` bytes each,
+ * through `redis-cli --pipe` (so hundreds of megabytes take seconds, not a
+ * round trip per key). Each value is cut from a random blob at its own
+ * offset: random within itself, so RDB compression (LZF, per value) cannot
+ * shrink a transfer. Plain SETs, never a script or MULTI: Redis 7.0 drops a
+ * MULTI/EXEC block (the form a script's writes take in the AOF) when it
+ * reloads the AOF with the default user off (redis/redis#14541), and tests
+ * restart servers.
+ */
+export async function fillWithStrings(
+  from: Host,
+  target: RedisTarget,
+  auth: RedisCredentials,
+  o: { bytes: number; valueSize?: number; prefix?: string },
+): Promise<FillResult> {
+  const size = o.valueSize ?? 4000;
+  const keys = Math.ceil(o.bytes / size);
+  const blob = Buffer.from(randomBytes(48 * 1024).toString("base64"));
+  const span = blob.length - size;
+  const perBatch = Math.max(1, Math.floor((32 * 1024 * 1024) / size));
+  for (let first = 0; first < keys; first += perBatch) {
+    const cmds: Buffer[] = [];
+    for (let i = first; i < Math.min(keys, first + perBatch); i++) {
+      const off = (i * 7919) % span;
+      cmds.push(resp(["SET", `${o.prefix ?? "fill"}:${i}`, blob.subarray(off, off + size)]));
+    }
+    const argv = ["redis-cli", "-h", target.address, "-p", String(target.port), "--no-auth-warning", "--tls", "--cacert", target.caFile, "--user", auth.user, "--pipe"];
+    // All ASCII (base64 values, plain key names), so the text form is byte for byte the protocol.
+    const r = await from.exec(argv, { input: Buffer.concat(cmds).toString(), env: { REDISCLI_AUTH: auth.pass }, timeoutMs: 120_000, allowFail: true });
+    if (r.code !== 0 || !/errors: 0, replies: \d+/.test(r.stdout)) throw new Error(`redis-cli --pipe into ${target.address}:${target.port} failed (${r.code}): ${r.stdout}${r.stderr}`);
+  }
+  return { keys, valueBytes: keys * size };
+}
+
+/** Waits until the server has no child process (no AOF rewrite, no RDB save or transfer) running or scheduled. */
+export async function waitNoChild(from: Host, target: RedisTarget, auth: RedisCredentials, timeoutMs = 120_000): Promise<void> {
+  await waitFor("no AOF rewrite or RDB child on the server", async () => {
+    const p = await redisInfo(from, target, "persistence", auth);
+    return p.aof_rewrite_in_progress === "0" && p.aof_rewrite_scheduled === "0" && p.rdb_bgsave_in_progress === "0";
+  }, timeoutMs, 100);
+}

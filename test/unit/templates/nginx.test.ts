@@ -1,5 +1,16 @@
 import { describe, expect, it } from "vitest";
-import { renderNginxConf, validateUpstreamAddress, READ_UPSTREAM, WRITE_UPSTREAM, type AppEndpoint, type NginxParams } from "../../../templates/nginx";
+import {
+  MAX_CONCURRENCY,
+  NGINX_DEFAULTS,
+  renderNginxConf,
+  upstreamKeepaliveFor,
+  validateUpstreamAddress,
+  workerConnectionsFor,
+  READ_UPSTREAM,
+  WRITE_UPSTREAM,
+  type AppEndpoint,
+  type NginxParams,
+} from "../../../templates/nginx";
 
 const MAIN: AppEndpoint = { name: "main", address: "172.30.0.20:8080" };
 const REPLICAS: AppEndpoint[] = [
@@ -74,6 +85,44 @@ describe("renderNginxConf", () => {
     expect(text).toContain("server_tokens off;");
   });
 
+  it("sizes each group's keep-alive pool at concurrency per app in the group, per worker", () => {
+    expect(NGINX_DEFAULTS.concurrency).toBe(64);
+    expect(upstreamKeepaliveFor(64, 1)).toBe(64);
+    expect(upstreamKeepaliveFor(50, 4)).toBe(200);
+    for (const n of [0, 1, 3]) {
+      const text = conf(n);
+      // The default concurrency: writes go to one app, reads to the main app and every replica.
+      expect(block(text, `upstream ${WRITE_UPSTREAM}`)).toMatch(/\n {8}keepalive 64;\n/);
+      expect(block(text, `upstream ${READ_UPSTREAM}`)).toMatch(new RegExp(`\\n {8}keepalive ${64 * (1 + n)};\\n`));
+    }
+    const sized = conf(3, { concurrency: 50 });
+    expect(block(sized, `upstream ${WRITE_UPSTREAM}`)).toContain("keepalive 50;");
+    expect(block(sized, `upstream ${READ_UPSTREAM}`)).toContain("keepalive 200;");
+    expect(sized).toContain("# Idle connections each worker keeps per group: concurrency (50) for each app in the group.");
+    // Not divided by the workers: the count is per worker, and one worker may get every client.
+    expect(conf(1, { concurrency: 50, workerProcesses: 4 })).toContain("keepalive 100;");
+  });
+
+  it("a fixed upstreamKeepalive replaces the sizing in both groups", () => {
+    const text = conf(3, { upstreamKeepalive: 32, concurrency: 50 });
+    expect(block(text, `upstream ${WRITE_UPSTREAM}`)).toContain("keepalive 32;");
+    expect(block(text, `upstream ${READ_UPSTREAM}`)).toContain("keepalive 32;");
+    expect(text).toContain("a fixed 32 (upstreamKeepalive)");
+  });
+
+  it("gives each worker the connections its clients and pools may need", () => {
+    expect(workerConnectionsFor(64, 4)).toBe(64 * 6);
+    // Within nginx's usual 1024: unchanged, and no file limit of its own.
+    expect(conf(3)).toContain("    worker_connections 1024;\n");
+    expect(conf(3)).not.toContain("worker_rlimit_nofile");
+    // 200 clients + 200 per app for 4 read apps + 200 for writes = 1200.
+    const big = conf(3, { concurrency: 200 });
+    expect(big).toContain("    worker_connections 1200;\n");
+    expect(big).toContain("\nworker_rlimit_nofile 2400;\n");
+    // An explicit value is kept when it is enough.
+    expect(conf(3, { concurrency: 200, workerConnections: 4096 })).toContain("    worker_connections 4096;\n");
+  });
+
   it("sets forwarding headers with the public ports", () => {
     const text = conf(1, { listenPort: 8080, publicHttpPort: 80 });
     expect(text).toContain("proxy_set_header X-Forwarded-Port 80;");
@@ -129,6 +178,17 @@ describe("renderNginxConf validation", () => {
     ["a listen port of 0", { listenPort: 0 }, /listenPort must be a port/],
     ["a server name with a brace", { serverNames: ["example.com}"] }, /server name/],
     ["a log path with a quote", { accessLog: '/var/log/"x' }, /accessLog must be a plain path/],
+    ["a concurrency of 0", { concurrency: 0 }, /concurrency must be an integer >= 1, got 0/],
+    ["a negative concurrency", { concurrency: -5 }, /concurrency must be an integer >= 1, got -5/],
+    ["a fractional concurrency", { concurrency: 12.5 }, /concurrency must be an integer >= 1, got 12.5/],
+    ["a concurrency that is not a number", { concurrency: "64" as unknown as number }, /concurrency must be an integer >= 1/],
+    ["a concurrency above the bound", { concurrency: MAX_CONCURRENCY + 1 }, /concurrency must be at most 100000, got 100001/],
+    ["a keep-alive pool of 0", { upstreamKeepalive: 0 }, /upstreamKeepalive must be an integer >= 1, got 0/],
+    [
+      "worker connections too few for the concurrency",
+      { concurrency: 400, workerConnections: 1024 },
+      /workerConnections \(1024\) is below the 1200 connections one worker may need at concurrency 400 \(400 clients, 400 for each of the 1 apps that take reads, 400 for writes\)/,
+    ],
   ];
   it.each(cases)("rejects %s", (_, extra, message) => {
     expect(() => renderNginxConf({ mainApp: MAIN, replicaApps: [], ...extra })).toThrow(message);

@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import { createHash } from "node:crypto";
 import {
   REDIS_ACL_RULES,
+  REDIS_CONF_DEFAULTS,
   redisAclPasswordHash,
   redisConfQuote,
   renderRedisAcl,
@@ -99,6 +100,20 @@ describe("renderRedisConf", () => {
     expect(r.get("replica-announce-port")).toEqual(["6380"]);
   });
 
+  it("starts a diskless full sync without waiting by default, and renders the delay it is given", () => {
+    // Replicas join one at a time here: no second replica comes to share a transfer.
+    expect(REDIS_CONF_DEFAULTS.replDisklessSyncDelay).toBe(0);
+    for (const params of [master, replica] as const) {
+      const d = directives(renderRedisConf(params));
+      expect(d.get("repl-diskless-sync")).toEqual(["yes"]);
+      expect(d.get("repl-diskless-sync-delay")).toEqual(["0"]);
+      // Not rendered: at Redis's default (0, no maximum) it leaves the delay alone.
+      expect(d.has("repl-diskless-sync-max-replicas")).toBe(false);
+    }
+    expect(directives(renderRedisConf({ ...master, replDisklessSyncDelay: 5 })).get("repl-diskless-sync-delay")).toEqual(["5"]);
+    expect(directives(renderRedisConf({ ...replica, replDisklessSyncDelay: 2 })).get("repl-diskless-sync-delay")).toEqual(["2"]);
+  });
+
   it("leaves replica-announce-* out unless given", () => {
     const conf = renderRedisConf({ role: "master", bind: ["0.0.0.0"] });
     expect(conf).not.toContain("replica-announce");
@@ -118,6 +133,9 @@ describe("renderRedisConf", () => {
     ["a zero backlog", { replBacklogSize: "0" }, /replBacklogSize must be a Redis size/],
     ["a timeout not above the ping period", { replPingReplicaPeriod: 10, replTimeout: 10 }, /replTimeout \(10s\) must be greater than replPingReplicaPeriod \(10s\)/],
     ["a negative diskless delay", { replDisklessSyncDelay: -1 }, /replDisklessSyncDelay must be a whole number of seconds from 0/],
+    ["a fractional diskless delay", { replDisklessSyncDelay: 0.5 }, /replDisklessSyncDelay must be a whole number of seconds from 0 to 86400, got 0.5/],
+    ["a diskless delay over a day", { replDisklessSyncDelay: 86_401 }, /replDisklessSyncDelay must be a whole number of seconds from 0 to 86400, got 86401/],
+    ["a diskless delay that is not a number", { replDisklessSyncDelay: "5" as unknown as number }, /replDisklessSyncDelay must be a whole number of seconds/],
     ["a bad announce address", { announce: { ip: "10.0.0.1; rm -rf /" } }, /announce.ip must be an IP address or a DNS name/],
     ["a bad announce port", { announce: { ip: "10.0.0.1", port: 65536 } }, /announce.port must be an integer from 1 to 65535/],
     ["a bad memory limit", { maxmemory: "lots" }, /maxmemory must be a Redis size/],
