@@ -224,6 +224,7 @@ export class Host extends pulumi.ComponentResource implements HostContext {
     // "~" is expanded by ssh itself, to the home of whoever runs it (ssh_config(5), IdentityFile).
     const identityFile = join(args.identityDir ?? join(userInfo().homedir, DEFAULT_IDENTITY_DIR), identity);
     const identityOpt = args.identityDir ? identityFile : `~/${DEFAULT_IDENTITY_DIR}/${identity}`;
+    checkControlPath(identityFile);
     const written = sshPrivateKey.apply((key) => writeIdentityFile(identityFile, key));
     this.dockerProvider = new docker.Provider(
       `${name}-docker`,
@@ -291,6 +292,24 @@ export function dockerSshOpts(identityFile: string, hostPattern: string, hostKey
 /** The control socket's path, in the identity's folder ("%C" is expanded by ssh). */
 export function controlPath(identityFile: string): string {
   return `${identityFile.replace(/[^/]*$/, "")}cm-%C`;
+}
+
+/**
+ * The longest control socket path ssh can create: "%C" becomes 40 hex
+ * digits, and while it creates the socket ssh adds "." and 16 random
+ * characters (mux.c, muxserver_listen); a Unix socket's path has at most 103
+ * bytes on macOS (104 with its NUL; Linux allows 107).
+ */
+const CONTROL_PATH_MAX = 103;
+
+/** Refuses, with the fix, an identity folder too long for ssh's control socket. */
+export function checkControlPath(identityFile: string): void {
+  const expanded = controlPath(identityFile).replace("%C", "x".repeat(40)).length + 17;
+  if (expanded > CONTROL_PATH_MAX) {
+    throw new Error(
+      `the Docker client's SSH control socket would be ${expanded} bytes long below ${identityFile.replace(/[^/]*$/, "")} (Unix sockets allow ${CONTROL_PATH_MAX}): set SYNAXIC_SSH_DIR to a shorter absolute folder (at most ${CONTROL_PATH_MAX - 17 - 44} characters), e.g. ~/.ssh/sx`,
+    );
+  }
 }
 
 /** Writes the SSH identity (0600) in a 0700 folder; returns its path. */

@@ -161,7 +161,8 @@ export const KEYS: Record<string, KeySpec> = {
     default: "synaxic",
   },
   maxConnections: { schema: int(20, 10000), default: 100 },
-  balancerConcurrency: { schema: int(1, 100_000), default: 64 },
+  // Above 10000 the balancer's worker_connections and open-file limit would pass what Docker's default hard limit allows.
+  balancerConcurrency: { schema: int(1, 10_000), default: 64 },
   maxSlotWalKeepSize: { schema: size, default: "4GB" },
   walKeepSize: { schema: size, default: "256MB" },
   httpPort: { schema: port, default: 80 },

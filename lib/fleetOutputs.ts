@@ -48,6 +48,8 @@ export const fleetInfoSchema = z.object({
     maxReplicationSlots: z.number().int().positive(),
   }),
   replicas: z.array(z.object({ name: z.string(), privateIp: ip, slotName: z.string() })),
+  /** What the balancer is sized for: a promoted replica's balancer takes the main stack's. */
+  balancerConcurrency: z.number().int().positive().optional(),
   caCertPem: pem,
   roles: z.object({ replication: z.string(), rewind: z.string(), exporter: z.string(), app: z.string() }),
   redisUsers: z.object({ app: z.string(), replication: z.string(), exporter: z.string(), admin: z.string() }),

@@ -217,6 +217,7 @@ export function buildMain(cfg: MainConfig & StackConfig, host: HostContext, hetz
       image: cfg.images.nginx,
       httpPort: cfg.ports.http,
       httpsPort: cfg.ports.https,
+      concurrency: cfg.balancerConcurrency,
       ...(cfg.httpsCertificate && cfg.secrets.httpsPrivateKey ? { https: { certPem: cfg.httpsCertificate, keyPem: cfg.secrets.httpsPrivateKey } } : {}),
       // Writes go to the app next to the primary: this one, or the promoted replica's.
       mainApp: following ? { name: following.name, address: `${following.privateIp}:${cfg.ports.app}` } : { name: "main", address: app.endpoint },
@@ -319,6 +320,7 @@ export function fleetFacts(cfg: MainConfig, hetzner: HetznerFacts | null) {
       maxReplicationSlots: Math.max(10, cfg.replicas.length + 2),
     },
     replicas: cfg.replicas,
+    balancerConcurrency: cfg.balancerConcurrency,
     roles: { replication: PG_ROLES.replication, rewind: PG_ROLES.rewind, exporter: PG_ROLES.exporter, app: cfg.databaseName },
     redisUsers: { ...REDIS_USER_NAMES },
   };

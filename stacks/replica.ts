@@ -241,6 +241,7 @@ export function buildReplica(
         image: fleet.images.nginx,
         httpPort: ports.http,
         httpsPort: ports.https,
+        ...(fleet.balancerConcurrency !== undefined ? { concurrency: fleet.balancerConcurrency } : {}),
         mainApp: { name: me.name, address: app.endpoint },
         replicaApps: others.map((r) => ({ name: r.name, address: `${r.privateIp}:${ports.app}` })),
       },

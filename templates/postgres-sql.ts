@@ -16,9 +16,16 @@ import {
   validateSlotName,
 } from "./postgres-quote";
 
-/** The argv that runs an SQL script given on stdin: stop at the first error, ignore ~/.psqlrc. */
+/**
+ * The argv that runs an SQL script given on stdin: stop at the first error,
+ * ignore ~/.psqlrc, and report an error tersely. A failing step's output
+ * ends up in the update log (the command provider puts it in its error
+ * even with logging off), and psql's default verbosity quotes the failing
+ * statement ("LINE 1: ALTER ROLE ... PASSWORD '...'"); terse prints the
+ * message and the position only.
+ */
 export function psqlScriptArgv(opts: { database?: string; user?: string; host?: string; port?: number } = {}): string[] {
-  const argv = ["psql", "-v", "ON_ERROR_STOP=1", "--no-psqlrc", "--quiet", "--no-align", "--tuples-only"];
+  const argv = ["psql", "-v", "ON_ERROR_STOP=1", "-v", "VERBOSITY=terse", "--no-psqlrc", "--quiet", "--no-align", "--tuples-only"];
   if (opts.host !== undefined) argv.push(`--host=${opts.host}`);
   if (opts.port !== undefined) argv.push(`--port=${validatePositiveInt("port", opts.port)}`);
   argv.push(`--username=${validateIdentifier("psql user", opts.user ?? "postgres")}`);
@@ -131,6 +138,10 @@ export function renderRolesSql(params: RolesSqlParams): string {
   return [
     "-- Roles and database for Synaxic, rendered by the deployment: idempotent, run on the primary.",
     "SET client_min_messages = warning;",
+    // The statements below carry SCRAM verifiers: if one fails, the server
+    // log must not quote it (log_min_error_statement, default error).
+    "SET log_min_error_statement = panic;",
+    "SET log_statement = 'none';",
     doBlock(
       [
         "BEGIN",

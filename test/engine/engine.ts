@@ -131,7 +131,9 @@ export function runProcess(argv: readonly string[], opts: RunOptions = {}): Prom
       polling = false;
       const result = { code: code ?? (signal ? 128 : 1), stdout, stderr };
       if (result.code !== 0 && !opts.allowFail && !interrupted) {
-        reject(new Error(`${argv.join(" ")} exited ${result.code}\n--- stdout\n${stdout.slice(-6000)}\n--- stderr\n${stderr.slice(-6000)}`));
+        // The engine prints each resource's error where it happened, long before its summary: keep those lines too.
+        const errors = stdout.split("\n").filter((l) => /error/i.test(l)).slice(0, 40).join("\n");
+        reject(new Error(`${argv.join(" ")} exited ${result.code}\n--- error lines\n${errors.slice(0, 8000)}\n--- stdout\n${stdout.slice(-6000)}\n--- stderr\n${stderr.slice(-6000)}`));
       } else resolvePromise(result);
     });
     child.stdin!.on("error", () => undefined);

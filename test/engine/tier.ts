@@ -18,7 +18,8 @@ export interface Tier {
 export async function startTier(label: string, hosts: string[], checkoutExtra: string[] = []): Promise<Tier> {
   const paths = requireEngine();
   const images = rigImages();
-  const work = mkdtempSync(join(tmpdir(), `synaxic-engine-${label}-`));
+  // Short: the Docker client's SSH control socket lives below it, and a Unix socket's path has at most 107 bytes.
+  const work = mkdtempSync(join(tmpdir(), `sxe-${label.slice(0, 5)}-`));
   const rig = await EngineRig.create(hosts, images);
   const engine = new Engine(paths, join(work, "backend"));
   await engine.installPlugins();

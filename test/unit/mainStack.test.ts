@@ -263,6 +263,13 @@ describe("main stack details", () => {
     expect(runs[1]!.one("docker:index/container:Container", "balancer").inputs.stopSignal).toBe("SIGQUIT");
   });
 
+  it("an identity folder too long for ssh's control socket is refused, with the fix", async () => {
+    const { checkControlPath } = await import("../../components/Host");
+    expect(() => checkControlPath("/home/operator/.ssh/synaxic/organization-synaxic-main-main")).not.toThrow();
+    expect(() => checkControlPath(`/${"d".repeat(41)}/id`)).not.toThrow();
+    expect(() => checkControlPath(`/${"d".repeat(42)}/id`)).toThrow(/control socket would be 104 bytes long .*set SYNAXIC_SSH_DIR to a shorter absolute folder/);
+  });
+
   it("the Docker client shares one SSH connection per host (ControlMaster), its socket beside the identity", () => {
     const raw = runs[0]!.of("pulumi:providers:docker")[0]!.inputs.sshOpts as string[] | string;
     const opts = typeof raw === "string" ? (JSON.parse(raw) as string[]) : raw;
@@ -299,6 +306,15 @@ describe("main stack details", () => {
     for (const p of [9090, 3000, 9100, 9187, 9121, 8080]) expect(rule(p), String(p)).toEqual([]);
     expect(script).toMatch(/policy drop/);
     expect(String(fw.delete)).toContain("nft delete table inet");
+  });
+
+  it("balancerConcurrency sizes the balancer's keep-alive pools: per app, per worker", async () => {
+    const sized = await runMain(2, { "synaxic:balancerConcurrency": "100" });
+    const conf = String(sized.one(COMMAND, "balancer-conf").inputs.stdin);
+    const pools = [...conf.matchAll(/^\s*keepalive (\d+);/gm)].map((m) => Number(m[1]));
+    // Writes: the main app alone; reads: the main app and two replicas.
+    expect(pools.sort((a, b) => a - b)).toEqual([100, 300]);
+    expect((sized.values.fleet as { balancerConcurrency: number }).balancerConcurrency).toBe(100);
   });
 
   it("bootstrapGeneration reaches the primary's bootstrap permit step (its only trigger)", async () => {

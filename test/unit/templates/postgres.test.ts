@@ -323,7 +323,7 @@ describe("roles SQL", () => {
   });
 
   it("runs through psql reading stdin, stopping at the first error", () => {
-    expect(psqlScriptArgv()).toEqual(["psql", "-v", "ON_ERROR_STOP=1", "--no-psqlrc", "--quiet", "--no-align", "--tuples-only", "--username=postgres", "--dbname=postgres", "--file=-"]);
+    expect(psqlScriptArgv()).toEqual(["psql", "-v", "ON_ERROR_STOP=1", "-v", "VERBOSITY=terse", "--no-psqlrc", "--quiet", "--no-align", "--tuples-only", "--username=postgres", "--dbname=postgres", "--file=-"]);
   });
 
   it("rejects bad role sets", () => {
