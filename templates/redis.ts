@@ -120,7 +120,13 @@ export interface RedisCliTarget {
  * channels, no commands), exported so tests and docs can refer to them.
  */
 export const REDIS_ACL_RULES = {
-  default: ["off", "resetpass", "resetkeys", "resetchannels", "-@all"],
+  // Off, with no password: no connection can authenticate as it. Its
+  // permissions are nonetheless everything, because Redis replays the AOF
+  // as this user and re-checks a transaction's commands against it at EXEC:
+  // with -@all every MULTI/EXEC block (and every script's writes, which
+  // Redis 7 propagates as one) is silently dropped on restart
+  // (redis/redis#14541, fixed by #14545 after the 7.0 series; valkey#3983).
+  default: ["off", "resetpass", "~*", "&*", "+@all"],
   // What a Redis 7.0 replica sends to its master after AUTH: PING, REPLCONF
   // (listening-port, capa, ack) and PSYNC. No key or channel access: the
   // replication stream itself is not subject to key permissions.

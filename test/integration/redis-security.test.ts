@@ -70,7 +70,19 @@ describe("redis master: TLS, authentication, ACL users", () => {
       expect(r.out).toMatch(/WRONGPASS/);
     }
     const list = await redisOk(client, master.target, ["ACL", "LIST"], users.admin);
-    expect(list).toMatch(/^user default off (sanitize-payload )?resetchannels -@all$/m);
+    // Off and without a password (no one can be it), with every permission for the AOF replay (see REDIS_ACL_RULES.default).
+    expect(list).toMatch(/^user default off (sanitize-payload )?~\* &\* \+@all$/m);
+  });
+
+  it("a script's writes and plain writes both survive a crash and the AOF replay (the default user's rules)", async () => {
+    const app = users.app;
+    // Redis 7 writes a script's effects to the AOF as MULTI ... EXEC.
+    expect(await redisOk(client, master.target, ["EVAL", "redis.call('SET', KEYS[1], '1'); redis.call('SET', KEYS[2], '2'); return 'ok'", "2", "tx:a", "tx:b"], app)).toBe("ok");
+    expect(await redisOk(client, master.target, ["SET", "plain:c", "3"], app)).toBe("OK");
+    // appendfsync everysec: past the next fsync, then a crash.
+    await new Promise((r) => setTimeout(r, 1500));
+    await master.restart("SIGKILL");
+    for (const [k, v] of [["tx:a", "1"], ["tx:b", "2"], ["plain:c", "3"]]) expect(await redisOk(client, master.target, ["GET", k!], app), k).toBe(v);
   });
 
   it("lets the app user do data commands", async () => {

@@ -200,7 +200,7 @@ describe("renderRedisAcl", () => {
 
   it("switches the default user off and limits each user", () => {
     const lines = renderRedisAcl(aclUsers).trim().split("\n");
-    expect(lines[0]).toBe("user default off resetpass resetkeys resetchannels -@all");
+    expect(lines[0]).toBe("user default off resetpass ~* &* +@all");
     const rules = (name: string): string => lines.find((l) => l.startsWith(`user ${name} `))!.split(" ").slice(5).join(" ");
     expect(rules("replication")).toBe("-@all +psync +replconf +ping");
     expect(rules("synaxic-app")).toBe("~* &* +@all -@dangerous +info");
