@@ -4,7 +4,7 @@ import { parse } from "yaml";
 
 const wf = parse(readFileSync(".github/workflows/pulumi.yml", "utf8")) as {
   on: Record<string, unknown>;
-  jobs: Record<string, { if?: string; needs?: string[]; steps: { uses?: string; run?: string; with?: Record<string, unknown> }[]; strategy?: { "max-parallel"?: number; matrix: Record<string, unknown> } }>;
+  jobs: Record<string, { if?: string; needs?: string[]; environment?: string; env?: Record<string, string>; steps: { uses?: string; run?: string; with?: Record<string, unknown> }[]; strategy?: { "max-parallel"?: number; matrix: Record<string, unknown> } }>;
   env: Record<string, string>;
 };
 const readme = readFileSync("docs/operations.md", "utf8");
@@ -29,11 +29,31 @@ describe("the CI workflow", () => {
     expect(job.strategy!["max-parallel"]).toBe(1);
     expect(job.steps.find((s) => s.uses?.startsWith("pulumi/actions@"))!.with).toMatchObject({ command: "up" });
   });
-  it("takes secrets from the CI secret store, each documented in docs/operations.md", () => {
-    const secrets = Object.values(wf.env)
+  const secretsOf = (env: Record<string, string> | undefined) =>
+    Object.values(env ?? {})
       .map((v) => /secrets\.([A-Z_]+)/.exec(v)?.[1])
       .filter((s): s is string => !!s);
-    expect(secrets.length).toBeGreaterThanOrEqual(4);
-    for (const s of secrets) expect(readme, `docs/operations.md documents ${s}`).toContain(s);
+  it("gives deploy secrets only to the jobs that run trusted code, each in a protected environment; each documented", () => {
+    expect(secretsOf(wf.env), "no secret for every job").toEqual([]);
+    for (const [name, job] of Object.entries(wf.jobs)) {
+      const used = [...secretsOf(job.env), ...JSON.stringify(job.steps).matchAll(/secrets\.([A-Z_]+)/g)].map((m) => (typeof m === "string" ? m : m[1]!)).filter((s) => s !== "GITHUB_TOKEN");
+      if (name === "preview" || name === "deploy") {
+        expect(used.length, name).toBeGreaterThanOrEqual(4);
+        expect(job.environment, name).toBe(name === "deploy" ? "production" : "preview");
+        for (const s of used) expect(readme, `docs/operations.md documents ${s}`).toContain(s);
+      } else {
+        expect(used, `${name} runs a pull request's code: no secret`).toEqual([]);
+      }
+    }
+    // A fork's pull request gets no preview job at all.
+    expect(wf.jobs.preview!.if).toContain("github.event.pull_request.head.repo.full_name == github.repository");
+  });
+  it("installs the Pulumi CLI version the program is tested with", () => {
+    const engineReadme = readFileSync("test/engine/README.md", "utf8");
+    for (const job of ["preview", "deploy"]) {
+      const v = String(wf.jobs[job]!.steps.find((s) => s.uses?.startsWith("pulumi/actions@"))!.with!["pulumi-version"]);
+      expect(v).toMatch(/^\d+\.\d+\.\d+$/);
+      expect(engineReadme, job).toContain(v);
+    }
   });
 });
