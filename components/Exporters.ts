@@ -1,7 +1,8 @@
 import * as pulumi from "@pulumi/pulumi";
+import type { MemoryBudget } from "../lib/memory";
 import * as docker from "@pulumi/docker";
 import { LOOPBACK, containerName } from "../lib/addresses";
-import { baseContainer, hostFile, hostPath, pullImage, replaceInPlace, upload, STOP_GRACE, stopGrace } from "../lib/containers";
+import { baseContainer, hostFile, hostPath, pullImage, replaceInPlace, upload, STOP_GRACE, stopGrace, memoryLimit } from "../lib/containers";
 import { PG_ROLES } from "../lib/postgresContainer";
 import type { HostShell } from "../lib/remote";
 import { renderPostgresExporterQueries } from "../templates/postgres-exporter";
@@ -12,6 +13,8 @@ const NOBODY = 65534;
 const REDIS_EXPORTER_UID = 59000;
 
 export interface ExportersArgs {
+  /** This host's memory budget (lib/memory.ts): the container's limit comes from it. */
+  memory: MemoryBudget;
   hostName: string;
   shell: HostShell;
   images: { nodeExporter: string; postgresExporter: string; redisExporter: string };
@@ -58,6 +61,7 @@ export class Exporters extends pulumi.ComponentResource {
       `${name}-node`,
       {
         name: containerName(args.hostName, "node-exporter"),
+        ...memoryLimit(args.memory, "nodeExporter"),
         ...stopGrace(STOP_GRACE.exporter),
         image: nodeImage.imageId,
         restart: "unless-stopped",
@@ -85,6 +89,7 @@ export class Exporters extends pulumi.ComponentResource {
       `${name}-postgres`,
       {
         name: containerName(args.hostName, "postgres-exporter"),
+        ...memoryLimit(args.memory, "postgresExporter"),
         ...stopGrace(STOP_GRACE.exporter),
         image: pgImage.imageId,
         ...baseContainer(args.networkMode),
@@ -110,6 +115,7 @@ export class Exporters extends pulumi.ComponentResource {
       `${name}-redis`,
       {
         name: containerName(args.hostName, "redis-exporter"),
+        ...memoryLimit(args.memory, "redisExporter"),
         ...stopGrace(STOP_GRACE.exporter),
         image: redisImage.imageId,
         ...baseContainer(args.networkMode),

@@ -1,7 +1,8 @@
 import * as pulumi from "@pulumi/pulumi";
+import type { MemoryBudget } from "../lib/memory";
 import * as docker from "@pulumi/docker";
 import { LOOPBACK, containerName } from "../lib/addresses";
-import { baseContainer, digest, hostFile, hostPath, pullImage, replaceInPlace, upload, whenRunning, STOP_GRACE, stopGrace } from "../lib/containers";
+import { baseContainer, digest, hostFile, hostPath, pullImage, replaceInPlace, upload, whenRunning, STOP_GRACE, stopGrace, memoryLimit } from "../lib/containers";
 import type { ReplicaEntry } from "../lib/config";
 import { remoteStep, type HostShell } from "../lib/remote";
 import { renderAlertRules, renderPrometheusConfig, renderTargetsFiles, type MonitoredHost } from "../templates/prometheus";
@@ -11,6 +12,8 @@ import { grafanaEnv, renderGrafanaDashboardProvider, renderGrafanaDatasources, r
 const GRAFANA_UID = 472;
 
 export interface MonitoringArgs {
+  /** This host's memory budget (lib/memory.ts): the container's limit comes from it. */
+  memory: MemoryBudget;
   hostName: string;
   shell: HostShell;
   images: { prometheus: string; grafana: string };
@@ -65,6 +68,7 @@ export class Monitoring extends pulumi.ComponentResource {
       `${name}-prometheus`,
       {
         name: containerName(args.hostName, "prometheus"),
+        ...memoryLimit(args.memory, "prometheus"),
         ...stopGrace(STOP_GRACE.prometheus),
         image: promImage.imageId,
         ...baseContainer(args.networkMode),
@@ -103,6 +107,7 @@ export class Monitoring extends pulumi.ComponentResource {
       `${name}-grafana`,
       {
         name: containerName(args.hostName, "grafana"),
+        ...memoryLimit(args.memory, "grafana"),
         ...stopGrace(STOP_GRACE.grafana),
         image: grafanaImage.imageId,
         ...baseContainer(args.networkMode),

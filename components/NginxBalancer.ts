@@ -1,11 +1,14 @@
 import * as pulumi from "@pulumi/pulumi";
+import type { MemoryBudget } from "../lib/memory";
 import * as docker from "@pulumi/docker";
 import { containerName } from "../lib/addresses";
-import { baseContainer, digest, healthcheck, hostFile, hostPath, pullImage, replaceInPlace, whenRunning, STOP_GRACE, stopGrace } from "../lib/containers";
+import { baseContainer, digest, healthcheck, hostFile, hostPath, pullImage, replaceInPlace, whenRunning, STOP_GRACE, stopGrace, memoryLimit } from "../lib/containers";
 import { remoteStep, type HostShell } from "../lib/remote";
 import { renderNginxConf, type AppEndpoint } from "../templates/nginx";
 
 export interface NginxBalancerArgs {
+  /** This host's memory budget (lib/memory.ts): the container's limit comes from it. */
+  memory: MemoryBudget;
   hostName: string;
   shell: HostShell;
   image: string;
@@ -63,6 +66,7 @@ export class NginxBalancer extends pulumi.ComponentResource {
       `${name}-container`,
       {
         name: this.containerName,
+        ...memoryLimit(args.memory, "nginx"),
         ...stopGrace(STOP_GRACE.nginx),
         image: image.imageId,
         command: ["nginx", "-c", `${CONF_DIR}/nginx.conf`],

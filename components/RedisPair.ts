@@ -1,7 +1,8 @@
 import * as pulumi from "@pulumi/pulumi";
+import type { MemoryBudget } from "../lib/memory";
 import * as docker from "@pulumi/docker";
 import { LOOPBACK, containerName } from "../lib/addresses";
-import { baseContainer, healthcheck, pullImage, replaceInPlace, upload, whenRunning, STOP_GRACE, stopGrace } from "../lib/containers";
+import { baseContainer, healthcheck, pullImage, replaceInPlace, upload, whenRunning, STOP_GRACE, stopGrace, memoryLimit } from "../lib/containers";
 import { remoteStep, type HostShell } from "../lib/remote";
 import {
   REDIS_CONTAINER_GID,
@@ -23,6 +24,8 @@ export interface RedisUsers {
 export const REDIS_USER_NAMES = { app: "synaxic", replication: "replicator", exporter: "exporter", admin: "admin" } as const;
 
 export interface RedisPairArgs {
+  /** This host's memory budget (lib/memory.ts): the container's limit comes from it. */
+  memory: MemoryBudget;
   hostName: string;
   /** master on the main host; replica on a replica host (master again once promoted). */
   role: "master" | "replica";
@@ -66,13 +69,15 @@ export class RedisPair extends pulumi.ComponentResource {
     this.role = pulumi.output(effectiveRole);
     const P = REDIS_CONTAINER_PATHS;
 
+    // The host's budget: room for a fork's copy-on-write stays inside the container's limit.
+    const maxmemory = `${args.memory.redisMaxMemoryMiB}mb`;
     const conf = pulumi.secret(
       pulumi
         .all([args.master?.host ?? "", args.passwords.replication])
         .apply(([masterHost, replicationPassword]) =>
           renderRedisConf(
             effectiveRole === "master"
-              ? { role: "master", bind: [args.privateIp, LOOPBACK], port: args.port, announce: { ip: args.privateIp, port: args.port } }
+              ? { role: "master", bind: [args.privateIp, LOOPBACK], port: args.port, announce: { ip: args.privateIp, port: args.port }, maxmemory }
               : {
                   role: "replica",
                   bind: [args.privateIp, LOOPBACK],
@@ -82,6 +87,7 @@ export class RedisPair extends pulumi.ComponentResource {
                   masterPort: args.master!.port,
                   masterUser: REDIS_USER_NAMES.replication,
                   masterPassword: replicationPassword,
+                  maxmemory,
                 },
           ),
         ),
@@ -131,6 +137,7 @@ export class RedisPair extends pulumi.ComponentResource {
       `${name}-container`,
       {
         name: this.containerName,
+        ...memoryLimit(args.memory, "redis"),
         ...stopGrace(STOP_GRACE.redis),
         image: image.imageId,
         command: ["redis-server", P.conf],

@@ -1,11 +1,14 @@
 import * as pulumi from "@pulumi/pulumi";
+import type { MemoryBudget } from "../lib/memory";
 import * as docker from "@pulumi/docker";
 import { containerName } from "../lib/addresses";
-import { baseContainer, healthcheck, pullImage, replaceInPlace, upload, STOP_GRACE, stopGrace } from "../lib/containers";
+import { baseContainer, healthcheck, pullImage, replaceInPlace, upload, STOP_GRACE, stopGrace, memoryLimit } from "../lib/containers";
 
 import { APP_PG_CA, APP_SECRETS_DIR, APP_TRUSTSTORE, APP_UID, appEnvironment, appHealthcheck } from "../templates/app";
 
 export interface SynaxicAppArgs {
+  /** This host's memory budget (lib/memory.ts): the container's limit comes from it. */
+  memory: MemoryBudget;
   hostName: string;
   /** write: the main host's app, next to the primary. read: a replica host's app, reading its local replica. */
   mode: "write" | "read";
@@ -74,6 +77,7 @@ export class SynaxicApp extends pulumi.ComponentResource {
           redisReplicaHosts: replicaHosts,
           redisUser: args.redis.user,
           googleClientId: args.google.clientId,
+          maxRamPercentage: args.memory.appMaxRamPercentage,
         }),
       );
 
@@ -84,6 +88,7 @@ export class SynaxicApp extends pulumi.ComponentResource {
       `${name}-container`,
       {
         name: this.containerName,
+        ...memoryLimit(args.memory, "app"),
         ...stopGrace(STOP_GRACE.app),
         image: image.imageId,
         envs: env,

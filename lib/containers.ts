@@ -7,6 +7,7 @@ import * as pulumi from "@pulumi/pulumi";
 import * as docker from "@pulumi/docker";
 import { createHash } from "node:crypto";
 import { remoteStep, type HostShell } from "./remote";
+import type { MemoryBudget, ServiceName } from "./memory";
 
 export interface HostFileArgs {
   /** Path below the host's files root. */
@@ -161,6 +162,17 @@ export const STOP_GRACE = {
 /** Container settings for a graceful stop (see STOP_GRACE). */
 export function stopGrace(g: StopGrace) {
   return { stopTimeout: g.seconds, destroyGraceSeconds: g.seconds, ...(g.signal ? { stopSignal: g.signal } : {}) };
+}
+
+/**
+ * A container's memory limit from the host's budget (lib/memory.ts), in MB
+ * as the Docker provider takes it. Swap is left as Docker sets it (the
+ * provider reads memory_swap back as -1 on hosts without swap accounting).
+ */
+export function memoryLimit(budget: MemoryBudget, service: ServiceName): { memory: number } {
+  const mib = budget.limitsMiB[service];
+  if (mib === undefined) throw new Error(`memoryLimit: the ${service} service has no share of this host's memory budget`);
+  return { memory: mib };
 }
 
 /** Containers have fixed names: replace them by deleting the old one first. */

@@ -18,6 +18,7 @@
  *   which HotSpot applies to the container's limit);
  * - a host too small for the minimum of every service is refused.
  */
+import { ConfigError } from "./config";
 
 export type ServiceName = "postgres" | "redis" | "app" | "nginx" | "prometheus" | "grafana" | "nodeExporter" | "postgresExporter" | "redisExporter";
 
@@ -90,6 +91,20 @@ export function minimumHostMiB(kind: HostKind): number {
     else lo = mid + 1;
   }
   return lo;
+}
+
+/**
+ * The budget, with a host too small refused as a configuration error naming
+ * the key that sets its memory: serverType on Hetzner, memoryMiB otherwise.
+ */
+export function hostMemoryBudget(kind: HostKind, host: { provider: string; memoryMiB: number; serverType?: string }): MemoryBudget {
+  try {
+    return memoryBudget(kind, host.memoryMiB);
+  } catch (e) {
+    if (!(e instanceof MemoryBudgetError)) throw e;
+    if (host.provider === "hetzner") throw new ConfigError("serverType", `got ${JSON.stringify(host.serverType)} with ${host.memoryMiB} MiB; ${e.message.replace(/; this one has .*$/, "")}: choose a larger type`);
+    throw new ConfigError("memoryMiB", `got ${host.memoryMiB}; ${e.message.replace(/; this one has .*$/, "")}`);
+  }
 }
 
 /** The budget of a host of this kind and size, or a MemoryBudgetError saying how much it needs. */

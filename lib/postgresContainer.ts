@@ -47,7 +47,10 @@ export interface PostgresServerArgs {
   privateIp: string;
   port: number;
   databaseName: string;
+  /** PGTune's input: memoryMiB is PostgreSQL's share of the host's memory budget (lib/memory.ts), not the host's RAM. */
   sizing: { memoryMiB: number; cpus: number; maxConnections: number };
+  /** The container's memory limit, in MiB: PostgreSQL's share of the host's budget. */
+  memoryLimitMiB: number;
   /** The same on every server of the fleet (a standby needs at least its primary's). */
   maxWalSenders: number;
   maxReplicationSlots: number;
@@ -203,6 +206,7 @@ export function postgresContainer(
         ...(args.secretFiles ?? []).map((f) => upload(f.path, pulumi.secret(f.content), "0600", PG_UID)),
       ],
       shmSize: 256,
+      memory: server.memoryLimitMiB,
       stopSignal: "SIGINT",
       stopTimeout: PG_STOP_SECONDS,
       destroyGraceSeconds: PG_STOP_SECONDS,

@@ -13,6 +13,7 @@ import type { MainConfig, StackConfig } from "../lib/config";
 import { LocalHost } from "../components/LocalHost";
 import { buildMain, fleetFacts } from "./main";
 import { buildReplica } from "./replica";
+import { hostMemoryBudget } from "../lib/memory";
 
 /** Where the local hosts' files live on this machine (bind-mounted into the containers). */
 export function localFilesRoot(stack: string): string {
@@ -22,6 +23,8 @@ export function localFilesRoot(stack: string): string {
 export function localStack(cfg: MainConfig & StackConfig) {
   if (cfg.host.provider !== "local") throw new Error("localStack: hostProvider must be local");
   const { cpus, memoryMiB } = cfg.host;
+  // Each local host is sized as a VPS of memoryMiB: refused before anything is declared if that is too small.
+  hostMemoryBudget("main", cfg.host);
   const engine = new docker.Provider("local-engine", {});
   const privateNet = new docker.Network(
     "private-network",

@@ -9,6 +9,7 @@ import { LOOPBACK } from "../lib/addresses";
 import { sizeToMB, type MainConfig, type StackConfig, type VpsHostConfig } from "../lib/config";
 import type { HostContext } from "../lib/hostContext";
 import { resolveHetznerHost } from "../lib/hetzner";
+import { hostMemoryBudget, memoryBudget } from "../lib/memory";
 import { FleetSecrets } from "../components/FleetSecrets";
 import { Host } from "../components/Host";
 import { Pki } from "../components/Pki";
@@ -32,6 +33,8 @@ export async function mainStack(config: MainConfig & StackConfig) {
   // Checked against Hetzner's catalogue before anything is declared.
   const vps: VpsHostConfig = config.host.provider === "hetzner" ? await resolveHetznerHost(config.host) : config.host;
   const cfg = { ...config, host: vps };
+  // A host too small for the fleet is refused before anything is declared.
+  hostMemoryBudget("main", vps);
   let networkId: pulumi.Output<number> | undefined;
   if (cfg.host.provider === "hetzner") {
     const network = new hcloud.Network("private-network", { name: "synaxic", ipRange: cfg.privateNetworkCidr, labels: { app: "synaxic" } });
@@ -90,7 +93,9 @@ export function buildMain(cfg: MainConfig & StackConfig, host: HostContext, hetz
   });
   const mainCerts = pki.certs.main!;
 
-  const common = { hostName: "main", shell: host.shell, networkMode: host.networkMode, privateIp: cfg.privateIp, timeoutSeconds: timeout };
+  // One memory budget for the host: every container's limit and every service's sizing come from it.
+  const memory = hostMemoryBudget("main", cfg.host);
+  const common = { hostName: "main", shell: host.shell, networkMode: host.networkMode, privateIp: cfg.privateIp, timeoutSeconds: timeout, memory };
 
   // After a failover the main host follows the promoted replica (its old
   // primary data rewound onto the new timeline) until it takes the primary
@@ -108,7 +113,8 @@ export function buildMain(cfg: MainConfig & StackConfig, host: HostContext, hetz
     image: cfg.images.postgres,
     port: cfg.ports.postgres,
     databaseName: cfg.databaseName,
-    sizing: { memoryMiB: host.memoryMiB, cpus: host.cpus, maxConnections: cfg.maxConnections },
+    sizing: { memoryMiB: memory.postgresMiB, cpus: host.cpus, maxConnections: cfg.maxConnections },
+    memoryLimitMiB: memory.postgresMiB,
     maxWalSenders: facts.postgres.maxWalSenders,
     maxReplicationSlots: facts.postgres.maxReplicationSlots,
     maxSlotWalKeepSizeMB: facts.maxSlotWalKeepSizeMB,
@@ -182,6 +188,7 @@ export function buildMain(cfg: MainConfig & StackConfig, host: HostContext, hetz
     "app",
     {
       hostName: "main",
+      memory,
       mode: following ? "read" : "write",
       image: cfg.appImage,
       networkMode: host.networkMode,
@@ -315,7 +322,7 @@ export function fleetFacts(cfg: MainConfig, hetzner: HetznerFacts | null) {
     // Settings a hot standby must have at least as high as its primary: the
     // same on every server, so that any of them can follow any other.
     postgres: {
-      primaryTune: { memoryMiB: cfg.host.memoryMiB, cpus: cfg.host.cpus, maxConnections: cfg.maxConnections },
+      primaryTune: { memoryMiB: memoryBudget("main", cfg.host.memoryMiB).postgresMiB, cpus: cfg.host.cpus, maxConnections: cfg.maxConnections },
       maxWalSenders: Math.max(10, cfg.replicas.length * 2 + 2),
       maxReplicationSlots: Math.max(10, cfg.replicas.length + 2),
     },

@@ -20,6 +20,7 @@ import { NginxBalancer } from "../components/NginxBalancer";
 import { ConfigError } from "../lib/config";
 import { replicaSlotName } from "../templates/postgres-sql";
 import { renderCertExpiryTextfile } from "../templates/prometheus";
+import { hostMemoryBudget, memoryBudget } from "../lib/memory";
 
 export async function replicaStack(cfg: ReplicaConfig & StackConfig) {
   const main = new pulumi.StackReference("main", { name: cfg.mainStack });
@@ -76,6 +77,8 @@ export async function replicaStack(cfg: ReplicaConfig & StackConfig) {
     vps = resolved;
     hetzner = { networkId: fleet.networkId, sshKeyId: fleet.hetzner.sshKeyId };
   }
+  // A host too small for the fleet is refused before anything is declared.
+  hostMemoryBudget("replica", vps);
   const host = new Host(cfg.hostName, {
     hostName: cfg.hostName,
     host: vps,
@@ -131,7 +134,9 @@ export function buildReplica(
   const secretField = (k: keyof ReplicaCredentials) => pulumi.secret(credentials.apply((c) => c[k]));
   const ports = fleet.ports;
   const docker = { providers: [host.dockerProvider] };
-  const common = { hostName: cfg.hostName, shell: host.shell, networkMode: host.networkMode, privateIp: cfg.privateIp, timeoutSeconds: timeout };
+  // One memory budget for the host: every container's limit and every service's sizing come from it.
+  const memory = memoryBudget("replica", host.memoryMiB);
+  const common = { hostName: cfg.hostName, shell: host.shell, networkMode: host.networkMode, privateIp: cfg.privateIp, timeoutSeconds: timeout, memory };
   const pgTls = { certPem: tls.apply((t) => t.postgres.certPem), keyPem: pulumi.secret(tls.apply((t) => t.postgres.keyPem)), caPem: caCertPem };
   const redisTls = { certPem: tls.apply((t) => t.redis.certPem), keyPem: pulumi.secret(tls.apply((t) => t.redis.keyPem)), caPem: caCertPem };
 
@@ -142,7 +147,8 @@ export function buildReplica(
       image: fleet.images.postgres,
       port: ports.postgres,
       databaseName: fleet.databaseName,
-      sizing: { memoryMiB: host.memoryMiB, cpus: host.cpus, maxConnections: fleet.postgres.primaryTune.maxConnections },
+      sizing: { memoryMiB: memory.postgresMiB, cpus: host.cpus, maxConnections: fleet.postgres.primaryTune.maxConnections },
+      memoryLimitMiB: memory.postgresMiB,
       primaryTune: fleet.postgres.primaryTune,
       maxWalSenders: fleet.postgres.maxWalSenders,
       maxReplicationSlots: fleet.postgres.maxReplicationSlots,
@@ -202,6 +208,7 @@ export function buildReplica(
     `${prefix}app`,
     {
       hostName: cfg.hostName,
+      memory,
       mode: writeMode ? "write" : "read",
       image: fleet.appImage,
       networkMode: host.networkMode,

@@ -28,6 +28,13 @@ export function appEnvironment(p: {
   redisReplicaHosts: string[];
   redisUser: string;
   googleClientId: string;
+  /**
+   * The JVM's maximum heap as a percentage of the container's memory limit
+   * (HotSpot's -XX:MaxRAMPercentage, which it applies to the cgroup limit).
+   * Given through JAVA_TOOL_OPTIONS, which every HotSpot JVM reads whatever
+   * the image's command line.
+   */
+  maxRamPercentage?: number;
 }): string[] {
   const jdbc = `jdbc:postgresql://${p.dbHost}:${p.dbPort}/${p.dbName}?sslmode=verify-full&sslrootcert=${APP_PG_CA}${p.mode === "read" ? "&readOnly=true" : ""}`;
   const env: Record<string, string> = {
@@ -46,6 +53,12 @@ export function appEnvironment(p: {
     GOOGLE_CLIENT_ID: p.googleClientId,
   };
   if (p.redisReplicaHost) env.SPRING_DATA_REDIS_REPLICA_HOST = p.redisReplicaHost;
+  if (p.maxRamPercentage !== undefined) {
+    if (!Number.isInteger(p.maxRamPercentage) || p.maxRamPercentage < 10 || p.maxRamPercentage > 90) {
+      throw new Error(`appEnvironment: maxRamPercentage must be a whole percentage from 10 to 90, got ${p.maxRamPercentage}`);
+    }
+    env.JAVA_TOOL_OPTIONS = `-XX:MaxRAMPercentage=${p.maxRamPercentage}.0`;
+  }
   return Object.entries(env).map(([k, v]) => `${k}=${v}`);
 }
 

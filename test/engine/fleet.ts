@@ -19,7 +19,7 @@ export function hostConfig(host: EngineHost): Record<string, unknown> {
     sshHost: host.ip,
     sshHostKey: host.hostKeyPublic,
     cpus: 2,
-    memoryMiB: 2048,
+    memoryMiB: 4096,
     privateIp: host.ip,
   };
 }

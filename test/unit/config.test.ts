@@ -115,7 +115,7 @@ describe("parseStackConfig: bad input names the key, the value and the expected 
   it("a local stack needs no SSH key, and must be a main stack", () => {
     const raw = mainRaw({ [`${P}hostProvider`]: "local" });
     delete raw[`${P}sshPrivateKey`];
-    expect(parseStackConfig(raw, SECRET_KEYS).host).toEqual({ provider: "local", cpus: 2, memoryMiB: 2048 });
+    expect(parseStackConfig(raw, SECRET_KEYS).host).toEqual({ provider: "local", cpus: 2, memoryMiB: 4096 });
     expect(() => parseStackConfig({ ...replicaRaw(), [`${P}hostProvider`]: "local" }, SECRET_KEYS)).toThrow(/synaxic:hostProvider: got "local" on a replica stack/);
   });
 

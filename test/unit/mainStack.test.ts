@@ -1,3 +1,5 @@
+import { memoryBudget } from "../../lib/memory";
+import { formatKb, pgTune } from "../../lib/pgtune";
 import { describe, expect, it, beforeAll } from "vitest";
 import { join } from "node:path";
 import { findLeaks, type RunResult } from "./harness";
@@ -228,8 +230,8 @@ describe("main stack details", () => {
   it("Hetzner: sized from the catalogue, the subnet in the location's zone, the one SSH key registered here and exported for replicas", async () => {
     const run = runs[1]!;
     const conf = hostFileContent(run, "postgres-conf");
-    // cx33 in the catalogue: 4 cores, 8 GB; PGTune gives a quarter of memory to shared_buffers.
-    expect(conf).toMatch(/^shared_buffers = '2GB'$/m);
+    // cx33 in the catalogue: 4 cores, 8 GB; PGTune gives a quarter of PostgreSQL's share of it to shared_buffers.
+    expect(conf).toMatch(new RegExp(`^shared_buffers = '${formatKb(pgTune({ memoryMiB: memoryBudget("main", 8192).postgresMiB, cpus: 4, maxConnections: 100 }).sharedBuffersKb)}'$`, "m"));
     expect(run.one("hcloud:index/networkSubnet:NetworkSubnet", "private-subnet").inputs.networkZone).toBe("eu-central");
     const keys = run.of("hcloud:index/sshKey:SshKey");
     expect(keys.map((k) => k.name)).toEqual(["main-ssh-key"]);
@@ -253,6 +255,24 @@ describe("main stack details", () => {
     const teardown = (await runMain(0, { "synaxic:deleteDataOnDestroy": "true" })).one("hcloud:index/server:Server", "main-server");
     expect(teardown.opts.protect).toBe(false);
     expect(teardown.inputs).toMatchObject({ deleteProtection: false, rebuildProtection: false });
+  });
+
+  it("one memory budget: every container has its limit, together within the host; Redis maxmemory and the JVM heap follow from theirs", () => {
+    const run = runs[1]!;
+    const budget = memoryBudget("main", 8192);
+    const containers = run.of(CONTAINER);
+    for (const c of containers) expect(c.inputs.memory, c.name).toBeGreaterThan(0);
+    const total = containers.reduce((a, c) => a + Number(c.inputs.memory), 0);
+    expect(total + budget.osReserveMiB).toBeLessThanOrEqual(8192);
+    expect(run.one(CONTAINER, "redis-container").inputs.memory).toBe(budget.limitsMiB.redis);
+    const redisConf = JSON.stringify(run.one(CONTAINER, "redis-container").inputs.uploads);
+    expect(redisConf).toContain(`maxmemory ${budget.redisMaxMemoryMiB}mb`);
+    expect(run.one(CONTAINER, "app-container").inputs.envs).toContain(`JAVA_TOOL_OPTIONS=-XX:MaxRAMPercentage=${budget.appMaxRamPercentage}.0`);
+  });
+
+  it("a host too small for its budget is refused before anything is declared, naming the key that sets its memory", async () => {
+    const small = { "synaxic:hostProvider": "existing", "synaxic:sshHost": "203.0.113.10", "synaxic:sshHostKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExisting", "synaxic:cpus": "2", "synaxic:memoryMiB": "2048" };
+    await expect(runMain(0, small)).rejects.toThrow(/synaxic:memoryMiB: got 2048; a main host needs at least \d+ MiB of memory/);
   });
 
   it("every service container stops gracefully: a grace period on replace and destroy as well as on docker stop", () => {
@@ -371,8 +391,10 @@ describe("an existing server reached over SSH", () => {
     expect(String(run.one(COMMAND, "postgres-roles").inputs.create)).toContain("sudo -n docker exec -i -u postgres synaxic-main-postgres psql");
     expect(run.of("pulumi:providers:docker")[0]!.inputs.host).toBe("ssh://deploy@203.0.113.10:2222");
     expect(run.values.sshPort).toBe(2222);
-    // Sized from the configured CPUs and memory: PGTune's shared_buffers is a quarter of 32 GiB.
+    // Sized from the configured CPUs and memory: PGTune's shared_buffers is a quarter of PostgreSQL's share of 32 GiB.
     const conf = String(run.one(COMMAND, "postgres-conf").inputs.stdin);
-    expect(conf).toMatch(/^shared_buffers = '?8GB'?$/m);
+    const share = memoryBudget("main", 32768).postgresMiB;
+    expect(run.one(CONTAINER, "postgres-container").inputs.memory).toBe(share);
+    expect(conf).toMatch(new RegExp(`^shared_buffers = '${formatKb(pgTune({ memoryMiB: share, cpus: 8, maxConnections: 100 }).sharedBuffersKb)}'$`, "m"));
   });
 });

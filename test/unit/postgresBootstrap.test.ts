@@ -138,6 +138,7 @@ function masterArgs(filesRoot: string, extra: Partial<PostgresMasterArgs> = {}):
     port: 5432,
     databaseName: "synaxic",
     sizing: { memoryMiB: 2048, cpus: 2, maxConnections: 100 },
+    memoryLimitMiB: 2048,
     maxWalSenders: 10,
     maxReplicationSlots: 10,
     maxSlotWalKeepSizeMB: 1024,

@@ -128,7 +128,7 @@ describe("ssh runner", () => {
       expect(argsOf("ssh.args").slice(-3, -1)).toEqual(["--", "203.0.113.1"]);
       expect(argsOf("docker.args")).toEqual(postgresExecArgv("main", 5432).slice(1));
       expect(argsOf("docker.args").slice(0, 5)).toEqual(["exec", "-i", "-u", "postgres", "synaxic-main-postgres"]);
-      expect(argsOf("psql.args")).toEqual(["-v", "ON_ERROR_STOP=1", "--no-psqlrc", "--quiet", "--no-align", "--tuples-only", "--port=5432", "--username=postgres", "--dbname=postgres", "--file=-"]);
+      expect(argsOf("psql.args")).toEqual(["-v", "ON_ERROR_STOP=1", "-v", "VERBOSITY=terse", "--no-psqlrc", "--quiet", "--no-align", "--tuples-only", "--port=5432", "--username=postgres", "--dbname=postgres", "--file=-"]);
       expect(read("psql.stdin")).toBe(PG_STATUS_SQL);
       expect(read("ssh.args")).not.toContain("pg_stat_replication");
       expect(existsSync(join(rec, "sudo.args"))).toBe(false);
