@@ -131,15 +131,27 @@ export const REDIS_ACL_RULES = {
   // (listening-port, capa, ack) and PSYNC. No key or channel access: the
   // replication stream itself is not subject to key permissions.
   replication: ["-@all", "+psync", "+replconf", "+ping"],
-  // Everything on every key and channel except @dangerous (FLUSHALL, FLUSHDB,
-  // CONFIG, DEBUG, KEYS, SHUTDOWN, MONITOR, REPLICAOF, ACL, MIGRATE, SORT,
-  // CLIENT KILL/LIST, ...). INFO is in @dangerous too but Spring Boot's Redis
-  // health indicator runs it, so it is given back.
-  app: ["~*", "&*", "+@all", "-@dangerous", "+info"],
+  // The command groups a Redisson client uses (data types, keyspace,
+  // transactions, pub/sub for its locks, scripting for its locks and rate
+  // limiters), without @dangerous (FLUSHALL, FLUSHDB, CONFIG, DEBUG, KEYS,
+  // SHUTDOWN, MONITOR, REPLICAOF, ACL, MIGRATE, SORT, CLIENT KILL/LIST, ...).
+  // INFO is in @dangerous but Spring Boot's Redis health indicator runs it,
+  // so it is given back. Scripting stays for EVAL, EVALSHA and SCRIPT LOAD /
+  // EXISTS; FUNCTION (another way to load code that outlives the caller) and
+  // SCRIPT FLUSH / KILL (other clients' scripts) are not. SELECT, MOVE, COPY,
+  // SWAPDB reach other databases; DUMP and RESTORE copy values out and in
+  // wholesale: none of them is the app's.
+  app: [
+    "~*", "&*",
+    "+@read", "+@write", "+@keyspace", "+@string", "+@hash", "+@list", "+@set", "+@sortedset", "+@stream", "+@bitmap", "+@hyperloglog", "+@geo",
+    "+@pubsub", "+@transaction", "+@connection", "+@scripting",
+    "-@dangerous", "+info",
+    "-function", "-script|flush", "-script|kill", "-select", "-move", "-copy", "-swapdb", "-dump", "-restore",
+  ],
   // What redis_exporter runs per scrape. CONFIG GET is left out on purpose:
   // it would reveal masterauth (the replication password) on replicas; run
   // the exporter with --config-command=- (REDIS_EXPORTER_CONFIG_COMMAND=-).
-  exporter: ["-@all", "+info", "+ping", "+client|setname", "+slowlog|len", "+slowlog|get", "+latency|latest", "+latency|histogram"],
+  exporter: ["-@all", "+info", "+ping", "+client|setname", "+slowlog|len", "+latency|latest", "+latency|histogram"],
   admin: ["~*", "&*", "+@all"],
 } as const;
 

@@ -95,6 +95,12 @@ describe("redis master: TLS, authentication, ACL users", () => {
     expect(await redisOk(client, master.target, ["SCAN", "0", "MATCH", "k", "COUNT", "100"], app)).toMatch(/\bk$/m);
     expect(await redisOk(client, master.target, ["EVAL", "return redis.call('GET', KEYS[1])", "1", "k"], app)).toBe("v");
     expect(await redisOk(client, master.target, ["PUBLISH", "events", "hello"], app)).toBe("0");
+    // What a Redisson client needs beyond data commands: scripts by hash (locks, rate limiters), client names, transactions.
+    const sha = await redisOk(client, master.target, ["SCRIPT", "LOAD", "return redis.call('INCR', KEYS[1])"], app);
+    expect(await redisOk(client, master.target, ["EVALSHA", sha, "1", "counter2"], app)).toBe("1");
+    expect(await redisOk(client, master.target, ["SCRIPT", "EXISTS", sha], app)).toBe("1");
+    expect(await redisOk(client, master.target, ["CLIENT", "SETNAME", "synaxic-app"], app)).toBe("OK");
+    expect(await redisOk(client, master.target, ["DEL", "counter2"], app)).toBe("1");
     expect(await redisOk(client, master.target, ["DEL", "k", "h", "counter"], app)).toBe("3");
     // INFO is @dangerous but given back: Spring Boot's health check runs it.
     expect(await redisOk(client, master.target, ["INFO", "server"], app)).toMatch(/redis_version:7\.0\./);
@@ -105,6 +111,9 @@ describe("redis master: TLS, authentication, ACL users", () => {
       ["FLUSHALL"], ["FLUSHDB"], ["CONFIG", "GET", "*"], ["CONFIG", "SET", "appendonly", "no"], ["DEBUG", "SLEEP", "0"],
       ["KEYS", "*"], ["SHUTDOWN", "NOSAVE"], ["MONITOR"], ["REPLICAOF", "NO", "ONE"], ["ACL", "LIST"], ["BGSAVE"],
       ["CLIENT", "KILL", "TYPE", "normal"], ["MODULE", "LIST"], ["SAVE"],
+      // Code that outlives the caller, other clients' scripts, other databases, values copied wholesale.
+      ["FUNCTION", "LIST"], ["FUNCTION", "FLUSH"], ["SCRIPT", "FLUSH"], ["SCRIPT", "KILL"], ["SELECT", "1"], ["MOVE", "k", "1"],
+      ["COPY", "k", "k2", "DB", "1"], ["SWAPDB", "0", "1"], ["DUMP", "k"], ["RESTORE", "k3", "0", "x"],
     ];
     for (const argv of denied) {
       const r = await redisCli(client, master.target, argv, { auth: users.app });
@@ -149,12 +158,17 @@ describe("redis master: TLS, authentication, ACL users", () => {
       expect(metrics).toMatch(/^redis_exporter_last_scrape_error\{err=""\} 0$/m);
       expect(metrics).toMatch(/^redis_connected_clients \d+$/m);
       expect(metrics).toMatch(/^redis_slowlog_length \d+$/m);
+      // SLOWLOG GET would show it other clients' arguments: the exporter is refused it, scrapes without it
+      // (no redis_slowlog_last_id), and that refusal is the only one it meets.
+      expect(metrics).not.toMatch(/^redis_slowlog_last_id /m);
       const log = await redisOk(client, master.target, ["ACL", "LOG"], users.admin);
-      expect(log).not.toContain(users.exporter.name);
+      const denials = [...log.matchAll(/^object\n(\S+)\n/gm)].map((m) => m[1]);
+      expect(log).toContain(users.exporter.name);
+      expect(new Set(denials)).toEqual(new Set(["slowlog|get"]));
     } finally {
       process.kill(-exporter.proc.pid!, "SIGKILL");
     }
-    for (const argv of [["GET", "secret"], ["CONFIG", "GET", "masterauth"], ["SCAN", "0"], ["FLUSHALL"]]) {
+    for (const argv of [["GET", "secret"], ["CONFIG", "GET", "masterauth"], ["SCAN", "0"], ["FLUSHALL"], ["SLOWLOG", "GET", "10"]]) {
       const r = await redisCli(client, master.target, argv, { auth: users.exporter });
       expect(r.out, argv.join(" ")).toMatch(/^NOPERM /);
     }

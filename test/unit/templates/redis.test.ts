@@ -203,8 +203,12 @@ describe("renderRedisAcl", () => {
     expect(lines[0]).toBe("user default off resetpass ~* &* +@all");
     const rules = (name: string): string => lines.find((l) => l.startsWith(`user ${name} `))!.split(" ").slice(5).join(" ");
     expect(rules("replication")).toBe("-@all +psync +replconf +ping");
-    expect(rules("synaxic-app")).toBe("~* &* +@all -@dangerous +info");
-    expect(rules("exporter")).not.toMatch(/config/);
+    expect(rules("synaxic-app")).toBe(REDIS_ACL_RULES.app.join(" "));
+    // Command groups, never all of them; what is taken away comes after what is given.
+    expect(rules("synaxic-app")).not.toContain("+@all");
+    for (const deny of ["-@dangerous", "-function", "-script|flush", "-select", "-dump"]) expect(rules("synaxic-app")).toContain(deny);
+    expect(rules("synaxic-app").indexOf("-@dangerous")).toBeGreaterThan(rules("synaxic-app").lastIndexOf("+@"));
+    expect(rules("exporter")).not.toMatch(/config|slowlog\|get/);
     expect(rules("exporter")).toMatch(/^-@all \+info /);
     expect(REDIS_ACL_RULES.admin).toContain("+@all");
   });
