@@ -78,7 +78,9 @@ export class Monitoring extends pulumi.ComponentResource {
           "--config.file=/etc/prometheus/prometheus.yml",
           "--storage.tsdb.path=/prometheus",
           "--storage.tsdb.retention.time=30d",
-          "--web.enable-lifecycle",
+          // No --web.enable-lifecycle and no --web.enable-admin-api: the
+          // program reloads with SIGHUP, and nothing may shut Prometheus down
+          // or delete its data over HTTP.
         ],
         volumes: [{ volumeName: promData.name, containerPath: "/prometheus" }],
         mounts: [{ type: "bind", source: hostPath(args.shell, promDir), target: "/etc/prometheus", readOnly: true }],

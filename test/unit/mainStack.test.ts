@@ -275,6 +275,12 @@ describe("main stack details", () => {
     await expect(runMain(0, small)).rejects.toThrow(/synaxic:memoryMiB: got 2048; a main host needs at least \d+ MiB of memory/);
   });
 
+  it("Prometheus has neither its lifecycle endpoint nor its admin API (reloads are SIGHUP)", () => {
+    const command = runs[1]!.one(CONTAINER, "monitoring-prometheus").inputs.command as string[];
+    expect(command.some((a) => /enable-lifecycle|enable-admin-api/.test(a))).toBe(false);
+    expect(String(runs[1]!.one(COMMAND, "monitoring-reload").inputs.create)).toContain("kill -HUP 1");
+  });
+
   it("every service container stops gracefully: a grace period on replace and destroy as well as on docker stop", () => {
     for (const c of runs[1]!.of("docker:index/container:Container")) {
       expect(c.inputs.destroyGraceSeconds, c.name).toBeGreaterThanOrEqual(10);

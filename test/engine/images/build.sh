@@ -637,7 +637,7 @@ say "  nginx: default site, access log on stdout, workers as nginx (101)"
 PR="$(vname prometheus)"
 logged "run prometheus" "$DOCKER" run -d --name "$PR" --network none prom/prometheus:v2.42.0 \
 	--web.listen-address=127.0.0.1:9090 --config.file=/etc/prometheus/prometheus.yml --storage.tsdb.path=/prometheus \
-	--storage.tsdb.retention.time=30d --web.enable-lifecycle
+	--storage.tsdb.retention.time=30d
 wait_until 30 "prometheus to be ready" http_has "$PR" 9090 /-/ready '^HTTP/1\.[01] 200'
 "$DOCKER" kill --signal=HUP "$PR" >/dev/null
 sleep 1
