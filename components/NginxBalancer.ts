@@ -28,6 +28,8 @@ export interface NginxBalancerArgs {
    * pools so that under this load no upstream connection is closed.
    */
   concurrency?: number;
+  /** Requests per second each client address may make, and the burst it may use at once; absent: no limit. */
+  rateLimit?: { perSecond: number; burst: number };
   timeoutSeconds: number;
 }
 
@@ -53,6 +55,7 @@ export class NginxBalancer extends pulumi.ComponentResource {
       mainApp: args.mainApp,
       replicaApps: args.replicaApps,
       concurrency: args.concurrency,
+      ...(args.rateLimit ? { rateLimit: args.rateLimit } : {}),
       listenPort: args.httpPort,
       ...(args.https ? { tls: { certFile: `${TLS_DIR}/fullchain.pem`, keyFile: `${TLS_DIR}/privkey.pem`, port: args.httpsPort } } : {}),
       foreground: true,

@@ -163,6 +163,8 @@ export const KEYS: Record<string, KeySpec> = {
   maxConnections: { schema: int(20, 10000), default: 100 },
   // Above 10000 the balancer's worker_connections and open-file limit would pass what Docker's default hard limit allows.
   balancerConcurrency: { schema: int(1, 10_000), default: 64 },
+  balancerRateLimit: { schema: int(0, 1_000_000), default: 50 },
+  balancerRateBurst: { schema: int(0, 1_000_000), default: 100 },
   maxSlotWalKeepSize: { schema: size, default: "4GB" },
   walKeepSize: { schema: size, default: "256MB" },
   httpPort: { schema: port, default: 80 },
@@ -284,6 +286,8 @@ export interface MainConfig extends CommonConfig {
   bootstrapGeneration: number;
   /** Concurrent client requests the balancer is sized for (its upstream keep-alive pools). */
   balancerConcurrency: number;
+  /** Requests per second per client address and the burst allowed (0: no limit). */
+  balancerRateLimit: { perSecond: number; burst: number } | null;
 }
 
 export interface ReplicaConfig extends CommonConfig {
@@ -602,6 +606,7 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, secretKe
       promote,
       bootstrapGeneration: get("bootstrapGeneration"),
       balancerConcurrency: get("balancerConcurrency"),
+      balancerRateLimit: get<number>("balancerRateLimit") > 0 ? { perSecond: get<number>("balancerRateLimit"), burst: get<number>("balancerRateBurst") } : null,
       appImage: get("appImage"),
       maxConnections: get("maxConnections"),
       maxSlotWalKeepSize: get("maxSlotWalKeepSize"),

@@ -50,6 +50,7 @@ export const fleetInfoSchema = z.object({
   replicas: z.array(z.object({ name: z.string(), privateIp: ip, slotName: z.string() })),
   /** What the balancer is sized for: a promoted replica's balancer takes the main stack's. */
   balancerConcurrency: z.number().int().positive().optional(),
+  balancerRateLimit: z.object({ perSecond: z.number().int().positive(), burst: z.number().int().nonnegative() }).nullable().optional(),
   caCertPem: pem,
   roles: z.object({ replication: z.string(), rewind: z.string(), exporter: z.string(), app: z.string() }),
   redisUsers: z.object({ app: z.string(), replication: z.string(), exporter: z.string(), admin: z.string() }),

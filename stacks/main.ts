@@ -225,6 +225,7 @@ export function buildMain(cfg: MainConfig & StackConfig, host: HostContext, hetz
       httpPort: cfg.ports.http,
       httpsPort: cfg.ports.https,
       concurrency: cfg.balancerConcurrency,
+      ...(cfg.balancerRateLimit ? { rateLimit: cfg.balancerRateLimit } : {}),
       ...(cfg.httpsCertificate && cfg.secrets.httpsPrivateKey ? { https: { certPem: cfg.httpsCertificate, keyPem: cfg.secrets.httpsPrivateKey } } : {}),
       // Writes go to the app next to the primary: this one, or the promoted replica's.
       mainApp: following ? { name: following.name, address: `${following.privateIp}:${cfg.ports.app}` } : { name: "main", address: app.endpoint },
@@ -328,6 +329,7 @@ export function fleetFacts(cfg: MainConfig, hetzner: HetznerFacts | null) {
     },
     replicas: cfg.replicas,
     balancerConcurrency: cfg.balancerConcurrency,
+    balancerRateLimit: cfg.balancerRateLimit,
     roles: { replication: PG_ROLES.replication, rewind: PG_ROLES.rewind, exporter: PG_ROLES.exporter, app: cfg.databaseName },
     redisUsers: { ...REDIS_USER_NAMES },
   };

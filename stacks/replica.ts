@@ -249,6 +249,7 @@ export function buildReplica(
         httpPort: ports.http,
         httpsPort: ports.https,
         ...(fleet.balancerConcurrency !== undefined ? { concurrency: fleet.balancerConcurrency } : {}),
+        ...(fleet.balancerRateLimit ? { rateLimit: fleet.balancerRateLimit } : {}),
         mainApp: { name: me.name, address: app.endpoint },
         replicaApps: others.map((r) => ({ name: r.name, address: `${r.privateIp}:${ports.app}` })),
       },

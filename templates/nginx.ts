@@ -111,6 +111,12 @@ export interface NginxParams {
   keepaliveTimeout?: string;
   /** Adds X-Upstream (the instance that answered) to responses; off by default (it shows internal addresses). */
   exposeUpstreamHeader?: boolean;
+  /**
+   * Requests per second each client address may make, with a burst it may
+   * use at once (nginx limit_req, per $binary_remote_addr; 429 past it).
+   * Absent: no limit.
+   */
+  rateLimit?: { perSecond: number; burst: number };
 }
 
 /** Largest concurrency renderNginxConf accepts (the balancerConcurrency setting's own bound). */
@@ -394,6 +400,10 @@ export function renderNginxConf(params: NginxParams): string {
     checkTime(k, p[k]);
   }
   checkSize("clientMaxBodySize", p.clientMaxBodySize);
+  if (params.rateLimit) {
+    checkInt("rateLimit.perSecond", params.rateLimit.perSecond, 1);
+    checkInt("rateLimit.burst", params.rateLimit.burst, 0);
+  }
 
   const route = { readTimeout: p.readTimeout, readTries: p.readTries, readRetryTimeout: p.readRetryTimeout };
 
@@ -405,12 +415,18 @@ export function renderNginxConf(params: NginxParams): string {
   };
 
   const appLocations = [
-    `        # Only the health endpoint of the actuator is public; Prometheus scrapes the apps directly.`,
-    `        location ^~ /actuator/ {`,
+    `        # Of the actuator, only its health endpoints are public (Prometheus scrapes the apps directly):`,
+    `        # an allow list of exact paths. Every other path that names the actuator, in any case, or`,
+    `        # carries a path parameter (";") or a "%" left after decoding, is answered here: the app's`,
+    `        # servlet container strips ";..." and decodes once more, and would reach what this list`,
+    `        # leaves out (/actuator;/prometheus, /x/..;/actuator/env, /%2561ctuator/...). Locations`,
+    `        # match the decoded, normalised URI; exact matches win over this regex.`,
+    routedLocation("= /actuator/health", route),
+    routedLocation("= /actuator/health/liveness", route),
+    routedLocation("= /actuator/health/readiness", route),
+    `        location ~* "(actuator|;|%)" {`,
     `            return 404;`,
     `        }`,
-    routedLocation("= /actuator/health", route),
-    routedLocation("^~ /actuator/health/", route),
     routedLocation("/", route),
     ``,
     `        # Writes: the main app only. A write that may have reached the app is`,
@@ -420,6 +436,16 @@ export function renderNginxConf(params: NginxParams): string {
     `            proxy_next_upstream off;`,
     `            proxy_read_timeout ${p.writeTimeout};`,
     `        }`,
+  ];
+  // Response headers every proxying server adds (and the app's own copies hidden, so there is one of each).
+  const securityHeaders = [
+    `        add_header X-Content-Type-Options nosniff always;`,
+    `        add_header X-Frame-Options DENY always;`,
+    `        add_header Content-Security-Policy "frame-ancestors 'none'" always;`,
+    `        add_header Referrer-Policy strict-origin-when-cross-origin always;`,
+    `        proxy_hide_header X-Content-Type-Options;`,
+    `        proxy_hide_header X-Frame-Options;`,
+    ...(params.rateLimit ? [`        limit_req zone=synaxic_per_client burst=${params.rateLimit.burst} nodelay;`, `        limit_req_status 429;`] : []),
   ];
   // In every proxying server (a server-level proxy_set_header would hide http-level ones).
   const proxyHeaders = (publicPort: number): string[] => [
@@ -474,6 +500,7 @@ export function renderNginxConf(params: NginxParams): string {
         ...(hsts > 0 ? [`        add_header Strict-Transport-Security "max-age=${hsts}" always;`] : []),
         ...(params.exposeUpstreamHeader ? [`        add_header X-Upstream $upstream_addr always;`] : []),
         `        add_header X-Request-Id $synaxic_request_id always;`,
+        ...securityHeaders,
         ...proxyHeaders(publicTlsPort),
         ...balancerHealth,
         ...appLocations,
@@ -488,6 +515,7 @@ export function renderNginxConf(params: NginxParams): string {
         serverNameLine,
         ...(params.exposeUpstreamHeader ? [`        add_header X-Upstream $upstream_addr always;`] : []),
         `        add_header X-Request-Id $synaxic_request_id always;`,
+        ...securityHeaders,
         ...proxyHeaders(publicHttpPort),
         ...balancerHealth,
         ...appLocations,
@@ -533,6 +561,7 @@ export function renderNginxConf(params: NginxParams): string {
     `    client_body_timeout ${p.clientBodyTimeout};`,
     `    client_header_timeout ${p.clientHeaderTimeout};`,
     `    send_timeout ${p.sendTimeout};`,
+    ...(params.rateLimit ? [`    limit_req_zone $binary_remote_addr zone=synaxic_per_client:10m rate=${params.rateLimit.perSecond}r/s;`] : []),
     ``,
     `    # ${READ_METHODS.join(", ")} are reads; every other method is a write.`,
     `    # A regex, because plain map keys match case-insensitively and methods are case-sensitive.`,

@@ -187,10 +187,33 @@ describe("nginx in front of the main app and two replica apps", () => {
     const h = await fetch(`${base}/actuator/health`);
     expect(h.status).toBe(200);
     expect(await h.json()).toEqual({ status: "UP" });
-    for (const path of ["/actuator/prometheus", "/actuator/env", "/actuator/", "//actuator/prometheus"]) {
+    for (const path of ["/actuator/health/liveness", "/actuator/health/readiness"]) expect((await fetch(`${base}${path}`)).status, path).toBe(200);
+    // What a servlet container would still route to the actuator: path parameters, case, "..;", encodings.
+    const bypasses = [
+      "/actuator/prometheus", "/actuator/env", "/actuator/", "//actuator/prometheus",
+      "/actuator;/prometheus", "/actuator/health;/../prometheus", "/Actuator/prometheus", "/ACTUATOR/env",
+      "/x/..;/actuator/env", "/static/..;/actuator/prometheus", "/actuator%2Fprometheus", "/%61ctuator/prometheus",
+      "/%2561ctuator/prometheus", "/actuator/health/../env", "/actuator/health/x", "/app;jsessionid=1/actuator/env",
+    ];
+    const before = (await stubs.main!.stats()).read + (await stubs.replica1!.stats()).read + (await stubs.replica2!.stats()).read;
+    for (const path of bypasses) {
       const r = await fetch(`${base}${path}`);
       expect(r.status, path).toBe(404);
     }
+    // None of them reached an app.
+    const after = (await stubs.main!.stats()).read + (await stubs.replica1!.stats()).read + (await stubs.replica2!.stats()).read;
+    expect(after).toBe(before);
+  });
+
+  it("adds the usual security headers once, whatever the app sends", async () => {
+    const r = await fetch(`${base}/orders/1`);
+    expect(r.status).toBe(200);
+    expect(r.headers.get("x-content-type-options")).toBe("nosniff");
+    expect(r.headers.get("x-frame-options")).toBe("DENY");
+    expect(r.headers.get("content-security-policy")).toBe("frame-ancestors 'none'");
+    expect(r.headers.get("referrer-policy")).toBe("strict-origin-when-cross-origin");
+    // No HSTS without HTTPS.
+    expect(r.headers.get("strict-transport-security")).toBeNull();
   });
 
   it("never retries a write that timed out; a read that times out is retried (control)", async () => {
@@ -441,5 +464,32 @@ describe("nginx with TLS", () => {
     expect(w.status).toBe(308);
     // The balancer's own health check still answers on plain HTTP.
     expect((await fetch(`${base}/nginx-health`)).status).toBe(200);
+  });
+});
+
+describe("nginx with a rate limit per client address", () => {
+  beforeAll(async () => {
+    await nginx.stop();
+    nginx.writeConf(renderNginxConf(params({ rateLimit: { perSecond: 5, burst: 10 } })));
+    expect((await nginx.test()).code).toBe(0);
+    await nginx.start(`${base}/nginx-health`);
+    // The probe's own requests count against the client's allowance: let it refill.
+    await new Promise((r) => setTimeout(r, 2500));
+  });
+
+  it("answers a burst past the allowance with 429, reaching no app, and serves the client again once it has refilled", async () => {
+    await resetStubs();
+    const statuses = await Promise.all(Array.from({ length: 40 }, () => fetch(`${base}/orders/1`).then((r) => r.status)));
+    const ok = statuses.filter((s) => s === 200).length;
+    const limited = statuses.filter((s) => s === 429).length;
+    process.stdout.write(`[nginx] rate limit 5/s, burst 10: ${ok} served, ${limited} refused of 40\n`);
+    expect(ok + limited).toBe(40);
+    // The burst and at most a request or two that the rate refilled meanwhile.
+    expect(ok).toBeGreaterThanOrEqual(10);
+    expect(ok).toBeLessThanOrEqual(13);
+    const reached = (await Promise.all(Object.values(stubs).map((s) => s.stats()))).reduce((a, st) => a + st.read, 0);
+    expect(reached).toBe(ok);
+    await new Promise((r) => setTimeout(r, 1500));
+    expect((await fetch(`${base}/orders/1`)).status).toBe(200);
   });
 });

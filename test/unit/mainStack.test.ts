@@ -343,6 +343,13 @@ describe("main stack details", () => {
     expect((sized.values.fleet as { balancerConcurrency: number }).balancerConcurrency).toBe(100);
   });
 
+  it("the balancer limits each client address by default (balancerRateLimit, balancerRateBurst); 0 turns it off", async () => {
+    expect(String(runs[0]!.one(COMMAND, "balancer-conf").inputs.stdin)).toContain("rate=50r/s");
+    expect(String(runs[0]!.one(COMMAND, "balancer-conf").inputs.stdin)).toContain("burst=100 nodelay");
+    const off = await runMain(0, { "synaxic:balancerRateLimit": "0" });
+    expect(String(off.one(COMMAND, "balancer-conf").inputs.stdin)).not.toContain("limit_req");
+  });
+
   it("bootstrapGeneration reaches the primary's bootstrap permit step (its only trigger)", async () => {
     expect(runs[0]!.one(COMMAND, "postgres-bootstrap-permit").inputs.triggers).toEqual([0]);
     const raised = await runMain(0, { "synaxic:bootstrapGeneration": "2" });

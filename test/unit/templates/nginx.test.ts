@@ -150,8 +150,21 @@ describe("renderNginxConf", () => {
 
   it("keeps the actuator private except health", () => {
     const text = conf(0);
-    expect(block(text, "location ^~ /actuator/")).toContain("return 404;");
-    expect(block(text, "location = /actuator/health")).toContain(`proxy_pass http://${READ_UPSTREAM};`);
+    expect(block(text, 'location ~* "(actuator|;|%)"')).toContain("return 404;");
+    for (const exact of ["/actuator/health", "/actuator/health/liveness", "/actuator/health/readiness"]) {
+      expect(block(text, `location = ${exact}`)).toContain(`proxy_pass http://${READ_UPSTREAM};`);
+    }
+    // An allow list: no prefix location opens anything below the actuator.
+    expect(text).not.toMatch(/location \^~ \/actuator/);
+  });
+
+  it("limits requests per client address only when asked, and says so in the error", () => {
+    expect(conf(0)).not.toContain("limit_req");
+    const limited = conf(0, { rateLimit: { perSecond: 50, burst: 100 } });
+    expect(limited).toContain("limit_req_zone $binary_remote_addr zone=synaxic_per_client:10m rate=50r/s;");
+    expect(limited).toContain("limit_req zone=synaxic_per_client burst=100 nodelay;");
+    expect(limited).toContain("limit_req_status 429;");
+    expect(() => conf(0, { rateLimit: { perSecond: 0, burst: 1 } })).toThrow(/rateLimit.perSecond/);
   });
 });
 
