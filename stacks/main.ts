@@ -181,7 +181,8 @@ export function buildMain(cfg: MainConfig & StackConfig, host: HostContext, hetz
         .all([pki.caNotAfter, mainCerts.postgres.notAfter, mainCerts.redis.notAfter])
         .apply(([ca, pg, rd]) => renderCertExpiryTextfile([{ name: "fleet-ca", notAfter: ca }, { name: "main-postgres", notAfter: pg }, { name: "main-redis", notAfter: rd }])),
     },
-    docker,
+    // The PostgreSQL exporter logs in as its role: start it once the roles exist (no failed logins at first start).
+    { ...docker, dependsOn: [postgres instanceof PostgresMaster ? postgres.ready : postgres] },
   );
 
   const app = new SynaxicApp(

@@ -200,7 +200,8 @@ export function buildReplica(
         ]),
       ),
     },
-    docker,
+    // The PostgreSQL exporter logs in as its role: start it once this server has it (a streaming standby).
+    { ...docker, dependsOn: [postgres] },
   );
 
   const writeMode = cfg.promote;

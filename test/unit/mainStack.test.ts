@@ -350,6 +350,11 @@ describe("main stack details", () => {
     expect(String(off.one(COMMAND, "balancer-conf").inputs.stdin)).not.toContain("limit_req");
   });
 
+  it("the exporters start once PostgreSQL has its roles (the PostgreSQL exporter never fails a login at first start)", () => {
+    const deps = runs[1]!.one("synaxic:components:Exporters", "exporters").opts.dependsOn;
+    expect(deps.some((d) => /^postgres-/.test(d))).toBe(true);
+  });
+
   it("bootstrapGeneration reaches the primary's bootstrap permit step (its only trigger)", async () => {
     expect(runs[0]!.one(COMMAND, "postgres-bootstrap-permit").inputs.triggers).toEqual([0]);
     const raised = await runMain(0, { "synaxic:bootstrapGeneration": "2" });
