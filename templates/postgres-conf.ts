@@ -124,6 +124,9 @@ export function replicaPrimaryConninfo(p: PrimaryConninfoParams): string {
 }
 
 /** Renders postgresql.conf for the primary or for a streaming replica. */
+/** The OpenSSL cipher list PostgreSQL offers for TLS 1.2. */
+export const PG_TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!SHA1:!SHA256:!SHA384";
+
 export function renderPostgresqlConf(params: PostgresConfParams): string {
   const p = params;
   if (p.role !== "primary" && p.role !== "replica") templateError(`role must be "primary" or "replica", got ${JSON.stringify((p as { role: unknown }).role)}`);
@@ -159,6 +162,10 @@ export function renderPostgresqlConf(params: PostgresConfParams): string {
     "# TLS: required for every network connection (see pg_hba.conf)",
     line("ssl", "on"),
     line("ssl_min_protocol_version", pgConfString("TLSv1.2")),
+    // TLS 1.2 suites: forward secrecy and AEAD only (no CBC, no SHA-1 MACs),
+    // as the balancer offers; TLS 1.3's suites are all AEAD already and are
+    // not governed by ssl_ciphers.
+    line("ssl_ciphers", pgConfString(PG_TLS12_CIPHERS)),
     line("ssl_cert_file", pgConfString(validatePath("TLS certificate file", p.tls.certFile))),
     line("ssl_key_file", pgConfString(validatePath("TLS key file", p.tls.keyFile))),
     line("ssl_ca_file", pgConfString(validatePath("TLS CA file", p.tls.caFile))),
