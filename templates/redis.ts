@@ -68,7 +68,7 @@ interface RedisConfCommon {
   replPingReplicaPeriod?: number;
   /** Seconds without traffic after which a replication link counts as broken; default 60. Must exceed the ping period. */
   replTimeout?: number;
-  /** Memory limit in Redis size notation; unlimited when absent. Writes fail (noeviction) once reached. */
+  /** Memory limit in Redis size notation; unlimited when absent. At it, keys with a TTL are evicted (volatile-lru). */
   maxmemory?: string;
 }
 
@@ -395,7 +395,11 @@ export function renderRedisConf(params: RedisConfParams): string {
 
   out.push("", "# --- limits and logging");
   if (params.maxmemory !== undefined) {
-    out.push(line("maxmemory", checkSize(fn, "maxmemory", params.maxmemory)), "maxmemory-policy noeviction");
+    // At the limit, evict among the keys that expire anyway (sessions, rate
+    // limit windows, caches), least recently used first, so that Redis
+    // keeps serving writes; keys without a TTL are never evicted. With
+    // noeviction every write would fail with OOM once the limit is reached.
+    out.push(line("maxmemory", checkSize(fn, "maxmemory", params.maxmemory)), "maxmemory-policy volatile-lru");
   }
   out.push("daemonize no", 'logfile ""', "loglevel notice", "");
   return out.join("\n");

@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TestNet, waitFor, type Host } from "../rig/net";
 import { makeCa, type TestCa } from "../rig/pki";
-import { randomRedisUsers, redisCli, redisOk, RedisServer } from "../rig/redis";
+import { randomRedisUsers, redisCli, redisInfo, redisOk, RedisServer } from "../rig/redis";
 import { renderRedisAcl, renderRedisConf } from "../../templates/redis";
 
 describe("redis master: TLS, authentication, ACL users", () => {
@@ -172,5 +172,24 @@ describe("redis master: TLS, authentication, ACL users", () => {
       const r = await redisCli(client, master.target, argv, { auth: users.exporter });
       expect(r.out, argv.join(" ")).toMatch(/^NOPERM /);
     }
+  });
+
+  it("at its memory limit it keeps serving writes: keys that expire are evicted, keys without a TTL kept", async () => {
+    const app = users.app;
+    // The budget's setting, small enough to reach here: restart the master with it.
+    await master.restart("SIGTERM", renderRedisConf({ role: "master", bind: [main.ip, "127.0.0.1"], ...master.paths, maxmemory: "8mb" }));
+    expect(await redisOk(client, master.target, ["SET", "keep:config", "no ttl"], app)).toBe("OK");
+    const value = "v".repeat(4096);
+    for (let batch = 0; batch < 8; batch++) {
+      // 500 session-like keys with a TTL per batch: 16 MB in all, twice the limit.
+      const script = `for i = 1, 500 do redis.call('SET', 'session:' .. ARGV[1] .. ':' .. i, ARGV[2], 'EX', 3600) end return 'ok'`;
+      expect(await redisOk(client, master.target, ["EVAL", script, "0", String(batch), value], app), `batch ${batch}`).toBe("ok");
+    }
+    const info = await redisInfo(client, master.target, "all", users.admin);
+    expect(Number(info.evicted_keys)).toBeGreaterThan(0);
+    expect(Number(info.used_memory)).toBeLessThanOrEqual(8 * 1024 * 1024 * 1.05);
+    expect(info.maxmemory_policy).toBe("volatile-lru");
+    expect(await redisOk(client, master.target, ["GET", "keep:config"], app)).toBe("no ttl");
+    expect(await redisOk(client, master.target, ["SET", "after", "still writable", "EX", "60"], app)).toBe("OK");
   });
 });
