@@ -166,13 +166,22 @@ export function stopGrace(g: StopGrace) {
 
 /**
  * A container's memory limit from the host's budget (lib/memory.ts), in MB
- * as the Docker provider takes it. Swap is left as Docker sets it (the
- * provider reads memory_swap back as -1 on hosts without swap accounting).
+ * as the Docker provider takes it, with swap set to the same value: the
+ * budget is RAM, so a container does not swap. Set explicitly because the
+ * provider reads memory_swap back (Docker's default is twice the limit) and
+ * the attribute is not computed, so leaving it out is a diff on every
+ * preview (terraform-provider-docker, resource_docker_container.go
+ * "memory_swap": Optional only; _funcs.go read sets it from HostConfig).
  */
-export function memoryLimit(budget: MemoryBudget, service: ServiceName): { memory: number } {
+export function memoryLimit(budget: MemoryBudget, service: ServiceName): { memory: number; memorySwap: number } {
   const mib = budget.limitsMiB[service];
   if (mib === undefined) throw new Error(`memoryLimit: the ${service} service has no share of this host's memory budget`);
-  return { memory: mib };
+  return withoutSwap(mib);
+}
+
+/** A memory limit in MB with no swap beyond it (see memoryLimit). */
+export function withoutSwap(mib: number): { memory: number; memorySwap: number } {
+  return { memory: mib, memorySwap: mib };
 }
 
 /** Containers have fixed names: replace them by deleting the old one first. */

@@ -7,7 +7,7 @@ import * as pulumi from "@pulumi/pulumi";
 import * as docker from "@pulumi/docker";
 import * as command from "@pulumi/command";
 import { LOOPBACK } from "./addresses";
-import { baseContainer, digest, healthcheck, hostFile, hostPath, pullImage, replaceInPlace, upload, whenRunning } from "./containers";
+import { withoutSwap, baseContainer, digest, healthcheck, hostFile, hostPath, pullImage, replaceInPlace, upload, whenRunning } from "./containers";
 import { asRoot, remoteStep, withAfter, withTimeout, type HostShell } from "./remote";
 import { psqlScriptArgv, renderPromoteSql, renderSlotCreateSql, renderSlotDropSql } from "../templates/postgres-sql";
 import type { PostgresConfCommon } from "../templates/postgres-conf";
@@ -206,7 +206,7 @@ export function postgresContainer(
         ...(args.secretFiles ?? []).map((f) => upload(f.path, pulumi.secret(f.content), "0600", PG_UID)),
       ],
       shmSize: 256,
-      memory: server.memoryLimitMiB,
+      ...withoutSwap(server.memoryLimitMiB),
       stopSignal: "SIGINT",
       stopTimeout: PG_STOP_SECONDS,
       destroyGraceSeconds: PG_STOP_SECONDS,

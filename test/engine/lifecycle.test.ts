@@ -66,13 +66,19 @@ describe("a fleet of main and two replicas on the real engine", () => {
     }
   });
 
-  it("every service container stops with a grace period, and the Docker client reused one SSH connection per host", async () => {
+  it("every service container stops with a grace period and runs within its memory limit, and the Docker client reused one SSH connection per host", async () => {
     for (const h of ["main", "replica-1"]) {
-      const inspect = await rig.host(h).docker(["inspect", "-f", "{{.Name}} {{.Config.StopTimeout}} {{.Config.StopSignal}}", ...(await rig.host(h).docker(["ps", "-q", "--filter", "label=app=synaxic"])).stdout.split("\n").filter(Boolean)]);
+      const inspect = await rig.host(h).docker(["inspect", "-f", "{{.Name}} {{.Config.StopTimeout}} {{.HostConfig.Memory}} {{.HostConfig.MemorySwap}} {{.Config.StopSignal}}", ...(await rig.host(h).docker(["ps", "-q", "--filter", "label=app=synaxic"])).stdout.split("\n").filter(Boolean)]);
       const rows = inspect.stdout.trim().split("\n").map((l) => l.split(" "));
       expect(rows.length, h).toBeGreaterThanOrEqual(5);
-      for (const [name, timeout] of rows) expect(Number(timeout), `${h} ${name}`).toBeGreaterThanOrEqual(10);
-      if (h === "main") expect(rows.find(([n]) => n === "/synaxic-main-nginx")?.[2], "nginx stops gracefully on SIGQUIT").toBe("SIGQUIT");
+      for (const [name, timeout, memory, swap] of rows) {
+        expect(Number(timeout), `${h} ${name}`).toBeGreaterThanOrEqual(10);
+        expect(Number(memory), `${h} ${name} memory limit`).toBeGreaterThan(0);
+        expect(swap, `${h} ${name}: no swap beyond the limit`).toBe(memory);
+      }
+      // Every limit together stays within the host's memory (4096 MiB in this tier's configuration).
+      expect(rows.reduce((a, r) => a + Number(r[2]), 0), h).toBeLessThanOrEqual(4096 * 1024 * 1024);
+      if (h === "main") expect(rows.find(([n]) => n === "/synaxic-main-nginx")?.[4], "nginx stops gracefully on SIGQUIT").toBe("SIGQUIT");
     }
     // ControlMaster: the multiplexing socket is left in the identity's folder (ControlPersist).
     const sockets = execFileSync("find", [engine.env.SYNAXIC_SSH_DIR!, "-type", "s", "-name", "cm-*"]).toString().trim().split("\n").filter(Boolean);

@@ -261,7 +261,11 @@ describe("main stack details", () => {
     const run = runs[1]!;
     const budget = memoryBudget("main", 8192);
     const containers = run.of(CONTAINER);
-    for (const c of containers) expect(c.inputs.memory, c.name).toBeGreaterThan(0);
+    for (const c of containers) {
+      expect(c.inputs.memory, c.name).toBeGreaterThan(0);
+      // No swap beyond the limit, and set explicitly: the provider reads it back (a diff otherwise).
+      expect(c.inputs.memorySwap, c.name).toBe(c.inputs.memory);
+    }
     const total = containers.reduce((a, c) => a + Number(c.inputs.memory), 0);
     expect(total + budget.osReserveMiB).toBeLessThanOrEqual(8192);
     expect(run.one(CONTAINER, "redis-container").inputs.memory).toBe(budget.limitsMiB.redis);
