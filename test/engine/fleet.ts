@@ -90,7 +90,7 @@ export function statusCommand(co: Checkout, rig: EngineRig, mainStack: string, r
 }
 
 /**
- * The README's recovery from an interrupted `up`, step by step: `pulumi
+ * The documented recovery from an interrupted `up` (docs/operations.md), step by step: `pulumi
  * cancel` releases the lock the killed run left, the containers whose create
  * was interrupted are removed from their host (their data is in volumes),
  * then `pulumi refresh --clear-pending-creates` drops the interrupted

@@ -161,7 +161,7 @@ describe("a fleet of main and two replicas on the real engine", () => {
     const again = await co.up("replica-3", { allowFail: true });
     expect(again.code).not.toBe(0);
     expect(again.stdout + again.stderr).toMatch(/pulumi cancel/);
-    // The README's recovery: cancel, remove what the interrupted creates left, clear them, up.
+    // The documented recovery (docs/operations.md): cancel, remove what the interrupted creates left, clear them, up.
     const removed = await recoverInterrupted(co, rig, "replica-3");
     expect(removed).toContain("synaxic-replica-3-app");
     await co.up("replica-3");
