@@ -1,8 +1,17 @@
 #!/usr/bin/env bash
 # Tears the local fleet down. Data volumes are kept unless the stack sets
-# deleteDataOnDestroy: true (Pulumi.local.yaml does).
+# deleteDataOnDestroy: true (Pulumi.local.yaml does). Extra arguments go to
+# `pulumi destroy`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+command -v pulumi >/dev/null 2>&1 || { echo "down:local needs the Pulumi CLI: https://www.pulumi.com/docs/iac/download-install/" >&2; exit 1; }
 export PULUMI_BACKEND_URL="file://$PWD/.state/backend"
 export PULUMI_CONFIG_PASSPHRASE="${PULUMI_CONFIG_PASSPHRASE-synaxic-local}"
+if [ ! -d .state/backend ] || ! pulumi stack select local >/dev/null 2>&1; then
+  echo "down:local: there is no local stack in .state/backend, so nothing to tear down"
+  exit 0
+fi
+docker info >/dev/null 2>&1 || { echo "down:local needs the running Docker engine that up:local used (docker info failed)" >&2; exit 1; }
+[ -d node_modules ] || npm ci --no-audit --no-fund
 pulumi destroy --yes --stack local "$@"

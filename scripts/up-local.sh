@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 command -v pulumi >/dev/null 2>&1 || { echo "up:local needs the Pulumi CLI: https://www.pulumi.com/docs/iac/download-install/" >&2; exit 1; }
-docker info >/dev/null 2>&1 || { echo "up:local needs a running Docker engine (docker info failed)" >&2; exit 1; }
+docker info >/dev/null 2>&1 || { echo "up:local needs a running Docker engine (docker info failed): install Docker Engine (https://docs.docker.com/engine/install/) and start it" >&2; exit 1; }
 [ -d node_modules ] || npm ci --no-audit --no-fund
 
 mkdir -p .state/backend

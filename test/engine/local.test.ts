@@ -23,6 +23,12 @@ describe("the local fleet on one Docker engine (npm run up:local / down:local)",
     return { ...rest, DOCKER_HOST: `unix://${tier.rig.host("docker-host").dockerSocket}` };
   };
 
+  it("down:local before any up:local says there is nothing to tear down, and succeeds", async () => {
+    const r = await runProcess(["npm", "run", "down:local"], { cwd: tier.co.dir, env: env(), allowFail: true, timeoutMs: 120_000 });
+    expect(r.code, `${r.stdout.slice(-2000)}\n${r.stderr.slice(-2000)}`).toBe(0);
+    expect(r.stdout).toContain("there is no local stack in .state/backend, so nothing to tear down");
+  });
+
   it("up:local brings main and replica-1 up, and the balancer answers", async () => {
     const r = await runProcess(["npm", "run", "up:local"], { cwd: tier.co.dir, env: env(), allowFail: true, timeoutMs: 1_200_000 });
     const diagnostics = r.stdout.includes("Diagnostics:") ? r.stdout.slice(r.stdout.indexOf("Diagnostics:"), r.stdout.indexOf("Diagnostics:") + 6000) : r.stdout.slice(-4000);
