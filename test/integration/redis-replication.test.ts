@@ -107,6 +107,9 @@ describe("redis replication over TLS", () => {
     const logBefore = m.log().length;
     await fresh.start(replicaConf(fresh, main.ip, m.port), acl);
     await waitInSync(client, m.target, fresh.target, users.app);
+    // The master logs the sync's success once the replica acknowledges it, which can come just after the offsets agree.
+    const done = `Synchronization with replica ${replicaHost.ip}:${port} succeeded`;
+    await waitFor(`the master to log "${done}"`, async () => m.log().slice(logBefore).includes(done), 15_000, 100);
     return { log: m.log().slice(logBefore), replica: fresh };
   }
 
