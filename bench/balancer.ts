@@ -21,7 +21,7 @@
  * --app-ms 20, one connection serves at most 50 requests/s, so a window and
  * warm-up under 20 s together see none of those.
  */
-import { cpus, loadavg } from "node:os";
+import { log, runBench, runOnRig } from "./rig-run";
 import { TestNet, type Host } from "../test/rig/net";
 import { AppStub } from "../test/rig/appStub";
 import { ConnectCounter, KeepAliveClients, NginxInstance, establishedByPid } from "../test/rig/nginx";
@@ -74,18 +74,9 @@ function parseArgs(argv: readonly string[]): Options {
   return opts;
 }
 
-const t0 = Date.now();
-function log(msg: string): void {
-  process.stdout.write(`[${((Date.now() - t0) / 1000).toFixed(1).padStart(6)} s] ${msg}\n`);
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function loadAverage(): string {
-  return loadavg()
-    .map((l) => l.toFixed(2))
-    .join(" ");
-}
 
 function stats(xs: readonly number[]): { min: number; median: number; max: number } {
   const s = [...xs].sort((a, b) => a - b);
@@ -228,36 +219,7 @@ async function bench(opts: Options, net: TestNet): Promise<void> {
 
 async function mainEntry(): Promise<number> {
   const opts = parseArgs(process.argv.slice(2));
-  if (process.getuid?.() !== 0) {
-    process.stderr.write("bench: needs root (network namespaces); run with sudo\n");
-    return 1;
-  }
-  const loadStart = loadAverage();
-  log(`load average at start: ${loadStart} (${cpus().length} CPUs)`);
-  const net = await TestNet.create(["main", "replica1", "replica2"]);
-  const onSignal = () => {
-    log("interrupted; tearing down the rig");
-    void net.destroy().finally(() => process.exit(130));
-  };
-  process.once("SIGINT", onSignal);
-  process.once("SIGTERM", onSignal);
-  try {
-    await bench(opts, net);
-  } finally {
-    await net.destroy();
-    process.off("SIGINT", onSignal);
-    process.off("SIGTERM", onSignal);
-  }
-  process.stdout.write(`\nload average (1, 5, 15 min): start ${loadStart}, end ${loadAverage()}; ${cpus().length} CPUs (${cpus()[0]?.model.trim() ?? "unknown model"})\n`);
-  return 0;
+  return runOnRig(["main", "replica1", "replica2"], (net) => bench(opts, net));
 }
 
-mainEntry().then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (e: unknown) => {
-    process.stderr.write(`bench: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-    process.exitCode = 1;
-  },
-);
+runBench(mainEntry);

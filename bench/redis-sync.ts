@@ -16,9 +16,9 @@
  * load average at the start and the end. It asserts nothing; the rig is
  * always torn down.
  */
-import { cpus, loadavg } from "node:os";
 import { existsSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
+import { log, runBench, runOnRig } from "./rig-run";
 import { TestNet, waitFor, type Host } from "../test/rig/net";
 import { makeCa, type CertFiles, type TestCa } from "../test/rig/pki";
 import { fillWithStrings, randomRedisUsers, redisInfo, redisLogTimes, redisOk, RedisServer, waitNoChild } from "../test/rig/redis";
@@ -51,16 +51,7 @@ function parseArgs(argv: readonly string[]): Options {
   return opts;
 }
 
-const t0 = Date.now();
-function log(msg: string): void {
-  process.stdout.write(`[${((Date.now() - t0) / 1000).toFixed(1).padStart(6)} s] ${msg}\n`);
-}
 
-function loadAverage(): string {
-  return loadavg()
-    .map((l) => l.toFixed(2))
-    .join(" ");
-}
 
 function stats(xs: readonly number[]): { min: number; median: number; max: number } {
   const s = [...xs].sort((a, b) => a - b);
@@ -207,36 +198,7 @@ async function bench(opts: Options, net: TestNet): Promise<void> {
 
 async function mainEntry(): Promise<number> {
   const opts = parseArgs(process.argv.slice(2));
-  if (process.getuid?.() !== 0) {
-    process.stderr.write("bench: needs root (network namespaces); run with sudo\n");
-    return 1;
-  }
-  const loadStart = loadAverage();
-  log(`load average at start: ${loadStart} (${cpus().length} CPUs)`);
-  const net = await TestNet.create(["main", "replica1"]);
-  const onSignal = () => {
-    log("interrupted; tearing down the rig");
-    void net.destroy().finally(() => process.exit(130));
-  };
-  process.once("SIGINT", onSignal);
-  process.once("SIGTERM", onSignal);
-  try {
-    await bench(opts, net);
-  } finally {
-    await net.destroy();
-    process.off("SIGINT", onSignal);
-    process.off("SIGTERM", onSignal);
-  }
-  process.stdout.write(`\nload average (1, 5, 15 min): start ${loadStart}, end ${loadAverage()}; ${cpus().length} CPUs (${cpus()[0]?.model.trim() ?? "unknown model"})\n`);
-  return 0;
+  return runOnRig(["main", "replica1"], (net) => bench(opts, net));
 }
 
-mainEntry().then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (e: unknown) => {
-    process.stderr.write(`bench: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-    process.exitCode = 1;
-  },
-);
+runBench(mainEntry);
