@@ -4,7 +4,7 @@ import * as docker from "@pulumi/docker";
 import { containerName } from "../lib/addresses";
 import { baseContainer, digest, healthcheck, hostFile, hostPath, pullImage, replaceInPlace, whenRunning, STOP_GRACE, stopGrace, memoryLimit } from "../lib/containers";
 import { remoteStep, type HostShell } from "../lib/remote";
-import { renderNginxConf, type AppEndpoint } from "../templates/nginx";
+import { renderNginxConf, type ApiKeyRequests, type AppEndpoint } from "../templates/nginx";
 
 export interface NginxBalancerArgs {
   /** This host's memory budget (lib/memory.ts): the container's limit comes from it. */
@@ -30,6 +30,12 @@ export interface NginxBalancerArgs {
   concurrency?: number;
   /** Requests per second each client address may make, and the burst it may use at once; absent: no limit. */
   rateLimit?: { perSecond: number; burst: number };
+  /**
+   * Requests that go to the writing app whatever their method: paths that
+   * write on GET, and where requests carrying an API key go. The template's
+   * defaults (DEFAULT_WRITE_PATHS, "writer") when absent.
+   */
+  routing?: { writePaths: readonly string[]; apiKeyRequests: ApiKeyRequests };
   timeoutSeconds: number;
 }
 
@@ -56,6 +62,7 @@ export class NginxBalancer extends pulumi.ComponentResource {
       replicaApps: args.replicaApps,
       concurrency: args.concurrency,
       ...(args.rateLimit ? { rateLimit: args.rateLimit } : {}),
+      ...(args.routing ? { writePaths: args.routing.writePaths, apiKeyRequests: args.routing.apiKeyRequests } : {}),
       listenPort: args.httpPort,
       ...(args.https ? { tls: { certFile: `${TLS_DIR}/fullchain.pem`, keyFile: `${TLS_DIR}/privkey.pem`, port: args.httpsPort } } : {}),
       foreground: true,

@@ -27,12 +27,13 @@ export interface SynaxicAppArgs {
     caPem: pulumi.Input<string>;
   };
   redis: {
+    /**
+     * The Redis master: the app reads and writes this one server in either
+     * mode (its client runs single-server), so a replica host's app depends
+     * on the primary host's Redis.
+     */
     masterHost: pulumi.Input<string>;
     port: number;
-    /** The local Redis replica (read mode). */
-    replicaHost?: pulumi.Input<string>;
-    /** Every Redis replica the client may read from. */
-    replicaHosts: pulumi.Input<string>[];
     user: string;
     password: pulumi.Input<string>;
   };
@@ -61,8 +62,8 @@ export class SynaxicApp extends pulumi.ComponentResource {
     this.port = args.port;
 
     const env = pulumi
-      .all([args.database.host, args.redis.masterHost, args.redis.replicaHost ?? "", pulumi.all(args.redis.replicaHosts)])
-      .apply(([dbHost, redisMasterHost, redisReplicaHost, replicaHosts]) =>
+      .all([args.database.host, args.redis.masterHost])
+      .apply(([dbHost, redisMasterHost]) =>
         appEnvironment({
           mode: args.mode,
           listenAddress: args.privateIp,
@@ -73,8 +74,6 @@ export class SynaxicApp extends pulumi.ComponentResource {
           dbUser: args.database.user,
           redisMasterHost,
           redisPort: args.redis.port,
-          ...(redisReplicaHost ? { redisReplicaHost } : {}),
-          redisReplicaHosts: replicaHosts,
           redisUser: args.redis.user,
           googleClientId: args.google.clientId,
           maxRamPercentage: args.memory.appMaxRamPercentage,

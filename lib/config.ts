@@ -13,6 +13,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { isIPv4 } from "node:net";
 import { z } from "zod";
 import { replicaSlotName } from "../templates/postgres-sql";
+import { DEFAULT_WRITE_PATHS, type ApiKeyRequests } from "../templates/nginx";
 
 export const PROJECT = "synaxic";
 
@@ -165,6 +166,12 @@ export const KEYS: Record<string, KeySpec> = {
   balancerConcurrency: { schema: int(1, 10_000), default: 64 },
   balancerRateLimit: { schema: int(0, 1_000_000), default: 50 },
   balancerRateBurst: { schema: int(0, 1_000_000), default: 100 },
+  balancerWritePaths: {
+    schema: z.array(z.string().regex(/^\/[A-Za-z0-9._~/-]{0,200}$/, { message: 'expected path prefixes such as "/login", each starting with "/" and holding only letters, digits and - . _ ~ /' })).max(100),
+    default: [...DEFAULT_WRITE_PATHS],
+    json: true,
+  },
+  balancerApiKeyRequests: { schema: z.enum(["writer", "replicas"], { message: "expected writer (API-key usage counted exactly) or replicas (spread, usage on replicas not counted)" }), default: "writer" },
   maxSlotWalKeepSize: { schema: size, default: "4GB" },
   walKeepSize: { schema: size, default: "256MB" },
   httpPort: { schema: port, default: 80 },
@@ -288,6 +295,8 @@ export interface MainConfig extends CommonConfig {
   balancerConcurrency: number;
   /** Requests per second per client address and the burst allowed (0: no limit). */
   balancerRateLimit: { perSecond: number; burst: number } | null;
+  /** Requests the balancer sends to the writing app whatever their method: paths that write on GET, and requests with an API key. */
+  balancerRouting: { writePaths: string[]; apiKeyRequests: ApiKeyRequests };
 }
 
 export interface ReplicaConfig extends CommonConfig {
@@ -607,6 +616,7 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, secretKe
       bootstrapGeneration: get("bootstrapGeneration"),
       balancerConcurrency: get("balancerConcurrency"),
       balancerRateLimit: get<number>("balancerRateLimit") > 0 ? { perSecond: get<number>("balancerRateLimit"), burst: get<number>("balancerRateBurst") } : null,
+      balancerRouting: { writePaths: get<string[]>("balancerWritePaths"), apiKeyRequests: get<ApiKeyRequests>("balancerApiKeyRequests") },
       appImage: get("appImage"),
       maxConnections: get("maxConnections"),
       maxSlotWalKeepSize: get("maxSlotWalKeepSize"),

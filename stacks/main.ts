@@ -206,9 +206,6 @@ export function buildMain(cfg: MainConfig & StackConfig, host: HostContext, hetz
       redis: {
         masterHost: following?.privateIp ?? cfg.privateIp,
         port: cfg.ports.redis,
-        // The write-mode app reads from the master: no replica list, so
-        // adding a replica does not restart it.
-        replicaHosts: [],
         user: REDIS_USER_NAMES.app,
         password: pw.redisApp,
       },
@@ -227,6 +224,7 @@ export function buildMain(cfg: MainConfig & StackConfig, host: HostContext, hetz
       httpsPort: cfg.ports.https,
       concurrency: cfg.balancerConcurrency,
       ...(cfg.balancerRateLimit ? { rateLimit: cfg.balancerRateLimit } : {}),
+      routing: cfg.balancerRouting,
       ...(cfg.httpsCertificate && cfg.secrets.httpsPrivateKey ? { https: { certPem: cfg.httpsCertificate, keyPem: cfg.secrets.httpsPrivateKey } } : {}),
       // Writes go to the app next to the primary: this one, or the promoted replica's.
       mainApp: following ? { name: following.name, address: `${following.privateIp}:${cfg.ports.app}` } : { name: "main", address: app.endpoint },
@@ -253,7 +251,16 @@ export function buildMain(cfg: MainConfig & StackConfig, host: HostContext, hetz
 
   // What replica stacks read. Plain facts in `fleet`; everything secret in
   // `replicaCredentials` and `replicaTls`, which are secret outputs.
-  const fleet: pulumi.Output<FleetInfo> = pulumi.output({ ...fleetFacts(cfg, hetzner), caCertPem: pki.caCertPem });
+  // The app image is exported once this host's app runs it and passed its
+  // health check (the container waits for that): replica stacks run the image
+  // in this output, so a new image (and the Flyway migration it brings, which
+  // a standby cannot run) reaches them only after it is up here. A failed
+  // update of main leaves the output at the image that last came up.
+  const fleet: pulumi.Output<FleetInfo> = pulumi.output({
+    ...fleetFacts(cfg, hetzner),
+    appImage: app.container.id.apply(() => cfg.appImage),
+    caCertPem: pki.caCertPem,
+  });
   const replicaCredentials: pulumi.Output<ReplicaCredentials> = pulumi.secret({
     postgresApp: pw.postgresApp,
     postgresReplication: pw.postgresReplication,
@@ -331,6 +338,7 @@ export function fleetFacts(cfg: MainConfig, hetzner: HetznerFacts | null) {
     replicas: cfg.replicas,
     balancerConcurrency: cfg.balancerConcurrency,
     balancerRateLimit: cfg.balancerRateLimit,
+    balancerRouting: cfg.balancerRouting,
     roles: { replication: PG_ROLES.replication, rewind: PG_ROLES.rewind, exporter: PG_ROLES.exporter, app: cfg.databaseName },
     redisUsers: { ...REDIS_USER_NAMES },
   };

@@ -223,16 +223,9 @@ export function buildReplica(
         password: secretField("postgresApp"),
         caPem: caCertPem,
       },
-      redis: writeMode
-        ? { masterHost: cfg.privateIp, port: ports.redis, replicaHosts: [], user: fleet.redisUsers.app, password: secretField("redisApp") }
-        : {
-            masterHost: primary.privateIp,
-            port: ports.redis,
-            replicaHost: cfg.privateIp,
-            replicaHosts: [cfg.privateIp],
-            user: fleet.redisUsers.app,
-            password: secretField("redisApp"),
-          },
+      // The app uses one Redis server for everything, in read mode too: the
+      // primary host's master (this host's own when it is the primary).
+      redis: { masterHost: writeMode ? cfg.privateIp : primary.privateIp, port: ports.redis, user: fleet.redisUsers.app, password: secretField("redisApp") },
       truststore: { base64: secretField("truststoreBase64"), password: secretField("truststorePassword") },
       google: { clientId: cfg.googleClientId, clientSecret: cfg.secrets.googleClientSecret },
     },
@@ -251,6 +244,7 @@ export function buildReplica(
         httpsPort: ports.https,
         ...(fleet.balancerConcurrency !== undefined ? { concurrency: fleet.balancerConcurrency } : {}),
         ...(fleet.balancerRateLimit ? { rateLimit: fleet.balancerRateLimit } : {}),
+        ...(fleet.balancerRouting ? { routing: fleet.balancerRouting } : {}),
         mainApp: { name: me.name, address: app.endpoint },
         replicaApps: others.map((r) => ({ name: r.name, address: `${r.privateIp}:${ports.app}` })),
       },

@@ -22,10 +22,16 @@ export function appEnvironment(p: {
   dbPort: number;
   dbName: string;
   dbUser: string;
+  /**
+   * The Redis server the app uses, for reads and writes, in either mode: the
+   * master. The app's Redis client (the Redisson starter) runs single-server
+   * against spring.data.redis.host; the read-mode variables of the old
+   * setup's .env (SYNAXIC_REDIS_READ_MODE, SPRING_DATA_REDIS_SLAVE_HOSTS,
+   * SPRING_DATA_REDIS_REPLICA_HOST) only fed spring.redisson.* properties
+   * the starter never reads, so they are not set.
+   */
   redisMasterHost: string;
   redisPort: number;
-  redisReplicaHost?: string;
-  redisReplicaHosts: string[];
   redisUser: string;
   googleClientId: string;
   /**
@@ -41,18 +47,17 @@ export function appEnvironment(p: {
     SPRING_PROFILES_ACTIVE: "prod",
     SERVER_ADDRESS: p.listenAddress,
     SERVER_PORT: String(p.listenPort),
-    SPRING_CONFIG_IMPORT: `optional:configtree:${APP_SECRETS_DIR}`,
+    // Required, not optional: without the secrets directory Spring Boot would
+    // start with the literal "${...}" placeholders bound as passwords.
+    SPRING_CONFIG_IMPORT: `configtree:${APP_SECRETS_DIR}`,
     SPRING_DATASOURCE_URL: jdbc,
     SPRING_DATASOURCE_USERNAME: p.dbUser,
     SPRING_DATA_REDIS_MASTER_HOST: p.redisMasterHost,
     SPRING_DATA_REDIS_PORT: String(p.redisPort),
     SPRING_DATA_REDIS_USERNAME: p.redisUser,
     SPRING_DATA_REDIS_SSL_ENABLED: "true",
-    SPRING_DATA_REDIS_SLAVE_HOSTS: p.redisReplicaHosts.map((h) => `rediss://${h}:${p.redisPort}`).join(","),
-    SYNAXIC_REDIS_READ_MODE: p.mode === "write" ? "MASTER" : "SLAVE",
     GOOGLE_CLIENT_ID: p.googleClientId,
   };
-  if (p.redisReplicaHost) env.SPRING_DATA_REDIS_REPLICA_HOST = p.redisReplicaHost;
   if (p.maxRamPercentage !== undefined) {
     if (!Number.isInteger(p.maxRamPercentage) || p.maxRamPercentage < 10 || p.maxRamPercentage > 90) {
       throw new Error(`appEnvironment: maxRamPercentage must be a whole percentage from 10 to 90, got ${p.maxRamPercentage}`);
@@ -65,10 +70,22 @@ export function appEnvironment(p: {
 
 /**
  * The container health check: the image has bash but no curl, so it asks
- * /actuator/health over bash's /dev/tcp and passes only on status UP.
+ * /actuator/health over bash's /dev/tcp and passes only when the top-level
+ * status is UP. Component statuses nest below it (`{"status":"DOWN",
+ * "components":{"redis":{"status":"UP"}}}`), so the check first removes every
+ * nested object, innermost first, until only the top level's own fields are
+ * left, and then looks for its status; Jackson's field order does not matter.
  */
 export function appHealthcheck(port: number, host = "127.0.0.1"): string {
   if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`appHealthcheck: port ${port} is not a TCP port`);
-  const script = `exec 3<>/dev/tcp/${host}/${port} && printf 'GET /actuator/health HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && grep -q '"status":"UP"' <&3`;
+  const script = [
+    `exec 3<>/dev/tcp/${host}/${port} || exit 1`,
+    `printf 'GET /actuator/health HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3`,
+    // The body: everything after the blank line that ends the headers.
+    `r=$(cat <&3); b=\${r#*$'\\r\\n\\r\\n'}`,
+    `[[ $b == "{"* ]] || exit 1`,
+    `while [[ $b =~ ^(\\{.*)\\{[^{}]*\\}(.*)$ ]]; do b="\${BASH_REMATCH[1]}\${BASH_REMATCH[2]}"; done`,
+    `[[ $b =~ \\"status\\"[[:space:]]*:[[:space:]]*\\"UP\\" ]]`,
+  ].join("; ");
   return sh(["timeout", "5", "bash", "-c", script]);
 }

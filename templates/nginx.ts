@@ -7,8 +7,38 @@
  * mode, next to the primary database) and is never replayed anywhere else,
  * not even when the app fails mid-request or times out, because a write may
  * already have taken effect.
+ *
+ * Some requests write although their method reads: the app's login flow
+ * creates users and API keys on GET, and every request authenticated by an
+ * API key records the key's usage. Those go to the main app too (see
+ * DEFAULT_WRITE_PATHS and ApiKeyRequests), because a read-mode app has only
+ * its local standby and every write there fails.
  */
 import { isIPv6 } from "node:net";
+
+/**
+ * Path prefixes whose GET requests write, so they go to the main app. From
+ * the app's source: Spring Security's OAuth2 login (`/oauth2/authorization/*`
+ * starts it and keeps its state in the session; the Google callback
+ * `/login/oauth2/code/google` creates the user and the first API key), the
+ * login and logout pages, and the account endpoints under `/v1/auth/`
+ * (key creation is a POST; their GETs show what the user just changed,
+ * which a replica may not have replayed yet).
+ */
+export const DEFAULT_WRITE_PATHS = ["/oauth2/", "/login/oauth2/code/", "/login", "/logout", "/v1/auth/"] as const;
+
+/**
+ * Where requests that carry an API key go. The app authenticates a key from
+ * `Authorization: ApiKey <key>`, a bare `Authorization: syn_live_...` or
+ * `syn_test_...`, or an `X-API-Key` header (ApiKeyAuthFilter), and then
+ * records the key's usage in the database (AccountUsageService, run
+ * asynchronously; on a standby it only logs an error and the count is lost).
+ * - "writer": every such request goes to the main app, so usage is counted
+ *   exactly; requests without a key still spread over every app.
+ * - "replicas": they spread like any read; usage served by a replica app is
+ *   not counted (the operator accepts that loss for read capacity).
+ */
+export type ApiKeyRequests = "writer" | "replicas";
 
 export interface AppEndpoint {
   /** The host's name, used in comments and error messages. */
@@ -117,6 +147,15 @@ export interface NginxParams {
    * Absent: no limit.
    */
   rateLimit?: { perSecond: number; burst: number };
+  /**
+   * Path prefixes that go to the main app whatever the method
+   * (DEFAULT_WRITE_PATHS by default). Each starts with "/" and holds only
+   * letters, digits and `- . _ ~ /`; matched against the decoded,
+   * normalised path, case-sensitively like the app's own routes.
+   */
+  writePaths?: readonly string[];
+  /** Where requests carrying an API key go (ApiKeyRequests); "writer" by default. */
+  apiKeyRequests?: ApiKeyRequests;
 }
 
 /** Largest concurrency renderNginxConf accepts (the balancerConcurrency setting's own bound). */
@@ -235,6 +274,7 @@ const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]
 const HOST_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 /** Characters that can stand unquoted in an nginx directive without ending or opening anything. */
 const SAFE_WORD = /^[A-Za-z0-9_./@:+=,-]+$/;
+const WRITE_PATH = /^\/[A-Za-z0-9._~/-]{0,200}$/;
 const NGINX_TIME = /^\d+(ms|s|m|h|d)?$/;
 const NGINX_SIZE = /^\d+[kKmMgG]?$/;
 
@@ -319,12 +359,59 @@ function upstreamBlock(name: string, members: readonly AppEndpoint[], maxFails: 
   ].join("\n");
 }
 
-/** The body of a location that routes by method: writes jump to @synaxic_write, reads stay. */
+/** Escapes what a PCRE pattern would read as syntax in a WRITE_PATH prefix ("." only). */
+function prefixRegex(path: string): string {
+  return `^${path.replace(/\./g, "\\.")}`;
+}
+
+/**
+ * The maps that end in $synaxic_to_writer: 1 for a write method, a path in
+ * writePaths, or (apiKeyRequests "writer") a request carrying an API key.
+ * Chained maps: a map's value may be another variable, evaluated only when
+ * that entry is taken (ngx_http_map_module).
+ */
+function writerMaps(writePaths: readonly string[], apiKeyRequests: ApiKeyRequests): string[] {
+  const pathMap = (variable: string) => [
+    `    # Paths that write on any method (writePaths) go to the main app.`,
+    `    map $uri ${variable} {`,
+    `        default $synaxic_method_writes;`,
+    ...writePaths.map((w) => `        ~${prefixRegex(w)} 1;`),
+    `    }`,
+  ];
+  if (apiKeyRequests === "replicas") {
+    return [
+      `    # Requests with an API key spread like any read (apiKeyRequests "replicas"):`,
+      `    # the usage of those a replica app serves is not recorded.`,
+      ...pathMap("$synaxic_to_writer"),
+    ];
+  }
+  return [
+    ...pathMap("$synaxic_path_writes"),
+    ``,
+    `    # A request with an API key goes to the main app, which records the key's usage`,
+    `    # (apiKeyRequests "writer"). The app reads a key from "Authorization: ApiKey <key>",`,
+    `    # a bare "Authorization: syn_live_..." or "syn_test_...", or X-API-Key.`,
+    `    map $http_authorization $synaxic_authorization_key {`,
+    `        default 0;`,
+    `        "~^(ApiKey |syn_live_|syn_test_)" 1;`,
+    `    }`,
+    `    map $http_x_api_key $synaxic_api_key {`,
+    `        default 1;`,
+    `        "" $synaxic_authorization_key;`,
+    `    }`,
+    `    map $synaxic_api_key $synaxic_to_writer {`,
+    `        default $synaxic_path_writes;`,
+    `        1 1;`,
+    `    }`,
+  ];
+}
+
+/** The body of a location that routes requests: those for the writer jump to @synaxic_write, reads stay. */
 function routedLocation(match: string, o: { readTimeout: string; readTries: number; readRetryTimeout: string }): string {
   return [
     `        location ${match} {`,
     `            error_page 418 = @${WRITE_UPSTREAM};`,
-    `            if ($synaxic_is_write) {`,
+    `            if ($synaxic_to_writer) {`,
     `                return 418;`,
     `            }`,
     `            proxy_pass http://${READ_UPSTREAM};`,
@@ -403,6 +490,18 @@ export function renderNginxConf(params: NginxParams): string {
   if (params.rateLimit) {
     checkInt("rateLimit.perSecond", params.rateLimit.perSecond, 1);
     checkInt("rateLimit.burst", params.rateLimit.burst, 0);
+  }
+
+  const writePaths = params.writePaths ?? DEFAULT_WRITE_PATHS;
+  if (!Array.isArray(writePaths)) throw new NginxParamError("writePaths must be a list of path prefixes");
+  for (const w of writePaths) {
+    if (typeof w !== "string" || !WRITE_PATH.test(w)) {
+      throw new NginxParamError(`write path ${JSON.stringify(w)} must start with "/" and hold only letters, digits and - . _ ~ /`);
+    }
+  }
+  const apiKeyRequests = params.apiKeyRequests ?? "writer";
+  if (apiKeyRequests !== "writer" && apiKeyRequests !== "replicas") {
+    throw new NginxParamError(`apiKeyRequests must be "writer" or "replicas", got ${JSON.stringify(apiKeyRequests)}`);
   }
 
   const route = { readTimeout: p.readTimeout, readTries: p.readTries, readRetryTimeout: p.readRetryTimeout };
@@ -565,10 +664,12 @@ export function renderNginxConf(params: NginxParams): string {
     ``,
     `    # ${READ_METHODS.join(", ")} are reads; every other method is a write.`,
     `    # A regex, because plain map keys match case-insensitively and methods are case-sensitive.`,
-    `    map $request_method $synaxic_is_write {`,
+    `    map $request_method $synaxic_method_writes {`,
     `        default 1;`,
     `        ~^(${READ_METHODS.join("|")})$ 0;`,
     `    }`,
+    ``,
+    ...writerMaps(writePaths, apiKeyRequests),
     ``,
     `    # Keep the client's request id when it sends one, otherwise make one.`,
     `    map $http_x_request_id $synaxic_request_id {`,

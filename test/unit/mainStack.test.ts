@@ -354,6 +354,32 @@ describe("main stack details", () => {
     expect(String(off.one(COMMAND, "balancer-conf").inputs.stdin)).not.toContain("limit_req");
   });
 
+  it("the balancer sends paths that write on GET and requests with an API key to the writing app (balancerWritePaths, balancerApiKeyRequests), and replicas learn both", async () => {
+    const conf = String(runs[1]!.one(COMMAND, "balancer-conf").inputs.stdin);
+    for (const p of ["/oauth2/", "/login/oauth2/code/", "/login", "/logout", "/v1/auth/"]) expect(conf).toContain(`~^${p} 1;`);
+    expect(conf).toContain("map $http_x_api_key $synaxic_api_key");
+    expect((runs[1]!.values.fleet as { balancerRouting: unknown }).balancerRouting).toEqual({
+      writePaths: ["/oauth2/", "/login/oauth2/code/", "/login", "/logout", "/v1/auth/"],
+      apiKeyRequests: "writer",
+    });
+    const custom = await runMain(1, { "synaxic:balancerWritePaths": JSON.stringify(["/signup", "/v2/keys.json"]), "synaxic:balancerApiKeyRequests": "replicas" });
+    const customConf = String(custom.one(COMMAND, "balancer-conf").inputs.stdin);
+    expect(customConf).toContain("~^/signup 1;");
+    expect(customConf).toContain("~^/v2/keys\\.json 1;");
+    expect(customConf).not.toContain("~^/oauth2/ 1;");
+    expect(customConf).not.toContain("$http_x_api_key");
+    expect((custom.values.fleet as { balancerRouting: unknown }).balancerRouting).toEqual({ writePaths: ["/signup", "/v2/keys.json"], apiKeyRequests: "replicas" });
+    await expect(runMain(1, { "synaxic:balancerWritePaths": JSON.stringify(["/login{1}"]) })).rejects.toThrow(/balancerWritePaths.*path prefixes/s);
+    await expect(runMain(1, { "synaxic:balancerApiKeyRequests": "all" })).rejects.toThrow(/balancerApiKeyRequests.*writer.*replicas/s);
+  });
+
+  it("the app image replicas run is exported only through the main app's container (a new image reaches replicas after main runs it)", async () => {
+    const fleet = runs[1]!.outputs.fleet as unknown as { allResources(): Promise<Set<{ urn: { promise(): Promise<string> } }>> };
+    const urns = await Promise.all([...(await fleet.allResources())].map((r) => r.urn.promise()));
+    expect(urns.some((u) => u.endsWith("::app-container"))).toBe(true);
+    expect((runs[1]!.values.fleet as { appImage: string }).appImage).toBe(runs[1]!.one("docker:index/remoteImage:RemoteImage", "app-image").inputs.name);
+  });
+
   it("the exporters start once PostgreSQL has its roles (the PostgreSQL exporter never fails a login at first start)", () => {
     const deps = runs[1]!.one("synaxic:components:Exporters", "exporters").opts.dependsOn;
     expect(deps.some((d) => /^postgres-/.test(d))).toBe(true);

@@ -57,14 +57,13 @@ describe("a replica stack wired to the main stack's real outputs", () => {
     expect(fileIn(redis, "/etc/synaxic/redis.conf")!.permissions).toBe("0600");
   });
 
-  it("the app reads its local replica, writes Redis to the master, reads Redis from the local replica", () => {
+  it("the app reads its local replica and uses the Redis master for everything (its client is single-server); no variable the app ignores", () => {
     const app = base.replica.one(CONTAINER, "app-container");
     const env = Object.fromEntries((app.inputs.envs as string[]).map((e) => [e.slice(0, e.indexOf("=")), e.slice(e.indexOf("=") + 1)]));
     expect(env.SPRING_DATASOURCE_URL).toMatch(/^jdbc:postgresql:\/\/127\.0\.0\.1:5432\/synaxic\?sslmode=verify-full/);
     expect(env.SPRING_DATA_REDIS_MASTER_HOST).toBe("10.10.0.2");
-    expect(env.SPRING_DATA_REDIS_REPLICA_HOST).toBe("10.10.0.3");
-    expect(env.SPRING_DATA_REDIS_SLAVE_HOSTS).toBe("rediss://10.10.0.3:6380");
-    expect(env.SYNAXIC_REDIS_READ_MODE).toBe("SLAVE");
+    expect(env.SPRING_DATASOURCE_URL).toMatch(/&readOnly=true$/);
+    for (const ignored of ["SPRING_DATA_REDIS_REPLICA_HOST", "SPRING_DATA_REDIS_SLAVE_HOSTS", "SYNAXIC_REDIS_READ_MODE"]) expect(env[ignored]).toBeUndefined();
     expect(Object.keys(env).filter((k) => /PASSWORD|SECRET/.test(k))).toEqual([]);
     expect(env.SERVER_ADDRESS).toBe("10.10.0.3");
   });
@@ -157,6 +156,9 @@ describe("promotion and re-initialisation change exactly what they should", () =
     expect(d.added.filter((k) => k.includes("::balancer")).length).toBeGreaterThan(2);
     const conf = String(replica.one(COMMAND, "balancer-conf").inputs.stdin);
     expect(conf).toMatch(/upstream synaxic_write \{[^}]*server 10\.10\.0\.3:8080 /);
+    // The main stack's routing (balancerWritePaths, balancerApiKeyRequests) comes along.
+    expect(conf).toContain("~^/login/oauth2/code/ 1;");
+    expect(conf).toContain("map $http_x_api_key $synaxic_api_key");
     expect(d.removed).toEqual([]);
     expect(d.changed.filter((k) => k.startsWith(CONTAINER))).toEqual([`${CONTAINER}::app-container`, `${CONTAINER}::postgres-container`, `${CONTAINER}::redis-container`]);
     expect(d.changed).toContain("hcloud:index/firewall:Firewall::replica-1-firewall");
@@ -165,7 +167,8 @@ describe("promotion and re-initialisation change exactly what they should", () =
     const redisConf = String(fileIn(replica.one(CONTAINER, "redis-container"), "/etc/synaxic/redis.conf")!.content);
     expect(redisConf).not.toMatch(/^replicaof /m);
     const env = (replica.one(CONTAINER, "app-container").inputs.envs as string[]).join("\n");
-    expect(env).toContain("SYNAXIC_REDIS_READ_MODE=MASTER");
+    expect(env).toContain("SPRING_DATA_REDIS_MASTER_HOST=10.10.0.3");
+    expect(env).not.toContain("readOnly=true");
     expect(replica.values.postgresMode).toBe("promoted");
     expect(String(fileIn(replica.one(CONTAINER, "postgres-container"), "/usr/local/bin/synaxic-entrypoint")!.content)).toMatch(/MODE=promoted|mode promoted|"promoted"/);
     // The container is re-created only after the promotion ran.
@@ -274,7 +277,8 @@ describe("the main host after a failover", () => {
     // No roles or slots are managed on a standby.
     expect(run.of(COMMAND).filter((c) => c.name === "postgres-roles" || c.name.startsWith("postgres-slot-"))).toEqual([]);
     expect(String(fileIn(run.one(CONTAINER, "redis-container"), "/etc/synaxic/redis.conf")!.content)).toMatch(/^replicaof 10\.10\.0\.3 6380$/m);
-    expect(run.one(CONTAINER, "app-container").inputs.envs).toContain("SYNAXIC_REDIS_READ_MODE=SLAVE");
+    expect((run.one(CONTAINER, "app-container").inputs.envs as string[]).find((e) => e.startsWith("SPRING_DATASOURCE_URL="))).toMatch(/readOnly=true/);
+    expect(run.one(CONTAINER, "app-container").inputs.envs).toContain("SPRING_DATA_REDIS_MASTER_HOST=10.10.0.3");
     const nginx = String(run.one(COMMAND, "balancer-conf").inputs.stdin);
     expect(nginx).toMatch(/upstream synaxic_write \{[^}]*server 10\.10\.0\.3:8080 /);
     expect(nginx).toMatch(/upstream synaxic_read \{[^}]*server 10\.10\.0\.2:8080 /);

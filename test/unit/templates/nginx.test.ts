@@ -54,10 +54,41 @@ describe("renderNginxConf", () => {
   });
 
   it("routes by method: GET, HEAD, OPTIONS read; everything else writes", () => {
-    const map = block(conf(1), "map $request_method $synaxic_is_write");
+    const map = block(conf(1), "map $request_method $synaxic_method_writes");
     expect(map).toMatch(/default 1;/);
     expect(map).toContain("~^(GET|HEAD|OPTIONS)$ 0;");
     expect(map.match(/ 0;/g)).toHaveLength(1);
+  });
+
+  it("paths that write on GET go to the writer: writePaths as anchored, case-sensitive prefixes, chained after the method", () => {
+    const map = block(conf(1), "map $uri $synaxic_path_writes");
+    expect(map).toContain("default $synaxic_method_writes;");
+    expect([...map.matchAll(/^\s*~(\S+) 1;$/gm)].map((m) => m[1])).toEqual(["^/oauth2/", "^/login/oauth2/code/", "^/login", "^/logout", "^/v1/auth/"]);
+    const custom = block(conf(1, { writePaths: ["/a.b/c", "/x_y~z-"] }), "map $uri $synaxic_path_writes");
+    expect(custom).toContain("~^/a\\.b/c 1;");
+    expect(custom).toContain("~^/x_y~z- 1;");
+    expect(block(conf(1, { writePaths: [] }), "map $uri $synaxic_path_writes")).not.toMatch(/ 1;/);
+  });
+
+  it("requests with an API key go to the writer unless apiKeyRequests is replicas", () => {
+    const text = conf(2);
+    expect(block(text, "map $http_authorization $synaxic_authorization_key")).toContain('"~^(ApiKey |syn_live_|syn_test_)" 1;');
+    expect(block(text, "map $http_x_api_key $synaxic_api_key")).toContain('"" $synaxic_authorization_key;');
+    expect(block(text, "map $synaxic_api_key $synaxic_to_writer")).toContain("default $synaxic_path_writes;");
+    const spread = conf(2, { apiKeyRequests: "replicas" });
+    expect(spread).not.toContain("$http_x_api_key");
+    expect(spread).not.toContain("$http_authorization");
+    expect(block(spread, "map $uri $synaxic_to_writer")).toContain("default $synaxic_method_writes;");
+  });
+
+  it.each([
+    [{ writePaths: ["login"] }, /write path "login" must start with "\/"/],
+    [{ writePaths: ["/login {"] }, /write path "\/login \{"/],
+    [{ writePaths: ["/a;b"] }, /write path "\/a;b"/],
+    [{ writePaths: ["/(x)"] }, /write path/],
+    [{ apiKeyRequests: "all" as never }, /apiKeyRequests must be "writer" or "replicas"/],
+  ])("refuses routing %o", (extra, error) => {
+    expect(() => conf(1, extra)).toThrow(error);
   });
 
   it("never retries writes and retries reads only on errors, timeouts, 502 and 503", () => {
