@@ -10,6 +10,19 @@
 //   /hang...                  -> never answers (the test kills the process meanwhile)
 //   anything else             -> JSON saying which host answered and whether the method was a write
 //
+// With --psql PATH --conninfo STR it also writes to PostgreSQL where the real
+// app does on requests that read (its one datasource: the primary in write
+// mode, the local standby in read mode, where every write fails with SQLSTATE
+// 25006):
+//   GET /login/oauth2/code/google?code=C -> creates user C (app_users), as the
+//       Google login callback creates the user; 500 with the SQLSTATE when the
+//       insert fails
+//   any request with an API key (Authorization "ApiKey K", a bare
+//       "syn_live_..."/"syn_test_...", or X-API-Key, as the app reads them) ->
+//       answered at once; the key's usage is counted afterwards
+//       (api_key_usage), and a failure is only logged and counted, as the
+//       app's asynchronous usage recording does
+//
 // A request with an `x-stub-delay-ms` header is answered that much later.
 // Every request carrying an `x-test-id` header is appended to the journal file
 // synchronously on arrival, before anything else happens, so the journal
@@ -19,6 +32,7 @@ import process from "node:process";
 import { appendFileSync } from "node:fs";
 import { createHash } from "node:crypto";
 import { setTimeout as delay } from "node:timers/promises";
+import { spawn } from "node:child_process";
 import { Buffer } from "node:buffer";
 import { URL } from "node:url";
 
@@ -36,6 +50,8 @@ function arg(name, fallback) {
 const name = arg("name");
 const listen = arg("listen");
 const journal = arg("journal", "");
+const psqlBin = arg("psql", "");
+const conninfo = arg("conninfo", "");
 const sep = listen.lastIndexOf(":");
 const listenHost = listen.slice(0, sep).replace(/^\[|\]$/g, "");
 const listenPort = Number(listen.slice(sep + 1));
@@ -43,7 +59,7 @@ const startedAt = Date.now() / 1000;
 
 let counts;
 function resetCounts() {
-  counts = { read: 0, write: 0, byMethod: {}, health: 0, metrics: 0 };
+  counts = { read: 0, write: 0, byMethod: {}, health: 0, metrics: 0, usageRecorded: 0, usageFailures: 0, usagePending: 0 };
 }
 resetCounts();
 
@@ -74,6 +90,45 @@ function metrics() {
   ].join("\n");
 }
 
+/** Runs SQL through psql; resolves with { ok, sqlstate, message }. */
+function sql(text) {
+  return new Promise((resolve) => {
+    const p = spawn(psqlBin, ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-v", "VERBOSITY=verbose", "-d", conninfo, "-f", "-"], { stdio: ["pipe", "ignore", "pipe"] });
+    let err = "";
+    p.stderr.on("data", (d) => (err += d));
+    p.on("close", (code) => {
+      const m = /ERROR:\s+([0-9A-Z]{5}):\s*(.*)/.exec(err);
+      resolve({ ok: code === 0, sqlstate: m ? m[1] : null, message: m ? m[2] : err.trim() });
+    });
+    p.stdin.end(text);
+  });
+}
+
+/** The API key a request carries, read the way the app's ApiKeyAuthFilter reads it. */
+function apiKeyOf(req) {
+  const auth = req.headers.authorization ?? "";
+  if (auth.startsWith("ApiKey ")) return auth.slice(7);
+  if (auth.startsWith("syn_live_") || auth.startsWith("syn_test_")) return auth;
+  const header = req.headers["x-api-key"];
+  return typeof header === "string" && header !== "" ? header : null;
+}
+
+const SAFE = /^[A-Za-z0-9_]{1,64}$/;
+// Usage is recorded one request at a time, after the answer, like the app's @Async recording.
+let usageChain = Promise.resolve();
+function recordUsage(key) {
+  counts.usagePending++;
+  usageChain = usageChain.then(async () => {
+    const r = await sql(`INSERT INTO api_key_usage (api_key, requests) VALUES ('${key}', 1) ON CONFLICT (api_key) DO UPDATE SET requests = api_key_usage.requests + 1;`);
+    counts.usagePending--;
+    if (r.ok) counts.usageRecorded++;
+    else {
+      counts.usageFailures++;
+      process.stderr.write(`Failed to record usage for API key ${key}: ${r.sqlstate} ${r.message}\n`);
+    }
+  });
+}
+
 const server = http.createServer((req, res) => {
   const url = new URL(req.url ?? "/", "http://stub");
   const testId = req.headers["x-test-id"];
@@ -93,6 +148,21 @@ const server = http.createServer((req, res) => {
   if (url.pathname === "/actuator/prometheus") {
     counts.metrics++;
     return send(res, 200, metrics(), { "content-type": "text/plain; version=0.0.4; charset=utf-8" });
+  }
+
+  if (conninfo && req.method === "GET" && url.pathname === "/login/oauth2/code/google") {
+    const code = url.searchParams.get("code") ?? "";
+    if (!SAFE.test(code)) return send(res, 400, { error: "bad code" });
+    counts.read++;
+    sql(`INSERT INTO app_users (login) VALUES ('${code}') ON CONFLICT DO NOTHING;`).then((r) =>
+      r.ok ? send(res, 200, { host: name, user: code, created: true }) : send(res, 500, { host: name, error: r.message, sqlstate: r.sqlstate }),
+    );
+    return;
+  }
+  const apiKey = conninfo ? apiKeyOf(req) : null;
+  if (apiKey !== null) {
+    if (!SAFE.test(apiKey)) return send(res, 401, { error: "bad key" });
+    res.on("finish", () => recordUsage(apiKey));
   }
 
   const write = !READ_METHODS.has(req.method ?? "");

@@ -15,6 +15,10 @@ export interface StubStats {
   health: number;
   metrics: number;
   byMethod: Record<string, number>;
+  /** With a database: API-key usage recorded, failed (a standby), and still queued. */
+  usageRecorded: number;
+  usageFailures: number;
+  usagePending: number;
 }
 
 export interface JournalEntry {
@@ -34,6 +38,8 @@ export class AppStub {
     readonly name: string,
     readonly port: number,
     dir: string,
+    /** The app's database, as psql reaches it: the stub then writes where the real app does on reads. */
+    private readonly database?: { psql: string; conninfo: string },
   ) {
     this.journal = join(dir, `${name}-journal.jsonl`);
   }
@@ -50,6 +56,7 @@ export class AppStub {
   async start(): Promise<this> {
     const { proc } = this.host.spawnDaemon(`app-${this.name}`, [
       process.execPath, SCRIPT, "--name", this.name, "--listen", this.address, "--journal", this.journal,
+      ...(this.database ? ["--psql", this.database.psql, "--conninfo", this.database.conninfo] : []),
     ]);
     this.proc = proc;
     await waitFor(`app stub ${this.name} on ${this.address}`, async () => {
