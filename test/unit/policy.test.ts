@@ -5,6 +5,8 @@
  */
 import { describe, expect, it } from "vitest";
 import { createRequire } from "node:module";
+import { existsSync, readFileSync } from "node:fs";
+import { parse } from "yaml";
 import { Secret } from "@pulumi/policy";
 import { checkDataProtection, checkFirewall, checkPinnedImages, checkPublishedPorts, findPlainSecrets, isWorld, TYPES, UNKNOWN_SENTINELS, type CheckedResource } from "../../policy/checks";
 import { stackSettings } from "../../policy/settings";
@@ -205,5 +207,14 @@ describe("the pack", () => {
     ]);
     expect(secretsPolicy.remediateResource).toBeTypeOf("function");
     for (const p of policies) expect(p.description.length, p.name).toBeGreaterThan(20);
+  });
+
+  it("runs in CI on every pull request's preview", () => {
+    const wf = parse(readFileSync(".github/workflows/pulumi.yml", "utf8")) as { jobs: Record<string, { steps: { uses?: string; with?: Record<string, unknown> }[] }> };
+    const preview = wf.jobs.preview!.steps.find((s) => s.uses?.startsWith("pulumi/actions@"))!;
+    expect(preview.with!.command).toBe("preview");
+    expect(preview.with!.policyPacks).toBe("${{ github.workspace }}/policy");
+    expect(existsSync("policy/PulumiPolicy.yaml")).toBe(true);
+    expect(parse(readFileSync("policy/PulumiPolicy.yaml", "utf8"))).toMatchObject({ runtime: "nodejs" });
   });
 });
