@@ -103,4 +103,16 @@ describe("the policy pack as the CLI runs it", () => {
   it("skips values a preview does not know yet", async () => {
     expect(await check(request("docker:index/container:Container", "app-container", { name: "synaxic-main-app", image: "04da6b54-80e4-46f7-96ec-b56ff0331ba9" }))).toEqual([]);
   });
+
+  // Last: it changes the running pack's configuration.
+  it("takes a policy pack configuration that lowers a policy's level (the documented exception)", async () => {
+    const req = new pb.ConfigureAnalyzerRequest();
+    const config = new pb.PolicyConfig();
+    config.setEnforcementlevel(pb.EnforcementLevel.ADVISORY);
+    config.setProperties(Struct.fromJavaScript({}));
+    req.getPolicyconfigMap().set("no-published-ports", config);
+    await call("configure", req);
+    const vs = await check(request("docker:index/container:Container", "postgres-container", { name: "synaxic-main-postgres", image: "postgres:15.13-bookworm", ports: [{ internal: 5432, external: 5432 }] }));
+    expect(vs.map((v) => [v.policy, v.level])).toEqual([["no-published-ports", pb.EnforcementLevel.ADVISORY]]);
+  });
 });
