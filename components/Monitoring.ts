@@ -1,4 +1,5 @@
 import * as pulumi from "@pulumi/pulumi";
+import { replicaSlotName } from "../templates/postgres-sql";
 import type { MemoryBudget } from "../lib/memory";
 import * as docker from "@pulumi/docker";
 import { LOOPBACK, containerName } from "../lib/addresses";
@@ -57,7 +58,8 @@ export class Monitoring extends pulumi.ComponentResource {
       selfTarget: `${LOOPBACK}:${args.ports.prometheus}`,
       selfLabels: { host: args.hostName, role: "main" },
     });
-    this.rules = renderAlertRules({ replicas: args.replicas.map((r) => ({ name: r.name, slotName: r.slotName })) });
+    // The main host's own slot exists on a promoted replica after a failover.
+    this.rules = renderAlertRules({ replicas: args.replicas.map((r) => ({ name: r.name, slotName: r.slotName })), otherSlots: [replicaSlotName("main")] });
     // The configuration and rules are files on the host too: a change is a
     // reload (SIGHUP), not a restart.
     const configFiles = [file("config", "prometheus.yml", config), file("rules", "rules/synaxic.yml", this.rules)];

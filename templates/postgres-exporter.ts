@@ -69,7 +69,8 @@ export function postgresExporterQueries(): Record<string, ExporterQuery> {
         "       CASE WHEN active THEN 1 ELSE 0 END AS active,",
         "       CASE WHEN wal_status = 'lost' THEN 1 ELSE 0 END AS lost",
         "FROM pg_catalog.pg_replication_slots",
-        "WHERE slot_type = 'physical'",
+        // Temporary slots (pg_basebackup's while it clones) end with their session.
+        "WHERE slot_type = 'physical' AND NOT temporary",
       ]),
       master: true,
       metrics: [

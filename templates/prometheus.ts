@@ -359,6 +359,12 @@ export interface AlertRulesParams {
   replicas: readonly { name: string; slotName: string }[];
   /** Redis replicas the master should have; defaults to the number of replicas. */
   expectedRedisReplicas?: number;
+  /**
+   * Slots the fleet itself creates beyond the replicas': the main host's own
+   * (on a promoted replica, after a failover). Any other physical slot on any
+   * server is unexpected.
+   */
+  otherSlots?: readonly string[];
   thresholds?: Partial<AlertThresholds>;
 }
 
@@ -394,6 +400,11 @@ export function alertRuleGroups(params: AlertRulesParams): { name: string; rules
     if (slots.has(r.slotName)) fail(fn, `replicas share the slot ${JSON.stringify(r.slotName)}; each needs its own`);
     names.add(r.name);
     slots.add(r.slotName);
+  }
+  const otherSlots = params.otherSlots ?? [];
+  for (const o of otherSlots) {
+    if (typeof o !== "string" || !SLOT_NAME.test(o)) fail(fn, `slot name ${JSON.stringify(o)} in otherSlots must be 1-63 lower-case letters, digits or underscores`);
+    if (slots.has(o)) fail(fn, `otherSlots names ${JSON.stringify(o)}, a replica's slot`);
   }
   const expectedRedis = params.expectedRedisReplicas ?? params.replicas.length;
   if (!Number.isInteger(expectedRedis) || expectedRedis < 0) fail(fn, `expectedRedisReplicas must be a non-negative integer, got ${expectedRedis}`);
@@ -444,6 +455,19 @@ export function alertRuleGroups(params: AlertRulesParams): { name: string; rules
         description: `The primary has no physical slot ${r.slotName}, so replica ${r.name} cannot stream through it.`,
       },
     })),
+    {
+      // The replication role can create and drop any physical slot (PostgreSQL
+      // has no finer grant), so a compromised replica could add slots that
+      // hold WAL on the primary: any slot the fleet did not create fires.
+      alert: "SynaxicUnexpectedReplicationSlot",
+      expr: `synaxic_slot_active{slot_name!~"${[...params.replicas.map((r) => r.slotName), ...otherSlots].join("|")}"}`,
+      for: t.slotInactiveFor,
+      labels: critical,
+      annotations: {
+        summary: "Replication slot {{ $labels.slot_name }} on {{ $labels.host }} was not created by the fleet",
+        description: `Slot {{ $labels.slot_name }} is none of the fleet's (${[...params.replicas.map((r) => r.slotName), ...otherSlots].join(", ")}). Something with the replication role created it; it holds WAL until dropped. Find out who (pg_stat_replication, the server log), then drop it with pg_drop_replication_slot.`,
+      },
+    },
     {
       alert: "SynaxicPostgresDown",
       expr: `up{job="${JOBS.postgres}"} == 0 or pg_up == 0`,

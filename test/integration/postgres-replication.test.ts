@@ -264,6 +264,19 @@ describe("PostgreSQL streaming replication over TLS", () => {
     }
   });
 
+  it("a slot a replica's replication role creates on its own shows in the exporter's slot metrics (SynaxicUnexpectedReplicationSlot fires on it) until dropped", async () => {
+    const r = cluster.roles;
+    // PostgreSQL has no grant narrower than REPLICATION: the role may create a slot.
+    await cluster.remotePsql(replica1.host, cluster.conninfo(main, { user: r.replication.name, replication: true }), "CREATE_REPLICATION_SLOT rogue_hold PHYSICAL RESERVE_WAL;");
+    try {
+      const names = (await samples(primaryExporter!, main, "synaxic_slot_active")).map((s) => s.labels.slot_name).sort();
+      expect(names).toEqual(["rogue_hold", "synaxic_replica1", "synaxic_replica2"]);
+    } finally {
+      await main.psql("SELECT pg_drop_replication_slot('rogue_hold');");
+    }
+    expect((await samples(primaryExporter!, main, "synaxic_slot_active")).map((s) => s.labels.slot_name).sort()).toEqual(["synaxic_replica1", "synaxic_replica2"]);
+  });
+
   it("a replica killed and another cut off for 30 s under write load catch up through their slots without re-cloning, losing nothing", async () => {
     const writer = new LedgerWriter({ cluster, from: app, conninfo: cluster.conninfo(main) }).start();
     await writer.waitForAcks(50);

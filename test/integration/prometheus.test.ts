@@ -33,7 +33,7 @@ const REPLICAS = [
   { name: "replica1", slotName: "synaxic_replica1" },
   { name: "replica2", slotName: "synaxic_replica2" },
 ];
-const RULES_PARAMS: AlertRulesParams = { replicas: REPLICAS };
+const RULES_PARAMS: AlertRulesParams = { replicas: REPLICAS, otherSlots: ["synaxic_main"] };
 const FLEET: MonitoredHost[] = [
   { name: "main", role: "main", address: "10.0.0.1" },
   { name: "replica1", role: "replica", address: "10.0.0.2" },
@@ -305,6 +305,22 @@ describe("promtool test rules: each alert fires on its condition, after its for:
       { eval_time: "5m", alertname: missing.alert, exp_alerts: [] },
       { eval_time: "5m", alertname: down.alert, exp_alerts: [firing(down, target(JOBS.postgres, "main"), "0")] },
     ]);
+  });
+
+  it("a slot the fleet did not create fires after 1m, on any server; the fleet's own (main's, on a promoted replica) does not", async () => {
+    const s = healthyFleet(SAMPLES);
+    const evil = { ...target(JOBS.postgres, "main"), slot_name: "synaxic_replica9" };
+    const onReplica = { ...target(JOBS.postgres, "replica1"), slot_name: "hold_wal" };
+    const mains = { ...target(JOBS.postgres, "replica2"), slot_name: "synaxic_main" };
+    s.set(seriesText("synaxic_slot_active", evil), `0x${SAMPLES}`);
+    s.set(seriesText("synaxic_slot_active", onReplica), `1x${SAMPLES}`);
+    s.set(seriesText("synaxic_slot_active", mains), `1x${SAMPLES}`);
+    const unexpected = rule("SynaxicUnexpectedReplicationSlot");
+    await runScenario("slot-unexpected", s, [
+      { eval_time: "30s", alertname: unexpected.alert, exp_alerts: [] },
+      { eval_time: "2m", alertname: unexpected.alert, exp_alerts: [firing(unexpected, evil, "0"), firing(unexpected, onReplica, "1")] },
+    ]);
+    await runScenario("slots-expected", healthyFleet(SAMPLES), [{ eval_time: "5m", alertname: unexpected.alert, exp_alerts: [] }]);
   });
 
   it("a slot retaining too much WAL fires after 5m; a lost slot fires at once", async () => {

@@ -218,6 +218,13 @@ describe("renderAlertRules", () => {
     }
   });
 
+  it("an unexpected slot is any slot but the replicas' and the other slots named", () => {
+    const rule = (params: AlertRulesParams) => alertRuleGroups(params).flatMap((g) => g.rules).find((r) => r.alert === "SynaxicUnexpectedReplicationSlot")!;
+    expect(rule({ replicas: REPLICAS.slice(0, 2), otherSlots: ["synaxic_main"] }).expr).toBe('synaxic_slot_active{slot_name!~"synaxic_replica1|synaxic_replica2|synaxic_main"}');
+    // No replica: every slot is unexpected.
+    expect(rule({ replicas: [] }).expr).toBe('synaxic_slot_active{slot_name!~""}');
+  });
+
   it.each([
     ["two replicas on one slot", { replicas: [REPLICAS[0]!, { name: "replica9", slotName: REPLICAS[0]!.slotName }] }, /share the slot "synaxic_replica1"/],
     ["a duplicate replica", { replicas: [REPLICAS[0]!, { ...REPLICAS[0]!, slotName: "other" }] }, /duplicate replica "replica1"/],
@@ -228,6 +235,8 @@ describe("renderAlertRules", () => {
     ["a bad duration", { replicas: [], thresholds: { replayLagFor: "two minutes" } }, /replayLagFor must be a Prometheus duration/],
     ["critical days above warning days", { replicas: [], thresholds: { certCriticalDays: 30, certWarningDays: 10 } }, /certCriticalDays must not exceed/],
     ["a fractional Redis count", { replicas: [], expectedRedisReplicas: 1.5 }, /expectedRedisReplicas/],
+    ["another slot that would break out of the regex", { replicas: [], otherSlots: ['x|.*'] }, /slot name "x\|\.\*" in otherSlots/],
+    ["another slot that is a replica's", { replicas: [REPLICAS[0]!], otherSlots: [REPLICAS[0]!.slotName] }, /otherSlots names "synaxic_replica1", a replica's slot/],
   ] as [string, AlertRulesParams, RegExp][])("rejects %s", (_, params, message) => {
     expect(() => renderAlertRules(params)).toThrow(message);
   });
