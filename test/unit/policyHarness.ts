@@ -162,7 +162,9 @@ export async function runExample(file: ExampleFile, extra: Record<string, string
   }
   const run = await runMocked({ config, secretKeys, stack, ...(stackReferences ? { stackReferences } : {}) }, () => {
     const cfg = loadStackConfig();
-    const outputs = cfg.role === "replica" ? replicaStack(cfg as ReplicaConfig & StackConfig) : cfg.host.provider === "local" ? localStack(cfg as MainConfig & StackConfig) : mainStack(cfg as MainConfig & StackConfig);
+    // The example stacks are main, replica and local stacks.
+    const provider = (cfg as { host?: { provider?: string } }).host?.provider;
+    const outputs = cfg.role === "replica" ? replicaStack(cfg as ReplicaConfig & StackConfig) : provider === "local" ? localStack(cfg as MainConfig & StackConfig) : mainStack(cfg as MainConfig & StackConfig);
     return outputs as unknown as Record<string, unknown>;
   });
   return { stack, config, run };
