@@ -59,6 +59,8 @@ export class Host extends pulumi.ComponentResource implements HostContext {
   public readonly publicAddress: pulumi.Output<string>;
   public readonly privateIp: pulumi.Output<string>;
   public readonly hostKey: pulumi.Output<string>;
+  /** The Hetzner server's id (a control stack powers it off through Hetzner's API to fence it); undefined for an existing host. */
+  public readonly hetznerServerId?: pulumi.Output<number>;
   public readonly connection: pulumi.Output<Connection>;
   public readonly dockerProvider: docker.Provider;
   /** Every service container shares the VPS's network namespace. */
@@ -151,6 +153,7 @@ export class Host extends pulumi.ComponentResource implements HostContext {
         );
       }
       this.publicAddress = server.ipv4Address;
+      this.hetznerServerId = server.id.apply(Number);
       this.hostKey = hostKey.publicKeyOpenssh.apply((k) => k.trim());
       user = "root";
       port = 22;

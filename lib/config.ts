@@ -123,8 +123,14 @@ export const DEFAULT_IMAGES = {
   redisExporterImage: "oliver006/redis_exporter:v1.45.0",
 } as const;
 
+/** How a former primary is fenced (lib/control.ts says what each does). */
+export const FENCE_METHODS = ["stop", "poweroff", "acknowledged"] as const;
+export type FenceMethod = (typeof FENCE_METHODS)[number];
+
+const stackName = z.string().regex(/^([A-Za-z0-9_.-]+\/){0,2}[A-Za-z0-9_.-]+$/, { message: 'expected a stack name, e.g. "acme/synaxic/main"' });
+
 export const KEYS: Record<string, KeySpec> = {
-  role: { schema: z.enum(["main", "replica"], { message: "expected main or replica" }), default: "main" },
+  role: { schema: z.enum(["main", "replica", "control"], { message: "expected main, replica or control" }), default: "main" },
   hostName: { schema: name, default: "main" },
   hostProvider: { schema: z.enum(["hetzner", "existing", "local"], { message: "expected hetzner, existing or local" }), default: "hetzner" },
   // Hetzner
@@ -194,6 +200,13 @@ export const KEYS: Record<string, KeySpec> = {
   followPrimary: { schema: z.string().regex(/^([a-z][a-z0-9-]{0,30}[a-z0-9])?$/, { message: "expected the name of a replica in the main stack's list, or empty" }), default: "" },
   rejoin: { schema: bool, default: false },
   reinitGeneration: { schema: int(0, 1_000_000), default: 0 },
+  // Host stacks under a control stack
+  controlStack: { schema: z.union([z.literal(""), stackName]), default: "" },
+  // Control stack
+  primary: { schema: name, default: "main" },
+  primaryGeneration: { schema: int(0, 1_000_000), default: 0 },
+  fence: { schema: z.record(name, z.enum(FENCE_METHODS, { message: "expected stop, poweroff or acknowledged" })), default: {}, json: true },
+  hostStacks: { schema: z.record(name, stackName), default: {}, json: true },
 };
 
 // ---------------------------------------------------------------------------
@@ -264,6 +277,8 @@ export interface Images {
 
 interface CommonConfig {
   hostName: string;
+  /** The control stack this host takes its role from (promote, followPrimary, rejoin); empty: from its own keys. */
+  controlStack: string;
   host: HostConfig;
   privateIp: string;
   privateNetworkCidr: string;
@@ -313,6 +328,26 @@ export interface ReplicaConfig extends CommonConfig {
 }
 
 export type ParsedConfig = MainConfig | ReplicaConfig;
+
+/** The control stack: which host is primary, and how former primaries were fenced (lib/control.ts). */
+export interface ControlConfig {
+  role: "control";
+  primary: string;
+  primaryGeneration: number;
+  fence: Record<string, FenceMethod>;
+  /** The host stacks by host name: where a fence finds its host (address, host key, Hetzner server). */
+  hostStacks: Record<string, string>;
+  commandTimeoutSeconds: number;
+}
+
+export type ControlStackConfig = ControlConfig & {
+  secrets: {
+    /** Present when a fence stops a host over SSH. */
+    sshPrivateKey?: pulumi.Output<string>;
+    /** hcloud:token, present when a fence powers a Hetzner server off. */
+    hcloudToken?: pulumi.Output<string>;
+  };
+};
 
 /** The parsed configuration plus its secrets, as secret Outputs. */
 export type StackConfig = ParsedConfig & {
@@ -365,7 +400,12 @@ function readKey(raw: Readonly<Record<string, string>>, key: string): unknown {
     try {
       parsedValue = JSON.parse(value);
     } catch {
-      throw new ConfigError(key, `got ${show(value)}; expected a list, e.g. set it with \`pulumi config set --path '${key}[0]' <value>\``);
+      throw new ConfigError(
+        key,
+        Array.isArray(spec.default)
+          ? `got ${show(value)}; expected a list, e.g. set it with \`pulumi config set --path '${key}[0]' <value>\``
+          : `got ${show(value)}; expected a map, e.g. set it with \`pulumi config set --path '${key}.<name>' <value>\``,
+      );
     }
   }
   const r = spec.schema.safeParse(parsedValue);
@@ -463,15 +503,60 @@ function checkPortClashes(ports: Ports): void {
  * @param raw keys like "synaxic:role" to their string values (secrets included or not)
  * @param secretKeys the full keys stored encrypted
  */
-export function parseStackConfig(raw: Readonly<Record<string, string>>, secretKeys: ReadonlySet<string>): ParsedConfig {
+/** Keys that belong to one kind of stack only: set on another, they are refused rather than ignored. */
+const CONTROL_ONLY_KEYS = ["primary", "primaryGeneration", "fence", "hostStacks"] as const;
+
+function parseControlConfig(raw: Readonly<Record<string, string>>, secretKeys: ReadonlySet<string>, get: <T>(key: string) => T): ControlConfig {
+  const allowed = new Set<string>(["role", "commandTimeoutSeconds", "sshPrivateKey", ...CONTROL_ONLY_KEYS]);
+  for (const k of Object.keys(raw)) {
+    if (k.startsWith(`${PROJECT}:`) && !allowed.has(k.slice(PROJECT.length + 1))) {
+      throw new ConfigError(k.slice(PROJECT.length + 1), `is for host stacks; a control stack has no host (it reads primary, primaryGeneration, fence and hostStacks)`);
+    }
+  }
+  const fence = get<Record<string, FenceMethod>>("fence");
+  const hostStacks = get<Record<string, string>>("hostStacks");
+  for (const [host, method] of Object.entries(fence)) {
+    if (method !== "acknowledged" && !hostStacks[host]) {
+      throw new ConfigError(`hostStacks.${host}`, `missing; fence.${host} is ${method}, which needs ${host}'s stack (its address, host key or Hetzner server): \`pulumi config set --path 'hostStacks.${host}' <org>/synaxic/<stack>\``);
+    }
+  }
+  if (Object.values(fence).includes("stop")) requireSecretPresent(raw, secretKeys, "sshPrivateKey");
+  return {
+    role: "control",
+    primary: get("primary"),
+    primaryGeneration: get("primaryGeneration"),
+    fence,
+    hostStacks,
+    commandTimeoutSeconds: get("commandTimeoutSeconds"),
+  };
+}
+
+export function parseStackConfig(raw: Readonly<Record<string, string>>, secretKeys: ReadonlySet<string>): ParsedConfig | ControlConfig {
   for (const k of Object.keys(raw)) {
     if (k.startsWith(`${PROJECT}:`) && !(k.slice(PROJECT.length + 1) in KEYS)) {
       throw new ConfigError(k.slice(PROJECT.length + 1), `unknown key; see the configuration reference in the README for the keys this program reads`);
     }
   }
   const get = <T>(key: string): T => readKey(raw, key) as T;
-  const role = get<"main" | "replica">("role");
+  const role = get<"main" | "replica" | "control">("role");
+  if (role === "control") return parseControlConfig(raw, secretKeys, get);
   const provider = get<"hetzner" | "existing" | "local">("hostProvider");
+
+  for (const k of CONTROL_ONLY_KEYS) {
+    if (raw[fullKey(k)] !== undefined) throw new ConfigError(k, `is for the control stack (role: control); a ${role} stack reads its role from controlStack`);
+  }
+  const controlStack = get<string>("controlStack");
+  if (controlStack) {
+    if (provider === "local") throw new ConfigError("controlStack", `is for fleets of VPS stacks; the local stack runs every host itself`);
+    for (const k of ["promote", "followPrimary", "rejoin"] as const) {
+      if (raw[fullKey(k)] !== undefined && raw[fullKey(k)] !== String(KEYS[k]!.default)) {
+        throw new ConfigError(
+          k,
+          `is set on a stack whose primary is decided by the control stack ${controlStack}; remove it (\`pulumi config rm ${k}\`) and change primary on the control stack instead`,
+        );
+      }
+    }
+  }
 
   if (provider !== "local") requireSecretPresent(raw, secretKeys, "sshPrivateKey");
   requireSecretPresent(raw, secretKeys, "googleClientSecret");
@@ -572,6 +657,7 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, secretKe
 
   const common: CommonConfig = {
     hostName: get("hostName"),
+    controlStack,
     host,
     privateIp,
     privateNetworkCidr,
@@ -660,10 +746,28 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, secretKe
  * secrets with requireSecret.
  */
 export function loadStackConfig(): StackConfig {
+  const cfg = loadConfig();
+  if (cfg.role === "control") throw new ConfigError("role", `is control; this program part builds host stacks`);
+  return cfg;
+}
+
+/** Reads the running stack's configuration, a control stack's included. */
+export function loadConfig(): StackConfig | ControlStackConfig {
   const raw = pulumi.runtime.allConfig();
   const secretKeys = new Set(Object.keys(raw).filter((k) => isSecretKey(k)));
   const parsed = parseStackConfig(raw, secretKeys);
   const cfg = new pulumi.Config(PROJECT);
+  if (parsed.role === "control") {
+    const methods = Object.values(parsed.fence);
+    return {
+      ...parsed,
+      secrets: {
+        ...(methods.includes("stop") ? { sshPrivateKey: cfg.requireSecret("sshPrivateKey") } : {}),
+        // The Hetzner provider's own key: the token the operator already keeps for the fleet.
+        ...(methods.includes("poweroff") ? { hcloudToken: new pulumi.Config("hcloud").requireSecret("token") } : {}),
+      },
+    };
+  }
   const secrets: StackConfig["secrets"] = {
     sshPrivateKey: parsed.host.provider === "local" ? pulumi.secret("") : cfg.requireSecret("sshPrivateKey"),
     googleClientSecret: cfg.requireSecret("googleClientSecret"),

@@ -26,13 +26,16 @@ import { mainFirewallRules, pkiHost } from "../lib/fleet";
 import { renderCertExpiryTextfile } from "../templates/prometheus";
 import { PG_ROLES } from "../lib/postgresContainer";
 import type { FleetInfo, ReplicaCredentials } from "../lib/fleetOutputs";
+import { readControl } from "./control";
 
 /** The main stack on a VPS (Hetzner or an existing server). */
 export async function mainStack(config: MainConfig & StackConfig) {
   if (config.host.provider === "local") throw new Error("mainStack: a local stack is built by localStack");
   // Checked against Hetzner's catalogue before anything is declared.
   const vps: VpsHostConfig = config.host.provider === "hetzner" ? await resolveHetznerHost(config.host) : config.host;
-  const cfg = { ...config, host: vps };
+  // Under a control stack, the primary's place is its decision, not this stack's.
+  const controlled = config.controlStack ? await readControl(config.controlStack, "main", ["main", ...config.replicas.map((r) => r.name)]) : undefined;
+  const cfg = { ...config, host: vps, ...(controlled ? { promote: controlled.role.promote, followPrimary: controlled.role.followPrimary } : {}) };
   // A host too small for the fleet is refused before anything is declared.
   hostMemoryBudget("main", vps);
   let networkId: pulumi.Output<number> | undefined;
@@ -68,6 +71,8 @@ export async function mainStack(config: MainConfig & StackConfig) {
     hostKey: host.hostKey,
     sshUser: host.sshUser,
     sshPort: host.sshPort,
+    ...(host.hetznerServerId ? { hetznerServerId: host.hetznerServerId } : {}),
+    ...(controlled ? { controlGeneration: controlled.control.generation, primary: controlled.control.primary } : {}),
     balancerUrl: pulumi.interpolate`${cfg.httpsCertificate ? "https" : "http"}://${host.publicAddress}${portSuffix(cfg)}`,
     grafanaTunnel: pulumi.interpolate`ssh -N -p ${host.sshPort} -L ${cfg.ports.grafana}:127.0.0.1:${cfg.ports.grafana} ${host.sshUser}@${host.publicAddress}  # then http://localhost:${cfg.ports.grafana}`,
     prometheusTunnel: pulumi.interpolate`ssh -N -p ${host.sshPort} -L ${cfg.ports.prometheus}:127.0.0.1:${cfg.ports.prometheus} ${host.sshUser}@${host.publicAddress}  # then http://localhost:${cfg.ports.prometheus}`,

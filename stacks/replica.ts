@@ -21,13 +21,18 @@ import { ConfigError } from "../lib/config";
 import { replicaSlotName } from "../templates/postgres-sql";
 import { renderCertExpiryTextfile } from "../templates/prometheus";
 import { hostMemoryBudget, memoryBudget } from "../lib/memory";
+import { readControl } from "./control";
 
-export async function replicaStack(cfg: ReplicaConfig & StackConfig) {
-  const main = new pulumi.StackReference("main", { name: cfg.mainStack });
+export async function replicaStack(config: ReplicaConfig & StackConfig) {
+  const main = new pulumi.StackReference("main", { name: config.mainStack });
 
   // The plain facts shape the program (which replicas exist, ports): read
   // them as a value, known at preview too. The secret outputs stay Outputs.
-  const fleet = checkMainOutput(cfg.mainStack, "fleet", fleetInfoSchema, await main.getOutputValue("fleet"));
+  const fleet = checkMainOutput(config.mainStack, "fleet", fleetInfoSchema, await main.getOutputValue("fleet"));
+  // Under a control stack, whether this host promotes, whom it follows and
+  // whether it rewinds are its decision, not this stack's.
+  const controlled = config.controlStack ? await readControl(config.controlStack, config.hostName, ["main", ...fleet.replicas.map((r) => r.name)]) : undefined;
+  const cfg = controlled ? { ...config, ...controlled.role } : config;
   // Secret outputs are checked up front too (a bad one stops the program
   // before anything is declared), then carried only as secret Outputs.
   const secretOutput = async (name: string) => {
@@ -91,7 +96,15 @@ export async function replicaStack(cfg: ReplicaConfig & StackConfig) {
     ...(cfg.sshIdentityDir ? { identityDir: cfg.sshIdentityDir } : {}),
   });
   const built = buildReplica(cfg, fleet, fleet.caCertPem, me, credentials, myTls, host, "");
-  return { ...built, publicAddress: host.publicAddress, hostKey: host.hostKey, sshUser: host.sshUser, sshPort: host.sshPort };
+  return {
+    ...built,
+    publicAddress: host.publicAddress,
+    hostKey: host.hostKey,
+    sshUser: host.sshUser,
+    sshPort: host.sshPort,
+    ...(host.hetznerServerId ? { hetznerServerId: host.hetznerServerId } : {}),
+    ...(controlled ? { controlGeneration: controlled.control.generation, primary: controlled.control.primary } : {}),
+  };
 }
 
 /** What a replica host needs from its own stack configuration. */

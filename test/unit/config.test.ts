@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { readFileSync } from "node:fs";
 import { parse } from "yaml";
-import { KEYS, parseStackConfig, slotNameFor, type MainConfig, type ReplicaConfig } from "../../lib/config";
+import { KEYS, parseStackConfig, slotNameFor, type MainConfig, type ReplicaConfig, type ParsedConfig } from "../../lib/config";
 
 const P = "synaxic:";
 const SECRET_KEYS = new Set([`${P}sshPrivateKey`, `${P}googleClientSecret`]);
@@ -96,7 +96,7 @@ describe("parseStackConfig: bad input names the key, the value and the expected 
     ["port clash", { [`${P}grafanaPort`]: "9090" }, /synaxic:grafanaPort: got 9090; it clashes with prometheusPort/],
     ["port out of range", { [`${P}httpPort`]: "70000" }, /synaxic:httpPort: got "70000"; expected a TCP port from 1 to 65535/],
     ["unknown key", { [`${P}replicaCount`]: "3" }, /synaxic:replicaCount: unknown key/],
-    ["bad role", { [`${P}role`]: "primary" }, /synaxic:role: got "primary"; expected main or replica/],
+    ["bad role", { [`${P}role`]: "primary" }, /synaxic:role: got "primary"; expected main, replica or control/],
     ["HTTPS certificate without its key", { [`${P}httpsCertificate`]: "-----BEGIN CERTIFICATE-----\nx" }, /synaxic:httpsPrivateKey: HTTPS needs both/],
     ["bad WAL size", { [`${P}maxSlotWalKeepSize`]: "lots" }, /synaxic:maxSlotWalKeepSize: got "lots"; expected a PostgreSQL size/],
   ];
@@ -115,7 +115,7 @@ describe("parseStackConfig: bad input names the key, the value and the expected 
   it("a local stack needs no SSH key, and must be a main stack", () => {
     const raw = mainRaw({ [`${P}hostProvider`]: "local" });
     delete raw[`${P}sshPrivateKey`];
-    expect(parseStackConfig(raw, SECRET_KEYS).host).toEqual({ provider: "local", cpus: 2, memoryMiB: 4096 });
+    expect((parseStackConfig(raw, SECRET_KEYS) as ParsedConfig).host).toEqual({ provider: "local", cpus: 2, memoryMiB: 4096 });
     expect(() => parseStackConfig({ ...replicaRaw(), [`${P}hostProvider`]: "local" }, SECRET_KEYS)).toThrow(/synaxic:hostProvider: got "local" on a replica stack/);
   });
 
@@ -208,7 +208,9 @@ describe("Pulumi.yaml declares exactly the keys the program reads", () => {
     it(`${key}: type, description, default and secret agree`, () => {
       const decl = project.config[key]!;
       expect(decl.description, `${key} needs a description`).toBeTruthy();
-      expect(decl.type).toMatch(/^(string|integer|boolean|array)$/);
+      // The project file's config types (pulumi sdk/go/common/workspace/project.json, SimpleConfigType).
+      expect(decl.type).toMatch(/^(string|integer|boolean|array|object)$/);
+      if (decl.type === "object") expect(spec.json && !Array.isArray(spec.default), `${key}: an object key is read as JSON`).toBe(true);
       if (spec.secret) {
         expect(decl.secret).toBe(true);
         expect(decl.default).toBeUndefined();

@@ -1,0 +1,77 @@
+/**
+ * The control stack: no host of its own. It says which host is the fleet's
+ * primary under a generation number, fences the former primary before any
+ * other host is told to take writes, and records the fence. Host stacks with
+ * `controlStack` read its `control` output (readControl) and take their role
+ * from it (lib/control.ts hostRole).
+ */
+import * as pulumi from "@pulumi/pulumi";
+import * as command from "@pulumi/command";
+import type { ControlStackConfig } from "../lib/config";
+import { ConfigError } from "../lib/config";
+import { INITIAL_CONTROL, checkControlOutput, hostRole, nextControl, type ControlInfo, type Demotion, type HostRole } from "../lib/control";
+import { remoteStep, withTimeout, type HostShell } from "../lib/remote";
+import { sh } from "../lib/shell";
+import { fencedContainers, renderPoweroffProgram, renderStopScript } from "../templates/fence";
+
+export async function controlStack(cfg: ControlStackConfig) {
+  // The last deployed state, from this stack's own outputs: a change is
+  // checked against it (the generation only rises, the old primary is fenced).
+  const self = new pulumi.StackReference("self", { name: `${pulumi.getOrganization()}/${pulumi.getProject()}/${pulumi.getStack()}` });
+  const deployed = await self.getOutputValue("control");
+  const previous: ControlInfo = deployed === undefined ? INITIAL_CONTROL : checkControlOutput(pulumi.getStack(), deployed);
+  const { next, demotion } = nextControl(previous, { primary: cfg.primary, primaryGeneration: cfg.primaryGeneration, fence: cfg.fence });
+
+  const fence = demotion ? await fenceStep(cfg, demotion, next.generation) : undefined;
+  // Recorded only once the fence has run: a failed fence leaves the stack's
+  // output, and so every host's role, as it was.
+  const control: pulumi.Output<ControlInfo> = fence ? fence.stdout.apply(() => next) : pulumi.output(next);
+  return { control };
+}
+
+async function fenceStep(cfg: ControlStackConfig, demotion: Demotion, generation: number): Promise<command.remote.Command | command.local.Command | undefined> {
+  const name = `fence-${demotion.host}-g${generation}`;
+  if (demotion.method === "acknowledged") return undefined;
+  const ref = new pulumi.StackReference(`host-${demotion.host}`, { name: cfg.hostStacks[demotion.host]! });
+  if (demotion.method === "poweroff") {
+    const serverId = await ref.getOutputValue("hetznerServerId");
+    if (typeof serverId !== "number") {
+      throw new ConfigError(`fence.${demotion.host}`, `is poweroff, but stack ${cfg.hostStacks[demotion.host]} has no Hetzner server (output hetznerServerId); use stop, or acknowledged for an existing host you cannot reach`);
+    }
+    return new command.local.Command(name, {
+      create: sh(["node", "-e", renderPoweroffProgram(), String(serverId)]),
+      environment: { HCLOUD_TOKEN: cfg.secrets.hcloudToken! },
+      logging: "stdoutAndStderr",
+      addPreviousOutputInEnv: false,
+    });
+  }
+  const [address, hostKey, user, port] = await Promise.all(["publicAddress", "hostKey", "sshUser", "sshPort"].map((k) => ref.getOutputValue(k)));
+  if (typeof address !== "string" || typeof hostKey !== "string" || typeof user !== "string") {
+    throw new ConfigError(`hostStacks.${demotion.host}`, `names stack ${cfg.hostStacks[demotion.host]}, which has no publicAddress, hostKey and sshUser outputs; run \`pulumi up\` on it with this version of the program`);
+  }
+  const shell: HostShell = {
+    kind: "ssh",
+    connection: pulumi.secret(
+      cfg.secrets.sshPrivateKey!.apply((privateKey) => ({ host: address, port: typeof port === "number" ? port : 22, user, privateKey, hostKey, dialErrorLimit: 3, perDialTimeout: 10 })),
+    ),
+    sudo: user !== "root",
+    filesRoot: "/etc/synaxic",
+  };
+  return remoteStep(name, shell, { argv: ["sh", "-c", renderStopScript(), "sh", ...fencedContainers(demotion.host)], timeoutSeconds: cfg.commandTimeoutSeconds }, {}) as command.remote.Command;
+}
+
+/**
+ * A host stack's role from the control stack it names. Read as plain values
+ * (known at preview too), checked, and turned into the settings the host is
+ * built from.
+ */
+export async function readControl(controlStackName: string, hostName: string, fleetHosts: readonly string[]): Promise<{ control: ControlInfo; role: HostRole }> {
+  const ref = new pulumi.StackReference("control", { name: controlStackName });
+  const control = checkControlOutput(controlStackName, await ref.getOutputValue("control"));
+  return { control, role: hostRole(control, hostName, fleetHosts) };
+}
+
+/** Exposed for tests: the command a stop fence runs on the host, as it reaches the shell. */
+export function stopCommandFor(hostName: string, timeoutSeconds: number): string {
+  return withTimeout(timeoutSeconds, ["sh", "-c", renderStopScript(), "sh", ...fencedContainers(hostName)]);
+}
