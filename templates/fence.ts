@@ -9,7 +9,9 @@ export function fencedContainers(hostName: string): string[] {
   // The app first, so that no write is acknowledged after the fence starts;
   // the balancer; Redis, which every app writes; PostgreSQL last, whose clean
   // shutdown ends with the walsenders sending the last WAL (the shutdown
-  // checkpoint included) to the standbys that are connected.
+  // checkpoint included) to the standbys that are connected: a walsender
+  // exits only once the standby reports it flushed everything sent
+  // (PostgreSQL, src/backend/replication/walsender.c, WalSndDone).
   return ["app", "nginx", "redis", "postgres"].map((s) => containerName(hostName, s));
 }
 

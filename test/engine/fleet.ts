@@ -12,6 +12,14 @@ import { REPO } from "./engine";
 /** The organisation of a self-managed (file) backend. */
 export const ORG = "organization";
 
+/** The control stack every host stack of the fleet takes its role from. */
+export const CONTROL_STACK = `${ORG}/synaxic/control`;
+
+/** The control stack's configuration: the host stacks a fence reaches, and what it says now. */
+export function controlConfig(hosts: string[], state: Record<string, unknown> = {}): Record<string, unknown> {
+  return { role: "control", hostStacks: Object.fromEntries(hosts.map((h) => [h, `${ORG}/synaxic/${h}`])), ...state };
+}
+
 export function hostConfig(host: EngineHost): Record<string, unknown> {
   return {
     hostName: host.name,
@@ -31,6 +39,7 @@ export function mainConfig(rig: EngineRig, replicas: string[]): Record<string, u
     ...hostConfig(main),
     privateNetworkCidr: rig.cidr,
     replicas: replicas.map((r) => `${r}=${rig.host(r).ip}`),
+    controlStack: CONTROL_STACK,
     googleClientId: "engine-tier.apps.googleusercontent.com",
   };
 }
@@ -41,12 +50,18 @@ export function replicaConfig(rig: EngineRig, name: string, mainStack = "main"):
     ...hostConfig(rig.host(name)),
     privateNetworkCidr: rig.cidr,
     mainStack: `${ORG}/synaxic/${mainStack}`,
+    controlStack: CONTROL_STACK,
     googleClientId: "engine-tier.apps.googleusercontent.com",
   };
 }
 
 export function secrets(rig: EngineRig): Record<string, string> {
   return { "synaxic:sshPrivateKey": rig.operator.privateKey, "synaxic:googleClientSecret": "engine-tier-google-secret" };
+}
+
+/** Creates the control stack; its one secret is the operator's key (a stop fence reaches the old primary over SSH). */
+export async function initControlStack(co: Checkout, rig: EngineRig, config: Record<string, unknown>): Promise<void> {
+  await co.initStack("control", config, { "synaxic:sshPrivateKey": rig.operator.privateKey });
 }
 
 /** Creates a stack with its config and secrets. */

@@ -11,7 +11,7 @@ import { join } from "node:path";
 import type { Checkout, Engine } from "./engine";
 import { startTier, stopTier, type Tier } from "./tier";
 import type { EngineRig } from "./hosts";
-import { initStack, mainConfig, psql, recoverInterrupted, replicaConfig, statusCommand } from "./fleet";
+import { controlConfig, initControlStack, initStack, mainConfig, psql, recoverInterrupted, replicaConfig, statusCommand } from "./fleet";
 import { waitFor } from "../rig/net";
 
 let tier: Tier;
@@ -29,6 +29,10 @@ afterAll(() => stopTier(tier));
 
 describe("a fleet of main and two replicas on the real engine", () => {
   it("previews the main stack before anything exists (and a replica's preview says main is missing)", async () => {
+    // The control stack first: it says main is primary (generation 0) and fences nothing.
+    await initControlStack(co, rig, controlConfig(["main", "replica-1", "replica-2"]));
+    await co.up("control");
+    expect((await co.outputs("control")).control).toEqual({ version: 1, primary: "main", generation: 0, previousPrimary: null, fenced: {} });
     await initStack(co, rig, "main", mainConfig(rig, ["replica-1", "replica-2"]));
     const steps = await co.previewChanges("main");
     expect(steps.every((s) => s.op === "create")).toBe(true);
@@ -250,33 +254,69 @@ describe("a fleet of main and two replicas on the real engine", () => {
     });
   });
 
-  it("a planned switchover through the stacks, as the runbook orders it: stop writes, fence, promote, follow, rejoin", async () => {
+  it("a planned switchover under write load through the control stack: the fence stops main (writes acknowledged until PostgreSQL stopped are all on replica-1), only the named replica promotes, the others and the old main follow", async () => {
     const main = rig.host("main");
-    // 1. No more writes on main; wait until both replicas have replayed everything.
-    await main.docker(["stop", "synaxic-main-app"]);
-    const lsn = await psql(main, "SELECT pg_current_wal_lsn()");
-    for (const r of ["replica-1", "replica-2"]) {
-      await waitFor(`${r} replayed to ${lsn}`, async () => (await psql(rig.host(r), `SELECT pg_last_wal_replay_lsn() >= '${lsn}'::pg_lsn`)) === "t", 60_000, 500);
-    }
-    // 2. Fence the old primary before anything is promoted (docs/runbook.md).
-    const fenced = ["synaxic-main-postgres", "synaxic-main-redis", "synaxic-main-app", "synaxic-main-nginx"];
-    await main.docker(["update", "--restart=no", ...fenced]);
-    await main.docker(["stop", ...fenced]);
-    // 3. Promote replica-1.
-    co.writeConfig("replica-1", { promote: true });
+    await psql(main, "CREATE TABLE engine_ledger (id bigint PRIMARY KEY, at timestamptz NOT NULL DEFAULT now())", "synaxic");
+    // Writes straight to the primary, one transaction each, until it stops answering; each
+    // acknowledged id is one the primary committed.
+    const acked: number[] = [];
+    let writing = true;
+    const writer = (async () => {
+      for (let id = 1; writing; id++) {
+        try {
+          await psql(main, `INSERT INTO engine_ledger (id) VALUES (${id})`, "synaxic");
+          acked.push(id);
+        } catch {
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      }
+    })();
+    await waitFor("writes on main", async () => acked.length >= 20, 60_000, 100);
+
+    // A promotion without the old primary fenced is refused, and so is a replica's own promote.
+    co.writeConfig("control", { primary: "replica-1", primaryGeneration: 1 });
+    const unfenced = await co.pulumi(["preview", "--stack", "control", "--non-interactive"], { allowFail: true });
+    expect(unfenced.code).not.toBe(0);
+    expect(unfenced.stdout + unfenced.stderr).toContain("fence.main: missing; main is the primary now and must be fenced before replica-1 takes writes");
+    co.writeConfig("replica-2", { promote: true });
+    const second = await co.pulumi(["preview", "--stack", "replica-2", "--non-interactive"], { allowFail: true });
+    expect(second.code).not.toBe(0);
+    expect(second.stdout + second.stderr).toContain("synaxic:promote: is set on a stack whose primary is decided by the control stack");
+    co.writeConfig("replica-2", { promote: undefined });
+
+    // 1. The control stack fences main (app, balancer, Redis, PostgreSQL stopped, kept from restarting) and records it.
+    co.writeConfig("control", { fence: { main: "stop" } });
+    const fenceStarted = Date.now();
+    await co.up("control");
+    writing = false;
+    await writer;
+    const state = (await main.docker(["ps", "-a", "--filter", "name=^synaxic-main-(app|nginx|redis|postgres)$", "--format", "{{.Names}} {{.State}}"])).stdout.trim().split("\n").sort();
+    expect(state).toEqual(["synaxic-main-app exited", "synaxic-main-nginx exited", "synaxic-main-postgres exited", "synaxic-main-redis exited"]);
+    const restart = (await main.docker(["inspect", "-f", "{{.HostConfig.RestartPolicy.Name}}", "synaxic-main-postgres", "synaxic-main-redis", "synaxic-main-app"])).stdout.trim().split("\n");
+    expect(restart).toEqual(["no", "no", "no"]);
+    expect((await co.outputs("control")).control).toMatchObject({ primary: "replica-1", generation: 1, fenced: { main: { method: "stop", generation: 1 } } });
+
+    // 2. replica-1 promotes (the control stack names it); 3. replica-2 follows it; 4. the old main's next up leaves it a replica of it.
     await co.up("replica-1");
+    const promotedAt = Date.now();
     expect(await psql(rig.host("replica-1"), "SELECT pg_is_in_recovery()")).toBe("f");
-    // 4. replica-2 follows it (the health gate fails the `up` if it cannot stream).
-    co.writeConfig("replica-2", { followPrimary: "replica-1" });
     await co.up("replica-2");
-    // 5. The old main host rejoins through pg_rewind and follows too.
-    co.writeConfig("main", { followPrimary: "replica-1" });
     await co.up("main");
+    expect((await co.outputs("main")).postgresMode).toBe("rejoin");
+
+    // Nothing acknowledged by the old primary is missing on the new one.
+    const present = new Set((await psql(rig.host("replica-1"), "SELECT id FROM engine_ledger", "synaxic")).split("\n").filter(Boolean).map(Number));
+    const missing = acked.filter((id) => !present.has(id));
+    process.stdout.write(`[engine] planned switchover: ${acked.length} writes acknowledged by main, ${missing.length} missing on replica-1; fence to promoted ${((promotedAt - fenceStarted) / 1000).toFixed(1)} s\n`);
+    expect(missing).toEqual([]);
+
     await psql(rig.host("replica-1"), "INSERT INTO engine_probe VALUES (1000, 'written on the promoted replica-1')", "synaxic");
     for (const h of ["replica-2", "main"]) {
       await waitFor(`${h} follows replica-1`, async () => (await psql(rig.host(h), "SELECT note FROM engine_probe WHERE id = 1000", "synaxic").catch(() => "")) === "written on the promoted replica-1", 60_000, 500);
     }
     expect(await psql(rig.host("replica-1"), "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")).toBe("2");
+    // The old main cannot come back writable: its stack reads the control stack, which names replica-1.
+    expect(await psql(main, "SELECT pg_is_in_recovery()")).toBe("t");
   });
 });
 
