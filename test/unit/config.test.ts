@@ -223,7 +223,7 @@ describe("Pulumi.yaml declares exactly the keys the program reads", () => {
 });
 
 describe("the example stacks parse", () => {
-  for (const file of ["Pulumi.main.yaml", "Pulumi.replica.yaml", "Pulumi.local.yaml"]) {
+  for (const file of ["Pulumi.main.yaml", "Pulumi.replica.yaml", "Pulumi.local.yaml", "Pulumi.control.yaml"]) {
     it(file, () => {
       const stack = parse(readFileSync(file, "utf8")) as { config: Record<string, unknown> };
       const raw: Record<string, string> = {};
@@ -242,7 +242,7 @@ describe("the example stacks parse", () => {
       }
       expect(() => parseStackConfig(raw, secrets)).not.toThrow();
       const c = parseStackConfig(raw, secrets);
-      expect(c.role).toBe(file.includes("replica") ? "replica" : "main");
+      expect(c.role).toBe(file.includes("replica") ? "replica" : file.includes("control") ? "control" : "main");
     });
   }
 });
