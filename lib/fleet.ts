@@ -39,13 +39,14 @@ export function mainFirewallRules(cfg: Pick<MainConfig, "adminCidrs" | "replicas
  * exporters to the main host (balancer, Prometheus); PostgreSQL and Redis to
  * the other fleet members (they follow this host once it is promoted).
  */
-export function replicaFirewallRules(p: { adminCidrs: string[]; mainIp: string; peers: ReplicaEntry[]; self: string; ports: Ports; balancer?: boolean }): FirewallRule[] {
+export function replicaFirewallRules(p: { adminCidrs: string[]; mainIp: string; peers: ReplicaEntry[]; self: string; ports: Ports; balancer?: boolean; https?: boolean }): FirewallRule[] {
   const main = [`${p.mainIp}/32`];
   const others = [p.mainIp, ...p.peers.filter((r) => r.name !== p.self).map((r) => r.privateIp)].map((ip) => `${ip}/32`);
   return [
     ...ssh(p.adminCidrs),
     // A promoted replica runs the balancer: its HTTP port is public then.
     ...(p.balancer ? [{ description: "HTTP (balancer)", port: p.ports.http, protocol: "tcp" as const, sources: WORLD }] : []),
+    ...(p.balancer && p.https ? [{ description: "HTTPS (balancer)", port: p.ports.https, protocol: "tcp" as const, sources: WORLD }] : []),
     // The balancer runs on the main host, or on a promoted replica after a failover.
     { description: "App from the balancer", port: p.ports.app, protocol: "tcp", sources: others },
     { description: "Node exporter from Prometheus", port: p.ports.nodeExporter, protocol: "tcp", sources: main },

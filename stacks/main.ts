@@ -301,6 +301,8 @@ export function buildMain(cfg: MainConfig & StackConfig, host: HostContext, hetz
       slots: postgres instanceof PostgresMaster ? postgres.slotNames : {},
       postgresMode: postgres instanceof PostgresMaster ? "primary" : postgres.mode,
       grafanaAdminPassword: pw.grafanaAdmin,
+      // A promoted replica's balancer serves the same certificate: browsers that saw this one's HSTS header accept nothing less.
+      ...(cfg.httpsCertificate && cfg.secrets.httpsPrivateKey ? { balancerHttps: pulumi.secret({ certPem: cfg.httpsCertificate, keyPem: cfg.secrets.httpsPrivateKey }) } : {}),
       balancerConfig: balancer.config,
       pgHba: postgres.pgHba,
       prometheusTargets: monitoring.targets,

@@ -46,6 +46,11 @@ export async function replicaStack(config: ReplicaConfig & StackConfig) {
     throw new MainStackOutputError(cfg.mainStack, `replicaTls.${cfg.replicaName}`, `is missing: add "${cfg.replicaName}=${cfg.privateIp}" to the main stack's replicas and run \`pulumi up\` there`);
   }
   const myTls = pulumi.secret(mine);
+  const https = await secretOutput("balancerHttps");
+  if (https !== undefined && (typeof https?.certPem !== "string" || typeof https?.keyPem !== "string")) {
+    throw new MainStackOutputError(cfg.mainStack, "balancerHttps", "is malformed: expected a certificate and key");
+  }
+  const balancerHttps = https === undefined ? undefined : pulumi.secret(https as { certPem: string; keyPem: string });
 
   const me = fleet.replicas.find((r) => r.name === cfg.replicaName);
   if (!me) {
@@ -91,11 +96,11 @@ export async function replicaStack(config: ReplicaConfig & StackConfig) {
     sshPrivateKey: cfg.secrets.sshPrivateKey,
     ...(hetzner ? { networkId: hetzner.networkId, sshKeyId: hetzner.sshKeyId } : {}),
     protectServer: !cfg.deleteDataOnDestroy,
-    firewallRules: replicaFirewallRules({ adminCidrs: cfg.adminCidrs, mainIp: fleet.mainPrivateIp, peers: fleet.replicas, self: me.name, ports: fleet.ports, balancer: cfg.promote }),
+    firewallRules: replicaFirewallRules({ adminCidrs: cfg.adminCidrs, mainIp: fleet.mainPrivateIp, peers: fleet.replicas, self: me.name, ports: fleet.ports, balancer: cfg.promote, https: cfg.promote && balancerHttps !== undefined }),
     commandTimeoutSeconds: cfg.commandTimeoutSeconds,
     ...(cfg.sshIdentityDir ? { identityDir: cfg.sshIdentityDir } : {}),
   });
-  const built = buildReplica(cfg, fleet, fleet.caCertPem, me, credentials, myTls, host, "");
+  const built = buildReplica(cfg, fleet, fleet.caCertPem, me, credentials, myTls, host, "", [], balancerHttps);
   return {
     ...built,
     publicAddress: host.publicAddress,
@@ -139,6 +144,8 @@ export function buildReplica(
   prefix: string,
   /** The primary, when it is declared in the same stack (the local fleet): the replica starts after its roles and slots. */
   after: pulumi.Resource[] = [],
+  /** The main host's HTTPS certificate and key: a promoted replica's balancer serves them. */
+  balancerHttps?: pulumi.Output<{ certPem: string; keyPem: string }>,
 ) {
   const timeout = cfg.commandTimeoutSeconds;
   const primary = primaryOf(cfg, fleet);
@@ -258,6 +265,7 @@ export function buildReplica(
         ...(fleet.balancerConcurrency !== undefined ? { concurrency: fleet.balancerConcurrency } : {}),
         ...(fleet.balancerRateLimit ? { rateLimit: fleet.balancerRateLimit } : {}),
         ...(fleet.balancerRouting ? { routing: fleet.balancerRouting } : {}),
+        ...(balancerHttps ? { https: { certPem: balancerHttps.apply((h) => h.certPem), keyPem: balancerHttps.apply((h) => h.keyPem) } } : {}),
         mainApp: { name: me.name, address: app.endpoint },
         replicaApps: others.map((r) => ({ name: r.name, address: `${r.privateIp}:${ports.app}` })),
       },

@@ -9,7 +9,7 @@ import { INITIAL_CONTROL, nextControl, type ControlInfo } from "../../lib/contro
 import { controlStack } from "../../stacks/control";
 import { mainStack } from "../../stacks/main";
 import { replicaStack } from "../../stacks/replica";
-import { runMocked } from "./harness";
+import { findLeaks, runMocked } from "./harness";
 import { SECRET_CONFIG, SECRET_KEYS, mainConfig, replicaConfig, runMain } from "./fixtures";
 
 const P = "synaxic:";
@@ -124,6 +124,36 @@ describe("host stacks under the control stack", () => {
     const oldMain = await runUnder(failedOver, "main");
     expect(oldMain.values.postgresMode).toBe("rejoin");
     expect((oldMain.one("docker:index/container:Container", "app-container").inputs.envs as string[]).find((e) => e.startsWith("SPRING_DATASOURCE_URL="))).toMatch(/readOnly=true/);
+  });
+
+  it("with HTTPS on main, the promoted replica's balancer serves the same certificate (key secret) and its firewalls open the HTTPS port", async () => {
+    const tls = { [`${P}httpsCertificate`]: "-----BEGIN CERTIFICATE-----\nMainCert\n-----END CERTIFICATE-----\n", [`${P}httpsPrivateKey`]: "-----BEGIN PRIVATE KEY-----\nMainHttpsKey\n-----END PRIVATE KEY-----\n" };
+    const main = await runMocked({ config: mainConfig(2, tls), secretKeys: [...SECRET_KEYS, `${P}httpsPrivateKey`], stack: "main" }, () => mainStack(loadStackConfig() as MainConfig & StackConfig));
+    expect(main.secretOutputs).toContain("balancerHttps");
+    const promoted = await runMocked(
+      {
+        config: replicaConfig("replica-1", "10.10.0.3", { [`${P}controlStack`]: CONTROL }),
+        secretKeys: SECRET_KEYS,
+        stack: "replica-1",
+        stackReferences: {
+          [CONTROL]: { outputs: { control: failedOver }, secretOutputNames: [] },
+          "acme/synaxic/main": { outputs: structuredClone(main.values), secretOutputNames: [...main.secretOutputs] },
+        },
+      },
+      () => replicaStack(loadStackConfig() as ReplicaConfig & StackConfig),
+    );
+    const nginx = promoted.one("docker:index/container:Container", "balancer-container");
+    const uploads = nginx.inputs.uploads as { file: string; content: string }[];
+    expect(uploads.find((u) => u.file.endsWith("fullchain.pem"))!.content).toContain("MainCert");
+    expect(uploads.find((u) => u.file.endsWith("privkey.pem"))!.content).toContain("MainHttpsKey");
+    // ...and only inside a secret.
+    expect(findLeaks(promoted.resources.map((r) => r.raw), [tls[`${P}httpsPrivateKey`]!])).toEqual([]);
+    expect(String(promoted.one("command:remote:Command", "balancer-conf").inputs.stdin)).toMatch(/listen 443 ssl/);
+    const rules = promoted.one("hcloud:index/firewall:Firewall", "firewall").inputs.rules as { port: string }[];
+    expect(rules.map((r) => r.port)).toEqual(expect.arrayContaining(["80", "443"]));
+    // Not promoted: no public port.
+    const other = await runUnder(failedOver, "replica-2");
+    expect((other.one("hcloud:index/firewall:Firewall", "firewall").inputs.rules as { port: string }[]).map((r) => r.port)).not.toContain("443");
   });
 
   it("before any change, every host is what it always was: main primary, replicas streaming from it", async () => {
