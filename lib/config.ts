@@ -192,8 +192,10 @@ export const KEYS: Record<string, KeySpec> = {
   redisExporterPort: { schema: port, default: 9121 },
   httpsCertificate: { schema: z.string(), default: "" },
   httpsPrivateKey: { schema: z.string(), optionalSecret: true, default: "" },
-  googleClientId: { schema: z.string().min(1, { message: "expected the OAuth client id from Google Cloud Console" }) },
-  googleClientSecret: { schema: z.string(), secret: true },
+  // Required on host stacks (checked there); a control stack has neither, and
+  // the engine requires every declared key without a default on every stack.
+  googleClientId: { schema: z.string(), default: "" },
+  googleClientSecret: { schema: z.string(), optionalSecret: true, default: "" },
   // Replica
   mainStack: { schema: z.string(), default: "" },
   promote: { schema: bool, default: false },
@@ -560,6 +562,9 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, secretKe
 
   if (provider !== "local") requireSecretPresent(raw, secretKeys, "sshPrivateKey");
   requireSecretPresent(raw, secretKeys, "googleClientSecret");
+  if (!get<string>("googleClientId")) {
+    throw new ConfigError("googleClientId", `missing; set it with \`pulumi config set googleClientId <client id>.apps.googleusercontent.com\` (Google Cloud Console, OAuth client)`);
+  }
 
   let host: HostConfig;
   const cpusGiven = get<number>("cpus");

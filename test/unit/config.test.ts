@@ -96,6 +96,7 @@ describe("parseStackConfig: bad input names the key, the value and the expected 
     ["port clash", { [`${P}grafanaPort`]: "9090" }, /synaxic:grafanaPort: got 9090; it clashes with prometheusPort/],
     ["port out of range", { [`${P}httpPort`]: "70000" }, /synaxic:httpPort: got "70000"; expected a TCP port from 1 to 65535/],
     ["unknown key", { [`${P}replicaCount`]: "3" }, /synaxic:replicaCount: unknown key/],
+    ["no Google client id on a host stack", { [`${P}googleClientId`]: "" }, /synaxic:googleClientId: missing; set it with `pulumi config set googleClientId/],
     ["bad role", { [`${P}role`]: "primary" }, /synaxic:role: got "primary"; expected main, replica or control/],
     ["HTTPS certificate without its key", { [`${P}httpsCertificate`]: "-----BEGIN CERTIFICATE-----\nx" }, /synaxic:httpsPrivateKey: HTTPS needs both/],
     ["bad WAL size", { [`${P}maxSlotWalKeepSize`]: "lots" }, /synaxic:maxSlotWalKeepSize: got "lots"; expected a PostgreSQL size/],
