@@ -142,7 +142,7 @@ export function runProcess(argv: readonly string[], opts: RunOptions = {}): Prom
 }
 
 /** The files of the program a user checks out (everything the engine runs). */
-const PROGRAM_ENTRIES = ["Pulumi.yaml", "index.ts", "package.json", "tsconfig.json", "components", "lib", "stacks", "templates"];
+const PROGRAM_ENTRIES = ["Pulumi.yaml", "index.ts", "package.json", "tsconfig.json", "components", "lib", "stacks", "templates", "policy"];
 
 /**
  * A Pulumi session as a user has one: a checkout of the program in its own

@@ -101,9 +101,10 @@ describe("a fleet of main and two replicas on the real engine", () => {
     expect(s.code, s.text).toBe(0);
   });
 
-  it("a second preview of every stack shows no changes", async () => {
-    for (const stack of ["main", "replica-1", "replica-2"]) {
-      const steps = await co.previewChanges(stack);
+  it("a second preview of every stack shows no changes, and passes the repository's policy pack as the CLI runs it", async () => {
+    for (const stack of ["control", "main", "replica-1", "replica-2"]) {
+      // --policy-pack: the CLI starts the pack through the Node.js language host (policy/PulumiPolicy.yaml); a mandatory violation fails the preview.
+      const steps = await co.previewChanges(stack, ["--policy-pack", join(co.dir, "policy")]);
       expect(steps.map((s) => `${s.op} ${s.urn} ${JSON.stringify(s.detailedDiff ?? s.diffs ?? {})}`), stack).toEqual([]);
     }
   });
