@@ -30,6 +30,8 @@ export interface PostgresPasswords {
 export interface PostgresMasterArgs extends PostgresServerArgs {
   /** One slot, one pg_hba replication line and one rewind line per replica. */
   replicas: ReplicaEntry[];
+  /** Where a former primary rewinds from (under a control stack: the fenced hosts); every replica when absent. */
+  rewindAddresses?: string[];
   passwords: PostgresPasswords;
   /** The data volume (created by the stack, so that it outlives a switch between primary and replica). */
   volumeName: pulumi.Input<string>;
@@ -72,7 +74,7 @@ export class PostgresMaster extends pulumi.ComponentResource {
     this.slotNames = Object.fromEntries(args.replicas.map((r) => [r.name, r.slotName]));
 
     this.postgresqlConf = renderPostgresqlConf({ role: "primary", ...serverConf(args) });
-    this.pgHba = serverHba(args.databaseName, args.replicas.map((r) => r.privateIp));
+    this.pgHba = serverHba(args.databaseName, args.replicas.map((r) => r.privateIp), args.rewindAddresses);
 
     const generation = args.bootstrapGeneration ?? 0;
     if (!Number.isInteger(generation) || generation < 0) throw new Error(`PostgresMaster: bootstrapGeneration must be a non-negative integer, got ${generation}`);

@@ -16,6 +16,8 @@ export interface PostgresReplicaArgs extends PostgresServerArgs {
   after?: pulumi.Resource[];
   /** Every other fleet member's private address: allowed to replicate from (and rewind against) this server once it is promoted. */
   peerAddresses: string[];
+  /** Where a former primary rewinds from once this server is promoted (under a control stack: the fenced hosts); every peer when absent. */
+  rewindAddresses?: string[];
   passwords: { replication: pulumi.Input<string>; rewind: pulumi.Input<string> };
   /** Promote this replica to primary. */
   promote: boolean;
@@ -66,7 +68,7 @@ export class PostgresReplica extends pulumi.ComponentResource {
       applicationName: args.hostName,
       slotName: args.slotName,
     });
-    this.pgHba = serverHba(args.databaseName, args.peerAddresses);
+    this.pgHba = serverHba(args.databaseName, args.peerAddresses, args.rewindAddresses);
     const passfile = pulumi.secret(
       pulumi.all([args.passwords.replication, args.passwords.rewind]).apply(([replication, rewind]) =>
         replicaPassfile(args.primary, { replication, rewind }),

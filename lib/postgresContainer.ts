@@ -79,10 +79,12 @@ export function serverConf(args: PostgresServerArgs): PostgresConfCommon {
 
 /**
  * pg_hba.conf of a server: the app and the exporter run on the same host and
- * connect over loopback; replication and rewind from the given addresses.
+ * connect over loopback; replication from the given addresses, rewind from
+ * `rewindAddresses` (all of them when absent).
  */
-export function serverHba(databaseName: string, replicaAddresses: string[]): string {
+export function serverHba(databaseName: string, replicaAddresses: string[], rewindAddresses?: string[]): string {
   return renderPgHba({
+    ...(rewindAddresses ? { rewindAddresses } : {}),
     appDatabase: databaseName,
     appUser: databaseName,
     appAddresses: [LOOPBACK],

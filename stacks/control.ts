@@ -71,6 +71,19 @@ export async function readControl(controlStackName: string, hostName: string, fl
   return { control, role: hostRole(control, hostName, fleetHosts) };
 }
 
+/**
+ * The addresses that may rewind against `self` under the control stack's
+ * state: the former primaries it records as fenced (they come back through
+ * pg_rewind), not every fleet member. pg_rewind's role reads files of the
+ * data directory, so its pg_hba line stays closed to hosts that do not need it.
+ */
+export function fencedAddresses(control: ControlInfo, self: string, addressOf: (host: string) => string | undefined): string[] {
+  return Object.keys(control.fenced)
+    .filter((h) => h !== self)
+    .map(addressOf)
+    .filter((a): a is string => a !== undefined);
+}
+
 /** Exposed for tests: the command a stop fence runs on the host, as it reaches the shell. */
 export function stopCommandFor(hostName: string, timeoutSeconds: number): string {
   return withTimeout(timeoutSeconds, ["sh", "-c", renderStopScript(), "sh", ...fencedContainers(hostName)]);

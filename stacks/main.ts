@@ -26,7 +26,7 @@ import { mainFirewallRules, pkiHost } from "../lib/fleet";
 import { renderCertExpiryTextfile } from "../templates/prometheus";
 import { PG_ROLES } from "../lib/postgresContainer";
 import type { FleetInfo, ReplicaCredentials } from "../lib/fleetOutputs";
-import { readControl } from "./control";
+import { fencedAddresses, readControl } from "./control";
 
 /** The main stack on a VPS (Hetzner or an existing server). */
 export async function mainStack(config: MainConfig & StackConfig) {
@@ -35,7 +35,17 @@ export async function mainStack(config: MainConfig & StackConfig) {
   const vps: VpsHostConfig = config.host.provider === "hetzner" ? await resolveHetznerHost(config.host) : config.host;
   // Under a control stack, the primary's place is its decision, not this stack's.
   const controlled = config.controlStack ? await readControl(config.controlStack, "main", ["main", ...config.replicas.map((r) => r.name)]) : undefined;
-  const cfg = { ...config, host: vps, ...(controlled ? { promote: controlled.role.promote, followPrimary: controlled.role.followPrimary } : {}) };
+  const cfg = {
+    ...config,
+    host: vps,
+    ...(controlled
+      ? {
+          promote: controlled.role.promote,
+          followPrimary: controlled.role.followPrimary,
+          rewindAddresses: fencedAddresses(controlled.control, "main", (h) => config.replicas.find((r) => r.name === h)?.privateIp),
+        }
+      : {}),
+  };
   // A host too small for the fleet is refused before anything is declared.
   hostMemoryBudget("main", vps);
   let networkId: pulumi.Output<number> | undefined;
@@ -85,7 +95,14 @@ export async function mainStack(config: MainConfig & StackConfig) {
  * the write-mode app, the balancer, monitoring. Returns the stack outputs
  * replica stacks read, and the pieces a local stack hands its replicas.
  */
-export function buildMain(cfg: MainConfig & StackConfig, host: HostContext, hetzner: HetznerFacts | null) {
+export function buildMain(
+  cfg: MainConfig & StackConfig & {
+    /** Under a control stack: the addresses that may rewind against this server (the fenced former primaries). */
+    rewindAddresses?: string[];
+  },
+  host: HostContext,
+  hetzner: HetznerFacts | null,
+) {
   const timeout = cfg.commandTimeoutSeconds;
   const secrets = new FleetSecrets("fleet", {});
   const pw = secrets.passwords;
@@ -136,6 +153,7 @@ export function buildMain(cfg: MainConfig & StackConfig, host: HostContext, hetz
           primary: { host: following.privateIp, port: cfg.ports.postgres },
           slotName: replicaSlotName("main"),
           peerAddresses: cfg.replicas.map((r) => r.privateIp),
+          ...(cfg.rewindAddresses ? { rewindAddresses: cfg.rewindAddresses } : {}),
           followerSlots: [],
           passwords: { replication: pw.postgresReplication, rewind: pw.postgresRewind },
           promote: false,
@@ -150,6 +168,7 @@ export function buildMain(cfg: MainConfig & StackConfig, host: HostContext, hetz
         {
           ...pgCommon,
           replicas: cfg.replicas,
+          ...(cfg.rewindAddresses ? { rewindAddresses: cfg.rewindAddresses } : {}),
           passwords: { app: pw.postgresApp, replication: pw.postgresReplication, rewind: pw.postgresRewind, exporter: pw.postgresExporter },
           promoteFirst: cfg.promote,
           bootstrapGeneration: cfg.bootstrapGeneration,

@@ -21,7 +21,7 @@ import { ConfigError } from "../lib/config";
 import { replicaSlotName } from "../templates/postgres-sql";
 import { renderCertExpiryTextfile } from "../templates/prometheus";
 import { hostMemoryBudget, memoryBudget } from "../lib/memory";
-import { readControl } from "./control";
+import { fencedAddresses, readControl } from "./control";
 
 export async function replicaStack(config: ReplicaConfig & StackConfig) {
   const main = new pulumi.StackReference("main", { name: config.mainStack });
@@ -32,7 +32,8 @@ export async function replicaStack(config: ReplicaConfig & StackConfig) {
   // Under a control stack, whether this host promotes, whom it follows and
   // whether it rewinds are its decision, not this stack's.
   const controlled = config.controlStack ? await readControl(config.controlStack, config.hostName, ["main", ...fleet.replicas.map((r) => r.name)]) : undefined;
-  const cfg = controlled ? { ...config, ...controlled.role } : config;
+  const addressOf = (h: string) => (h === "main" ? fleet.mainPrivateIp : fleet.replicas.find((r) => r.name === h)?.privateIp);
+  const cfg = controlled ? { ...config, ...controlled.role, rewindAddresses: fencedAddresses(controlled.control, config.hostName, addressOf) } : config;
   // Secret outputs are checked up front too (a bad one stops the program
   // before anything is declared), then carried only as secret Outputs.
   const secretOutput = async (name: string) => {
@@ -116,7 +117,11 @@ export async function replicaStack(config: ReplicaConfig & StackConfig) {
 export type ReplicaSettings = Pick<
   ReplicaConfig,
   "hostName" | "privateIp" | "promote" | "followPrimary" | "rejoin" | "reinitGeneration" | "maxConnections" | "deleteDataOnDestroy" | "commandTimeoutSeconds" | "googleClientId"
-> & { secrets: Pick<StackConfig["secrets"], "googleClientSecret"> };
+> & {
+  secrets: Pick<StackConfig["secrets"], "googleClientSecret">;
+  /** Under a control stack: the addresses that may rewind against this server (the fenced former primaries). */
+  rewindAddresses?: string[];
+};
 
 /** The server a replica follows: the main host, or after a failover the promoted replica named in followPrimary. */
 export function primaryOf(cfg: Pick<ReplicaSettings, "followPrimary">, fleet: Pick<FleetInfo, "mainPrivateIp" | "replicas">): { name: string; privateIp: string } {
@@ -178,6 +183,7 @@ export function buildReplica(
       primary: { host: primary.privateIp, port: ports.postgres },
       slotName: me.slotName,
       peerAddresses: others.map((r) => r.privateIp),
+      ...(cfg.rewindAddresses ? { rewindAddresses: cfg.rewindAddresses } : {}),
       followerSlots: others.map((r) => ({ name: r.name, slotName: replicaSlotName(r.name) })),
       rejoin: cfg.rejoin,
       tls: pgTls,

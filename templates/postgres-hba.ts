@@ -23,8 +23,13 @@ export interface PgHbaParams {
   /** The replication role and the replicas' addresses (physical replication only). */
   replicationUser: string;
   replicaAddresses: string[];
-  /** The pg_rewind role; it connects from the replica addresses to `rewindDatabase` (default postgres). */
+  /** The pg_rewind role; it connects to `rewindDatabase` (default postgres) from `rewindAddresses`. */
   rewindUser: string;
+  /**
+   * Where a rejoining server rewinds from (default: every replica address).
+   * Only hosts that may need it: the role reads files of the data directory.
+   */
+  rewindAddresses?: string[];
   rewindDatabase?: string;
   /** The metrics exporter's role and the addresses it connects from, to `exporterDatabase` (default postgres). */
   exporterUser: string;
@@ -68,6 +73,7 @@ export function renderPgHba(params: PgHbaParams): string {
   }
   const app = addresses("app address", params.appAddresses);
   const replicas = addresses("replica address", params.replicaAddresses);
+  const rewinders = addresses("rewind address", params.rewindAddresses ?? params.replicaAddresses);
   const exporters = addresses("exporter address", params.exporterAddresses);
 
   const rows: Row[] = [
@@ -76,7 +82,7 @@ export function renderPgHba(params: PgHbaParams): string {
     ["local", "all", "all", "", "reject"],
   ];
   for (const a of replicas) rows.push(["hostssl", "replication", params.replicationUser, hostCidr(a), "scram-sha-256"]);
-  for (const a of replicas) rows.push(["hostssl", rewindDb, params.rewindUser, hostCidr(a), "scram-sha-256"]);
+  for (const a of rewinders) rows.push(["hostssl", rewindDb, params.rewindUser, hostCidr(a), "scram-sha-256"]);
   for (const a of app) rows.push(["hostssl", appDb, params.appUser, hostCidr(a), "scram-sha-256"]);
   for (const a of exporters) rows.push(["hostssl", exporterDb, params.exporterUser, hostCidr(a), "scram-sha-256"]);
   rows.push(

@@ -156,6 +156,16 @@ describe("host stacks under the control stack", () => {
     expect((other.one("hcloud:index/firewall:Firewall", "firewall").inputs.rules as { port: string }[]).map((r) => r.port)).not.toContain("443");
   });
 
+  it("the rewind role's pg_hba line opens only to the fenced former primaries: none before a change, only main's address on the promoted replica after it", async () => {
+    const rewindLines = (hba: unknown) => String(hba).split("\n").filter((l) => /\bsynaxic_rewind\b/.test(l));
+    expect(rewindLines((await runUnder(INITIAL_CONTROL, "main")).values.pgHba)).toEqual([]);
+    const promoted = await runUnder(failedOver, "replica-1");
+    expect(rewindLines(promoted.values.pgHba)).toEqual([expect.stringMatching(/^hostssl\s+postgres\s+synaxic_rewind\s+10\.10\.0\.2\/32\s+scram-sha-256$/)]);
+    // After switching back, main lets replica-1 (fenced now) rewind against it, and no one else.
+    const back = nextControl(failedOver, { primary: "main", primaryGeneration: 2, fence: { "replica-1": "stop" } }).next;
+    expect(rewindLines((await runUnder(back, "main")).values.pgHba)).toEqual([expect.stringMatching(/synaxic_rewind\s+10\.10\.0\.3\/32/)]);
+  });
+
   it("before any change, every host is what it always was: main primary, replicas streaming from it", async () => {
     expect((await runUnder(INITIAL_CONTROL, "main")).values.postgresMode).toBe("primary");
     expect((await runUnder(INITIAL_CONTROL, "replica-2")).values.postgresMode).toBe("replica");

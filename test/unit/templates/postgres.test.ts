@@ -189,6 +189,13 @@ describe("postgresql.conf", () => {
 });
 
 describe("pg_hba.conf", () => {
+  it("rewindAddresses narrows the rewind role's lines (none at all when empty); replication is unchanged", () => {
+    const rewind = (text: string) => text.split("\n").filter((l) => /synaxic_rewind/.test(l) && !l.startsWith("#"));
+    expect(rewind(renderPgHba({ ...hba, rewindAddresses: [] }))).toEqual([]);
+    expect(rewind(renderPgHba({ ...hba, rewindAddresses: ["10.0.0.4"] }))).toEqual([expect.stringMatching(/^hostssl\s+postgres\s+synaxic_rewind\s+10\.0\.0\.4\/32\s+scram-sha-256$/)]);
+    expect(renderPgHba({ ...hba, rewindAddresses: [] }).split("\n").filter((l) => /^hostssl\s+replication/.test(l))).toHaveLength(2);
+    expect(() => renderPgHba({ ...hba, rewindAddresses: ["10.0.0.4", "10.0.0.4"] })).toThrow(/rewind address lists 10\.0\.0\.4 twice/);
+  });
   it("lets each role in only from its hosts, over TLS with SCRAM, and rejects the rest explicitly", () => {
     const text = renderPgHba(hba);
     expect(text).toMatchSnapshot();
