@@ -508,10 +508,20 @@ function checkPortClashes(ports: Ports): void {
 /** Keys that belong to one kind of stack only: set on another, they are refused rather than ignored. */
 const CONTROL_ONLY_KEYS = ["primary", "primaryGeneration", "fence", "hostStacks"] as const;
 
+/**
+ * Whether a key holds something other than its declared default. The engine
+ * hands the program every key Pulumi.yaml declares with a default, set or not,
+ * so "present" says nothing; a value equal to the default is as good as unset.
+ */
+function setAwayFromDefault(raw: Readonly<Record<string, string>>, key: string): boolean {
+  if (raw[fullKey(key)] === undefined) return false;
+  return JSON.stringify(readKey(raw, key)) !== JSON.stringify(KEYS[key]!.default);
+}
+
 function parseControlConfig(raw: Readonly<Record<string, string>>, secretKeys: ReadonlySet<string>, get: <T>(key: string) => T): ControlConfig {
   const allowed = new Set<string>(["role", "commandTimeoutSeconds", "sshPrivateKey", ...CONTROL_ONLY_KEYS]);
   for (const k of Object.keys(raw)) {
-    if (k.startsWith(`${PROJECT}:`) && !allowed.has(k.slice(PROJECT.length + 1))) {
+    if (k.startsWith(`${PROJECT}:`) && !allowed.has(k.slice(PROJECT.length + 1)) && setAwayFromDefault(raw, k.slice(PROJECT.length + 1))) {
       throw new ConfigError(k.slice(PROJECT.length + 1), `is for host stacks; a control stack has no host (it reads primary, primaryGeneration, fence and hostStacks)`);
     }
   }
@@ -545,13 +555,13 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, secretKe
   const provider = get<"hetzner" | "existing" | "local">("hostProvider");
 
   for (const k of CONTROL_ONLY_KEYS) {
-    if (raw[fullKey(k)] !== undefined) throw new ConfigError(k, `is for the control stack (role: control); a ${role} stack reads its role from controlStack`);
+    if (setAwayFromDefault(raw, k)) throw new ConfigError(k, `is for the control stack (role: control); a ${role} stack reads its role from controlStack`);
   }
   const controlStack = get<string>("controlStack");
   if (controlStack) {
     if (provider === "local") throw new ConfigError("controlStack", `is for fleets of VPS stacks; the local stack runs every host itself`);
     for (const k of ["promote", "followPrimary", "rejoin"] as const) {
-      if (raw[fullKey(k)] !== undefined && raw[fullKey(k)] !== String(KEYS[k]!.default)) {
+      if (setAwayFromDefault(raw, k)) {
         throw new ConfigError(
           k,
           `is set on a stack whose primary is decided by the control stack ${controlStack}; remove it (\`pulumi config rm ${k}\`) and change primary on the control stack instead`,

@@ -223,6 +223,26 @@ describe("Pulumi.yaml declares exactly the keys the program reads", () => {
   }
 });
 
+describe("with every declared default present, as the engine hands them to the program", () => {
+  const project = parse(readFileSync("Pulumi.yaml", "utf8")) as { config: Record<string, { default?: unknown }> };
+  const defaults = Object.fromEntries(
+    Object.entries(project.config)
+      .filter(([, d]) => d.default !== undefined)
+      .map(([k, d]) => [`${P}${k}`, typeof d.default === "string" ? d.default : JSON.stringify(d.default)]),
+  );
+  it("a control stack parses (host keys at their defaults are not taken as set), and a host key set away from its default is refused", () => {
+    const raw = { ...defaults, [`${P}role`]: "control" };
+    expect(parseStackConfig(raw, new Set()).role).toBe("control");
+    expect(() => parseStackConfig({ ...raw, [`${P}appPort`]: "8081" }, new Set())).toThrow(/synaxic:appPort: is for host stacks/);
+  });
+  it("a host stack under a control stack parses; its own promote set is refused", () => {
+    const raw = { ...defaults, ...mainRaw({ [`${P}controlStack`]: "acme/synaxic/control" }) };
+    expect(parseStackConfig(raw, SECRET_KEYS).role).toBe("main");
+    expect(() => parseStackConfig({ ...raw, [`${P}promote`]: "true" }, SECRET_KEYS)).toThrow(/synaxic:promote: is set on a stack whose primary is decided/);
+    expect(() => parseStackConfig({ ...raw, [`${P}primary`]: "replica-1" }, SECRET_KEYS)).toThrow(/synaxic:primary: is for the control stack/);
+  });
+});
+
 describe("the example stacks parse", () => {
   for (const file of ["Pulumi.main.yaml", "Pulumi.replica.yaml", "Pulumi.local.yaml", "Pulumi.control.yaml"]) {
     it(file, () => {
