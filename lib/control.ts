@@ -17,10 +17,10 @@ export { FENCE_METHODS, type FenceMethod };
 /**
  * How a former primary was made harmless before another host took writes
  * (FENCE_METHODS, declared with the configuration keys):
- * - stop: it is reachable; the control stack stops its writing app, balancer,
- *   Redis and PostgreSQL over SSH (in that order: no write is acknowledged
- *   after the app stops, and PostgreSQL's clean shutdown sends its last WAL to
- *   the connected standbys) and keeps them from restarting;
+ * - stop: it is reachable; the control stack stops its writing app, Redis and
+ *   PostgreSQL over SSH (in that order: no write is acknowledged after the app
+ *   stops, and PostgreSQL's clean shutdown sends its last WAL to the connected
+ *   standbys) and keeps them from restarting (templates/fence.ts);
  * - poweroff: a Hetzner server, reachable or not (during a network partition
  *   the operator's side still reaches Hetzner's API): powered off through the
  *   API, and the control stack waits until Hetzner reports the action done;

@@ -4,15 +4,20 @@
  */
 import { containerName } from "../lib/addresses";
 
-/** The containers that take or serve writes on a host, in the order they are stopped. */
+/**
+ * The containers that take writes on a host, in the order they are stopped:
+ * the writing app first, so that no write is acknowledged after the fence
+ * starts; Redis, which every app writes (replica apps included); PostgreSQL
+ * last, whose clean shutdown ends with the walsenders sending the last WAL
+ * (the shutdown checkpoint included) to the standbys that are connected: a
+ * walsender exits only once the standby reports it flushed everything sent
+ * (PostgreSQL, src/backend/replication/walsender.c, WalSndDone). The
+ * balancer keeps running: it takes no write itself, and once the host's next
+ * `pulumi up` points it at the new primary's app it serves the clients that
+ * still reach this host.
+ */
 export function fencedContainers(hostName: string): string[] {
-  // The app first, so that no write is acknowledged after the fence starts;
-  // the balancer; Redis, which every app writes; PostgreSQL last, whose clean
-  // shutdown ends with the walsenders sending the last WAL (the shutdown
-  // checkpoint included) to the standbys that are connected: a walsender
-  // exits only once the standby reports it flushed everything sent
-  // (PostgreSQL, src/backend/replication/walsender.c, WalSndDone).
-  return ["app", "nginx", "redis", "postgres"].map((s) => containerName(hostName, s));
+  return ["app", "redis", "postgres"].map((s) => containerName(hostName, s));
 }
 
 /**
@@ -21,8 +26,7 @@ export function fencedContainers(hostName: string): string[] {
  * does not bring a writable primary back), stops each that exists in order
  * (docker stop waits for the container's own stop timeout, the grace period
  * the program gives PostgreSQL), then fails unless none is running.
- * Containers that do not exist are skipped: a replica that was primary has
- * no balancer of its own before its promotion.
+ * Containers that do not exist are skipped (a host half torn down).
  */
 export function renderStopScript(): string {
   return [

@@ -285,14 +285,14 @@ describe("a fleet of main and two replicas on the real engine", () => {
     expect(second.stdout + second.stderr).toContain("synaxic:promote: is set on a stack whose primary is decided by the control stack");
     co.writeConfig("replica-2", { promote: undefined });
 
-    // 1. The control stack fences main (app, balancer, Redis, PostgreSQL stopped, kept from restarting) and records it.
+    // 1. The control stack fences main (app, Redis, PostgreSQL stopped, kept from restarting) and records it.
     co.writeConfig("control", { fence: { main: "stop" } });
     const fenceStarted = Date.now();
     await co.up("control");
     writing = false;
     await writer;
     const state = (await main.docker(["ps", "-a", "--filter", "name=^synaxic-main-(app|nginx|redis|postgres)$", "--format", "{{.Names}} {{.State}}"])).stdout.trim().split("\n").sort();
-    expect(state).toEqual(["synaxic-main-app exited", "synaxic-main-nginx exited", "synaxic-main-postgres exited", "synaxic-main-redis exited"]);
+    expect(state).toEqual(["synaxic-main-app exited", "synaxic-main-nginx running", "synaxic-main-postgres exited", "synaxic-main-redis exited"]);
     const restart = (await main.docker(["inspect", "-f", "{{.HostConfig.RestartPolicy.Name}}", "synaxic-main-postgres", "synaxic-main-redis", "synaxic-main-app"])).stdout.trim().split("\n");
     expect(restart).toEqual(["no", "no", "no"]);
     expect((await co.outputs("control")).control).toMatchObject({ primary: "replica-1", generation: 1, fenced: { main: { method: "stop", generation: 1 } } });
@@ -318,6 +318,78 @@ describe("a fleet of main and two replicas on the real engine", () => {
     expect(await psql(rig.host("replica-1"), "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")).toBe("2");
     // The old main cannot come back writable: its stack reads the control stack, which names replica-1.
     expect(await psql(main, "SELECT pg_is_in_recovery()")).toBe("t");
+  });
+
+  it("an unplanned failover back to main while replica-1 (the primary) is partitioned from the fleet: the fence is reported only once it took no more writes, main takes the role back, replica-1 rewinds; the writes lost in the partition are measured", async () => {
+    const old = rig.host("replica-1");
+    const main = rig.host("main");
+    const acked: { id: number; at: number }[] = [];
+    let writing = true;
+    let paused = false;
+    let idle = true;
+    const writer = (async () => {
+      for (let id = 100_001; writing; id++) {
+        if (paused) {
+          idle = true;
+          await new Promise((r) => setTimeout(r, 50));
+          id--;
+          continue;
+        }
+        idle = false;
+        try {
+          await psql(old, `INSERT INTO engine_ledger (id) VALUES (${id})`, "synaxic");
+          acked.push({ id, at: Date.now() });
+        } catch {
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      }
+    })();
+    await waitFor("writes on replica-1", async () => acked.length >= 10, 60_000, 100);
+    // Both future followers at the same point first, so that replica-2 can follow main's new timeline.
+    paused = true;
+    await waitFor("the writer to pause", async () => idle, 10_000, 20);
+    const lsn = await psql(old, "SELECT pg_current_wal_lsn()");
+    for (const h of ["main", "replica-2"]) {
+      await waitFor(`${h} replayed to ${lsn}`, async () => (await psql(rig.host(h), `SELECT pg_last_wal_replay_lsn() >= '${lsn}'::pg_lsn`)) === "t", 60_000, 500);
+    }
+    // The partition: replica-1 no longer reaches the fleet, nor the fleet it; the operator (this machine) still reaches it.
+    const peers = [main.ip, rig.host("replica-2").ip].join(", ");
+    await old.exec(["nft", "-f", "-"], {
+      input: `table inet engine_partition {\n  chain in { type filter hook input priority -10; ip saddr { ${peers} } drop; }\n  chain out { type filter hook output priority -10; ip daddr { ${peers} } drop; }\n}\n`,
+    });
+    const partitionedAt = Date.now();
+    paused = false;
+    await waitFor("writes during the partition", async () => acked.filter((a) => a.at > partitionedAt).length >= 10, 60_000, 100);
+
+    co.writeConfig("control", { primary: "main", primaryGeneration: 2, fence: { main: "stop", "replica-1": "stop" } });
+    await co.up("control");
+    const fenceReported = Date.now();
+    await new Promise((r) => setTimeout(r, 2000));
+    writing = false;
+    await writer;
+    // Not one write was acknowledged by the old primary once the fence was reported.
+    expect(acked.filter((a) => a.at > fenceReported)).toEqual([]);
+
+    await co.up("main");
+    expect(await psql(main, "SELECT pg_is_in_recovery()")).toBe("f");
+    await co.up("replica-2");
+    await old.exec(["nft", "delete", "table", "inet", "engine_partition"]);
+    await co.up("replica-1");
+    expect((await co.outputs("replica-1")).postgresMode).toBe("rejoin");
+
+    const onMain = new Set((await psql(main, "SELECT id FROM engine_ledger WHERE id > 100000", "synaxic")).split("\n").filter(Boolean).map(Number));
+    const before = acked.filter((a) => a.at <= partitionedAt);
+    const lost = acked.filter((a) => !onMain.has(a.id));
+    process.stdout.write(`[engine] unplanned failover: ${acked.length} writes acknowledged by replica-1, ${before.length} before the partition, ${lost.length} lost (all acknowledged during the partition)\n`);
+    // What the fleet had before the partition survived; what only the partitioned primary took is gone, on it too after pg_rewind.
+    expect(before.filter((a) => !onMain.has(a.id))).toEqual([]);
+    expect(lost.every((a) => a.at > partitionedAt)).toBe(true);
+    await psql(main, "INSERT INTO engine_probe VALUES (2000, 'written on main, primary again')", "synaxic");
+    for (const h of ["replica-1", "replica-2"]) {
+      await waitFor(`${h} follows main`, async () => (await psql(rig.host(h), "SELECT note FROM engine_probe WHERE id = 2000", "synaxic").catch(() => "")) === "written on main, primary again", 90_000, 500);
+    }
+    const onRewound = new Set((await psql(old, "SELECT id FROM engine_ledger WHERE id > 100000", "synaxic")).split("\n").filter(Boolean).map(Number));
+    expect(lost.filter((a) => onRewound.has(a.id))).toEqual([]);
   });
 });
 

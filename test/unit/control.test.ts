@@ -124,8 +124,8 @@ describe("control stack configuration", () => {
 });
 
 describe("fence commands", () => {
-  it("stop: the writing app first, PostgreSQL last", () => {
-    expect(fencedContainers("main")).toEqual(["synaxic-main-app", "synaxic-main-nginx", "synaxic-main-redis", "synaxic-main-postgres"]);
+  it("stop: the writing app first, PostgreSQL last; the balancer is left serving", () => {
+    expect(fencedContainers("main")).toEqual(["synaxic-main-app", "synaxic-main-redis", "synaxic-main-postgres"]);
   });
 
   it("stop: the script runs under sh with a stand-in docker: every existing container kept from restarting, then stopped in order; a missing one skipped", async () => {
@@ -134,10 +134,10 @@ describe("fence commands", () => {
     const { tmpdir } = await import("node:os");
     const dir = mkdtempSync(join(tmpdir(), "synaxic-fence-"));
     const log = join(dir, "calls");
-    // A docker that knows three containers, all running until stopped; nginx does not exist.
+    // A docker that knows two of the three containers, running until stopped; the app does not exist.
     writeFileSync(
       join(dir, "docker"),
-      `#!/bin/sh\necho "$*" >> ${log}\ncase "$1 $2" in\n  "container inspect") case "$*" in *nginx*) exit 1;; esac\n    [ "$3" = "-f" ] && { if grep -q "stop $5" ${log}; then echo false; else echo true; fi; }; exit 0;;\nesac\nexit 0\n`,
+      `#!/bin/sh\necho "$*" >> ${log}\ncase "$1 $2" in\n  "container inspect") case "$*" in *-app*) exit 1;; esac\n    [ "$3" = "-f" ] && { if grep -q "stop $5" ${log}; then echo false; else echo true; fi; }; exit 0;;\nesac\nexit 0\n`,
     );
     chmodSync(join(dir, "docker"), 0o755);
     const code = await new Promise<number>((resolve) =>
@@ -145,14 +145,7 @@ describe("fence commands", () => {
     );
     expect(code).toBe(0);
     const calls = readFileSync(log, "utf8").split("\n").filter((l) => /^(update|stop)/.test(l));
-    expect(calls).toEqual([
-      "update --restart=no synaxic-main-app",
-      "update --restart=no synaxic-main-redis",
-      "update --restart=no synaxic-main-postgres",
-      "stop synaxic-main-app",
-      "stop synaxic-main-redis",
-      "stop synaxic-main-postgres",
-    ]);
+    expect(calls).toEqual(["update --restart=no synaxic-main-redis", "update --restart=no synaxic-main-postgres", "stop synaxic-main-redis", "stop synaxic-main-postgres"]);
   });
 
   it("poweroff: against a stand-in of Hetzner's API, powers the server off and waits for the action; the token only in a header", async () => {
