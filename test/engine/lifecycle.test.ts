@@ -318,6 +318,20 @@ describe("a fleet of main and two replicas on the real engine", () => {
     expect(await psql(rig.host("replica-1"), "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")).toBe("2");
     // The old main cannot come back writable: its stack reads the control stack, which names replica-1.
     expect(await psql(main, "SELECT pg_is_in_recovery()")).toBe("t");
+    // Redis follows too: replica-1's is the one master, main's and replica-2's replicate from it
+    // (read-only replicas), so every app's Redis writes land there. As the status command sees it.
+    type RedisFacts = { ok: boolean; value?: { role: string; masterHost: string | null; masterLinkStatus: string | null; connectedSlaves: number } };
+    const redisFacts = (): Record<string, RedisFacts> => {
+      const facts = (statusCommand(co, rig, "main", ["replica-1", "replica-2"]).report as { facts: { main: { redis: RedisFacts }; replicas: { name: string; redis: RedisFacts }[] } }).facts;
+      return Object.fromEntries([["main", facts.main.redis], ...facts.replicas.map((h) => [h.name, h.redis])]) as Record<string, RedisFacts>;
+    };
+    let redis = redisFacts();
+    await waitFor("Redis replicas linked to replica-1", async () => {
+      redis = redisFacts();
+      return ["main", "replica-2"].every((h) => redis[h]?.value?.masterLinkStatus === "up");
+    }, 60_000, 2000);
+    expect(redis["replica-1"]!.value).toMatchObject({ role: "master", connectedSlaves: 2 });
+    for (const h of ["main", "replica-2"]) expect(redis[h]!.value, h).toMatchObject({ role: "slave", masterHost: rig.host("replica-1").ip, masterLinkStatus: "up" });
   });
 
   it("an unplanned failover back to main while replica-1 (the primary) is partitioned from the fleet: the fence is reported only once it took no more writes, main takes the role back, replica-1 rewinds; the writes lost in the partition are measured", async () => {
