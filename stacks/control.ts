@@ -60,6 +60,21 @@ async function fenceStep(cfg: ControlStackConfig, demotion: Demotion, generation
   return remoteStep(name, shell, { argv: ["sh", "-c", renderStopScript(), "sh", ...fencedContainers(demotion.host)], timeoutSeconds: cfg.commandTimeoutSeconds }, {}) as command.remote.Command;
 }
 
+/** What a host stack exports for the control stack (and the status command): how to reach the host, and the control state it was built under. */
+export function hostAccessOutputs(
+  host: { publicAddress: pulumi.Output<string>; hostKey: pulumi.Output<string>; sshUser: string; sshPort: number; hetznerServerId?: pulumi.Output<number> },
+  controlled: { control: ControlInfo } | undefined,
+) {
+  return {
+    publicAddress: host.publicAddress,
+    hostKey: host.hostKey,
+    sshUser: host.sshUser,
+    sshPort: host.sshPort,
+    ...(host.hetznerServerId ? { hetznerServerId: host.hetznerServerId } : {}),
+    ...(controlled ? { controlGeneration: controlled.control.generation, primary: controlled.control.primary } : {}),
+  };
+}
+
 /**
  * A host stack's role from the control stack it names. Read as plain values
  * (known at preview too), checked, and turned into the settings the host is

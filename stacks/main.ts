@@ -26,7 +26,7 @@ import { mainFirewallRules, pkiHost } from "../lib/fleet";
 import { renderCertExpiryTextfile } from "../templates/prometheus";
 import { PG_ROLES } from "../lib/postgresContainer";
 import type { FleetInfo, ReplicaCredentials } from "../lib/fleetOutputs";
-import { fencedAddresses, readControl } from "./control";
+import { fencedAddresses, hostAccessOutputs, readControl } from "./control";
 
 /** The main stack on a VPS (Hetzner or an existing server). */
 export async function mainStack(config: MainConfig & StackConfig) {
@@ -77,12 +77,7 @@ export async function mainStack(config: MainConfig & StackConfig) {
   const built = buildMain(cfg, host, hetzner);
   return {
     ...built.outputs,
-    publicAddress: host.publicAddress,
-    hostKey: host.hostKey,
-    sshUser: host.sshUser,
-    sshPort: host.sshPort,
-    ...(host.hetznerServerId ? { hetznerServerId: host.hetznerServerId } : {}),
-    ...(controlled ? { controlGeneration: controlled.control.generation, primary: controlled.control.primary } : {}),
+    ...hostAccessOutputs(host, controlled),
     balancerUrl: pulumi.interpolate`${cfg.httpsCertificate ? "https" : "http"}://${host.publicAddress}${portSuffix(cfg)}`,
     grafanaTunnel: pulumi.interpolate`ssh -N -p ${host.sshPort} -L ${cfg.ports.grafana}:127.0.0.1:${cfg.ports.grafana} ${host.sshUser}@${host.publicAddress}  # then http://localhost:${cfg.ports.grafana}`,
     prometheusTunnel: pulumi.interpolate`ssh -N -p ${host.sshPort} -L ${cfg.ports.prometheus}:127.0.0.1:${cfg.ports.prometheus} ${host.sshUser}@${host.publicAddress}  # then http://localhost:${cfg.ports.prometheus}`,

@@ -21,7 +21,7 @@ import { ConfigError } from "../lib/config";
 import { replicaSlotName } from "../templates/postgres-sql";
 import { renderCertExpiryTextfile } from "../templates/prometheus";
 import { hostMemoryBudget, memoryBudget } from "../lib/memory";
-import { fencedAddresses, readControl } from "./control";
+import { fencedAddresses, hostAccessOutputs, readControl } from "./control";
 
 export async function replicaStack(config: ReplicaConfig & StackConfig) {
   const main = new pulumi.StackReference("main", { name: config.mainStack });
@@ -102,15 +102,7 @@ export async function replicaStack(config: ReplicaConfig & StackConfig) {
     ...(cfg.sshIdentityDir ? { identityDir: cfg.sshIdentityDir } : {}),
   });
   const built = buildReplica(cfg, fleet, fleet.caCertPem, me, credentials, myTls, host, "", [], balancerHttps);
-  return {
-    ...built,
-    publicAddress: host.publicAddress,
-    hostKey: host.hostKey,
-    sshUser: host.sshUser,
-    sshPort: host.sshPort,
-    ...(host.hetznerServerId ? { hetznerServerId: host.hetznerServerId } : {}),
-    ...(controlled ? { controlGeneration: controlled.control.generation, primary: controlled.control.primary } : {}),
-  };
+  return { ...built, ...hostAccessOutputs(host, controlled) };
 }
 
 /** What a replica host needs from its own stack configuration. */
