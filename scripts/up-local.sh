@@ -16,7 +16,8 @@ export PULUMI_BACKEND_URL="file://$PWD/.state/backend"
 export PULUMI_CONFIG_PASSPHRASE="${PULUMI_CONFIG_PASSPHRASE-synaxic-local}"
 
 pulumi stack select --create local
-if ! pulumi config get googleClientSecret >/dev/null 2>&1; then
+# Unset reads as the empty default Pulumi.yaml declares.
+if [ -z "$(pulumi config get googleClientSecret 2>/dev/null)" ]; then
   # Google login needs real OAuth credentials; everything else runs without.
   pulumi config set --secret googleClientSecret local-placeholder-not-a-real-secret
 fi
