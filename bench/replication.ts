@@ -15,6 +15,7 @@ import { TestNet, waitFor, type Host } from "../test/rig/net";
 import { makeCa } from "../test/rig/pki";
 import { LedgerWriter, PgCluster, PgNode, ledgerTableSql, lsnDiff, missingAcks, startPrimaryWithRoles, type Ack } from "../test/rig/postgres";
 import { renderPromoteSql } from "../templates/postgres";
+import { log, runBench, runOnRig } from "./rig-run";
 
 /** Concurrent writers, each with its own session and ledger table, writing back to back. */
 const WRITERS = 2;
@@ -24,11 +25,6 @@ const PAYLOAD_BYTES = 200;
 const SAMPLE_MS = 200;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const t0 = Date.now();
-
-function log(msg: string): void {
-  process.stdout.write(`[${((Date.now() - t0) / 1000).toFixed(1).padStart(5)} s] ${msg}\n`);
-}
 
 interface Options {
   seconds: number;
@@ -334,25 +330,9 @@ async function bench(opts: Options, net: TestNet, summary: Summary[]): Promise<v
 
 async function mainEntry(): Promise<number> {
   const opts = parseArgs(process.argv.slice(2));
-  if (process.getuid?.() !== 0) {
-    process.stderr.write("bench: needs root (network namespaces); run with sudo\n");
-    return 1;
-  }
   const summary: Summary[] = [];
-  const net = await TestNet.create(["main", "replica1", "app"]);
-  const onSignal = () => {
-    log("interrupted; tearing down the rig");
-    void net.destroy().finally(() => process.exit(130));
-  };
-  process.once("SIGINT", onSignal);
-  process.once("SIGTERM", onSignal);
-  try {
-    await bench(opts, net, summary);
-  } finally {
-    await net.destroy();
-    process.off("SIGINT", onSignal);
-    process.off("SIGTERM", onSignal);
-  }
+  const code = await runOnRig(["main", "replica1", "app"], (net) => bench(opts, net, summary));
+  if (code !== 0) return code;
   const rows: Summary[] = [
     { label: "CPUs", value: String(cpus().length), unit: `(${cpus()[0]?.model.trim() ?? "unknown model"})` },
     { label: "load duration", value: String(opts.seconds), unit: "s" },
@@ -365,12 +345,4 @@ async function mainEntry(): Promise<number> {
   return 0;
 }
 
-mainEntry().then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (e: unknown) => {
-    process.stderr.write(`bench: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
-    process.exitCode = 1;
-  },
-);
+runBench(mainEntry);

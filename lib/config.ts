@@ -13,7 +13,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { isIPv4 } from "node:net";
 import { z } from "zod";
 import { replicaSlotName } from "../templates/postgres-sql";
-import { DEFAULT_WRITE_PATHS, type ApiKeyRequests } from "../templates/nginx";
+import { DEFAULT_WRITE_PATHS, WRITE_PATH, type ApiKeyRequests } from "../templates/nginx";
 
 export const PROJECT = "synaxic";
 
@@ -123,7 +123,19 @@ export const DEFAULT_IMAGES = {
   redisExporterImage: "oliver006/redis_exporter:v1.45.0",
 } as const;
 
-/** How a former primary is fenced (lib/control.ts says what each does). */
+/**
+ * How a former primary was made harmless before another host took writes
+ * (the `fence` key):
+ * - stop: it is reachable; the control stack stops its writing app, Redis and
+ *   PostgreSQL over SSH (in that order: no write is acknowledged after the app
+ *   stops, and PostgreSQL's clean shutdown sends its last WAL to the connected
+ *   standbys) and keeps them from restarting (templates/fence.ts);
+ * - poweroff: a Hetzner server, reachable or not (during a network partition
+ *   the operator's side still reaches Hetzner's API): powered off through the
+ *   API, and the control stack waits until Hetzner reports the action done;
+ * - acknowledged: an existing host that cannot be reached; the operator has
+ *   made sure it is off (or cut off from every client) and says so.
+ */
 export const FENCE_METHODS = ["stop", "poweroff", "acknowledged"] as const;
 export type FenceMethod = (typeof FENCE_METHODS)[number];
 
@@ -173,7 +185,7 @@ export const KEYS: Record<string, KeySpec> = {
   balancerRateLimit: { schema: int(0, 1_000_000), default: 50 },
   balancerRateBurst: { schema: int(0, 1_000_000), default: 100 },
   balancerWritePaths: {
-    schema: z.array(z.string().regex(/^\/[A-Za-z0-9._~/-]{0,200}$/, { message: 'expected path prefixes such as "/login", each starting with "/" and holding only letters, digits and - . _ ~ /' })).max(100),
+    schema: z.array(z.string().regex(WRITE_PATH, { message: 'expected path prefixes such as "/login", each starting with "/" and holding only letters, digits and - . _ ~ /' })).max(100),
     default: [...DEFAULT_WRITE_PATHS],
     json: true,
   },

@@ -12,22 +12,6 @@
 import { z } from "zod";
 import { ConfigError, FENCE_METHODS, type FenceMethod } from "./config";
 
-export { FENCE_METHODS, type FenceMethod };
-
-/**
- * How a former primary was made harmless before another host took writes
- * (FENCE_METHODS, declared with the configuration keys):
- * - stop: it is reachable; the control stack stops its writing app, Redis and
- *   PostgreSQL over SSH (in that order: no write is acknowledged after the app
- *   stops, and PostgreSQL's clean shutdown sends its last WAL to the connected
- *   standbys) and keeps them from restarting (templates/fence.ts);
- * - poweroff: a Hetzner server, reachable or not (during a network partition
- *   the operator's side still reaches Hetzner's API): powered off through the
- *   API, and the control stack waits until Hetzner reports the action done;
- * - acknowledged: an existing host that cannot be reached; the operator has
- *   made sure it is off (or cut off from every client) and says so.
- */
-
 export const controlInfoSchema = z.object({
   version: z.literal(1),
   /** The host whose PostgreSQL is the primary: "main" or a replica's name. */

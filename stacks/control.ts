@@ -10,7 +10,7 @@ import * as command from "@pulumi/command";
 import type { ControlStackConfig } from "../lib/config";
 import { ConfigError } from "../lib/config";
 import { INITIAL_CONTROL, checkControlOutput, hostRole, nextControl, type ControlInfo, type Demotion, type HostRole } from "../lib/control";
-import { remoteStep, withTimeout, type HostShell } from "../lib/remote";
+import { remoteStep, type HostShell } from "../lib/remote";
 import { sh } from "../lib/shell";
 import { fencedContainers, renderPoweroffProgram, renderStopScript } from "../templates/fence";
 
@@ -97,9 +97,4 @@ export function fencedAddresses(control: ControlInfo, self: string, addressOf: (
     .filter((h) => h !== self)
     .map(addressOf)
     .filter((a): a is string => a !== undefined);
-}
-
-/** Exposed for tests: the command a stop fence runs on the host, as it reaches the shell. */
-export function stopCommandFor(hostName: string, timeoutSeconds: number): string {
-  return withTimeout(timeoutSeconds, ["sh", "-c", renderStopScript(), "sh", ...fencedContainers(hostName)]);
 }

@@ -274,7 +274,8 @@ const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]
 const HOST_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 /** Characters that can stand unquoted in an nginx directive without ending or opening anything. */
 const SAFE_WORD = /^[A-Za-z0-9_./@:+=,-]+$/;
-const WRITE_PATH = /^\/[A-Za-z0-9._~/-]{0,200}$/;
+/** A writePaths entry: a path prefix of plain characters (nothing an nginx regex or directive would read as syntax but "."). */
+export const WRITE_PATH = /^\/[A-Za-z0-9._~/-]{0,200}$/;
 const NGINX_TIME = /^\d+(ms|s|m|h|d)?$/;
 const NGINX_SIZE = /^\d+[kKmMgG]?$/;
 

@@ -5,6 +5,7 @@ import type { AddressInfo } from "node:net";
 import { INITIAL_CONTROL, checkControlOutput, hostRole, nextControl, type ControlInfo } from "../../lib/control";
 import { parseStackConfig, type ControlConfig } from "../../lib/config";
 import { fencedContainers, renderPoweroffProgram, renderStopScript } from "../../templates/fence";
+import { SECRET_KEYS, replicaConfig } from "./fixtures";
 
 const FLEET = ["main", "replica-1", "replica-2"];
 
@@ -100,22 +101,8 @@ describe("control stack configuration", () => {
   });
 
   it("a host stack under a control stack refuses its own promote, followPrimary or rejoin, and the control keys", () => {
-    const host = {
-      [`${P}role`]: "replica",
-      [`${P}hostName`]: "replica-2",
-      [`${P}mainStack`]: "acme/synaxic/main",
-      [`${P}hostProvider`]: "existing",
-      [`${P}sshHost`]: "203.0.113.8",
-      [`${P}sshHostKey`]: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGJ1c2JveWJ1c2JveWJ1c2JveWJ1c2JveWJ1c2JveQ",
-      [`${P}cpus`]: "2",
-      [`${P}memoryMiB`]: "4096",
-      [`${P}privateIp`]: "10.10.0.4",
-      [`${P}googleClientId`]: "id",
-      [`${P}googleClientSecret`]: "s",
-      [`${P}sshPrivateKey`]: "k",
-      [`${P}controlStack`]: "acme/synaxic/control",
-    };
-    const secrets = new Set([`${P}googleClientSecret`, `${P}sshPrivateKey`]);
+    const host = replicaConfig("replica-2", "10.10.0.4", { [`${P}controlStack`]: "acme/synaxic/control" });
+    const secrets = new Set(SECRET_KEYS);
     expect(() => parseStackConfig(host, secrets)).not.toThrow();
     expect(() => parseStackConfig({ ...host, [`${P}promote`]: "true" }, secrets)).toThrow(/synaxic:promote: is set on a stack whose primary is decided by the control stack acme\/synaxic\/control/);
     expect(() => parseStackConfig({ ...host, [`${P}followPrimary`]: "replica-1" }, secrets)).toThrow(/synaxic:followPrimary: is set on a stack whose primary/);
