@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs, from Debian packages, every server the integration suite runs:
-# PostgreSQL 15, Redis 7.0, Nginx, Prometheus (with promtool) and the exporters,
+# PostgreSQL 15, Redis 7.0, Nginx, Prometheus (with promtool), Alertmanager
+# (with amtool), pgBackRest and the exporters,
 # plus the clients and tools the scenarios use (iproute2 for network namespaces,
 # nftables for the host firewall, openssl, a JDK for the truststore check).
 # Idempotent: a second run installs nothing.
@@ -15,6 +16,7 @@ packages=(
   redis-server redis-tools
   nginx-light
   prometheus prometheus-postgres-exporter prometheus-redis-exporter prometheus-node-exporter
+  prometheus-alertmanager pgbackrest
   iproute2 nftables openssl curl procps psmisc
   default-jdk-headless
 )
