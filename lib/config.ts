@@ -170,6 +170,11 @@ export const KEYS: Record<string, KeySpec> = {
   replicas: { schema: z.array(z.string()), default: [], json: true },
   appImage: { schema: pinnedImage, default: "ghcr.io/synaxic/synaxic:1.0.0" },
   ...Object.fromEntries(Object.entries(DEFAULT_IMAGES).map(([k, v]) => [k, { schema: pinnedImage, default: v }])),
+  // A Debian package version (Debian policy 5.6.12: [epoch:]upstream[-revision]).
+  pgbackrestVersion: {
+    schema: z.string().regex(/^([0-9]+:)?[0-9][A-Za-z0-9.+~-]*$/, { message: 'expected a Debian package version as apt names it, e.g. "2.59.1-1.pgdg12+1" (`apt-cache policy pgbackrest` in the PostgreSQL image)' }),
+    default: "2.59.1-1.pgdg12+1",
+  },
   databaseName: {
     schema: z
       .string()
@@ -291,6 +296,8 @@ export interface Images {
 
 interface CommonConfig {
   hostName: string;
+  /** The pgbackrest package built into the PostgreSQL image (main's key; a replica builds the main stack's). */
+  pgbackrestVersion: string;
   /** The control stack this host takes its role from (promote, followPrimary, rejoin); empty: from its own keys. */
   controlStack: string;
   host: HostConfig;
@@ -684,6 +691,7 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, secretKe
 
   const common: CommonConfig = {
     hostName: get("hostName"),
+    pgbackrestVersion: get("pgbackrestVersion"),
     controlStack,
     host,
     privateIp,

@@ -18,6 +18,8 @@ export const fleetInfoSchema = z.object({
   hetzner: z.object({ networkZone: z.string().min(1), sshKeyId: z.string().min(1) }).nullable(),
   databaseName: z.string().min(1),
   appImage: z.string().min(1),
+  /** The pgbackrest package in the fleet's PostgreSQL image (templates/postgres-image.ts). */
+  pgbackrestVersion: z.string().min(1),
   images: z.object({
     postgres: z.string(),
     redis: z.string(),

@@ -7,7 +7,8 @@ import * as pulumi from "@pulumi/pulumi";
 import * as docker from "@pulumi/docker";
 import * as command from "@pulumi/command";
 import { LOOPBACK } from "./addresses";
-import { withoutSwap, baseContainer, digest, healthcheck, hostFile, hostPath, pullImage, replaceInPlace, upload, whenRunning } from "./containers";
+import { withoutSwap, baseContainer, digest, healthcheck, hostFile, hostPath, replaceInPlace, upload, whenRunning } from "./containers";
+import { buildPostgresImage } from "./postgresImage";
 import { asRoot, remoteStep, withAfter, withTimeout, type HostShell } from "./remote";
 import { psqlScriptArgv, renderPromoteSql, renderSlotCreateSql, renderSlotDropSql } from "../templates/postgres-sql";
 import type { PostgresConfCommon } from "../templates/postgres-conf";
@@ -41,7 +42,10 @@ export const PG_ROLES = { replication: "replicator", rewind: "synaxic_rewind", e
 export interface PostgresServerArgs {
   hostName: string;
   shell: HostShell;
+  /** The pinned official image the fleet's image is built from (templates/postgres-image.ts). */
   image: string;
+  /** The pgbackrest package version built into the image. */
+  pgbackrestVersion: string;
   networkMode: pulumi.Input<string>;
   /** This host's private address: PostgreSQL listens there (other hosts) and on loopback (this host's app and exporter). */
   privateIp: string;
@@ -185,7 +189,7 @@ export function postgresContainer(
   // one (the `-restart` step below shows it in the preview).
   const confDir = `${server.hostName}/postgres-conf`;
   const conf = hostFile(`${args.name}-conf`, server.shell, { path: `${confDir}/postgresql.conf`, content: args.postgresqlConf, mode: "0644", owner: `0:${PG_UID}`, timeoutSeconds: server.timeoutSeconds }, opts);
-  const image = pullImage(`${args.name}-image`, server.image, opts);
+  const image = buildPostgresImage(`${args.name}-image`, server.shell, { baseImage: server.image, pgbackrestVersion: server.pgbackrestVersion, timeoutSeconds: server.timeoutSeconds }, opts);
   const container = new docker.Container(
     `${args.name}-container`,
     {

@@ -128,6 +128,7 @@ export function buildMain(
   const pgCommon = {
     ...common,
     image: cfg.images.postgres,
+    pgbackrestVersion: cfg.pgbackrestVersion,
     port: cfg.ports.postgres,
     databaseName: cfg.databaseName,
     sizing: { memoryMiB: memory.postgresMiB, cpus: host.cpus, maxConnections: cfg.maxConnections },
@@ -345,6 +346,7 @@ export function fleetFacts(cfg: MainConfig, hetzner: HetznerFacts | null) {
     hetzner: hetzner ? { networkZone: hetzner.networkZone, sshKeyId: hetzner.sshKeyId } : null,
     databaseName: cfg.databaseName,
     appImage: cfg.appImage,
+    pgbackrestVersion: cfg.pgbackrestVersion,
     images: cfg.images,
     ports: cfg.ports,
     maxSlotWalKeepSizeMB: sizeToMB(cfg.maxSlotWalKeepSize),

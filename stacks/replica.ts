@@ -162,6 +162,7 @@ export function buildReplica(
     {
       ...common,
       image: fleet.images.postgres,
+      pgbackrestVersion: fleet.pgbackrestVersion,
       port: ports.postgres,
       databaseName: fleet.databaseName,
       sizing: { memoryMiB: memory.postgresMiB, cpus: host.cpus, maxConnections: fleet.postgres.primaryTune.maxConnections },

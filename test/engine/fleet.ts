@@ -32,11 +32,20 @@ export function hostConfig(host: EngineHost): Record<string, unknown> {
   };
 }
 
+/**
+ * The pgbackrest package the rig's stand-in PostgreSQL image carries
+ * (Debian bookworm's; images/build.sh prints it as PGBACKREST and the README
+ * there says why): pinned so that the image build finds it installed and
+ * needs no network.
+ */
+export const RIG_PGBACKREST_VERSION = "2.45-1";
+
 export function mainConfig(rig: EngineRig, replicas: string[]): Record<string, unknown> {
   const main = rig.host("main");
   return {
     role: "main",
     ...hostConfig(main),
+    pgbackrestVersion: RIG_PGBACKREST_VERSION,
     privateNetworkCidr: rig.cidr,
     replicas: replicas.map((r) => `${r}=${rig.host(r).ip}`),
     controlStack: CONTROL_STACK,

@@ -4,9 +4,12 @@
  * `npm run down:local` takes it all away again.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { appendFileSync } from "node:fs";
+import { join } from "node:path";
 import { runProcess } from "./engine";
 import { startTier, stopTier, type Tier } from "./tier";
 import { waitFor } from "../rig/net";
+import { RIG_PGBACKREST_VERSION } from "./fleet";
 
 let tier: Tier;
 
@@ -30,6 +33,8 @@ describe("the local fleet on one Docker engine (npm run up:local / down:local)",
   });
 
   it("up:local brings main and replica-1 up, and the balancer answers", async () => {
+    // The rig has no network: the PostgreSQL image build must find the pinned pgBackRest in the stand-in base image.
+    appendFileSync(join(tier.co.dir, "Pulumi.local.yaml"), `  synaxic:pgbackrestVersion: "${RIG_PGBACKREST_VERSION}"\n`);
     const r = await runProcess(["npm", "run", "up:local"], { cwd: tier.co.dir, env: env(), allowFail: true, timeoutMs: 1_200_000 });
     const diagnostics = r.stdout.includes("Diagnostics:") ? r.stdout.slice(r.stdout.indexOf("Diagnostics:"), r.stdout.indexOf("Diagnostics:") + 6000) : r.stdout.slice(-4000);
     expect(r.code, `${diagnostics}\n${r.stderr.slice(-4000)}`).toBe(0);

@@ -48,6 +48,8 @@ pulumi.runtime.setMocks(
         return { id: args.inputs.name, state: { name: args.inputs.name, outputs: ref.outputs, secretOutputNames: ref.secretOutputNames } };
       }
       const state = { ...args.inputs };
+      // An image build (lib/postgresImage.ts) prints the built image's ID, as `docker image inspect` does.
+      if (args.type.startsWith("command:") && args.name.endsWith("-image-build")) state.stdout = "sha256:0123456789abcdef\n";
       if (args.type.startsWith("tls:index/selfSignedCert") || args.type.startsWith("tls:index/locallySignedCert")) {
         state.certPem = refs.__caPem;
         state.validityEndTime = "2027-11-26T00:00:00Z";

@@ -92,6 +92,7 @@ describe("parseStackConfig: bad input names the key, the value and the expected 
       (db): [string, Record<string, string>, RegExp] => [`database named ${db}`, { [`${P}databaseName`]: db }, new RegExp(`synaxic:databaseName: got "${db}"; expected a name of your own`)],
     ),
     ["image tagged latest", { [`${P}appImage`]: "registry.example.com/synaxic:latest" }, /synaxic:appImage: got "registry\.example\.com\/synaxic:latest"; the tag 'latest' is not pinned/],
+    ["pgbackrestVersion that is not a package version", { [`${P}pgbackrestVersion`]: "2.59; curl evil" }, /synaxic:pgbackrestVersion: got "2\.59; curl evil"; expected a Debian package version as apt names it/],
     ["image without a tag", { [`${P}postgresImage`]: "postgres" }, /synaxic:postgresImage: got "postgres"; expected an image with a pinned tag/],
     ["port clash", { [`${P}grafanaPort`]: "9090" }, /synaxic:grafanaPort: got 9090; it clashes with prometheusPort/],
     ["port out of range", { [`${P}httpPort`]: "70000" }, /synaxic:httpPort: got "70000"; expected a TCP port from 1 to 65535/],

@@ -207,7 +207,8 @@ export async function runMocked<T extends Record<string, unknown>>(opts: RunOpti
             return { id, state: { ...inputs, imageId: `sha256:${t}`, repoDigest: `${inputs.name}@sha256:${t}${t}${t}${t}` } };
           case "command:remote:Command":
           case "command:local:Command":
-            return { id, state: { ...inputs, stdout: "", stderr: "" } };
+            // An image build (lib/postgresImage.ts) prints the built image's ID, as `docker image inspect` does.
+            return { id, state: { ...inputs, stdout: args.name.endsWith("-image-build") ? `sha256:${t}\n` : "", stderr: "" } };
           case "pulumi:pulumi:StackReference": {
             const ref = opts.stackReferences?.[String(inputs.name ?? args.name)];
             if (!ref) throw new Error(`no stack ${String(inputs.name ?? args.name)} in the mocks`);

@@ -446,3 +446,21 @@ describe("an existing server reached over SSH", () => {
     expect(conf).toMatch(new RegExp(`^shared_buffers = '${formatKb(pgTune({ memoryMiB: share, cpus: 8, maxConnections: 100 }).sharedBuffersKb)}'$`, "m"));
   });
 });
+
+describe("the PostgreSQL image is built on the host (official image + pinned pgBackRest)", () => {
+  it("the build step feeds the rendered Dockerfile on stdin, tags it after its inputs, re-runs when the base image changes, and the container runs the ID it prints", () => {
+    const run = runs[1]!;
+    const build = run.one(COMMAND, "postgres-image-build");
+    expect(String(build.inputs.stdin)).toMatch(/^FROM postgres:15\.\S+$/m);
+    expect(String(build.inputs.stdin)).toContain("pgbackrest=$want");
+    expect(String(build.inputs.create)).toMatch(/docker build --network host --tag "\$1" - .* synaxic-local\/postgres:[a-f0-9]{16}$/);
+    const base = run.one("docker:index/remoteImage:RemoteImage", "postgres-image");
+    expect(base.inputs.name).toMatch(/^postgres:15\./);
+    expect(build.opts.dependsOn).toContain(base.name);
+    const baseId = (build.inputs.triggers as string[])[0];
+    expect(baseId).toMatch(/^sha256:[a-f0-9]+$/);
+    const pg = run.one(CONTAINER, "postgres-container");
+    expect(pg.inputs.image).toMatch(/^sha256:[a-f0-9]+$/);
+    expect(pg.inputs.image).not.toBe(baseId);
+  });
+});

@@ -133,6 +133,7 @@ function masterArgs(filesRoot: string, extra: Partial<PostgresMasterArgs> = {}):
     hostName: "main",
     shell: { kind: "local", filesRoot },
     image: "postgres:15.14",
+    pgbackrestVersion: "2.59.1-1.pgdg12+1",
     networkMode: "host",
     privateIp: "10.10.0.2",
     port: 5432,

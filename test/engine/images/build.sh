@@ -71,7 +71,7 @@ readonly CHROOT_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 # "node" is the family base of grafana and app (internal tag, not saved by name).
 readonly IMAGES=(
 	"node|synaxic-rig-build/node:bookworm|base|nodejs"
-	"postgres|postgres:15.13-bookworm|base|gosu locales postgresql-15 less libnss-wrapper xz-utils zstd"
+	"postgres|postgres:15.13-bookworm|base|gosu locales postgresql-15 less libnss-wrapper xz-utils zstd pgbackrest"
 	"redis|redis:7.0.15-bookworm|base|gosu redis-server redis-tools"
 	"nginx|nginx:1.22.1|base|nginx"
 	"prometheus|prom/prometheus:v2.42.0|base|prometheus"
@@ -477,7 +477,7 @@ say "checking the images"
 check postgres:15.13-bookworm "users, paths, binaries, locale, initdb as the program runs it" '
 set -e
 [ "$(id -u postgres):$(id -g postgres)" = 999:999 ]
-for c in bash gosu getent cut find stat ls chown chmod touch grep initdb postgres pg_ctl psql pg_isready pg_basebackup pg_receivewal pg_rewind locale; do
+for c in bash gosu getent cut find stat ls chown chmod touch grep initdb postgres pg_ctl psql pg_isready pg_basebackup pg_receivewal pg_rewind locale pgbackrest dpkg-query; do
 	command -v "$c" >/dev/null || { echo "missing $c"; exit 1; }
 done
 echo "PATH=$PATH"
@@ -487,6 +487,7 @@ echo "PATH=$PATH"
 [ ! -e /var/lib/postgresql/15 ]
 locale -a | grep -qx en_US.utf8
 gosu postgres initdb --pgdata=/tmp/pgcheck --username=postgres --auth-local=peer --auth-host=reject --encoding=UTF8 --locale=C.UTF-8 --data-checksums >/dev/null
+echo "PGBACKREST: $(dpkg-query -W -f='"'"'${Version}'"'"' pgbackrest)"
 echo "VERSION: $(postgres --version)"'
 expect_version postgres:15.13-bookworm '\(PostgreSQL\) 15\.'
 
