@@ -213,6 +213,30 @@ export const KEYS: Record<string, KeySpec> = {
   // the engine requires every declared key without a default on every stack.
   googleClientId: { schema: z.string(), default: "" },
   googleClientSecret: { schema: z.string(), optionalSecret: true, default: "" },
+  // Backups (main; replica stacks take the main stack's)
+  backupRepository: {
+    schema: z
+      .object({
+        endpoint: z.string().regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:\d{1,5})?$/i, { message: 'expected the S3 endpoint\'s DNS name, optionally with :port and without https://, e.g. "fsn1.your-objectstorage.com"' }),
+        bucket: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, { message: "expected an S3 bucket name (3-63 lower-case letters, digits, '.' or '-')" }),
+        region: z.string().regex(/^[a-z0-9-]{1,64}$/, { message: 'expected a region name such as "fsn1" or "eu-central-1"' }),
+        path: z.string().regex(/^\/([A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*)?$/, { message: 'expected an absolute path inside the bucket such as "/synaxic"' }).optional(),
+        caCertificate: z.string().includes("-----BEGIN CERTIFICATE-----", { message: "expected the PEM certificate of the CA that signed the endpoint's certificate" }).optional(),
+        retentionFull: int(1, 1000).optional(),
+        retentionDiff: int(1, 1000).optional(),
+      })
+      .strict()
+      .partial(),
+    default: {},
+    json: true,
+  },
+  backupAccessKeyId: { schema: z.string(), optionalSecret: true, default: "" },
+  backupSecretAccessKey: { schema: z.string(), optionalSecret: true, default: "" },
+  backupSchedule: {
+    schema: z.object({ fullWeekday: int(0, 6), hourUtc: int(0, 23), verifyWeekday: int(0, 6) }).strict(),
+    default: { fullWeekday: 0, hourUtc: 3, verifyWeekday: 3 },
+    json: true,
+  },
   // Replica
   mainStack: { schema: z.string(), default: "" },
   promote: { schema: bool, default: false },
@@ -333,6 +357,8 @@ export interface MainConfig extends CommonConfig {
   balancerRateLimit: { perSecond: number; burst: number } | null;
   /** Requests the balancer sends to the writing app whatever their method: paths that write on GET, and requests with an API key. */
   balancerRouting: { writePaths: string[]; apiKeyRequests: ApiKeyRequests };
+  /** Backups, when backupRepository is set. */
+  backup: BackupSettings | null;
 }
 
 export interface ReplicaConfig extends CommonConfig {
@@ -349,6 +375,13 @@ export interface ReplicaConfig extends CommonConfig {
 }
 
 export type ParsedConfig = MainConfig | ReplicaConfig;
+
+/** Backups into S3-compatible object storage with pgBackRest (lib/backup.ts); the keys are secrets read separately. */
+export interface BackupSettings {
+  repository: { endpoint: string; bucket: string; region: string; path: string; caCertificate?: string; retentionFull: number; retentionDiff: number };
+  /** UTC: a full backup on fullWeekday (0 = Sunday), a differential on every other day, both at hourUtc; verify on verifyWeekday. */
+  schedule: { fullWeekday: number; hourUtc: number; verifyWeekday: number };
+}
 
 /** The control stack: which host is primary, and how former primaries were fenced (lib/control.ts). */
 export interface ControlConfig {
@@ -382,6 +415,8 @@ export type StackConfig = ParsedConfig & {
     sshPrivateKey: pulumi.Output<string>;
     googleClientSecret: pulumi.Output<string>;
     httpsPrivateKey?: pulumi.Output<string>;
+    /** The object storage's access key, when backups are on. */
+    backup?: { accessKeyId: pulumi.Output<string>; secretAccessKey: pulumi.Output<string> };
   };
 };
 
@@ -721,6 +756,7 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, secretKe
       throw new ConfigError("httpsCertificate", `got ${show(httpsCertificate.slice(0, 40))}...; expected a PEM certificate chain`);
     }
     const replicas = parseReplicas(get<string[]>("replicas"), privateIp, privateNetworkCidr);
+    const backup = parseBackup(raw, secretKeys, get);
     const followPrimary = get<string>("followPrimary");
     const promote = get<boolean>("promote");
     if (followPrimary && !replicas.some((r) => r.name === followPrimary)) {
@@ -742,8 +778,12 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, secretKe
       maxConnections: get("maxConnections"),
       maxSlotWalKeepSize: get("maxSlotWalKeepSize"),
       walKeepSize: get("walKeepSize"),
+      backup,
       ...(httpsCertificate ? { httpsCertificate } : {}),
     };
+  }
+  for (const k of BACKUP_KEYS) {
+    if (setAwayFromDefault(raw, k)) throw new ConfigError(k, `is for the main stack; replica stacks archive and back up into the main stack's repository`);
   }
 
   const mainStack = get<string>("mainStack");
@@ -772,6 +812,37 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, secretKe
     rejoin: get("rejoin"),
     reinitGeneration: get("reinitGeneration"),
     maxConnections: get("maxConnections"),
+  };
+}
+
+const BACKUP_KEYS = ["backupRepository", "backupAccessKeyId", "backupSecretAccessKey", "backupSchedule"] as const;
+
+/** backupRepository and its access key: all or nothing. */
+function parseBackup(raw: Readonly<Record<string, string>>, secretKeys: ReadonlySet<string>, get: <T>(key: string) => T): BackupSettings | null {
+  const schedule = get<BackupSettings["schedule"]>("backupSchedule");
+  const repo = get<Partial<BackupSettings["repository"]>>("backupRepository");
+  const hasKeyId = requireSecretPresent(raw, secretKeys, "backupAccessKeyId", true);
+  const hasSecret = requireSecretPresent(raw, secretKeys, "backupSecretAccessKey", true);
+  if (Object.keys(repo).length === 0) {
+    if (hasKeyId || hasSecret) throw new ConfigError(hasKeyId ? "backupAccessKeyId" : "backupSecretAccessKey", `is set but backupRepository is not; set backupRepository (endpoint, bucket, region) to turn backups on`);
+    return null;
+  }
+  for (const f of ["endpoint", "bucket", "region"] as const) {
+    if (!repo[f]) throw new ConfigError(`backupRepository[${f}]`, `missing; a backup repository needs endpoint, bucket and region, e.g. \`pulumi config set --path backupRepository.${f} <value>\``);
+  }
+  if (!hasKeyId) requireSecretPresent(raw, secretKeys, "backupAccessKeyId");
+  if (!hasSecret) requireSecretPresent(raw, secretKeys, "backupSecretAccessKey");
+  return {
+    repository: {
+      endpoint: repo.endpoint!,
+      bucket: repo.bucket!,
+      region: repo.region!,
+      path: repo.path ?? "/synaxic",
+      ...(repo.caCertificate ? { caCertificate: repo.caCertificate } : {}),
+      retentionFull: repo.retentionFull ?? 2,
+      retentionDiff: repo.retentionDiff ?? 6,
+    },
+    schedule,
   };
 }
 
@@ -809,6 +880,9 @@ export function loadConfig(): StackConfig | ControlStackConfig {
   };
   if (parsed.role === "main" && parsed.httpsCertificate) {
     secrets.httpsPrivateKey = cfg.requireSecret("httpsPrivateKey");
+  }
+  if (parsed.role === "main" && parsed.backup) {
+    secrets.backup = { accessKeyId: cfg.requireSecret("backupAccessKeyId"), secretAccessKey: cfg.requireSecret("backupSecretAccessKey") };
   }
   if (parsed.host.provider !== "local") checkDockerEnvironment(process.env);
   const sshIdentityDir = parseSshIdentityDir(process.env.SYNAXIC_SSH_DIR);

@@ -293,3 +293,38 @@ describe("the configuration reference (docs/configuration.md) matches Pulumi.yam
     });
   }
 });
+
+describe("backups: backupRepository with its access key, all or nothing", () => {
+  const repo = { endpoint: "fsn1.your-objectstorage.com", bucket: "acme-synaxic", region: "fsn1" };
+  const keys = { [`${P}backupAccessKeyId`]: "AKIAEXAMPLE", [`${P}backupSecretAccessKey`]: "s3-secret-access-key" };
+  const secretKeys = new Set([...SECRET_KEYS, `${P}backupAccessKeyId`, `${P}backupSecretAccessKey`]);
+
+  it("off by default, also with every declared default present", () => {
+    expect(parseMain().backup).toBeNull();
+    expect(parseMain({ [`${P}backupRepository`]: "{}", [`${P}backupAccessKeyId`]: "", [`${P}backupSecretAccessKey`]: "" }).backup).toBeNull();
+  });
+
+  it("on: the repository with its defaults, and the schedule", () => {
+    const c = parseMain({ [`${P}backupRepository`]: JSON.stringify(repo), ...keys }, secretKeys);
+    expect(c.backup).toEqual({
+      repository: { ...repo, path: "/synaxic", retentionFull: 2, retentionDiff: 6 },
+      schedule: { fullWeekday: 0, hourUtc: 3, verifyWeekday: 3 },
+    });
+  });
+
+  it.each([
+    ["the key without a repository", { ...keys }, secretKeys, /synaxic:backupAccessKeyId: is set but backupRepository is not/],
+    ["a repository without its key", { [`${P}backupRepository`]: JSON.stringify(repo) }, secretKeys, /synaxic:backupAccessKeyId: missing required secret; set it with `pulumi config set --secret backupAccessKeyId/],
+    ["the key in plain text", { [`${P}backupRepository`]: JSON.stringify(repo), ...keys }, SECRET_KEYS, /synaxic:backupAccessKeyId: is stored in plain text/],
+    ["no bucket", { [`${P}backupRepository`]: JSON.stringify({ ...repo, bucket: undefined }), ...keys }, secretKeys, /synaxic:backupRepository\[bucket\]: missing/],
+    ["an endpoint with a scheme", { [`${P}backupRepository`]: JSON.stringify({ ...repo, endpoint: "https://s3.example.com" }), ...keys }, secretKeys, /synaxic:backupRepository\[endpoint\]: got "https:\/\/s3\.example\.com"; expected the S3 endpoint's DNS name/],
+    ["an unknown field", { [`${P}backupRepository`]: JSON.stringify({ ...repo, acl: "public" }), ...keys }, secretKeys, /synaxic:backupRepository/],
+    ["a weekday out of range", { [`${P}backupSchedule`]: JSON.stringify({ fullWeekday: 7, hourUtc: 3, verifyWeekday: 3 }) }, SECRET_KEYS, /synaxic:backupSchedule\[fullWeekday\]: got 7/],
+  ])("%s is refused", (_what, extra, secrets, message) => {
+    expect(() => parseMain(extra as Record<string, string>, secrets)).toThrow(message);
+  });
+
+  it("a replica stack refuses the main stack's backup keys", () => {
+    expect(() => parseStackConfig(replicaRaw({ [`${P}backupRepository`]: JSON.stringify(repo) }), SECRET_KEYS)).toThrow(/synaxic:backupRepository: is for the main stack/);
+  });
+});
