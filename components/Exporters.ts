@@ -1,7 +1,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import type { MemoryBudget } from "../lib/memory";
 import * as docker from "@pulumi/docker";
-import { LOOPBACK, containerName } from "../lib/addresses";
+import { LOOPBACK, containerName, nodeTextfileDir } from "../lib/addresses";
 import { baseContainer, hostFile, hostPath, pullImage, replaceInPlace, upload, STOP_GRACE, stopGrace, memoryLimit } from "../lib/containers";
 import { PG_ROLES } from "../lib/postgresContainer";
 import type { HostShell } from "../lib/remote";
@@ -49,7 +49,7 @@ export class Exporters extends pulumi.ComponentResource {
     };
 
     // node exporter: host network and host PID namespace, read-only root.
-    const textfileDir = `${args.hostName}/node-exporter`;
+    const textfileDir = nodeTextfileDir(args.hostName);
     const textfile = hostFile(
       `${name}-cert-expiry`,
       args.shell,

@@ -18,6 +18,8 @@ export const PASSWORDS = [
   "redisAdmin",
   "grafanaAdmin",
   "truststore",
+  // pgBackRest's repository encryption (repo1-cipher-pass): lose it and the backups are unreadable.
+  "backupCipher",
 ] as const;
 
 export type PasswordName = (typeof PASSWORDS)[number];

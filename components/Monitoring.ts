@@ -1,4 +1,5 @@
 import * as pulumi from "@pulumi/pulumi";
+import { renderBackupAlertRules } from "../templates/backup-alerts";
 import { replicaSlotName } from "../templates/postgres-sql";
 import type { MemoryBudget } from "../lib/memory";
 import * as docker from "@pulumi/docker";
@@ -62,7 +63,8 @@ export class Monitoring extends pulumi.ComponentResource {
     this.rules = renderAlertRules({ replicas: args.replicas.map((r) => ({ name: r.name, slotName: r.slotName })), otherSlots: [replicaSlotName("main")] });
     // The configuration and rules are files on the host too: a change is a
     // reload (SIGHUP), not a restart.
-    const configFiles = [file("config", "prometheus.yml", config), file("rules", "rules/synaxic.yml", this.rules)];
+    // Backup and archiving rules (templates/backup-alerts.ts): silent on a fleet without backups, whose metrics do not exist.
+    const configFiles = [file("config", "prometheus.yml", config), file("rules", "rules/synaxic.yml", this.rules), file("rules-backup", "rules/backup.yml", renderBackupAlertRules())];
 
     const promData = new docker.Volume(`${name}-prometheus-data`, { name: `synaxic-${args.hostName}-prometheus-data` }, { ...parent, retainOnDelete: !args.deleteDataOnDestroy });
     const promImage = pullImage(`${name}-prometheus-image`, args.images.prometheus, parent);

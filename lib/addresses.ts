@@ -13,3 +13,8 @@ export function containerName(hostName: string, service: string): string {
 
 /** Loopback: where a host's own services reach each other. */
 export const LOOPBACK = "127.0.0.1";
+
+/** The node exporter's textfile directory on a host, below the host's files root: every textfile collector input goes there. */
+export function nodeTextfileDir(hostName: string): string {
+  return `${hostName}/node-exporter`;
+}

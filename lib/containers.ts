@@ -157,6 +157,9 @@ export const STOP_GRACE = {
   prometheus: { seconds: 60 },
   grafana: { seconds: 20 },
   exporter: { seconds: 10 },
+  // The scheduler's bash defers SIGTERM until a running pgBackRest command
+  // ends; one cut short resumes at the next backup (pgBackRest's resume).
+  backup: { seconds: 30 },
 } as const satisfies Record<string, StopGrace>;
 
 /** Container settings for a graceful stop (see STOP_GRACE). */

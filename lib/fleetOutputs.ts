@@ -20,6 +20,21 @@ export const fleetInfoSchema = z.object({
   appImage: z.string().min(1),
   /** The pgbackrest package in the fleet's PostgreSQL image (templates/postgres-image.ts). */
   pgbackrestVersion: z.string().min(1),
+  /** The backup repository and schedule (lib/backup.ts); null: no backups. */
+  backup: z
+    .object({
+      repository: z.object({
+        endpoint: z.string().min(1),
+        bucket: z.string().min(1),
+        region: z.string().min(1),
+        path: z.string().min(1),
+        caCertificate: z.string().optional(),
+        retentionFull: z.number().int().positive(),
+        retentionDiff: z.number().int().positive(),
+      }),
+      schedule: z.object({ fullWeekday: z.number().int(), hourUtc: z.number().int(), verifyWeekday: z.number().int() }),
+    })
+    .nullable(),
   images: z.object({
     postgres: z.string(),
     redis: z.string(),
@@ -72,6 +87,10 @@ export const replicaCredentialsSchema = z.object({
   redisAdmin: secretString,
   truststorePassword: secretString,
   truststoreBase64: z.string().min(1),
+  /** With backups: the repository's cipher pass and the object storage's access key. */
+  backupCipherPass: secretString.optional(),
+  backupAccessKeyId: z.string().min(1).optional(),
+  backupSecretAccessKey: z.string().min(1).optional(),
 });
 export type ReplicaCredentials = z.infer<typeof replicaCredentialsSchema>;
 

@@ -9,6 +9,7 @@ import * as command from "@pulumi/command";
 import { LOOPBACK } from "./addresses";
 import { withoutSwap, baseContainer, digest, healthcheck, hostFile, hostPath, replaceInPlace, upload, whenRunning } from "./containers";
 import { buildPostgresImage } from "./postgresImage";
+import { backupArchiveSettings, backupFiles, schedulerContainer, stanzaStep, type PostgresBackupArgs } from "./backup";
 import { asRoot, remoteStep, withAfter, withTimeout, type HostShell } from "./remote";
 import { psqlScriptArgv, renderPromoteSql, renderSlotCreateSql, renderSlotDropSql } from "../templates/postgres-sql";
 import type { PostgresConfCommon } from "../templates/postgres-conf";
@@ -61,6 +62,8 @@ export interface PostgresServerArgs {
   maxSlotWalKeepSizeMB: number;
   walKeepSizeMB: number;
   tls: { certPem: pulumi.Input<string>; keyPem: pulumi.Input<string>; caPem: pulumi.Input<string> };
+  /** Backups into the fleet's repository (lib/backup.ts); absent: no archiving, no scheduler. */
+  backup?: PostgresBackupArgs;
   timeoutSeconds: number;
 }
 
@@ -78,6 +81,7 @@ export function serverConf(args: PostgresServerArgs): PostgresConfCommon {
     maxReplicationSlots: args.maxReplicationSlots,
     maxSlotWalKeepSizeMB: args.maxSlotWalKeepSizeMB,
     walKeepSizeMB: args.walKeepSizeMB,
+    ...(args.backup ? { archive: backupArchiveSettings() } : {}),
   };
 }
 
@@ -189,6 +193,9 @@ export function postgresContainer(
   // one (the `-restart` step below shows it in the preview).
   const confDir = `${server.hostName}/postgres-conf`;
   const conf = hostFile(`${args.name}-conf`, server.shell, { path: `${confDir}/postgresql.conf`, content: args.postgresqlConf, mode: "0644", owner: `0:${PG_UID}`, timeoutSeconds: server.timeoutSeconds }, opts);
+  const backup = server.backup
+    ? backupFiles(`${args.name}`, server.shell, { hostName: server.hostName, port: server.port, dataDir: PG_PATHS.dataDir, pgUid: PG_UID, backup: server.backup, timeoutSeconds: server.timeoutSeconds }, opts)
+    : undefined;
   const image = buildPostgresImage(`${args.name}-image`, server.shell, { baseImage: server.image, pgbackrestVersion: server.pgbackrestVersion, timeoutSeconds: server.timeoutSeconds }, opts);
   const container = new docker.Container(
     `${args.name}-container`,
@@ -198,8 +205,9 @@ export function postgresContainer(
       entrypoints: [PG_PATHS.entrypoint],
       // Listens on the private address and loopback only (postgresql.conf), never the public interface.
       ...baseContainer(server.networkMode),
-      volumes: [{ volumeName: args.volumeName, containerPath: PG_PATHS.dataDir }],
+      volumes: [{ volumeName: args.volumeName, containerPath: PG_PATHS.dataDir }, ...(backup?.volumes ?? [])],
       mounts: [
+        ...(backup?.mounts ?? []),
         { type: "bind", source: hostPath(server.shell, hbaDir), target: PG_PATHS.hbaDir, readOnly: true },
         { type: "bind", source: hostPath(server.shell, confDir), target: PG_PATHS.confDir, readOnly: true },
         ...(args.bootstrapDir ? [{ type: "bind", source: hostPath(server.shell, args.bootstrapDir), target: PG_PATHS.bootstrapDir, readOnly: false }] : []),
@@ -229,7 +237,7 @@ export function postgresContainer(
       // The health gate below waits, and says why when the server does not come up.
       wait: false,
     },
-    { ...opts, ...replaceInPlace, customTimeouts: pgContainerTimeouts(args.startTimeoutSeconds), dependsOn: [hba, conf, ...(args.dependsOn ?? [])] },
+    { ...opts, ...replaceInPlace, customTimeouts: pgContainerTimeouts(args.startTimeoutSeconds), dependsOn: [hba, conf, ...(backup?.files ?? []), ...(args.dependsOn ?? [])] },
   );
   const gate = (timeoutSeconds: number) =>
     renderHealthGateScript({
@@ -281,6 +289,20 @@ export function postgresContainer(
     },
     { ...opts, dependsOn: [reload] },
   );
+  if (backup && server.backup) {
+    stanzaStep(
+      `${args.name}-stanza`,
+      server.shell,
+      { containerName: args.containerName, port: server.port, triggers: [container.id, backup.confDigest], timeoutSeconds: server.timeoutSeconds },
+      { ...opts, dependsOn: [ready, ...backup.files] },
+    );
+    schedulerContainer(
+      `${args.name}-backup`,
+      server.shell,
+      { hostName: server.hostName, image: image.imageId, networkMode: server.networkMode, port: server.port, dataVolume: args.volumeName, dataDir: PG_PATHS.dataDir, files: backup, backup: server.backup },
+      { ...opts, dependsOn: [ready] },
+    );
+  }
   return { container, hba, ready };
 }
 

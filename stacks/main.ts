@@ -133,6 +133,15 @@ export function buildMain(
     databaseName: cfg.databaseName,
     sizing: { memoryMiB: memory.postgresMiB, cpus: host.cpus, maxConnections: cfg.maxConnections },
     memoryLimitMiB: memory.postgresMiB,
+    ...(cfg.backup && cfg.secrets.backup
+      ? {
+          backup: {
+            settings: cfg.backup,
+            secrets: { ...cfg.secrets.backup, cipherPass: pw.backupCipher },
+            schedulerMemoryMiB: memory.limitsMiB.backup!,
+          },
+        }
+      : {}),
     maxWalSenders: facts.postgres.maxWalSenders,
     maxReplicationSlots: facts.postgres.maxReplicationSlots,
     maxSlotWalKeepSizeMB: facts.maxSlotWalKeepSizeMB,
@@ -292,6 +301,10 @@ export function buildMain(
     redisAdmin: pw.redisAdmin,
     truststorePassword: pw.truststore,
     truststoreBase64: pki.truststoreBase64,
+    // Every host archives into the one repository (a promoted replica's new timeline too).
+    ...(cfg.backup && cfg.secrets.backup
+      ? { backupCipherPass: pw.backupCipher, backupAccessKeyId: cfg.secrets.backup.accessKeyId, backupSecretAccessKey: cfg.secrets.backup.secretAccessKey }
+      : {}),
   }) as pulumi.Output<ReplicaCredentials>;
   const replicaTls = pulumi.secret(
     Object.fromEntries(
@@ -347,6 +360,7 @@ export function fleetFacts(cfg: MainConfig, hetzner: HetznerFacts | null) {
     databaseName: cfg.databaseName,
     appImage: cfg.appImage,
     pgbackrestVersion: cfg.pgbackrestVersion,
+    backup: cfg.backup,
     images: cfg.images,
     ports: cfg.ports,
     maxSlotWalKeepSizeMB: sizeToMB(cfg.maxSlotWalKeepSize),

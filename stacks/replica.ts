@@ -148,7 +148,7 @@ export function buildReplica(
   const primary = primaryOf(cfg, fleet);
   // Everyone else in the fleet: they follow this server once it is promoted.
   const others = [{ name: "main", privateIp: fleet.mainPrivateIp }, ...fleet.replicas].filter((r) => r.name !== me.name);
-  const secretField = (k: keyof ReplicaCredentials) => pulumi.secret(credentials.apply((c) => c[k]));
+  const secretField = (k: Exclude<keyof ReplicaCredentials, "backupCipherPass" | "backupAccessKeyId" | "backupSecretAccessKey">) => pulumi.secret(credentials.apply((c) => c[k]));
   const ports = fleet.ports;
   const docker = { providers: [host.dockerProvider] };
   // One memory budget for the host: every container's limit and every service's sizing come from it.
@@ -184,6 +184,7 @@ export function buildReplica(
       promote: cfg.promote,
       reinitGeneration: cfg.reinitGeneration,
       deleteDataOnDestroy: cfg.deleteDataOnDestroy,
+      ...(fleet.backup ? { backup: { settings: fleet.backup, secrets: backupSecrets("main", credentials), schedulerMemoryMiB: memory.limitsMiB.backup! } } : {}),
     },
     docker,
   );
@@ -283,4 +284,17 @@ export function buildReplica(
     privateIp: cfg.privateIp,
     pgHba: postgres.pgHba,
   };
+}
+
+/** With backups on: the repository's secrets from the main stack's replicaCredentials, each required. */
+function backupSecrets(mainStack: string, credentials: pulumi.Output<ReplicaCredentials>) {
+  const field = (k: "backupCipherPass" | "backupAccessKeyId" | "backupSecretAccessKey") =>
+    pulumi.secret(
+      credentials.apply((c) => {
+        const v = c[k];
+        if (!v) throw new MainStackOutputError(mainStack, `replicaCredentials.${k}`, "is missing while fleet.backup is set");
+        return v;
+      }),
+    );
+  return { cipherPass: field("backupCipherPass"), accessKeyId: field("backupAccessKeyId"), secretAccessKey: field("backupSecretAccessKey") };
 }

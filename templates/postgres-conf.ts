@@ -63,6 +63,12 @@ export interface PostgresConfCommon {
   maxSlotWalKeepSizeMB: number;
   /** WAL kept regardless of slots, in MB (helps pg_rewind and short outages). */
   walKeepSizeMB: number;
+  /**
+   * WAL archiving into the backup repository, as [setting, value] pairs
+   * (archive_mode, archive_command, archive_timeout, restore_command from
+   * templates/pgbackrest.ts); values are quoted here. Absent: no archiving.
+   */
+  archive?: [string, string][];
 }
 
 export interface PrimaryConfParams extends PostgresConfCommon {
@@ -121,6 +127,16 @@ export function replicaPrimaryConninfo(p: PrimaryConninfoParams): string {
     ["application_name", validateReplicaName(p.applicationName)],
     ["connect_timeout", validatePositiveInt("connectTimeoutSeconds", p.connectTimeoutSeconds ?? 10)],
   ]);
+}
+
+const ARCHIVE_SETTINGS = ["archive_mode", "archive_command", "archive_timeout", "restore_command"];
+
+function archiveLines(settings: [string, string][]): string[] {
+  return settings.map(([k, v]) => {
+    if (!ARCHIVE_SETTINGS.includes(k)) templateError(`archive: ${JSON.stringify(k)} is not an archiving setting (${ARCHIVE_SETTINGS.join(", ")})`);
+    if (k === "archive_mode" && !["on", "off", "always"].includes(v)) templateError(`archive: archive_mode must be on, off or always, got ${JSON.stringify(v)}`);
+    return line(k, k === "archive_mode" ? v : pgConfString(v));
+  });
 }
 
 /** Renders postgresql.conf for the primary or for a streaming replica. */
@@ -182,6 +198,7 @@ export function renderPostgresqlConf(params: PostgresConfParams): string {
     line("wal_keep_size", pgConfString(`${validateNonNegativeInt("walKeepSizeMB", p.walKeepSizeMB)}MB`)),
     line("wal_log_hints", "on"),
     line("hot_standby", "on"),
+    ...(p.archive?.length ? ["", "# WAL archiving into the backup repository (pgBackRest; a standby archives once promoted)", ...archiveLines(p.archive)] : []),
     "",
     "# Logging",
     line("log_connections", "on"),
@@ -209,6 +226,7 @@ export function renderPostgresqlConf(params: PostgresConfParams): string {
  * integration suite checks this list against a real server's pg_settings.
  */
 export const RESTART_SETTINGS: readonly string[] = [
+  "archive_mode",
   "autovacuum_max_workers",
   "cluster_name",
   "data_directory",

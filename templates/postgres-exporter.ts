@@ -93,6 +93,27 @@ export function postgresExporterQueries(): Record<string, ExporterQuery> {
         { replay_lag_bytes: { usage: "GAUGE", description: "On a replica: WAL bytes received but not yet replayed" } },
       ],
     },
+    // WAL archiving (pg_stat_archiver, PostgreSQL 15 docs 28.2.13): times as
+    // Unix seconds, 0 when never. Archiving fails while the last failure is
+    // newer than the last success.
+    synaxic_archiver: {
+      query: sql([
+        "SELECT archived_count::float8 AS archived_count,",
+        "       failed_count::float8 AS failed_count,",
+        "       COALESCE(EXTRACT(EPOCH FROM last_archived_time), 0)::float8 AS last_archived_time,",
+        "       COALESCE(EXTRACT(EPOCH FROM last_failed_time), 0)::float8 AS last_failed_time,",
+        "       CASE WHEN pg_catalog.current_setting('archive_mode') = 'off' THEN 0 ELSE 1 END AS enabled",
+        "FROM pg_catalog.pg_stat_archiver",
+      ]),
+      master: true,
+      metrics: [
+        { archived_count: { usage: "COUNTER", description: "WAL files archived since the statistics were reset" } },
+        { failed_count: { usage: "COUNTER", description: "Failed attempts to archive a WAL file" } },
+        { last_archived_time: { usage: "GAUGE", description: "Unix time of the last WAL file archived (0: never)" } },
+        { last_failed_time: { usage: "GAUGE", description: "Unix time of the last failed archive attempt (0: never)" } },
+        { enabled: { usage: "GAUGE", description: "1 when archive_mode is on" } },
+      ],
+    },
   };
 }
 

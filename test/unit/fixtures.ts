@@ -45,7 +45,9 @@ export const SECRET_KEYS = Object.keys(SECRET_CONFIG);
 
 export function runMain(replicas: number | string[], extra: Record<string, string> = {}): Promise<RunResult<Awaited<ReturnType<typeof mainStack>>>> {
   const config = mainConfig(replicas, extra);
-  return runMocked({ config, secretKeys: SECRET_KEYS, stack: "main" }, () => mainStack(loadStackConfig() as MainConfig & StackConfig));
+  // The object storage's access key is stored as a secret, as `pulumi config set --secret` does.
+  const secretKeys = [...SECRET_KEYS, ...Object.keys(extra).filter((k) => /:backup(AccessKeyId|SecretAccessKey)$/.test(k))];
+  return runMocked({ config, secretKeys, stack: "main" }, () => mainStack(loadStackConfig() as MainConfig & StackConfig));
 }
 
 /** Runs the main program, then a replica program whose StackReference returns main's real outputs with their secretness. */

@@ -619,6 +619,11 @@ describe("exporter queries", () => {
       synaxic_slot_lost: ["slot_name"],
       synaxic_recovery_in_recovery: [],
       synaxic_recovery_replay_lag_bytes: [],
+      synaxic_archiver_archived_count: [],
+      synaxic_archiver_failed_count: [],
+      synaxic_archiver_last_archived_time: [],
+      synaxic_archiver_last_failed_time: [],
+      synaxic_archiver_enabled: [],
     });
     expect(text).not.toContain("pg_last_xact_replay_timestamp");
   });

@@ -1,0 +1,201 @@
+/**
+ * Backups with pgBackRest, on every host of the fleet (templates/pgbackrest.ts
+ * for its configuration and commands, templates/backup-scheduler.ts for the
+ * scheduler):
+ *
+ * - the PostgreSQL container gets pgbackrest.conf and its secrets (a 0600
+ *   file owned by postgres; pgBackRest refuses its secure options on the
+ *   command line) from a host directory mounted read-only, a volume for the
+ *   asynchronous archive queue, and archive_mode/archive_command/
+ *   restore_command in postgresql.conf: a primary archives every WAL segment
+ *   into the repository, a standby archives nothing until it is promoted and
+ *   then archives its new timeline into the same stanza;
+ * - on the primary, a step creates the stanza (idempotent) and runs
+ *   `pgbackrest check`, which forces a WAL switch and waits until that
+ *   segment is in the repository: `pulumi up` fails, saying why, when the
+ *   repository cannot be written;
+ * - a scheduler container beside PostgreSQL, from the same image, takes the
+ *   backups while its host is the primary and reports through node_exporter's
+ *   textfile collector.
+ *
+ * The scheduler reaches the server over its Unix socket, in a volume both
+ * containers mount (pgBackRest connects to the local server by socket only:
+ * pg1-socket-path), and reads the data directory from the server's volume,
+ * read-only.
+ */
+import * as pulumi from "@pulumi/pulumi";
+import * as docker from "@pulumi/docker";
+import { containerName, nodeTextfileDir } from "./addresses";
+import type { BackupSettings } from "./config";
+import { baseContainer, digest, hostFile, hostPath, replaceInPlace, upload, withoutSwap, STOP_GRACE, stopGrace } from "./containers";
+import { remoteStep, type HostShell } from "./remote";
+import { sh } from "./shell";
+import {
+  PGBACKREST_CONTAINER_PATHS,
+  archiveSettings,
+  backupArgv,
+  checkArgv,
+  expireArgv,
+  infoArgv,
+  renderPgbackrestConf,
+  renderPgbackrestSecrets,
+  stanzaCreateArgv,
+  verifyArgv,
+} from "../templates/pgbackrest";
+import { renderBackupSchedulerScript } from "../templates/backup-scheduler";
+
+/** The fleet's one stanza: every host archives and backs up into it. */
+export const STANZA = "synaxic";
+const INVOCATION = { stanza: STANZA };
+
+/** The server's Unix socket directory, shared with the scheduler through a volume. */
+export const PG_SOCKET_DIR = "/var/run/postgresql";
+
+/** What a host's PostgreSQL needs for backups. */
+export interface PostgresBackupArgs {
+  settings: BackupSettings;
+  /** The object storage's access key and the repository's cipher pass (secrets). */
+  secrets: { accessKeyId: pulumi.Input<string>; secretAccessKey: pulumi.Input<string>; cipherPass: pulumi.Input<string> };
+  /** The scheduler container's memory limit, in MiB (its share of the host's budget). */
+  schedulerMemoryMiB: number;
+}
+
+/** postgresql.conf's archiving settings for every server of a fleet with backups. */
+export function backupArchiveSettings(): [string, string][] {
+  return archiveSettings(INVOCATION);
+}
+
+/** pgbackrest.conf of a host (no secrets). */
+export function backupConf(settings: BackupSettings, pg: { dataDir: string; port: number }): string {
+  const r = settings.repository;
+  return renderPgbackrestConf({
+    stanza: STANZA,
+    repo: {
+      endpoint: r.endpoint,
+      bucket: r.bucket,
+      region: r.region,
+      path: r.path,
+      retentionFull: r.retentionFull,
+      retentionDiff: r.retentionDiff,
+      ...(r.caCertificate ? { caFile: PGBACKREST_CONTAINER_PATHS.s3CaFile } : {}),
+    },
+    pg: { dataDir: pg.dataDir, socketDir: PG_SOCKET_DIR, port: pg.port },
+    spoolPath: PGBACKREST_CONTAINER_PATHS.spoolPath,
+  });
+}
+
+/** The host directory mounted at /etc/pgbackrest (relative to the files root). */
+function confDir(hostName: string): string {
+  return `${hostName}/pgbackrest`;
+}
+
+/** The files, volumes and mounts a PostgreSQL container needs for backups. */
+export function backupFiles(
+  name: string,
+  shell: HostShell,
+  p: { hostName: string; port: number; dataDir: string; pgUid: number; backup: PostgresBackupArgs; timeoutSeconds: number },
+  opts: pulumi.CustomResourceOptions,
+) {
+  const dir = confDir(p.hostName);
+  const conf = backupConf(p.backup.settings, { dataDir: p.dataDir, port: p.port });
+  const file = (label: string, path: string, content: pulumi.Input<string>, mode: string, owner: string) =>
+    hostFile(`${name}-pgbackrest-${label}`, shell, { path: `${dir}/${path}`, content, mode, owner, timeoutSeconds: p.timeoutSeconds }, opts);
+  const s = p.backup.secrets;
+  const secretsText = pulumi.secret(
+    pulumi.all([s.cipherPass, s.accessKeyId, s.secretAccessKey]).apply(([cipherPass, s3Key, s3KeySecret]) => renderPgbackrestSecrets({ cipherPass, s3Key, s3KeySecret })),
+  );
+  const files = [
+    file("conf", "pgbackrest.conf", conf, "0640", `0:${p.pgUid}`),
+    file("secrets", "conf.d/secrets.conf", secretsText, "0600", `${p.pgUid}:${p.pgUid}`),
+    ...(p.backup.settings.repository.caCertificate ? [file("s3-ca", "tls/s3-ca.crt", p.backup.settings.repository.caCertificate, "0644", "0:0")] : []),
+  ];
+  const spool = new docker.Volume(`${name}-pgbackrest-spool`, { name: `synaxic-${p.hostName}-pgbackrest-spool` }, opts);
+  const socket = new docker.Volume(`${name}-socket`, { name: `synaxic-${p.hostName}-postgres-socket` }, opts);
+  const mounts = [{ type: "bind", source: hostPath(shell, dir), target: PGBACKREST_CONTAINER_PATHS.configPath, readOnly: true }];
+  const volumes = [
+    { volumeName: spool.name, containerPath: PGBACKREST_CONTAINER_PATHS.spoolPath },
+    { volumeName: socket.name, containerPath: PG_SOCKET_DIR },
+  ];
+  return { conf, files, spool, socket, mounts, volumes, confDigest: digest(conf) };
+}
+
+/**
+ * On the primary: creates the stanza (a no-op when it exists and matches
+ * this cluster) and checks that a WAL segment reaches the repository. On a
+ * standby it says so and does nothing.
+ */
+export function stanzaStep(
+  name: string,
+  shell: HostShell,
+  p: { containerName: string; port: number; triggers: pulumi.Input<unknown>[]; timeoutSeconds: number },
+  opts: pulumi.CustomResourceOptions,
+) {
+  const script = [
+    "set -eu",
+    `if [ "$(psql -X -At --port=${p.port} --dbname=postgres -c 'SELECT pg_catalog.pg_is_in_recovery()')" = t ]; then echo "a standby: the primary creates and checks the stanza"; exit 0; fi`,
+    sh(stanzaCreateArgv(INVOCATION)),
+    sh(checkArgv(INVOCATION)),
+    `echo "stanza ${STANZA}: created and checked (a WAL segment reached the repository)"`,
+  ].join("\n");
+  return remoteStep(
+    name,
+    shell,
+    { argv: ["docker", "exec", "-i", "-u", "postgres", p.containerName, "sh", "-s"], stdin: script, triggers: p.triggers, timeoutSeconds: p.timeoutSeconds },
+    opts,
+  );
+}
+
+/** The scheduler container beside a host's PostgreSQL (see templates/backup-scheduler.ts). */
+export function schedulerContainer(
+  name: string,
+  shell: HostShell,
+  p: {
+    hostName: string;
+    image: pulumi.Input<string>;
+    networkMode: pulumi.Input<string>;
+    port: number;
+    dataVolume: pulumi.Input<string>;
+    dataDir: string;
+    files: ReturnType<typeof backupFiles>;
+    backup: PostgresBackupArgs;
+  },
+  opts: pulumi.CustomResourceOptions,
+): docker.Container {
+  const textfileDir = "/textfile";
+  const script = renderBackupSchedulerScript({
+    argv: {
+      full: backupArgv(INVOCATION, "full"),
+      diff: backupArgv(INVOCATION, "diff"),
+      expire: expireArgv(INVOCATION),
+      verify: verifyArgv(INVOCATION),
+      info: infoArgv(INVOCATION),
+    },
+    schedule: p.backup.settings.schedule,
+    inRecoveryArgv: ["psql", "-X", "-At", `--port=${p.port}`, "--dbname=postgres", "-c", "SELECT pg_catalog.pg_is_in_recovery()"],
+    textfileDir,
+    stateDir: "/var/lib/synaxic-backup",
+    spoolDir: PGBACKREST_CONTAINER_PATHS.spoolPath,
+    hostName: p.hostName,
+  });
+  const entrypoint = "/usr/local/bin/synaxic-backup-scheduler";
+  const state = new docker.Volume(`${name}-state`, { name: `synaxic-${p.hostName}-backup-state` }, opts);
+  return new docker.Container(
+    name,
+    {
+      name: containerName(p.hostName, "backup"),
+      image: p.image,
+      entrypoints: ["/bin/bash", entrypoint],
+      ...baseContainer(p.networkMode),
+      ...withoutSwap(p.backup.schedulerMemoryMiB),
+      ...stopGrace(STOP_GRACE.backup),
+      volumes: [
+        { volumeName: p.dataVolume, containerPath: p.dataDir, readOnly: true },
+        ...p.files.volumes,
+        { volumeName: state.name, containerPath: "/var/lib/synaxic-backup" },
+      ],
+      mounts: [...p.files.mounts, { type: "bind", source: hostPath(shell, nodeTextfileDir(p.hostName)), target: textfileDir, readOnly: false }],
+      uploads: [upload(entrypoint, script, "0755", 0)],
+    },
+    { ...opts, ...replaceInPlace, dependsOn: [...((opts.dependsOn as pulumi.Resource[] | undefined) ?? []), ...p.files.files] },
+  );
+}

@@ -1,0 +1,117 @@
+/**
+ * Alert rules for backups and WAL archiving, a rules file of its own beside
+ * the fleet's (templates/prometheus.ts), loaded by the same Prometheus. They
+ * read the backup scheduler's textfile metrics (templates/backup-scheduler.ts,
+ * through node_exporter, which adds `host` from its scrape target) and the
+ * PostgreSQL exporter's pg_stat_archiver query (templates/postgres-exporter.ts,
+ * synaxic_archiver_*).
+ *
+ * Backups are taken by whichever host is the primary, so "the newest backup"
+ * is the newest over the whole fleet (max without host).
+ */
+import { stringify } from "yaml";
+
+export interface BackupAlertThresholds {
+  /** Hours since the newest successful backup (full or differential): one daily run missed, plus its own length. */
+  backupMaxAgeHours: number;
+  /** Bytes in a host's asynchronous archive queue (WAL not yet in the repository). */
+  archiveQueueBytes: number;
+  /** Days since the last successful verify. */
+  verifyMaxAgeDays: number;
+}
+
+export const DEFAULT_BACKUP_ALERT_THRESHOLDS: BackupAlertThresholds = {
+  backupMaxAgeHours: 26,
+  archiveQueueBytes: 512 * 1024 * 1024,
+  verifyMaxAgeDays: 8,
+};
+
+export interface BackupAlertRule {
+  alert: string;
+  expr: string;
+  for: string;
+  labels: { severity: "warning" | "critical" };
+  annotations: { summary: string; description: string };
+}
+
+export function backupAlertRules(t: BackupAlertThresholds = DEFAULT_BACKUP_ALERT_THRESHOLDS): BackupAlertRule[] {
+  for (const [k, v] of Object.entries(t)) if (!(typeof v === "number" && v > 0)) throw new Error(`backupAlertRules: ${k} must be a positive number, got ${v}`);
+  const newest = 'max without (host) (synaxic_backup_last_success_timestamp_seconds{operation=~"backup-full|backup-diff"})';
+  return [
+    {
+      alert: "SynaxicBackupTooOld",
+      expr: `time() - ${newest} > ${t.backupMaxAgeHours * 3600}`,
+      for: "10m",
+      labels: { severity: "critical" },
+      annotations: {
+        summary: "The newest backup is {{ $value | humanizeDuration }} old",
+        description: `No full or differential backup has succeeded for more than ${t.backupMaxAgeHours} hours: point-in-time recovery depends on ever older backups and ever more WAL. See the scheduler's log (docker logs synaxic-<primary>-backup).`,
+      },
+    },
+    {
+      alert: "SynaxicNoBackup",
+      // The primary's scheduler reports, but no backup ever succeeded.
+      expr: `max(synaxic_backup_scheduler_primary) == 1 unless on() ${newest}`,
+      for: "2h",
+      labels: { severity: "critical" },
+      annotations: {
+        summary: "The fleet has never been backed up",
+        description: "The primary's backup scheduler runs, but no backup has succeeded yet (its first full backup starts at once and is retried every 15 minutes).",
+      },
+    },
+    {
+      alert: "SynaxicBackupFailed",
+      expr: "synaxic_backup_last_result_success == 0",
+      for: "0m",
+      labels: { severity: "warning" },
+      annotations: {
+        summary: "{{ $labels.operation }} failed on {{ $labels.host }}",
+        description: "The last {{ $labels.operation }} run by the backup scheduler on {{ $labels.host }} failed; its log says why (docker logs synaxic-{{ $labels.host }}-backup).",
+      },
+    },
+    {
+      alert: "SynaxicBackupSchedulerDown",
+      expr: "time() - synaxic_backup_scheduler_heartbeat_timestamp_seconds > 600",
+      for: "5m",
+      labels: { severity: "warning" },
+      annotations: {
+        summary: "The backup scheduler on {{ $labels.host }} stopped reporting",
+        description: "Its textfile has not been written for more than 10 minutes: the scheduler container is stopped or stuck, and no backup will be taken on this host while it is primary.",
+      },
+    },
+    {
+      alert: "SynaxicWalArchivingFailing",
+      expr: "synaxic_archiver_enabled == 1 and synaxic_archiver_last_failed_time > synaxic_archiver_last_archived_time",
+      for: "10m",
+      labels: { severity: "critical" },
+      annotations: {
+        summary: "WAL archiving fails on {{ $labels.host }}",
+        description: "PostgreSQL's last attempt to archive WAL failed and none has succeeded since (pg_stat_archiver): the repository is unreachable or refuses the writes. WAL piles up locally until the archive queue limit drops it.",
+      },
+    },
+    {
+      alert: "SynaxicArchiveQueueLarge",
+      expr: `synaxic_backup_archive_queue_bytes > ${t.archiveQueueBytes}`,
+      for: "15m",
+      labels: { severity: "warning" },
+      annotations: {
+        summary: "{{ $value | humanize1024 }}B of WAL waits to be archived on {{ $labels.host }}",
+        description: `pgBackRest's asynchronous archive queue holds more than ${t.archiveQueueBytes} bytes: the repository is slow or unreachable. Past its limit pgBackRest drops the queued WAL, and point-in-time recovery has a gap until the next backup.`,
+      },
+    },
+    {
+      alert: "SynaxicBackupVerifyTooOld",
+      expr: `time() - max without (host) (synaxic_backup_last_success_timestamp_seconds{operation="verify"}) > ${t.verifyMaxAgeDays * 86400}`,
+      for: "1h",
+      labels: { severity: "warning" },
+      annotations: {
+        summary: "The repository was last verified {{ $value | humanizeDuration }} ago",
+        description: `pgBackRest verify has not succeeded for more than ${t.verifyMaxAgeDays} days.`,
+      },
+    },
+  ];
+}
+
+export function renderBackupAlertRules(t?: BackupAlertThresholds): string {
+  return `# Synaxic backup alert rules (rendered; edits are overwritten).\n${stringify({ groups: [{ name: "synaxic-backups", rules: backupAlertRules(t) }] }, { lineWidth: 0 })}`;
+}

@@ -1,0 +1,112 @@
+/**
+ * Backups under mocks: what the main and replica stacks declare when
+ * backupRepository is set (and nothing of it when it is not), with the
+ * repository's secrets kept secret.
+ */
+import { beforeAll, describe, expect, it } from "vitest";
+import { findLeaks, SECRET_SIG, type RunResult } from "./harness";
+import { runMain, runReplica } from "./fixtures";
+
+const P = "synaxic:";
+const CONTAINER = "docker:index/container:Container";
+const COMMAND = "command:remote:Command";
+const VOLUME = "docker:index/volume:Volume";
+const BACKUP = {
+  [`${P}backupRepository`]: JSON.stringify({ endpoint: "fsn1.your-objectstorage.com", bucket: "acme-synaxic", region: "fsn1", retentionFull: 3 }),
+  [`${P}backupAccessKeyId`]: "AKIAEXAMPLEKEY01",
+  [`${P}backupSecretAccessKey`]: "s3-secret-access-key-example-0123",
+};
+
+type AnyRun = RunResult<unknown>;
+let main: AnyRun;
+let plain: AnyRun;
+let replica: AnyRun;
+
+beforeAll(async () => {
+  main = (await runMain(1, BACKUP)) as AnyRun;
+  plain = (await runMain(1)) as AnyRun;
+  replica = (await runReplica("replica-1", "10.10.0.3", { replicas: 1, mainExtra: BACKUP })).replica as AnyRun;
+}, 120_000);
+
+function pgConf(run: AnyRun): string {
+  return String(run.one(COMMAND, "postgres-conf").inputs.stdin);
+}
+
+describe("backups on (backupRepository set)", () => {
+  it("every server archives through pgBackRest; a standby's archive_mode on archives only once it is promoted", () => {
+    for (const run of [main, replica]) {
+      const conf = pgConf(run);
+      expect(conf).toMatch(/^archive_mode = on$/m);
+      expect(conf).toMatch(/^archive_command = '.*pgbackrest .*--stanza=synaxic .*archive-push %p'$/m);
+      expect(conf).toMatch(/^restore_command = '.*archive-get %f %p'$/m);
+      expect(conf).toMatch(/^archive_timeout = '60s'$/m);
+    }
+  });
+
+  it("pgbackrest.conf names the repository and retention, holds no secret; the secrets file is 0600 postgres, its content secret", () => {
+    const conf = String(main.one(COMMAND, "postgres-pgbackrest-conf").inputs.stdin);
+    expect(conf).toContain("repo1-s3-endpoint=fsn1.your-objectstorage.com");
+    expect(conf).toContain("repo1-s3-bucket=acme-synaxic");
+    expect(conf).toContain("repo1-retention-full=3");
+    expect(conf).toContain("repo1-cipher-type=aes-256-cbc");
+    expect(findLeaks(conf, main.secretValues)).toEqual([]);
+    const secrets = main.one(COMMAND, "postgres-pgbackrest-secrets");
+    expect(secrets.inputs.create).toMatch(/ 0600 999:999$/);
+    expect((secrets.raw.stdin as Record<string, unknown>)[SECRET_SIG]).toBeDefined();
+    expect(String(secrets.inputs.stdin)).toContain("repo1-s3-key=AKIAEXAMPLEKEY01");
+    expect(String(secrets.inputs.stdin)).toMatch(/repo1-cipher-pass=\S{20,}/);
+    for (const k of ["create", "update", "delete"]) expect(findLeaks(secrets.raw[k], main.secretValues), k).toEqual([]);
+  });
+
+  it("the server mounts the configuration read-only, and the archive queue and socket volumes", () => {
+    const pg = main.one(CONTAINER, "postgres-container").inputs;
+    expect(pg.mounts).toEqual(expect.arrayContaining([expect.objectContaining({ target: "/etc/pgbackrest", readOnly: true })]));
+    const paths = (pg.volumes as { containerPath: string }[]).map((v) => v.containerPath);
+    expect(paths).toEqual(expect.arrayContaining(["/var/lib/postgresql/data", "/var/spool/pgbackrest", "/var/run/postgresql"]));
+    expect(main.of(VOLUME).map((v) => v.inputs.name)).toEqual(expect.arrayContaining(["synaxic-main-pgbackrest-spool", "synaxic-main-postgres-socket", "synaxic-main-backup-state"]));
+  });
+
+  it("a scheduler beside PostgreSQL on every host: the same built image, the data read-only, the socket shared, its textfile into the node exporter's directory, a memory limit", () => {
+    for (const [run, host] of [[main, "main"], [replica, "replica-1"]] as const) {
+      const s = run.one(CONTAINER, "postgres-backup").inputs;
+      const pg = run.one(CONTAINER, "postgres-container").inputs;
+      expect(s.name).toBe(`synaxic-${host}-backup`);
+      expect(s.image).toBe(pg.image);
+      expect(s.volumes).toEqual(expect.arrayContaining([expect.objectContaining({ containerPath: "/var/lib/postgresql/data", readOnly: true })]));
+      expect(s.volumes).toEqual(expect.arrayContaining([expect.objectContaining({ volumeName: `synaxic-${host}-postgres-socket`, containerPath: "/var/run/postgresql" })]));
+      expect(s.mounts).toEqual(expect.arrayContaining([expect.objectContaining({ target: "/textfile", source: expect.stringMatching(new RegExp(`/${host}/node-exporter$`)) })]));
+      expect(s.memory).toBe(128);
+      const script = String((s.uploads as { content: string }[])[0]!.content);
+      expect(script).toContain("gosu postgres pgbackrest --config-path=/etc/pgbackrest --stanza=synaxic --type=full backup");
+      expect(findLeaks(script, run.secretValues)).toEqual([]);
+    }
+  });
+
+  it("the primary creates and checks the stanza after it is ready, as postgres in its container", () => {
+    const step = main.one(COMMAND, "postgres-stanza");
+    expect(step.inputs.create).toContain("docker exec -i -u postgres synaxic-main-postgres sh -s");
+    expect(String(step.inputs.stdin)).toContain("stanza-create");
+    expect(String(step.inputs.stdin)).toContain(" check");
+    expect(step.opts.dependsOn).toContain("postgres-ready");
+  });
+
+  it("the replica gets the repository and its secrets from the main stack, secret", () => {
+    const secrets = replica.one(COMMAND, "postgres-pgbackrest-secrets");
+    expect((secrets.raw.stdin as Record<string, unknown>)[SECRET_SIG]).toBeDefined();
+    expect(String(secrets.inputs.stdin)).toContain("repo1-s3-key-secret=s3-secret-access-key-example-0123");
+    expect(String(replica.one(COMMAND, "postgres-pgbackrest-conf").inputs.stdin)).toContain("repo1-s3-bucket=acme-synaxic");
+  });
+
+  it("Prometheus loads the backup rules", () => {
+    const rules = String(main.one(COMMAND, "monitoring-rules-backup").inputs.stdin);
+    for (const a of ["SynaxicBackupTooOld", "SynaxicNoBackup", "SynaxicWalArchivingFailing", "SynaxicArchiveQueueLarge"]) expect(rules).toContain(a);
+  });
+});
+
+describe("backups off (the default)", () => {
+  it("no archiving, no pgBackRest files, no scheduler, no stanza step", () => {
+    expect(pgConf(plain)).not.toMatch(/archive_mode/);
+    expect(plain.of(COMMAND).filter((c) => /pgbackrest|stanza/.test(c.name))).toEqual([]);
+    expect(plain.of(CONTAINER).filter((c) => c.name.endsWith("-backup"))).toEqual([]);
+  });
+});
