@@ -218,13 +218,13 @@ export const APP_REDIS_COMMANDS: readonly AppRedisCommand[] = [
   // Health: Spring Boot's RedisHealthIndicator; RMapCache listeners read the server's OS.
   { argv: ["INFO", "server"], source: "Spring Boot RedisHealthIndicator; Redisson RedissonMapCache.addListener" },
   // Sessions.
-  { argv: ["HMSET", "synaxic:session:sessions:s1", "lastAccessedTime", "1"], source: SESSION },
-  { argv: ["HGETALL", "synaxic:session:sessions:s1"], source: SESSION },
-  { argv: ["EXISTS", "synaxic:session:sessions:s1"], source: SESSION },
-  { argv: ["PEXPIREAT", "synaxic:session:sessions:s1", "4102444800000"], source: SESSION },
-  { argv: ["EXPIREAT", "synaxic:session:sessions:s1", "4102444800"], source: SESSION },
-  { argv: ["RENAME", "synaxic:session:sessions:s1", "synaxic:session:sessions:s2"], source: `${SESSION} (changeSessionId)` },
-  { argv: ["DEL", "synaxic:session:sessions:s2"], source: SESSION },
+  { argv: ["HMSET", "spring:session:sessions:s1", "lastAccessedTime", "1"], source: SESSION },
+  { argv: ["HGETALL", "spring:session:sessions:s1"], source: SESSION },
+  { argv: ["EXISTS", "spring:session:sessions:s1"], source: SESSION },
+  { argv: ["PEXPIREAT", "spring:session:sessions:s1", "4102444800000"], source: SESSION },
+  { argv: ["EXPIREAT", "spring:session:sessions:s1", "4102444800"], source: SESSION },
+  { argv: ["RENAME", "spring:session:sessions:s1", "spring:session:sessions:s2"], source: `${SESSION} (changeSessionId)` },
+  { argv: ["DEL", "spring:session:sessions:s2"], source: SESSION },
   // Daily request counters: RAtomicLong incrementAndGet, get, expireAsync.
   { argv: ["INCR", "synaxic:daily_requests:2025-01-01"], source: `${REDISSON} RedissonAtomicLong` },
   { argv: ["GET", "synaxic:daily_requests:2025-01-01"], source: `${REDISSON} RedissonAtomicLong` },
