@@ -70,6 +70,12 @@ interface RedisConfCommon {
   replTimeout?: number;
   /** Memory limit in Redis size notation; unlimited when absent. At it, keys with a TTL are evicted (volatile-lru). */
   maxmemory?: string;
+  /**
+   * Milliseconds a script may run before the server answers other clients
+   * with BUSY and accepts SCRIPT KILL (busy-reply-threshold); default 1000,
+   * see REDIS_CONF_DEFAULTS.busyReplyThresholdMs. From 100 to 60000.
+   */
+  busyReplyThresholdMs?: number;
 }
 
 export interface RedisMasterConfParams extends RedisConfCommon {
@@ -96,11 +102,11 @@ export interface RedisAclUser {
 }
 
 export interface RedisAclParams {
-  /** The Synaxic app: every key and channel, no dangerous commands. */
+  /** The Synaxic app: every key and channel, the command groups it uses (REDIS_ACL_RULES.app). */
   app: RedisAclUser;
   /** Replicas connecting to the master: PSYNC/REPLCONF/PING only. */
   replication: RedisAclUser;
-  /** redis_exporter: INFO, SLOWLOG, LATENCY, CLIENT SETNAME. */
+  /** redis_exporter: INFO, PING, CLIENT SETNAME. */
   exporter: RedisAclUser;
   /** Optional operator user with every command (promotion, repointing, ACL LOG). */
   admin?: RedisAclUser;
@@ -127,33 +133,125 @@ export const REDIS_ACL_RULES = {
   // Redis 7 propagates as one) is silently dropped on restart
   // (redis/redis#14541, fixed by #14545 after the 7.0 series; valkey#3983).
   default: ["off", "resetpass", "~*", "&*", "+@all"],
-  // What a Redis 7.0 replica sends to its master after AUTH: PING, REPLCONF
-  // (listening-port, capa, ack) and PSYNC. No key or channel access: the
+  // What a Redis 7.0 replica sends to its master (syncWithMaster in
+  // src/replication.c of redis/redis 7.0.15): PING, AUTH, REPLCONF
+  // listening-port / ip-address / capa, then PSYNC; afterwards REPLCONF ACK
+  // once a second. AUTH needs no permission. No key or channel access: the
   // replication stream itself is not subject to key permissions.
   replication: ["-@all", "+psync", "+replconf", "+ping"],
-  // The command groups a Redisson client uses (data types, keyspace,
-  // transactions, pub/sub for its locks, scripting for its locks and rate
-  // limiters), without @dangerous (FLUSHALL, FLUSHDB, CONFIG, DEBUG, KEYS,
-  // SHUTDOWN, MONITOR, REPLICAOF, ACL, MIGRATE, SORT, CLIENT KILL/LIST, ...).
-  // INFO is in @dangerous but Spring Boot's Redis health indicator runs it,
-  // so it is given back. Scripting stays for EVAL, EVALSHA and SCRIPT LOAD /
-  // EXISTS; FUNCTION (another way to load code that outlives the caller) and
-  // SCRIPT FLUSH / KILL (other clients' scripts) are not. SELECT, MOVE, COPY,
-  // SWAPDB reach other databases; DUMP and RESTORE copy values out and in
-  // wholesale: none of them is the app's.
+  // The app's Redis traffic, read from its code (Skillter/SynaxicAPI: Spring
+  // Session's RedisSessionRepository, Redisson 4.0 RMapCache caches behind
+  // RedissonSpringCacheManager, RTopic cache invalidation, RAtomicLong
+  // daily counters, Bucket4j 8.15 Redisson CAS rate limits) and from those
+  // libraries' sources; APP_REDIS_COMMANDS lists every command with where it
+  // comes from. Redis 7 checks a script's redis.call()s against the caller's
+  // ACL as well, so the groups cover the commands inside Redisson's and
+  // Bucket4j's Lua scripts too. The data types are strings, hashes and
+  // sorted sets only: no lists, sets, streams, geo, bitmaps or
+  // HyperLogLogs.
+  //
+  // -@dangerous then takes away FLUSHALL, FLUSHDB, KEYS, CONFIG, DEBUG,
+  // SHUTDOWN, MONITOR, REPLICAOF, ACL, MIGRATE, SORT, CLIENT KILL/LIST/PAUSE,
+  // SWAPDB, RESTORE...; INFO is given back because Spring Boot's Redis health
+  // indicator and Redisson (RMapCache listeners: INFO server) run it.
+  // Scripting stays for EVAL/EVALSHA (Redisson runs every script as EVALSHA
+  // and sends SCRIPT LOAD on NOSCRIPT: useScriptCache is on by default in
+  // Redisson 4) and their _RO forms. Not the app's, so denied: FUNCTION and
+  // FCALL (code that outlives the caller), SCRIPT FLUSH and KILL (other
+  // clients' scripts), SCRIPT DEBUG (its SYNC mode stops the server while a
+  // script is being debugged), SELECT, MOVE, COPY (other databases: the app
+  // uses database 0, and Redisson sends SELECT only for a database other
+  // than 0), DUMP and RESTORE (values copied out and in wholesale).
   app: [
     "~*", "&*",
-    "+@read", "+@write", "+@keyspace", "+@string", "+@hash", "+@list", "+@set", "+@sortedset", "+@stream", "+@bitmap", "+@hyperloglog", "+@geo",
-    "+@pubsub", "+@transaction", "+@connection", "+@scripting",
+    "+@string", "+@hash", "+@sortedset", "+@keyspace", "+@pubsub", "+@scripting", "+@transaction", "+@connection",
     "-@dangerous", "+info",
-    "-function", "-script|flush", "-script|kill", "-select", "-move", "-copy", "-swapdb", "-dump", "-restore",
+    "-function", "-fcall", "-fcall_ro", "-script|flush", "-script|kill", "-script|debug", "-select", "-move", "-copy", "-swapdb", "-dump", "-restore",
   ],
-  // What redis_exporter runs per scrape. CONFIG GET is left out on purpose:
-  // it would reveal masterauth (the replication password) on replicas; run
-  // the exporter with --config-command=- (REDIS_EXPORTER_CONFIG_COMMAND=-).
-  exporter: ["-@all", "+info", "+ping", "+client|setname", "+slowlog|len", "+latency|latest", "+latency|histogram"],
+  // What redis_exporter 1.45 sends per scrape (scrapeRedisHost in
+  // exporter/exporter.go of oliver006/redis_exporter v1.45.0): CLIENT SETNAME,
+  // <config-command> GET *, INFO ALL, LATENCY LATEST, SLOWLOG LEN, SLOWLOG GET 1
+  // (PING only with --ping-on-connect). Only INFO feeds the metrics the alert
+  // rules use. SLOWLOG GET shows other clients' commands with their
+  // arguments, and neither SLOWLOG nor LATENCY is needed: a refused SLOWLOG
+  // is skipped without an error (exporter/slowlog.go), a refused LATENCY
+  // LATEST is logged once per exporter process and skipped
+  // (exporter/latency.go); the latency monitor is off here anyway
+  // (latency-monitor-threshold 0), so it would report nothing. CONFIG GET
+  // would reveal masterauth (the replication password) on replicas: run the
+  // exporter with --config-command=- (REDIS_EXPORTER_CONFIG_COMMAND=-), which
+  // sends a command Redis does not know instead.
+  exporter: ["-@all", "+info", "+ping", "+client|setname"],
   admin: ["~*", "&*", "+@all"],
 } as const;
+
+/** One command the app sends (or runs inside a script), with an example argv and where it comes from. */
+export interface AppRedisCommand {
+  argv: readonly string[];
+  /** The library (and class or file) that sends it, at the version the app uses. */
+  source: string;
+  /** true: run by redis.call() inside one of the library's Lua scripts; Redis 7 checks it against the caller's ACL too. */
+  inScript?: boolean;
+}
+
+const SESSION = "Spring Session 3.5.2 RedisSessionRepository";
+const REDISSON = "Redisson 4.0.0";
+const MAP_CACHE = `${REDISSON} RedissonMapCache / MapCacheEvictionTask scripts (Spring caches with a TTL)`;
+const BUCKET4J = "Bucket4j 8.15 RedissonBasedProxyManager (CAS rate limits)";
+
+/**
+ * The commands the app sends to Redis, from its code and its libraries'
+ * sources (see REDIS_ACL_RULES.app). The integration test asks the server
+ * (ACL DRYRUN) that the app user may run each of them, and runs the app's
+ * operations for real.
+ */
+export const APP_REDIS_COMMANDS: readonly AppRedisCommand[] = [
+  // Every connection: BaseConnectionHandler.channelActive.
+  { argv: ["PING"], source: `${REDISSON} BaseConnectionHandler (ping-connection-interval)` },
+  { argv: ["CLIENT", "SETNAME", "synaxic"], source: `${REDISSON} BaseConnectionHandler (when a client name is set)` },
+  // Scripts: CommandAsyncService.evalAsync (useScriptCache, on by default).
+  { argv: ["EVALSHA", "0000000000000000000000000000000000000000", "1", "k"], source: `${REDISSON} CommandAsyncService` },
+  { argv: ["EVALSHA_RO", "0000000000000000000000000000000000000000", "1", "k"], source: `${REDISSON} CommandAsyncService (read-only scripts)` },
+  { argv: ["SCRIPT", "LOAD", "return 1"], source: `${REDISSON} CommandAsyncService (after NOSCRIPT)` },
+  { argv: ["EVAL", "return 1", "0"], source: `${REDISSON} (useScriptCache off)` },
+  { argv: ["EVAL_RO", "return 1", "0"], source: `${REDISSON} (useScriptCache off, read-only scripts)` },
+  // Health: Spring Boot's RedisHealthIndicator; RMapCache listeners read the server's OS.
+  { argv: ["INFO", "server"], source: "Spring Boot RedisHealthIndicator; Redisson RedissonMapCache.addListener" },
+  // Sessions.
+  { argv: ["HMSET", "spring:session:sessions:s1", "lastAccessedTime", "1"], source: SESSION },
+  { argv: ["HGETALL", "spring:session:sessions:s1"], source: SESSION },
+  { argv: ["EXISTS", "spring:session:sessions:s1"], source: SESSION },
+  { argv: ["PEXPIREAT", "spring:session:sessions:s1", "4102444800000"], source: SESSION },
+  { argv: ["EXPIREAT", "spring:session:sessions:s1", "4102444800"], source: SESSION },
+  { argv: ["RENAME", "spring:session:sessions:s1", "spring:session:sessions:s2"], source: `${SESSION} (changeSessionId)` },
+  { argv: ["DEL", "spring:session:sessions:s2"], source: SESSION },
+  // Daily request counters: RAtomicLong incrementAndGet, get, expireAsync.
+  { argv: ["INCR", "synaxic:daily_requests:2025-01-01"], source: `${REDISSON} RedissonAtomicLong` },
+  { argv: ["GET", "synaxic:daily_requests:2025-01-01"], source: `${REDISSON} RedissonAtomicLong` },
+  { argv: ["PEXPIRE", "synaxic:daily_requests:2025-01-01", "604800000"], source: `${REDISSON} RedissonExpirable.expireAsync`, inScript: true },
+  // Cache invalidation: RTopic.
+  { argv: ["PUBLISH", "cache-invalidation", "x"], source: `${REDISSON} RedissonTopic` },
+  { argv: ["SUBSCRIBE", "cache-invalidation"], source: `${REDISSON} PubSubConnectionPool / RedissonTopic` },
+  { argv: ["UNSUBSCRIBE", "cache-invalidation"], source: `${REDISSON} PublishSubscribeService` },
+  { argv: ["PUBSUB", "NUMSUB", "cache-invalidation"], source: `${REDISSON} RedissonTopic.countSubscribers` },
+  // Caches with a TTL: RMapCache (hash of entries, sorted sets of expiry times).
+  ...[
+    ["HGET", "c", "f"], ["HSET", "c", "f", "v"], ["HSETNX", "c", "f", "v"], ["HDEL", "c", "f"], ["HGETALL", "c"], ["HLEN", "c"],
+    ["HMGET", "c", "f"], ["HSCAN", "c", "0"], ["HEXISTS", "c", "f"], ["HVALS", "c"], ["HINCRBYFLOAT", "c", "n", "1"],
+    ["ZADD", "t", "1", "f"], ["ZREM", "t", "f"], ["ZSCORE", "t", "f"], ["ZRANGE", "t", "0", "-1"], ["ZINCRBY", "t", "1", "f"],
+    ["ZRANGEBYSCORE", "t", "0", "1", "LIMIT", "0", "100"], ["PERSIST", "c"], ["PEXPIREAT", "c", "4102444800000"],
+    ["SETNX", "lock", "1"], ["EXPIRE", "lock", "10"], ["PUBLISH", "redisson_map_cache_expired:{c}", "x"],
+  ].map((argv) => ({ argv, source: MAP_CACHE, inScript: true })),
+  { argv: ["HLEN", "c"], source: `${REDISSON} MapCacheEvictionTask` },
+  { argv: ["DEL", "c"], source: `${REDISSON} RedissonObject.delete (cache clear)` },
+  // Rate limits.
+  { argv: ["GET", "rate:k"], source: BUCKET4J },
+  { argv: ["SET", "rate:k", "state", "PX", "60000", "NX"], source: BUCKET4J },
+  { argv: ["GET", "rate:k"], source: `${BUCKET4J} compare-and-swap script`, inScript: true },
+  { argv: ["PSETEX", "rate:k", "60000", "state"], source: `${BUCKET4J} compare-and-swap script`, inScript: true },
+  { argv: ["SET", "rate:k", "state"], source: `${BUCKET4J} compare-and-swap script`, inScript: true },
+  { argv: ["DEL", "rate:k"], source: `${BUCKET4J} removeProxy` },
+];
 
 /** The defaults renderRedisConf applies, exported for callers and tests. */
 export const REDIS_CONF_DEFAULTS = {
@@ -185,6 +283,26 @@ export const REDIS_CONF_DEFAULTS = {
   replDisklessSyncDelay: 0,
   replPingReplicaPeriod: 10,
   replTimeout: 60,
+  /**
+   * 1000 ms instead of Redis's 5000. Redis runs a script to its end without
+   * serving anyone else; only after busy-reply-threshold does it process
+   * other connections again, answering most commands with BUSY and accepting
+   * the few flagged allow-busy: AUTH, SCRIPT KILL, SHUTDOWN NOSAVE
+   * (processCommand in src/server.c and the "NON-DETERMINISTIC LONG BLOCKING
+   * COMMANDS" section of redis.conf, Redis 7.0). So the threshold bounds how
+   * long a runaway script (a Lua loop) stalls every client before they get
+   * an error and the admin user can SCRIPT KILL it. Redis 7.0 never stops a
+   * script by itself, and 0 would mean no one can ever interrupt it.
+   *
+   * The app's scripts (Bucket4j's compare-and-swap, Redisson's map cache and
+   * eviction scripts) touch a handful of keys and run in well under a
+   * millisecond; 1000 ms also stays below the app's Redisson response
+   * timeout (spring.redisson.timeout=3000), so a stalled server answers BUSY
+   * (which Redisson retries) before the app gives up on a command. A script
+   * that already wrote cannot be killed (UNKILLABLE): then SHUTDOWN NOSAVE is
+   * the only way out, see docs/operations.md.
+   */
+  busyReplyThresholdMs: 1000,
 } as const;
 
 const DEFAULTS = REDIS_CONF_DEFAULTS;
@@ -321,6 +439,13 @@ export function renderRedisConf(params: RedisConfParams): string {
   const disklessDelay = checkSeconds(fn, "replDisklessSyncDelay", params.replDisklessSyncDelay ?? DEFAULTS.replDisklessSyncDelay, 0);
   const pingPeriod = checkSeconds(fn, "replPingReplicaPeriod", params.replPingReplicaPeriod ?? DEFAULTS.replPingReplicaPeriod, 1);
   const replTimeout = checkSeconds(fn, "replTimeout", params.replTimeout ?? DEFAULTS.replTimeout, 1);
+  const busyReplyThreshold = params.busyReplyThresholdMs ?? DEFAULTS.busyReplyThresholdMs;
+  if (!Number.isInteger(busyReplyThreshold) || busyReplyThreshold < 100 || busyReplyThreshold > 60_000) {
+    throw new RedisTemplateError(
+      fn,
+      `busyReplyThresholdMs must be a whole number of milliseconds from 100 to 60000, got ${String(busyReplyThreshold)} (0 would let a script run uninterruptible)`,
+    );
+  }
   if (replTimeout <= pingPeriod) {
     throw new RedisTemplateError(fn, `replTimeout (${replTimeout}s) must be greater than replPingReplicaPeriod (${pingPeriod}s), or idle links time out`);
   }
@@ -393,7 +518,13 @@ export function renderRedisConf(params: RedisConfParams): string {
     );
   }
 
-  out.push("", "# --- limits and logging");
+  out.push(
+    "",
+    "# --- limits and logging",
+    "# A script running longer than this gets BUSY replies sent to other clients",
+    "# and can be stopped with SCRIPT KILL by the admin user.",
+    line("busy-reply-threshold", busyReplyThreshold),
+  );
   if (params.maxmemory !== undefined) {
     // At the limit, evict among the keys that expire anyway (sessions, rate
     // limit windows, caches), least recently used first, so that Redis

@@ -73,8 +73,9 @@ describe("redis replication over TLS", () => {
     const app = users.app;
     await redisOk(client, master.target, ["SET", "session:1", "alice"], app);
     await redisOk(client, master.target, ["HSET", "user:1", "name", "Alice", "lang", "fr"], app);
-    await redisOk(client, master.target, ["RPUSH", "queue", "a", "b", "c"], app);
-    await redisOk(client, master.target, ["SADD", "tags", "x", "y"], app);
+    // Lists and sets are not the app's (REDIS_ACL_RULES.app): the admin user writes them, and reads every type for the digests.
+    await redisOk(client, master.target, ["RPUSH", "queue", "a", "b", "c"], users.admin);
+    await redisOk(client, master.target, ["SADD", "tags", "x", "y"], users.admin);
     await redisOk(client, master.target, ["ZADD", "rank", "1", "m", "2.5", "n"], app);
     await redisOk(client, master.target, ["SET", "cache:ttl", "v", "EX", "3600"], app);
 
@@ -86,8 +87,8 @@ describe("redis replication over TLS", () => {
     // The replica announced its own address and TLS port.
     expect(m.slave0).toContain(`ip=${replicaHost.ip},port=6380,state=online`);
 
-    const dm = await dataDigest(client, master.target, app);
-    const dr = await dataDigest(client, replica.target, app);
+    const dm = await dataDigest(client, master.target, users.admin);
+    const dr = await dataDigest(client, replica.target, users.admin);
     expect(dm.keys).toBe(6);
     expect(dr).toEqual(dm);
     expect(await redisOk(client, replica.target, ["HGET", "user:1", "name"], app)).toBe("Alice");
@@ -133,7 +134,7 @@ describe("redis replication over TLS", () => {
       expect(log).toContain("Starting BGSAVE for SYNC with target: replicas sockets");
       expect(log).toContain(`Synchronization with replica ${replicaHost.ip}:6382 succeeded`);
       expect(Number((await redisInfo(client, master.target, "stats", users.app)).sync_full)).toBe(Number(before.sync_full) + 1);
-      expect(await dataDigest(client, late.target, users.app)).toEqual(await dataDigest(client, master.target, users.app));
+      expect(await dataDigest(client, late.target, users.admin)).toEqual(await dataDigest(client, master.target, users.admin));
       // ...that the master did not hold back waiting for more replicas (Redis logs when it does; see the control below).
       expect(log).not.toContain("Delay next BGSAVE for diskless SYNC");
     } finally {
@@ -180,19 +181,19 @@ describe("redis replication over TLS", () => {
     expect(Number(after.sync_partial_ok)).toBe(Number(before.sync_partial_ok) + 1);
     expect(after.sync_full).toBe(before.sync_full);
     expect(replica.log()).toMatch(/Successful partial resynchronization with master/);
-    expect(await dataDigest(client, replica.target, users.app)).toEqual(await dataDigest(client, master.target, users.app));
+    expect(await dataDigest(client, replica.target, users.admin)).toEqual(await dataDigest(client, master.target, users.admin));
   });
 
   it("keeps the master's data across a crash (AOF) and the replica follows", async () => {
     await redisOk(client, master.target, ["SET", "durable", "yes"], users.app);
-    const digest = await dataDigest(client, master.target, users.app);
+    const digest = await dataDigest(client, master.target, users.admin);
     // SIGKILL: no shutdown save; only the append-only file can bring the data back.
     await master.restart("SIGKILL");
     expect(await redisOk(client, master.target, ["GET", "durable"], users.app)).toBe("yes");
-    expect(await dataDigest(client, master.target, users.app)).toEqual(digest);
+    expect(await dataDigest(client, master.target, users.admin)).toEqual(digest);
     expect(master.log()).toMatch(/DB loaded from append only file/);
     await waitInSync(client, master.target, replica.target, users.app);
-    expect(await dataDigest(client, replica.target, users.app)).toEqual(digest);
+    expect(await dataDigest(client, replica.target, users.admin)).toEqual(digest);
   });
 
   it("refuses a master whose certificate is not from the fleet CA", async () => {
@@ -216,7 +217,7 @@ describe("redis replication over TLS", () => {
 
   it("promotes the replica with the rendered script, keeping its data, and restarts it as a master", async () => {
     await waitInSync(client, master.target, replica.target, users.app);
-    const digest = await dataDigest(client, master.target, users.app);
+    const digest = await dataDigest(client, master.target, users.admin);
     // Exactly as the deployment runs it in the container: the password on stdin only.
     const script = renderRedisPromoteFromStdin({ host: "127.0.0.1", port: replica.port, caFile: replica.caFile, user: users.admin.name });
     expect(script).not.toContain(users.admin.password);
@@ -227,7 +228,7 @@ describe("redis replication over TLS", () => {
 
     const r = await redisInfo(client, replica.target, "replication", users.app);
     expect(r.role).toBe("master");
-    expect(await dataDigest(client, replica.target, users.app)).toEqual(digest);
+    expect(await dataDigest(client, replica.target, users.admin)).toEqual(digest);
     expect(await redisOk(client, replica.target, ["SET", "written-after-promotion", "1"], users.app)).toBe("OK");
 
     // Then its config is rendered as a master, so a restart keeps the role and the data.
@@ -235,7 +236,7 @@ describe("redis replication over TLS", () => {
     const after = await redisInfo(client, replica.target, "replication", users.app);
     expect(after.role).toBe("master");
     expect(await redisOk(client, replica.target, ["GET", "written-after-promotion"], users.app)).toBe("1");
-    expect((await dataDigest(client, replica.target, users.app)).keys).toBe(digest.keys + 1);
+    expect((await dataDigest(client, replica.target, users.admin)).keys).toBe(digest.keys + 1);
   });
 
   it("refuses the promotion script without the admin password", async () => {

@@ -406,3 +406,48 @@ export async function waitNoChild(from: Host, target: RedisTarget, auth: RedisCr
     return p.aof_rewrite_in_progress === "0" && p.aof_rewrite_scheduled === "0" && p.rdb_bgsave_in_progress === "0";
   }, timeoutMs, 100);
 }
+
+/** A command or subcommand ("script|load") of the server's command table with its ACL categories (without the "@"). */
+export interface RedisCommandEntry {
+  name: string;
+  categories: string[];
+}
+
+/**
+ * What `user` may run on the server, asked of the server itself: every
+ * command and subcommand of its table (COMMAND INFO) put through ACL DRYRUN
+ * with placeholder arguments of the right count, in one redis-cli session
+ * (commands on standard input) as `admin`.
+ */
+export async function redisPermittedCommands(
+  from: Host,
+  target: RedisTarget,
+  user: string,
+  admin: RedisCredentials,
+): Promise<{ allowed: RedisCommandEntry[]; denied: RedisCommandEntry[] }> {
+  type Info = [string, number, unknown, unknown, unknown, unknown, string[], unknown, unknown, Info[]];
+  const table = JSON.parse(await redisOk(from, target, ["--json", "COMMAND", "INFO"], admin)) as Info[];
+  const entries: (RedisCommandEntry & { argv: string[] })[] = [];
+  const entry = (info: Info, words: string[]): void => {
+    const args = Math.max(0, Math.abs(info[1]) - words.length);
+    entries.push({ name: info[0], categories: info[6].map((c) => c.replace(/^@/, "")), argv: [...words, ...Array<string>(args).fill("x")] });
+  };
+  for (const cmd of table) {
+    if (cmd[9].length === 0) entry(cmd, [cmd[0]]);
+    for (const sub of cmd[9]) entry(sub, sub[0].split("|"));
+  }
+  const input = entries.map((e) => ["ACL", "DRYRUN", user, ...e.argv].join(" ")).join("\n") + "\n";
+  const argv = ["redis-cli", "-h", target.address, "-p", String(target.port), "--no-auth-warning", "--tls", "--cacert", target.caFile, "--user", admin.user];
+  const r = await from.exec(argv, { input, env: { REDISCLI_AUTH: admin.pass }, timeoutMs: 60_000 });
+  const replies = r.stdout.trimEnd().split("\n");
+  if (replies.length !== entries.length) throw new Error(`ACL DRYRUN: ${entries.length} commands sent, ${replies.length} replies:\n${r.stdout}`);
+  const allowed: RedisCommandEntry[] = [];
+  const denied: RedisCommandEntry[] = [];
+  entries.forEach(({ name, categories }, i) => {
+    const reply = replies[i]!;
+    if (reply === "OK") allowed.push({ name, categories });
+    else if (/^This user has no permissions to run the '[a-z_|-]+' command$/.test(reply)) denied.push({ name, categories });
+    else throw new Error(`ACL DRYRUN ${user} ${name}: unexpected reply ${reply}`);
+  });
+  return { allowed, denied };
+}

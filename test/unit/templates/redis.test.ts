@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { createHash } from "node:crypto";
 import {
+  APP_REDIS_COMMANDS,
   REDIS_ACL_RULES,
   REDIS_CONF_DEFAULTS,
   redisAclPasswordHash,
@@ -114,6 +115,17 @@ describe("renderRedisConf", () => {
     expect(directives(renderRedisConf({ ...replica, replDisklessSyncDelay: 2 })).get("repl-diskless-sync-delay")).toEqual(["2"]);
   });
 
+  it("lets a script run 1000 ms before others get BUSY and it can be killed, unless told otherwise", () => {
+    expect(REDIS_CONF_DEFAULTS.busyReplyThresholdMs).toBe(1000);
+    for (const params of [master, replica] as const) {
+      const d = directives(renderRedisConf(params));
+      expect(d.get("busy-reply-threshold")).toEqual(["1000"]);
+      // The old name is an alias in 7.0; only one of them is rendered.
+      expect(d.has("lua-time-limit")).toBe(false);
+    }
+    expect(directives(renderRedisConf({ ...master, busyReplyThresholdMs: 250 })).get("busy-reply-threshold")).toEqual(["250"]);
+  });
+
   it("leaves replica-announce-* out unless given", () => {
     const conf = renderRedisConf({ role: "master", bind: ["0.0.0.0"] });
     expect(conf).not.toContain("replica-announce");
@@ -139,6 +151,10 @@ describe("renderRedisConf", () => {
     ["a bad announce address", { announce: { ip: "10.0.0.1; rm -rf /" } }, /announce.ip must be an IP address or a DNS name/],
     ["a bad announce port", { announce: { ip: "10.0.0.1", port: 65536 } }, /announce.port must be an integer from 1 to 65535/],
     ["a bad memory limit", { maxmemory: "lots" }, /maxmemory must be a Redis size/],
+    ["a busy threshold of 0 (scripts never interruptible)", { busyReplyThresholdMs: 0 }, /busyReplyThresholdMs must be a whole number of milliseconds from 100 to 60000, got 0 \(0 would let a script run uninterruptible\)/],
+    ["a negative busy threshold", { busyReplyThresholdMs: -1 }, /busyReplyThresholdMs must be a whole number of milliseconds from 100 to 60000, got -1/],
+    ["a busy threshold over a minute", { busyReplyThresholdMs: 60_001 }, /busyReplyThresholdMs must be .* got 60001/],
+    ["a fractional busy threshold", { busyReplyThresholdMs: 500.5 }, /busyReplyThresholdMs must be a whole number/],
   ])("rejects %s", (_what, patch, message) => {
     expect(() => renderRedisConf({ ...master, ...patch } as RedisMasterConfParams)).toThrow(message);
   });
@@ -178,6 +194,20 @@ describe("redisConfQuote", () => {
   });
 });
 
+describe("APP_REDIS_COMMANDS", () => {
+  it("names a source for each command and lists the app's scripting, session, counter, cache, topic and rate-limit commands", () => {
+    for (const c of APP_REDIS_COMMANDS) {
+      expect(c.argv.length, c.argv.join(" ")).toBeGreaterThan(0);
+      expect(c.source, c.argv.join(" ")).toMatch(/\S/);
+    }
+    const names = new Set(APP_REDIS_COMMANDS.map((c) => c.argv[0]!.toLowerCase()));
+    for (const name of ["evalsha", "script", "hmset", "hgetall", "rename", "incr", "publish", "subscribe", "zadd", "psetex", "info"]) expect(names).toContain(name);
+    // Nothing the app's ACL denies.
+    for (const name of ["function", "fcall", "select", "dump", "restore", "keys", "flushall", "config"]) expect(names).not.toContain(name);
+    expect(APP_REDIS_COMMANDS.filter((c) => c.argv[0] === "SCRIPT").map((c) => c.argv[1])).toEqual(["LOAD"]);
+  });
+});
+
 describe("renderRedisAcl", () => {
   it("renders the users without admin", () => {
     expect(renderRedisAcl(aclUsers)).toMatchSnapshot();
@@ -204,12 +234,18 @@ describe("renderRedisAcl", () => {
     const rules = (name: string): string => lines.find((l) => l.startsWith(`user ${name} `))!.split(" ").slice(5).join(" ");
     expect(rules("replication")).toBe("-@all +psync +replconf +ping");
     expect(rules("synaxic-app")).toBe(REDIS_ACL_RULES.app.join(" "));
-    // Command groups, never all of them; what is taken away comes after what is given.
-    expect(rules("synaxic-app")).not.toContain("+@all");
-    for (const deny of ["-@dangerous", "-function", "-script|flush", "-select", "-dump"]) expect(rules("synaxic-app")).toContain(deny);
-    expect(rules("synaxic-app").indexOf("-@dangerous")).toBeGreaterThan(rules("synaxic-app").lastIndexOf("+@"));
-    expect(rules("exporter")).not.toMatch(/config|slowlog\|get/);
-    expect(rules("exporter")).toMatch(/^-@all \+info /);
+    const app = rules("synaxic-app").split(" ");
+    // Command groups of the data types the app uses, never all of them nor the generic @read/@write.
+    expect(app).not.toContain("+@all");
+    for (const group of ["+@read", "+@write", "+@list", "+@set", "+@stream", "+@geo", "+@bitmap", "+@hyperloglog"]) expect(app).not.toContain(group);
+    for (const group of ["+@string", "+@hash", "+@sortedset", "+@keyspace", "+@pubsub", "+@scripting"]) expect(app).toContain(group);
+    // What is taken away comes after every group that is given.
+    const lastGrant = Math.max(...app.map((r, i) => (r.startsWith("+@") ? i : -1)));
+    for (const deny of ["-@dangerous", "-function", "-fcall", "-script|flush", "-script|kill", "-script|debug", "-select", "-dump", "-restore"]) {
+      expect(app.indexOf(deny), deny).toBeGreaterThan(lastGrant);
+    }
+    // The exporter: INFO for the metrics, nothing that shows other clients' commands or the config.
+    expect(rules("exporter")).toBe("-@all +info +ping +client|setname");
     expect(REDIS_ACL_RULES.admin).toContain("+@all");
   });
 
