@@ -325,6 +325,20 @@ export const WRITE_PATH = /^\/[A-Za-z0-9._~/-]{0,200}$/;
 const NGINX_TIME = /^\d+(ms|s|m|h|d)?$/;
 const NGINX_SIZE = /^\d+[kKmMgG]?$/;
 
+/** Whether nginx may take `name` as a server_name here: a host name, "*." and a domain, or an IPv4 address. */
+export function isServerName(name: string): boolean {
+  return typeof name === "string" && DNS_NAME.test(name.replace(/^\*\./, ""));
+}
+
+/** What is wrong with a publicPaths entry, or undefined when it is fine. */
+export function publicPathError(path: string): string | undefined {
+  if (typeof path !== "string" || !WRITE_PATH.test(path)) return `public path ${JSON.stringify(path)} must start with "/" and hold only letters, digits and - . _ ~ /`;
+  if (path.endsWith("/") && /actuator/i.test(path)) {
+    return `public path ${JSON.stringify(path)} opens a prefix under the actuator; name each actuator path that must be public exactly (no trailing "/")`;
+  }
+  return undefined;
+}
+
 function checkPort(what: string, v: unknown): number {
   if (typeof v !== "number" || !Number.isInteger(v) || v < 1 || v > 65535) {
     throw new NginxParamError(`${what} must be a port number 1-65535, got ${JSON.stringify(v)}`);
@@ -551,7 +565,7 @@ export function renderNginxConf(params: NginxParams): string {
   if (params.serverNames !== undefined && !Array.isArray(params.serverNames)) throw new NginxParamError("serverNames must be a list of host names");
   const serverNames = params.serverNames ?? [];
   for (const n of serverNames) {
-    if (typeof n !== "string" || !DNS_NAME.test(n.replace(/^\*\./, ""))) {
+    if (!isServerName(n)) {
       throw new NginxParamError(`server name ${JSON.stringify(n)} must be a host name (optionally "*." and a domain) or an IPv4 address`);
     }
   }
@@ -607,12 +621,8 @@ export function renderNginxConf(params: NginxParams): string {
   const publicPaths = params.publicPaths ?? DEFAULT_PUBLIC_PATHS;
   if (!Array.isArray(publicPaths)) throw new NginxParamError("publicPaths must be a list of paths");
   for (const w of publicPaths) {
-    if (typeof w !== "string" || !WRITE_PATH.test(w)) {
-      throw new NginxParamError(`public path ${JSON.stringify(w)} must start with "/" and hold only letters, digits and - . _ ~ /`);
-    }
-    if (w.endsWith("/") && /actuator/i.test(w)) {
-      throw new NginxParamError(`public path ${JSON.stringify(w)} opens a prefix under the actuator; name each actuator path that must be public exactly (no trailing "/")`);
-    }
+    const problem = publicPathError(w);
+    if (problem) throw new NginxParamError(problem);
   }
   const apiKeyRequests = params.apiKeyRequests ?? "writer";
   if (apiKeyRequests !== "writer" && apiKeyRequests !== "replicas") {
