@@ -36,6 +36,12 @@ export interface NginxBalancerArgs {
    * defaults (DEFAULT_WRITE_PATHS, "writer") when absent.
    */
   routing?: { writePaths: readonly string[]; apiKeyRequests: ApiKeyRequests };
+  /**
+   * What the balancer serves: the paths that reach an app from outside
+   * (the template's DEFAULT_PUBLIC_PATHS when absent) and the Host names it
+   * answers (empty or absent: any Host; others get 421).
+   */
+  access?: { publicPaths: readonly string[]; serverNames: readonly string[] };
   timeoutSeconds: number;
 }
 
@@ -63,6 +69,7 @@ export class NginxBalancer extends pulumi.ComponentResource {
       concurrency: args.concurrency,
       ...(args.rateLimit ? { rateLimit: args.rateLimit } : {}),
       ...(args.routing ? { writePaths: args.routing.writePaths, apiKeyRequests: args.routing.apiKeyRequests } : {}),
+      ...(args.access ? { publicPaths: args.access.publicPaths, serverNames: args.access.serverNames } : {}),
       listenPort: args.httpPort,
       ...(args.https ? { tls: { certFile: `${TLS_DIR}/fullchain.pem`, keyFile: `${TLS_DIR}/privkey.pem`, port: args.httpsPort } } : {}),
       foreground: true,

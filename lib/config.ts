@@ -11,9 +11,10 @@
  */
 import * as pulumi from "@pulumi/pulumi";
 import { isIPv4 } from "node:net";
+import { X509Certificate } from "node:crypto";
 import { z } from "zod";
 import { replicaSlotName } from "../templates/postgres-sql";
-import { DEFAULT_WRITE_PATHS, WRITE_PATH, type ApiKeyRequests } from "../templates/nginx";
+import { DEFAULT_PUBLIC_PATHS, DEFAULT_WRITE_PATHS, WRITE_PATH, isServerName, publicPathError, type ApiKeyRequests } from "../templates/nginx";
 
 export const PROJECT = "synaxic";
 
@@ -195,6 +196,23 @@ export const KEYS: Record<string, KeySpec> = {
     json: true,
   },
   balancerApiKeyRequests: { schema: z.enum(["writer", "replicas"], { message: "expected writer (API-key usage counted exactly) or replicas (spread, usage on replicas not counted)" }), default: "writer" },
+  balancerPublicPaths: {
+    schema: z
+      .array(
+        z.string().superRefine((v, ctx) => {
+          const problem = publicPathError(v);
+          if (problem) ctx.addIssue({ code: "custom", message: `expected paths such as "/v1/" (a prefix) or "/health" (one path): ${problem}` });
+        }),
+      )
+      .max(200),
+    default: [...DEFAULT_PUBLIC_PATHS],
+    json: true,
+  },
+  balancerServerNames: {
+    schema: z.array(z.string().refine(isServerName, { message: 'expected host names such as "api.example.com" or "*.example.com", or IPv4 addresses' })).max(100),
+    default: [],
+    json: true,
+  },
   maxSlotWalKeepSize: { schema: size, default: "4GB" },
   walKeepSize: { schema: size, default: "256MB" },
   httpPort: { schema: port, default: 80 },
@@ -359,6 +377,12 @@ export interface MainConfig extends CommonConfig {
   balancerRouting: { writePaths: string[]; apiKeyRequests: ApiKeyRequests };
   /** Backups, when backupRepository is set. */
   backup: BackupSettings | null;
+  /**
+   * What the balancer serves: the paths that reach an app from outside, and
+   * the Host names it answers (empty: any). Names default to the HTTPS
+   * certificate's when it is set.
+   */
+  balancerAccess: { publicPaths: string[]; serverNames: string[] };
 }
 
 export interface ReplicaConfig extends CommonConfig {
@@ -774,6 +798,7 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, secretKe
       balancerConcurrency: get("balancerConcurrency"),
       balancerRateLimit: get<number>("balancerRateLimit") > 0 ? { perSecond: get<number>("balancerRateLimit"), burst: get<number>("balancerRateBurst") } : null,
       balancerRouting: { writePaths: get<string[]>("balancerWritePaths"), apiKeyRequests: get<ApiKeyRequests>("balancerApiKeyRequests") },
+      balancerAccess: { publicPaths: get<string[]>("balancerPublicPaths"), serverNames: serverNames(get<string[]>("balancerServerNames"), httpsCertificate) },
       appImage: get("appImage"),
       maxConnections: get("maxConnections"),
       maxSlotWalKeepSize: get("maxSlotWalKeepSize"),
@@ -844,6 +869,32 @@ function parseBackup(raw: Readonly<Record<string, string>>, secretKeys: Readonly
     },
     schedule,
   };
+}
+
+/**
+ * The Host names the balancer serves: balancerServerNames when set;
+ * otherwise, with HTTPS, the names the certificate is valid for (its
+ * subjectAltName DNS names and IPv4 addresses: a browser accepts the
+ * certificate for no other name, so no other name is a real client's);
+ * otherwise none, meaning any Host.
+ */
+export function serverNames(configured: string[], httpsCertificate: string): string[] {
+  if (configured.length > 0 || !httpsCertificate) return configured;
+  let sans: string;
+  try {
+    sans = new X509Certificate(httpsCertificate).subjectAltName ?? "";
+  } catch (e) {
+    throw new ConfigError("httpsCertificate", `is not a certificate nginx could load (${(e as Error).message}); expected the PEM chain, the server's own certificate first`);
+  }
+  const names = sans
+    .split(/,\s*/)
+    .map((entry) => /^(DNS|IP Address):(.+)$/.exec(entry.trim()))
+    .filter((m): m is RegExpExecArray => m !== null && (m[1] === "DNS" ? isServerName(m[2]!) : isIPv4(m[2]!)))
+    .map((m) => m[2]!);
+  if (names.length === 0) {
+    throw new ConfigError("balancerServerNames", `is empty and httpsCertificate names no host in its subjectAltName; set the names clients use (e.g. ["api.example.com"])`);
+  }
+  return [...new Set(names)];
 }
 
 /**

@@ -69,6 +69,7 @@ export const fleetInfoSchema = z.object({
   balancerConcurrency: z.number().int().positive().optional(),
   balancerRateLimit: z.object({ perSecond: z.number().int().positive(), burst: z.number().int().nonnegative() }).nullable().optional(),
   balancerRouting: z.object({ writePaths: z.array(z.string()), apiKeyRequests: z.enum(["writer", "replicas"]) }).optional(),
+  balancerAccess: z.object({ publicPaths: z.array(z.string()), serverNames: z.array(z.string()) }).optional(),
   caCertPem: pem,
   roles: z.object({ replication: z.string(), rewind: z.string(), exporter: z.string(), app: z.string() }),
   redisUsers: z.object({ app: z.string(), replication: z.string(), exporter: z.string(), admin: z.string() }),

@@ -254,6 +254,7 @@ export function buildMain(
       concurrency: cfg.balancerConcurrency,
       ...(cfg.balancerRateLimit ? { rateLimit: cfg.balancerRateLimit } : {}),
       routing: cfg.balancerRouting,
+      access: cfg.balancerAccess,
       ...(cfg.httpsCertificate && cfg.secrets.httpsPrivateKey ? { https: { certPem: cfg.httpsCertificate, keyPem: cfg.secrets.httpsPrivateKey } } : {}),
       // Writes go to the app next to the primary: this one, or the promoted replica's.
       mainApp: following ? { name: following.name, address: `${following.privateIp}:${cfg.ports.app}` } : { name: "main", address: app.endpoint },
@@ -376,6 +377,7 @@ export function fleetFacts(cfg: MainConfig, hetzner: HetznerFacts | null) {
     balancerConcurrency: cfg.balancerConcurrency,
     balancerRateLimit: cfg.balancerRateLimit,
     balancerRouting: cfg.balancerRouting,
+    balancerAccess: cfg.balancerAccess,
     roles: { replication: PG_ROLES.replication, rewind: PG_ROLES.rewind, exporter: PG_ROLES.exporter, app: cfg.databaseName },
     redisUsers: { ...REDIS_USER_NAMES },
   };

@@ -265,6 +265,7 @@ export function buildReplica(
         ...(fleet.balancerConcurrency !== undefined ? { concurrency: fleet.balancerConcurrency } : {}),
         ...(fleet.balancerRateLimit ? { rateLimit: fleet.balancerRateLimit } : {}),
         ...(fleet.balancerRouting ? { routing: fleet.balancerRouting } : {}),
+        ...(fleet.balancerAccess ? { access: fleet.balancerAccess } : {}),
         ...(balancerHttps ? { https: { certPem: balancerHttps.apply((h) => h.certPem), keyPem: balancerHttps.apply((h) => h.keyPem) } } : {}),
         mainApp: { name: me.name, address: app.endpoint },
         replicaApps: others.map((r) => ({ name: r.name, address: `${r.privateIp}:${ports.app}` })),

@@ -28,6 +28,37 @@ import { isIPv6 } from "node:net";
 export const DEFAULT_WRITE_PATHS = ["/oauth2/", "/login/oauth2/code/", "/login", "/logout", "/v1/auth/"] as const;
 
 /**
+ * What the balancer lets through to the app from outside (publicPaths): an
+ * entry ending in "/" opens every path below it, any other entry that one
+ * path only. From the app's source: the routes its SecurityConfig permits
+ * without login and the controllers behind them (ViewController's pages,
+ * the API under /v1/ whose own filters authenticate, /api/stats), Spring
+ * Security's OAuth2 login (/oauth2/authorization/google, the callback under
+ * /login/oauth2/code/), springdoc's API documentation, the static files
+ * WebConfig serves (/css/, /js/, /assets/ and the pages' .html files), and
+ * of the actuator only what the app's own public pages fetch: health.js
+ * reads /actuator/health and /actuator/metrics/jvm.memory.used.
+ *
+ * "/logout" is Spring Security's default logout URL, which balancerWritePaths
+ * also names (this app moved it to /v1/auth/logout).
+ *
+ * Left out on purpose: every other actuator endpoint (prometheus, env,
+ * metrics, caches: Prometheus scrapes the apps on the private network),
+ * /api/debug/ (RateLimitCheckController, a debugging aid), and the static
+ * leftovers dashboard_backup.html and dashboard_old.html.
+ */
+export const DEFAULT_PUBLIC_PATHS = [
+  "/", "/index.html", "/favicon.ico",
+  "/health", "/health.html", "/analytics", "/analytics.html", "/dashboard", "/dashboard.html", "/login-success.html",
+  "/privacy-policy", "/privacy-policy.html", "/terms-of-service", "/terms-of-service.html", "/fair-use-policy", "/fair-use-policy.html",
+  "/css/", "/js/", "/assets/",
+  "/v1/", "/api/stats",
+  "/login", "/logout", "/oauth2/", "/login/oauth2/code/",
+  "/swagger-ui.html", "/swagger-ui/", "/v3/api-docs", "/v3/api-docs/",
+  "/actuator/health", "/actuator/metrics/jvm.memory.used",
+] as const;
+
+/**
  * Where requests that carry an API key go. The app authenticates a key from
  * `Authorization: ApiKey <key>`, a bare `Authorization: syn_live_...` or
  * `syn_test_...`, or an `X-API-Key` header (ApiKeyAuthFilter), and then
@@ -77,8 +108,23 @@ export interface NginxParams {
   listenIpv6?: boolean;
   /** HTTPS listener; when given, plain HTTP redirects to it. */
   tls?: NginxTlsParams;
-  /** server_name values; "_" (any) by default. */
+  /**
+   * The host names (or IPv4 addresses) clients may ask for in `Host`
+   * (a leading "*." matches any subdomain). When given, a request for any
+   * other name is answered 421 Misdirected Request by a default server that
+   * proxies nothing. Absent or empty: any Host is served.
+   */
   serverNames?: readonly string[];
+  /**
+   * Paths that reach the app from outside (DEFAULT_PUBLIC_PATHS by default):
+   * an entry ending in "/" is a prefix, any other an exact path; each starts
+   * with "/" and holds only letters, digits and `- . _ ~ /`. Everything else
+   * is answered 404 by nginx. Matched case-sensitively against the decoded,
+   * normalised path; a path with ";", "\" or "%" left after decoding is
+   * refused whatever the list says, and so is any path naming the actuator
+   * (in any case) that is not an exact entry.
+   */
+  publicPaths?: readonly string[];
 
   /** Worker user; "nginx" (the nginx image's user) by default. Debian's package uses www-data. */
   user?: string;
@@ -279,6 +325,20 @@ export const WRITE_PATH = /^\/[A-Za-z0-9._~/-]{0,200}$/;
 const NGINX_TIME = /^\d+(ms|s|m|h|d)?$/;
 const NGINX_SIZE = /^\d+[kKmMgG]?$/;
 
+/** Whether nginx may take `name` as a server_name here: a host name, "*." and a domain, or an IPv4 address. */
+export function isServerName(name: string): boolean {
+  return typeof name === "string" && DNS_NAME.test(name.replace(/^\*\./, ""));
+}
+
+/** What is wrong with a publicPaths entry, or undefined when it is fine. */
+export function publicPathError(path: string): string | undefined {
+  if (typeof path !== "string" || !WRITE_PATH.test(path)) return `public path ${JSON.stringify(path)} must start with "/" and hold only letters, digits and - . _ ~ /`;
+  if (path.endsWith("/") && /actuator/i.test(path)) {
+    return `public path ${JSON.stringify(path)} opens a prefix under the actuator; name each actuator path that must be public exactly (no trailing "/")`;
+  }
+  return undefined;
+}
+
 function checkPort(what: string, v: unknown): number {
   if (typeof v !== "number" || !Number.isInteger(v) || v < 1 || v > 65535) {
     throw new NginxParamError(`${what} must be a port number 1-65535, got ${JSON.stringify(v)}`);
@@ -366,6 +426,51 @@ function prefixRegex(path: string): string {
 }
 
 /**
+ * The map that decides what reaches the app ($synaxic_refused: 1 = answered
+ * 404 by nginx). Every key is a regular expression, so the first that matches
+ * decides, in this order (ngx_http_map_module: with no plain-string key,
+ * "the first matching regex (in order of appearance)"); plain keys would
+ * also match case-insensitively.
+ *
+ * It reads $uri, the path nginx matched its locations against: "after
+ * decoding the text encoded in the %XX form, resolving references to relative
+ * path components . and .., and possible compression of two or more adjacent
+ * slashes into a single slash" (ngx_http_core_module, location). The app,
+ * though, gets the request line as the client sent it ("If proxy_pass is
+ * specified without a URI, the request URI is passed to the server in the
+ * same form as sent by a client", proxy_pass), and its servlet container
+ * resolves that again its own way: Tomcat's CoyoteAdapter.postParseRequest
+ * first cuts every path parameter (";" up to the next "/" or ";") out of the
+ * raw path, then %-decodes it, then normalises "//", "/./" and "/../". So
+ * "/v1/..;/actuator/env", which nginx sees as a path under /v1/, is
+ * /actuator/env to the app; and a "%" still in $uri was encoded twice, which
+ * only matters to a component that decodes once more. Those paths are refused
+ * outright, and so is a backslash (Tomcat answers 400 for one unless
+ * allowBackslash turns it into "/"). Once they are gone, nginx's $uri and the
+ * container's path agree on every segment (both decode once, then merge
+ * slashes and resolve dot segments), and the allow list can be read as prefixes.
+ */
+function publicMap(publicPaths: readonly string[]): string[] {
+  const exact = publicPaths.filter((p) => !p.endsWith("/") || p === "/");
+  const prefixes = publicPaths.filter((p) => p.endsWith("/") && p !== "/");
+  const escape = (path: string) => path.replace(/\./g, "\\.");
+  return [
+    `    # What reaches the app from outside (publicPaths); everything else is answered 404 here.`,
+    `    # Regexes only, tried in order (plain keys would match case-insensitively).`,
+    `    map $uri $synaxic_refused {`,
+    `        default 1;`,
+    `        # A path parameter (";"), a "%" left after decoding, or a backslash: the servlet container`,
+    `        # would cut, decode or reject these itself and could reach what this list does not name.`,
+    `        "~[;%\\x5c]" 1;`,
+    ...exact.map((p) => `        "~^${escape(p)}$" 0;`),
+    `        # Nothing else that names the actuator, in any case.`,
+    `        "~*actuator" 1;`,
+    ...prefixes.map((p) => `        "~^${escape(p)}" 0;`),
+    `    }`,
+  ];
+}
+
+/**
  * The maps that end in $synaxic_to_writer: 1 for a write method, a path in
  * writePaths, or (apiKeyRequests "writer") a request carrying an API key.
  * Chained maps: a map's value may be another variable, evaluated only when
@@ -407,10 +512,18 @@ function writerMaps(writePaths: readonly string[], apiKeyRequests: ApiKeyRequest
   ];
 }
 
-/** The body of a location that routes requests: those for the writer jump to @synaxic_write, reads stay. */
+/**
+ * The body of the location that routes requests: paths the allow list does
+ * not open are answered 404, those for the writer jump to @synaxic_write,
+ * reads stay. (`return` is one of the directives that are safe inside `if`
+ * in a location.)
+ */
 function routedLocation(match: string, o: { readTimeout: string; readTries: number; readRetryTimeout: string }): string {
   return [
     `        location ${match} {`,
+    `            if ($synaxic_refused) {`,
+    `                return 404;`,
+    `            }`,
     `            error_page 418 = @${WRITE_UPSTREAM};`,
     `            if ($synaxic_to_writer) {`,
     `                return 418;`,
@@ -449,10 +562,15 @@ export function renderNginxConf(params: NginxParams): string {
     checkWord("tls.keyFile", tls.keyFile);
     hsts = checkInt("tls.hstsMaxAgeSeconds", tls.hstsMaxAgeSeconds ?? NGINX_DEFAULTS.hstsMaxAgeSeconds, 0);
   }
-  const serverNames = params.serverNames && params.serverNames.length > 0 ? params.serverNames : ["_"];
+  if (params.serverNames !== undefined && !Array.isArray(params.serverNames)) throw new NginxParamError("serverNames must be a list of host names");
+  const serverNames = params.serverNames ?? [];
   for (const n of serverNames) {
-    if (n !== "_" && !DNS_NAME.test(n.replace(/^\*\./, ""))) throw new NginxParamError(`server name ${JSON.stringify(n)} is not a host name`);
+    if (!isServerName(n)) {
+      throw new NginxParamError(`server name ${JSON.stringify(n)} must be a host name (optionally "*." and a domain) or an IPv4 address`);
+    }
   }
+  // Only the named hosts are served; a default server answers every other Host.
+  const checkHost = serverNames.length > 0;
   checkWord("user", p.user);
   checkWord("pidFile", p.pidFile);
   checkWord("errorLog", p.errorLog);
@@ -500,6 +618,12 @@ export function renderNginxConf(params: NginxParams): string {
       throw new NginxParamError(`write path ${JSON.stringify(w)} must start with "/" and hold only letters, digits and - . _ ~ /`);
     }
   }
+  const publicPaths = params.publicPaths ?? DEFAULT_PUBLIC_PATHS;
+  if (!Array.isArray(publicPaths)) throw new NginxParamError("publicPaths must be a list of paths");
+  for (const w of publicPaths) {
+    const problem = publicPathError(w);
+    if (problem) throw new NginxParamError(problem);
+  }
   const apiKeyRequests = params.apiKeyRequests ?? "writer";
   if (apiKeyRequests !== "writer" && apiKeyRequests !== "replicas") {
     throw new NginxParamError(`apiKeyRequests must be "writer" or "replicas", got ${JSON.stringify(apiKeyRequests)}`);
@@ -507,26 +631,15 @@ export function renderNginxConf(params: NginxParams): string {
 
   const route = { readTimeout: p.readTimeout, readTries: p.readTries, readRetryTimeout: p.readRetryTimeout };
 
-  const listen = (port: number, ssl: boolean): string[] => {
-    const suffix = ssl ? " ssl http2" : "";
+  const listen = (port: number, ssl: boolean, defaultServer: boolean): string[] => {
+    const suffix = (ssl ? " ssl http2" : "") + (defaultServer ? " default_server" : "");
     const lines = [`        listen ${port}${suffix};`];
     if (params.listenIpv6) lines.push(`        listen [::]:${port}${suffix};`);
     return lines;
   };
 
   const appLocations = [
-    `        # Of the actuator, only its health endpoints are public (Prometheus scrapes the apps directly):`,
-    `        # an allow list of exact paths. Every other path that names the actuator, in any case, or`,
-    `        # carries a path parameter (";") or a "%" left after decoding, is answered here: the app's`,
-    `        # servlet container strips ";..." and decodes once more, and would reach what this list`,
-    `        # leaves out (/actuator;/prometheus, /x/..;/actuator/env, /%2561ctuator/...). Locations`,
-    `        # match the decoded, normalised URI; exact matches win over this regex.`,
-    routedLocation("= /actuator/health", route),
-    routedLocation("= /actuator/health/liveness", route),
-    routedLocation("= /actuator/health/readiness", route),
-    `        location ~* "(actuator|;|%)" {`,
-    `            return 404;`,
-    `        }`,
+    `        # Only the allow list ($synaxic_refused, publicPaths) reaches an app; the rest is answered here.`,
     routedLocation("/", route),
     ``,
     `        # Writes: the main app only. A write that may have reached the app is`,
@@ -537,16 +650,23 @@ export function renderNginxConf(params: NginxParams): string {
     `            proxy_read_timeout ${p.writeTimeout};`,
     `        }`,
   ];
-  // Response headers every proxying server adds (and the app's own copies hidden, so there is one of each).
+  // Response headers every server adds, on nginx's own answers too ("always"); the app's copies
+  // of the same headers are hidden, so there is one of each. The app's own Content-Security-Policy
+  // passes through: a browser enforces every policy it gets, so frame-ancestors here only adds.
   const securityHeaders = [
     `        add_header X-Content-Type-Options nosniff always;`,
     `        add_header X-Frame-Options DENY always;`,
     `        add_header Content-Security-Policy "frame-ancestors 'none'" always;`,
     `        add_header Referrer-Policy strict-origin-when-cross-origin always;`,
+  ];
+  const hideAppHeaders = [
     `        proxy_hide_header X-Content-Type-Options;`,
     `        proxy_hide_header X-Frame-Options;`,
-    ...(params.rateLimit ? [`        limit_req zone=synaxic_per_client burst=${params.rateLimit.burst} nodelay;`, `        limit_req_status 429;`] : []),
+    `        proxy_hide_header Referrer-Policy;`,
+    `        proxy_hide_header Strict-Transport-Security;`,
   ];
+  // Per client address: the TCP peer ($binary_remote_addr), never a header the client can write.
+  const rateLimit = params.rateLimit ? [`        limit_req zone=synaxic_per_client burst=${params.rateLimit.burst} nodelay;`, `        limit_req_status 429;`] : [];
   // In every proxying server (a server-level proxy_set_header would hide http-level ones).
   const proxyHeaders = (publicPort: number): string[] => [
     `        # Upstream keep-alive needs HTTP/1.1 and an empty Connection header.`,
@@ -569,15 +689,49 @@ export function renderNginxConf(params: NginxParams): string {
     `            return 200 "ok\\n";`,
     `        }`,
   ];
-  const serverNameLine = `        server_name ${serverNames.join(" ")};`;
+  const serverNameLine = `        server_name ${checkHost ? serverNames.join(" ") : "_"};`;
+  const tlsLines = tls
+    ? [
+        `        ssl_certificate ${tls.certFile};`,
+        `        ssl_certificate_key ${tls.keyFile};`,
+        `        ssl_protocols TLSv1.2 TLSv1.3;`,
+        `        ssl_ciphers ${TLS_CIPHERS};`,
+        `        ssl_prefer_server_ciphers off;`,
+        `        ssl_session_cache shared:synaxic_tls:10m;`,
+        `        ssl_session_timeout 1d;`,
+        `        ssl_session_tickets off;`,
+      ]
+    : [];
 
   const servers: string[] = [];
+  if (checkHost) {
+    // nginx picks the server by the Host header (the SNI name first, over TLS) and, when no
+    // server_name matches, "the request will be handled by the default server for this port"
+    // (http/server_names, http/request_processing): this one, which proxies nothing.
+    servers.push(
+      [
+        `    # Any Host but ${serverNames.join(", ")} (or none): 421 Misdirected Request, nothing proxied.`,
+        `    server {`,
+        ...listen(listenPort, false, true),
+        ...(tls ? listen(tlsPort, true, true) : []),
+        `        server_name "";`,
+        ...tlsLines,
+        ...securityHeaders,
+        ...rateLimit,
+        ...balancerHealth,
+        `        location / {`,
+        `            return 421;`,
+        `        }`,
+        `    }`,
+      ].join("\n"),
+    );
+  }
   if (tls) {
     const redirectTarget = publicTlsPort === 443 ? "https://$host$request_uri" : `https://$host:${publicTlsPort}$request_uri`;
     servers.push(
       [
         `    server {`,
-        ...listen(listenPort, false),
+        ...listen(listenPort, false, false),
         serverNameLine,
         ...balancerHealth,
         `        location / {`,
@@ -587,20 +741,15 @@ export function renderNginxConf(params: NginxParams): string {
       ].join("\n"),
       [
         `    server {`,
-        ...listen(tlsPort, true),
+        ...listen(tlsPort, true, false),
         serverNameLine,
-        `        ssl_certificate ${tls.certFile};`,
-        `        ssl_certificate_key ${tls.keyFile};`,
-        `        ssl_protocols TLSv1.2 TLSv1.3;`,
-        `        ssl_ciphers ${TLS_CIPHERS};`,
-        `        ssl_prefer_server_ciphers off;`,
-        `        ssl_session_cache shared:synaxic_tls:10m;`,
-        `        ssl_session_timeout 1d;`,
-        `        ssl_session_tickets off;`,
+        ...tlsLines,
         ...(hsts > 0 ? [`        add_header Strict-Transport-Security "max-age=${hsts}" always;`] : []),
         ...(params.exposeUpstreamHeader ? [`        add_header X-Upstream $upstream_addr always;`] : []),
         `        add_header X-Request-Id $synaxic_request_id always;`,
         ...securityHeaders,
+        ...hideAppHeaders,
+        ...rateLimit,
         ...proxyHeaders(publicTlsPort),
         ...balancerHealth,
         ...appLocations,
@@ -611,11 +760,13 @@ export function renderNginxConf(params: NginxParams): string {
     servers.push(
       [
         `    server {`,
-        ...listen(listenPort, false),
+        ...listen(listenPort, false, false),
         serverNameLine,
         ...(params.exposeUpstreamHeader ? [`        add_header X-Upstream $upstream_addr always;`] : []),
         `        add_header X-Request-Id $synaxic_request_id always;`,
         ...securityHeaders,
+        ...hideAppHeaders,
+        ...rateLimit,
         ...proxyHeaders(publicHttpPort),
         ...balancerHealth,
         ...appLocations,
@@ -671,6 +822,8 @@ export function renderNginxConf(params: NginxParams): string {
     `    }`,
     ``,
     ...writerMaps(writePaths, apiKeyRequests),
+    ``,
+    ...publicMap(publicPaths),
     ``,
     `    # Keep the client's request id when it sends one, otherwise make one.`,
     `    map $http_x_request_id $synaxic_request_id {`,

@@ -12,9 +12,9 @@ import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { TestNet, waitFor, type Host } from "../rig/net";
 import { AppStub } from "../rig/appStub";
-import { ConnectCounter, KeepAliveClients, NginxInstance, establishedByPid, sendLoad, type LoadResult } from "../rig/nginx";
+import { ConnectCounter, KeepAliveClients, NginxInstance, ServletStub, establishedByPid, isActuatorPath, rawRequest, sendLoad, servletPath, type LoadResult } from "../rig/nginx";
 import { makeCa, type TestCa } from "../rig/pki";
-import { NGINX_DEFAULTS, READ_UPSTREAM, WRITE_UPSTREAM, renderNginxConf, upstreamKeepaliveFor, type NginxParams } from "../../templates/nginx";
+import { DEFAULT_PUBLIC_PATHS, NGINX_DEFAULTS, READ_UPSTREAM, WRITE_UPSTREAM, renderNginxConf, upstreamKeepaliveFor, type NginxParams } from "../../templates/nginx";
 
 const APP_PORT = 8080;
 const APPS = ["main", "replica1", "replica2"] as const;
@@ -38,6 +38,8 @@ function params(extra: Partial<NginxParams> = {}): NginxParams {
     readTimeout: "1s",
     writeTimeout: "1s",
     exposeUpstreamHeader: true,
+    // The app's public routes and the stub's own test routes.
+    publicPaths: [...DEFAULT_PUBLIC_PATHS, "/items", "/items/", "/orders", "/orders/", "/slow", "/hang"],
     ...extra,
   };
 }
@@ -183,26 +185,20 @@ describe("nginx in front of the main app and two replica apps", () => {
     expect(gj.headers["x-request-id"]).toMatch(/^[0-9a-f]{32}$/); // generated when the client sent none
   });
 
-  it("keeps the actuator private except for /actuator/health", async () => {
-    const h = await fetch(`${base}/actuator/health`);
-    expect(h.status).toBe(200);
-    expect(await h.json()).toEqual({ status: "UP" });
-    for (const path of ["/actuator/health/liveness", "/actuator/health/readiness"]) expect((await fetch(`${base}${path}`)).status, path).toBe(200);
-    // What a servlet container would still route to the actuator: path parameters, case, "..;", encodings.
-    const bypasses = [
-      "/actuator/prometheus", "/actuator/env", "/actuator/", "//actuator/prometheus",
-      "/actuator;/prometheus", "/actuator/health;/../prometheus", "/Actuator/prometheus", "/ACTUATOR/env",
-      "/x/..;/actuator/env", "/static/..;/actuator/prometheus", "/actuator%2Fprometheus", "/%61ctuator/prometheus",
-      "/%2561ctuator/prometheus", "/actuator/health/../env", "/actuator/health/x", "/app;jsessionid=1/actuator/env",
-    ];
-    const before = (await stubs.main!.stats()).read + (await stubs.replica1!.stats()).read + (await stubs.replica2!.stats()).read;
-    for (const path of bypasses) {
-      const r = await fetch(`${base}${path}`);
-      expect(r.status, path).toBe(404);
+  it("serves the public routes and answers every other path 404 without reaching an app", async () => {
+    await resetStubs();
+    const reads = async () => (await Promise.all(APPS.map((a) => stubs[a]!.stats()))).reduce((n, st) => n + st.read + st.health, 0);
+    const publicPaths = ["/", "/v1/ip", "/v1/convert/units?from=m&to=ft", "/css/main.css", "/health", "/privacy-policy.html", "/oauth2/authorization/google", "/actuator/health", "/api/stats"];
+    for (const path of publicPaths) {
+      const r = await rawRequest(main.ip, 80, path);
+      expect(r.status, path).toBe(200);
+      expect(r.headers["x-upstream"], path).toBeDefined();
     }
-    // None of them reached an app.
-    const after = (await stubs.main!.stats()).read + (await stubs.replica1!.stats()).read + (await stubs.replica2!.stats()).read;
-    expect(after).toBe(before);
+    expect(await reads()).toBe(publicPaths.length);
+    // Not public: what the app has but the allow list leaves out, and what it does not have at all.
+    const privatePaths = ["/api/debug/rate-limit", "/dashboard_old.html", "/v2/x", "/index.htm", "/V1/ip", "/health/x", "/actuator/info", "/actuator/health/liveness"];
+    for (const path of privatePaths) expect((await rawRequest(main.ip, 80, path)).status, path).toBe(404);
+    expect(await reads()).toBe(publicPaths.length);
   });
 
   it("adds the usual security headers once, whatever the app sends", async () => {
@@ -421,7 +417,7 @@ describe("nginx with TLS", () => {
     ca = makeCa("nginx-test-ca", net.mkdir("pki"));
     const cert = ca.issue("balancer", [main.ip]);
     await nginx.stop();
-    nginx.writeConf(renderNginxConf(params({ tls: { certFile: cert.certFile, keyFile: cert.keyFile } })));
+    nginx.writeConf(renderNginxConf(params({ tls: { certFile: cert.certFile, keyFile: cert.keyFile }, serverNames: [main.ip] })));
     const t = await nginx.test();
     expect(t.code, t.stderr).toBe(0);
     await nginx.start(`${base}/nginx-health`);
@@ -442,6 +438,17 @@ describe("nginx with TLS", () => {
 
     const writes = await Promise.all(Array.from({ length: 6 }, () => get("/items", { method: "POST" })));
     expect(writes.map((w) => JSON.parse(w.body).host)).toEqual(Array(6).fill("main"));
+  });
+
+  it("answers another Host over TLS 421 from the default server, with the same certificate and no HSTS for that name", async () => {
+    // SNI and Host both name evil.test (the certificate is still checked against the test CA).
+    const r = await get("/items/1", { headers: { host: "evil.test" }, checkServerIdentity: () => undefined });
+    expect(r.status).toBe(421);
+    expect(r.headers["x-upstream"]).toBeUndefined();
+    expect(r.headers["strict-transport-security"]).toBeUndefined();
+    expect(r.headers["x-frame-options"]).toBe("DENY");
+    // Plain HTTP for another Host is not redirected either.
+    expect((await rawRequest(main.ip, 80, "/items/1", { host: "evil.test" })).status).toBe(421);
   });
 
   it("refuses TLS 1.1", async () => {
@@ -491,5 +498,170 @@ describe("nginx with a rate limit per client address", () => {
     expect(reached).toBe(ok);
     await new Promise((r) => setTimeout(r, 1500));
     expect((await fetch(`${base}/orders/1`)).status).toBe(200);
+  });
+
+  it("counts the connection's address, not what X-Forwarded-For claims", async () => {
+    await new Promise((r) => setTimeout(r, 2500));
+    const statuses = await Promise.all(
+      Array.from({ length: 40 }, (_, i) => fetch(`${base}/orders/1`, { headers: { "x-forwarded-for": `198.51.100.${i + 1}`, "x-real-ip": `198.51.100.${i + 1}` } }).then((r) => r.status)),
+    );
+    const ok = statuses.filter((s) => s === 200).length;
+    process.stdout.write(`[nginx] 40 requests claiming 40 addresses: ${ok} served\n`);
+    expect(statuses.filter((s) => s === 429).length).toBe(40 - ok);
+    expect(ok).toBeLessThanOrEqual(13);
+  });
+
+  it("never refuses a client that stays below the rate", async () => {
+    await new Promise((r) => setTimeout(r, 2500));
+    const statuses: number[] = [];
+    // 4 requests a second for 4 seconds, under the 5 a second allowed.
+    for (let i = 0; i < 16; i++) {
+      statuses.push((await fetch(`${base}/orders/1`)).status);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    expect(statuses).toEqual(Array(16).fill(200));
+  });
+});
+
+/**
+ * The allow list against a servlet container's own reading of the path. The
+ * app gets the request target as the client sent it and its container
+ * resolves it again (ServletStub: Tomcat's path-parameter stripping, one
+ * decoding, normalisation), so each variant is sent twice: straight to the
+ * stub, which shows it would map to the actuator, and through nginx, which
+ * must answer it without proxying anything.
+ */
+describe("nginx allow list against a servlet container's path resolution", () => {
+  let servlet: ServletStub;
+
+  /** Paths that a servlet container maps to the actuator although nginx's own $uri may not name it. */
+  const bypasses = [
+    "/actuator/prometheus",
+    "/actuator/env",
+    "/actuator;/prometheus",
+    "/actuator;jsessionid=1/env",
+    "/actuator/health;/../prometheus",
+    "/actuator/health/..;/env",
+    "/v1/..;/actuator/env",
+    "/v1/ip;x=1/..;/../actuator/prometheus",
+    "/css/..;/actuator/prometheus",
+    "/oauth2/..;/actuator/heapdump",
+    "//actuator/prometheus",
+    "/%61ctuator/prometheus",
+    "/actuator/%70rometheus",
+    "/v1/%2e%2e/actuator/env",
+    "/v1/ip/../../actuator/env",
+    "/v1/./../actuator/env",
+    "/actuator/health/../env",
+  ];
+  /**
+   * Paths under a public prefix as nginx reads them ($uri starts with /v1/, /css/, ...) that the
+   * container resolves to a route the allow list leaves out: without the refusal of ";" these
+   * would pass the prefix check.
+   */
+  const prefixEscapes: [string, string][] = [
+    ["/v1/..;/api/debug/rate-limit", "/api/debug/rate-limit"],
+    ["/css/..;/dashboard_old.html", "/dashboard_old.html"],
+    ["/v1/auth/..;/..;/api/debug/rate-limit", "/api/debug/rate-limit"],
+    ["/assets/x;/../../dashboard_backup.html", "/dashboard_backup.html"],
+  ];
+  /** Refused as well, though this container would not map them to the actuator (case, double encoding, encoded slash, backslash). */
+  const alsoRefused = ["/Actuator/prometheus", "/ACTUATOR/env", "/%2561ctuator/prometheus", "/actuator%2Fprometheus", "/v1/%253B/x", "/v1\\..\\actuator\\env", "/v1/ip%3B"];
+
+  beforeAll(async () => {
+    await nginx.stop();
+    servlet = await new ServletStub(net.rootIp).start();
+    nginx.writeConf(renderNginxConf(params({ mainApp: { name: "servlet", address: servlet.endpoint }, replicaApps: [] })));
+    const t = await nginx.test();
+    expect(t.code, t.stderr).toBe(0);
+    await nginx.start(`${base}/nginx-health`);
+  });
+
+  afterAll(async () => {
+    await nginx.stop();
+    await servlet?.stop();
+  });
+
+  it("control: sent straight to the container, every bypass variant reaches the actuator", async () => {
+    for (const path of bypasses) {
+      expect(isActuatorPath(servletPath(path)), path).toBe(true);
+      const r = await rawRequest(net.rootIp, servlet.port, path);
+      expect(r.status, path).toBe(200);
+      expect(JSON.parse(r.body), path).toMatchObject({ actuator: true });
+    }
+    expect(servlet.actuatorHits).toBe(bypasses.length);
+  });
+
+  it("control: sent straight to the container, paths under a public prefix resolve to routes the allow list leaves out", async () => {
+    for (const [path, mapped] of prefixEscapes) {
+      expect(servletPath(path), path).toBe(mapped);
+      const r = await rawRequest(net.rootIp, servlet.port, path);
+      expect(JSON.parse(r.body), path).toEqual({ path: mapped, actuator: false });
+    }
+  });
+
+  it("through nginx, none of them (nor the other variants) reaches the container", async () => {
+    const hits = servlet.actuatorHits;
+    const requests = servlet.requests;
+    const statuses: Record<string, number> = {};
+    for (const path of [...bypasses, ...prefixEscapes.map(([p]) => p), ...alsoRefused]) {
+      const r = await rawRequest(main.ip, 80, path);
+      statuses[path] = r.status;
+      // 404 from the allow list, or 400 where nginx's own parser rejects the target first.
+      expect([400, 404], `${path} -> ${r.status}`).toContain(r.status);
+      expect(r.headers["x-upstream"], path).toBeUndefined();
+    }
+    process.stdout.write(`[nginx] bypass variants through nginx: ${JSON.stringify(statuses)}\n`);
+    expect(servlet.actuatorHits).toBe(hits);
+    expect(servlet.requests).toBe(requests);
+  });
+
+  it("public routes reach the container with the path it maps unchanged, writes included", async () => {
+    for (const path of ["/v1/ip", "/v1/color/convert?hex=ff0000", "/login/oauth2/code/google?code=c&state=s", "/js/main.js", "/actuator/health", "/"]) {
+      const r = await rawRequest(main.ip, 80, path);
+      expect(r.status, path).toBe(200);
+      expect(JSON.parse(r.body).path, path).toBe(path.split("?")[0]);
+    }
+    const w = await rawRequest(main.ip, 80, "/v1/auth/api-key/create", { method: "POST", headers: { "content-length": "0" } });
+    expect(w.status).toBe(200);
+    expect(JSON.parse(w.body)).toEqual({ path: "/v1/auth/api-key/create", actuator: false });
+    // The one public actuator path is the exact one: nothing below it.
+    expect(servlet.actuatorHits).toBe(bypasses.length + 1);
+  });
+});
+
+describe("nginx with the allowed host names", () => {
+  beforeAll(async () => {
+    await nginx.stop();
+    for (const s of Object.values(stubs)) if (!s.running) await s.start();
+    nginx.writeConf(renderNginxConf(params({ serverNames: ["synaxic.test", "*.synaxic.test"] })));
+    const t = await nginx.test();
+    expect(t.code, t.stderr).toBe(0);
+    await nginx.start(`${base}/nginx-health`);
+  });
+
+  afterAll(async () => {
+    await nginx.stop();
+  });
+
+  it("serves the named hosts and answers any other Host, or none, 421 without reaching an app", async () => {
+    await resetStubs();
+    for (const host of ["synaxic.test", "api.synaxic.test", "SYNAXIC.test"]) {
+      const r = await rawRequest(main.ip, 80, "/v1/ip", { host });
+      expect(r.status, host).toBe(200);
+    }
+    const reached = async () => (await Promise.all(APPS.map((a) => stubs[a]!.stats()))).reduce((n, st) => n + st.read + st.write, 0);
+    expect(await reached()).toBe(3);
+    for (const host of [main.ip, "evil.test", "synaxic.test.evil.test", "localhost"]) {
+      const r = await rawRequest(main.ip, 80, "/v1/ip", { host });
+      expect(r.status, host).toBe(421);
+      expect(r.headers["x-content-type-options"], host).toBe("nosniff");
+      const w = await rawRequest(main.ip, 80, "/v1/auth/api-key/create", { host, method: "POST", headers: { "content-length": "0" } });
+      expect(w.status, host).toBe(421);
+    }
+    expect((await rawRequest(main.ip, 80, "/v1/ip", { host: null })).status).toBe(421);
+    expect(await reached()).toBe(3);
+    // The balancer's own health check answers whatever the Host.
+    expect((await rawRequest(main.ip, 80, "/nginx-health", { host: "evil.test" })).status).toBe(200);
   });
 });

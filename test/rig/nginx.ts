@@ -11,6 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ChildProcess } from "node:child_process";
 import http from "node:http";
+import net from "node:net";
 import { waitFor, type ExecResult, type Host } from "./net";
 
 export const NGINX_BIN = "/usr/sbin/nginx";
@@ -147,7 +148,7 @@ export interface LoadOptions {
  * counts it.
  */
 export async function sendLoad(baseUrl: string, o: LoadOptions): Promise<LoadResult> {
-  const url = new URL(o.path ?? "/items", baseUrl);
+  const url = new URL(o.path ?? "/v1/items", baseUrl);
   const agent = new http.Agent({ keepAlive: true, maxSockets: o.concurrency });
   const isWrite = !["GET", "HEAD", "OPTIONS"].includes(o.method);
   const result: LoadResult = { byHost: {}, statuses: {}, transportErrors: 0, errors: 0, kindMismatches: 0, ms: 0 };
@@ -299,7 +300,7 @@ export class KeepAliveClients {
   start(): this {
     if (this.running) throw new Error("clients already running");
     this.running = true;
-    const url = new URL(this.o.path ?? "/items", this.baseUrl);
+    const url = new URL(this.o.path ?? "/v1/items", this.baseUrl);
     const headers: Record<string, string> = this.o.appDelayMs ? { "x-stub-delay-ms": String(this.o.appDelayMs) } : {};
     for (let i = 0; i < this.o.concurrency; i++) {
       const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
@@ -347,5 +348,156 @@ export class KeepAliveClients {
     this.loops = [];
     for (const a of this.agents.splice(0)) a.destroy();
     return this.snapshot();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Raw requests and a servlet container's view of a path
+
+export interface RawResponse {
+  status: number;
+  headers: Record<string, string>;
+  body: string;
+}
+
+/**
+ * Sends one HTTP/1.1 request with the request target exactly as given (no
+ * URL parsing: fetch and `new URL` resolve "..", "%2e" and "\" before
+ * sending, so they cannot send the variants a balancer must refuse). `host`
+ * null sends an HTTP/1.0 request without a Host header.
+ */
+export function rawRequest(address: string, port: number, target: string, o: { method?: string; host?: string | null; headers?: Record<string, string> } = {}): Promise<RawResponse> {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect({ host: address, port });
+    const chunks: Buffer[] = [];
+    const version = o.host === null ? "HTTP/1.0" : "HTTP/1.1";
+    const lines = [`${o.method ?? "GET"} ${target} ${version}`];
+    if (o.host !== null) lines.push(`Host: ${o.host ?? address}`);
+    for (const [k, v] of Object.entries(o.headers ?? {})) lines.push(`${k}: ${v}`);
+    lines.push("Connection: close", "", "");
+    sock.setTimeout(10_000, () => sock.destroy(new Error(`no answer to ${target} within 10 s`)));
+    sock.on("connect", () => sock.write(lines.join("\r\n"), "latin1"));
+    sock.on("data", (d: Buffer) => chunks.push(d));
+    sock.on("error", reject);
+    sock.on("close", () => {
+      const text = Buffer.concat(chunks).toString("latin1");
+      const head = text.slice(0, text.indexOf("\r\n\r\n"));
+      const m = /^HTTP\/1\.[01] (\d{3})/.exec(head);
+      if (!m) return reject(new Error(`no HTTP answer to ${target}: ${JSON.stringify(text.slice(0, 200))}`));
+      const headers: Record<string, string> = {};
+      for (const line of head.split("\r\n").slice(1)) {
+        const i = line.indexOf(":");
+        if (i > 0) headers[line.slice(0, i).trim().toLowerCase()] = line.slice(i + 1).trim();
+      }
+      let body = text.slice(head.length + 4);
+      if (/chunked/i.test(headers["transfer-encoding"] ?? "")) body = dechunk(body);
+      resolve({ status: Number(m[1]), headers, body });
+    });
+  });
+}
+
+/** The payload of a chunked HTTP/1.1 body (RFC 9112 7.1; trailers ignored). */
+function dechunk(body: string): string {
+  let out = "";
+  let at = 0;
+  for (;;) {
+    const eol = body.indexOf("\r\n", at);
+    if (eol < 0) return out;
+    const size = parseInt(body.slice(at, eol).split(";")[0]!, 16);
+    if (!(size > 0)) return out;
+    out += body.slice(eol + 2, eol + 2 + size);
+    at = eol + 2 + size + 2;
+  }
+}
+
+/**
+ * The path a servlet container maps for a raw request target, or null where
+ * it answers 400. Written from Tomcat's CoyoteAdapter.postParseRequest (with
+ * its default connector settings), in its order:
+ * 1. parsePathParameters: every ";" starts a path parameter that runs to the
+ *    next ";" or "/", and is cut out of the raw path;
+ * 2. URL decoding of %XX, once; an encoded "/" (%2F) is rejected
+ *    (encodedSolidusHandling "reject");
+ * 3. normalize: a "\" is rejected (allowBackslash false), so is a NUL byte;
+ *    "//" becomes "/", then "/./" and "/../" are resolved ("/." and "/.." at
+ *    the end first get a "/"); ".." above the root is rejected.
+ * The query string is not part of the path.
+ */
+export function servletPath(target: string): string | null {
+  let raw = target.split("?")[0]!;
+  raw = raw.replace(/;[^/]*/g, "");
+  const bytes: number[] = [];
+  for (let i = 0; i < raw.length; i++) {
+    if (raw[i] === "%") {
+      const hex = raw.slice(i + 1, i + 3);
+      if (!/^[0-9A-Fa-f]{2}$/.test(hex)) return null;
+      const b = parseInt(hex, 16);
+      if (b === 0x2f) return null;
+      bytes.push(b);
+      i += 2;
+    } else {
+      bytes.push(raw.charCodeAt(i));
+    }
+  }
+  let path = Buffer.from(bytes).toString("latin1");
+  if (!path.startsWith("/") || path.includes("\\") || path.includes("\0")) return null;
+  path = path.replace(/\/{2,}/g, "/");
+  if (path.endsWith("/.") || path.endsWith("/..")) path += "/";
+  while (path.includes("/./")) path = path.replace("/./", "/");
+  for (let i = path.indexOf("/../"); i >= 0; i = path.indexOf("/../")) {
+    if (i === 0) return null;
+    const before = path.lastIndexOf("/", i - 1);
+    path = path.slice(0, before) + path.slice(i + 3);
+  }
+  return path;
+}
+
+/** Whether the app's actuator serves a mapped path: Spring matches its routes case-sensitively. */
+export function isActuatorPath(path: string | null): boolean {
+  return path !== null && (path === "/actuator" || path.startsWith("/actuator/"));
+}
+
+/**
+ * An app stand-in in the test process that resolves every request target as
+ * servletPath does and answers with what it mapped: 400 where the container
+ * would, otherwise 200 and {"path", "actuator"}. It counts the requests that
+ * reached its actuator.
+ */
+export class ServletStub {
+  private server: http.Server | undefined;
+  actuatorHits = 0;
+  requests = 0;
+  port = 0;
+
+  constructor(readonly address: string) {}
+
+  async start(): Promise<this> {
+    this.server = http.createServer((req, res) => {
+      this.requests++;
+      const path = servletPath(req.url ?? "");
+      if (path === null) {
+        res.writeHead(400, { "content-type": "text/plain" }).end("Invalid URI\n");
+        return;
+      }
+      const actuator = isActuatorPath(path);
+      if (actuator) this.actuatorHits++;
+      res.writeHead(200, { "content-type": "application/json", "x-served-by": "servlet" }).end(JSON.stringify({ path, actuator }));
+    });
+    await new Promise<void>((resolve, reject) => {
+      this.server!.once("error", reject);
+      this.server!.listen(0, this.address, () => resolve());
+    });
+    this.port = (this.server.address() as net.AddressInfo).port;
+    return this;
+  }
+
+  get endpoint(): string {
+    return `${this.address}:${this.port}`;
+  }
+
+  async stop(): Promise<void> {
+    const s = this.server;
+    this.server = undefined;
+    if (s) await new Promise<void>((resolve) => s.close(() => resolve()));
   }
 }

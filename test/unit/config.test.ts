@@ -1,6 +1,8 @@
-import { describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { readFileSync } from "node:fs";
 import { parse } from "yaml";
+import { DEFAULT_PUBLIC_PATHS } from "../../templates/nginx";
+import { makeCa, type TestCa } from "../rig/pki";
 import { KEYS, parseStackConfig, slotNameFor, type MainConfig, type ReplicaConfig, type ParsedConfig } from "../../lib/config";
 
 const P = "synaxic:";
@@ -182,6 +184,50 @@ describe("parseStackConfig: bad input names the key, the value and the expected 
     expect(() =>
       parseMain({ [`${P}hostProvider`]: "existing", [`${P}sshHost`]: "main.example.com", [`${P}sshHostKey`]: "ssh-ed25519 AAAA" }),
     ).toThrow(/synaxic:cpus: missing/);
+  });
+});
+
+describe("parseStackConfig: what the balancer serves (balancerPublicPaths, balancerServerNames)", () => {
+  const tlsSecrets = new Set([...SECRET_KEYS, `${P}httpsPrivateKey`]);
+  let ca: TestCa;
+  beforeAll(() => {
+    ca = makeCa("config-test-ca");
+  });
+  const withCert = (sans: string[], extra: Record<string, string> = {}) => {
+    const cert = ca.issue(`c${sans.length}-${Math.random().toString(36).slice(2, 6)}`, sans);
+    return parseMain({ [`${P}httpsCertificate`]: cert.certPem, [`${P}httpsPrivateKey`]: cert.keyPem, ...extra }, tlsSecrets);
+  };
+
+  it("defaults to the app's public routes and any Host on an HTTP-only fleet", () => {
+    expect(parseMain().balancerAccess).toEqual({ publicPaths: [...DEFAULT_PUBLIC_PATHS], serverNames: [] });
+  });
+
+  it("takes the operator's paths and names", () => {
+    const c = parseMain({ [`${P}balancerPublicPaths`]: JSON.stringify(["/v1/", "/actuator/health"]), [`${P}balancerServerNames`]: JSON.stringify(["api.example.com", "*.example.com", "203.0.113.7"]) });
+    expect(c.balancerAccess).toEqual({ publicPaths: ["/v1/", "/actuator/health"], serverNames: ["api.example.com", "*.example.com", "203.0.113.7"] });
+  });
+
+  it("with HTTPS and no names set, serves the names and IPv4 addresses the certificate is valid for", () => {
+    expect(withCert(["api.example.com", "*.example.com", "203.0.113.7", "2001:db8::1"]).balancerAccess.serverNames).toEqual(["api.example.com", "*.example.com", "203.0.113.7"]);
+    // Names set by the operator win over the certificate's.
+    expect(withCert(["api.example.com"], { [`${P}balancerServerNames`]: JSON.stringify(["www.example.com"]) }).balancerAccess.serverNames).toEqual(["www.example.com"]);
+  });
+
+  it("refuses a certificate it cannot read, and one that names no host", () => {
+    expect(() => parseMain({ [`${P}httpsCertificate`]: "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n", [`${P}httpsPrivateKey`]: "k" }, tlsSecrets)).toThrow(
+      /synaxic:httpsCertificate: is not a certificate nginx could load/,
+    );
+    expect(() => withCert(["2001:db8::1"])).toThrow(/synaxic:balancerServerNames: is empty and httpsCertificate names no host/);
+  });
+
+  it.each([
+    [`${P}balancerPublicPaths`, ["v1/"], /synaxic:balancerPublicPaths.*"v1\/" must start with "\/"/],
+    [`${P}balancerPublicPaths`, ["/v1/;x"], /synaxic:balancerPublicPaths.*expected paths such as/],
+    [`${P}balancerPublicPaths`, ["/actuator/"], /synaxic:balancerPublicPaths.*opens a prefix under the actuator/],
+    [`${P}balancerServerNames`, ["bad host"], /synaxic:balancerServerNames.*expected host names such as "api\.example\.com"/],
+    [`${P}balancerServerNames`, ["_"], /synaxic:balancerServerNames.*expected host names/],
+  ])("refuses %s %j", (key, value, error) => {
+    expect(() => parseMain({ [key]: JSON.stringify(value) })).toThrow(error);
   });
 });
 

@@ -127,7 +127,7 @@ describe("host stacks under the control stack", () => {
   });
 
   it("with HTTPS on main, the promoted replica's balancer serves the same certificate (key secret) and its firewalls open the HTTPS port", async () => {
-    const tls = { [`${P}httpsCertificate`]: "-----BEGIN CERTIFICATE-----\nMainCert\n-----END CERTIFICATE-----\n", [`${P}httpsPrivateKey`]: "-----BEGIN PRIVATE KEY-----\nMainHttpsKey\n-----END PRIVATE KEY-----\n" };
+    const tls = { [`${P}httpsCertificate`]: "-----BEGIN CERTIFICATE-----\nMainCert\n-----END CERTIFICATE-----\n", [`${P}httpsPrivateKey`]: "-----BEGIN PRIVATE KEY-----\nMainHttpsKey\n-----END PRIVATE KEY-----\n", [`${P}balancerServerNames`]: '["synaxic.example.com"]' };
     const main = await runMocked({ config: mainConfig(2, tls), secretKeys: [...SECRET_KEYS, `${P}httpsPrivateKey`], stack: "main" }, () => mainStack(loadStackConfig() as MainConfig & StackConfig));
     expect(main.secretOutputs).toContain("balancerHttps");
     const promoted = await runMocked(
@@ -149,6 +149,7 @@ describe("host stacks under the control stack", () => {
     // ...and only inside a secret.
     expect(findLeaks(promoted.resources.map((r) => r.raw), [tls[`${P}httpsPrivateKey`]!])).toEqual([]);
     expect(String(promoted.one("command:remote:Command", "balancer-conf").inputs.stdin)).toMatch(/listen 443 ssl/);
+    expect(String(promoted.one("command:remote:Command", "balancer-conf").inputs.stdin)).toContain("server_name synaxic.example.com;");
     const rules = promoted.one("hcloud:index/firewall:Firewall", "firewall").inputs.rules as { port: string }[];
     expect(rules.map((r) => r.port)).toEqual(expect.arrayContaining(["80", "443"]));
     // Not promoted: no public port.

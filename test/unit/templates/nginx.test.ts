@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import {
+  DEFAULT_PUBLIC_PATHS,
   MAX_CONCURRENCY,
   NGINX_DEFAULTS,
   renderNginxConf,
@@ -171,7 +172,7 @@ describe("renderNginxConf", () => {
     expect(https).toContain("ssl_protocols TLSv1.2 TLSv1.3;");
     expect(https).toContain('add_header Strict-Transport-Security "max-age=31536000" always;');
     expect(conf(1, { tls: { certFile: "/c.pem", keyFile: "/k.pem", port: 8443 } })).toContain("return 308 https://$host:8443$request_uri;");
-    expect(conf(1, { tls: { certFile: "/c.pem", keyFile: "/k.pem", hstsMaxAgeSeconds: 0 } })).not.toContain("Strict-Transport-Security");
+    expect(conf(1, { tls: { certFile: "/c.pem", keyFile: "/k.pem", hstsMaxAgeSeconds: 0 } })).not.toContain("add_header Strict-Transport-Security");
   });
 
   it("leaves daemon mode to the command line unless asked", () => {
@@ -179,14 +180,75 @@ describe("renderNginxConf", () => {
     expect(conf(0, { foreground: true })).toContain("\ndaemon off;\n");
   });
 
-  it("keeps the actuator private except health", () => {
+  it("lets only the allow list through: refusals first, then exact paths, then the actuator, then prefixes", () => {
     const text = conf(0);
-    expect(block(text, 'location ~* "(actuator|;|%)"')).toContain("return 404;");
-    for (const exact of ["/actuator/health", "/actuator/health/liveness", "/actuator/health/readiness"]) {
-      expect(block(text, `location = ${exact}`)).toContain(`proxy_pass http://${READ_UPSTREAM};`);
+    const map = block(text, "map $uri $synaxic_refused");
+    const keys = [...map.matchAll(/^\s*"([^"]+)" (\d);$/gm)].map((m) => [m[1], m[2]]);
+    expect(map).toContain("default 1;");
+    expect(keys[0]).toEqual(["~[;%\\x5c]", "1"]);
+    const actuator = keys.findIndex(([k]) => k === "~*actuator");
+    expect(keys[actuator]![1]).toBe("1");
+    const exact = keys.slice(1, actuator).map(([k]) => k);
+    const prefixes = keys.slice(actuator + 1).map(([k]) => k);
+    const entry = (p: string) => p.replace(/\./g, "\\.");
+    expect(exact).toEqual(DEFAULT_PUBLIC_PATHS.filter((p) => p === "/" || !p.endsWith("/")).map((p) => `~^${entry(p)}$`));
+    expect(prefixes).toEqual(DEFAULT_PUBLIC_PATHS.filter((p) => p !== "/" && p.endsWith("/")).map((p) => `~^${entry(p)}`));
+    expect(keys.slice(1).every(([k, v]) => k === "~*actuator" || v === "0")).toBe(true);
+    // Of the actuator, only exact paths: health, and the one metric the app's health page reads.
+    expect(exact.filter((k) => /actuator/.test(k!))).toEqual(["~^/actuator/health$", "~^/actuator/metrics/jvm\\.memory\\.used$"]);
+    // The one location that proxies checks the list before anything else.
+    expect(block(text, "location /")).toMatch(/^location \/ \{\n\s+if \(\$synaxic_refused\) \{\n\s+return 404;/);
+    expect(text.match(/location [^@=]/g)).toHaveLength(1);
+  });
+
+  it("takes a custom allow list; \"/\" alone is the root page, not a prefix", () => {
+    const map = block(conf(0, { publicPaths: ["/", "/api/", "/a.b"] }), "map $uri $synaxic_refused");
+    expect(map).toContain('"~^/$" 0;');
+    expect(map).toContain('"~^/api/" 0;');
+    expect(map).toContain('"~^/a\\.b$" 0;');
+    expect(map).not.toContain('"~^/" 0;');
+    expect(block(conf(0, { publicPaths: [] }), "map $uri $synaxic_refused").match(/ 0;/g)).toBeNull();
+  });
+
+  it.each([
+    [["v1/"], /public path "v1\/" must start with "\/"/],
+    [["/v1/;"], /public path "\/v1\/;"/],
+    [["/v1/%2e"], /public path/],
+    [["/a b"], /public path/],
+    [["/actuator/"], /public path "\/actuator\/" opens a prefix under the actuator/],
+    [["/x/Actuator/"], /opens a prefix under the actuator/],
+    ["/v1/" as never, /publicPaths must be a list/],
+  ])("refuses publicPaths %o", (publicPaths, error) => {
+    expect(() => conf(0, { publicPaths })).toThrow(error);
+  });
+
+  it("serves any Host without serverNames; with them, a default server answers every other Host 421", () => {
+    const open = conf(0);
+    expect(open).toContain("server_name _;");
+    expect(open).not.toContain("default_server");
+    expect(open).not.toContain("return 421");
+    const named = conf(0, { serverNames: ["example.com", "*.example.com", "203.0.113.7"] });
+    const def = block(named, '# Any Host but example.com, *.example.com, 203.0.113.7 (or none): 421 Misdirected Request, nothing proxied.\n    server');
+    expect(def).toContain("listen 80 default_server;");
+    expect(def).toContain("return 421;");
+    expect(def).not.toContain("proxy_pass");
+    expect(named).toContain("server_name example.com *.example.com 203.0.113.7;");
+    const tls = conf(0, { serverNames: ["example.com"], tls: { certFile: "/c.pem", keyFile: "/k.pem" } });
+    expect(tls).toContain("listen 443 ssl http2 default_server;");
+    expect(tls.match(/listen 443 ssl http2/g)).toHaveLength(2);
+    expect(tls.match(/ssl_certificate \/c\.pem;/g)).toHaveLength(2);
+    // HSTS only from the named HTTPS server.
+    expect(tls.match(/Strict-Transport-Security "/g)).toHaveLength(1);
+  });
+
+  it("adds the security headers on every server, HSTS only with TLS, and hides the app's copies", () => {
+    for (const text of [conf(0), conf(0, { serverNames: ["example.com"] })]) {
+      for (const h of ["X-Content-Type-Options nosniff", "X-Frame-Options DENY", `Content-Security-Policy "frame-ancestors 'none'"`, "Referrer-Policy strict-origin-when-cross-origin"]) {
+        expect(text.match(new RegExp(`add_header ${h.replace(/[()]/g, "\\$&")} always;`, "g"))?.length, h).toBe(text.match(/^ {4}server \{/gm)!.length);
+      }
+      expect(text).not.toContain("add_header Strict-Transport-Security");
+      for (const h of ["X-Content-Type-Options", "X-Frame-Options", "Referrer-Policy", "Strict-Transport-Security"]) expect(text).toContain(`proxy_hide_header ${h};`);
     }
-    // An allow list: no prefix location opens anything below the actuator.
-    expect(text).not.toMatch(/location \^~ \/actuator/);
   });
 
   it("limits requests per client address only when asked, and says so in the error", () => {
@@ -220,7 +282,9 @@ describe("renderNginxConf validation", () => {
     ["an nginx time with a space", { failTimeout: "10 s" }, /failTimeout must be an nginx time/],
     ["a body size in words", { clientMaxBodySize: "ten megabytes" }, /clientMaxBodySize must be an nginx size/],
     ["a listen port of 0", { listenPort: 0 }, /listenPort must be a port/],
-    ["a server name with a brace", { serverNames: ["example.com}"] }, /server name/],
+    ["a server name with a brace", { serverNames: ["example.com}"] }, /server name "example\.com\}" must be a host name/],
+    ["a server name with a space", { serverNames: ["a b"] }, /server name "a b"/],
+    ["the catch-all name", { serverNames: ["_"] }, /server name "_"/],
     ["a log path with a quote", { accessLog: '/var/log/"x' }, /accessLog must be a plain path/],
     ["a concurrency of 0", { concurrency: 0 }, /concurrency must be an integer >= 1, got 0/],
     ["a negative concurrency", { concurrency: -5 }, /concurrency must be an integer >= 1, got -5/],
