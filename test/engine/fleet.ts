@@ -46,6 +46,7 @@ export function mainConfig(rig: EngineRig, replicas: string[]): Record<string, u
     role: "main",
     ...hostConfig(main),
     pgbackrestVersion: RIG_PGBACKREST_VERSION,
+    ...(rig.backup ? { backupRepository: rig.backup.repository } : {}),
     privateNetworkCidr: rig.cidr,
     replicas: replicas.map((r) => `${r}=${rig.host(r).ip}`),
     controlStack: CONTROL_STACK,
@@ -65,7 +66,11 @@ export function replicaConfig(rig: EngineRig, name: string, mainStack = "main"):
 }
 
 export function secrets(rig: EngineRig): Record<string, string> {
-  return { "synaxic:sshPrivateKey": rig.operator.privateKey, "synaxic:googleClientSecret": "engine-tier-google-secret" };
+  return {
+    "synaxic:sshPrivateKey": rig.operator.privateKey,
+    "synaxic:googleClientSecret": "engine-tier-google-secret",
+    ...(rig.backup ? { "synaxic:backupAccessKeyId": rig.backup.accessKeyId, "synaxic:backupSecretAccessKey": rig.backup.secretAccessKey } : {}),
+  };
 }
 
 /** Creates the control stack; its one secret is the operator's key (a stop fence reaches the old primary over SSH). */

@@ -85,6 +85,13 @@ export class EngineHost {
       const src = join(this.dir, d.slice(1).replace(/\//g, "-"));
       return `mkdir -p ${d} && mount --bind ${src} ${d}`;
     }).join(" && ");
+    // The rig's names (EngineRig.names), as a VPS resolves its fleet's DNS
+    // names: Docker gives a host-network container a copy of the host's
+    // /etc/hosts (moby daemon/container_operations.go, buildSandboxOptions:
+    // NetworkMode.IsHost() -> libnetwork.OptionOriginHostsPath("/etc/hosts")),
+    // read by the daemon in this host's mount namespace.
+    const hostsFile = join(this.dir, "hosts");
+    writeFileSync(hostsFile, ["127.0.0.1 localhost", `127.0.1.1 ${this.name}`, ...Object.entries(this.rig.names).map(([n, ip]) => `${ip} ${n}`), ""].join("\n"), { mode: 0o644 });
     const script = [
       "set -e",
       "mount --make-rprivate /",
@@ -92,6 +99,7 @@ export class EngineHost {
       `hostname ${this.name}`,
       "mount -t tmpfs -o mode=0755 tmpfs /run",
       "mkdir -p /run/sshd /run/lock",
+      `mount --bind ${hostsFile} /etc/hosts`,
       mounts,
       `touch ${ready}`,
       "exec sleep 2147483647",
@@ -167,6 +175,10 @@ export interface OperatorKey {
 export class EngineRig {
   readonly hosts = new Map<string, EngineHost>();
   readonly operator: OperatorKey;
+  /** DNS names every engine host resolves (its /etc/hosts), name -> address. */
+  readonly names: Record<string, string> = {};
+  /** When the fleet is backed up: its repository (backupRepository) and the object storage's key. */
+  backup?: { repository: Record<string, unknown>; accessKeyId: string; secretAccessKey: string };
 
   private constructor(
     readonly net: TestNet,
@@ -191,10 +203,12 @@ export class EngineRig {
    * Creates and boots one host per name (addresses .1, .2, ... in order) and
    * loads the image archive into each host's daemon.
    */
-  static async create(names: readonly string[], imagesTar?: string): Promise<EngineRig> {
-    const net = await TestNet.create(names);
+  static async create(names: readonly string[], imagesTar?: string, opts: { plainHosts?: readonly string[]; dnsNames?: Record<string, string> } = {}): Promise<EngineRig> {
+    // Plain hosts are namespaces with an address only (no sshd, no dockerd): a service the fleet reaches, such as object storage.
+    const net = await TestNet.create([...names, ...(opts.plainHosts ?? [])]);
     const rig = new EngineRig(net, net.dir);
     try {
+      for (const [dns, host] of Object.entries(opts.dnsNames ?? {})) rig.names[dns] = net.host(host).ip;
       for (const name of names) {
         const h = net.host(name);
         rig.hosts.set(name, new EngineHost(name, h.ns, h.ip, rig));

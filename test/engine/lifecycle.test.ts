@@ -13,19 +13,36 @@ import { startTier, stopTier, type Tier } from "./tier";
 import type { EngineRig } from "./hosts";
 import { controlConfig, initControlStack, initStack, mainConfig, psql, recoverInterrupted, replicaConfig, statusCommand } from "./fleet";
 import { waitFor } from "../rig/net";
+import { makeCa } from "../rig/pki";
+import { S3StandIn } from "../rig/s3";
 
 let tier: Tier;
 let rig: EngineRig;
 let engine: Engine;
 let work: string;
 let co: Checkout;
+let s3: S3StandIn;
+
+/** The fleet's object storage: an S3 endpoint in a namespace of its own, by DNS name, over HTTPS from a CA of its own. */
+const S3_NAME = "objects.rig.internal";
+const S3_BUCKET = "synaxic-backups";
 
 beforeAll(async () => {
-  tier = await startTier("lifecycle", ["main", "replica-1", "replica-2", "replica-3"]);
+  tier = await startTier("lifecycle", ["main", "replica-1", "replica-2", "replica-3"], [], { plainHosts: ["s3"], dnsNames: { [S3_NAME]: "s3" } });
   ({ rig, engine, work, co } = tier);
+  const ca = makeCa("object-storage-ca", join(work, "s3-ca"));
+  s3 = await S3StandIn.start({ host: rig.net.host("s3"), ca, dnsName: S3_NAME, port: 9000, bucket: S3_BUCKET, accessKey: "engine-tier-key" });
+  rig.backup = {
+    repository: { endpoint: s3.endpoint, bucket: S3_BUCKET, region: "rig", caCertificate: ca.certPem },
+    accessKeyId: "engine-tier-key",
+    secretAccessKey: "engine-tier-secret-access-key",
+  };
 }, 3_600_000);
 
-afterAll(() => stopTier(tier));
+afterAll(async () => {
+  await s3?.kill();
+  await stopTier(tier);
+});
 
 describe("a fleet of main and two replicas on the real engine", () => {
   it("previews the main stack before anything exists (and a replica's preview says main is missing)", async () => {
@@ -68,6 +85,24 @@ describe("a fleet of main and two replicas on the real engine", () => {
     for (const r of ["replica-1", "replica-2"]) {
       await waitFor(`${r} replays the write`, async () => (await psql(rig.host(r), "SELECT note FROM engine_probe WHERE id = 1", "synaxic").catch(() => "")) === "written on main", 30_000, 500);
     }
+  });
+
+  it("backups: the primary archives into the object storage, its scheduler took a full backup at once and reports it; the standbys' schedulers do nothing", async () => {
+    const main = rig.host("main");
+    const info = async () => JSON.parse((await main.docker(["exec", "-u", "postgres", "synaxic-main-postgres", "pgbackrest", "--stanza=synaxic", "--output=json", "info"])).stdout) as { status: { code: number }; backup: { type: string }[] }[];
+    await waitFor("the first full backup", async () => (await info())[0]!.backup.some((b) => b.type === "full"), 240_000, 2000);
+    expect((await info())[0]!.status.code).toBe(0);
+    const keys = s3.objects().map((o) => o.key);
+    expect(keys.some((k) => /^synaxic\/backup\/synaxic\/\d{8}-\d{6}F\//.test(k)), keys.slice(0, 20).join("\n")).toBe(true);
+    expect(keys.some((k) => /^synaxic\/archive\/synaxic\/15-1\/0000000100000000\/[0-9A-F]{24}-[0-9a-f]{40}\./.test(k))).toBe(true);
+    const textfile = await main.exec(["cat", "/etc/synaxic/main/node-exporter/pgbackrest.prom"]);
+    expect(textfile.stdout).toMatch(/^synaxic_backup_last_success_timestamp_seconds\{operation="backup-full"\} \d+$/m);
+    expect(textfile.stdout).toMatch(/^synaxic_backup_scheduler_primary 1$/m);
+    const r1 = await rig.host("replica-1").exec(["cat", "/etc/synaxic/replica-1/node-exporter/pgbackrest.prom"]);
+    expect(r1.stdout).toMatch(/^synaxic_backup_scheduler_primary 0$/m);
+    expect(r1.stdout).not.toMatch(/backup-full/);
+    const archiver = await psql(main, "SELECT archived_count > 0 AND (last_failed_time IS NULL OR last_failed_time < last_archived_time) FROM pg_stat_archiver");
+    expect(archiver).toBe("t");
   });
 
   it("every service container stops with a grace period and runs within its memory limit, and the Docker client reused one SSH connection per host", async () => {
@@ -332,6 +367,11 @@ describe("a fleet of main and two replicas on the real engine", () => {
     }, 60_000, 2000);
     expect(redis["replica-1"]!.value).toMatchObject({ role: "master", connectedSlaves: 2 });
     for (const h of ["main", "replica-2"]) expect(redis[h]!.value, h).toMatchObject({ role: "slave", masterHost: rig.host("replica-1").ip, masterLinkStatus: "up" });
+    // Backups follow: the promoted replica archives its new timeline into the same stanza, and its scheduler now acts.
+    await psql(rig.host("replica-1"), "SELECT pg_switch_wal()");
+    await waitFor("timeline 2's WAL in the repository", async () => s3.objects("synaxic/archive/synaxic/15-1/").some((o) => /\/00000002[0-9A-F]{16}-[0-9a-f]{40}\./.test(o.key)), 120_000, 2000);
+    expect(s3.objects("synaxic/archive/synaxic/15-1/").some((o) => o.key.includes("00000002.history"))).toBe(true);
+    await waitFor("replica-1's scheduler reports it is the primary's", async () => /^synaxic_backup_scheduler_primary 1$/m.test((await rig.host("replica-1").exec(["cat", "/etc/synaxic/replica-1/node-exporter/pgbackrest.prom"])).stdout), 120_000, 2000);
   });
 
   it("an unplanned failover back to main while replica-1 (the primary) is partitioned from the fleet: the fence is reported only once it took no more writes, main takes the role back, replica-1 rewinds; the writes lost in the partition are measured", async () => {

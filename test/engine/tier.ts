@@ -15,12 +15,12 @@ export interface Tier {
   co: Checkout;
 }
 
-export async function startTier(label: string, hosts: string[], checkoutExtra: string[] = []): Promise<Tier> {
+export async function startTier(label: string, hosts: string[], checkoutExtra: string[] = [], rigOpts: { plainHosts?: string[]; dnsNames?: Record<string, string> } = {}): Promise<Tier> {
   const paths = requireEngine();
   const images = rigImages();
   // Short: the Docker client's SSH control socket lives below it, and a Unix socket's path has at most 107 bytes.
   const work = mkdtempSync(join(tmpdir(), `sxe-${label.slice(0, 5)}-`));
-  const rig = await EngineRig.create(hosts, images);
+  const rig = await EngineRig.create(hosts, images, rigOpts);
   const engine = new Engine(paths, join(work, "backend"));
   await engine.installPlugins();
   return { rig, engine, work, co: engine.checkout(join(work, "checkout-a"), checkoutExtra) };
