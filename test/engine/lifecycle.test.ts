@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { execFileSync } from "node:child_process";
-import { cpSync, rmSync } from "node:fs";
+import { cpSync, mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { Checkout, Engine } from "./engine";
 import { startTier, stopTier, type Tier } from "./tier";
@@ -30,6 +30,7 @@ const S3_BUCKET = "synaxic-backups";
 beforeAll(async () => {
   tier = await startTier("lifecycle", ["main", "replica-1", "replica-2", "replica-3"], [], { plainHosts: ["s3"], dnsNames: { [S3_NAME]: "s3" } });
   ({ rig, engine, work, co } = tier);
+  mkdirSync(join(work, "s3-ca"));
   const ca = makeCa("object-storage-ca", join(work, "s3-ca"));
   s3 = await S3StandIn.start({ host: rig.net.host("s3"), ca, dnsName: S3_NAME, port: 9000, bucket: S3_BUCKET, accessKey: "engine-tier-key" });
   rig.backup = {
