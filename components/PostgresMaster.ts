@@ -19,6 +19,8 @@ import { remoteStep } from "../lib/remote";
 import { renderBootstrapPermit, renderPrimaryEntrypoint } from "../templates/postgres-entrypoint";
 import { renderPostgresqlConf } from "../templates/postgres-conf";
 import { renderRolesSql } from "../templates/postgres-sql";
+import { restoreCommand } from "../lib/backup";
+import type { BackupRestore } from "../lib/config";
 
 export interface PostgresPasswords {
   app: pulumi.Input<string>;
@@ -44,6 +46,8 @@ export interface PostgresMasterArgs extends PostgresServerArgs {
    * directory is a lost cluster and the primary refuses to start.
    */
   bootstrapGeneration?: number;
+  /** Restore from the backup repository into the (fresh) data volume, with this restore's permit (backupRestore). */
+  restore?: BackupRestore;
 }
 
 
@@ -93,7 +97,13 @@ export class PostgresMaster extends pulumi.ComponentResource {
       bootstrapPermitStep(
         `${name}-bootstrap-permit`,
         args.shell,
-        { dir: bootstrapDir, permit: renderBootstrapPermit({ cluster: args.hostName, generation, dataDir: PG_PATHS.dataDir }), generation, timeoutSeconds: args.timeoutSeconds },
+        {
+          dir: bootstrapDir,
+          permit: renderBootstrapPermit({ cluster: args.hostName, generation, dataDir: PG_PATHS.dataDir, ...(args.restore ? { restore: args.restore.id } : {}) }),
+          generation,
+          ...(args.restore ? { restore: args.restore.id } : {}),
+          timeoutSeconds: args.timeoutSeconds,
+        },
         parent,
       ),
     );
@@ -110,6 +120,7 @@ export class PostgresMaster extends pulumi.ComponentResource {
           dataDir: PG_PATHS.dataDir,
           configFile: PG_PATHS.configFile,
           bootstrap: { permitFile: PG_PATHS.bootstrapPermit, cluster: args.hostName, generation },
+          ...(args.restore ? { restore: { id: args.restore.id, target: args.restore.target, argv: restoreCommand(args.restore.target, PG_PATHS.dataDir) } } : {}),
         }),
         bootstrapDir,
         dependsOn,

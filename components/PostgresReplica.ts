@@ -27,6 +27,8 @@ export interface PostgresReplicaArgs extends PostgresServerArgs {
   rejoin: boolean;
   /** Changing it wipes this replica's data and clones the primary again. */
   reinitGeneration: number;
+  /** The primary's last restore from the backup repository (0: never): a new one is a new volume, cloned from the restored primary. */
+  restoreId?: number;
   /** An existing data volume to run on (the main host's, when it follows a promoted replica) instead of this component's own. */
   volumeName?: pulumi.Input<string>;
   deleteDataOnDestroy: boolean;
@@ -56,7 +58,8 @@ export class PostgresReplica extends pulumi.ComponentResource {
     this.address = pulumi.output(args.privateIp);
     this.port = args.port;
     this.mode = args.promote ? "promoted" : args.rejoin ? "rejoin" : "replica";
-    this.volumeName = `synaxic-${args.hostName}-pgdata-g${args.reinitGeneration}`;
+    const restoreId = args.restoreId ?? 0;
+    this.volumeName = `synaxic-${args.hostName}-pgdata-g${args.reinitGeneration}${restoreId > 0 ? `-r${restoreId}` : ""}`;
 
     this.postgresqlConf = renderPostgresqlConf({
       role: "replica",
@@ -136,7 +139,7 @@ export class PostgresReplica extends pulumi.ComponentResource {
     }
 
     // Earlier generations' volumes are removed once the new clone runs.
-    if (args.reinitGeneration > 0 && args.volumeName === undefined) {
+    if ((args.reinitGeneration > 0 || restoreId > 0) && args.volumeName === undefined) {
       remoteStep(
         `${name}-reinit-cleanup`,
         args.shell,

@@ -37,6 +37,7 @@ import {
   checkArgv,
   expireArgv,
   infoArgv,
+  restoreArgv,
   renderPgbackrestConf,
   renderPgbackrestSecrets,
   stanzaCreateArgv,
@@ -82,6 +83,11 @@ export function backupConf(settings: BackupSettings, pg: { dataDir: string; port
     pg: { dataDir: pg.dataDir, socketDir: PG_SOCKET_DIR, port: pg.port },
     spoolPath: PGBACKREST_CONTAINER_PATHS.spoolPath,
   });
+}
+
+/** The primary's restore from the repository (backupRestore), into an empty data directory: a new timeline that takes writes. */
+export function restoreCommand(target: string, dataDir: string): string[] {
+  return restoreArgv(INVOCATION, { dataDir, target: target === "latest" ? { type: "latest" } : { type: "time", time: target }, ...(target === "latest" ? {} : { targetAction: "promote" as const }) });
 }
 
 /** The host directory mounted at /etc/pgbackrest (relative to the files root). */

@@ -250,6 +250,19 @@ export const KEYS: Record<string, KeySpec> = {
   },
   backupAccessKeyId: { schema: z.string(), optionalSecret: true, default: "" },
   backupSecretAccessKey: { schema: z.string(), optionalSecret: true, default: "" },
+  backupRestore: {
+    schema: z
+      .object({
+        target: z.string().regex(/^(latest|\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d{1,6})?[+-]\d{2}(:?\d{2})?)$/, {
+          message: 'expected "latest" or a time with its UTC offset, e.g. "2026-11-30 12:00:00+00"',
+        }),
+        id: int(1, 1_000_000),
+      })
+      .strict()
+      .partial(),
+    default: {},
+    json: true,
+  },
   backupSchedule: {
     schema: z.object({ fullWeekday: int(0, 6), hourUtc: int(0, 23), verifyWeekday: int(0, 6) }).strict(),
     default: { fullWeekday: 0, hourUtc: 3, verifyWeekday: 3 },
@@ -377,6 +390,8 @@ export interface MainConfig extends CommonConfig {
   balancerRouting: { writePaths: string[]; apiKeyRequests: ApiKeyRequests };
   /** Backups, when backupRepository is set. */
   backup: BackupSettings | null;
+  /** Bring the primary back from the backup repository into a fresh volume (lib/backup.ts); null: start from its own volume. */
+  restore: BackupRestore | null;
   /**
    * What the balancer serves: the paths that reach an app from outside, and
    * the Host names it answers (empty: any). Names default to the HTTPS
@@ -399,6 +414,12 @@ export interface ReplicaConfig extends CommonConfig {
 }
 
 export type ParsedConfig = MainConfig | ReplicaConfig;
+
+/** A point-in-time restore of the primary: `id` names the fresh volume it restores into; `target` is "latest" or a time with its offset. */
+export interface BackupRestore {
+  target: string;
+  id: number;
+}
 
 /** Backups into S3-compatible object storage with pgBackRest (lib/backup.ts); the keys are secrets read separately. */
 export interface BackupSettings {
@@ -781,11 +802,13 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, secretKe
     }
     const replicas = parseReplicas(get<string[]>("replicas"), privateIp, privateNetworkCidr);
     const backup = parseBackup(raw, secretKeys, get);
+    const restore = parseRestore(get, backup !== null);
     const followPrimary = get<string>("followPrimary");
     const promote = get<boolean>("promote");
     if (followPrimary && !replicas.some((r) => r.name === followPrimary)) {
       throw new ConfigError("followPrimary", `got ${show(followPrimary)}; expected one of this stack's replicas (${replicas.map((r) => r.name).join(", ") || "none"})`);
     }
+    if (restore && followPrimary) throw new ConfigError("backupRestore", `is set while the main host follows ${show(followPrimary)}; a restore brings back the primary, so restore on the host that is the primary`);
     if (followPrimary && promote) throw new ConfigError("promote", `got true together with followPrimary ${show(followPrimary)}; the main host either follows a replica or takes the primary role back`);
     if (get<boolean>("rejoin")) throw new ConfigError("rejoin", `is for replica stacks; the main host rejoins through followPrimary`);
     return {
@@ -804,6 +827,7 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, secretKe
       maxSlotWalKeepSize: get("maxSlotWalKeepSize"),
       walKeepSize: get("walKeepSize"),
       backup,
+      restore,
       ...(httpsCertificate ? { httpsCertificate } : {}),
     };
   }
@@ -840,7 +864,17 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, secretKe
   };
 }
 
-const BACKUP_KEYS = ["backupRepository", "backupAccessKeyId", "backupSecretAccessKey", "backupSchedule"] as const;
+const BACKUP_KEYS = ["backupRepository", "backupAccessKeyId", "backupSecretAccessKey", "backupSchedule", "backupRestore"] as const;
+
+/** backupRestore: both fields, and only with a repository to restore from. */
+function parseRestore(get: <T>(key: string) => T, hasRepository: boolean): BackupRestore | null {
+  const r = get<Partial<BackupRestore>>("backupRestore");
+  if (Object.keys(r).length === 0) return null;
+  if (!hasRepository) throw new ConfigError("backupRestore", `needs backupRepository: the primary is restored from the backup repository`);
+  if (r.target === undefined) throw new ConfigError("backupRestore[target]", `missing; "latest" (everything archived) or a time with its UTC offset, e.g. "2026-11-30 12:00:00+00"`);
+  if (r.id === undefined) throw new ConfigError("backupRestore[id]", `missing; a number of your own (1, then 2 for a later restore): each id is a fresh volume the primary is restored into`);
+  return { target: r.target, id: r.id };
+}
 
 /** backupRepository and its access key: all or nothing. */
 function parseBackup(raw: Readonly<Record<string, string>>, secretKeys: ReadonlySet<string>, get: <T>(key: string) => T): BackupSettings | null {

@@ -20,6 +20,8 @@ export const fleetInfoSchema = z.object({
   appImage: z.string().min(1),
   /** The pgbackrest package in the fleet's PostgreSQL image (templates/postgres-image.ts). */
   pgbackrestVersion: z.string().min(1),
+  /** The primary's last restore from the backup repository (backupRestore.id; 0: never): replicas re-clone when it changes. */
+  restoreId: z.number().int().nonnegative(),
   /** The backup repository and schedule (lib/backup.ts); null: no backups. */
   backup: z
     .object({

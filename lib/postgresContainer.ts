@@ -371,7 +371,7 @@ export function promoteStep(name: string, shell: HostShell, p: { containerName: 
 export function bootstrapPermitStep(
   name: string,
   shell: HostShell,
-  p: { dir: string; permit: string; generation: number; timeoutSeconds: number },
+  p: { dir: string; permit: string; generation: number; timeoutSeconds: number; restore?: number },
   opts: pulumi.CustomResourceOptions,
 ): pulumi.CustomResource {
   if (p.dir.startsWith("/") || p.dir.split("/").includes("..")) throw new Error(`bootstrapPermitStep: ${p.dir} must be relative to the host's files root`);
@@ -401,7 +401,8 @@ export function bootstrapPermitStep(
     update: withTimeout(seconds, asRoot(shell, keep)),
     delete: withTimeout(seconds, asRoot(shell, remove)),
     stdin: p.permit,
-    triggers: [p.generation],
+    // A restore's id joins the triggers only when there is one: existing stacks keep theirs, and get no new permit.
+    triggers: p.restore === undefined ? [p.generation] : [p.generation, p.restore],
     logging: "stdoutAndStderr" as const,
     // As in remoteStep: no earlier output is handed to the next run.
     addPreviousOutputInEnv: false,

@@ -119,9 +119,11 @@ export function buildMain(
   // role back with `promote`. The data volume belongs to the stack, so it
   // outlives the switch between the two components.
   const following = cfg.followPrimary ? cfg.replicas.find((r) => r.name === cfg.followPrimary)! : undefined;
+  // A restore from the backup repository goes into a fresh volume, named after
+  // it; the volume from before stays (retained like any data volume).
   const pgData = new dockerPkg.Volume(
     "postgres-data",
-    { name: "synaxic-main-pgdata", labels: [{ label: "app", value: "synaxic" }] },
+    { name: cfg.restore ? `synaxic-main-pgdata-restore-${cfg.restore.id}` : "synaxic-main-pgdata", labels: [{ label: "app", value: "synaxic" }] },
     { ...dockerOpts, retainOnDelete: !cfg.deleteDataOnDestroy },
   );
   const facts = fleetFacts(cfg, null);
@@ -177,6 +179,7 @@ export function buildMain(
           passwords: { app: pw.postgresApp, replication: pw.postgresReplication, rewind: pw.postgresRewind, exporter: pw.postgresExporter },
           promoteFirst: cfg.promote,
           bootstrapGeneration: cfg.bootstrapGeneration,
+          ...(cfg.restore ? { restore: cfg.restore } : {}),
         },
         { ...docker, aliases: [{ type: "synaxic:components:PostgresReplica" }] },
       );
@@ -362,6 +365,8 @@ export function fleetFacts(cfg: MainConfig, hetzner: HetznerFacts | null) {
     appImage: cfg.appImage,
     pgbackrestVersion: cfg.pgbackrestVersion,
     backup: cfg.backup,
+    // Replicas re-clone when the primary was restored (a new volume per restore).
+    restoreId: cfg.restore?.id ?? 0,
     images: cfg.images,
     ports: cfg.ports,
     maxSlotWalKeepSizeMB: sizeToMB(cfg.maxSlotWalKeepSize),

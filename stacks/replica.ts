@@ -183,6 +183,7 @@ export function buildReplica(
       passwords: { replication: secretField("postgresReplication"), rewind: secretField("postgresRewind") },
       promote: cfg.promote,
       reinitGeneration: cfg.reinitGeneration,
+      restoreId: fleet.restoreId,
       deleteDataOnDestroy: cfg.deleteDataOnDestroy,
       ...(fleet.backup ? { backup: { settings: fleet.backup, secrets: backupSecrets("main", credentials), schedulerMemoryMiB: memory.limitsMiB.backup! } } : {}),
     },

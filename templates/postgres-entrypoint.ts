@@ -81,6 +81,8 @@ export interface BootstrapPermitParams {
   generation: number;
   /** PGDATA as the entrypoint sees it. */
   dataDir: string;
+  /** A point-in-time restore's id: the permit then lets the primary restore this cluster from the backup repository, not initialise it. */
+  restore?: number;
 }
 
 export interface PrimaryBootstrap {
@@ -90,6 +92,16 @@ export interface PrimaryBootstrap {
   generation: number;
 }
 
+/** Restore the cluster from the backup repository instead of initialising an empty one. */
+export interface PrimaryRestore {
+  /** The restore's id (backupRestore.id): part of the permit, so that each restore happens once. */
+  id: number;
+  /** What it restores to, for the log: "latest" or the target time. */
+  target: string;
+  /** The pgbackrest restore command (templates/pgbackrest.ts restoreArgv), run as the postgres user into the empty data directory. */
+  argv: string[];
+}
+
 export interface PrimaryEntrypointParams extends EntrypointCommon {
   /**
    * The one-shot permit that alone lets an empty data directory be
@@ -97,6 +109,8 @@ export interface PrimaryEntrypointParams extends EntrypointCommon {
    * directory is a lost cluster, not a new one.
    */
   bootstrap: PrimaryBootstrap;
+  /** With a permit: restore from the backup repository (a new timeline that takes writes) instead of initdb. */
+  restore?: PrimaryRestore;
   /** Extra initdb arguments for a new cluster (e.g. ["--wal-segsize=16"]). */
   initdbArgs?: string[];
   /** Locale of a new cluster (default C.UTF-8). */
@@ -313,7 +327,8 @@ export function renderBootstrapPermit(p: BootstrapPermitParams): string {
   const cluster = validateCluster(p.cluster);
   const generation = validateNonNegativeInt("bootstrap generation", p.generation);
   const dataDir = validatePath("dataDir", p.dataDir);
-  return `synaxic-bootstrap-permit v1 cluster=${cluster} generation=${generation} data_dir=${dataDir}\n`;
+  const restore = p.restore === undefined ? "" : ` restore=${validatePositiveInt("restore id", p.restore)}`;
+  return `synaxic-bootstrap-permit v1 cluster=${cluster} generation=${generation} data_dir=${dataDir}${restore}\n`;
 }
 
 /**
@@ -335,7 +350,9 @@ export function renderPrimaryEntrypoint(params: PrimaryEntrypointParams): string
   if (!params.bootstrap) templateError("bootstrap is missing: give the permit file, cluster and generation");
   const permitFile = validatePath("bootstrap permitFile", params.bootstrap.permitFile);
   const generation = validateNonNegativeInt("bootstrap generation", params.bootstrap.generation);
-  const permit = renderBootstrapPermit({ cluster: params.bootstrap.cluster, generation, dataDir: r.dataDir }).trimEnd();
+  const restore = params.restore;
+  if (restore && restore.argv.length === 0) templateError("restore argv is empty");
+  const permit = renderBootstrapPermit({ cluster: params.bootstrap.cluster, generation, dataDir: r.dataDir, ...(restore ? { restore: restore.id } : {}) }).trimEnd();
   const initdb = [
     "initdb",
     `--pgdata=${r.dataDir}`,
@@ -359,6 +376,10 @@ export function renderPrimaryEntrypoint(params: PrimaryEntrypointParams): string
     "remove_permit() { rm -f \"$PERMIT_FILE\" || fail \"could not remove the bootstrap permit $PERMIT_FILE\"; }",
     "",
     "prepare_data_dir",
+    "if [ -e \"$PERMIT_FILE.restoring\" ] && ! data_dir_empty; then",
+    "  fail \"a restore into $DATA_DIR from the backup repository was cut short ($PERMIT_FILE.restoring is there): refusing to start what it left. Remove the container and its volume (docker rm -f, docker volume rm), then pulumi up to restore again\"",
+    "fi",
+    "rm -f \"$PERMIT_FILE.restoring\"",
     "if has_cluster && [ -e \"$PERMIT_FILE\" ]; then",
     "  remove_permit",
     "  log \"removed the bootstrap permit $PERMIT_FILE: $DATA_DIR already holds a cluster, which is never initialised again\"",
@@ -368,8 +389,15 @@ export function renderPrimaryEntrypoint(params: PrimaryEntrypointParams): string
     "fi",
     "if data_dir_empty; then",
     "  if permit_valid; then",
-    `    log ${shellQuote(`initialising a new cluster in ${r.dataDir} (bootstrap permit for generation ${generation})`)}`,
-    `    as_postgres ${sh(initdb)}`,
+    ...(restore
+      ? [
+          `    log ${shellQuote(`restoring the cluster into ${r.dataDir} from the backup repository, to ${restore.target} (restore ${restore.id}); it then starts a new timeline`)}`,
+          // A marker beside the permit (the data directory must be empty for pgBackRest) says a restore began: one cut short is never started as a cluster.
+          "    touch \"$PERMIT_FILE.restoring\" || fail \"could not write $PERMIT_FILE.restoring\"",
+          `    as_postgres ${sh(restore.argv)} || fail "the restore from the backup repository failed (see above); $DATA_DIR holds part of it and will not be started: remove the container and its volume (docker rm -f, docker volume rm), then pulumi up"`,
+          "    rm -f \"$PERMIT_FILE.restoring\"",
+        ]
+      : [`    log ${shellQuote(`initialising a new cluster in ${r.dataDir} (bootstrap permit for generation ${generation})`)}`, `    as_postgres ${sh(initdb)}`]),
     "    remove_permit",
     "    log \"bootstrap permit $PERMIT_FILE used and removed\"",
     "  elif [ -e \"$PERMIT_FILE\" ]; then",

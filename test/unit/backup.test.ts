@@ -110,3 +110,39 @@ describe("backups off (the default)", () => {
     expect(plain.of(CONTAINER).filter((c) => c.name.endsWith("-backup"))).toEqual([]);
   });
 });
+
+describe("a restore from the repository (backupRestore)", () => {
+  const RESTORE = { ...BACKUP, [`${P}backupRestore`]: JSON.stringify({ target: "2026-11-30 12:00:00+00", id: 1 }) };
+  let restored: AnyRun;
+  let replicaAfter: AnyRun;
+
+  beforeAll(async () => {
+    restored = (await runMain(1, RESTORE)) as AnyRun;
+    replicaAfter = (await runReplica("replica-1", "10.10.0.3", { replicas: 1, mainExtra: RESTORE })).replica as AnyRun;
+  }, 120_000);
+
+  it("goes into a fresh volume named after it; the volume from before is kept (retained on delete)", () => {
+    const v = restored.one(VOLUME, "postgres-data");
+    expect(v.inputs.name).toBe("synaxic-main-pgdata-restore-1");
+    expect(v.opts.retainOnDelete).toBe(true);
+    expect(plain.one(VOLUME, "postgres-data").inputs.name).toBe("synaxic-main-pgdata");
+  });
+
+  it("writes a permit for this restore (a new trigger), and the entrypoint restores to the target instead of initdb", () => {
+    const permit = restored.one(COMMAND, "bootstrap-permit");
+    expect(permit.inputs.triggers).toEqual([0, 1]);
+    expect(String(permit.inputs.stdin)).toMatch(/ restore=1\n$/);
+    // Without a restore the trigger is the generation alone, as before: no stack gets a new permit from this change.
+    expect(plain.one(COMMAND, "bootstrap-permit").inputs.triggers).toEqual([0]);
+    const pg = restored.one(CONTAINER, "postgres-container").inputs;
+    const entrypoint = String((pg.uploads as { file: string; content: string }[]).find((u) => u.file.endsWith("synaxic-entrypoint"))!.content);
+    expect(entrypoint).toContain("pgbackrest --config-path=/etc/pgbackrest --stanza=synaxic --pg1-path=/var/lib/postgresql/data --type=time '--target=2026-11-30 12:00:00+00' --target-action=promote --archive-mode=preserve restore");
+    expect(entrypoint).not.toMatch(/^\s*as_postgres initdb/m);
+    expect(entrypoint).toContain("restore=1");
+  });
+
+  it("replicas re-clone into a new volume from the restored primary", () => {
+    expect(replicaAfter.one(VOLUME, "postgres-data").inputs.name).toBe("synaxic-replica-1-pgdata-g0-r1");
+    expect(replica.one(VOLUME, "postgres-data").inputs.name).toBe("synaxic-replica-1-pgdata-g0");
+  });
+});

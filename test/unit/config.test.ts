@@ -374,3 +374,30 @@ describe("backups: backupRepository with its access key, all or nothing", () => 
     expect(() => parseStackConfig(replicaRaw({ [`${P}backupRepository`]: JSON.stringify(repo) }), SECRET_KEYS)).toThrow(/synaxic:backupRepository: is for the main stack/);
   });
 });
+
+describe("backupRestore: a point-in-time restore of the primary", () => {
+  const repo = JSON.stringify({ endpoint: "fsn1.your-objectstorage.com", bucket: "acme-synaxic", region: "fsn1" });
+  const on = { [`${P}backupRepository`]: repo, [`${P}backupAccessKeyId`]: "AKIAEXAMPLE", [`${P}backupSecretAccessKey`]: "s3-secret" };
+  const secretKeys = new Set([...SECRET_KEYS, `${P}backupAccessKeyId`, `${P}backupSecretAccessKey`]);
+  const parse = (restore: unknown, extra: Record<string, string> = on) => parseMain({ ...extra, [`${P}backupRestore`]: JSON.stringify(restore) }, secretKeys);
+
+  it("off by default; a time with its offset, or latest", () => {
+    expect(parseMain(on, secretKeys).restore).toBeNull();
+    expect(parse({ target: "2026-11-30 12:00:00+00", id: 1 }).restore).toEqual({ target: "2026-11-30 12:00:00+00", id: 1 });
+    expect(parse({ target: "latest", id: 2 }).restore).toEqual({ target: "latest", id: 2 });
+  });
+
+  it.each([
+    ["without a repository", { target: "latest", id: 1 }, {}, /synaxic:backupRestore: needs backupRepository/],
+    ["without an id", { target: "latest" }, on, /synaxic:backupRestore\[id\]: missing/],
+    ["without a target", { id: 1 }, on, /synaxic:backupRestore\[target\]: missing/],
+    ["a time without its offset", { target: "2026-11-30 12:00:00", id: 1 }, on, /synaxic:backupRestore\[target\]: got "2026-11-30 12:00:00"; expected "latest" or a time with its UTC offset/],
+    ["id 0", { target: "latest", id: 0 }, on, /synaxic:backupRestore\[id\]: got 0/],
+  ])("%s is refused", (_what, restore, extra, message) => {
+    expect(() => parse(restore, extra as Record<string, string>)).toThrow(message);
+  });
+
+  it("is refused while the main host follows a promoted replica", () => {
+    expect(() => parseMain({ ...on, [`${P}followPrimary`]: "replica-1", [`${P}backupRestore`]: JSON.stringify({ target: "latest", id: 1 }) }, secretKeys)).toThrow(/synaxic:backupRestore: is set while the main host follows "replica-1"/);
+  });
+});

@@ -411,6 +411,20 @@ describe("entrypoints", () => {
     expect(out).toBe("/srv/pg data/it's");
   });
 
+  it("primary entrypoint with a restore: pgBackRest restores behind the restore's own permit, marked while it runs, and no initdb", () => {
+    const script = renderPrimaryEntrypoint({ ...primaryEntrypoint, restore: { id: 3, target: "latest", argv: ["pgbackrest", "--stanza=synaxic", "--type=default", "restore"] } });
+    expect(script).toMatchSnapshot();
+    bashSyntaxOk(script);
+    expect(script).not.toMatch(/as_postgres initdb/);
+    expect(script).toMatch(/ restore=3'$/m);
+    const marker = script.indexOf('touch "$PERMIT_FILE.restoring"');
+    const restore = script.indexOf("as_postgres pgbackrest --stanza=synaxic --type=default restore");
+    expect(marker).toBeGreaterThan(script.indexOf("if permit_valid; then"));
+    expect(restore).toBeGreaterThan(marker);
+    expect(script.indexOf('rm -f "$PERMIT_FILE.restoring"', restore)).toBeGreaterThan(restore);
+    expect(() => renderPrimaryEntrypoint({ ...primaryEntrypoint, restore: { id: 3, target: "latest", argv: [] } })).toThrow(/restore argv is empty/);
+  });
+
   it("primary entrypoint", () => {
     const script = renderPrimaryEntrypoint(primaryEntrypoint);
     expect(script).toMatchSnapshot();
