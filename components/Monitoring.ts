@@ -59,7 +59,7 @@ export class Monitoring extends pulumi.ComponentResource {
       selfLabels: { host: args.hostName, role: "main" },
     });
     // The main host's own slot exists on a promoted replica after a failover.
-    this.rules = renderAlertRules({ replicas: args.replicas.map((r) => ({ name: r.name, slotName: r.slotName })), otherSlots: [replicaSlotName("main")] });
+    this.rules = renderAlertRules({ replicas: args.replicas.map((r) => ({ name: r.name, slotName: r.slotName })), otherStandbys: [{ name: "main", slotName: replicaSlotName("main") }] });
     // The configuration and rules are files on the host too: a change is a
     // reload (SIGHUP), not a restart.
     const configFiles = [file("config", "prometheus.yml", config), file("rules", "rules/synaxic.yml", this.rules)];
