@@ -52,6 +52,9 @@ export const GROUP_BY = ["host", "replica"] as const;
 export const REPLICA_DOWN_ALERTS = ["SynaxicReplicaDisconnected", "SynaxicReplicationSlotMissing", "SynaxicSlotLost"] as const;
 export const REPLICA_LAG_ALERTS = ["SynaxicReplicationLagBytes", "SynaxicReplicationReplayLag", "SynaxicSlotRetainingWal"] as const;
 
+/** The Slack message body: one line per alert with its name, severity and summary (Go template). */
+export const SLACK_TEXT = '{{ range .Alerts }}*{{ .Labels.alertname }}* ({{ .Labels.severity }}): {{ .Annotations.summary }}\n{{ end }}';
+
 export interface EmailReceiver {
   /** SMTP server as host:port (587 for STARTTLS submission). */
   smarthost: string;
@@ -83,7 +86,7 @@ export interface WebhookReceiver {
 export interface HeartbeatReceiver {
   /** Secret: written into the configuration (see the file comment). */
   url: string;
-  /** How often the Watchdog is sent to it (group_interval and repeat_interval of its route). */
+  /** How often the Watchdog is sent to it (its route's group_interval); at least 2s. */
   interval?: string;
 }
 
@@ -143,6 +146,12 @@ function checkUrl(what: string, v: string): void {
 
 function checkSeverity(what: string, v: Severity | undefined): void {
   if (v !== undefined && v !== "critical" && v !== "warning") fail(`${what} must be critical or warning, got ${JSON.stringify(v)}`);
+}
+
+/** Half a duration, as a duration (in ms when it is not whole seconds). */
+function halfDuration(v: string): string {
+  const ms = Math.floor(durationMs("duration", v) / 2);
+  return ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
 }
 
 /** The severities a channel with this minimum takes. */
@@ -205,6 +214,8 @@ export function renderAlertmanagerConfig(params: AlertmanagerConfigParams = {}):
     add(s.minSeverity ?? ALERTMANAGER_DEFAULTS.minSeverity.slack, "slack_configs", {
       api_url_file: s.apiUrlFile,
       ...(s.channel ? { channel: s.channel } : {}),
+      // Alertmanager's default text is empty: list each alert's summary.
+      text: SLACK_TEXT,
       send_resolved: true,
     });
   }
@@ -217,7 +228,7 @@ export function renderAlertmanagerConfig(params: AlertmanagerConfigParams = {}):
   if (p.heartbeat) {
     checkUrl("heartbeat.url", p.heartbeat.url);
     heartbeatInterval = p.heartbeat.interval ?? heartbeatInterval;
-    durationMs("heartbeat.interval", heartbeatInterval);
+    if (durationMs("heartbeat.interval", heartbeatInterval) < 2000) fail(`heartbeat.interval must be at least 2s, got ${JSON.stringify(heartbeatInterval)}`);
   }
 
   const config = {
@@ -237,7 +248,12 @@ export function renderAlertmanagerConfig(params: AlertmanagerConfigParams = {}):
           group_by: ["alertname"],
           group_wait: "0s",
           group_interval: heartbeatInterval,
-          repeat_interval: heartbeatInterval,
+          // Shorter than the group interval on purpose: a flush re-sends when
+          // the last notification is older than repeat_interval
+          // (notify/notify.go DedupStage.needsUpdate, v0.25.0), and the last
+          // one was logged a moment after the previous flush, so an equal
+          // repeat_interval would skip every other flush.
+          repeat_interval: halfDuration(heartbeatInterval),
         },
         { receiver: RECEIVERS.critical, matchers: [eq("severity", "critical")], repeat_interval: criticalRepeatInterval },
         { receiver: RECEIVERS.warning, matchers: [eq("severity", "warning")] },
