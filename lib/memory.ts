@@ -20,7 +20,7 @@
  */
 import { ConfigError } from "./config";
 
-export type ServiceName = "postgres" | "redis" | "app" | "nginx" | "prometheus" | "grafana" | "nodeExporter" | "postgresExporter" | "redisExporter";
+export type ServiceName = "postgres" | "redis" | "app" | "nginx" | "prometheus" | "alertmanager" | "grafana" | "nodeExporter" | "postgresExporter" | "redisExporter";
 
 export type HostKind = "main" | "replica";
 
@@ -41,7 +41,9 @@ export interface MemoryBudget {
 /** Fixed reservations, in MiB. */
 const FIXED: Record<HostKind, Partial<Record<ServiceName, number>>> = {
   // The balancer runs on main (and on a promoted replica); monitoring on main only.
-  main: { nginx: 128, prometheus: 512, grafana: 256, nodeExporter: 64, postgresExporter: 64, redisExporter: 64 },
+  // Alertmanager's share comes out of Prometheus' former 512 MiB: it keeps a
+  // few hundred alerts and its notification log in memory.
+  main: { nginx: 128, prometheus: 448, alertmanager: 64, grafana: 256, nodeExporter: 64, postgresExporter: 64, redisExporter: 64 },
   replica: { nginx: 128, nodeExporter: 64, postgresExporter: 64, redisExporter: 64 },
 };
 
