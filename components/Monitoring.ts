@@ -9,16 +9,36 @@ import type { ReplicaEntry } from "../lib/config";
 import { remoteStep, type HostShell } from "../lib/remote";
 import { renderAlertRules, renderPrometheusConfig, renderTargetsFiles, type MonitoredHost } from "../templates/prometheus";
 import { grafanaEnv, renderGrafanaDashboardProvider, renderGrafanaDatasources, renderReplicationDashboard } from "../templates/grafana";
+import { renderAlertmanagerConfig, type AlertmanagerConfigParams } from "../templates/alertmanager";
+import type { AlertSeverity, AlertingConfig, StackConfig } from "../lib/config";
 
 /** uid of `grafana` in the Grafana image. */
 const GRAFANA_UID = 472;
+/** uid and gid of `nobody`, Alertmanager's user in its image (its Dockerfile: USER nobody, on busybox). */
+const ALERTMANAGER_UID = 65534;
+/** Alertmanager writes its silences and notification log on shutdown. */
+const ALERTMANAGER_STOP = { seconds: 20 };
+
+/** Where Alertmanager sees its files (the host directory is bind-mounted read-only). */
+const AM_DIR = "/etc/alertmanager";
+const SMTP_PASSWORD_FILE = `${AM_DIR}/secrets/smtp-password`;
+const SLACK_URL_FILE = `${AM_DIR}/secrets/slack-api-url`;
+
+/** The receivers, with their secrets as secret Outputs. */
+export interface AlertingArgs {
+  port: number;
+  email?: { smarthost: string; from: string; to: string[]; username: string; password?: pulumi.Input<string>; requireTls: boolean; minSeverity: AlertSeverity };
+  slack?: { webhookUrl: pulumi.Input<string>; channel: string; minSeverity: AlertSeverity };
+  webhook?: { url: pulumi.Input<string>; minSeverity: AlertSeverity };
+  heartbeat?: { url: pulumi.Input<string>; interval: string };
+}
 
 export interface MonitoringArgs {
   /** This host's memory budget (lib/memory.ts): the container's limit comes from it. */
   memory: MemoryBudget;
   hostName: string;
   shell: HostShell;
-  images: { prometheus: string; grafana: string };
+  images: { prometheus: string; grafana: string; alertmanager: string };
   networkMode: pulumi.Input<string>;
   ports: { prometheus: number; grafana: number; app: number; nodeExporter: number; postgresExporter: number; redisExporter: number };
   /** Every host (main and each replica) with its private address: exporters are scraped there. */
@@ -26,12 +46,33 @@ export interface MonitoringArgs {
   /** The replicas and their slots, for the replication alerts. */
   replicas: ReplicaEntry[];
   grafanaAdminPassword: pulumi.Input<string>;
+  /** Alertmanager and its receivers. */
+  alerting: AlertingArgs;
   deleteDataOnDestroy: boolean;
   timeoutSeconds: number;
 }
 
+/** The receivers of a main stack's configuration, with their secrets from StackConfig. */
+export function alertingArgs(cfg: { alerting: AlertingConfig; secrets: StackConfig["secrets"] }): AlertingArgs {
+  const a = cfg.alerting;
+  const need = (v: pulumi.Output<string> | undefined, key: string): pulumi.Output<string> => {
+    if (!v) throw new Error(`alertingArgs: ${key} is configured but its secret was not read`);
+    return v;
+  };
+  return {
+    port: a.port,
+    ...(a.email ? { email: { ...a.email, ...(a.email.username ? { password: need(cfg.secrets.alertSmtpPassword, "alertSmtpPassword") } : {}) } } : {}),
+    ...(a.slack ? { slack: { ...a.slack, webhookUrl: need(cfg.secrets.alertSlackWebhookUrl, "alertSlackWebhookUrl") } } : {}),
+    ...(a.webhook ? { webhook: { ...a.webhook, url: need(cfg.secrets.alertWebhookUrl, "alertWebhookUrl") } } : {}),
+    ...(a.heartbeat ? { heartbeat: { ...a.heartbeat, url: need(cfg.secrets.alertHeartbeatUrl, "alertHeartbeatUrl") } } : {}),
+  };
+}
+
 /**
- * Prometheus and Grafana on the main host, both reachable on loopback only.
+ * Prometheus, Alertmanager and Grafana on the main host, reachable on
+ * loopback only. Prometheus sends its alerts to Alertmanager, which notifies
+ * the receivers from stack config (templates/alertmanager.ts) and sends the
+ * Watchdog to the heartbeat URL.
  * Scrape targets are files generated from the replica list that Prometheus
  * re-reads by itself; alert rules cover replication lag (from LSNs), replicas
  * and slots, disks and certificates. Grafana has a provisioned datasource and
@@ -41,6 +82,8 @@ export interface MonitoringArgs {
 export class Monitoring extends pulumi.ComponentResource {
   public readonly targets: Record<string, string>;
   public readonly rules: string;
+  /** alertmanager.yml as written to the host: a secret when it holds a webhook URL. */
+  public readonly alertmanagerConfig: pulumi.Output<string>;
 
   constructor(name: string, args: MonitoringArgs, opts?: pulumi.ComponentResourceOptions) {
     super("synaxic:components:Monitoring", name, {}, opts);
@@ -58,9 +101,10 @@ export class Monitoring extends pulumi.ComponentResource {
       targetsDir: "/etc/prometheus/targets",
       selfTarget: `${LOOPBACK}:${args.ports.prometheus}`,
       selfLabels: { host: args.hostName, role: "main" },
+      alertmanagers: [`${LOOPBACK}:${args.alerting.port}`],
     });
     // The main host's own slot exists on a promoted replica after a failover.
-    this.rules = renderAlertRules({ replicas: args.replicas.map((r) => ({ name: r.name, slotName: r.slotName })), otherSlots: [replicaSlotName("main")] });
+    this.rules = renderAlertRules({ replicas: args.replicas.map((r) => ({ name: r.name, slotName: r.slotName })), otherStandbys: [{ name: "main", slotName: replicaSlotName("main") }] });
     // The configuration and rules are files on the host too: a change is a
     // reload (SIGHUP), not a restart.
     // Backup and archiving rules (templates/backup-alerts.ts): silent on a fleet without backups, whose metrics do not exist.
@@ -106,6 +150,87 @@ export class Monitoring extends pulumi.ComponentResource {
       { ...parent, dependsOn: [prometheus, ...configFiles] },
     );
 
+    // --- Alertmanager ---------------------------------------------------
+    // Its files: 0600, owned by its user. alertmanager.yml holds the webhook
+    // and heartbeat URLs (Alertmanager 0.25 has no url_file for webhooks;
+    // see templates/alertmanager.ts), so it is a secret whenever one is set;
+    // the SMTP password and the Slack URL are files of their own, which
+    // Alertmanager reads on every send. Files are written exactly as given:
+    // the password file is read without trimming (notify/email/email.go
+    // getPassword, v0.25.0).
+    const amDir = `${args.hostName}/alertmanager`;
+    const amFile = (label: string, path: string, content: pulumi.Input<string>) =>
+      hostFile(`${name}-alertmanager-${label}`, args.shell, { path: `${amDir}/${path}`, content, mode: "0600", owner: `${ALERTMANAGER_UID}:${ALERTMANAGER_UID}`, timeoutSeconds: args.timeoutSeconds }, parent);
+    const a = args.alerting;
+    const secretFiles: pulumi.Resource[] = [];
+    if (a.email?.username) {
+      if (a.email.password === undefined) throw new Error("Monitoring: alerting.email.username needs alerting.email.password");
+      secretFiles.push(amFile("smtp-password", "secrets/smtp-password", pulumi.secret(a.email.password)));
+    }
+    if (a.slack) secretFiles.push(amFile("slack-url", "secrets/slack-api-url", pulumi.secret(a.slack.webhookUrl)));
+    const webhookUrl = a.webhook ? pulumi.output(a.webhook.url) : pulumi.output(undefined);
+    const heartbeatUrl = a.heartbeat ? pulumi.output(a.heartbeat.url) : pulumi.output(undefined);
+    const amText = pulumi.all([webhookUrl, heartbeatUrl]).apply(([webhook, heartbeat]) => {
+      const params: AlertmanagerConfigParams = {
+        ...(a.email
+          ? {
+              email: {
+                smarthost: a.email.smarthost,
+                from: a.email.from,
+                to: a.email.to,
+                ...(a.email.username ? { authUsername: a.email.username, authPasswordFile: SMTP_PASSWORD_FILE } : {}),
+                requireTls: a.email.requireTls,
+                minSeverity: a.email.minSeverity,
+              },
+            }
+          : {}),
+        ...(a.slack ? { slack: { apiUrlFile: SLACK_URL_FILE, ...(a.slack.channel ? { channel: a.slack.channel } : {}), minSeverity: a.slack.minSeverity } } : {}),
+        ...(a.webhook && webhook !== undefined ? { webhook: { url: webhook, minSeverity: a.webhook.minSeverity } } : {}),
+        ...(a.heartbeat && heartbeat !== undefined ? { heartbeat: { url: heartbeat, interval: a.heartbeat.interval } } : {}),
+      };
+      return renderAlertmanagerConfig(params);
+    });
+    this.alertmanagerConfig = a.webhook || a.heartbeat ? pulumi.secret(amText) : amText;
+    const amConfigFile = amFile("config", "alertmanager.yml", this.alertmanagerConfig);
+
+    const amData = new docker.Volume(`${name}-alertmanager-data`, { name: `synaxic-${args.hostName}-alertmanager-data` }, { ...parent, retainOnDelete: !args.deleteDataOnDestroy });
+    const amImage = pullImage(`${name}-alertmanager-image`, args.images.alertmanager, parent);
+    const alertmanager = new docker.Container(
+      `${name}-alertmanager`,
+      {
+        name: containerName(args.hostName, "alertmanager"),
+        ...memoryLimit(args.memory, "alertmanager"),
+        ...stopGrace(ALERTMANAGER_STOP),
+        image: amImage.imageId,
+        ...baseContainer(args.networkMode),
+        command: [
+          `--config.file=${AM_DIR}/alertmanager.yml`,
+          "--storage.path=/alertmanager",
+          // Loopback only: its API lists the configuration, webhook URLs included.
+          `--web.listen-address=${LOOPBACK}:${a.port}`,
+          // No cluster: gossip would listen on 0.0.0.0:9094 by default
+          // (cmd/alertmanager/main.go, v0.25.0: "Set to empty string to disable HA mode").
+          "--cluster.listen-address=",
+        ],
+        volumes: [{ volumeName: amData.name, containerPath: "/alertmanager" }],
+        mounts: [{ type: "bind", source: hostPath(args.shell, amDir), target: AM_DIR, readOnly: true }],
+      },
+      { ...parent, ...replaceInPlace, dependsOn: [amConfigFile, ...secretFiles] },
+    );
+    remoteStep(
+      `${name}-alertmanager-reload`,
+      args.shell,
+      {
+        // SIGHUP reloads alertmanager.yml (cmd/alertmanager/main.go), from
+        // inside the container for the reason given for Prometheus above.
+        argv: whenRunning(containerName(args.hostName, "alertmanager"), ["docker", "exec", containerName(args.hostName, "alertmanager"), "sh", "-c", "kill -HUP 1"]),
+        // A digest of the file as trigger, kept secret like the file itself.
+        triggers: [pulumi.secret(amText.apply(digest)), alertmanager.id],
+        timeoutSeconds: args.timeoutSeconds,
+      },
+      { ...parent, dependsOn: [alertmanager, amConfigFile] },
+    );
+
     const grafanaData = new docker.Volume(`${name}-grafana-data`, { name: `synaxic-${args.hostName}-grafana-data` }, { ...parent, retainOnDelete: !args.deleteDataOnDestroy });
     const grafanaImage = pullImage(`${name}-grafana-image`, args.images.grafana, parent);
     const passwordFile = "/run/synaxic/grafana-admin-password";
@@ -130,6 +255,6 @@ export class Monitoring extends pulumi.ComponentResource {
       { ...parent, ...replaceInPlace },
     );
 
-    this.registerOutputs({ targets: this.targets });
+    this.registerOutputs({ targets: this.targets, alertmanagerConfig: this.alertmanagerConfig });
   }
 }

@@ -87,6 +87,9 @@ export const RESERVED_DATABASE_NAMES: readonly string[] = [
   "replicator", "synaxic_rewind", "synaxic_exporter",
 ];
 
+const ALERT_EMAIL = /^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+const SMARTHOST = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*:([1-9]\d{0,4})$/;
+const severity = z.enum(["critical", "warning"], { message: "expected critical (critical alerts only) or warning (warnings and critical alerts)" });
 const bool = z.union([z.boolean(), z.enum(["true", "false"]).transform((s) => s === "true")]);
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 /**
@@ -225,6 +228,23 @@ export const KEYS: Record<string, KeySpec> = {
   nodeExporterPort: { schema: port, default: 9100 },
   postgresExporterPort: { schema: port, default: 9187 },
   redisExporterPort: { schema: port, default: 9121 },
+  // Alerting (main): Alertmanager and its receivers (templates/alertmanager.ts)
+  alertmanagerImage: { schema: pinnedImage, default: "prom/alertmanager:v0.25.0" },
+  alertmanagerPort: { schema: port, default: 9093 },
+  alertEmailTo: { schema: z.array(z.string().regex(ALERT_EMAIL, { message: "expected plain email addresses such as ops@example.com" })).max(50), default: [], json: true },
+  alertEmailFrom: { schema: z.union([z.literal(""), z.string().regex(ALERT_EMAIL, { message: "expected a plain email address such as alerts@example.com" })]), default: "" },
+  alertSmtpSmarthost: { schema: z.union([z.literal(""), z.string().regex(SMARTHOST, { message: "expected host:port of the SMTP server, such as smtp.example.com:587" })]), default: "" },
+  alertSmtpUsername: { schema: z.string().regex(/^[^\s]*$/, { message: "expected a user name without spaces" }), default: "" },
+  alertSmtpPassword: { schema: z.string(), optionalSecret: true, default: "" },
+  alertSmtpRequireTls: { schema: bool, default: true },
+  alertEmailMinSeverity: { schema: severity, default: "critical" },
+  alertSlackWebhookUrl: { schema: z.string(), optionalSecret: true, default: "" },
+  alertSlackChannel: { schema: z.union([z.literal(""), z.string().regex(/^[#@][A-Za-z0-9._-]{1,80}$/, { message: "expected a channel such as #ops or a user such as @someone" })]), default: "" },
+  alertSlackMinSeverity: { schema: severity, default: "warning" },
+  alertWebhookUrl: { schema: z.string(), optionalSecret: true, default: "" },
+  alertWebhookMinSeverity: { schema: severity, default: "warning" },
+  alertHeartbeatUrl: { schema: z.string(), optionalSecret: true, default: "" },
+  alertHeartbeatInterval: { schema: z.string().regex(/^\d+[smh]$/, { message: "expected a duration of whole seconds, minutes or hours such as 1m" }).refine((v) => !/^[01]s$/.test(v) && !/^0[mh]$/.test(v), { message: "expected at least 2s" }), default: "1m" },
   httpsCertificate: { schema: z.string(), default: "" },
   httpsPrivateKey: { schema: z.string(), optionalSecret: true, default: "" },
   // Required on host stacks (checked there); a control stack has neither, and
@@ -367,8 +387,22 @@ interface CommonConfig {
   googleClientId: string;
 }
 
+export type AlertSeverity = "critical" | "warning";
+
+/** Alertmanager on the main host and who it notifies; the secrets (SMTP password, URLs) are in StackConfig.secrets. */
+export interface AlertingConfig {
+  image: string;
+  /** On the main host's loopback. */
+  port: number;
+  email?: { smarthost: string; from: string; to: string[]; username: string; requireTls: boolean; minSeverity: AlertSeverity };
+  slack?: { channel: string; minSeverity: AlertSeverity };
+  webhook?: { minSeverity: AlertSeverity };
+  heartbeat?: { interval: string };
+}
+
 export interface MainConfig extends CommonConfig {
   role: "main";
+  alerting: AlertingConfig;
   replicas: ReplicaEntry[];
   appImage: string;
   maxConnections: number;
@@ -462,6 +496,11 @@ export type StackConfig = ParsedConfig & {
     httpsPrivateKey?: pulumi.Output<string>;
     /** The object storage's access key, when backups are on. */
     backup?: { accessKeyId: pulumi.Output<string>; secretAccessKey: pulumi.Output<string> };
+    /** Present when the matching receiver is configured (AlertingConfig). */
+    alertSmtpPassword?: pulumi.Output<string>;
+    alertSlackWebhookUrl?: pulumi.Output<string>;
+    alertWebhookUrl?: pulumi.Output<string>;
+    alertHeartbeatUrl?: pulumi.Output<string>;
   };
 };
 
@@ -597,6 +636,55 @@ function checkPortClashes(ports: Ports): void {
     if (other) throw new ConfigError(`${k}Port`, `got ${v}; it clashes with ${other}Port, which is also ${v}`);
     seen.set(v, k);
   }
+}
+
+/** A secret that must be an http(s) URL when set; the error never shows it. */
+function checkSecretUrl(raw: Readonly<Record<string, string>>, secretKeys: ReadonlySet<string>, key: string, httpsOnly: boolean): boolean {
+  if (!requireSecretPresent(raw, secretKeys, key, true)) return false;
+  const v = raw[fullKey(key)]!;
+  let ok = false;
+  try {
+    const u = new URL(v);
+    ok = (u.protocol === "https:" || (!httpsOnly && u.protocol === "http:")) && !/\s/.test(v);
+  } catch {
+    ok = false;
+  }
+  if (!ok) throw new ConfigError(key, `expected ${httpsOnly ? "an https://" : "an http(s)://"} URL (the value is a secret and not shown here)`);
+  return true;
+}
+
+/** The alerting keys of a main stack: Alertmanager and the receivers that are set. */
+function parseAlerting(raw: Readonly<Record<string, string>>, secretKeys: ReadonlySet<string>, get: <T>(key: string) => T, ports: Ports): AlertingConfig {
+  const port = get<number>("alertmanagerPort");
+  for (const [k, v] of Object.entries(ports)) {
+    if (v === port) throw new ConfigError("alertmanagerPort", `got ${port}; it clashes with ${k}Port, which is also ${port}`);
+  }
+  const out: AlertingConfig = { image: get("alertmanagerImage"), port };
+
+  const to = get<string[]>("alertEmailTo");
+  const from = get<string>("alertEmailFrom");
+  const smarthost = get<string>("alertSmtpSmarthost");
+  const username = get<string>("alertSmtpUsername");
+  const hasPassword = requireSecretPresent(raw, secretKeys, "alertSmtpPassword", true);
+  if (to.length > 0) {
+    if (!from) throw new ConfigError("alertEmailFrom", `missing; alertEmailTo is set, so alerts are mailed and need a sender address: \`pulumi config set alertEmailFrom alerts@example.com\``);
+    if (!smarthost) throw new ConfigError("alertSmtpSmarthost", `missing; alertEmailTo is set, so alerts are mailed through an SMTP server: \`pulumi config set alertSmtpSmarthost smtp.example.com:587\``);
+    if (!!username !== hasPassword) {
+      throw new ConfigError(username ? "alertSmtpPassword" : "alertSmtpUsername", `SMTP authentication needs both alertSmtpUsername and alertSmtpPassword (secret); only one is set`);
+    }
+    out.email = { smarthost, from, to, username, requireTls: get("alertSmtpRequireTls"), minSeverity: get("alertEmailMinSeverity") };
+  } else {
+    for (const k of ["alertEmailFrom", "alertSmtpSmarthost", "alertSmtpUsername"] as const) {
+      if (setAwayFromDefault(raw, k)) throw new ConfigError(k, `is set but alertEmailTo is empty; list the recipients: \`pulumi config set --path 'alertEmailTo[0]' ops@example.com\``);
+    }
+    if (hasPassword) throw new ConfigError("alertSmtpPassword", `is set but alertEmailTo is empty; list the recipients: \`pulumi config set --path 'alertEmailTo[0]' ops@example.com\``);
+  }
+  // Slack's incoming webhooks are https; a generic webhook or heartbeat may be a plain-HTTP endpoint on the private network.
+  if (checkSecretUrl(raw, secretKeys, "alertSlackWebhookUrl", true)) out.slack = { channel: get("alertSlackChannel"), minSeverity: get("alertSlackMinSeverity") };
+  else if (setAwayFromDefault(raw, "alertSlackChannel")) throw new ConfigError("alertSlackChannel", `is set but alertSlackWebhookUrl is not; set the webhook URL with \`pulumi config set --secret alertSlackWebhookUrl <url>\``);
+  if (checkSecretUrl(raw, secretKeys, "alertWebhookUrl", false)) out.webhook = { minSeverity: get("alertWebhookMinSeverity") };
+  if (checkSecretUrl(raw, secretKeys, "alertHeartbeatUrl", false)) out.heartbeat = { interval: get("alertHeartbeatInterval") };
+  return out;
 }
 
 /**
@@ -811,9 +899,11 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, secretKe
     if (restore && followPrimary) throw new ConfigError("backupRestore", `is set while the main host follows ${show(followPrimary)}; a restore brings back the primary, so restore on the host that is the primary`);
     if (followPrimary && promote) throw new ConfigError("promote", `got true together with followPrimary ${show(followPrimary)}; the main host either follows a replica or takes the primary role back`);
     if (get<boolean>("rejoin")) throw new ConfigError("rejoin", `is for replica stacks; the main host rejoins through followPrimary`);
+    const alerting = parseAlerting(raw, secretKeys, get, ports);
     return {
       ...common,
       role,
+      alerting,
       replicas,
       followPrimary,
       promote,
@@ -968,6 +1058,13 @@ export function loadConfig(): StackConfig | ControlStackConfig {
   }
   if (parsed.role === "main" && parsed.backup) {
     secrets.backup = { accessKeyId: cfg.requireSecret("backupAccessKeyId"), secretAccessKey: cfg.requireSecret("backupSecretAccessKey") };
+  }
+  if (parsed.role === "main") {
+    const a = parsed.alerting;
+    if (a.email?.username) secrets.alertSmtpPassword = cfg.requireSecret("alertSmtpPassword");
+    if (a.slack) secrets.alertSlackWebhookUrl = cfg.requireSecret("alertSlackWebhookUrl");
+    if (a.webhook) secrets.alertWebhookUrl = cfg.requireSecret("alertWebhookUrl");
+    if (a.heartbeat) secrets.alertHeartbeatUrl = cfg.requireSecret("alertHeartbeatUrl");
   }
   if (parsed.host.provider !== "local") checkDockerEnvironment(process.env);
   const sshIdentityDir = parseSshIdentityDir(process.env.SYNAXIC_SSH_DIR);

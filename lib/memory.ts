@@ -20,7 +20,7 @@
  */
 import { ConfigError } from "./config";
 
-export type ServiceName = "postgres" | "redis" | "app" | "nginx" | "prometheus" | "grafana" | "nodeExporter" | "postgresExporter" | "redisExporter" | "backup";
+export type ServiceName = "postgres" | "redis" | "app" | "nginx" | "prometheus" | "alertmanager" | "grafana" | "nodeExporter" | "postgresExporter" | "redisExporter" | "backup";
 
 export type HostKind = "main" | "replica";
 
@@ -41,8 +41,10 @@ export interface MemoryBudget {
 /** Fixed reservations, in MiB. */
 const FIXED: Record<HostKind, Partial<Record<ServiceName, number>>> = {
   // The balancer runs on main (and on a promoted replica); monitoring on main only.
+  // Alertmanager's share comes out of Prometheus' former 512 MiB: it keeps a
+  // few hundred alerts and its notification log in memory.
   // The backup scheduler runs pgBackRest's backup, expire and verify (process-max 2, zstd level 3: tens of MiB each) on every host.
-  main: { nginx: 128, prometheus: 512, grafana: 256, nodeExporter: 64, postgresExporter: 64, redisExporter: 64, backup: 128 },
+  main: { nginx: 128, prometheus: 448, alertmanager: 64, grafana: 256, nodeExporter: 64, postgresExporter: 64, redisExporter: 64, backup: 128 },
   replica: { nginx: 128, nodeExporter: 64, postgresExporter: 64, redisExporter: 64, backup: 128 },
 };
 

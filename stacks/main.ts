@@ -21,7 +21,7 @@ import { RedisPair, REDIS_USER_NAMES } from "../components/RedisPair";
 import { SynaxicApp } from "../components/SynaxicApp";
 import { NginxBalancer } from "../components/NginxBalancer";
 import { Exporters } from "../components/Exporters";
-import { Monitoring } from "../components/Monitoring";
+import { Monitoring, alertingArgs } from "../components/Monitoring";
 import { mainFirewallRules, pkiHost } from "../lib/fleet";
 import { renderCertExpiryTextfile } from "../templates/prometheus";
 import { PG_ROLES } from "../lib/postgresContainer";
@@ -272,8 +272,9 @@ export function buildMain(
     "monitoring",
     {
       ...common,
-      images: { prometheus: cfg.images.prometheus, grafana: cfg.images.grafana },
+      images: { prometheus: cfg.images.prometheus, grafana: cfg.images.grafana, alertmanager: cfg.alerting.image },
       ports: cfg.ports,
+      alerting: alertingArgs(cfg),
       hosts: [{ name: "main", role: "main", address: cfg.privateIp }, ...cfg.replicas.map((r) => ({ name: r.name, role: "replica" as const, address: r.privateIp }))],
       replicas: cfg.replicas,
       grafanaAdminPassword: pw.grafanaAdmin,

@@ -354,26 +354,40 @@ export const DEFAULT_ALERT_THRESHOLDS: AlertThresholds = {
 /** Filesystems the disk alerts ignore (in-memory and container layers). */
 export const IGNORED_FS_TYPES = ["tmpfs", "overlay", "squashfs", "ramfs", "devtmpfs", "nsfs", "fuse.lxcfs"] as const;
 
+export interface Standby {
+  /** Its name: application_name on the primary, and the `replica` label of its alerts. */
+  name: string;
+  /** Its physical replication slot on the primary. */
+  slotName: string;
+}
+
 export interface AlertRulesParams {
   /** Every configured replica and its physical replication slot on the primary. */
-  replicas: readonly { name: string; slotName: string }[];
+  replicas: readonly Standby[];
   /** Redis replicas the master should have; defaults to the number of replicas. */
   expectedRedisReplicas?: number;
   /**
-   * Slots the fleet itself creates beyond the replicas': the main host's own
-   * (on a promoted replica, after a failover). Any other physical slot on any
+   * Standbys the fleet itself creates beyond the replicas: the main host
+   * (following a promoted replica after a failover, through its own slot).
+   * They get the same per-replica rules; any other physical slot on any
    * server is unexpected.
    */
-  otherSlots?: readonly string[];
+  otherStandbys?: readonly Standby[];
   thresholds?: Partial<AlertThresholds>;
 }
+
+/** The alert that always fires: Alertmanager sends it to the heartbeat URL (templates/alertmanager.ts). */
+export const WATCHDOG_ALERT = "Watchdog";
 
 export interface AlertRule {
   alert: string;
   expr: string;
   for?: string;
-  /** severity, plus the replica for per-replica rules. */
-  labels: { severity: "warning" | "critical"; replica?: string };
+  /**
+   * severity ("none" for the Watchdog only), plus the replica for per-replica
+   * rules: Alertmanager groups and inhibits on it.
+   */
+  labels: { severity: "warning" | "critical" | "none"; replica?: string };
   annotations: { summary: string; description: string };
 }
 
@@ -401,11 +415,25 @@ export function alertRuleGroups(params: AlertRulesParams): { name: string; rules
     names.add(r.name);
     slots.add(r.slotName);
   }
-  const otherSlots = params.otherSlots ?? [];
-  for (const o of otherSlots) {
-    if (typeof o !== "string" || !SLOT_NAME.test(o)) fail(fn, `slot name ${JSON.stringify(o)} in otherSlots must be 1-63 lower-case letters, digits or underscores`);
-    if (slots.has(o)) fail(fn, `otherSlots names ${JSON.stringify(o)}, a replica's slot`);
+  const otherStandbys = params.otherStandbys ?? [];
+  for (const o of otherStandbys) {
+    if (typeof o?.name !== "string" || !HOST_NAME.test(o.name)) fail(fn, `standby name ${JSON.stringify(o?.name)} in otherStandbys is not valid`);
+    if (typeof o.slotName !== "string" || !SLOT_NAME.test(o.slotName)) fail(fn, `slot name ${JSON.stringify(o.slotName)} in otherStandbys must be 1-63 lower-case letters, digits or underscores`);
+    if (slots.has(o.slotName)) fail(fn, `otherStandbys names ${JSON.stringify(o.slotName)}, a replica's slot`);
+    if (names.has(o.name)) fail(fn, `otherStandbys names ${JSON.stringify(o.name)}, a replica`);
+    names.add(o.name);
+    slots.add(o.slotName);
   }
+  const otherSlots = otherStandbys.map((o) => o.slotName);
+  // One rule per standby for everything about one standby, each selecting
+  // only that standby's series and labelled with its name: Alertmanager
+  // groups and inhibits per replica on that label.
+  const standbys = [...params.replicas, ...otherStandbys];
+  const perStandby = (make: (s: Standby) => Omit<AlertRule, "labels"> & { labels: { severity: "warning" | "critical" } }): AlertRule[] =>
+    standbys.map((s) => {
+      const r = make(s);
+      return { ...r, labels: { ...r.labels, replica: s.name } };
+    });
   const expectedRedis = params.expectedRedisReplicas ?? params.replicas.length;
   if (!Number.isInteger(expectedRedis) || expectedRedis < 0) fail(fn, `expectedRedisReplicas must be a non-negative integer, got ${expectedRedis}`);
 
@@ -414,36 +442,36 @@ export function alertRuleGroups(params: AlertRulesParams): { name: string; rules
   const critical = { severity: "critical" } as const;
 
   const postgres: AlertRule[] = [
-    {
+    ...perStandby((s) => ({
       alert: "SynaxicReplicationLagBytes",
-      expr: `synaxic_replication_lag_bytes > ${t.replicationLagBytes}`,
+      expr: `synaxic_replication_lag_bytes{application_name="${s.name}"} > ${t.replicationLagBytes}`,
       for: t.replicationLagFor,
       labels: warning,
       annotations: {
-        summary: "Replica {{ $labels.application_name }} is {{ $value | humanize1024 }}B behind the primary",
-        description: `The primary on {{ $labels.host }} has written WAL that replica {{ $labels.application_name }} has not replayed for ${t.replicationLagFor} (more than ${t.replicationLagBytes} bytes; measured from LSNs).`,
+        summary: `Replica ${s.name} is {{ $value | humanize1024 }}B behind the primary`,
+        description: `The primary on {{ $labels.host }} has written WAL that replica ${s.name} has not replayed for ${t.replicationLagFor} (more than ${t.replicationLagBytes} bytes; measured from LSNs).`,
       },
-    },
-    {
+    })),
+    ...perStandby((s) => ({
       alert: "SynaxicReplicationReplayLag",
-      expr: `synaxic_replication_replay_lag_seconds > ${t.replayLagSeconds}`,
+      expr: `synaxic_replication_replay_lag_seconds{application_name="${s.name}"} > ${t.replayLagSeconds}`,
       for: t.replayLagFor,
       labels: warning,
       annotations: {
-        summary: "Replica {{ $labels.application_name }} replays WAL {{ $value | humanizeDuration }} late",
-        description: `The walsender's replay_lag for {{ $labels.application_name }} has been above ${t.replayLagSeconds}s for ${t.replayLagFor}.`,
+        summary: `Replica ${s.name} replays WAL {{ $value | humanizeDuration }} late`,
+        description: `The walsender's replay_lag for ${s.name} has been above ${t.replayLagSeconds}s for ${t.replayLagFor}.`,
       },
-    },
-    {
+    })),
+    ...perStandby((s) => ({
       alert: "SynaxicReplicaDisconnected",
-      expr: "synaxic_slot_active == 0",
+      expr: `synaxic_slot_active{slot_name="${s.slotName}"} == 0`,
       for: t.slotInactiveFor,
       labels: critical,
       annotations: {
-        summary: "Replication slot {{ $labels.slot_name }} has no replica connected",
-        description: `No replica has streamed through slot {{ $labels.slot_name }} for ${t.slotInactiveFor}: the replica is down or cut off, or it was removed without dropping its slot. The slot keeps WAL on the primary until then.`,
+        summary: `Replica ${s.name} is not streaming (slot ${s.slotName} inactive)`,
+        description: `No replica has streamed through slot ${s.slotName} of ${s.name} for ${t.slotInactiveFor}: the replica is down or cut off. The slot keeps WAL on the primary until it is back or the slot is dropped.`,
       },
-    },
+    })),
     ...params.replicas.map((r) => ({
       alert: "SynaxicReplicationSlotMissing",
       expr: `absent(synaxic_slot_active{slot_name="${r.slotName}"}) and on() (up{job="${JOBS.postgres}", role="main"} == 1)`,
@@ -478,31 +506,32 @@ export function alertRuleGroups(params: AlertRulesParams): { name: string; rules
         description: `The postgres exporter on {{ $labels.host }} ({{ $labels.role }}) has been unreachable, or unable to query PostgreSQL, for ${t.targetDownFor}.`,
       },
     },
-    {
+    ...perStandby((s) => ({
       alert: "SynaxicSlotRetainingWal",
-      expr: `synaxic_slot_retained_bytes > ${t.slotRetainedBytes}`,
+      expr: `synaxic_slot_retained_bytes{slot_name="${s.slotName}"} > ${t.slotRetainedBytes}`,
       for: t.slotRetainedFor,
       labels: warning,
       annotations: {
-        summary: "Slot {{ $labels.slot_name }} holds back {{ $value | humanize1024 }}B of WAL",
-        description: `Slot {{ $labels.slot_name }} on {{ $labels.host }} retains more than ${t.slotRetainedBytes} bytes of WAL; the primary's disk fills until its replica catches up or the slot is dropped.`,
+        summary: `Slot ${s.slotName} of ${s.name} holds back {{ $value | humanize1024 }}B of WAL`,
+        description: `Slot ${s.slotName} on {{ $labels.host }} retains more than ${t.slotRetainedBytes} bytes of WAL; the primary's disk fills until replica ${s.name} catches up or the slot is dropped.`,
       },
-    },
-    {
+    })),
+    ...perStandby((s) => ({
       alert: "SynaxicSlotLost",
-      expr: "synaxic_slot_lost == 1",
+      expr: `synaxic_slot_lost{slot_name="${s.slotName}"} == 1`,
       labels: critical,
       annotations: {
-        summary: "Slot {{ $labels.slot_name }} lost WAL its replica needs",
-        description: "The primary removed WAL that slot {{ $labels.slot_name }} still needed (max_slot_wal_keep_size). Its replica cannot catch up and must be re-initialised.",
+        summary: `Slot ${s.slotName} lost WAL that replica ${s.name} needs`,
+        description: `The primary removed WAL that slot ${s.slotName} still needed (max_slot_wal_keep_size). Replica ${s.name} cannot catch up and must be re-initialised.`,
       },
-    },
+    })),
   ];
 
   const redis: AlertRule[] = [
     {
       alert: "SynaxicRedisReplicaLinkDown",
-      expr: "redis_master_link_up == 0",
+      // A replica host's name is its replica name: copied into `replica`.
+      expr: 'label_replace(redis_master_link_up == 0, "replica", "$1", "host", "(.+)")',
       for: t.redisLinkDownFor,
       labels: critical,
       annotations: {
@@ -592,7 +621,23 @@ export function alertRuleGroups(params: AlertRulesParams): { name: string; rules
     },
   ];
 
+  const watchdog: AlertRule[] = [
+    {
+      // Always firing: Alertmanager sends it to an outside heartbeat service,
+      // which raises the alarm when it stops arriving (Prometheus, its rules,
+      // Alertmanager or the way out is broken).
+      alert: WATCHDOG_ALERT,
+      expr: "vector(1)",
+      labels: { severity: "none" },
+      annotations: {
+        summary: "The alerting pipeline is working",
+        description: "This alert always fires. Its notifications go only to the heartbeat URL; when they stop, alerting itself is broken.",
+      },
+    },
+  ];
+
   return [
+    { name: "synaxic-watchdog", rules: watchdog },
     { name: "synaxic-postgres", rules: postgres },
     { name: "synaxic-redis", rules: redis },
     { name: "synaxic-host", rules: hostRules },

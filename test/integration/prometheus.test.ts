@@ -24,6 +24,7 @@ import {
   DEFAULT_ALERT_THRESHOLDS,
   DEFAULT_EXPORTER_PORTS,
   JOBS,
+  WATCHDOG_ALERT,
   type AlertRule,
   type AlertRulesParams,
   type MonitoredHost,
@@ -33,7 +34,7 @@ const REPLICAS = [
   { name: "replica1", slotName: "synaxic_replica1" },
   { name: "replica2", slotName: "synaxic_replica2" },
 ];
-const RULES_PARAMS: AlertRulesParams = { replicas: REPLICAS, otherSlots: ["synaxic_main"] };
+const RULES_PARAMS: AlertRulesParams = { replicas: REPLICAS, otherStandbys: [{ name: "main", slotName: "synaxic_main" }] };
 const FLEET: MonitoredHost[] = [
   { name: "main", role: "main", address: "10.0.0.1" },
   { name: "replica1", role: "replica", address: "10.0.0.2" },
@@ -124,7 +125,13 @@ describe("promtool on the rendered files", () => {
 type Labels = Record<string, string>;
 
 const RULES: AlertRule[] = alertRuleGroups(RULES_PARAMS).flatMap((g) => g.rules);
-const ALERT_NAMES = [...new Set(RULES.map((r) => r.alert))];
+// The Watchdog always fires; every other alert is quiet on a healthy fleet.
+const ALERT_NAMES = [...new Set(RULES.map((r) => r.alert))].filter((a) => a !== WATCHDOG_ALERT);
+
+/** The rule of `alert` for one standby (per-replica rules exist once per standby). */
+function forReplica(name: string): (r: AlertRule) => boolean {
+  return (r) => r.labels.replica === name;
+}
 
 function rule(alert: string, pick: (r: AlertRule) => boolean = () => true): AlertRule {
   const found = RULES.filter((r) => r.alert === alert && pick(r));
@@ -240,7 +247,12 @@ describe("promtool test rules: each alert fires on its condition, after its for:
 
   it("an idle healthy primary raises nothing, even hours later (lag is measured in bytes, not time since the last replay)", async () => {
     const s = healthyFleet(6 * 60);
-    await runScenario("idle-healthy", s, quiet(["1m", "10m", "1h", "3h", "6h"]));
+    const watchdog = rule(WATCHDOG_ALERT);
+    await runScenario("idle-healthy", s, [
+      ...quiet(["1m", "10m", "1h", "3h", "6h"]),
+      // The Watchdog fires from the first evaluation on, and keeps firing.
+      ...["0m", "1h", "6h"].map((eval_time) => ({ eval_time, alertname: WATCHDOG_ALERT, exp_alerts: [firing(watchdog, {}, "1")] })),
+    ]);
   });
 
   it("replication lag in bytes: fires after 2m above the threshold, not on a one-sample spike", async () => {
@@ -250,7 +262,7 @@ describe("promtool test rules: each alert fires on its condition, after its for:
     const spiky = { ...lagging, application_name: "replica2", client_addr: "10.0.0.3" };
     s.set(seriesText("synaxic_replication_lag_bytes", lagging), `0x4 ${100 * MiB}x25`);
     s.set(seriesText("synaxic_replication_lag_bytes", spiky), `0x4 ${t + 1} 0x24`);
-    const r = rule("SynaxicReplicationLagBytes");
+    const r = rule("SynaxicReplicationLagBytes", forReplica("replica1"));
     await runScenario("lag-bytes", s, [
       { eval_time: "6m", alertname: r.alert, exp_alerts: [] }, // pending, not yet 2m
       { eval_time: "7m", alertname: r.alert, exp_alerts: [firing(r, lagging, "100Mi")] },
@@ -262,7 +274,7 @@ describe("promtool test rules: each alert fires on its condition, after its for:
     const s = healthyFleet(SAMPLES);
     const l = { ...target(JOBS.postgres, "main"), application_name: "replica2", client_addr: "10.0.0.3" };
     s.set(seriesText("synaxic_replication_replay_lag_seconds", l), "0x4 45x25");
-    const r = rule("SynaxicReplicationReplayLag");
+    const r = rule("SynaxicReplicationReplayLag", forReplica("replica2"));
     await runScenario("replay-lag", s, [
       { eval_time: "6m", alertname: r.alert, exp_alerts: [] },
       { eval_time: "8m", alertname: r.alert, exp_alerts: [firing(r, l, "45s")] },
@@ -275,7 +287,7 @@ describe("promtool test rules: each alert fires on its condition, after its for:
     s.set(seriesText("synaxic_slot_active", slot), "1x4 0x25");
     s.set(seriesText("up", target(JOBS.postgres, "replica2")), "1x4 0x25");
     s.delete(seriesText("pg_up", target(JOBS.postgres, "replica2")));
-    const inactive = rule("SynaxicReplicaDisconnected");
+    const inactive = rule("SynaxicReplicaDisconnected", forReplica("replica2"));
     const down = rule("SynaxicPostgresDown");
     await runScenario("replica-down", s, [
       { eval_time: "5m", alertname: inactive.alert, exp_alerts: [] },
@@ -329,8 +341,8 @@ describe("promtool test rules: each alert fires on its condition, after its for:
     const slot2 = { ...target(JOBS.postgres, "main"), slot_name: "synaxic_replica2" };
     s.set(seriesText("synaxic_slot_retained_bytes", slot1), `${16 * MiB}x4 ${3 * GiB}x25`);
     s.set(seriesText("synaxic_slot_lost", slot2), "0x9 1x20");
-    const wal = rule("SynaxicSlotRetainingWal");
-    const lost = rule("SynaxicSlotLost");
+    const wal = rule("SynaxicSlotRetainingWal", forReplica("replica1"));
+    const lost = rule("SynaxicSlotLost", forReplica("replica2"));
     await runScenario("slot-wal", s, [
       { eval_time: "8m", alertname: wal.alert, exp_alerts: [] },
       { eval_time: "10m", alertname: wal.alert, exp_alerts: [firing(wal, slot1, "3Gi")] },
@@ -347,7 +359,8 @@ describe("promtool test rules: each alert fires on its condition, after its for:
     const missing = rule("SynaxicRedisReplicasMissing");
     await runScenario("redis", s, [
       { eval_time: "5m", alertname: link.alert, exp_alerts: [] },
-      { eval_time: "6m", alertname: link.alert, exp_alerts: [firing(link, target(JOBS.redis, "replica1"), "0")] },
+      // `replica` comes from the host the replica's exporter is scraped on.
+      { eval_time: "6m", alertname: link.alert, exp_alerts: [firing(link, { ...target(JOBS.redis, "replica1"), replica: "replica1" }, "0")] },
       { eval_time: "5m", alertname: missing.alert, exp_alerts: [] },
       { eval_time: "6m", alertname: missing.alert, exp_alerts: [firing(missing, target(JOBS.redis, "main"), "1")] },
     ]);
@@ -516,7 +529,7 @@ describe("prometheus 2.42 with the rendered configuration", () => {
     ]);
 
     const groups = await prom.ruleGroups();
-    expect(groups.map((g) => g.name).sort()).toEqual(["synaxic-app", "synaxic-host", "synaxic-postgres", "synaxic-redis"]);
+    expect(groups.map((g) => g.name).sort()).toEqual(["synaxic-app", "synaxic-host", "synaxic-postgres", "synaxic-redis", "synaxic-watchdog"]);
     const unhealthy = groups.flatMap((g) => g.rules).filter((r) => r.health === "err");
     expect(unhealthy).toEqual([]);
   });

@@ -77,6 +77,8 @@ export class PrometheusServer {
     readonly configFile: string,
     readonly dataDir: string,
     readonly port = 9090,
+    /** More flags, e.g. a short --rules.alert.resend-delay. */
+    readonly extraArgs: readonly string[] = [],
   ) {
     this.url = `http://${host.ip}:${port}`;
   }
@@ -97,6 +99,7 @@ export class PrometheusServer {
       `--web.listen-address=${this.host.ip}:${this.port}`,
       "--storage.tsdb.retention.time=1h",
       "--log.level=info",
+      ...this.extraArgs,
     ]);
     this.proc = proc;
     await waitFor(`prometheus on ${this.host.name} (log ${log})`, async () => {

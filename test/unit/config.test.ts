@@ -282,11 +282,91 @@ describe("with every declared default present, as the engine hands them to the p
     expect(parseStackConfig(raw, new Set()).role).toBe("control");
     expect(() => parseStackConfig({ ...raw, [`${P}appPort`]: "8081" }, new Set())).toThrow(/synaxic:appPort: is for host stacks/);
   });
+  it("a main stack parses with every alerting default: Alertmanager runs, no receiver is configured", () => {
+    const c = parseStackConfig({ ...defaults, ...mainRaw() }, SECRET_KEYS) as MainConfig;
+    expect(c.alerting).toEqual({ image: "prom/alertmanager:v0.25.0", port: 9093 });
+  });
   it("a host stack under a control stack parses; its own promote set is refused", () => {
     const raw = { ...defaults, ...mainRaw({ [`${P}controlStack`]: "acme/synaxic/control" }) };
     expect(parseStackConfig(raw, SECRET_KEYS).role).toBe("main");
     expect(() => parseStackConfig({ ...raw, [`${P}promote`]: "true" }, SECRET_KEYS)).toThrow(/synaxic:promote: is set on a stack whose primary is decided/);
     expect(() => parseStackConfig({ ...raw, [`${P}primary`]: "replica-1" }, SECRET_KEYS)).toThrow(/synaxic:primary: is for the control stack/);
+  });
+});
+
+describe("alerting keys (main stack)", () => {
+  const ALERT_SECRETS = new Set([...SECRET_KEYS, `${P}alertSmtpPassword`, `${P}alertSlackWebhookUrl`, `${P}alertWebhookUrl`, `${P}alertHeartbeatUrl`]);
+  const email = {
+    [`${P}alertEmailTo`]: JSON.stringify(["ops@example.com", "oncall@example.com"]),
+    [`${P}alertEmailFrom`]: "alerts@example.com",
+    [`${P}alertSmtpSmarthost`]: "smtp.example.com:587",
+    [`${P}alertSmtpUsername`]: "alerts",
+    [`${P}alertSmtpPassword`]: "pw",
+  };
+  const urls = {
+    [`${P}alertSlackWebhookUrl`]: "https://hooks.slack.com/services/T/B/x",
+    [`${P}alertWebhookUrl`]: "http://10.10.0.9:8080/hook",
+    [`${P}alertHeartbeatUrl`]: "https://hc-ping.com/uuid",
+  };
+  const alerting = (extra: Record<string, string>, secrets = ALERT_SECRETS) => parseMain(extra, secrets).alerting;
+
+  it("with none set: Alertmanager with its pinned image on loopback port 9093, no receiver", () => {
+    expect(alerting({})).toEqual({ image: "prom/alertmanager:v0.25.0", port: 9093 });
+  });
+
+  it("every receiver, with its defaults", () => {
+    expect(alerting({ ...email, ...urls })).toEqual({
+      image: "prom/alertmanager:v0.25.0",
+      port: 9093,
+      email: { smarthost: "smtp.example.com:587", from: "alerts@example.com", to: ["ops@example.com", "oncall@example.com"], username: "alerts", requireTls: true, minSeverity: "critical" },
+      slack: { channel: "", minSeverity: "warning" },
+      webhook: { minSeverity: "warning" },
+      heartbeat: { interval: "1m" },
+    });
+    const custom = alerting({ ...email, ...urls, [`${P}alertEmailMinSeverity`]: "warning", [`${P}alertSlackChannel`]: "#ops", [`${P}alertSlackMinSeverity`]: "critical", [`${P}alertHeartbeatInterval`]: "30s", [`${P}alertSmtpRequireTls`]: "false" });
+    expect(custom.email).toMatchObject({ minSeverity: "warning", requireTls: false });
+    expect(custom.slack).toEqual({ channel: "#ops", minSeverity: "critical" });
+    expect(custom.heartbeat).toEqual({ interval: "30s" });
+  });
+
+  it("email without authentication needs no password", () => {
+    const plain: Record<string, string> = { ...email };
+    delete plain[`${P}alertSmtpUsername`];
+    delete plain[`${P}alertSmtpPassword`];
+    expect(alerting(plain).email).toMatchObject({ username: "" });
+  });
+
+  it.each([
+    ["a recipient that is not an address", { ...email, [`${P}alertEmailTo`]: JSON.stringify(["ops"]) }, /synaxic:alertEmailTo\[0\]: got "ops"; expected plain email addresses/],
+    ["recipients without a sender", { ...email, [`${P}alertEmailFrom`]: "" }, /synaxic:alertEmailFrom: missing; alertEmailTo is set/],
+    ["recipients without a server", { ...email, [`${P}alertSmtpSmarthost`]: "" }, /synaxic:alertSmtpSmarthost: missing/],
+    ["a server without a port", { ...email, [`${P}alertSmtpSmarthost`]: "smtp.example.com" }, /synaxic:alertSmtpSmarthost: got "smtp.example.com"; expected host:port/],
+    ["a user without a password", { ...email, [`${P}alertSmtpPassword`]: "" }, /synaxic:alertSmtpPassword: SMTP authentication needs both/],
+    ["a sender without recipients", { [`${P}alertEmailFrom`]: "alerts@example.com" }, /synaxic:alertEmailFrom: is set but alertEmailTo is empty/],
+    ["an unknown severity", { ...email, [`${P}alertEmailMinSeverity`]: "info" }, /synaxic:alertEmailMinSeverity: got "info"; expected critical/],
+    ["a Slack URL over http", { [`${P}alertSlackWebhookUrl`]: "http://hooks.slack.com/services/x" }, /synaxic:alertSlackWebhookUrl: expected an https:\/\/ URL \(the value is a secret and not shown here\)/],
+    ["a webhook that is not a URL", { [`${P}alertWebhookUrl`]: "hook-token-123" }, /synaxic:alertWebhookUrl: expected an http\(s\):\/\/ URL/],
+    ["a Slack channel without the webhook", { [`${P}alertSlackChannel`]: "#ops" }, /synaxic:alertSlackChannel: is set but alertSlackWebhookUrl is not/],
+    ["a Slack channel without # or @", { ...urls, [`${P}alertSlackChannel`]: "ops" }, /synaxic:alertSlackChannel: got "ops"; expected a channel such as #ops/],
+    ["a heartbeat interval of 1s", { ...urls, [`${P}alertHeartbeatInterval`]: "1s" }, /synaxic:alertHeartbeatInterval: got "1s"; expected at least 2s/],
+    ["a heartbeat interval without a unit", { ...urls, [`${P}alertHeartbeatInterval`]: "60" }, /synaxic:alertHeartbeatInterval: got "60"; expected a duration/],
+    ["an unpinned Alertmanager image", { [`${P}alertmanagerImage`]: "prom/alertmanager:latest" }, /synaxic:alertmanagerImage: got "prom\/alertmanager:latest"; the tag 'latest' is not pinned/],
+    ["Alertmanager on Prometheus' port", { [`${P}alertmanagerPort`]: "9090" }, /synaxic:alertmanagerPort: got 9090; it clashes with prometheusPort/],
+  ] as [string, Record<string, string>, RegExp][])("refuses %s", (_, extra, message) => {
+    expect(() => parseMain(extra, ALERT_SECRETS)).toThrow(message);
+  });
+
+  it("refuses a secret URL or password stored in plain text, and never shows a URL's value in an error", () => {
+    expect(() => parseMain({ ...email })).toThrow(/synaxic:alertSmtpPassword: is stored in plain text/);
+    expect(() => parseMain({ [`${P}alertHeartbeatUrl`]: "https://hc-ping.com/uuid" })).toThrow(/synaxic:alertHeartbeatUrl: is stored in plain text/);
+    let message = "";
+    try {
+      parseMain({ [`${P}alertWebhookUrl`]: "ftp://user:hunter2@example.com/" }, ALERT_SECRETS);
+    } catch (e) {
+      message = (e as Error).message;
+    }
+    expect(message).toMatch(/alertWebhookUrl/);
+    expect(message).not.toContain("hunter2");
   });
 });
 

@@ -393,7 +393,7 @@ describe("main stack details", () => {
 
   it("data volumes are kept on destroy unless the operator says otherwise", async () => {
     const kept = runs[0]!.of("docker:index/volume:Volume");
-    expect(kept.map((v) => v.name).sort()).toEqual(["monitoring-grafana-data", "monitoring-prometheus-data", "postgres-data", "redis-data"]);
+    expect(kept.map((v) => v.name).sort()).toEqual(["monitoring-alertmanager-data", "monitoring-grafana-data", "monitoring-prometheus-data", "postgres-data", "redis-data"]);
     for (const v of kept) expect(v.opts.retainOnDelete, v.name).toBe(true);
     const deleting = await runMain(0, { "synaxic:deleteDataOnDestroy": "true" });
     for (const v of deleting.of("docker:index/volume:Volume")) expect(v.opts.retainOnDelete, v.name).toBe(false);

@@ -15,6 +15,7 @@ describe("one memory budget per host", () => {
         expect(b.redisMaxMemoryMiB).toBeLessThanOrEqual(b.limitsMiB.redis! * REDIS_MAXMEMORY_SHARE);
         expect(b.appMaxRamPercentage).toBe(APP_MAX_RAM_PERCENTAGE);
         expect(b.limitsMiB.prometheus !== undefined).toBe(kind === "main");
+        expect(b.limitsMiB.alertmanager !== undefined).toBe(kind === "main");
       });
     }
   }
@@ -39,6 +40,14 @@ describe("one memory budget per host", () => {
     const small = memoryBudget("main", 4096);
     const big = memoryBudget("main", 16384);
     for (const s of ["postgres", "app", "redis"] as const) expect(big.limitsMiB[s]!).toBeGreaterThan(3 * small.limitsMiB[s]!);
-    for (const s of ["nginx", "prometheus", "grafana", "nodeExporter"] as const) expect(big.limitsMiB[s]).toBe(small.limitsMiB[s]);
+    for (const s of ["nginx", "prometheus", "alertmanager", "grafana", "nodeExporter"] as const) expect(big.limitsMiB[s]).toBe(small.limitsMiB[s]);
+  });
+
+  it("Alertmanager has 64 MiB on the main host, taken from Prometheus' former 512: monitoring's total and the main host's minimum are unchanged", () => {
+    const b = memoryBudget("main", 4096);
+    expect(b.limitsMiB.alertmanager).toBe(64);
+    expect(b.limitsMiB.prometheus! + b.limitsMiB.alertmanager!).toBe(512);
+    expect(minimumHostMiB("main")).toBe(2631);
+    expect(memoryBudget("replica", 4096).limitsMiB.alertmanager).toBeUndefined();
   });
 });

@@ -75,6 +75,7 @@ readonly IMAGES=(
 	"redis|redis:7.0.15-bookworm|base|gosu redis-server redis-tools"
 	"nginx|nginx:1.22.1|base|nginx"
 	"prometheus|prom/prometheus:v2.42.0|base|prometheus"
+	"alertmanager|prom/alertmanager:v0.25.0|base|prometheus-alertmanager"
 	"node-exporter|prom/node-exporter:v1.5.0|base|prometheus-node-exporter"
 	"postgres-exporter|quay.io/prometheuscommunity/postgres-exporter:v0.11.1|base|prometheus-postgres-exporter"
 	"redis-exporter|oliver006/redis_exporter:v1.45.0|base|prometheus-redis-exporter ca-certificates"
@@ -520,6 +521,15 @@ set -e
 echo "VERSION: $(/bin/prometheus --version 2>&1 | head -n 1)"'
 expect_version prom/prometheus:v2.42.0 'version 2\.42\.0'
 
+check prom/alertmanager:v0.25.0 "user nobody, /alertmanager, amtool" '
+set -e
+[ "$(id -u):$(id -g)" = 65534:65534 ]
+[ "$(pwd)" = /alertmanager ]
+[ "$(stat -c %u:%g /alertmanager)" = 65534:65534 ]
+/bin/amtool check-config /etc/alertmanager/alertmanager.yml
+echo "VERSION: $(/bin/alertmanager --version 2>&1 | head -n 1)"'
+expect_version prom/alertmanager:v0.25.0 'version 0\.25\.0'
+
 check prom/node-exporter:v1.5.0 "user nobody" '
 set -e
 [ "$(id -u)" = 65534 ]
@@ -644,6 +654,17 @@ wait_until 30 "prometheus to be ready" http_has "$PR" 9090 /-/ready '^HTTP/1\.[0
 sleep 1
 http_has "$PR" 9090 /-/healthy '^HTTP/1\.[01] 200' || { logs_tail "$PR"; die "prometheus did not survive a HUP"; }
 say "  prometheus: program's flags, ready, reload on HUP"
+
+# Alertmanager with the program's flags (loopback, no cluster); the program reloads it with kill -HUP 1 from inside.
+AMV="$(vname alertmanager)"
+logged "run alertmanager" "$DOCKER" run -d --name "$AMV" --network none prom/alertmanager:v0.25.0 \
+	--config.file=/etc/alertmanager/alertmanager.yml --storage.path=/alertmanager \
+	--web.listen-address=127.0.0.1:9093 --cluster.listen-address=
+wait_until 30 "alertmanager to be ready" http_has "$AMV" 9093 /-/ready '^HTTP/1\.[01] 200'
+"$DOCKER" exec "$AMV" sh -c 'kill -HUP 1'
+wait_until 10 "alertmanager to reload on HUP" sh -c "'$DOCKER' logs '$AMV' 2>&1 | grep -c 'Completed loading of configuration file' | grep -qx 2"
+http_has "$AMV" 9093 /-/healthy '^HTTP/1\.[01] 200' || { logs_tail "$AMV"; die "alertmanager did not survive a HUP"; }
+say "  alertmanager: program's flags, ready, reload on HUP"
 
 # node exporter as the program runs it (user 65534, textfile directory).
 mkdir -p "$V/textfile"

@@ -12,6 +12,7 @@ import {
   CERT_EXPIRY_METRIC,
   DEFAULT_ALERT_THRESHOLDS,
   JOBS,
+  WATCHDOG_ALERT,
   type AlertRulesParams,
   type MonitoredHost,
 } from "../../../templates/prometheus";
@@ -23,6 +24,7 @@ const REPLICA_HOSTS: MonitoredHost[] = [
   { name: "replica-3", role: "replica", address: "fd00::13" },
 ];
 const REPLICAS = REPLICA_HOSTS.map((h) => ({ name: h.name, slotName: `synaxic_${h.name.replace(/-/g, "_")}` }));
+const MAIN_STANDBY = { name: "main", slotName: "synaxic_main" };
 
 interface ScrapeConfig {
   job_name: string;
@@ -144,7 +146,7 @@ describe("renderAlertRules", () => {
     const params = { replicas: REPLICAS };
     expect((parse(renderAlertRules(params)) as RuleDoc).groups).toEqual(JSON.parse(JSON.stringify(alertRuleGroups(params))));
     for (const r of rules(params)) {
-      expect(["warning", "critical"], r.alert).toContain(r.labels.severity);
+      expect(r.alert === WATCHDOG_ALERT ? ["none"] : ["warning", "critical"], r.alert).toContain(r.labels.severity);
       expect(r.annotations.summary, r.alert).toBeTruthy();
       expect(r.annotations.description, r.alert).toBeTruthy();
     }
@@ -180,10 +182,10 @@ describe("renderAlertRules", () => {
       thresholds: { replicationLagBytes: 1234, replicationLagFor: "7m", replayLagSeconds: 9, slotRetainedBytes: 5678, diskFreeRatio: 0.2, certWarningDays: 30, certCriticalDays: 3 },
     });
     const by = (a: string) => r.find((x) => x.alert === a)!;
-    expect(by("SynaxicReplicationLagBytes").expr).toBe("synaxic_replication_lag_bytes > 1234");
+    expect(by("SynaxicReplicationLagBytes").expr).toBe('synaxic_replication_lag_bytes{application_name="replica1"} > 1234');
     expect(by("SynaxicReplicationLagBytes").for).toBe("7m");
-    expect(by("SynaxicReplicationReplayLag").expr).toBe("synaxic_replication_replay_lag_seconds > 9");
-    expect(by("SynaxicSlotRetainingWal").expr).toBe("synaxic_slot_retained_bytes > 5678");
+    expect(by("SynaxicReplicationReplayLag").expr).toBe('synaxic_replication_replay_lag_seconds{application_name="replica1"} > 9');
+    expect(by("SynaxicSlotRetainingWal").expr).toBe('synaxic_slot_retained_bytes{slot_name="synaxic_replica1"} > 5678');
     expect(by("SynaxicDiskSpaceLow").expr).toMatch(/ < 0\.2$/);
     expect(by("SynaxicCertificateExpiringSoon").expr).toBe(`${CERT_EXPIRY_METRIC} - time() < 30 * 86400`);
     expect(by("SynaxicCertificateExpiryCritical").expr).toBe(`${CERT_EXPIRY_METRIC} - time() < 3 * 86400`);
@@ -213,16 +215,49 @@ describe("renderAlertRules", () => {
     const known = knownMetrics();
     for (const r of rules({ replicas: REPLICAS })) {
       const names = referencedMetricNames(r.expr);
+      if (r.alert === WATCHDOG_ALERT) continue;
       expect(names.length, r.alert).toBeGreaterThan(0);
       for (const n of names) expect(known, `${r.alert} uses ${n}`).toHaveProperty([n]);
     }
   });
 
-  it("an unexpected slot is any slot but the replicas' and the other slots named", () => {
+  it("an unexpected slot is any slot but the replicas' and the other standbys'", () => {
     const rule = (params: AlertRulesParams) => alertRuleGroups(params).flatMap((g) => g.rules).find((r) => r.alert === "SynaxicUnexpectedReplicationSlot")!;
-    expect(rule({ replicas: REPLICAS.slice(0, 2), otherSlots: ["synaxic_main"] }).expr).toBe('synaxic_slot_active{slot_name!~"synaxic_replica1|synaxic_replica2|synaxic_main"}');
+    expect(rule({ replicas: REPLICAS.slice(0, 2), otherStandbys: [MAIN_STANDBY] }).expr).toBe('synaxic_slot_active{slot_name!~"synaxic_replica1|synaxic_replica2|synaxic_main"}');
     // No replica: every slot is unexpected.
     expect(rule({ replicas: [] }).expr).toBe('synaxic_slot_active{slot_name!~""}');
+  });
+
+  it("every rule about one standby selects only its series and carries its name as `replica`; rules about no one standby carry none", () => {
+    const all = rules({ replicas: REPLICAS, otherStandbys: [MAIN_STANDBY] });
+    const standbys = [...REPLICAS, MAIN_STANDBY];
+    // A rule is about one standby when it selects by application_name or a single slot_name.
+    const perStandby = all.filter((r) => /application_name="|slot_name="/.test(r.expr));
+    expect(perStandby.length).toBeGreaterThan(0);
+    for (const r of perStandby) {
+      const s = standbys.find((x) => x.name === r.labels.replica);
+      expect(s, `${r.alert}: ${r.expr}`).toBeDefined();
+      const selected = [...r.expr.matchAll(/(application_name|slot_name)="([^"]*)"/g)].map((m) => m[2]);
+      for (const v of selected) expect([s!.name, s!.slotName], `${r.alert} for ${s!.name}`).toContain(v);
+    }
+    // Each of the lag, retention and disconnection alerts exists once per standby (main included after a failover).
+    for (const a of ["SynaxicReplicationLagBytes", "SynaxicReplicationReplayLag", "SynaxicReplicaDisconnected", "SynaxicSlotRetainingWal", "SynaxicSlotLost"]) {
+      expect(all.filter((r) => r.alert === a).map((r) => r.labels.replica).sort(), a).toEqual(standbys.map((s) => s.name).sort());
+    }
+    // The Redis replica's link alert takes `replica` from the host it is scraped on.
+    expect(all.find((r) => r.alert === "SynaxicRedisReplicaLinkDown")!.expr).toBe('label_replace(redis_master_link_up == 0, "replica", "$1", "host", "(.+)")');
+    // Host-level rules have no replica label of their own.
+    for (const a of ["SynaxicPostgresDown", "SynaxicDiskSpaceLow", "SynaxicAppDown", "SynaxicUnexpectedReplicationSlot", WATCHDOG_ALERT]) {
+      expect(all.find((r) => r.alert === a)!.labels.replica, a).toBeUndefined();
+    }
+  });
+
+  it("a Watchdog that always fires (vector(1)), with severity none and no for:", () => {
+    const w = rules({ replicas: [] }).filter((r) => r.alert === WATCHDOG_ALERT);
+    expect(w).toHaveLength(1);
+    expect(w[0]!.expr).toBe("vector(1)");
+    expect(w[0]!.for).toBeUndefined();
+    expect(w[0]!.labels).toEqual({ severity: "none" });
   });
 
   it.each([
@@ -235,8 +270,10 @@ describe("renderAlertRules", () => {
     ["a bad duration", { replicas: [], thresholds: { replayLagFor: "two minutes" } }, /replayLagFor must be a Prometheus duration/],
     ["critical days above warning days", { replicas: [], thresholds: { certCriticalDays: 30, certWarningDays: 10 } }, /certCriticalDays must not exceed/],
     ["a fractional Redis count", { replicas: [], expectedRedisReplicas: 1.5 }, /expectedRedisReplicas/],
-    ["another slot that would break out of the regex", { replicas: [], otherSlots: ['x|.*'] }, /slot name "x\|\.\*" in otherSlots/],
-    ["another slot that is a replica's", { replicas: [REPLICAS[0]!], otherSlots: [REPLICAS[0]!.slotName] }, /otherSlots names "synaxic_replica1", a replica's slot/],
+    ["another slot that would break out of the regex", { replicas: [], otherStandbys: [{ name: "main", slotName: "x|.*" }] }, /slot name "x\|\.\*" in otherStandbys/],
+    ["another standby on a replica's slot", { replicas: [REPLICAS[0]!], otherStandbys: [{ name: "main", slotName: REPLICAS[0]!.slotName }] }, /otherStandbys names "synaxic_replica1", a replica's slot/],
+    ["another standby named like a replica", { replicas: [REPLICAS[0]!], otherStandbys: [{ name: "replica1", slotName: "synaxic_x" }] }, /otherStandbys names "replica1", a replica/],
+    ["another standby whose name would break out of a label matcher", { replicas: [], otherStandbys: [{ name: 'm"} or vector(1) #', slotName: "synaxic_m" }] }, /standby name/],
   ] as [string, AlertRulesParams, RegExp][])("rejects %s", (_, params, message) => {
     expect(() => renderAlertRules(params)).toThrow(message);
   });
