@@ -788,7 +788,7 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, secretKe
     if (role !== "main") {
       throw new ConfigError("hostProvider", `got "local" on a ${role} stack; a local stack is a main stack that also runs its replicas on this machine's Docker engine`);
     }
-    // Each host of the local fleet is sized as a small VPS (the main host's memory budget needs at least 2631 MiB).
+    // Each host of the local fleet is sized as a small VPS (the main host's memory budget needs at least 2773 MiB).
     host = { provider, cpus: cpusGiven || 2, memoryMiB: memGiven || 4096 };
   } else {
     const sshHost = get<string>("sshHost");

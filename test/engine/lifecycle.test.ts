@@ -446,6 +446,38 @@ describe("a fleet of main and two replicas on the real engine", () => {
     const onRewound = new Set((await psql(old, "SELECT id FROM engine_ledger WHERE id > 100000", "synaxic")).split("\n").filter(Boolean).map(Number));
     expect(lost.filter((a) => onRewound.has(a.id))).toEqual([]);
   });
+
+  it("a point-in-time restore (backupRestore): main comes back with exactly the rows committed before the target, in a fresh volume, and a replica re-clones from it", async () => {
+    const main = rig.host("main");
+    // A full backup on the current timeline, as the runbook says to take after a failover's churn.
+    await main.docker(["exec", "-u", "postgres", "synaxic-main-backup", "pgbackrest", "--stanza=synaxic", "--type=full", "backup"], { timeoutMs: 300_000 });
+    await psql(main, "CREATE TABLE restore_probe (id int PRIMARY KEY, note text); INSERT INTO restore_probe SELECT g, 'before' FROM generate_series(1, 100) g;", "synaxic");
+    await new Promise((r) => setTimeout(r, 1500));
+    const target = await psql(main, "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'");
+    await new Promise((r) => setTimeout(r, 1500));
+    await psql(main, "INSERT INTO restore_probe SELECT g, 'after' FROM generate_series(101, 150) g; UPDATE restore_probe SET note = 'changed after' WHERE id <= 10;", "synaxic");
+    await psql(main, "SELECT pg_switch_wal()");
+    await waitFor("the WAL with the last writes archived", async () => (await psql(main, "SELECT last_archived_wal >= pg_walfile_name(pg_current_wal_lsn() - 1) FROM pg_stat_archiver")) === "t", 120_000, 1000);
+
+    co.writeConfig("main", { backupRestore: { target, id: 1 } });
+    const started = Date.now();
+    await co.up("main");
+    const seconds = ((Date.now() - started) / 1000).toFixed(0);
+    expect(await psql(main, "SELECT pg_is_in_recovery()")).toBe("f");
+    expect(await psql(main, "SELECT count(*) || ' ' || count(*) FILTER (WHERE note = 'before') || ' ' || max(id) FROM restore_probe", "synaxic")).toBe("100 100 100");
+    // A new timeline, in the restore's own volume; the volume from before is kept.
+    expect(Number(await psql(main, "SELECT timeline_id FROM pg_control_checkpoint()"))).toBeGreaterThan(3);
+    const volumes = (await main.docker(["volume", "ls", "-q"])).stdout.split("\n");
+    expect(volumes).toEqual(expect.arrayContaining(["synaxic-main-pgdata", "synaxic-main-pgdata-restore-1"]));
+    expect((await main.docker(["inspect", "-f", "{{range .Mounts}}{{.Name}} {{end}}", "synaxic-main-postgres"])).stdout).toContain("synaxic-main-pgdata-restore-1");
+    process.stdout.write(`[engine] point-in-time restore: pulumi up -s main restored to ${target} in ${seconds} s\n`);
+    // Takes writes, and a replica re-clones from the restored primary into a new volume.
+    await psql(main, "INSERT INTO restore_probe VALUES (1000, 'after the restore')", "synaxic");
+    await co.up("replica-2");
+    await waitFor("replica-2 replays the restored primary's writes", async () => (await psql(rig.host("replica-2"), "SELECT note FROM restore_probe WHERE id = 1000", "synaxic").catch(() => "")) === "after the restore", 120_000, 1000);
+    expect(await psql(rig.host("replica-2"), "SELECT count(*) FROM restore_probe WHERE note = 'after'", "synaxic")).toBe("0");
+    expect((await rig.host("replica-2").docker(["inspect", "-f", "{{range .Mounts}}{{.Name}} {{end}}", "synaxic-replica-2-postgres"])).stdout).toMatch(/synaxic-replica-2-pgdata-g0-r1/);
+  });
 });
 
 /**
@@ -458,7 +490,7 @@ function secretStrings(outputs: Record<string, unknown>): { where: string; value
   const walk = (v: unknown, path: string) => {
     if (typeof v === "string") {
       if (/keyPem$/.test(path)) found.push({ where: path, value: v.split("\n")[1]! });
-      else if (/^replicaCredentials\.(postgres|redis|truststorePassword)/.test(path)) found.push({ where: path, value: v });
+      else if (/^replicaCredentials\.(postgres|redis|truststorePassword|backup)/.test(path)) found.push({ where: path, value: v });
     } else if (v && typeof v === "object") for (const [k, x] of Object.entries(v)) walk(x, `${path}.${k}`);
   };
   walk(outputs.replicaCredentials, "replicaCredentials");

@@ -43,11 +43,16 @@ describe("one memory budget per host", () => {
     for (const s of ["nginx", "prometheus", "alertmanager", "grafana", "nodeExporter"] as const) expect(big.limitsMiB[s]).toBe(small.limitsMiB[s]);
   });
 
-  it("Alertmanager has 64 MiB on the main host, taken from Prometheus' former 512: monitoring's total and the main host's minimum are unchanged", () => {
+  it("Alertmanager has 64 MiB on the main host, taken from Prometheus' former 512: monitoring's total is unchanged", () => {
     const b = memoryBudget("main", 4096);
     expect(b.limitsMiB.alertmanager).toBe(64);
     expect(b.limitsMiB.prometheus! + b.limitsMiB.alertmanager!).toBe(512);
-    expect(minimumHostMiB("main")).toBe(2631);
     expect(memoryBudget("replica", 4096).limitsMiB.alertmanager).toBeUndefined();
+  });
+
+  it("the backup scheduler has 128 MiB on every host, which raises each minimum by as much; a 2 GB replica still fits", () => {
+    for (const kind of ["main", "replica"] as HostKind[]) expect(memoryBudget(kind, 4096).limitsMiB.backup).toBe(128);
+    expect(minimumHostMiB("main")).toBe(2773);
+    expect(minimumHostMiB("replica")).toBe(1984);
   });
 });
