@@ -198,8 +198,12 @@ export function schedulerContainer(
         { volumeName: p.dataVolume, containerPath: p.dataDir, readOnly: true },
         ...p.files.volumes,
         { volumeName: state.name, containerPath: "/var/lib/synaxic-backup" },
+        // The node exporter's textfile directory. A bind given this way (-v, HostConfig.Binds) is created when it
+        // is missing, whereas a `mounts` bind (--mount) refuses a missing source (Docker docs, "Bind mounts":
+        // differences between -v and --mount): the exporter that also writes there may start after this container.
+        { hostPath: hostPath(shell, nodeTextfileDir(p.hostName)), containerPath: textfileDir },
       ],
-      mounts: [...p.files.mounts, { type: "bind", source: hostPath(shell, nodeTextfileDir(p.hostName)), target: textfileDir, readOnly: false }],
+      mounts: p.files.mounts,
       uploads: [upload(entrypoint, script, "0755", 0)],
     },
     { ...opts, ...replaceInPlace, dependsOn: [...((opts.dependsOn as pulumi.Resource[] | undefined) ?? []), ...p.files.files] },

@@ -74,7 +74,7 @@ describe("backups on (backupRepository set)", () => {
       expect(s.image).toBe(pg.image);
       expect(s.volumes).toEqual(expect.arrayContaining([expect.objectContaining({ containerPath: "/var/lib/postgresql/data", readOnly: true })]));
       expect(s.volumes).toEqual(expect.arrayContaining([expect.objectContaining({ volumeName: `synaxic-${host}-postgres-socket`, containerPath: "/var/run/postgresql" })]));
-      expect(s.mounts).toEqual(expect.arrayContaining([expect.objectContaining({ target: "/textfile", source: expect.stringMatching(new RegExp(`/${host}/node-exporter$`)) })]));
+      expect(s.volumes).toEqual(expect.arrayContaining([{ hostPath: expect.stringMatching(new RegExp(`/${host}/node-exporter$`)), containerPath: "/textfile" }]));
       expect(s.memory).toBe(128);
       const script = String((s.uploads as { content: string }[])[0]!.content);
       expect(script).toContain("gosu postgres pgbackrest --config-path=/etc/pgbackrest --stanza=synaxic --type=full backup");
