@@ -290,7 +290,7 @@ export function postgresContainer(
     { ...opts, dependsOn: [reload] },
   );
   if (backup && server.backup) {
-    stanzaStep(
+    const stanza = stanzaStep(
       `${args.name}-stanza`,
       server.shell,
       { containerName: args.containerName, port: server.port, triggers: [container.id, backup.confDigest], timeoutSeconds: server.timeoutSeconds },
@@ -300,7 +300,8 @@ export function postgresContainer(
       `${args.name}-backup`,
       server.shell,
       { hostName: server.hostName, image: image.imageId, networkMode: server.networkMode, port: server.port, dataVolume: args.volumeName, dataDir: PG_PATHS.dataDir, files: backup, backup: server.backup },
-      { ...opts, dependsOn: [ready] },
+      // After the stanza exists: a first backup before stanza-create fails ("backup.info cannot be opened").
+      { ...opts, dependsOn: [ready, stanza] },
     );
   }
   return { container, hba, ready };

@@ -146,3 +146,9 @@ describe("a restore from the repository (backupRestore)", () => {
     expect(replica.one(VOLUME, "postgres-data").inputs.name).toBe("synaxic-replica-1-pgdata-g0");
   });
 });
+
+describe("ordering", () => {
+  it("the scheduler starts once the stanza exists (a backup before stanza-create fails)", () => {
+    expect(main.one(CONTAINER, "postgres-backup").opts.dependsOn).toEqual(expect.arrayContaining(["postgres-ready", "postgres-stanza"]));
+  });
+});
