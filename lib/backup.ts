@@ -32,18 +32,20 @@ import { remoteStep, type HostShell } from "./remote";
 import { sh } from "./shell";
 import {
   PGBACKREST_CONTAINER_PATHS,
+  PGBACKREST_TLS_PORT,
   archiveSettings,
   backupArgv,
   checkArgv,
   expireArgv,
   infoArgv,
   restoreArgv,
+  serverArgv,
   renderPgbackrestConf,
   renderPgbackrestSecrets,
   stanzaCreateArgv,
   verifyArgv,
 } from "../templates/pgbackrest";
-import { renderBackupSchedulerScript } from "../templates/backup-scheduler";
+import { renderBackupSchedulerScript, type BackupSchedulerParams } from "../templates/backup-scheduler";
 
 /** The fleet's one stanza: every host archives and backs up into it. */
 export const STANZA = "synaxic";
@@ -57,18 +59,42 @@ export interface PostgresBackupArgs {
   settings: BackupSettings;
   /** The object storage's access key and the repository's cipher pass (secrets). */
   secrets: { accessKeyId: pulumi.Input<string>; secretAccessKey: pulumi.Input<string>; cipherPass: pulumi.Input<string> };
-  /** The scheduler container's memory limit, in MiB (its share of the host's budget). */
+  /** Memory limits in MiB (shares of the host's budget): the scheduler, and pgBackRest's TLS server. */
   schedulerMemoryMiB: number;
+  serverMemoryMiB: number;
+  /** Every host of the fleet, this one included: their names are what their certificates carry (lib/fleet.ts pkiHost). */
+  fleet: { name: string; privateIp: string }[];
+  /** The host this server streams from while a standby (itself when it is the primary): a standby backup reaches it. */
+  primaryName: string;
 }
+
+/** The CN of a host's PostgreSQL certificate (components/Pki.ts): the client name its pgBackRest presents. */
+export function pgbackrestClientName(hostName: string): string {
+  return `postgres.${hostName}`;
+}
+
+/** pgBackRest's TLS server port on every host (pgBackRest's default, tls-server-port). */
+export const PGBACKREST_SERVER_PORT = PGBACKREST_TLS_PORT;
 
 /** postgresql.conf's archiving settings for every server of a fleet with backups. */
 export function backupArchiveSettings(): [string, string][] {
   return archiveSettings(INVOCATION);
 }
 
-/** pgbackrest.conf of a host (no secrets). */
-export function backupConf(settings: BackupSettings, pg: { dataDir: string; port: number }): string {
+/**
+ * pgbackrest.conf of a host (no secrets). Every host runs pgBackRest's TLS
+ * server (any of them may be the primary a standby backs up from), and lets
+ * every host of the fleet in by its certificate's CN. With `standbyOf`, the
+ * configuration a standby takes backups with instead: this standby as pg1
+ * (backup-standby copies the files from it) and the primary as pg2, reached
+ * through its TLS server by the DNS name its certificate carries.
+ */
+export function backupConf(
+  settings: BackupSettings,
+  p: { dataDir: string; port: number; privateIp: string; fleet: { name: string }[]; standbyOf?: string },
+): string {
   const r = settings.repository;
+  const tls = { caFile: PGBACKREST_CONTAINER_PATHS.tlsCaFile, certFile: PGBACKREST_CONTAINER_PATHS.tlsCertFile, keyFile: PGBACKREST_CONTAINER_PATHS.tlsKeyFile };
   return renderPgbackrestConf({
     stanza: STANZA,
     repo: {
@@ -80,9 +106,30 @@ export function backupConf(settings: BackupSettings, pg: { dataDir: string; port
       retentionDiff: r.retentionDiff,
       ...(r.caCertificate ? { caFile: PGBACKREST_CONTAINER_PATHS.s3CaFile } : {}),
     },
-    pg: { dataDir: pg.dataDir, socketDir: PG_SOCKET_DIR, port: pg.port },
+    pg: { dataDir: p.dataDir, socketDir: PG_SOCKET_DIR, port: p.port },
     spoolPath: PGBACKREST_CONTAINER_PATHS.spoolPath,
+    ...(p.standbyOf
+      ? {
+          standbyBackup: {
+            primaryHost: p.standbyOf,
+            primaryPort: PGBACKREST_SERVER_PORT,
+            primaryDataDir: p.dataDir,
+            primaryPgPort: p.port,
+            primarySocketDir: PG_SOCKET_DIR,
+            ...tls,
+          },
+        }
+      : { tlsServer: { address: p.privateIp, port: PGBACKREST_SERVER_PORT, ...tls, authorizedClients: p.fleet.map((h) => pgbackrestClientName(h.name)) } }),
   });
+}
+
+/** Where a standby's backup configuration lives (its own config path, conf.d beside it). */
+const STANDBY_CONFIG_PATH = `${PGBACKREST_CONTAINER_PATHS.configPath}/standby`;
+const STANDBY_INVOCATION = { stanza: STANZA, configPath: STANDBY_CONFIG_PATH };
+
+/** Whether this host is the standby named for backups. */
+function isBackupStandby(settings: BackupSettings, hostName: string): boolean {
+  return settings.standby === hostName;
 }
 
 /** The primary's restore from the repository (backupRestore), into an empty data directory: a new timeline that takes writes. */
@@ -99,11 +146,24 @@ function confDir(hostName: string): string {
 export function backupFiles(
   name: string,
   shell: HostShell,
-  p: { hostName: string; port: number; dataDir: string; pgUid: number; backup: PostgresBackupArgs; timeoutSeconds: number },
+  p: {
+    hostName: string;
+    port: number;
+    dataDir: string;
+    privateIp: string;
+    pgUid: number;
+    backup: PostgresBackupArgs;
+    tls: { certPem: pulumi.Input<string>; keyPem: pulumi.Input<string>; caPem: pulumi.Input<string> };
+    timeoutSeconds: number;
+  },
   opts: pulumi.CustomResourceOptions,
 ) {
   const dir = confDir(p.hostName);
-  const conf = backupConf(p.backup.settings, { dataDir: p.dataDir, port: p.port });
+  const conf = backupConf(p.backup.settings, { dataDir: p.dataDir, port: p.port, privateIp: p.privateIp, fleet: p.backup.fleet });
+  const standby = isBackupStandby(p.backup.settings, p.hostName);
+  const standbyConf = standby
+    ? backupConf(p.backup.settings, { dataDir: p.dataDir, port: p.port, privateIp: p.privateIp, fleet: p.backup.fleet, standbyOf: p.backup.primaryName })
+    : undefined;
   const file = (label: string, path: string, content: pulumi.Input<string>, mode: string, owner: string) =>
     hostFile(`${name}-pgbackrest-${label}`, shell, { path: `${dir}/${path}`, content, mode, owner, timeoutSeconds: p.timeoutSeconds }, opts);
   const s = p.backup.secrets;
@@ -114,6 +174,13 @@ export function backupFiles(
     file("conf", "pgbackrest.conf", conf, "0640", `0:${p.pgUid}`),
     file("secrets", "conf.d/secrets.conf", secretsText, "0600", `${p.pgUid}:${p.pgUid}`),
     ...(p.backup.settings.repository.caCertificate ? [file("s3-ca", "tls/s3-ca.crt", p.backup.settings.repository.caCertificate, "0644", "0:0")] : []),
+    // The host's PostgreSQL certificate serves pgBackRest's TLS server and client too: its DNS names include the host's name.
+    file("tls-ca", "tls/ca.crt", p.tls.caPem, "0644", "0:0"),
+    file("tls-cert", "tls/pgbackrest.crt", p.tls.certPem, "0644", "0:0"),
+    file("tls-key", "tls/pgbackrest.key", pulumi.secret(p.tls.keyPem), "0600", `${p.pgUid}:${p.pgUid}`),
+    ...(standbyConf
+      ? [file("standby-conf", "standby/pgbackrest.conf", standbyConf, "0640", `0:${p.pgUid}`), file("standby-secrets", "standby/conf.d/secrets.conf", secretsText, "0600", `${p.pgUid}:${p.pgUid}`)]
+      : []),
   ];
   const spool = new docker.Volume(`${name}-pgbackrest-spool`, { name: `synaxic-${p.hostName}-pgbackrest-spool` }, opts);
   const socket = new docker.Volume(`${name}-socket`, { name: `synaxic-${p.hostName}-postgres-socket` }, opts);
@@ -122,7 +189,7 @@ export function backupFiles(
     { volumeName: spool.name, containerPath: PGBACKREST_CONTAINER_PATHS.spoolPath },
     { volumeName: socket.name, containerPath: PG_SOCKET_DIR },
   ];
-  return { conf, files, spool, socket, mounts, volumes, confDigest: digest(conf) };
+  return { conf, standbyConf, files, spool, socket, mounts, volumes, confDigest: digest(conf) };
 }
 
 /**
@@ -151,6 +218,43 @@ export function stanzaStep(
   );
 }
 
+/** Which backups a host's scheduler takes (see BackupSchedulerParams.acts). */
+function schedulerRole(settings: BackupSettings, hostName: string): Pick<BackupSchedulerParams, "acts" | "standbyArgv"> {
+  if (settings.standby === null) return { acts: "whenPrimary" };
+  if (!isBackupStandby(settings, hostName)) return { acts: "never" };
+  return { acts: "always", standbyArgv: { full: backupArgv(STANDBY_INVOCATION, "full"), diff: backupArgv(STANDBY_INVOCATION, "diff") } };
+}
+
+/**
+ * pgBackRest's TLS server beside a host's PostgreSQL (`pgbackrest server`, as
+ * postgres): a standby taking a backup reaches the primary through it to
+ * start and stop the backup and read what it copies from the primary. It
+ * listens on the private address; the host firewall admits the fleet's hosts
+ * only, and it admits only clients whose certificate the fleet's CA signed
+ * with a fleet host's CN (tls-server-auth).
+ */
+export function serverContainer(
+  name: string,
+  p: { hostName: string; image: pulumi.Input<string>; networkMode: pulumi.Input<string>; dataVolume: pulumi.Input<string>; dataDir: string; pgUid: number; files: ReturnType<typeof backupFiles>; backup: PostgresBackupArgs },
+  opts: pulumi.CustomResourceOptions,
+): docker.Container {
+  return new docker.Container(
+    name,
+    {
+      name: containerName(p.hostName, "pgbackrest"),
+      image: p.image,
+      user: `${p.pgUid}:${p.pgUid}`,
+      entrypoints: serverArgv({}),
+      ...baseContainer(p.networkMode),
+      ...withoutSwap(p.backup.serverMemoryMiB),
+      ...stopGrace(STOP_GRACE.exporter),
+      volumes: [{ volumeName: p.dataVolume, containerPath: p.dataDir, readOnly: true }, ...p.files.volumes],
+      mounts: p.files.mounts,
+    },
+    { ...opts, ...replaceInPlace, dependsOn: [...((opts.dependsOn as pulumi.Resource[] | undefined) ?? []), ...p.files.files] },
+  );
+}
+
 /** The scheduler container beside a host's PostgreSQL (see templates/backup-scheduler.ts). */
 export function schedulerContainer(
   name: string,
@@ -176,6 +280,8 @@ export function schedulerContainer(
       verify: verifyArgv(INVOCATION),
       info: infoArgv(INVOCATION),
     },
+    ...schedulerRole(p.backup.settings, p.hostName),
+    hostsEntries: p.backup.fleet.map((h) => ({ name: h.name, address: h.privateIp })),
     schedule: p.backup.settings.schedule,
     inRecoveryArgv: ["psql", "-X", "-At", `--port=${p.port}`, "--dbname=postgres", "-c", "SELECT pg_catalog.pg_is_in_recovery()"],
     textfileDir,

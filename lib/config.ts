@@ -268,6 +268,10 @@ export const KEYS: Record<string, KeySpec> = {
     default: {},
     json: true,
   },
+  backupFrom: {
+    schema: z.string().regex(/^(auto|primary|[a-z][a-z0-9-]{0,30}[a-z0-9])$/, { message: 'expected auto, primary, or the name of a replica in replicas' }),
+    default: "auto",
+  },
   backupAccessKeyId: { schema: z.string(), optionalSecret: true, default: "" },
   backupSecretAccessKey: { schema: z.string(), optionalSecret: true, default: "" },
   backupRestore: {
@@ -460,6 +464,8 @@ export interface BackupSettings {
   repository: { endpoint: string; bucket: string; region: string; path: string; caCertificate?: string; retentionFull: number; retentionDiff: number };
   /** UTC: a full backup on fullWeekday (0 = Sunday), a differential on every other day, both at hourUtc; verify on verifyWeekday. */
   schedule: { fullWeekday: number; hourUtc: number; verifyWeekday: number };
+  /** The replica whose standby the backups are taken from (backupFrom); null: the primary takes them. */
+  standby: string | null;
 }
 
 /** The control stack: which host is primary, and how former primaries were fenced (lib/control.ts). */
@@ -788,7 +794,7 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, secretKe
     if (role !== "main") {
       throw new ConfigError("hostProvider", `got "local" on a ${role} stack; a local stack is a main stack that also runs its replicas on this machine's Docker engine`);
     }
-    // Each host of the local fleet is sized as a small VPS (the main host's memory budget needs at least 2773 MiB).
+    // Each host of the local fleet is sized as a small VPS (the main host's memory budget needs at least 2844 MiB).
     host = { provider, cpus: cpusGiven || 2, memoryMiB: memGiven || 4096 };
   } else {
     const sshHost = get<string>("sshHost");
@@ -889,7 +895,7 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, secretKe
       throw new ConfigError("httpsCertificate", `got ${show(httpsCertificate.slice(0, 40))}...; expected a PEM certificate chain`);
     }
     const replicas = parseReplicas(get<string[]>("replicas"), privateIp, privateNetworkCidr);
-    const backup = parseBackup(raw, secretKeys, get);
+    const backup = parseBackup(raw, secretKeys, get, replicas);
     const restore = parseRestore(get, backup !== null);
     const followPrimary = get<string>("followPrimary");
     const promote = get<boolean>("promote");
@@ -954,7 +960,7 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, secretKe
   };
 }
 
-const BACKUP_KEYS = ["backupRepository", "backupAccessKeyId", "backupSecretAccessKey", "backupSchedule", "backupRestore"] as const;
+const BACKUP_KEYS = ["backupRepository", "backupFrom", "backupAccessKeyId", "backupSecretAccessKey", "backupSchedule", "backupRestore"] as const;
 
 /** backupRestore: both fields, and only with a repository to restore from. */
 function parseRestore(get: <T>(key: string) => T, hasRepository: boolean): BackupRestore | null {
@@ -967,8 +973,14 @@ function parseRestore(get: <T>(key: string) => T, hasRepository: boolean): Backu
 }
 
 /** backupRepository and its access key: all or nothing. */
-function parseBackup(raw: Readonly<Record<string, string>>, secretKeys: ReadonlySet<string>, get: <T>(key: string) => T): BackupSettings | null {
+function parseBackup(raw: Readonly<Record<string, string>>, secretKeys: ReadonlySet<string>, get: <T>(key: string) => T, replicas: ReplicaEntry[]): BackupSettings | null {
   const schedule = get<BackupSettings["schedule"]>("backupSchedule");
+  const from = get<string>("backupFrom");
+  if (from !== "auto" && from !== "primary" && !replicas.some((r) => r.name === from)) {
+    throw new ConfigError("backupFrom", `got ${show(from)}; expected auto, primary, or one of this stack's replicas (${replicas.map((r) => r.name).join(", ") || "none"})`);
+  }
+  // auto: from a standby when there is one (the first replica), so that backups load the primary only lightly.
+  const standby = from === "primary" ? null : from === "auto" ? (replicas[0]?.name ?? null) : from;
   const repo = get<Partial<BackupSettings["repository"]>>("backupRepository");
   const hasKeyId = requireSecretPresent(raw, secretKeys, "backupAccessKeyId", true);
   const hasSecret = requireSecretPresent(raw, secretKeys, "backupSecretAccessKey", true);
@@ -992,6 +1004,7 @@ function parseBackup(raw: Readonly<Record<string, string>>, secretKeys: Readonly
       retentionDiff: repo.retentionDiff ?? 6,
     },
     schedule,
+    standby,
   };
 }
 

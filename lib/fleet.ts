@@ -3,6 +3,7 @@
  * and which names each host's certificates must carry. Pure functions.
  */
 import { containerName } from "./addresses";
+import { PGBACKREST_SERVER_PORT } from "./backup";
 import type { MainConfig, Ports, ReplicaEntry } from "./config";
 import type { FirewallRule } from "../components/Host";
 import type { PkiHost } from "../components/Pki";
@@ -19,7 +20,7 @@ function ssh(adminCidrs: string[]): FirewallRule[] {
  * the operators, PostgreSQL and Redis to each replica only. Prometheus and
  * Grafana are bound to loopback and have no rule at all.
  */
-export function mainFirewallRules(cfg: Pick<MainConfig, "adminCidrs" | "replicas" | "ports" | "httpsCertificate">): FirewallRule[] {
+export function mainFirewallRules(cfg: Pick<MainConfig, "adminCidrs" | "replicas" | "ports" | "httpsCertificate"> & { backup?: unknown }): FirewallRule[] {
   const rules: FirewallRule[] = [
     ...ssh(cfg.adminCidrs),
     { description: "HTTP (balancer)", port: cfg.ports.http, protocol: "tcp", sources: WORLD },
@@ -29,6 +30,8 @@ export function mainFirewallRules(cfg: Pick<MainConfig, "adminCidrs" | "replicas
     rules.push(
       { description: `PostgreSQL from ${r.name}`, port: cfg.ports.postgres, protocol: "tcp", sources: [`${r.privateIp}/32`] },
       { description: `Redis from ${r.name}`, port: cfg.ports.redis, protocol: "tcp", sources: [`${r.privateIp}/32`] },
+      // A standby taking a backup reaches the primary's pgBackRest TLS server (lib/backup.ts).
+      ...(cfg.backup ? [{ description: `pgBackRest from ${r.name}`, port: PGBACKREST_SERVER_PORT, protocol: "tcp" as const, sources: [`${r.privateIp}/32`] }] : []),
     );
   }
   return rules;
@@ -39,7 +42,7 @@ export function mainFirewallRules(cfg: Pick<MainConfig, "adminCidrs" | "replicas
  * exporters to the main host (balancer, Prometheus); PostgreSQL and Redis to
  * the other fleet members (they follow this host once it is promoted).
  */
-export function replicaFirewallRules(p: { adminCidrs: string[]; mainIp: string; peers: ReplicaEntry[]; self: string; ports: Ports; balancer?: boolean; https?: boolean }): FirewallRule[] {
+export function replicaFirewallRules(p: { adminCidrs: string[]; mainIp: string; peers: ReplicaEntry[]; self: string; ports: Ports; balancer?: boolean; https?: boolean; backup?: boolean }): FirewallRule[] {
   const main = [`${p.mainIp}/32`];
   const others = [p.mainIp, ...p.peers.filter((r) => r.name !== p.self).map((r) => r.privateIp)].map((ip) => `${ip}/32`);
   return [
@@ -54,6 +57,8 @@ export function replicaFirewallRules(p: { adminCidrs: string[]; mainIp: string; 
     { description: "Redis exporter from Prometheus", port: p.ports.redisExporter, protocol: "tcp", sources: main },
     { description: "PostgreSQL from the fleet", port: p.ports.postgres, protocol: "tcp", sources: others },
     { description: "Redis from the fleet", port: p.ports.redis, protocol: "tcp", sources: others },
+    // Once promoted, a standby taking a backup reaches this host's pgBackRest TLS server.
+    ...(p.backup ? [{ description: "pgBackRest from the fleet", port: PGBACKREST_SERVER_PORT, protocol: "tcp" as const, sources: others }] : []),
   ];
 }
 

@@ -35,6 +35,7 @@ export const fleetInfoSchema = z.object({
         retentionDiff: z.number().int().positive(),
       }),
       schedule: z.object({ fullWeekday: z.number().int(), hourUtc: z.number().int(), verifyWeekday: z.number().int() }),
+      standby: z.string().nullable(),
     })
     .nullable(),
   images: z.object({

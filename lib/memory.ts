@@ -20,7 +20,7 @@
  */
 import { ConfigError } from "./config";
 
-export type ServiceName = "postgres" | "redis" | "app" | "nginx" | "prometheus" | "alertmanager" | "grafana" | "nodeExporter" | "postgresExporter" | "redisExporter" | "backup";
+export type ServiceName = "postgres" | "redis" | "app" | "nginx" | "prometheus" | "alertmanager" | "grafana" | "nodeExporter" | "postgresExporter" | "redisExporter" | "backup" | "pgbackrestServer";
 
 export type HostKind = "main" | "replica";
 
@@ -43,9 +43,10 @@ const FIXED: Record<HostKind, Partial<Record<ServiceName, number>>> = {
   // The balancer runs on main (and on a promoted replica); monitoring on main only.
   // Alertmanager's share comes out of Prometheus' former 512 MiB: it keeps a
   // few hundred alerts and its notification log in memory.
-  // The backup scheduler runs pgBackRest's backup, expire and verify (process-max 2, zstd level 3: tens of MiB each) on every host.
-  main: { nginx: 128, prometheus: 448, alertmanager: 64, grafana: 256, nodeExporter: 64, postgresExporter: 64, redisExporter: 64, backup: 128 },
-  replica: { nginx: 128, nodeExporter: 64, postgresExporter: 64, redisExporter: 64, backup: 128 },
+  // The backup scheduler runs pgBackRest's backup, expire and verify (process-max 2, zstd level 3: tens of MiB each) on every host;
+  // pgBackRest's TLS server serves a standby's backup (one process per connection, reading files).
+  main: { nginx: 128, prometheus: 448, alertmanager: 64, grafana: 256, nodeExporter: 64, postgresExporter: 64, redisExporter: 64, backup: 128, pgbackrestServer: 64 },
+  replica: { nginx: 128, nodeExporter: 64, postgresExporter: 64, redisExporter: 64, backup: 128, pgbackrestServer: 64 },
 };
 
 /** How the rest is shared, and each service's least useful size. */

@@ -9,7 +9,7 @@ import * as command from "@pulumi/command";
 import { LOOPBACK } from "./addresses";
 import { withoutSwap, baseContainer, digest, healthcheck, hostFile, hostPath, replaceInPlace, upload, whenRunning } from "./containers";
 import { buildPostgresImage } from "./postgresImage";
-import { backupArchiveSettings, backupFiles, schedulerContainer, stanzaStep, type PostgresBackupArgs } from "./backup";
+import { backupArchiveSettings, backupFiles, schedulerContainer, serverContainer, stanzaStep, type PostgresBackupArgs } from "./backup";
 import { asRoot, remoteStep, withAfter, withTimeout, type HostShell } from "./remote";
 import { psqlScriptArgv, renderPromoteSql, renderSlotCreateSql, renderSlotDropSql } from "../templates/postgres-sql";
 import type { PostgresConfCommon } from "../templates/postgres-conf";
@@ -194,7 +194,12 @@ export function postgresContainer(
   const confDir = `${server.hostName}/postgres-conf`;
   const conf = hostFile(`${args.name}-conf`, server.shell, { path: `${confDir}/postgresql.conf`, content: args.postgresqlConf, mode: "0644", owner: `0:${PG_UID}`, timeoutSeconds: server.timeoutSeconds }, opts);
   const backup = server.backup
-    ? backupFiles(`${args.name}`, server.shell, { hostName: server.hostName, port: server.port, dataDir: PG_PATHS.dataDir, pgUid: PG_UID, backup: server.backup, timeoutSeconds: server.timeoutSeconds }, opts)
+    ? backupFiles(
+        `${args.name}`,
+        server.shell,
+        { hostName: server.hostName, port: server.port, dataDir: PG_PATHS.dataDir, privateIp: server.privateIp, pgUid: PG_UID, backup: server.backup, tls: server.tls, timeoutSeconds: server.timeoutSeconds },
+        opts,
+      )
     : undefined;
   const image = buildPostgresImage(`${args.name}-image`, server.shell, { baseImage: server.image, pgbackrestVersion: server.pgbackrestVersion, timeoutSeconds: server.timeoutSeconds }, opts);
   const container = new docker.Container(
@@ -302,6 +307,11 @@ export function postgresContainer(
       { hostName: server.hostName, image: image.imageId, networkMode: server.networkMode, port: server.port, dataVolume: args.volumeName, dataDir: PG_PATHS.dataDir, files: backup, backup: server.backup },
       // After the stanza exists: a first backup before stanza-create fails ("backup.info cannot be opened").
       { ...opts, dependsOn: [ready, stanza] },
+    );
+    serverContainer(
+      `${args.name}-pgbackrest-server`,
+      { hostName: server.hostName, image: image.imageId, networkMode: server.networkMode, dataVolume: args.volumeName, dataDir: PG_PATHS.dataDir, pgUid: PG_UID, files: backup, backup: server.backup },
+      { ...opts, dependsOn: [ready] },
     );
   }
   return { container, hba, ready };

@@ -141,6 +141,9 @@ export function buildMain(
             settings: cfg.backup,
             secrets: { ...cfg.secrets.backup, cipherPass: pw.backupCipher },
             schedulerMemoryMiB: memory.limitsMiB.backup!,
+            serverMemoryMiB: memory.limitsMiB.pgbackrestServer!,
+            fleet: [{ name: "main", privateIp: cfg.privateIp }, ...cfg.replicas.map((r) => ({ name: r.name, privateIp: r.privateIp }))],
+            primaryName: following?.name ?? "main",
           },
         }
       : {}),

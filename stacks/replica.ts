@@ -97,7 +97,7 @@ export async function replicaStack(config: ReplicaConfig & StackConfig) {
     sshPrivateKey: cfg.secrets.sshPrivateKey,
     ...(hetzner ? { networkId: hetzner.networkId, sshKeyId: hetzner.sshKeyId } : {}),
     protectServer: !cfg.deleteDataOnDestroy,
-    firewallRules: replicaFirewallRules({ adminCidrs: cfg.adminCidrs, mainIp: fleet.mainPrivateIp, peers: fleet.replicas, self: me.name, ports: fleet.ports, balancer: cfg.promote, https: cfg.promote && balancerHttps !== undefined }),
+    firewallRules: replicaFirewallRules({ adminCidrs: cfg.adminCidrs, mainIp: fleet.mainPrivateIp, peers: fleet.replicas, self: me.name, ports: fleet.ports, balancer: cfg.promote, https: cfg.promote && balancerHttps !== undefined, backup: fleet.backup !== null }),
     commandTimeoutSeconds: cfg.commandTimeoutSeconds,
     ...(cfg.sshIdentityDir ? { identityDir: cfg.sshIdentityDir } : {}),
   });
@@ -185,7 +185,18 @@ export function buildReplica(
       reinitGeneration: cfg.reinitGeneration,
       restoreId: fleet.restoreId,
       deleteDataOnDestroy: cfg.deleteDataOnDestroy,
-      ...(fleet.backup ? { backup: { settings: fleet.backup, secrets: backupSecrets("main", credentials), schedulerMemoryMiB: memory.limitsMiB.backup! } } : {}),
+      ...(fleet.backup
+        ? {
+            backup: {
+              settings: fleet.backup,
+              secrets: backupSecrets("main", credentials),
+              schedulerMemoryMiB: memory.limitsMiB.backup!,
+              serverMemoryMiB: memory.limitsMiB.pgbackrestServer!,
+              fleet: [{ name: "main", privateIp: fleet.mainPrivateIp }, ...fleet.replicas.map((r) => ({ name: r.name, privateIp: r.privateIp }))],
+              primaryName: cfg.promote ? me.name : primary.name,
+            },
+          }
+        : {}),
     },
     docker,
   );

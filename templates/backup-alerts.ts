@@ -50,13 +50,13 @@ export function backupAlertRules(t: BackupAlertThresholds = DEFAULT_BACKUP_ALERT
     },
     {
       alert: "SynaxicNoBackup",
-      // The primary's scheduler reports, but no backup ever succeeded.
-      expr: `max(synaxic_backup_scheduler_primary) == 1 unless on() ${newest}`,
+      // Schedulers report (backups are on), but no backup ever succeeded.
+      expr: `count(synaxic_backup_scheduler_heartbeat_timestamp_seconds) > 0 unless on() ${newest}`,
       for: "2h",
       labels: { severity: "critical" },
       annotations: {
         summary: "The fleet has never been backed up",
-        description: "The primary's backup scheduler runs, but no backup has succeeded yet (its first full backup starts at once and is retried every 15 minutes).",
+        description: "Backups are on, but none has succeeded yet: the scheduler that takes them (on the standby named by backupFrom, or the primary) starts a first full backup at once and retries every 15 minutes. Is that host up?",
       },
     },
     {

@@ -22,8 +22,25 @@
 import { shellQuote, sh } from "../lib/shell";
 
 export interface BackupSchedulerParams {
-  /** argv of each operation, run as postgres (from templates/pgbackrest.ts). */
+  /** argv of each operation, run as postgres (from templates/pgbackrest.ts), with this host's server as pg1. */
   argv: { full: string[]; diff: string[]; expire: string[]; verify: string[]; info: string[] };
+  /**
+   * When this host's scheduler takes the backups:
+   * - whenPrimary: while its server is the primary (no standby is named for backups);
+   * - always: it is the standby named for backups: while a standby, from it
+   *   (`standbyArgv`: backup-standby, the primary reached over its TLS
+   *   server), and while it is the primary (after a failover), from itself;
+   * - never: another host is named for backups.
+   */
+  acts: "whenPrimary" | "always" | "never";
+  /** With acts "always": the backups taken while this server is a standby. */
+  standbyArgv?: { full: string[]; diff: string[] };
+  /**
+   * Names this container must resolve, put first in its /etc/hosts: the
+   * fleet's hosts (a standby reaches the primary's pgBackRest TLS server by
+   * the DNS name its certificate carries).
+   */
+  hostsEntries?: { name: string; address: string }[];
   schedule: { fullWeekday: number; hourUtc: number; verifyWeekday: number };
   /** psql argv that prints `t` on a standby and `f` on a primary (run as postgres). */
   inRecoveryArgv: string[];
@@ -59,6 +76,12 @@ export function renderBackupSchedulerScript(p: BackupSchedulerParams): string {
   const interval = intIn("intervalSeconds", p.intervalSeconds ?? 60, 1, 3600);
   if (!/^[a-z][a-z0-9-]{0,62}$/.test(p.hostName)) throw new Error(`renderBackupSchedulerScript: hostName ${JSON.stringify(p.hostName)} is not a host name`);
   for (const [k, argv] of Object.entries(p.argv)) if (argv.length === 0) throw new Error(`renderBackupSchedulerScript: argv.${k} is empty`);
+  if (!["whenPrimary", "always", "never"].includes(p.acts)) throw new Error(`renderBackupSchedulerScript: acts must be whenPrimary, always or never, got ${JSON.stringify(p.acts)}`);
+  if ((p.acts === "always") !== (p.standbyArgv !== undefined)) throw new Error("renderBackupSchedulerScript: standbyArgv goes with acts \"always\" (the standby named for backups), and only with it");
+  for (const h of p.hostsEntries ?? []) {
+    if (!/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/.test(h.name)) throw new Error(`renderBackupSchedulerScript: host name ${JSON.stringify(h.name)} is not a DNS name`);
+    if (!/^\d{1,3}(\.\d{1,3}){3}$/.test(h.address)) throw new Error(`renderBackupSchedulerScript: address ${JSON.stringify(h.address)} of ${h.name} is not an IPv4 address`);
+  }
   const asPostgres = (argv: string[]) => sh(["gosu", "postgres", ...argv]);
   return `#!/bin/bash
 # Backup scheduler for ${p.hostName}, rendered by the Synaxic deployment: do not edit by hand.
@@ -67,8 +90,17 @@ TEXTFILE_DIR=${shellQuote(absDir("textfileDir", p.textfileDir))}
 STATE_DIR=${shellQuote(absDir("stateDir", p.stateDir))}
 SPOOL_DIR=${shellQuote(absDir("spoolDir", p.spoolDir))}
 HOST=${shellQuote(p.hostName)}
+ACTS=${shellQuote(p.acts)}
 mkdir -p "$STATE_DIR"
-
+${
+  (p.hostsEntries ?? []).length
+    ? `# The fleet's names first (Docker gives this container its own copy of /etc/hosts).
+if ! grep -q '^# synaxic fleet' /etc/hosts; then
+  { printf '# synaxic fleet\\n'; printf '%s\\n' ${(p.hostsEntries ?? []).map((h) => shellQuote(`${h.address} ${h.name}`)).join(" ")}; cat /etc/hosts; } > /tmp/hosts.synaxic && cat /tmp/hosts.synaxic > /etc/hosts && rm -f /tmp/hosts.synaxic
+fi
+`
+    : ""
+}
 log() { echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) $*"; }
 
 # record OPERATION KEY VALUE: the last start, end and result of an operation, kept across restarts.
@@ -104,7 +136,28 @@ first_backup_due() {
   [ -z "$finished" ] || [ "$(recorded backup-full result)" = 0 ] || [ $(( $(date +%s) - finished )) -ge 900 ]
 }
 
-is_primary() { [ "$(${asPostgres(p.inRecoveryArgv)} 2>/dev/null)" = f ]; }
+# primary, standby, or down (the server does not answer).
+server_role() {
+  case "$(${asPostgres(p.inRecoveryArgv)} 2>/dev/null)" in f) echo primary ;; t) echo standby ;; *) echo down ;; esac
+}
+# Whether this host takes the backups now, with its server in role $1.
+acting() {
+  case "$ACTS:$1" in whenPrimary:primary | always:primary | always:standby) return 0 ;; *) return 1 ;; esac
+}
+# backup TYPE ROLE: a full or differential backup, from this server as a primary or as a standby.
+backup() {
+  case "$1:$2" in
+    full:primary) run backup-full ${asPostgres(p.argv.full)} ;;
+    diff:primary) run backup-diff ${asPostgres(p.argv.diff)} ;;${
+      p.standbyArgv
+        ? `
+    full:standby) run backup-full ${asPostgres(p.standbyArgv.full)} ;;
+    diff:standby) run backup-diff ${asPostgres(p.standbyArgv.diff)} ;;`
+        : ""
+    }
+    *) log "no $1 backup from a $2"; return 1 ;;
+  esac
+}
 
 # No backup of the current cluster in the repository yet (pgBackRest's JSON: "backup":[]).
 no_backup_yet() {
@@ -114,9 +167,9 @@ no_backup_yet() {
 }
 
 write_metrics() {
-  local f="$TEXTFILE_DIR/.${BACKUP_TEXTFILE}.$$" op v queue primary
+  local f="$TEXTFILE_DIR/.${BACKUP_TEXTFILE}.$$" op v queue active
   queue=$(du -sb "$SPOOL_DIR" 2>/dev/null | cut -f1)
-  if is_primary; then primary=1; else primary=0; fi
+  if acting "$(server_role)"; then active=1; else active=0; fi
   {
     echo "# HELP synaxic_backup_last_start_timestamp_seconds When the scheduler last started the operation."
     echo "# TYPE synaxic_backup_last_start_timestamp_seconds gauge"
@@ -135,9 +188,9 @@ write_metrics() {
     echo "# HELP synaxic_backup_archive_queue_bytes Bytes in pgBackRest's asynchronous archive queue on this host."
     echo "# TYPE synaxic_backup_archive_queue_bytes gauge"
     echo "synaxic_backup_archive_queue_bytes \${queue:-0}"
-    echo "# HELP synaxic_backup_scheduler_primary 1 while this host's server is the primary (its scheduler takes the backups)."
-    echo "# TYPE synaxic_backup_scheduler_primary gauge"
-    echo "synaxic_backup_scheduler_primary $primary"
+    echo "# HELP synaxic_backup_scheduler_active 1 while this host's scheduler takes the fleet's backups."
+    echo "# TYPE synaxic_backup_scheduler_active gauge"
+    echo "synaxic_backup_scheduler_active $active"
     echo "# HELP synaxic_backup_scheduler_heartbeat_timestamp_seconds When the scheduler last wrote this file."
     echo "# TYPE synaxic_backup_scheduler_heartbeat_timestamp_seconds gauge"
     echo "synaxic_backup_scheduler_heartbeat_timestamp_seconds $(date +%s)"
@@ -145,20 +198,17 @@ write_metrics() {
 }
 
 trap 'log "stopping"; exit 0' TERM INT
-log "scheduler: full backups on weekday ${fullDay}, differentials on the other days, at ${String(hour).padStart(2, "0")}:00 UTC; verify on weekday ${verifyDay}"
+log "scheduler ($ACTS): full backups on weekday ${fullDay}, differentials on the other days, at ${String(hour).padStart(2, "0")}:00 UTC; verify on weekday ${verifyDay}"
 while true; do
-  if is_primary; then
+  role=$(server_role)
+  if acting "$role"; then
     slot=$(date -u +%Y%m%d%H)
     if no_backup_yet; then
-      first_backup_due && run backup-full ${asPostgres(p.argv.full)} && run expire ${asPostgres(p.argv.expire)}
+      first_backup_due && backup full "$role" && run expire ${asPostgres(p.argv.expire)}
     elif [ "$(date -u +%H)" = ${shellQuote(String(hour).padStart(2, "0"))} ] && [ "$(recorded schedule slot)" != "$slot" ]; then
       record schedule slot "$slot"
       if [ "$(date -u +%w)" = ${fullDay} ]; then type=full; else type=diff; fi
-      if [ "$type" = full ]; then
-        run backup-full ${asPostgres(p.argv.full)}
-      else
-        run backup-diff ${asPostgres(p.argv.diff)}
-      fi && run expire ${asPostgres(p.argv.expire)}
+      backup "$type" "$role" && run expire ${asPostgres(p.argv.expire)}
       if [ "$(date -u +%w)" = ${verifyDay} ]; then run verify ${asPostgres(p.argv.verify)}; fi
     fi
   fi

@@ -88,20 +88,24 @@ describe("a fleet of main and two replicas on the real engine", () => {
     }
   });
 
-  it("backups: the primary archives into the object storage, its scheduler took a full backup at once and reports it; the standbys' schedulers do nothing", async () => {
+  it("backups: the primary archives into the object storage; replica-1's scheduler (backupFrom auto: the first replica) took a full backup at once from its standby, through main's pgBackRest TLS server; main's scheduler takes none", async () => {
     const main = rig.host("main");
+    const r1 = rig.host("replica-1");
     const info = async () => JSON.parse((await main.docker(["exec", "-u", "postgres", "synaxic-main-postgres", "pgbackrest", "--stanza=synaxic", "--output=json", "info"])).stdout) as { status: { code: number }; backup: { type: string }[] }[];
-    await waitFor("the first full backup", async () => (await info())[0]!.backup.some((b) => b.type === "full"), 240_000, 2000);
+    await waitFor("the first full backup", async () => (await info())[0]!.backup.some((b) => b.type === "full"), 300_000, 2000);
     expect((await info())[0]!.status.code).toBe(0);
     const keys = s3.objects().map((o) => o.key);
     expect(keys.some((k) => /^synaxic\/backup\/synaxic\/\d{8}-\d{6}F\//.test(k)), keys.slice(0, 20).join("\n")).toBe(true);
     expect(keys.some((k) => /^synaxic\/archive\/synaxic\/15-1\/0000000100000000\/[0-9A-F]{24}-[0-9a-f]{40}\./.test(k))).toBe(true);
-    const textfile = await main.exec(["cat", "/etc/synaxic/main/node-exporter/pgbackrest.prom"]);
-    expect(textfile.stdout).toMatch(/^synaxic_backup_last_success_timestamp_seconds\{operation="backup-full"\} \d+$/m);
-    expect(textfile.stdout).toMatch(/^synaxic_backup_scheduler_primary 1$/m);
-    const r1 = await rig.host("replica-1").exec(["cat", "/etc/synaxic/replica-1/node-exporter/pgbackrest.prom"]);
-    expect(r1.stdout).toMatch(/^synaxic_backup_scheduler_primary 0$/m);
-    expect(r1.stdout).not.toMatch(/backup-full/);
+    // Taken on the standby: pgBackRest ran there with backup-standby, and reached main's TLS server by name.
+    const log = (await r1.docker(["logs", "synaxic-replica-1-backup"])).stdout + (await r1.docker(["logs", "synaxic-replica-1-backup"])).stderr;
+    expect(log).toMatch(/backup command begin [^\n]*--backup-standby[^\n]*--pg2-host=main/);
+    expect(log).toMatch(/backup command end: completed successfully/);
+    const textfile = async (h: string) => (await rig.host(h).exec(["cat", `/etc/synaxic/${h}/node-exporter/pgbackrest.prom`])).stdout;
+    expect(await textfile("replica-1")).toMatch(/^synaxic_backup_last_success_timestamp_seconds\{operation="backup-full"\} \d+$/m);
+    expect(await textfile("replica-1")).toMatch(/^synaxic_backup_scheduler_active 1$/m);
+    expect(await textfile("main")).toMatch(/^synaxic_backup_scheduler_active 0$/m);
+    expect(await textfile("main")).not.toMatch(/backup-full/);
     const archiver = await psql(main, "SELECT archived_count > 0 AND (last_failed_time IS NULL OR last_failed_time < last_archived_time) FROM pg_stat_archiver");
     expect(archiver).toBe("t");
   });
@@ -372,7 +376,8 @@ describe("a fleet of main and two replicas on the real engine", () => {
     await psql(rig.host("replica-1"), "SELECT pg_switch_wal()");
     await waitFor("timeline 2's WAL in the repository", async () => s3.objects("synaxic/archive/synaxic/15-1/").some((o) => /\/00000002[0-9A-F]{16}-[0-9a-f]{40}\./.test(o.key)), 120_000, 2000);
     expect(s3.objects("synaxic/archive/synaxic/15-1/").some((o) => o.key.includes("00000002.history"))).toBe(true);
-    await waitFor("replica-1's scheduler reports it is the primary's", async () => /^synaxic_backup_scheduler_primary 1$/m.test((await rig.host("replica-1").exec(["cat", "/etc/synaxic/replica-1/node-exporter/pgbackrest.prom"])).stdout), 120_000, 2000);
+    // replica-1 takes the backups still, now from itself as the primary.
+    await waitFor("replica-1's scheduler acts as the primary's", async () => /^synaxic_backup_scheduler_active 1$/m.test((await rig.host("replica-1").exec(["cat", "/etc/synaxic/replica-1/node-exporter/pgbackrest.prom"])).stdout), 120_000, 2000);
   });
 
   it("an unplanned failover back to main while replica-1 (the primary) is partitioned from the fleet: the fence is reported only once it took no more writes, main takes the role back, replica-1 rewinds; the writes lost in the partition are measured", async () => {

@@ -152,3 +152,52 @@ describe("ordering", () => {
     expect(main.one(CONTAINER, "postgres-backup").opts.dependsOn).toEqual(expect.arrayContaining(["postgres-ready", "postgres-stanza"]));
   });
 });
+
+describe("backups from a standby (backupFrom)", () => {
+  it("auto with a replica: the first replica's scheduler takes them (as a standby, and as the primary once promoted); main's takes none", () => {
+    const script = (run: AnyRun) => String((run.one(CONTAINER, "postgres-backup").inputs.uploads as { content: string }[])[0]!.content);
+    expect(script(main)).toContain("ACTS=never");
+    expect(script(replica)).toContain("ACTS=always");
+    expect(script(replica)).toContain("gosu postgres pgbackrest --config-path=/etc/pgbackrest/standby --stanza=synaxic --type=full backup");
+    // The fleet's names first in the scheduler's hosts file: the primary's TLS server is reached by its certificate's DNS name.
+    expect(script(replica)).toMatch(/printf '%s\\n' '10\.10\.0\.2 main' '10\.10\.0\.3 replica-1'/);
+    const standbyConf = String(replica.one(COMMAND, "postgres-pgbackrest-standby-conf").inputs.stdin);
+    expect(standbyConf).toContain("backup-standby=y");
+    expect(standbyConf).toContain("pg2-host=main");
+    expect(standbyConf).toContain("pg2-host-type=tls");
+    expect(main.of(COMMAND).filter((c) => c.name.includes("standby-conf"))).toEqual([]);
+  });
+
+  it("every host runs pgBackRest's TLS server on its private address, letting in the fleet's hosts by CN; its key 0600 postgres, secret", () => {
+    for (const [run, host, ip] of [[main, "main", "10.10.0.2"], [replica, "replica-1", "10.10.0.3"]] as const) {
+      const conf = String(run.one(COMMAND, "postgres-pgbackrest-conf").inputs.stdin);
+      expect(conf).toContain(`tls-server-address=${ip}`);
+      expect(conf).toContain("tls-server-auth=postgres.main=synaxic");
+      expect(conf).toContain("tls-server-auth=postgres.replica-1=synaxic");
+      const server = run.one(CONTAINER, "postgres-pgbackrest-server").inputs;
+      expect(server.name).toBe(`synaxic-${host}-pgbackrest`);
+      expect(server.user).toBe("999:999");
+      expect(server.entrypoints).toEqual(["pgbackrest", "--config-path=/etc/pgbackrest", "server"]);
+      expect(server.memory).toBe(64);
+      const key = run.one(COMMAND, "postgres-pgbackrest-tls-key");
+      expect(key.inputs.create).toMatch(/ 0600 999:999$/);
+      expect((key.raw.stdin as Record<string, unknown>)[SECRET_SIG]).toBeDefined();
+    }
+  });
+
+  it("the host firewalls admit the TLS server's port from the fleet only, and only with backups on", () => {
+    const rules = (run: AnyRun) => JSON.stringify(run.of("hcloud:index/firewall:Firewall").map((f) => f.inputs.rules));
+    expect(rules(main)).toMatch(/pgBackRest from replica-1.*"port":"8432".*10\.10\.0\.3\/32/);
+    expect(rules(plain)).not.toContain("8432");
+  });
+});
+
+describe("backupFrom: primary", () => {
+  it("the primary's scheduler takes them; no standby configuration anywhere", async () => {
+    const r = await runReplica("replica-1", "10.10.0.3", { replicas: 1, mainExtra: { ...BACKUP, [`${P}backupFrom`]: "primary" } });
+    const script = (run: AnyRun) => String((run.one(CONTAINER, "postgres-backup").inputs.uploads as { content: string }[])[0]!.content);
+    expect(script(r.main as AnyRun)).toContain("ACTS=whenPrimary");
+    expect(script(r.replica as AnyRun)).toContain("ACTS=whenPrimary");
+    expect((r.replica as AnyRun).of(COMMAND).filter((c) => c.name.includes("standby-conf"))).toEqual([]);
+  }, 120_000);
+});

@@ -435,7 +435,13 @@ describe("backups: backupRepository with its access key, all or nothing", () => 
     expect(c.backup).toEqual({
       repository: { ...repo, path: "/synaxic", retentionFull: 2, retentionDiff: 6 },
       schedule: { fullWeekday: 0, hourUtc: 3, verifyWeekday: 3 },
+      // auto: from the first replica's standby.
+      standby: "replica-1",
     });
+    expect(parseMain({ [`${P}backupRepository`]: JSON.stringify(repo), ...keys, [`${P}replicas`]: "[]" }, secretKeys).backup!.standby).toBeNull();
+    expect(parseMain({ [`${P}backupRepository`]: JSON.stringify(repo), ...keys, [`${P}backupFrom`]: "primary" }, secretKeys).backup!.standby).toBeNull();
+    expect(parseMain({ [`${P}backupRepository`]: JSON.stringify(repo), ...keys, [`${P}backupFrom`]: "replica-2" }, secretKeys).backup!.standby).toBe("replica-2");
+    expect(() => parseMain({ [`${P}backupRepository`]: JSON.stringify(repo), ...keys, [`${P}backupFrom`]: "replica-9" }, secretKeys)).toThrow(/synaxic:backupFrom: got "replica-9"; expected auto, primary, or one of this stack's replicas \(replica-1, replica-2\)/);
   });
 
   it.each([

@@ -50,9 +50,12 @@ describe("one memory budget per host", () => {
     expect(memoryBudget("replica", 4096).limitsMiB.alertmanager).toBeUndefined();
   });
 
-  it("the backup scheduler has 128 MiB on every host, which raises each minimum by as much; a 2 GB replica still fits", () => {
-    for (const kind of ["main", "replica"] as HostKind[]) expect(memoryBudget(kind, 4096).limitsMiB.backup).toBe(128);
-    expect(minimumHostMiB("main")).toBe(2773);
-    expect(minimumHostMiB("replica")).toBe(1984);
+  it("the backup scheduler (128 MiB) and pgBackRest's TLS server (64 MiB) on every host raise each minimum by as much; a 2 GB replica still fits", () => {
+    for (const kind of ["main", "replica"] as HostKind[]) {
+      expect(memoryBudget(kind, 4096).limitsMiB.backup).toBe(128);
+      expect(memoryBudget(kind, 4096).limitsMiB.pgbackrestServer).toBe(64);
+    }
+    expect(minimumHostMiB("main")).toBe(2844);
+    expect(minimumHostMiB("replica")).toBe(2048);
   });
 });

@@ -11,6 +11,7 @@ const P: BackupSchedulerParams = {
     verify: ["pgbackrest", "--stanza=synaxic", "verify"],
     info: ["pgbackrest", "--stanza=synaxic", "--output=json", "info"],
   },
+  acts: "whenPrimary",
   schedule: { fullWeekday: 0, hourUtc: 3, verifyWeekday: 3 },
   inRecoveryArgv: ["psql", "-X", "-At", "-c", "SELECT pg_catalog.pg_is_in_recovery()"],
   textfileDir: "/textfile",
@@ -34,6 +35,38 @@ describe("the backup scheduler script", () => {
     expect(s).toContain("gosu postgres pgbackrest --stanza=synaxic --type=diff backup");
     expect(s).not.toMatch(/^\s*pgbackrest /m);
     expect(s).toContain(`for op in ${BACKUP_OPERATIONS.join(" ")}; do`);
+  });
+
+  it("the standby named for backups takes them as a standby (its own configuration) and, once promoted, as the primary; it puts the fleet's names first in its hosts file", () => {
+    const s = renderBackupSchedulerScript({
+      ...P,
+      acts: "always",
+      standbyArgv: { full: ["pgbackrest", "--config-path=/etc/pgbackrest/standby", "--stanza=synaxic", "--type=full", "backup"], diff: ["pgbackrest", "--config-path=/etc/pgbackrest/standby", "--stanza=synaxic", "--type=diff", "backup"] },
+      hostsEntries: [{ name: "main", address: "10.10.0.2" }, { name: "replica-1", address: "10.10.0.3" }],
+    });
+    expect(s).toMatchSnapshot();
+    execFileSync("bash", ["-n"], { input: s });
+    expect(s).toContain("full:standby) run backup-full gosu postgres pgbackrest --config-path=/etc/pgbackrest/standby --stanza=synaxic --type=full backup ;;");
+    expect(s).toContain("full:primary) run backup-full gosu postgres pgbackrest --stanza=synaxic --type=full backup ;;");
+    expect(s).toContain("printf '%s\\n' '10.10.0.2 main' '10.10.0.3 replica-1'");
+    // acting(): always acts while up, in either role.
+    const acting = (acts: string, role: string) => {
+      try {
+        execFileSync("bash", ["-c", `ACTS=${acts}\n${s.slice(s.indexOf("acting() {"), s.indexOf("}", s.indexOf("acting() {")) + 1)}\nacting ${role}`]);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    expect([acting("always", "primary"), acting("always", "standby"), acting("always", "down")]).toEqual([true, true, false]);
+    expect([acting("whenPrimary", "primary"), acting("whenPrimary", "standby")]).toEqual([true, false]);
+    expect([acting("never", "primary"), acting("never", "standby")]).toEqual([false, false]);
+  });
+
+  it("refuses standby commands without acts always, and acts always without them", () => {
+    expect(() => renderBackupSchedulerScript({ ...P, acts: "always" })).toThrow(/standbyArgv goes with acts "always"/);
+    expect(() => renderBackupSchedulerScript({ ...P, standbyArgv: { full: ["x"], diff: ["y"] } })).toThrow(/standbyArgv goes with acts "always"/);
+    expect(() => renderBackupSchedulerScript({ ...P, hostsEntries: [{ name: "main", address: "main" }] })).toThrow(/address "main" of main is not an IPv4 address/);
   });
 
   it("refuses a schedule out of range, a relative directory, an empty command", () => {
