@@ -97,7 +97,7 @@ function writePgbackrest(node: PgNode, extra: Partial<PgbackrestConfParams>, sec
   chownPostgres(s3Ca);
   const params: PgbackrestConfParams = {
     stanza: STANZA,
-    repo: { endpoint: s3.endpoint, bucket: BUCKET, region: "bk-rig-1", path: "/synaxic", caFile: s3Ca, retentionFull: 2, retentionDiff: 2 },
+    repo: { endpoint: s3.endpoint, bucket: BUCKET, region: "bk-rig-1", path: "/synaxic", caFile: s3Ca, retentionFull: 2, retentionDiff: 2, uploadChunkSizeMiB: 1 },
     pg: { dataDir: node.dataDir, socketDir: node.socketDir, port: node.port },
     spoolPath: spool,
     lockPath: lock,
@@ -183,7 +183,7 @@ beforeAll(async () => {
   restoreHost = hr!;
   removeHosts = setRigHosts(net, { [S3_NAME]: hs3!.ip, [DNS.pg1]: h1!.ip, [DNS.pg2]: h2!.ip });
   // Small list pages, so pgBackRest's listings go through continuation tokens.
-  s3 = await S3StandIn.start({ host: hs3!, ca, dnsName: S3_NAME, port: S3_PORT, bucket: BUCKET, accessKey: secrets.s3Key, pageSize: 25 });
+  s3 = await S3StandIn.start({ host: hs3!, ca, dnsName: S3_NAME, port: S3_PORT, bucket: BUCKET, accessKey: secrets.s3Key, pageSize: 5 });
   // 1 MiB WAL segments: more segments per test second, and a queue bound that a few MiB of writes exceed.
   cluster = new PgCluster({ net, ca, dbHosts: [h1!, h2!, hr!], appHosts: [], exporterHosts: [], initdbArgs: ["--wal-segsize=1"] });
   pg1 = cluster.node(h1!);
@@ -238,6 +238,11 @@ describe("pgBackRest backups and point-in-time recovery", () => {
       expect(head.toString("latin1")).not.toMatch(/\[backrest\]|pg_data|backup-label/);
     }
     expect(storedWal().length).toBeGreaterThan(0);
+    // Objects past the 1 MiB upload chunk went up as multipart uploads.
+    const stats = await s3.stats(pg1.host);
+    expect(stats.multipartComplete ?? 0).toBeGreaterThan(0);
+    expect(objects.some((o) => o.size > 1024 * 1024)).toBe(true);
+    console.log(`[bk] S3 requests so far: ${JSON.stringify(stats)}`);
     console.log(`[bk] full backup ${fullOnPrimary}: ${objects.length} objects, ${objects.reduce((t, o) => t + o.size, 0)} bytes in the store (${elapsed()})`);
   });
 
@@ -245,8 +250,10 @@ describe("pgBackRest backups and point-in-time recovery", () => {
     const db = cluster.roles.appDatabase;
     await pg1.psql("CREATE TABLE pitr (id int PRIMARY KEY, v text NOT NULL); INSERT INTO pitr SELECT g, 'before' FROM generate_series(1, 100) g;", { db });
     before = await pg1.tableChecksum("pitr");
-    // The recorded time: after the commit above, strictly before every later commit.
-    await sleep(50);
+    // The recorded time: after the commit above, strictly before every later commit, and in a
+    // later second than the backup's end: pgBackRest picks the newest backup whose stop time
+    // (whole seconds) is less than the target (src/command/restore/restore.c, restoreBackupSet).
+    await sleep(1100);
     recordedTime = await pg1.value("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'");
     await sleep(1100);
     await pg1.psql("INSERT INTO pitr SELECT g, 'after' FROM generate_series(101, 150) g; UPDATE pitr SET v = 'updated' WHERE id <= 10; DELETE FROM pitr WHERE id BETWEEN 50 AND 60;", { db });
@@ -288,7 +295,12 @@ describe("pgBackRest backups and point-in-time recovery", () => {
     chownPostgres(scratch);
     const r = await pgbr(restoreHost, restoreArgv(files.inv, { dataDir: scratch, target: { type: "latest" } }), { allowFail: true });
     expect(r.code).not.toBe(0);
-    expect(r.stdout + r.stderr).toMatch(/crypto|cipher|decrypt|unable to load info file/i);
+    // Decrypting with the wrong key yields either a padding failure (CryptoError) or garbage the
+    // ini parser rejects (FormatError); either way backup.info cannot be read and nothing is restored.
+    const output = (r.stdout + r.stderr).replace(/[^\x20-\x7e\n]/g, "?");
+    expect(output).toMatch(/unable to load info file '\/synaxic\/backup\/synaxic\/backup\.info'/);
+    expect(output).toMatch(/(CryptoError|FormatError): /);
+    console.log(`[bk] wrong cipher pass: ${/ERROR: \[\d+\]: [^\n]*/.exec(output)?.[0]} (${/(CryptoError|FormatError): [^\n]{0,40}/.exec(output)?.[0]}...)`);
     expect(existsSync(join(scratch, "PG_VERSION"))).toBe(false);
     // And the right key still reads it.
     expect((await info(restoreHost, files1.inv)).stanza.status.code).toBe(0);
@@ -358,12 +370,13 @@ describe("pgBackRest backups and point-in-time recovery", () => {
     for (const w of walOnlyOldNeeds) expect(walAfter).not.toContain(w);
     expect(walAfter.length).toBeGreaterThan(0);
     const statsAfter = await s3.stats(pg2.host);
-    // The listings went through continuation pages and the removal through multi-object deletes.
+    // The removal went through S3 deletes, and the listings through continuation pages (5 entries each).
     expect((statsAfter.multiDelete ?? 0) + (statsAfter.delete ?? 0)).toBeGreaterThan((statsBefore.multiDelete ?? 0) + (statsBefore.delete ?? 0));
+    expect(statsAfter.listContinuation ?? 0).toBeGreaterThan(0);
     const after = (await info(pg2.host, files2.inv)).stanza;
     expect(after.backup.filter((b) => b.type === "full")).toHaveLength(2);
     expect(after.backup.map((b) => b.label)).not.toContain(fullOnPrimary);
-    console.log(`[bk] expire removed ${fullOnPrimary} and ${walBefore.length - walAfter.length} WAL files (${walOnlyOldNeeds.length} older than the kept backups) (${elapsed()})`);
+    console.log(`[bk] expire removed ${fullOnPrimary} and ${walBefore.filter((w) => !walAfter.includes(w)).length} WAL files (all ${walOnlyOldNeeds.length} older than the kept backups); ${JSON.stringify(statsAfter)} (${elapsed()})`);
   });
 
   it("after a promotion the new primary archives its new timeline into the same stanza, and backups keep working", async () => {
@@ -405,6 +418,8 @@ describe("pgBackRest backups and point-in-time recovery", () => {
 
   it("drops the async archive queue past archive-push-queue-max instead of filling the disk while the object storage is down", async () => {
     const db = cluster.roles.appDatabase;
+    // Short timeouts, so each failing async run gives up soon and the next one checks the bound.
+    files2 = writePgbackrest(pg2, { archiveTimeoutSeconds: 5, ioTimeoutSeconds: 3 });
     const archivedBefore = await pg2.value("SELECT archived_count FROM pg_stat_archiver");
     await s3.kill();
     const logStart = pg2.logLength();
@@ -413,12 +428,14 @@ describe("pgBackRest backups and point-in-time recovery", () => {
       await pg2.psql(`INSERT INTO filler SELECT g + ${(i + 1) * 1_000_000}, repeat(md5(g::text), 8) FROM generate_series(1, 15000) g; SELECT pg_switch_wal();`, { db, timeoutMs: 60_000 });
     }
     await waitFor("pgBackRest to drop the queue", async () => /dropped WAL file '[0-9A-F]{24}' because archive queue exceeded 16MB/.test(pg2.log(logStart)), 120_000, 500);
-    // PostgreSQL counts the dropped segments as archived and recycles them: pg_wal does not keep growing.
+    // PostgreSQL counts the dropped segments as archived, so with the repository still down the
+    // queue empties instead of growing: no segment stays waiting, and pg_wal recycles them.
     await waitFor("the archiver to move on", async () => Number(await pg2.value("SELECT archived_count FROM pg_stat_archiver")) > Number(archivedBefore) + 16, 60_000, 500);
-    const ready = readdirSync(join(pg2.dataDir, "pg_wal", "archive_status")).filter((f) => f.endsWith(".ready"));
-    expect(ready.length).toBeLessThanOrEqual(20);
+    const readyFiles = () => readdirSync(join(pg2.dataDir, "pg_wal", "archive_status")).filter((f) => f.endsWith(".ready"));
+    await waitFor("no WAL waiting to be archived", async () => readyFiles().length === 0, 90_000, 500);
     const walFiles = readdirSync(join(pg2.dataDir, "pg_wal")).filter((f) => /^[0-9A-F]{24}$/.test(f));
-    console.log(`[bk] repository down: queue dropped, ${ready.length} segments waiting, ${walFiles.length} segments in pg_wal (${elapsed()})`);
+    const stats = await pg2.query("SELECT archived_count, failed_count, last_archived_wal FROM pg_stat_archiver");
+    console.log(`[bk] repository down: queue dropped; pg_stat_archiver ${stats[0]!.join(" ")}; ${walFiles.length} segments in pg_wal (${elapsed()})`);
     const dropped = pg2.log(logStart).match(/dropped WAL file/g)?.length ?? 0;
     expect(dropped).toBeGreaterThan(0);
   });

@@ -191,6 +191,7 @@ async function handle(req, res) {
   if (key === "") {
     if (m === "GET" && q.get("list-type") === "2") {
       count("list");
+      if (q.has("continuation-token")) count("listContinuation");
       return list(res, q);
     }
     if (m === "POST" && q.has("delete")) {
