@@ -183,7 +183,7 @@ beforeAll(async () => {
   restoreHost = hr!;
   removeHosts = setRigHosts(net, { [S3_NAME]: hs3!.ip, [DNS.pg1]: h1!.ip, [DNS.pg2]: h2!.ip });
   // Small list pages, so pgBackRest's listings go through continuation tokens.
-  s3 = await S3StandIn.start({ host: hs3!, ca, dnsName: S3_NAME, port: S3_PORT, bucket: BUCKET, accessKey: secrets.s3Key, pageSize: 5 });
+  s3 = await S3StandIn.start({ host: hs3!, ca, dnsName: S3_NAME, port: S3_PORT, bucket: BUCKET, accessKey: secrets.s3Key, secretKey: secrets.s3KeySecret, pageSize: 5 });
   // 1 MiB WAL segments: more segments per test second, and a queue bound that a few MiB of writes exceed.
   cluster = new PgCluster({ net, ca, dbHosts: [h1!, h2!, hr!], appHosts: [], exporterHosts: [], initdbArgs: ["--wal-segsize=1"] });
   pg1 = cluster.node(h1!);
@@ -242,6 +242,8 @@ describe("pgBackRest backups and point-in-time recovery", () => {
     const stats = await s3.stats(pg1.host);
     expect(stats.multipartComplete ?? 0).toBeGreaterThan(0);
     expect(objects.some((o) => o.size > 1024 * 1024)).toBe(true);
+    // Every request carried a valid AWS Signature V4 made with the key from the secrets file.
+    expect(stats.denied ?? 0).toBe(0);
     console.log(`[bk] S3 requests so far: ${JSON.stringify(stats)}`);
     console.log(`[bk] full backup ${fullOnPrimary}: ${objects.length} objects, ${objects.reduce((t, o) => t + o.size, 0)} bytes in the store (${elapsed()})`);
   });
@@ -304,6 +306,16 @@ describe("pgBackRest backups and point-in-time recovery", () => {
     expect(existsSync(join(scratch, "PG_VERSION"))).toBe(false);
     // And the right key still reads it.
     expect((await info(restoreHost, files1.inv)).stanza.status.code).toBe(0);
+
+    // A wrong S3 secret: the store refuses the signature (HTTP 403) and pgBackRest says so.
+    const deniedBefore = (await s3.stats(restoreHost)).denied ?? 0;
+    const wrongS3 = writePgbackrest(cluster.node(restoreHost), {}, { ...secrets, s3KeySecret: randomBytes(24).toString("base64") }, join(pgbrDir(restoreHost).dir, "wrong-s3"));
+    const denied = await pgbr(restoreHost, infoArgv(wrongS3.inv), { allowFail: true });
+    // info reports it as the stanza's status (code 99), which the metrics carry; the key is redacted.
+    expect(denied.stdout + denied.stderr).toMatch(/HTTP request failed with 403 \(Forbidden\)/);
+    expect(parsePgbackrestInfo(denied.stdout)[0]!.status.code).toBe(99);
+    expect(denied.stdout + denied.stderr).not.toContain(secrets.s3KeySecret);
+    expect((await s3.stats(restoreHost)).denied ?? 0).toBeGreaterThan(deniedBefore);
   });
 
   it("takes a backup on the standby, copying data files from the standby; the primary is reached through pgBackRest's TLS server by DNS name", async () => {
