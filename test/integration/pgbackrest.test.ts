@@ -35,6 +35,7 @@ import {
   restoreArgv,
   serverArgv,
   stanzaCreateArgv,
+  verifyArgv,
   type PgbackrestConfParams,
   type PgbackrestInfoStanza,
   type PgbackrestInvocation,
@@ -408,6 +409,10 @@ describe("pgBackRest backups and point-in-time recovery", () => {
     expect(r.stdout).toMatch(/backup command end: completed successfully/);
     const { stanza, json } = await info(pg2.host, files2.inv);
     expect(stanza.backup.at(-1)!.type).toBe("diff");
+    // verify reads back every backup file and archived segment and checks its checksum, across both timelines.
+    const verify = await pgbr(pg2.host, withOptions(verifyArgv(files2.inv), "--log-level-console=detail"), { timeoutMs: 180_000 });
+    expect(verify.stdout).toMatch(/verify command end: completed successfully/);
+    expect(verify.stdout).not.toMatch(/invalid|missing/i);
     expect(stanza.archive[0]!.max!.startsWith("00000002")).toBe(true);
 
     // The textfile metrics from this real output.
