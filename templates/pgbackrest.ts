@@ -176,6 +176,19 @@ export interface PgbackrestConfParams {
   processMax?: number;
   /** Console (stdout) log level for commands; default "info". File logging is off: the container's output is the log. */
   logLevelConsole?: "off" | "error" | "warn" | "info" | "detail" | "debug";
+  /**
+   * Seconds archive-push (and backup/check) wait for a WAL segment to reach
+   * the repository (archive-timeout); pgBackRest's default 60 when absent.
+   */
+  archiveTimeoutSeconds?: number;
+  /**
+   * Network timeout in seconds (io-timeout); pgBackRest's default 60 when
+   * absent. With the repository unreachable, an async archive-push run spends
+   * about this long retrying before it gives up; the queue bound is only
+   * checked when the next run starts, so this also bounds how long the queue
+   * can grow past archive-push-queue-max.
+   */
+  ioTimeoutSeconds?: number;
   /** On the primary: run pgBackRest's TLS server for standbys' backups. */
   tlsServer?: PgbackrestTlsServer;
   /** On a standby: take backups here (backup-standby=y), with the primary as pg2 over TLS. */
@@ -332,6 +345,8 @@ export function renderPgbackrestConf(params: PgbackrestConfParams): string {
     kv("archive-async", true),
     kv("spool-path", absPath("spoolPath", p.spoolPath)),
     kv("archive-push-queue-max", `${queueMax}MiB`),
+    ...(p.archiveTimeoutSeconds !== undefined ? [kv("archive-timeout", intInRange("archiveTimeoutSeconds", p.archiveTimeoutSeconds, 1, 86400))] : []),
+    ...(p.ioTimeoutSeconds !== undefined ? [kv("io-timeout", intInRange("ioTimeoutSeconds", p.ioTimeoutSeconds, 1, 3600))] : []),
     "",
     "# Backups: checkpoint at once instead of waiting for the next one",
     kv("start-fast", true),

@@ -32,7 +32,8 @@ beforeAll(async () => {
   ({ rig, engine, work, co } = tier);
   mkdirSync(join(work, "s3-ca"));
   const ca = makeCa("object-storage-ca", join(work, "s3-ca"));
-  s3 = await S3StandIn.start({ host: rig.net.host("s3"), ca, dnsName: S3_NAME, port: 9000, bucket: S3_BUCKET, accessKey: "engine-tier-key" });
+  // The stand-in checks every request's AWS Signature V4 against this key.
+  s3 = await S3StandIn.start({ host: rig.net.host("s3"), ca, dnsName: S3_NAME, port: 9000, bucket: S3_BUCKET, accessKey: "engine-tier-key", secretKey: "engine-tier-secret-access-key" });
   rig.backup = {
     repository: { endpoint: s3.endpoint, bucket: S3_BUCKET, region: "rig", caCertificate: ca.certPem },
     accessKeyId: "engine-tier-key",

@@ -2,7 +2,7 @@
 // `node`, no build step), served over HTTPS with a certificate from the rig's
 // CA. Usage:
 //
-//   node s3.server.mjs --listen 10.213.1.9:9443 --cert C --key K --root DIR --bucket B --access-key ID [--page-size N]
+//   node s3.server.mjs --listen 10.213.1.9:9443 --cert C --key K --root DIR --bucket B --access-key ID --secret-key-file F [--page-size N]
 //
 // Objects are plain files: the object KEY of bucket B is the file DIR/B/KEY,
 // so a test can see exactly what the store holds (and what expiry removed).
@@ -29,22 +29,26 @@
 //   DELETE /B/KEY?uploadId=U               abort
 //   GET    /__rig/stats                    request counts by operation (JSON; not S3)
 //
-// NOT a security boundary: AWS Signature V4 is not verified. The server only
-// checks that each request carries an Authorization header naming the
-// configured access key id (so a client that did not read its key file
-// fails), and pgBackRest's own encryption is what the tests rely on.
+// Every request must carry a valid AWS Signature Version 4 (Authorization
+// header, x-amz-date, x-amz-content-sha256) made with the configured access
+// key and the secret read from --secret-key-file: the canonical request
+// (method, path as sent, sorted RFC 3986-encoded query, the signed headers,
+// payload hash) is rebuilt and its HMAC-SHA256 signature compared, and a
+// hex payload hash is checked against the body. Not checked: the clock skew
+// and the region/service of the credential scope (any are accepted). It is a
+// test fixture, not a security boundary.
 import https from "node:https";
 import process from "node:process";
 import console from "node:console";
 import { Buffer } from "node:buffer";
 import { URL } from "node:url";
-import { createHash, randomBytes } from "node:crypto";
+import { createHash, createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, rmdirSync, statSync, writeFileSync, openSync, readSync, closeSync } from "node:fs";
 import { dirname, join, sep } from "node:path";
 
 const args = {};
 for (let i = 2; i < process.argv.length; i += 2) args[process.argv[i].replace(/^--/, "")] = process.argv[i + 1];
-for (const required of ["listen", "cert", "key", "root", "bucket", "access-key"]) {
+for (const required of ["listen", "cert", "key", "root", "bucket", "access-key", "secret-key-file"]) {
   if (!args[required]) {
     console.error(`s3.server.mjs: --${required} is required`);
     process.exit(2);
@@ -54,6 +58,7 @@ const [listenHost, listenPort] = [args.listen.slice(0, args.listen.lastIndexOf("
 const root = args.root;
 const bucketName = args.bucket;
 const pageSize = Number(args["page-size"] ?? 1000);
+const secretKey = readFileSync(args["secret-key-file"], "utf8").trim();
 const uploadsDir = join(root, ".uploads");
 mkdirSync(join(root, bucketName), { recursive: true });
 mkdirSync(uploadsDir, { recursive: true });
@@ -161,6 +166,49 @@ function list(res, q) {
   send(res, 200, parts.join(""));
 }
 
+/** RFC 3986 encoding as SigV4 wants it: everything but unreserved characters. */
+const awsEncode = (s) => encodeURIComponent(s).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+
+/** Checks the request's AWS Signature V4; returns an error message or undefined. */
+function sigV4Error(req, body) {
+  const auth = req.headers.authorization ?? "";
+  const m = /^AWS4-HMAC-SHA256 Credential=([^/]+)\/(\d{8})\/([^/]+)\/([^/]+)\/aws4_request, ?SignedHeaders=([a-z0-9;-]+), ?Signature=([0-9a-f]{64})$/.exec(auth);
+  if (!m) return "missing or malformed AWS4-HMAC-SHA256 Authorization header";
+  const [, keyId, date, region, service, signedHeaders, signature] = m;
+  if (keyId !== args["access-key"]) return "unknown access key";
+  const amzDate = req.headers["x-amz-date"];
+  if (!amzDate || !amzDate.startsWith(date)) return "x-amz-date missing or not the credential's date";
+  const payloadHash = req.headers["x-amz-content-sha256"];
+  if (!payloadHash) return "x-amz-content-sha256 missing";
+  if (payloadHash !== "UNSIGNED-PAYLOAD" && payloadHash !== createHash("sha256").update(body).digest("hex")) return "x-amz-content-sha256 does not match the body";
+  const raw = req.url;
+  const q = raw.indexOf("?");
+  const path = q >= 0 ? raw.slice(0, q) : raw;
+  const query = (q >= 0 ? raw.slice(q + 1) : "")
+    .split("&")
+    .filter(Boolean)
+    .map((kv) => {
+      const i = kv.indexOf("=");
+      const k = decodeURIComponent((i >= 0 ? kv.slice(0, i) : kv).replace(/\+/g, "%20"));
+      const v = i >= 0 ? decodeURIComponent(kv.slice(i + 1).replace(/\+/g, "%20")) : "";
+      return [awsEncode(k), awsEncode(v)];
+    })
+    .sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[1] < b[1] ? -1 : 1))
+    .map(([k, v]) => `${k}=${v}`)
+    .join("&");
+  const headers = signedHeaders.split(";");
+  if (!headers.includes("host")) return "host is not a signed header";
+  const canonicalHeaders = headers.map((h) => `${h}:${String(req.headers[h] ?? "").trim().replace(/\s+/g, " ")}\n`).join("");
+  const canonical = [req.method, path, query, canonicalHeaders, signedHeaders, payloadHash].join("\n");
+  const scope = `${date}/${region}/${service}/aws4_request`;
+  const toSign = ["AWS4-HMAC-SHA256", amzDate, scope, createHash("sha256").update(canonical).digest("hex")].join("\n");
+  let k = createHmac("sha256", `AWS4${secretKey}`).update(date).digest();
+  for (const part of [region, service, "aws4_request"]) k = createHmac("sha256", k).update(part).digest();
+  const expected = createHmac("sha256", k).update(toSign).digest();
+  if (!timingSafeEqual(expected, Buffer.from(signature, "hex"))) return "signature does not match";
+  return undefined;
+}
+
 function readBody(req) {
   return new Promise((resolve, reject) => {
     const chunks = [];
@@ -174,23 +222,23 @@ async function handle(req, res) {
   const url = new URL(req.url, "https://s3");
   const q = url.searchParams;
   if (url.pathname === "/__rig/stats") return send(res, 200, JSON.stringify(stats), { "Content-Type": "application/json" });
-  const auth = req.headers.authorization ?? "";
-  const keyId = /Credential=([^/]+)\//.exec(auth)?.[1];
-  if (keyId !== args["access-key"]) {
+  const body = await readBody(req);
+  const denied = sigV4Error(req, body);
+  if (denied) {
     count("denied");
-    await readBody(req);
-    return s3Error(res, 403, "InvalidAccessKeyId", "unknown access key", url.pathname);
+    console.error(`denied ${req.method} ${req.url}: ${denied}`);
+    return s3Error(res, 403, "SignatureDoesNotMatch", denied, url.pathname);
   }
   const segments = url.pathname.split("/").slice(1).map(decodeURIComponent);
   const bucket = segments[0];
   const key = segments.slice(1).join("/");
-  const body = await readBody(req);
   if (bucket !== bucketName) return s3Error(res, 404, "NoSuchBucket", "no such bucket", url.pathname);
   const m = req.method;
 
   if (key === "") {
     if (m === "GET" && q.get("list-type") === "2") {
       count("list");
+      if (q.has("continuation-token")) count("listContinuation");
       return list(res, q);
     }
     if (m === "POST" && q.has("delete")) {

@@ -1,12 +1,12 @@
 /**
- * An S3 endpoint on the rig: s3.server.mjs (a small S3-compatible store,
- * see its header for what it implements and that it does not verify
- * signatures) in a host namespace of its own, over HTTPS with a certificate
+ * An S3 endpoint on the rig: s3.server.mjs (a small S3-compatible store
+ * that checks AWS Signature V4; see its header for what it implements) in a
+ * host namespace of its own, over HTTPS with a certificate
  * from the rig's CA naming the endpoint's DNS name (pgBackRest verifies
  * object-storage certificates by DNS name only). Objects are files under
  * `root/<bucket>/`, so tests can check what the store really holds.
  */
-import { mkdirSync, readdirSync, statSync } from "node:fs";
+import { mkdirSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import type { ChildProcess } from "node:child_process";
 import { waitFor, type Host } from "./net";
@@ -22,6 +22,8 @@ export interface S3StandInOptions {
   port: number;
   bucket: string;
   accessKey: string;
+  /** The secret access key (handed to the server in a 0600 file, never in argv). */
+  secretKey: string;
   /** Entries per ListObjectsV2 page (default 1000); small values exercise continuation tokens. */
   pageSize?: number;
 }
@@ -51,6 +53,8 @@ export class S3StandIn {
     const root = join(dir, "store");
     mkdirSync(root);
     const cert = opts.ca.issue(`s3-${opts.host.name}`, [opts.dnsName]);
+    const secretFile = join(dir, "secret-key");
+    writeFileSync(secretFile, opts.secretKey, { mode: 0o600 });
     const argv = [
       process.execPath, SCRIPT,
       "--listen", `${opts.host.ip}:${opts.port}`,
@@ -59,6 +63,7 @@ export class S3StandIn {
       "--root", root,
       "--bucket", opts.bucket,
       "--access-key", opts.accessKey,
+      "--secret-key-file", secretFile,
       "--page-size", String(opts.pageSize ?? 1000),
     ];
     const { proc, log } = opts.host.spawnDaemon("s3", argv);

@@ -98,7 +98,13 @@ describe("renderPgbackrestConf", () => {
   });
 
   it("renders the queue bound, compression and lock path given", () => {
-    const g = section(renderPgbackrestConf({ ...primary, archivePushQueueMaxMiB: 64, compressType: "lz4", lockPath: "/run/pgbackrest", processMax: 4 }), "global");
+    const g = section(
+      renderPgbackrestConf({ ...primary, archivePushQueueMaxMiB: 64, compressType: "lz4", lockPath: "/run/pgbackrest", processMax: 4, archiveTimeoutSeconds: 30, ioTimeoutSeconds: 20 }),
+      "global",
+    );
+    expect(g.get("archive-timeout")).toEqual(["30"]);
+    expect(g.get("io-timeout")).toEqual(["20"]);
+    expect(section(renderPgbackrestConf(primary), "global").has("io-timeout")).toBe(false);
     expect(g.get("archive-push-queue-max")).toEqual(["64MiB"]);
     expect(g.get("compress-type")).toEqual(["lz4"]);
     expect(g.get("compress-level")).toEqual(["1"]);
@@ -115,6 +121,7 @@ describe("renderPgbackrestConf", () => {
     ["a bad stanza", { ...primary, stanza: "Syn axic" }, /stanza .* is not valid/],
     ["TLS verification off", { ...primary, repo: { ...repo, verifyTls: false } }, /verifyTls=false/],
     ["a tiny queue bound", { ...primary, archivePushQueueMaxMiB: 1 }, /archivePushQueueMaxMiB must be an integer from 16/],
+    ["a zero network timeout", { ...primary, ioTimeoutSeconds: 0 }, /ioTimeoutSeconds must be an integer from 1/],
     ["a zero retention", { ...primary, repo: { ...repo, retentionFull: 0 } }, /retentionFull must be an integer from 1/],
     ["an unknown compression", { ...primary, compressType: "xz" as never }, /compressType "xz"/],
     ["a compression level out of range", { ...primary, compressType: "gz" as const, compressLevel: 12 }, /compressLevel for gz/],
