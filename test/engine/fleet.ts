@@ -65,11 +65,12 @@ export function replicaConfig(rig: EngineRig, name: string, mainStack = "main"):
   };
 }
 
-export function secrets(rig: EngineRig): Record<string, string> {
+/** A stack's secrets; the object storage's key is the main stack's only (replica stacks refuse it). */
+export function secrets(rig: EngineRig, role: unknown = "main"): Record<string, string> {
   return {
     "synaxic:sshPrivateKey": rig.operator.privateKey,
     "synaxic:googleClientSecret": "engine-tier-google-secret",
-    ...(rig.backup ? { "synaxic:backupAccessKeyId": rig.backup.accessKeyId, "synaxic:backupSecretAccessKey": rig.backup.secretAccessKey } : {}),
+    ...(rig.backup && role === "main" ? { "synaxic:backupAccessKeyId": rig.backup.accessKeyId, "synaxic:backupSecretAccessKey": rig.backup.secretAccessKey } : {}),
   };
 }
 
@@ -80,7 +81,7 @@ export async function initControlStack(co: Checkout, rig: EngineRig, config: Rec
 
 /** Creates a stack with its config and secrets. */
 export async function initStack(co: Checkout, rig: EngineRig, stack: string, config: Record<string, unknown>): Promise<void> {
-  await co.initStack(stack, config, secrets(rig));
+  await co.initStack(stack, config, secrets(rig, config.role));
 }
 
 /** psql as postgres inside a host's PostgreSQL container; returns unaligned rows. */
