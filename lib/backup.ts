@@ -45,7 +45,7 @@ import {
   stanzaCreateArgv,
   verifyArgv,
 } from "../templates/pgbackrest";
-import { renderBackupSchedulerScript, type BackupSchedulerParams } from "../templates/backup-scheduler";
+import { renderBackupSchedulerScript, renderFleetHostsFile, type BackupSchedulerParams } from "../templates/backup-scheduler";
 
 /** The fleet's one stanza: every host archives and backs up into it. */
 export const STANZA = "synaxic";
@@ -175,6 +175,7 @@ export function backupFiles(
     file("secrets", "conf.d/secrets.conf", secretsText, "0600", `${p.pgUid}:${p.pgUid}`),
     ...(p.backup.settings.repository.caCertificate ? [file("s3-ca", "tls/s3-ca.crt", p.backup.settings.repository.caCertificate, "0644", "0:0")] : []),
     // The host's PostgreSQL certificate serves pgBackRest's TLS server and client too: its DNS names include the host's name.
+    file("fleet-hosts", "fleet-hosts", renderFleetHostsFile(p.backup.fleet.map((h) => ({ name: h.name, address: h.privateIp }))), "0644", "0:0"),
     file("tls-ca", "tls/ca.crt", p.tls.caPem, "0644", "0:0"),
     file("tls-cert", "tls/pgbackrest.crt", p.tls.certPem, "0644", "0:0"),
     file("tls-key", "tls/pgbackrest.key", pulumi.secret(p.tls.keyPem), "0600", `${p.pgUid}:${p.pgUid}`),
@@ -283,7 +284,7 @@ export function schedulerContainer(
       info: infoArgv(INVOCATION),
     },
     ...schedulerRole(p.backup.settings, p.hostName),
-    hostsEntries: p.backup.fleet.map((h) => ({ name: h.name, address: h.privateIp })),
+    fleetHostsFile: `${PGBACKREST_CONTAINER_PATHS.configPath}/fleet-hosts`,
     schedule: p.backup.settings.schedule,
     inRecoveryArgv: ["psql", "-X", "-At", `--port=${p.port}`, "--dbname=postgres", "-c", "SELECT pg_catalog.pg_is_in_recovery()"],
     textfileDir,

@@ -36,11 +36,13 @@ export interface BackupSchedulerParams {
   /** With acts "always": the backups taken while this server is a standby. */
   standbyArgv?: { full: string[]; diff: string[] };
   /**
-   * Names this container must resolve, put first in its /etc/hosts: the
-   * fleet's hosts (a standby reaches the primary's pgBackRest TLS server by
-   * the DNS name its certificate carries).
+   * A file (renderFleetHostsFile) whose names this container must resolve,
+   * put first in its /etc/hosts on every pass: the fleet's hosts (a standby
+   * reaches the primary's pgBackRest TLS server by the DNS name its
+   * certificate carries). A file, not part of the script, so that a replica
+   * added or removed changes it without re-creating the container.
    */
-  hostsEntries?: { name: string; address: string }[];
+  fleetHostsFile?: string;
   schedule: { fullWeekday: number; hourUtc: number; verifyWeekday: number };
   /** psql argv that prints `t` on a standby and `f` on a primary (run as postgres). */
   inRecoveryArgv: string[];
@@ -54,6 +56,15 @@ export interface BackupSchedulerParams {
   hostName: string;
   /** Seconds between two passes of the loop (default 60). */
   intervalSeconds?: number;
+}
+
+/** The fleet's hosts as /etc/hosts lines (address, then name). */
+export function renderFleetHostsFile(entries: { name: string; address: string }[]): string {
+  for (const h of entries) {
+    if (!/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/.test(h.name)) throw new Error(`renderFleetHostsFile: host name ${JSON.stringify(h.name)} is not a DNS name`);
+    if (!/^\d{1,3}(\.\d{1,3}){3}$/.test(h.address)) throw new Error(`renderFleetHostsFile: address ${JSON.stringify(h.address)} of ${h.name} is not an IPv4 address`);
+  }
+  return entries.map((h) => `${h.address} ${h.name}\n`).join("");
 }
 
 export const BACKUP_OPERATIONS = ["backup-full", "backup-diff", "expire", "verify"] as const;
@@ -78,10 +89,7 @@ export function renderBackupSchedulerScript(p: BackupSchedulerParams): string {
   for (const [k, argv] of Object.entries(p.argv)) if (argv.length === 0) throw new Error(`renderBackupSchedulerScript: argv.${k} is empty`);
   if (!["whenPrimary", "always", "never"].includes(p.acts)) throw new Error(`renderBackupSchedulerScript: acts must be whenPrimary, always or never, got ${JSON.stringify(p.acts)}`);
   if ((p.acts === "always") !== (p.standbyArgv !== undefined)) throw new Error("renderBackupSchedulerScript: standbyArgv goes with acts \"always\" (the standby named for backups), and only with it");
-  for (const h of p.hostsEntries ?? []) {
-    if (!/^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/.test(h.name)) throw new Error(`renderBackupSchedulerScript: host name ${JSON.stringify(h.name)} is not a DNS name`);
-    if (!/^\d{1,3}(\.\d{1,3}){3}$/.test(h.address)) throw new Error(`renderBackupSchedulerScript: address ${JSON.stringify(h.address)} of ${h.name} is not an IPv4 address`);
-  }
+  if (p.fleetHostsFile !== undefined) absDir("fleetHostsFile", p.fleetHostsFile);
   const asPostgres = (argv: string[]) => sh(["gosu", "postgres", ...argv]);
   return `#!/bin/bash
 # Backup scheduler for ${p.hostName}, rendered by the Synaxic deployment: do not edit by hand.
@@ -93,13 +101,18 @@ HOST=${shellQuote(p.hostName)}
 ACTS=${shellQuote(p.acts)}
 mkdir -p "$STATE_DIR"
 ${
-  (p.hostsEntries ?? []).length
-    ? `# The fleet's names first (Docker gives this container its own copy of /etc/hosts).
-if ! grep -q '^# synaxic fleet' /etc/hosts; then
-  { printf '# synaxic fleet\\n'; printf '%s\\n' ${(p.hostsEntries ?? []).map((h) => shellQuote(`${h.address} ${h.name}`)).join(" ")}; cat /etc/hosts; } > /tmp/hosts.synaxic && cat /tmp/hosts.synaxic > /etc/hosts && rm -f /tmp/hosts.synaxic
-fi
+  p.fleetHostsFile
+    ? `# The fleet's names first in this container's own copy of /etc/hosts, refreshed on every pass.
+FLEET_HOSTS=${shellQuote(p.fleetHostsFile)}
+refresh_hosts() {
+  local rest
+  [ -r "$FLEET_HOSTS" ] || return 0
+  rest=$(sed '/^# synaxic fleet$/,/^# end synaxic fleet$/d' /etc/hosts)
+  { echo '# synaxic fleet'; cat "$FLEET_HOSTS"; echo '# end synaxic fleet'; printf '%s\\n' "$rest"; } > /tmp/hosts.synaxic && cat /tmp/hosts.synaxic > /etc/hosts && rm -f /tmp/hosts.synaxic
+}
 `
-    : ""
+    : `refresh_hosts() { :; }
+`
 }
 log() { echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) $*"; }
 
@@ -200,6 +213,7 @@ write_metrics() {
 trap 'log "stopping"; exit 0' TERM INT
 log "scheduler ($ACTS): full backups on weekday ${fullDay}, differentials on the other days, at ${String(hour).padStart(2, "0")}:00 UTC; verify on weekday ${verifyDay}"
 while true; do
+  refresh_hosts
   role=$(server_role)
   if acting "$role"; then
     slot=$(date -u +%Y%m%d%H)

@@ -159,8 +159,9 @@ describe("backups from a standby (backupFrom)", () => {
     expect(script(main)).toContain("ACTS=never");
     expect(script(replica)).toContain("ACTS=always");
     expect(script(replica)).toContain("gosu postgres pgbackrest --config-path=/etc/pgbackrest/standby --stanza=synaxic --type=full backup");
-    // The fleet's names first in the scheduler's hosts file: the primary's TLS server is reached by its certificate's DNS name.
-    expect(script(replica)).toMatch(/printf '%s\\n' '10\.10\.0\.2 main' '10\.10\.0\.3 replica-1'/);
+    // The fleet's names for the scheduler's hosts file: the primary's TLS server is reached by its certificate's DNS name.
+    expect(script(replica)).toContain("FLEET_HOSTS=/etc/pgbackrest/fleet-hosts");
+    expect(String(replica.one(COMMAND, "postgres-pgbackrest-fleet-hosts").inputs.stdin)).toBe("10.10.0.2 main\n10.10.0.3 replica-1\n");
     const standbyConf = String(replica.one(COMMAND, "postgres-pgbackrest-standby-conf").inputs.stdin);
     expect(standbyConf).toContain("backup-standby=y");
     expect(standbyConf).toContain("pg2-host=main");
@@ -190,6 +191,17 @@ describe("backups from a standby (backupFrom)", () => {
     expect(rules(main)).toMatch(/pgBackRest from replica-1.*"port":"8432".*10\.10\.0\.3\/32/);
     expect(rules(plain)).not.toContain("8432");
   });
+});
+
+describe("a replica added with backups on", () => {
+  it("changes main's pgBackRest files, not its containers (no PostgreSQL, scheduler or TLS server re-created)", async () => {
+    const two = (await runMain(2, BACKUP)) as AnyRun;
+    for (const c of ["postgres-container", "postgres-backup", "postgres-pgbackrest-server"]) {
+      expect(JSON.stringify(two.one(CONTAINER, c).inputs), c).toBe(JSON.stringify(main.one(CONTAINER, c).inputs));
+    }
+    expect(String(two.one(COMMAND, "postgres-pgbackrest-fleet-hosts").inputs.stdin)).toContain("10.10.0.4 replica-2");
+    expect(String(two.one(COMMAND, "postgres-pgbackrest-conf").inputs.stdin)).toContain("tls-server-auth=postgres.replica-2=synaxic");
+  }, 120_000);
 });
 
 describe("backupFrom: primary", () => {

@@ -1,6 +1,9 @@
 import { describe, expect, it } from "vitest";
 import { execFileSync } from "node:child_process";
-import { BACKUP_OPERATIONS, renderBackupSchedulerScript, type BackupSchedulerParams } from "../../../templates/backup-scheduler";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { BACKUP_OPERATIONS, renderBackupSchedulerScript, renderFleetHostsFile, type BackupSchedulerParams } from "../../../templates/backup-scheduler";
 import { backupAlertRules, renderBackupAlertRules } from "../../../templates/backup-alerts";
 
 const P: BackupSchedulerParams = {
@@ -42,13 +45,13 @@ describe("the backup scheduler script", () => {
       ...P,
       acts: "always",
       standbyArgv: { full: ["pgbackrest", "--config-path=/etc/pgbackrest/standby", "--stanza=synaxic", "--type=full", "backup"], diff: ["pgbackrest", "--config-path=/etc/pgbackrest/standby", "--stanza=synaxic", "--type=diff", "backup"] },
-      hostsEntries: [{ name: "main", address: "10.10.0.2" }, { name: "replica-1", address: "10.10.0.3" }],
+      fleetHostsFile: "/etc/pgbackrest/fleet-hosts",
     });
     expect(s).toMatchSnapshot();
     execFileSync("bash", ["-n"], { input: s });
     expect(s).toContain("full:standby) run backup-full gosu postgres pgbackrest --config-path=/etc/pgbackrest/standby --stanza=synaxic --type=full backup ;;");
     expect(s).toContain("full:primary) run backup-full gosu postgres pgbackrest --stanza=synaxic --type=full backup ;;");
-    expect(s).toContain("printf '%s\\n' '10.10.0.2 main' '10.10.0.3 replica-1'");
+    expect(s).toContain("FLEET_HOSTS=/etc/pgbackrest/fleet-hosts");
     // acting(): always acts while up, in either role.
     const acting = (acts: string, role: string) => {
       try {
@@ -63,10 +66,28 @@ describe("the backup scheduler script", () => {
     expect([acting("never", "primary"), acting("never", "standby")]).toEqual([false, false]);
   });
 
+  it("puts the fleet's names first in the container's hosts file, and replaces them (not adds) when the fleet changes, keeping Docker's lines", () => {
+    const dir = mkdtempSync(join(tmpdir(), "sched-hosts-"));
+    const hosts = join(dir, "hosts");
+    const fleet = join(dir, "fleet-hosts");
+    writeFileSync(hosts, "127.0.0.1 localhost\n203.0.113.9 objects.example.com\n");
+    const s = renderBackupSchedulerScript({ ...P, fleetHostsFile: fleet });
+    const fn = s.slice(s.indexOf("refresh_hosts() {"), s.indexOf("\n}\n", s.indexOf("refresh_hosts() {")) + 3).replaceAll("/etc/hosts", hosts).replaceAll("/tmp/hosts.synaxic", join(dir, "tmp"));
+    const refresh = () => execFileSync("bash", ["-c", `FLEET_HOSTS=${fleet}\n${fn}\nrefresh_hosts`]);
+    writeFileSync(fleet, renderFleetHostsFile([{ name: "main", address: "10.10.0.2" }, { name: "replica-1", address: "10.10.0.3" }]));
+    refresh();
+    refresh();
+    expect(readFileSync(hosts, "utf8")).toBe("# synaxic fleet\n10.10.0.2 main\n10.10.0.3 replica-1\n# end synaxic fleet\n127.0.0.1 localhost\n203.0.113.9 objects.example.com\n");
+    writeFileSync(fleet, renderFleetHostsFile([{ name: "main", address: "10.10.0.2" }]));
+    refresh();
+    expect(readFileSync(hosts, "utf8")).toBe("# synaxic fleet\n10.10.0.2 main\n# end synaxic fleet\n127.0.0.1 localhost\n203.0.113.9 objects.example.com\n");
+  });
+
   it("refuses standby commands without acts always, and acts always without them", () => {
     expect(() => renderBackupSchedulerScript({ ...P, acts: "always" })).toThrow(/standbyArgv goes with acts "always"/);
     expect(() => renderBackupSchedulerScript({ ...P, standbyArgv: { full: ["x"], diff: ["y"] } })).toThrow(/standbyArgv goes with acts "always"/);
-    expect(() => renderBackupSchedulerScript({ ...P, hostsEntries: [{ name: "main", address: "main" }] })).toThrow(/address "main" of main is not an IPv4 address/);
+    expect(() => renderFleetHostsFile([{ name: "main", address: "main" }])).toThrow(/address "main" of main is not an IPv4 address/);
+    expect(() => renderFleetHostsFile([{ name: "main\n10.0.0.1 evil", address: "10.10.0.2" }])).toThrow(/host name .* is not a DNS name/);
   });
 
   it("refuses a schedule out of range, a relative directory, an empty command", () => {
