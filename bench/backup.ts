@@ -17,7 +17,7 @@
  *      answers.
  * The rig is always torn down.
  */
-import { chownSync, copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { cpus } from "node:os";
 import { join } from "node:path";
@@ -265,9 +265,10 @@ interface LagSample {
  */
 class ArchiverSampler {
   private proc?: ChildProcess;
-  private readonly logFile: string;
+  readonly logFile: string;
 
   constructor(node: PgNode, dir: string) {
+    chmodSync(dir, 0o755); // psql runs as postgres and reads the script from here
     const script = join(dir, "archiver-sample.sql");
     writeFileSync(
       script,
@@ -294,13 +295,17 @@ class ArchiverSampler {
 
   samples(segBytes: number): LagSample[] {
     const out: LagSample[] = [];
+    let archivedEnd: number | undefined;
     for (const line of readFileSync(this.logFile, "utf8").split("\n")) {
       const f = line.split("|");
       if (f.length !== 5 || !/^\d+(\.\d+)?$/.test(f[0]!)) continue;
+      // The archiver also archives backup history (.backup) and timeline (.history) files; they
+      // say nothing about how far the segments are, so the last segment seen stands.
+      if (/^[0-9A-F]{24}$/.test(f[2]!)) archivedEnd = segmentEnd(f[2]!, segBytes);
       out.push({
         t: Number(f[0]),
         lsn: lsnBytes(f[1]!),
-        archivedEnd: f[2] ? segmentEnd(f[2], segBytes) : undefined,
+        archivedEnd,
         archivedAt: f[3] ? Number(f[3]) : undefined,
         ready: Number(f[4]),
       });
@@ -430,14 +435,24 @@ async function bench(opts: Options, net: TestNet, summary: Summary[]): Promise<v
       loadOut = load.stdout;
       lsnLoadEnd = await primary.value("SELECT pg_current_wal_lsn()");
       // Keep sampling until the archive has caught up with the end of the load (whole segments).
-      const endSegStart = lsnBytes(lsnLoadEnd) - (lsnBytes(lsnLoadEnd) % segBytes);
-      await waitFor("the archive to catch up after the load", async () => (sampler.samples(segBytes).at(-1)?.archivedEnd ?? 0) >= endSegStart, 300_000, 200);
+      const loadEndSeg = lsnBytes(lsnLoadEnd) - (lsnBytes(lsnLoadEnd) % segBytes);
+      await waitFor(
+        "the archive to catch up after the load",
+        async () => {
+          const s = sampler.samples(segBytes).at(-1);
+          if (!s) throw new Error(`no archiver samples: ${net.readLog(sampler.logFile).slice(-500)}`);
+          return (s.archivedEnd ?? 0) >= loadEndSeg;
+        },
+        300_000,
+        200,
+      );
       await sleep(500);
     } finally {
       sampler.stop();
     }
     const all = sampler.samples(segBytes);
-    const tps = /tps = ([\d.]+)/.exec(loadOut)?.[1];
+    const tpsMatch = /tps = ([\d.]+)/.exec(loadOut)?.[1];
+    const tps = tpsMatch === undefined ? undefined : Number(tpsMatch).toFixed(0);
     const walBytes = lsnDiff(lsnLoadEnd, lsnLoadStart);
     // The samples taken while the load ran: the primary's LSN past the start and not past the end.
     const loadSamples = all.filter((s) => s.lsn > lsnBytes(lsnLoadStart) && s.lsn <= lsnBytes(lsnLoadEnd));
@@ -456,8 +471,21 @@ async function bench(opts: Options, net: TestNet, summary: Summary[]): Promise<v
       ready.push(s.ready);
     }
     const loadS = loadSamples.length > 1 ? loadSamples.at(-1)!.t - loadSamples[0]!.t : opts.seconds;
-    const lastLoad = all.filter((s) => s.lsn <= lsnBytes(lsnLoadEnd)).at(-1);
-    const drain = all.find((s) => (s.archivedEnd ?? 0) >= lsnBytes(lsnLoadEnd) - (lsnBytes(lsnLoadEnd) % segBytes));
+    // Per segment: from when the primary's LSN passed its end (the segment complete) to the first
+    // sample that shows it archived (to within one sample interval).
+    const segmentDelay: number[] = [];
+    let prevEnd = all[0]?.archivedEnd;
+    for (const s of all) {
+      if (s.archivedEnd === undefined || (prevEnd !== undefined && s.archivedEnd <= prevEnd)) continue;
+      for (let e = prevEnd === undefined ? s.archivedEnd : prevEnd + segBytes; e <= s.archivedEnd; e += segBytes) {
+        const completed = timeReached(all, e);
+        if (completed !== undefined) segmentDelay.push(Math.max(0, s.t - completed));
+      }
+      prevEnd = s.archivedEnd;
+    }
+    const lastLoad = loadSamples.at(-1);
+    const endSegStart = lsnBytes(lsnLoadEnd) - (lsnBytes(lsnLoadEnd) % segBytes);
+    const drain = lastLoad && all.find((s) => s.t >= lastLoad.t && (s.archivedEnd ?? 0) >= endSegStart);
     log(
       `${tps ?? "?"} tps, ${(walBytes / MB).toFixed(0)} MiB of WAL in ${opts.seconds} s (${(walBytes / MB / opts.seconds).toFixed(1)} MiB/s, ` +
         `${(walBytes / segBytes).toFixed(1)} segments of ${segBytes / MB} MiB); ${loadSamples.length} samples under load over ${loadS.toFixed(1)} s`,
@@ -466,12 +494,15 @@ async function bench(opts: Options, net: TestNet, summary: Summary[]): Promise<v
     log(`archive lag, bytes (current LSN - end of last archived segment): ${pct(lagBytes.map((b) => b / MB), 1, "MiB")}`);
     log(`archive lag, seconds (since the primary wrote the end of the last archived segment): ${pct(lagSeconds, 2, "s")} (${undetermined} samples before it could be told)`);
     log(`since last_archived_time: ${pct(sinceArchived, 2, "s")}; complete segments waiting (.ready): ${pct(ready, 0, "")}`);
-    if (drain && lastLoad) log(`archive caught up with the last complete segment ${(drain.t - lastLoad.t).toFixed(2)} s after the load's last sample`);
+    log(`per segment, from complete on the primary to archived: ${pct(segmentDelay, 2, "s")} (${segmentDelay.length} segments)`);
+    if (drain && lastLoad) log(`every complete segment archived ${(drain.t - lastLoad.t).toFixed(2)} s after the load's last sample`);
     add("load", `pgbench -c ${opts.clients} -j 2, ${opts.seconds} s: ${tps ?? "?"} tps, WAL ${(walBytes / MB / opts.seconds).toFixed(1)} MiB/s`);
     add("archive lag, bytes", pct(lagBytes.map((b) => b / MB), 1, "MiB"));
     add("archive lag, seconds", pct(lagSeconds, 2, "s"));
     add("since last_archived_time", pct(sinceArchived, 2, "s"));
     add("segments waiting (.ready)", pct(ready, 0, ""));
+    add("segment complete -> archived", `${pct(segmentDelay, 2, "s")} (${segmentDelay.length} segments)`);
+    if (drain && lastLoad) add("archive caught up after the load", `${(drain.t - lastLoad.t).toFixed(2)} s`);
 
     // 4. Point-in-time restore into a new data directory on another host.
     const db = cluster.roles.appDatabase;
