@@ -61,11 +61,15 @@ const PGBENCH_DB = "pgbench";
  * about 1 GB); the data directory's real size is measured and printed.
  */
 const MB_PER_SCALE = 15;
+/** With --data random, pgbench's tables (for the load) stay this small. */
+const RANDOM_PGBENCH_SCALE = 10;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const MB = 1024 * 1024;
 
 interface Options {
+  /** pgbench: pgbench -i at the scale giving sizeMb (its rows compress very well); random: a small pgbench scale for the load plus a table of random bytes up to sizeMb. */
+  data: "pgbench" | "random";
   sizeMb: number;
   runs: number;
   seconds: number;
@@ -73,8 +77,8 @@ interface Options {
 }
 
 function parseArgs(argv: readonly string[]): Options {
-  const opts: Options = { sizeMb: 1024, runs: 3, seconds: 30, clients: 4 };
-  const limits: Record<string, [keyof Options, number, number]> = {
+  const opts: Options = { data: "pgbench", sizeMb: 1024, runs: 3, seconds: 30, clients: 4 };
+  const limits: Record<string, [Exclude<keyof Options, "data">, number, number]> = {
     "--size-mb": ["sizeMb", 16, 64 * 1024],
     "--runs": ["runs", 1, 20],
     "--seconds": ["seconds", 1, 600],
@@ -82,10 +86,17 @@ function parseArgs(argv: readonly string[]): Options {
   };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i]!;
+    if (flag === "--data") {
+      const d = argv[++i];
+      if (d !== "pgbench" && d !== "random") throw new Error("--data needs pgbench or random");
+      opts.data = d;
+      continue;
+    }
     if (flag === "--help" || flag === "-h") {
       process.stdout.write(
-        "usage: npm run bench:backup -- [--size-mb N] [--runs N] [--seconds N] [--clients N]\n" +
-          "  --size-mb N   database size to fill with pgbench -i (default 1024)\n" +
+        "usage: npm run bench:backup -- [--data pgbench|random] [--size-mb N] [--runs N] [--seconds N] [--clients N]\n" +
+          "  --data D      pgbench: pgbench -i alone (compresses to a few %); random: pgbench -i -s 10 plus random bytes (default pgbench)\n" +
+          "  --size-mb N   database size to fill (default 1024)\n" +
           "  --runs N      full backups and raw copies, alternating (default 3)\n" +
           "  --seconds N   pgbench load while archive lag is sampled; its WAL is what the restore replays (default 30)\n" +
           "  --clients N   pgbench clients (default 4)\n",
@@ -299,9 +310,12 @@ class ArchiverSampler {
     for (const line of readFileSync(this.logFile, "utf8").split("\n")) {
       const f = line.split("|");
       if (f.length !== 5 || !/^\d+(\.\d+)?$/.test(f[0]!)) continue;
-      // The archiver also archives backup history (.backup) and timeline (.history) files; they
-      // say nothing about how far the segments are, so the last segment seen stands.
-      if (/^[0-9A-F]{24}$/.test(f[2]!)) archivedEnd = segmentEnd(f[2]!, segBytes);
+      // The archiver also archives backup history files (X.<offset>.backup, written by
+      // pg_backup_stop after its WAL switch) and timeline history files. It takes the ready file
+      // with the lowest name (src/backend/postmaster/pgarch.c, pgarch_readyXlog), so segment X went
+      // before X.<offset>.backup: that name says X is archived. A .history file says nothing.
+      const seg = /^([0-9A-F]{24})(\.[0-9A-F]{8}\.backup)?$/.exec(f[2]!)?.[1];
+      if (seg) archivedEnd = segmentEnd(seg, segBytes);
       out.push({
         t: Number(f[0]),
         lsn: lsnBytes(f[1]!),
@@ -358,20 +372,38 @@ async function bench(opts: Options, net: TestNet, summary: Summary[]): Promise<v
     const segBytes = Number(await primary.value("SELECT setting::bigint * (CASE unit WHEN 'B' THEN 1 WHEN 'kB' THEN 1024 WHEN 'MB' THEN 1048576 END) FROM pg_settings WHERE name = 'wal_segment_size'"));
 
     // 1. Fill the database.
-    const scale = Math.max(1, Math.round(opts.sizeMb / MB_PER_SCALE));
-    log(`pgbench -i -s ${scale} (target ${opts.sizeMb} MB)`);
+    const scale = opts.data === "pgbench" ? Math.max(1, Math.round(opts.sizeMb / MB_PER_SCALE)) : Math.min(RANDOM_PGBENCH_SCALE, Math.max(1, Math.round(opts.sizeMb / MB_PER_SCALE / 2)));
+    const randomMb = opts.data === "random" ? Math.max(0, opts.sizeMb - scale * MB_PER_SCALE) : 0;
+    log(`pgbench -i -s ${scale}${randomMb ? ` and ${randomMb} MB of random bytes` : ""} (target ${opts.sizeMb} MB)`);
     await primary.psql(`CREATE DATABASE ${PGBENCH_DB}`);
     const pgbench = join(cluster.bin, "pgbench");
     const pgbenchConn = ["-h", primary.socketDir, "-p", String(primary.port), "-U", "postgres"];
     const fillStart = Date.now();
     await pgHost.exec([pgbench, "-i", "-q", "-s", String(scale), ...pgbenchConn, PGBENCH_DB], { user: "postgres", timeoutMs: 60 * 60_000 });
+    if (randomMb > 0) {
+      // 512 random bytes per row (32 UUIDv4, 122 random bits each), stored inline: below the TOAST
+      // threshold, so neither PostgreSQL nor zstd finds much to compress. About 580 bytes a row on disk.
+      const rows = Math.round((randomMb * MB) / 580);
+      await primary.psql(
+        "CREATE TABLE random_fill (id int PRIMARY KEY, payload bytea NOT NULL); " +
+          `INSERT INTO random_fill SELECT g, (SELECT string_agg(uuid_send(gen_random_uuid()), ''::bytea) FROM generate_series(1, 32) WHERE g > 0) FROM generate_series(1, ${rows}) g;`,
+        { db: PGBENCH_DB, timeoutMs: 60 * 60_000 },
+      );
+    }
     await primary.psql("CHECKPOINT");
     const dbBytes = Number(await primary.value(`SELECT pg_database_size('${PGBENCH_DB}')`));
     const dirBytes = await dataDirBytes(pgHost, primary.dataDir);
     log(`filled in ${((Date.now() - fillStart) / 1000).toFixed(0)} s: database ${(dbBytes / MB).toFixed(0)} MiB, data directory without pg_wal ${(dirBytes / MB).toFixed(0)} MiB`);
-    add("pgbench scale", String(scale));
+    add("data", opts.data === "pgbench" ? `pgbench -i -s ${scale}` : `pgbench -i -s ${scale} + ${randomMb} MB of random bytes`);
     add("database size", `${(dbBytes / MB).toFixed(0)} MiB`);
     add("data directory (without pg_wal)", `${(dirBytes / MB).toFixed(0)} MiB`);
+
+    // The source side alone: how fast tar reads the data directory (page cache warm).
+    const tarStart = Date.now();
+    await pgHost.exec(["bash", "-c", `set -o pipefail; (tar -C ${primary.dataDir} --exclude='./pg_wal/*' --warning=no-file-changed -cf - . || [ $? -eq 1 ]) | wc -c`], { timeoutMs: 30 * 60_000 });
+    const tarMbps = dirBytes / MB / ((Date.now() - tarStart) / 1000);
+    log(`tar of the data directory to a pipe alone: ${tarMbps.toFixed(0)} MB/s`);
+    add("tar to a pipe alone", `${tarMbps.toFixed(0)} MB/s`);
 
     // 2. Full backups against raw copies to the same endpoint, alternating, page cache warm for both.
     const storeKeyCredential = `AWS4-HMAC-SHA256 Credential=${secrets.s3Key}/19700101/${REGION}/s3/aws4_request, SignedHeaders=host, Signature=0`;
@@ -451,6 +483,9 @@ async function bench(opts: Options, net: TestNet, summary: Summary[]): Promise<v
       sampler.stop();
     }
     const all = sampler.samples(segBytes);
+    const [failedCount, lastFailed] = (await primary.query("SELECT failed_count, coalesce(last_failed_wal, '-') FROM pg_stat_archiver"))[0]!;
+    log(`archiver: ${failedCount} failed attempts since the start (last failed: ${lastFailed})`);
+    add("archive_command failures", `${failedCount} since the start (last: ${lastFailed})`);
     const tpsMatch = /tps = ([\d.]+)/.exec(loadOut)?.[1];
     const tps = tpsMatch === undefined ? undefined : Number(tpsMatch).toFixed(0);
     const walBytes = lsnDiff(lsnLoadEnd, lsnLoadStart);
