@@ -273,6 +273,13 @@ interface LagSample {
  * pg_ls_archive_statusdir() lists pg_wal/archive_status, where a `.ready`
  * file is a complete segment the archiver has not yet archived
  * (https://www.postgresql.org/docs/15/functions-admin.html).
+ * With archive-async, the archive_command (pgBackRest's archive-push) starts
+ * or finds the async process, which pushes every ready segment with
+ * process-max workers, and returns success for its segment only once the
+ * async process has written that segment's `.ok` status in the spool, i.e.
+ * after storing it in the repository (https://pgbackrest.org/user-guide.html#async-archiving;
+ * src/command/archive/push/push.c, cmdArchivePush, at release/2.45). So
+ * last_archived_wal is what the repository holds.
  */
 class ArchiverSampler {
   private proc?: ChildProcess;
