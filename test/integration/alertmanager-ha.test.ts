@@ -237,3 +237,86 @@ describe("a monitoring pair on two hosts: Prometheus and clustered Alertmanager 
     await killAndFollow(pairs.mon, pairs.main);
   });
 });
+
+/**
+ * The same two hosts without what the pair relies on, to show the checks
+ * above can fail: Alertmanagers not clustered, and each Prometheus' own
+ * label left on its alerts. Both copies of the alert reach each
+ * Alertmanager, and each Alertmanager notifies on its own.
+ */
+describe("control: the same pair without the cluster and without dropping the server label", () => {
+  let net: TestNet;
+  let http: HttpCatcher;
+  let exporters: MetricsEndpoint;
+  let quiet: MetricsEndpoint;
+  const servers: { prom: PrometheusServer; am: AlertmanagerServer }[] = [];
+
+  beforeAll(async () => {
+    net = await TestNet.create(["mha-cmain", "mha-cmon"]);
+    http = await new HttpCatcher(net.rootIp).start();
+    exporters = await new MetricsEndpoint(net.rootIp).start();
+    exporters.text = exporterText();
+    quiet = await new MetricsEndpoint(net.rootIp).start();
+    const amConfig = renderAlertmanagerConfig({ webhook: { url: `${http.base}${WEBHOOK_PATH}` }, groupWait: "1s", groupInterval: "2s", repeatInterval: "1h", criticalRepeatInterval: "1h" });
+    const rules = renderAlertRules({ replicas: REPLICAS, otherStandbys: [{ name: "main", slotName: "synaxic_main" }], expectedRedisReplicas: 0, thresholds: { slotInactiveFor: "1s", targetDownFor: "1s" } });
+    const hosts: MonitoredHost[] = [
+      { name: "main", role: "main", address: "10.0.0.1", targetOverrides: { app: quiet.target, nodeExporter: quiet.target, postgresExporter: exporters.target, redisExporter: quiet.target } },
+    ];
+    const all = [net.host("mha-cmain"), net.host("mha-cmon")];
+    for (const [i, host] of all.entries()) {
+      const name = i === 0 ? "main" : "mon";
+      const amRoot = net.mkdir(`am-${name}`);
+      writeFileSync(join(amRoot, "alertmanager.yml"), amConfig, { mode: 0o600 });
+      // No cluster flags: each Alertmanager on its own (alertmanagerClusterFlags() without peers).
+      const am = new AlertmanagerServer(host, join(amRoot, "alertmanager.yml"), net.mkdir(`am-data-${name}`), { clusterFlags: alertmanagerClusterFlags() });
+      const promRoot = net.mkdir(`prometheus-${name}`);
+      mkdirSync(join(promRoot, "rules"));
+      mkdirSync(join(promRoot, "targets"));
+      writeFileSync(join(promRoot, "rules", "synaxic.yml"), rules);
+      for (const [f, content] of Object.entries(renderTargetsFiles({ hosts }))) writeFileSync(join(promRoot, "targets", f), content);
+      writeFileSync(
+        join(promRoot, "prometheus.yml"),
+        renderPrometheusConfig({
+          ruleFiles: [join(promRoot, "rules", "*.yml")],
+          targetsDir: join(promRoot, "targets"),
+          scrapeInterval: "1s",
+          scrapeTimeout: "1s",
+          evaluationInterval: "1s",
+          selfTarget: `${host.ip}:9090`,
+          selfLabels: { host: name, role: name === "main" ? "main" : "replica" },
+          externalLabels: { [PROMETHEUS_SERVER_LABEL]: name },
+          alertmanagers: all.map((h) => `${h.ip}:9093`),
+        }),
+      );
+      servers.push({ prom: new PrometheusServer(host, join(promRoot, "prometheus.yml"), net.mkdir(`tsdb-${name}`), 9090, ["--rules.alert.resend-delay=2s"]), am });
+    }
+    await Promise.all(servers.map((s) => s.am.start()));
+    await Promise.all(servers.map((s) => s.prom.start()));
+  });
+
+  afterAll(async () => {
+    for (const s of servers) {
+      await s.prom.stop();
+      await s.am.stop();
+    }
+    await http?.stop();
+    await exporters?.stop();
+    await quiet?.stop();
+    await net?.destroy();
+  });
+
+  it("each Alertmanager holds both servers' copies of the alert, and the group is notified twice", async () => {
+    for (const { am } of servers) {
+      const copies = await waitFor("both copies", async () => {
+        const a = (await am.alerts()).filter((x) => x.labels.alertname === "SynaxicReplicaDisconnected");
+        return a.length === 2 ? a : undefined;
+      }, 60_000, 250);
+      expect(copies.map((a) => a.labels[PROMETHEUS_SERVER_LABEL]).sort()).toEqual(["main", "mon"]);
+    }
+    const firing = () => http.json<WebhookPayload>(WEBHOOK_PATH).filter((h) => h.groupLabels.replica === "replica1" && h.status === "firing");
+    await waitFor("two notifications of replica1's group", async () => firing().length >= 2, 60_000, 250);
+    await new Promise((r) => setTimeout(r, 5000));
+    expect(firing()).toHaveLength(2);
+    expect(new Set(http.on(WEBHOOK_PATH).map((r) => r.remote)).size).toBe(2);
+  });
+});

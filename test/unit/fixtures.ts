@@ -72,8 +72,9 @@ export async function runReplica(
   return { main, replica: result };
 }
 
-export function runLocal(replicas: number | string[] = 1) {
-  const config = mainConfig(replicas, { [`${P}hostProvider`]: "local" });
+export function runLocal(replicas: number | string[] = 1, extra: Record<string, string> = {}) {
+  const config = mainConfig(replicas, { [`${P}hostProvider`]: "local", ...extra });
   delete config[`${P}sshPrivateKey`];
-  return runMocked({ config, secretKeys: SECRET_KEYS.filter((k) => k !== `${P}sshPrivateKey`), stack: "local" }, () => localStack(loadStackConfig() as MainConfig & StackConfig));
+  const secretKeys = [...SECRET_KEYS.filter((k) => k !== `${P}sshPrivateKey`), ...Object.keys(extra).filter((k) => /:alert(SmtpPassword|SlackWebhookUrl|WebhookUrl|HeartbeatUrl)$/.test(k))];
+  return runMocked({ config, secretKeys, stack: "local" }, () => localStack(loadStackConfig() as MainConfig & StackConfig));
 }

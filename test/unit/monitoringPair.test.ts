@@ -12,7 +12,7 @@ import { parse } from "yaml";
 import { memoryBudget } from "../../lib/memory";
 import { PROMETHEUS_SERVER_LABEL } from "../../templates/prometheus";
 import { findLeaks, type Recorded } from "./harness";
-import { runMain, runReplica } from "./fixtures";
+import { runLocal, runMain, runReplica } from "./fixtures";
 
 const P = "synaxic:";
 const CONTAINER = "docker:index/container:Container";
@@ -197,5 +197,18 @@ describe("replicas not chosen", () => {
     expect(sources(rules, 9094, "udp")).toEqual([]);
     // Without a monitoring replica: main alone.
     expect(sources(rulesOf(unpaired.replica, "replica-1-firewall"), 9100)).toEqual(["10.10.0.2/32"]);
+  });
+});
+
+describe("the local stack (the whole fleet on one Docker engine)", () => {
+  it("runs the second pair on the chosen replica's local host, clustered with main's", async () => {
+    const local = await runLocal(2, MAIN_EXTRA);
+    const names = local.of(CONTAINER).map((c) => String(c.inputs.name));
+    for (const n of ["synaxic-main-prometheus", "synaxic-main-alertmanager", "synaxic-main-grafana", "synaxic-replica-1-prometheus", "synaxic-replica-1-alertmanager"]) expect(names).toContain(n);
+    expect(names.filter((n) => /replica-2-(prometheus|alertmanager)|replica-1-grafana/.test(n))).toEqual([]);
+    const cmd = (n: string) => local.one(CONTAINER, n).inputs.command as string[];
+    expect(cmd("replica-1-monitoring-alertmanager")).toContain("--cluster.peer=10.10.0.2:9094");
+    expect(cmd("monitoring-alertmanager")).toContain("--cluster.peer=10.10.0.3:9094");
+    expect(local.one(CONTAINER, "replica-1-monitoring-alertmanager").inputs.memory).toBe(memoryBudget("monitoringReplica", 8192).limitsMiB.alertmanager);
   });
 });
