@@ -42,6 +42,7 @@ import {
   type PgbackrestSecrets,
 } from "../templates/pgbackrest";
 import { log, runBench, runOnRig } from "./rig-run";
+import { renderS3CurlCredentials } from "../templates/redis-backup";
 
 const STANZA = "synaxic";
 const BUCKET = "bkb-backups";
@@ -353,7 +354,7 @@ async function bench(opts: Options, net: TestNet, summary: Summary[]): Promise<v
   const removeHosts = setRigHosts(net, { [S3_NAME]: s3Host.ip });
   try {
     const secrets: PgbackrestSecrets = { cipherPass: randomBytes(36).toString("base64"), s3Key: "BKBRIGACCESSKEY", s3KeySecret: randomBytes(24).toString("base64") };
-    const s3 = await S3StandIn.start({ host: s3Host, ca, dnsName: S3_NAME, port: S3_PORT, bucket: BUCKET, accessKey: secrets.s3Key });
+    const s3 = await S3StandIn.start({ host: s3Host, ca, dnsName: S3_NAME, port: S3_PORT, bucket: BUCKET, accessKey: secrets.s3Key, secretKey: secrets.s3KeySecret });
     const cluster = new PgCluster({ net, ca, dbHosts: [pgHost, restoreHost], appHosts: [], exporterHosts: [], tune: TUNE });
     const rig: Rig = { net, ca, cluster, s3, secrets };
     const primary = cluster.node(pgHost);
@@ -413,7 +414,10 @@ async function bench(opts: Options, net: TestNet, summary: Summary[]): Promise<v
     add("tar to a pipe alone", `${tarMbps.toFixed(0)} MB/s`);
 
     // 2. Full backups against raw copies to the same endpoint, alternating, page cache warm for both.
-    const storeKeyCredential = `AWS4-HMAC-SHA256 Credential=${secrets.s3Key}/19700101/${REGION}/s3/aws4_request, SignedHeaders=host, Signature=0`;
+    // The raw copy signs its requests as pgBackRest does (the stand-in checks AWS Signature V4), the key in a
+    // 0600 curl config file as templates/redis-backup.ts does; the streamed body is sent as UNSIGNED-PAYLOAD.
+    const curlCredentials = join(net.mkdir("raw-copy"), "credentials");
+    writeFileSync(curlCredentials, renderS3CurlCredentials({ s3Key: secrets.s3Key, s3KeySecret: secrets.s3KeySecret }), { mode: 0o600 });
     const backupSeconds: number[] = [];
     const backupMbps: number[] = [];
     const rawSeconds: number[] = [];
@@ -421,13 +425,12 @@ async function bench(opts: Options, net: TestNet, summary: Summary[]): Promise<v
     let last: InfoBackup | undefined;
     for (let run = 1; run <= opts.runs; run++) {
       // Raw: one tar stream of the data directory (pg_wal's contents left out, as pgBackRest does) in
-      // one HTTPS PUT from the same namespace. The stand-in checks the access key id only (see
-      // s3.server.mjs), so the request carries an unsigned Authorization header.
+      // one signed HTTPS PUT from the same namespace.
       const rawBytesDir = await dataDirBytes(pgHost, primary.dataDir);
       const key = `raw/copy-${run}.tar`;
       const rawCmd =
         `set -o pipefail; (tar -C ${primary.dataDir} --exclude='./pg_wal/*' --warning=no-file-changed -cf - . || [ $? -eq 1 ]) | ` +
-        `curl -sS --fail -o /dev/null -w '%{size_upload}' -H 'Expect:' -H '${"Authorization: " + storeKeyCredential}' --cacert ${ca.certFile} -T - https://${s3.endpoint}/${BUCKET}/${key}`;
+        `curl -sS --fail -o /dev/null -w '%{size_upload}' -H 'Expect:' --aws-sigv4 aws:amz:${REGION}:s3 -K ${curlCredentials} -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' --cacert ${ca.certFile} -T - https://${s3.endpoint}/${BUCKET}/${key}`;
       const rawStart = Date.now();
       const raw = await pgHost.exec(["bash", "-c", rawCmd], { timeoutMs: 30 * 60_000 });
       const rawS = (Date.now() - rawStart) / 1000;

@@ -7,9 +7,9 @@ import { LOOPBACK, containerName } from "../lib/addresses";
 import { baseContainer, digest, hostFile, hostPath, pullImage, replaceInPlace, upload, whenRunning, STOP_GRACE, stopGrace, memoryLimit } from "../lib/containers";
 import type { ReplicaEntry } from "../lib/config";
 import { remoteStep, type HostShell } from "../lib/remote";
-import { renderAlertRules, renderPrometheusConfig, renderTargetsFiles, type MonitoredHost } from "../templates/prometheus";
+import { PROMETHEUS_SERVER_LABEL, renderAlertRules, renderPrometheusConfig, renderTargetsFiles, type HostRole, type MonitoredHost } from "../templates/prometheus";
 import { grafanaEnv, renderGrafanaDashboardProvider, renderGrafanaDatasources, renderReplicationDashboard } from "../templates/grafana";
-import { renderAlertmanagerConfig, type AlertmanagerConfigParams } from "../templates/alertmanager";
+import { alertmanagerClusterFlags, renderAlertmanagerConfig, type AlertmanagerConfigParams } from "../templates/alertmanager";
 import type { AlertSeverity, AlertingConfig, StackConfig } from "../lib/config";
 
 /** uid of `grafana` in the Grafana image. */
@@ -33,10 +33,26 @@ export interface AlertingArgs {
   heartbeat?: { url: pulumi.Input<string>; interval: string };
 }
 
+/**
+ * One of the two monitoring hosts (the main host and monitoringReplica): its
+ * Alertmanager listens on its private address and gossips with the other's,
+ * and its Prometheus sends to both.
+ */
+export interface MonitoringPair {
+  /** This host's private address. */
+  privateIp: string;
+  /** The other monitoring host. */
+  peer: { name: string; privateIp: string };
+  /** Gossip port (TCP and UDP), the same on both. */
+  clusterPort: number;
+}
+
 export interface MonitoringArgs {
   /** This host's memory budget (lib/memory.ts): the container's limit comes from it. */
   memory: MemoryBudget;
   hostName: string;
+  /** The `role` label of this Prometheus' own target (default main). */
+  role?: HostRole;
   shell: HostShell;
   images: { prometheus: string; grafana: string; alertmanager: string };
   networkMode: pulumi.Input<string>;
@@ -45,11 +61,19 @@ export interface MonitoringArgs {
   hosts: MonitoredHost[];
   /** The replicas and their slots, for the replication alerts. */
   replicas: ReplicaEntry[];
-  grafanaAdminPassword: pulumi.Input<string>;
+  /** Grafana's admin password; absent: no Grafana on this host (the monitoring replica has none). */
+  grafanaAdminPassword?: pulumi.Input<string>;
   /** Alertmanager and its receivers. */
   alerting: AlertingArgs;
+  /** Monitoring on two hosts; absent: this host alone, Alertmanager on loopback and not clustered. */
+  pair?: MonitoringPair;
   deleteDataOnDestroy: boolean;
   timeoutSeconds: number;
+}
+
+function compareIPv4(a: string, b: string): number {
+  const n = (ip: string) => ip.split(".").reduce((acc, o) => acc * 256 + Number(o), 0);
+  return n(a) - n(b);
 }
 
 /** The receivers of a main stack's configuration, with their secrets from StackConfig. */
@@ -70,7 +94,9 @@ export function alertingArgs(cfg: { alerting: AlertingConfig; secrets: StackConf
 
 /**
  * Prometheus, Alertmanager and Grafana on the main host, reachable on
- * loopback only. Prometheus sends its alerts to Alertmanager, which notifies
+ * loopback only; with a pair (monitoringReplica), Prometheus and Alertmanager
+ * on that replica too, scraping the same targets with the same rules and the
+ * Alertmanagers clustered (see MonitoringPair and alertmanagerClusterFlags). Prometheus sends its alerts to Alertmanager, which notifies
  * the receivers from stack config (templates/alertmanager.ts) and sends the
  * Watchdog to the heartbeat URL.
  * Scrape targets are files generated from the replica list that Prometheus
@@ -96,12 +122,25 @@ export class Monitoring extends pulumi.ComponentResource {
     // Target files are re-read by Prometheus as they change.
     const targetFiles = Object.entries(this.targets).map(([f, content]) => file(`targets-${f.replace(/\.json$/, "")}`, `targets/${f}`, content));
 
+    const pair = args.pair;
+    // With a pair each Alertmanager listens on its private address (the other
+    // host's Prometheus sends there; the firewall admits that host only), and
+    // each Prometheus sends to both: the documented HA setup, every alert to
+    // every Alertmanager (Alertmanager README, "High Availability", v0.25.0).
+    const amListen = pair ? pair.privateIp : LOOPBACK;
+    // In the same order on both hosts: the two prometheus.yml differ only in the server's own name.
+    const alertmanagers = pair
+      ? [pair.privateIp, pair.peer.privateIp].sort(compareIPv4).map((ip) => `${ip}:${args.alerting.port}`)
+      : [`${LOOPBACK}:${args.alerting.port}`];
     const config = renderPrometheusConfig({
       ruleFiles: ["/etc/prometheus/rules/*.yml"],
       targetsDir: "/etc/prometheus/targets",
       selfTarget: `${LOOPBACK}:${args.ports.prometheus}`,
-      selfLabels: { host: args.hostName, role: "main" },
-      alertmanagers: [`${LOOPBACK}:${args.alerting.port}`],
+      selfLabels: { host: args.hostName, role: args.role ?? "main" },
+      alertmanagers,
+      // Each server's series say which server they come from; its alerts do
+      // not, so that both servers' copies of an alert are one alert.
+      ...(pair ? { externalLabels: { [PROMETHEUS_SERVER_LABEL]: args.hostName }, alertLabelsDropped: [PROMETHEUS_SERVER_LABEL] } : {}),
     });
     // The main host's own slot exists on a promoted replica after a failover.
     this.rules = renderAlertRules({ replicas: args.replicas.map((r) => ({ name: r.name, slotName: r.slotName })), otherStandbys: [{ name: "main", slotName: replicaSlotName("main") }] });
@@ -206,11 +245,12 @@ export class Monitoring extends pulumi.ComponentResource {
         command: [
           `--config.file=${AM_DIR}/alertmanager.yml`,
           "--storage.path=/alertmanager",
-          // Loopback only: its API lists the configuration, webhook URLs included.
-          `--web.listen-address=${LOOPBACK}:${a.port}`,
-          // No cluster: gossip would listen on 0.0.0.0:9094 by default
-          // (cmd/alertmanager/main.go, v0.25.0: "Set to empty string to disable HA mode").
-          "--cluster.listen-address=",
+          // Its API lists the configuration, webhook URLs included: loopback
+          // alone, or with a pair the private address, which the firewall
+          // opens to the other monitoring host only (it holds the same file).
+          `--web.listen-address=${amListen}:${a.port}`,
+          // Alone: no cluster. In a pair: gossip on the private address with the other host as peer.
+          ...alertmanagerClusterFlags(pair ? { address: pair.privateIp, port: pair.clusterPort, peers: [pair.peer.privateIp] } : undefined),
         ],
         volumes: [{ volumeName: amData.name, containerPath: "/alertmanager" }],
         mounts: [{ type: "bind", source: hostPath(args.shell, amDir), target: AM_DIR, readOnly: true }],
@@ -231,29 +271,32 @@ export class Monitoring extends pulumi.ComponentResource {
       { ...parent, dependsOn: [alertmanager, amConfigFile] },
     );
 
-    const grafanaData = new docker.Volume(`${name}-grafana-data`, { name: `synaxic-${args.hostName}-grafana-data` }, { ...parent, retainOnDelete: !args.deleteDataOnDestroy });
-    const grafanaImage = pullImage(`${name}-grafana-image`, args.images.grafana, parent);
-    const passwordFile = "/run/synaxic/grafana-admin-password";
-    new docker.Container(
-      `${name}-grafana`,
-      {
-        name: containerName(args.hostName, "grafana"),
-        ...memoryLimit(args.memory, "grafana"),
-        ...stopGrace(STOP_GRACE.grafana),
-        image: grafanaImage.imageId,
-        ...baseContainer(args.networkMode),
-        // Loopback only, like Prometheus.
-        envs: [...grafanaEnv({ adminPasswordFile: passwordFile }), `GF_SERVER_HTTP_ADDR=${LOOPBACK}`, `GF_SERVER_HTTP_PORT=${args.ports.grafana}`],
-        volumes: [{ volumeName: grafanaData.name, containerPath: "/var/lib/grafana" }],
-        uploads: [
-          upload(passwordFile, pulumi.secret(args.grafanaAdminPassword), "0400", GRAFANA_UID),
-          upload("/etc/grafana/provisioning/datasources/synaxic.yml", renderGrafanaDatasources({ prometheusUrl: `http://${LOOPBACK}:${args.ports.prometheus}` }), "0644", GRAFANA_UID),
-          upload("/etc/grafana/provisioning/dashboards/synaxic.yml", renderGrafanaDashboardProvider({ path: "/var/lib/synaxic-dashboards" }), "0644", GRAFANA_UID),
-          upload("/var/lib/synaxic-dashboards/replication.json", renderReplicationDashboard(), "0644", GRAFANA_UID),
-        ],
-      },
-      { ...parent, ...replaceInPlace },
-    );
+    const grafanaAdminPassword = args.grafanaAdminPassword;
+    if (grafanaAdminPassword !== undefined) {
+      const grafanaData = new docker.Volume(`${name}-grafana-data`, { name: `synaxic-${args.hostName}-grafana-data` }, { ...parent, retainOnDelete: !args.deleteDataOnDestroy });
+      const grafanaImage = pullImage(`${name}-grafana-image`, args.images.grafana, parent);
+      const passwordFile = "/run/synaxic/grafana-admin-password";
+      new docker.Container(
+        `${name}-grafana`,
+        {
+          name: containerName(args.hostName, "grafana"),
+          ...memoryLimit(args.memory, "grafana"),
+          ...stopGrace(STOP_GRACE.grafana),
+          image: grafanaImage.imageId,
+          ...baseContainer(args.networkMode),
+          // Loopback only, like Prometheus.
+          envs: [...grafanaEnv({ adminPasswordFile: passwordFile }), `GF_SERVER_HTTP_ADDR=${LOOPBACK}`, `GF_SERVER_HTTP_PORT=${args.ports.grafana}`],
+          volumes: [{ volumeName: grafanaData.name, containerPath: "/var/lib/grafana" }],
+          uploads: [
+            upload(passwordFile, pulumi.secret(grafanaAdminPassword), "0400", GRAFANA_UID),
+            upload("/etc/grafana/provisioning/datasources/synaxic.yml", renderGrafanaDatasources({ prometheusUrl: `http://${LOOPBACK}:${args.ports.prometheus}` }), "0644", GRAFANA_UID),
+            upload("/etc/grafana/provisioning/dashboards/synaxic.yml", renderGrafanaDashboardProvider({ path: "/var/lib/synaxic-dashboards" }), "0644", GRAFANA_UID),
+            upload("/var/lib/synaxic-dashboards/replication.json", renderReplicationDashboard(), "0644", GRAFANA_UID),
+          ],
+        },
+        { ...parent, ...replaceInPlace },
+      );
+    }
 
     this.registerOutputs({ targets: this.targets, alertmanagerConfig: this.alertmanagerConfig });
   }

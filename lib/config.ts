@@ -14,6 +14,7 @@ import { isIPv4 } from "node:net";
 import { X509Certificate } from "node:crypto";
 import { z } from "zod";
 import { replicaSlotName } from "../templates/postgres-sql";
+import { ALERTMANAGER_PEER_TIMEOUT_SECONDS } from "../templates/alertmanager";
 import { DEFAULT_PUBLIC_PATHS, DEFAULT_WRITE_PATHS, WRITE_PATH, isServerName, publicPathError, type ApiKeyRequests } from "../templates/nginx";
 
 export const PROJECT = "synaxic";
@@ -244,6 +245,8 @@ export const KEYS: Record<string, KeySpec> = {
   alertWebhookUrl: { schema: z.string(), optionalSecret: true, default: "" },
   alertWebhookMinSeverity: { schema: severity, default: "warning" },
   alertHeartbeatUrl: { schema: z.string(), optionalSecret: true, default: "" },
+  monitoringReplica: { schema: z.union([z.literal(""), name]), default: "" },
+  alertmanagerClusterPort: { schema: port, default: 9094 },
   alertHeartbeatInterval: { schema: z.string().regex(/^\d+[smh]$/, { message: "expected a duration of whole seconds, minutes or hours such as 1m" }).refine((v) => !/^[01]s$/.test(v) && !/^0[mh]$/.test(v), { message: "expected at least 2s" }), default: "1m" },
   httpsCertificate: { schema: z.string(), default: "" },
   httpsPrivateKey: { schema: z.string(), optionalSecret: true, default: "" },
@@ -402,6 +405,11 @@ export interface AlertingConfig {
   slack?: { channel: string; minSeverity: AlertSeverity };
   webhook?: { minSeverity: AlertSeverity };
   heartbeat?: { interval: string };
+  /**
+   * A second Prometheus and Alertmanager on this replica (monitoringReplica),
+   * the Alertmanagers clustered over the private network on clusterPort.
+   */
+  pair?: { replica: string; clusterPort: number };
 }
 
 export interface MainConfig extends CommonConfig {
@@ -659,13 +667,31 @@ function checkSecretUrl(raw: Readonly<Record<string, string>>, secretKeys: Reado
   return true;
 }
 
+/** A duration of whole seconds, minutes or hours (alertHeartbeatInterval's form), in seconds. */
+function durationSeconds(v: string): number {
+  const m = /^(\d+)([smh])$/.exec(v);
+  if (!m) throw new Error(`durationSeconds: ${v} is not a duration of whole seconds, minutes or hours`);
+  return Number(m[1]) * { s: 1, m: 60, h: 3600 }[m[2] as "s" | "m" | "h"];
+}
+
 /** The alerting keys of a main stack: Alertmanager and the receivers that are set. */
-function parseAlerting(raw: Readonly<Record<string, string>>, secretKeys: ReadonlySet<string>, get: <T>(key: string) => T, ports: Ports): AlertingConfig {
+function parseAlerting(raw: Readonly<Record<string, string>>, secretKeys: ReadonlySet<string>, get: <T>(key: string) => T, ports: Ports, replicas: readonly ReplicaEntry[]): AlertingConfig {
   const port = get<number>("alertmanagerPort");
   for (const [k, v] of Object.entries(ports)) {
     if (v === port) throw new ConfigError("alertmanagerPort", `got ${port}; it clashes with ${k}Port, which is also ${port}`);
   }
+  const clusterPort = get<number>("alertmanagerClusterPort");
+  for (const [k, v] of Object.entries({ ...ports, alertmanager: port })) {
+    if (v === clusterPort) throw new ConfigError("alertmanagerClusterPort", `got ${clusterPort}; it clashes with ${k}Port, which is also ${clusterPort}`);
+  }
   const out: AlertingConfig = { image: get("alertmanagerImage"), port };
+  const monitoringReplica = get<string>("monitoringReplica");
+  if (monitoringReplica) {
+    if (!replicas.some((r) => r.name === monitoringReplica)) {
+      throw new ConfigError("monitoringReplica", `got ${show(monitoringReplica)}; expected one of this stack's replicas (${replicas.map((r) => r.name).join(", ") || "none"}), or empty for monitoring on the main host only`);
+    }
+    out.pair = { replica: monitoringReplica, clusterPort };
+  }
 
   const to = get<string[]>("alertEmailTo");
   const from = get<string>("alertEmailFrom");
@@ -690,6 +716,18 @@ function parseAlerting(raw: Readonly<Record<string, string>>, secretKeys: Readon
   else if (setAwayFromDefault(raw, "alertSlackChannel")) throw new ConfigError("alertSlackChannel", `is set but alertSlackWebhookUrl is not; set the webhook URL with \`pulumi config set --secret alertSlackWebhookUrl <url>\``);
   if (checkSecretUrl(raw, secretKeys, "alertWebhookUrl", false)) out.webhook = { minSeverity: get("alertWebhookMinSeverity") };
   if (checkSecretUrl(raw, secretKeys, "alertHeartbeatUrl", false)) out.heartbeat = { interval: get("alertHeartbeatInterval") };
+  if (out.pair && out.heartbeat) {
+    // The second Alertmanager sends only after the peer timeout, and skips
+    // what the first sent less than the heartbeat's repeat_interval (half the
+    // interval) ago: a shorter interval would ping twice per interval.
+    const seconds = durationSeconds(out.heartbeat.interval);
+    if (seconds / 2 <= ALERTMANAGER_PEER_TIMEOUT_SECONDS) {
+      throw new ConfigError(
+        "alertHeartbeatInterval",
+        `got ${show(out.heartbeat.interval)}; with monitoringReplica set, the two Alertmanagers would both send the Watchdog: expected more than ${2 * ALERTMANAGER_PEER_TIMEOUT_SECONDS}s (twice their peer timeout, ${ALERTMANAGER_PEER_TIMEOUT_SECONDS}s), such as 1m`,
+      );
+    }
+  }
   return out;
 }
 
@@ -905,7 +943,7 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, secretKe
     if (restore && followPrimary) throw new ConfigError("backupRestore", `is set while the main host follows ${show(followPrimary)}; a restore brings back the primary, so restore on the host that is the primary`);
     if (followPrimary && promote) throw new ConfigError("promote", `got true together with followPrimary ${show(followPrimary)}; the main host either follows a replica or takes the primary role back`);
     if (get<boolean>("rejoin")) throw new ConfigError("rejoin", `is for replica stacks; the main host rejoins through followPrimary`);
-    const alerting = parseAlerting(raw, secretKeys, get, ports);
+    const alerting = parseAlerting(raw, secretKeys, get, ports, replicas);
     return {
       ...common,
       role,
@@ -929,6 +967,9 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, secretKe
   }
   for (const k of BACKUP_KEYS) {
     if (setAwayFromDefault(raw, k)) throw new ConfigError(k, `is for the main stack; replica stacks archive and back up into the main stack's repository`);
+  }
+  for (const k of ["monitoringReplica", "alertmanagerClusterPort"] as const) {
+    if (setAwayFromDefault(raw, k)) throw new ConfigError(k, `is for the main stack; it chooses the replica that runs the second Prometheus and Alertmanager`);
   }
 
   const mainStack = get<string>("mainStack");

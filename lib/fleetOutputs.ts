@@ -8,6 +8,7 @@ import { z } from "zod";
 const ip = z.string().regex(/^\d{1,3}(\.\d{1,3}){3}$/, { message: "expected an IPv4 address" });
 const pem = z.string().includes("-----BEGIN", { message: "expected a PEM block" });
 const port = z.number().int().min(1).max(65535);
+const severity = z.enum(["critical", "warning"]);
 
 export const fleetInfoSchema = z.object({
   version: z.literal(1),
@@ -73,6 +74,27 @@ export const fleetInfoSchema = z.object({
   balancerRateLimit: z.object({ perSecond: z.number().int().positive(), burst: z.number().int().nonnegative() }).nullable().optional(),
   balancerRouting: z.object({ writePaths: z.array(z.string()), apiKeyRequests: z.enum(["writer", "replicas"]) }).optional(),
   balancerAccess: z.object({ publicPaths: z.array(z.string()), serverNames: z.array(z.string()) }).optional(),
+  /**
+   * The replica that runs the second Prometheus and Alertmanager (the main
+   * stack's monitoringReplica), with Alertmanager's image, ports and the
+   * receivers' settings; the receivers' secrets are in replicaCredentials.
+   * Absent or null: monitoring on the main host only.
+   */
+  monitoring: z
+    .object({
+      replica: z.string().min(1),
+      alertmanagerImage: z.string().min(1),
+      alertmanagerPort: port,
+      clusterPort: port,
+      email: z
+        .object({ smarthost: z.string().min(1), from: z.string().min(1), to: z.array(z.string().min(1)).min(1), username: z.string(), requireTls: z.boolean(), minSeverity: severity })
+        .optional(),
+      slack: z.object({ channel: z.string(), minSeverity: severity }).optional(),
+      webhook: z.object({ minSeverity: severity }).optional(),
+      heartbeat: z.object({ interval: z.string().min(1) }).optional(),
+    })
+    .nullable()
+    .optional(),
   caCertPem: pem,
   roles: z.object({ replication: z.string(), rewind: z.string(), exporter: z.string(), app: z.string() }),
   redisUsers: z.object({ app: z.string(), replication: z.string(), exporter: z.string(), admin: z.string() }),
@@ -95,6 +117,11 @@ export const replicaCredentialsSchema = z.object({
   backupCipherPass: secretString.optional(),
   backupAccessKeyId: z.string().min(1).optional(),
   backupSecretAccessKey: z.string().min(1).optional(),
+  /** With a monitoring replica: the receivers' secrets its Alertmanager needs (each only when that receiver is set). */
+  alertSmtpPassword: z.string().min(1).optional(),
+  alertSlackWebhookUrl: z.string().min(1).optional(),
+  alertWebhookUrl: z.string().min(1).optional(),
+  alertHeartbeatUrl: z.string().min(1).optional(),
 });
 export type ReplicaCredentials = z.infer<typeof replicaCredentialsSchema>;
 

@@ -22,7 +22,10 @@ import { ConfigError } from "./config";
 
 export type ServiceName = "postgres" | "redis" | "app" | "nginx" | "prometheus" | "alertmanager" | "grafana" | "nodeExporter" | "postgresExporter" | "redisExporter" | "backup" | "pgbackrestServer";
 
-export type HostKind = "main" | "replica";
+/** The main host, a replica, or the replica that also runs the second Prometheus and Alertmanager (monitoringReplica). */
+export type HostKind = "main" | "replica" | "monitoringReplica";
+
+const KIND_NAME: Record<HostKind, string> = { main: "main host", replica: "replica host", monitoringReplica: "monitoring replica host (monitoringReplica)" };
 
 export interface MemoryBudget {
   hostMiB: number;
@@ -47,6 +50,10 @@ const FIXED: Record<HostKind, Partial<Record<ServiceName, number>>> = {
   // pgBackRest's TLS server serves a standby's backup (one process per connection, reading files).
   main: { nginx: 128, prometheus: 448, alertmanager: 64, grafana: 256, nodeExporter: 64, postgresExporter: 64, redisExporter: 64, backup: 128, pgbackrestServer: 64 },
   replica: { nginx: 128, nodeExporter: 64, postgresExporter: 64, redisExporter: 64, backup: 128, pgbackrestServer: 64 },
+  // The second Prometheus scrapes the same targets with the same rules and
+  // retention as main's, so it gets the same share; its Alertmanager too.
+  // No Grafana: it runs on main only.
+  monitoringReplica: { nginx: 128, prometheus: 448, alertmanager: 64, nodeExporter: 64, postgresExporter: 64, redisExporter: 64, backup: 128, pgbackrestServer: 64 },
 };
 
 /** How the rest is shared, and each service's least useful size. */
@@ -119,7 +126,7 @@ export function memoryBudget(kind: HostKind, hostMiB: number): MemoryBudget {
     const need = minimumHostMiB(kind);
     throw new MemoryBudgetError(
       need,
-      `a ${kind} host needs at least ${need} MiB of memory (the OS ${osReserveMiB(need)}, ${Object.entries(fixed)
+      `a ${KIND_NAME[kind]} needs at least ${need} MiB of memory (the OS ${osReserveMiB(need)}, ${Object.entries(fixed)
         .map(([s, m]) => `${s} ${m}`)
         .join(", ")}, and PostgreSQL, the app and Redis at least ${MINIMUM.postgres}, ${MINIMUM.app} and ${MINIMUM.redis}); this one has ${hostMiB} MiB`,
     );

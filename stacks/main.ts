@@ -22,7 +22,7 @@ import { SynaxicApp } from "../components/SynaxicApp";
 import { NginxBalancer } from "../components/NginxBalancer";
 import { Exporters } from "../components/Exporters";
 import { Monitoring, alertingArgs } from "../components/Monitoring";
-import { mainFirewallRules, pkiHost } from "../lib/fleet";
+import { mainFirewallRules, monitoredHosts, pkiHost } from "../lib/fleet";
 import { renderCertExpiryTextfile } from "../templates/prometheus";
 import { PG_ROLES } from "../lib/postgresContainer";
 import type { FleetInfo, ReplicaCredentials } from "../lib/fleetOutputs";
@@ -271,6 +271,8 @@ export function buildMain(
     { ...docker, dependsOn: [app] },
   );
 
+  // The replica that runs the second Prometheus and Alertmanager (monitoringReplica).
+  const monitoringPeer = cfg.alerting.pair ? cfg.replicas.find((r) => r.name === cfg.alerting.pair!.replica) : undefined;
   const monitoring = new Monitoring(
     "monitoring",
     {
@@ -278,7 +280,8 @@ export function buildMain(
       images: { prometheus: cfg.images.prometheus, grafana: cfg.images.grafana, alertmanager: cfg.alerting.image },
       ports: cfg.ports,
       alerting: alertingArgs(cfg),
-      hosts: [{ name: "main", role: "main", address: cfg.privateIp }, ...cfg.replicas.map((r) => ({ name: r.name, role: "replica" as const, address: r.privateIp }))],
+      hosts: monitoredHosts(cfg.privateIp, cfg.replicas),
+      ...(monitoringPeer ? { pair: { privateIp: cfg.privateIp, peer: monitoringPeer, clusterPort: cfg.alerting.pair!.clusterPort } } : {}),
       replicas: cfg.replicas,
       grafanaAdminPassword: pw.grafanaAdmin,
       deleteDataOnDestroy: cfg.deleteDataOnDestroy,
@@ -313,6 +316,8 @@ export function buildMain(
     ...(cfg.backup && cfg.secrets.backup
       ? { backupCipherPass: pw.backupCipher, backupAccessKeyId: cfg.secrets.backup.accessKeyId, backupSecretAccessKey: cfg.secrets.backup.secretAccessKey }
       : {}),
+    // The monitoring replica's Alertmanager notifies the same receivers.
+    ...(cfg.alerting.pair ? alertingSecrets(cfg) : {}),
   }) as pulumi.Output<ReplicaCredentials>;
   const replicaTls = pulumi.secret(
     Object.fromEntries(
@@ -383,12 +388,40 @@ export function fleetFacts(cfg: MainConfig, hetzner: HetznerFacts | null) {
       maxReplicationSlots: Math.max(10, cfg.replicas.length + 2),
     },
     replicas: cfg.replicas,
+    monitoring: monitoringFacts(cfg),
     balancerConcurrency: cfg.balancerConcurrency,
     balancerRateLimit: cfg.balancerRateLimit,
     balancerRouting: cfg.balancerRouting,
     balancerAccess: cfg.balancerAccess,
     roles: { replication: PG_ROLES.replication, rewind: PG_ROLES.rewind, exporter: PG_ROLES.exporter, app: cfg.databaseName },
     redisUsers: { ...REDIS_USER_NAMES },
+  };
+}
+
+/** The monitoring replica and the plain parts of the receivers (fleet.monitoring); null without one. */
+export function monitoringFacts(cfg: Pick<MainConfig, "alerting">): FleetInfo["monitoring"] {
+  const a = cfg.alerting;
+  if (!a.pair) return null;
+  return {
+    replica: a.pair.replica,
+    alertmanagerImage: a.image,
+    alertmanagerPort: a.port,
+    clusterPort: a.pair.clusterPort,
+    ...(a.email ? { email: { ...a.email, to: [...a.email.to] } } : {}),
+    ...(a.slack ? { slack: { ...a.slack } } : {}),
+    ...(a.webhook ? { webhook: { ...a.webhook } } : {}),
+    ...(a.heartbeat ? { heartbeat: { ...a.heartbeat } } : {}),
+  };
+}
+
+/** The receivers' secrets, for replicaCredentials (only those of receivers that are set). */
+function alertingSecrets(cfg: StackConfig): Partial<Record<"alertSmtpPassword" | "alertSlackWebhookUrl" | "alertWebhookUrl" | "alertHeartbeatUrl", pulumi.Output<string>>> {
+  const s = cfg.secrets;
+  return {
+    ...(s.alertSmtpPassword ? { alertSmtpPassword: s.alertSmtpPassword } : {}),
+    ...(s.alertSlackWebhookUrl ? { alertSlackWebhookUrl: s.alertSlackWebhookUrl } : {}),
+    ...(s.alertWebhookUrl ? { alertWebhookUrl: s.alertWebhookUrl } : {}),
+    ...(s.alertHeartbeatUrl ? { alertHeartbeatUrl: s.alertHeartbeatUrl } : {}),
   };
 }
 

@@ -10,7 +10,8 @@ import type { ReplicaConfig, StackConfig, VpsHostConfig } from "../lib/config";
 import { resolveHetznerHost } from "../lib/hetzner";
 import { checkMainOutput, fleetInfoSchema, replicaCredentialsSchema, replicaTlsSchema, MainStackOutputError, type FleetInfo, type ReplicaCredentials } from "../lib/fleetOutputs";
 import type { HostContext } from "../lib/hostContext";
-import { replicaFirewallRules } from "../lib/fleet";
+import { monitoredHosts, replicaFirewallRules } from "../lib/fleet";
+import { Monitoring, type AlertingArgs } from "../components/Monitoring";
 import { Host } from "../components/Host";
 import { PostgresReplica } from "../components/PostgresReplica";
 import { RedisPair } from "../components/RedisPair";
@@ -40,7 +41,9 @@ export async function replicaStack(config: ReplicaConfig & StackConfig) {
     const d = await main.getOutputDetails(name);
     return d.secretValue !== undefined ? d.secretValue : d.value;
   };
-  const credentials = pulumi.secret(checkMainOutput(cfg.mainStack, "replicaCredentials", replicaCredentialsSchema, await secretOutput("replicaCredentials")));
+  const plainCredentials = checkMainOutput(cfg.mainStack, "replicaCredentials", replicaCredentialsSchema, await secretOutput("replicaCredentials"));
+  if (fleet.monitoring?.replica === cfg.replicaName) checkAlertingSecrets(cfg.mainStack, fleet.monitoring, plainCredentials);
+  const credentials = pulumi.secret(plainCredentials);
   const tlsAll = checkMainOutput(cfg.mainStack, "replicaTls", replicaTlsSchema, await secretOutput("replicaTls"));
   const mine = tlsAll[cfg.replicaName];
   if (!mine) {
@@ -89,7 +92,7 @@ export async function replicaStack(config: ReplicaConfig & StackConfig) {
     hetzner = { networkId: fleet.networkId, sshKeyId: fleet.hetzner.sshKeyId };
   }
   // A host too small for the fleet is refused before anything is declared.
-  hostMemoryBudget("replica", vps);
+  hostMemoryBudget(hostKind(fleet, me.name), vps);
   const host = new Host(cfg.hostName, {
     hostName: cfg.hostName,
     host: vps,
@@ -97,7 +100,17 @@ export async function replicaStack(config: ReplicaConfig & StackConfig) {
     sshPrivateKey: cfg.secrets.sshPrivateKey,
     ...(hetzner ? { networkId: hetzner.networkId, sshKeyId: hetzner.sshKeyId } : {}),
     protectServer: !cfg.deleteDataOnDestroy,
-    firewallRules: replicaFirewallRules({ adminCidrs: cfg.adminCidrs, mainIp: fleet.mainPrivateIp, peers: fleet.replicas, self: me.name, ports: fleet.ports, balancer: cfg.promote, https: cfg.promote && balancerHttps !== undefined, backup: fleet.backup !== null }),
+    firewallRules: replicaFirewallRules({
+      adminCidrs: cfg.adminCidrs,
+      mainIp: fleet.mainPrivateIp,
+      peers: fleet.replicas,
+      self: me.name,
+      ports: fleet.ports,
+      balancer: cfg.promote,
+      https: cfg.promote && balancerHttps !== undefined,
+      backup: fleet.backup !== null,
+      monitoring: fleet.monitoring ? { replica: fleet.monitoring.replica, alertmanagerPort: fleet.monitoring.alertmanagerPort, clusterPort: fleet.monitoring.clusterPort } : null,
+    }),
     commandTimeoutSeconds: cfg.commandTimeoutSeconds,
     ...(cfg.sshIdentityDir ? { identityDir: cfg.sshIdentityDir } : {}),
   });
@@ -148,11 +161,11 @@ export function buildReplica(
   const primary = primaryOf(cfg, fleet);
   // Everyone else in the fleet: they follow this server once it is promoted.
   const others = [{ name: "main", privateIp: fleet.mainPrivateIp }, ...fleet.replicas].filter((r) => r.name !== me.name);
-  const secretField = (k: Exclude<keyof ReplicaCredentials, "backupCipherPass" | "backupAccessKeyId" | "backupSecretAccessKey">) => pulumi.secret(credentials.apply((c) => c[k]));
+  const secretField = (k: Exclude<keyof ReplicaCredentials, OptionalCredential>) => pulumi.secret(credentials.apply((c) => c[k]));
   const ports = fleet.ports;
   const docker = { providers: [host.dockerProvider] };
   // One memory budget for the host: every container's limit and every service's sizing come from it.
-  const memory = memoryBudget("replica", host.memoryMiB);
+  const memory = memoryBudget(hostKind(fleet, me.name), host.memoryMiB);
   const common = { hostName: cfg.hostName, shell: host.shell, networkMode: host.networkMode, privateIp: cfg.privateIp, timeoutSeconds: timeout, memory };
   const pgTls = { certPem: tls.apply((t) => t.postgres.certPem), keyPem: pulumi.secret(tls.apply((t) => t.postgres.keyPem)), caPem: caCertPem };
   const redisTls = { certPem: tls.apply((t) => t.redis.certPem), keyPem: pulumi.secret(tls.apply((t) => t.redis.keyPem)), caPem: caCertPem };
@@ -217,7 +230,7 @@ export function buildReplica(
     docker,
   );
 
-  new Exporters(
+  const exporters = new Exporters(
     `${prefix}exporters`,
     {
       ...common,
@@ -286,6 +299,28 @@ export function buildReplica(
     );
   }
 
+  // The monitoring replica: a second Prometheus on the same targets with the
+  // same rules, and an Alertmanager clustered with main's. No Grafana.
+  const mon = fleet.monitoring;
+  if (mon && mon.replica === me.name) {
+    new Monitoring(
+      `${prefix}monitoring`,
+      {
+        ...common,
+        role: "replica",
+        images: { prometheus: fleet.images.prometheus, grafana: fleet.images.grafana, alertmanager: mon.alertmanagerImage },
+        ports: ports,
+        hosts: monitoredHosts(fleet.mainPrivateIp, fleet.replicas),
+        replicas: fleet.replicas,
+        alerting: monitoringAlerting(mon, credentials),
+        pair: { privateIp: cfg.privateIp, peer: { name: "main", privateIp: fleet.mainPrivateIp }, clusterPort: mon.clusterPort },
+        deleteDataOnDestroy: cfg.deleteDataOnDestroy,
+      },
+      // Its own exporters are among its targets.
+      { ...docker, dependsOn: [exporters] },
+    );
+  }
+
   return {
     replicaName: me.name,
     slotName: me.slotName,
@@ -296,6 +331,50 @@ export function buildReplica(
     appMode: writeMode ? "write" : "read",
     privateIp: cfg.privateIp,
     pgHba: postgres.pgHba,
+  };
+}
+
+/** Credentials only some fleets have: the backup repository's, the receivers' of a monitoring replica. */
+type OptionalCredential = "backupCipherPass" | "backupAccessKeyId" | "backupSecretAccessKey" | "alertSmtpPassword" | "alertSlackWebhookUrl" | "alertWebhookUrl" | "alertHeartbeatUrl";
+
+/** The memory budget's kind of this replica: the monitoring replica runs Prometheus and Alertmanager besides. */
+export function hostKind(fleet: Pick<FleetInfo, "monitoring">, replicaName: string): "replica" | "monitoringReplica" {
+  return fleet.monitoring?.replica === replicaName ? "monitoringReplica" : "replica";
+}
+
+/** The receivers' secrets the monitoring replica needs: each one whose receiver is set, or an error naming it (never its value). */
+export function checkAlertingSecrets(mainStack: string, mon: NonNullable<FleetInfo["monitoring"]>, c: ReplicaCredentials): void {
+  const need: [boolean, keyof ReplicaCredentials][] = [
+    [!!mon.email?.username, "alertSmtpPassword"],
+    [!!mon.slack, "alertSlackWebhookUrl"],
+    [!!mon.webhook, "alertWebhookUrl"],
+    [!!mon.heartbeat, "alertHeartbeatUrl"],
+  ];
+  for (const [set, k] of need) {
+    if (set && !c[k]) throw new MainStackOutputError(mainStack, `replicaCredentials.${k}`, `is missing while fleet.monitoring names this replica (${mon.replica}) with that receiver`);
+  }
+}
+
+/**
+ * The monitoring replica's receivers: the main stack's settings (fleet.monitoring)
+ * with their secrets from replicaCredentials, each required when its receiver
+ * is set, and kept secret.
+ */
+export function monitoringAlerting(mon: NonNullable<FleetInfo["monitoring"]>, credentials: pulumi.Output<ReplicaCredentials>): AlertingArgs {
+  const field = (k: "alertSmtpPassword" | "alertSlackWebhookUrl" | "alertWebhookUrl" | "alertHeartbeatUrl") =>
+    pulumi.secret(
+      credentials.apply((c) => {
+        const v = c[k];
+        if (!v) throw new MainStackOutputError("main", `replicaCredentials.${k}`, `is missing while fleet.monitoring names this replica with that receiver`);
+        return v;
+      }),
+    );
+  return {
+    port: mon.alertmanagerPort,
+    ...(mon.email ? { email: { ...mon.email, ...(mon.email.username ? { password: field("alertSmtpPassword") } : {}) } } : {}),
+    ...(mon.slack ? { slack: { ...mon.slack, webhookUrl: field("alertSlackWebhookUrl") } } : {}),
+    ...(mon.webhook ? { webhook: { ...mon.webhook, url: field("alertWebhookUrl") } } : {}),
+    ...(mon.heartbeat ? { heartbeat: { ...mon.heartbeat, url: field("alertHeartbeatUrl") } } : {}),
   };
 }
 

@@ -290,3 +290,75 @@ export function renderAlertmanagerConfig(params: AlertmanagerConfigParams = {}):
   };
   return `# alertmanager.yml for Synaxic (rendered; edits are overwritten).\n${stringify(config, { lineWidth: 0, aliasDuplicateObjects: false })}`;
 }
+
+// ---------------------------------------------------------------------------
+// The cluster (a pair of Alertmanagers on two hosts)
+// ---------------------------------------------------------------------------
+
+/** Alertmanager's default gossip port (cmd/alertmanager/main.go, v0.25.0: --cluster.listen-address 0.0.0.0:9094). */
+export const DEFAULT_CLUSTER_PORT = 9094;
+
+/**
+ * How long a member waits per position in the member list before it
+ * notifies (--cluster.peer-timeout; Alertmanager's default, set explicitly).
+ * A route whose repeat_interval is not longer than this is notified by both
+ * members: the heartbeat's interval must exceed twice this (lib/config.ts).
+ */
+export const ALERTMANAGER_PEER_TIMEOUT_SECONDS = 15;
+
+export interface ClusterParams {
+  /** This Alertmanager's private address: gossip binds there, never to 0.0.0.0. */
+  address: string;
+  port: number;
+  /** The other members' private addresses (gossip on the same port). */
+  peers: readonly string[];
+  /** --cluster.peer-timeout; default ALERTMANAGER_PEER_TIMEOUT_SECONDS (tests shorten it). */
+  peerTimeout?: string;
+}
+
+const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+
+/**
+ * The --cluster.* flags of one member of an Alertmanager cluster, or the
+ * flag that turns clustering off when there is no peer.
+ *
+ * What the cluster does (Alertmanager v0.25.0, source read at that tag):
+ * - members gossip their notification log and silences over memberlist
+ *   (cluster/cluster.go); every member gets every alert from every
+ *   Prometheus (README "High Availability": "point Prometheus to a list of
+ *   all Alertmanagers");
+ * - before notifying, a member waits its position in the member list times
+ *   --cluster.peer-timeout (default 15s; cmd/alertmanager/main.go
+ *   clusterWait, cluster.Peer.Position), then skips what the notification
+ *   log says another member already sent (notify/notify.go WaitStage,
+ *   DedupStage): one notification per group, from the first member alive;
+ * - bound to a specific address, that address is also the one advertised
+ *   to peers (cluster/advertise.go calculateAdvertiseAddress), so no
+ *   --cluster.advertise-address is needed;
+ * - gossip uses both TCP and UDP on the port (README: "Both UDP and TCP are
+ *   needed"); it is plain text unless --cluster.tls-config is given, which
+ *   0.25 marks [EXPERIMENTAL] (mutual TLS, added in v0.24.0 by
+ *   prometheus/alertmanager#2237). This fleet keeps it on the private
+ *   network with both ports firewalled to the peer only.
+ * Each member names every other as --cluster.peer, so whichever starts
+ * second joins the first; one that starts alone keeps retrying to reach its
+ * peers (--cluster.reconnect-interval, 10s) for --cluster.reconnect-timeout
+ * (6h) after losing them.
+ */
+export function alertmanagerClusterFlags(params?: ClusterParams): string[] {
+  // No cluster: gossip would listen on 0.0.0.0:9094 by default
+  // (cmd/alertmanager/main.go, v0.25.0: "Set to empty string to disable HA mode").
+  if (!params) return ["--cluster.listen-address="];
+  const { address, port, peers } = params;
+  const peerTimeout = params.peerTimeout ?? `${ALERTMANAGER_PEER_TIMEOUT_SECONDS}s`;
+  durationMs("cluster.peerTimeout", peerTimeout);
+  if (typeof address !== "string" || !IPV4.test(address)) fail(`cluster.address must be an IPv4 address, got ${JSON.stringify(address)}`);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) fail(`cluster.port must be a port number 1-65535, got ${port}`);
+  if (!Array.isArray(peers) || peers.length === 0) fail("cluster.peers must list at least one other member");
+  for (const p of peers) {
+    if (typeof p !== "string" || !IPV4.test(p)) fail(`cluster.peers has an invalid address ${JSON.stringify(p)}`);
+    if (p === address) fail(`cluster.peers lists this member's own address ${p}`);
+  }
+  if (new Set(peers).size !== peers.length) fail("cluster.peers lists an address twice");
+  return [`--cluster.listen-address=${address}:${port}`, ...peers.map((p) => `--cluster.peer=${p}:${port}`), `--cluster.peer-timeout=${peerTimeout}`];
+}

@@ -64,6 +64,14 @@ export function targetsFileName(job: string): string {
   return `${job}.json`;
 }
 
+/**
+ * The external label that tells a pair of Prometheus servers apart (its
+ * value: the host the server runs on). Not `replica`, which per-replica
+ * alerts carry (templates/alertmanager.ts groups and inhibits on it).
+ * Dropped from alerts (alertLabelsDropped), so both servers' alerts are one.
+ */
+export const PROMETHEUS_SERVER_LABEL = "prometheus_host";
+
 export const PROMETHEUS_DEFAULTS = {
   scrapeInterval: "15s",
   scrapeTimeout: "10s",
@@ -209,6 +217,15 @@ export interface PrometheusConfigParams {
   externalLabels?: Readonly<Record<string, string>>;
   /** Alertmanager host:port list; no alerting section when empty. */
   alertmanagers?: readonly string[];
+  /**
+   * Labels removed from every alert before it is sent (alert_relabel_configs,
+   * labeldrop). A pair of Prometheus servers marks its series with a
+   * distinct external label: dropped from alerts, both servers send the same
+   * alert (same labels, same fingerprint), which Alertmanager merges instead
+   * of notifying twice. Prometheus attaches external labels before it
+   * relabels alerts (notifier/notifier.go Manager.Send, v2.42.0).
+   */
+  alertLabelsDropped?: readonly string[];
 }
 
 function checkLabels(fn: string, what: string, labels: Readonly<Record<string, string>> | undefined): void {
@@ -233,6 +250,13 @@ export function renderPrometheusConfig(params: PrometheusConfigParams = {}): str
   for (const a of p.alertmanagers ?? []) checkTarget(fn, "alertmanagers", a);
   checkLabels(fn, "externalLabels", p.externalLabels);
   checkLabels(fn, "selfLabels", p.selfLabels);
+  const dropped = p.alertLabelsDropped ?? [];
+  for (const l of dropped) {
+    if (!LABEL_NAME.test(l) || l.startsWith("__")) fail(fn, `alertLabelsDropped: invalid label name ${JSON.stringify(l)}`);
+    // Only labels the server itself adds: dropping a rule's own label (host, replica, severity) would merge distinct alerts.
+    if (!(l in (p.externalLabels ?? {}))) fail(fn, `alertLabelsDropped: ${l} is not one of the externalLabels`);
+  }
+  if (dropped.length > 0 && (p.alertmanagers ?? []).length === 0) fail(fn, "alertLabelsDropped needs alertmanagers");
   const dir = p.targetsDir.replace(/\/+$/, "");
 
   const config: Record<string, unknown> = {
@@ -242,7 +266,15 @@ export function renderPrometheusConfig(params: PrometheusConfigParams = {}): str
       evaluation_interval: p.evaluationInterval,
       ...(p.externalLabels && Object.keys(p.externalLabels).length > 0 ? { external_labels: { ...p.externalLabels } } : {}),
     },
-    ...(p.alertmanagers && p.alertmanagers.length > 0 ? { alerting: { alertmanagers: [{ static_configs: [{ targets: [...p.alertmanagers] }] }] } } : {}),
+    ...(p.alertmanagers && p.alertmanagers.length > 0
+      ? {
+          alerting: {
+            ...(dropped.length > 0 ? { alert_relabel_configs: [{ action: "labeldrop", regex: dropped.join("|") }] } : {}),
+            // Every Alertmanager of the cluster, never a balancer in front of them: each must get every alert.
+            alertmanagers: [{ static_configs: [{ targets: [...p.alertmanagers] }] }],
+          },
+        }
+      : {}),
     rule_files: [...p.ruleFiles],
     scrape_configs: [
       {

@@ -45,6 +45,10 @@ export interface AlertmanagerOptions {
   port?: number;
   /** Cluster gossip: listen here (host:port) and join these peers; absent: no cluster (HA mode off). */
   cluster?: { listen: string; peers: readonly string[] };
+  /** The --cluster.* flags as the deployment renders them (templates/alertmanager.ts); replaces `cluster`. */
+  clusterFlags?: readonly string[];
+  /** More flags, e.g. a shorter --cluster.peer-timeout. */
+  extraArgs?: readonly string[];
 }
 
 export class AlertmanagerServer {
@@ -78,9 +82,12 @@ export class AlertmanagerServer {
       `--config.file=${this.configFile}`,
       `--storage.path=${this.dataDir}`,
       `--web.listen-address=${this.address}`,
-      ...(cluster
-        ? [`--cluster.listen-address=${cluster.listen}`, ...cluster.peers.map((p) => `--cluster.peer=${p}`), "--cluster.settle-timeout=5s", "--cluster.pushpull-interval=5s"]
-        : ["--cluster.listen-address="]),
+      ...(this.opts.clusterFlags
+        ? this.opts.clusterFlags
+        : cluster
+          ? [`--cluster.listen-address=${cluster.listen}`, ...cluster.peers.map((p) => `--cluster.peer=${p}`), "--cluster.settle-timeout=5s", "--cluster.pushpull-interval=5s"]
+          : ["--cluster.listen-address="]),
+      ...(this.opts.extraArgs ?? []),
       "--log.level=debug",
     ]);
     this.proc = proc;
@@ -130,6 +137,8 @@ export interface CaughtRequest {
   contentType: string;
   body: string;
   at: number;
+  /** The sender's address: which host's Alertmanager sent it. */
+  remote: string;
 }
 
 /** An HTTP endpoint that answers 200 to every POST and records it (webhook, Slack-shaped, heartbeat). */
@@ -149,7 +158,7 @@ export class HttpCatcher {
       const chunks: Buffer[] = [];
       req.on("data", (c: Buffer) => chunks.push(c));
       req.on("end", () => {
-        this.requests.push({ path: req.url ?? "", method: req.method ?? "", contentType: String(req.headers["content-type"] ?? ""), body: Buffer.concat(chunks).toString("utf8"), at: Date.now() });
+        this.requests.push({ path: req.url ?? "", method: req.method ?? "", contentType: String(req.headers["content-type"] ?? ""), body: Buffer.concat(chunks).toString("utf8"), at: Date.now(), remote: (req.socket.remoteAddress ?? "").replace(/^::ffff:/, "") });
         // Slack answers "ok"; a generic webhook only needs a 2xx.
         res.writeHead(200, { "content-type": "text/plain" }).end("ok");
       });

@@ -286,6 +286,15 @@ describe("with every declared default present, as the engine hands them to the p
     const c = parseStackConfig({ ...defaults, ...mainRaw() }, SECRET_KEYS) as MainConfig;
     expect(c.alerting).toEqual({ image: "prom/alertmanager:v0.25.0", port: 9093 });
   });
+  it("monitoringReplica and alertmanagerClusterPort at their defaults: no second monitoring pair, on a main and on a replica stack", () => {
+    const c = parseStackConfig({ ...defaults, ...mainRaw() }, SECRET_KEYS) as MainConfig;
+    expect(c.alerting.pair).toBeUndefined();
+    expect(parseStackConfig({ ...defaults, ...replicaRaw() }, SECRET_KEYS).role).toBe("replica");
+    // Set: a pair on the default gossip port.
+    const paired = parseStackConfig({ ...defaults, ...mainRaw({ [`${P}monitoringReplica`]: "replica-1" }) }, SECRET_KEYS) as MainConfig;
+    expect(paired.alerting.pair).toEqual({ replica: "replica-1", clusterPort: 9094 });
+    expect(() => parseStackConfig({ ...defaults, ...replicaRaw({ [`${P}monitoringReplica`]: "replica-1" }) }, SECRET_KEYS)).toThrow(/synaxic:monitoringReplica: is for the main stack/);
+  });
   it("a host stack under a control stack parses; its own promote set is refused", () => {
     const raw = { ...defaults, ...mainRaw({ [`${P}controlStack`]: "acme/synaxic/control" }) };
     expect(parseStackConfig(raw, SECRET_KEYS).role).toBe("main");
@@ -352,8 +361,28 @@ describe("alerting keys (main stack)", () => {
     ["a heartbeat interval without a unit", { ...urls, [`${P}alertHeartbeatInterval`]: "60" }, /synaxic:alertHeartbeatInterval: got "60"; expected a duration/],
     ["an unpinned Alertmanager image", { [`${P}alertmanagerImage`]: "prom/alertmanager:latest" }, /synaxic:alertmanagerImage: got "prom\/alertmanager:latest"; the tag 'latest' is not pinned/],
     ["Alertmanager on Prometheus' port", { [`${P}alertmanagerPort`]: "9090" }, /synaxic:alertmanagerPort: got 9090; it clashes with prometheusPort/],
+    ["a monitoring replica that is not a replica", { [`${P}monitoringReplica`]: "replica-9" }, /synaxic:monitoringReplica: got "replica-9"; expected one of this stack's replicas \(replica-1, replica-2\), or empty/],
+    ["the main host as monitoring replica", { [`${P}monitoringReplica`]: "main" }, /synaxic:monitoringReplica: got "main"; expected one of this stack's replicas/],
+    ["a monitoring replica name with capitals", { [`${P}monitoringReplica`]: "Replica-1" }, /synaxic:monitoringReplica: got "Replica-1"/],
+    ["the gossip port on Alertmanager's", { [`${P}alertmanagerClusterPort`]: "9093" }, /synaxic:alertmanagerClusterPort: got 9093; it clashes with alertmanagerPort/],
+    ["the gossip port on the node exporter's", { [`${P}alertmanagerClusterPort`]: "9100" }, /synaxic:alertmanagerClusterPort: got 9100; it clashes with nodeExporterPort/],
+    ["a gossip port out of range", { [`${P}alertmanagerClusterPort`]: "70000" }, /synaxic:alertmanagerClusterPort: got "70000"/],
+    [
+      "a heartbeat of 30s with a monitoring replica (both Alertmanagers would send it)",
+      { ...urls, [`${P}monitoringReplica`]: "replica-1", [`${P}alertHeartbeatInterval`]: "30s" },
+      /synaxic:alertHeartbeatInterval: got "30s"; with monitoringReplica set, the two Alertmanagers would both send the Watchdog: expected more than 30s \(twice their peer timeout, 15s\)/,
+    ],
   ] as [string, Record<string, string>, RegExp][])("refuses %s", (_, extra, message) => {
     expect(() => parseMain(extra, ALERT_SECRETS)).toThrow(message);
+  });
+
+  it("monitoringReplica: a replica of this stack, clustered on alertmanagerClusterPort; a heartbeat above twice the peer timeout", () => {
+    expect(alerting({ [`${P}monitoringReplica`]: "replica-2" }).pair).toEqual({ replica: "replica-2", clusterPort: 9094 });
+    expect(alerting({ [`${P}monitoringReplica`]: "replica-1", [`${P}alertmanagerClusterPort`]: "9300" }).pair).toEqual({ replica: "replica-1", clusterPort: 9300 });
+    expect(alerting({ ...urls, [`${P}monitoringReplica`]: "replica-1", [`${P}alertHeartbeatInterval`]: "31s" }).heartbeat).toEqual({ interval: "31s" });
+    // Alone, a 30s heartbeat is fine.
+    expect(alerting({ ...urls, [`${P}alertHeartbeatInterval`]: "30s" }).heartbeat).toEqual({ interval: "30s" });
+    expect(alerting({}).pair).toBeUndefined();
   });
 
   it("refuses a secret URL or password stored in plain text, and never shows a URL's value in an error", () => {

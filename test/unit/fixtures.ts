@@ -45,8 +45,8 @@ export const SECRET_KEYS = Object.keys(SECRET_CONFIG);
 
 export function runMain(replicas: number | string[], extra: Record<string, string> = {}): Promise<RunResult<Awaited<ReturnType<typeof mainStack>>>> {
   const config = mainConfig(replicas, extra);
-  // The object storage's access key is stored as a secret, as `pulumi config set --secret` does.
-  const secretKeys = [...SECRET_KEYS, ...Object.keys(extra).filter((k) => /:backup(AccessKeyId|SecretAccessKey)$/.test(k))];
+  // The object storage's access key and the receivers' secrets are stored as secrets, as `pulumi config set --secret` does.
+  const secretKeys = [...SECRET_KEYS, ...Object.keys(extra).filter((k) => /:(backup(AccessKeyId|SecretAccessKey)|alert(SmtpPassword|SlackWebhookUrl|WebhookUrl|HeartbeatUrl))$/.test(k))];
   return runMocked({ config, secretKeys, stack: "main" }, () => mainStack(loadStackConfig() as MainConfig & StackConfig));
 }
 
@@ -72,8 +72,9 @@ export async function runReplica(
   return { main, replica: result };
 }
 
-export function runLocal(replicas: number | string[] = 1) {
-  const config = mainConfig(replicas, { [`${P}hostProvider`]: "local" });
+export function runLocal(replicas: number | string[] = 1, extra: Record<string, string> = {}) {
+  const config = mainConfig(replicas, { [`${P}hostProvider`]: "local", ...extra });
   delete config[`${P}sshPrivateKey`];
-  return runMocked({ config, secretKeys: SECRET_KEYS.filter((k) => k !== `${P}sshPrivateKey`), stack: "local" }, () => localStack(loadStackConfig() as MainConfig & StackConfig));
+  const secretKeys = [...SECRET_KEYS.filter((k) => k !== `${P}sshPrivateKey`), ...Object.keys(extra).filter((k) => /:alert(SmtpPassword|SlackWebhookUrl|WebhookUrl|HeartbeatUrl)$/.test(k))];
+  return runMocked({ config, secretKeys, stack: "local" }, () => localStack(loadStackConfig() as MainConfig & StackConfig));
 }

@@ -4,7 +4,7 @@ import { APP_MAX_RAM_PERCENTAGE, memoryBudget, minimumHostMiB, osReserveMiB, RED
 const sum = (o: Record<string, number | undefined>) => Object.values(o).reduce<number>((a, b) => a + (b ?? 0), 0);
 
 describe("one memory budget per host", () => {
-  for (const kind of ["main", "replica"] as HostKind[]) {
+  for (const kind of ["main", "replica", "monitoringReplica"] as HostKind[]) {
     for (const hostMiB of [minimumHostMiB(kind), 4096, 8192, 16384, 32768, 131072]) {
       it(`${kind}, ${hostMiB} MiB: the OS reserve plus every container's limit fits in the host`, () => {
         const b = memoryBudget(kind, hostMiB);
@@ -14,17 +14,19 @@ describe("one memory budget per host", () => {
         expect(b.postgresMiB).toBe(b.limitsMiB.postgres);
         expect(b.redisMaxMemoryMiB).toBeLessThanOrEqual(b.limitsMiB.redis! * REDIS_MAXMEMORY_SHARE);
         expect(b.appMaxRamPercentage).toBe(APP_MAX_RAM_PERCENTAGE);
-        expect(b.limitsMiB.prometheus !== undefined).toBe(kind === "main");
-        expect(b.limitsMiB.alertmanager !== undefined).toBe(kind === "main");
+        expect(b.limitsMiB.prometheus !== undefined).toBe(kind !== "replica");
+        expect(b.limitsMiB.alertmanager !== undefined).toBe(kind !== "replica");
+        expect(b.limitsMiB.grafana !== undefined).toBe(kind === "main");
       });
     }
   }
 
   it("the smallest accepted host is exactly the minimum: one MiB less is refused, saying how much is needed", () => {
-    for (const kind of ["main", "replica"] as HostKind[]) {
+    const named = { main: "main host", replica: "replica host", monitoringReplica: "monitoring replica host \\(monitoringReplica\\)" };
+    for (const kind of ["main", "replica", "monitoringReplica"] as HostKind[]) {
       const min = minimumHostMiB(kind);
       expect(() => memoryBudget(kind, min)).not.toThrow();
-      expect(() => memoryBudget(kind, min - 1)).toThrow(new RegExp(`a ${kind} host needs at least ${min} MiB of memory .* this one has ${min - 1} MiB`));
+      expect(() => memoryBudget(kind, min - 1)).toThrow(new RegExp(`a ${named[kind]} needs at least ${min} MiB of memory .* this one has ${min - 1} MiB`));
     }
     // 2 GB: too small for a main host (monitoring runs there), enough for a replica.
     expect(() => memoryBudget("main", 2048)).toThrow(/needs at least/);
@@ -57,5 +59,19 @@ describe("one memory budget per host", () => {
     }
     expect(minimumHostMiB("main")).toBe(2844);
     expect(minimumHostMiB("replica")).toBe(2048);
+  });
+
+  it("the monitoring replica: Prometheus and Alertmanager with main's shares, no Grafana; only that replica needs more than 2 GB", () => {
+    const mon = memoryBudget("monitoringReplica", 4096);
+    const main = memoryBudget("main", 4096);
+    expect(mon.limitsMiB.prometheus).toBe(main.limitsMiB.prometheus);
+    expect(mon.limitsMiB.alertmanager).toBe(main.limitsMiB.alertmanager);
+    expect(mon.limitsMiB.grafana).toBeUndefined();
+    // Its monitoring comes out of PostgreSQL, the app and Redis: a replica of the same size has more for them.
+    expect(mon.postgresMiB).toBeLessThan(memoryBudget("replica", 4096).postgresMiB);
+    // Every other replica keeps its 2 GB minimum; the monitoring replica needs 2496 MiB (a 4 GB server).
+    expect(minimumHostMiB("replica")).toBe(1984);
+    expect(minimumHostMiB("monitoringReplica")).toBe(2496);
+    expect(() => memoryBudget("monitoringReplica", 2048)).toThrow(/a monitoring replica host \(monitoringReplica\) needs at least 2496 MiB/);
   });
 });

@@ -1,11 +1,13 @@
 import { describe, expect, it } from "vitest";
 import { parse } from "yaml";
 import {
+  DEFAULT_CLUSTER_PORT,
   GROUP_BY,
   RECEIVERS,
   REPLICA_DOWN_ALERTS,
   REPLICA_LAG_ALERTS,
   WATCHDOG_ALERT,
+  alertmanagerClusterFlags,
   renderAlertmanagerConfig,
   severitiesFrom,
   type AlertmanagerConfigParams,
@@ -147,5 +149,30 @@ describe("renderAlertmanagerConfig", () => {
     ["a zero group wait", { groupWait: "0s" }, /groupWait must be longer than zero/],
   ] as [string, AlertmanagerConfigParams, RegExp][])("rejects %s", (_, params, message) => {
     expect(() => renderAlertmanagerConfig(params)).toThrow(message);
+  });
+});
+
+describe("alertmanagerClusterFlags", () => {
+  it("without peers: clustering off (no gossip on 0.0.0.0:9094)", () => {
+    expect(alertmanagerClusterFlags()).toEqual(["--cluster.listen-address="]);
+  });
+
+  it("a member of a pair (snapshot): gossip on its private address, the other member as peer on the same port", () => {
+    const flags = alertmanagerClusterFlags({ address: "10.0.1.11", port: DEFAULT_CLUSTER_PORT, peers: ["10.0.1.10"] });
+    expect(flags).toMatchSnapshot();
+    expect(flags).toEqual(["--cluster.listen-address=10.0.1.11:9094", "--cluster.peer=10.0.1.10:9094", "--cluster.peer-timeout=15s"]);
+    expect(alertmanagerClusterFlags({ address: "10.0.1.10", port: 9300, peers: ["10.0.1.11"], peerTimeout: "2s" })).toEqual(["--cluster.listen-address=10.0.1.10:9300", "--cluster.peer=10.0.1.11:9300", "--cluster.peer-timeout=2s"]);
+  });
+
+  it.each([
+    ["a wildcard address", { address: "0.0.0.0x", port: 9094, peers: ["10.0.1.10"] }, /cluster.address must be an IPv4 address/],
+    ["a host name", { address: "main", port: 9094, peers: ["10.0.1.10"] }, /cluster.address must be an IPv4 address/],
+    ["no peers", { address: "10.0.1.11", port: 9094, peers: [] }, /cluster.peers must list at least one/],
+    ["itself as peer", { address: "10.0.1.11", port: 9094, peers: ["10.0.1.11"] }, /own address/],
+    ["a peer twice", { address: "10.0.1.11", port: 9094, peers: ["10.0.1.10", "10.0.1.10"] }, /twice/],
+    ["a bad port", { address: "10.0.1.11", port: 0, peers: ["10.0.1.10"] }, /cluster.port must be a port number/],
+    ["a peer timeout without a unit", { address: "10.0.1.11", port: 9094, peers: ["10.0.1.10"], peerTimeout: "15" }, /cluster.peerTimeout must be a duration/],
+  ] as const)("rejects %s", (_, params, message) => {
+    expect(() => alertmanagerClusterFlags(params)).toThrow(message);
   });
 });

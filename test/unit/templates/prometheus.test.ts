@@ -11,6 +11,7 @@ import {
   targetsFileName,
   CERT_EXPIRY_METRIC,
   DEFAULT_ALERT_THRESHOLDS,
+  PROMETHEUS_SERVER_LABEL,
   JOBS,
   WATCHDOG_ALERT,
   type AlertRulesParams,
@@ -78,8 +79,29 @@ describe("renderPrometheusConfig", () => {
     ["an alertmanager with a bad port", { alertmanagers: ["am:99999"] }, /port number/],
     ["a reserved label name", { externalLabels: { __name__: "x" } }, /invalid label name/],
     ["a label name with a dash", { selfLabels: { "bad-name": "x" } }, /invalid label name/],
+    ["dropping a label the server does not add", { externalLabels: { [PROMETHEUS_SERVER_LABEL]: "main" }, alertmanagers: ["10.0.1.10:9093"], alertLabelsDropped: ["replica"] }, /alertLabelsDropped: replica is not one of the externalLabels/],
+    ["dropping labels with nowhere to send alerts", { externalLabels: { [PROMETHEUS_SERVER_LABEL]: "main" }, alertLabelsDropped: [PROMETHEUS_SERVER_LABEL] }, /alertLabelsDropped needs alertmanagers/],
   ] as const)("rejects %s", (_, params, message) => {
     expect(() => renderPrometheusConfig(params)).toThrow(message);
+  });
+
+  it("one of a pair (snapshot): its own external label, dropped from alerts, which go to every Alertmanager of the cluster", () => {
+    const text = renderPrometheusConfig({
+      selfTarget: "127.0.0.1:9090",
+      selfLabels: { host: "replica1", role: "replica" },
+      externalLabels: { [PROMETHEUS_SERVER_LABEL]: "replica1" },
+      alertLabelsDropped: [PROMETHEUS_SERVER_LABEL],
+      alertmanagers: ["10.0.1.10:9093", "10.0.1.11:9093"],
+    });
+    expect(text).toMatchSnapshot();
+    const doc = parse(text) as { global: { external_labels: Record<string, string> }; alerting: { alert_relabel_configs: unknown[]; alertmanagers: { static_configs: { targets: string[] }[] }[] } };
+    expect(doc.global.external_labels).toEqual({ prometheus_host: "replica1" });
+    expect(doc.alerting.alert_relabel_configs).toEqual([{ action: "labeldrop", regex: "prometheus_host" }]);
+    expect(doc.alerting.alertmanagers[0]!.static_configs[0]!.targets).toEqual(["10.0.1.10:9093", "10.0.1.11:9093"]);
+    // Not the label per-replica alerts carry: dropping it would merge different replicas' alerts.
+    expect(PROMETHEUS_SERVER_LABEL).not.toBe("replica");
+    // Without a pair nothing is dropped.
+    expect(renderPrometheusConfig({ alertmanagers: ["127.0.0.1:9093"] })).not.toContain("alert_relabel_configs");
   });
 });
 
