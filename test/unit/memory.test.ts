@@ -69,9 +69,9 @@ describe("one memory budget per host", () => {
     expect(mon.limitsMiB.grafana).toBeUndefined();
     // Its monitoring comes out of PostgreSQL, the app and Redis: a replica of the same size has more for them.
     expect(mon.postgresMiB).toBeLessThan(memoryBudget("replica", 4096).postgresMiB);
-    // Every other replica keeps its 2 GB minimum; the monitoring replica needs 2496 MiB (a 4 GB server).
-    expect(minimumHostMiB("replica")).toBe(1984);
-    expect(minimumHostMiB("monitoringReplica")).toBe(2496);
-    expect(() => memoryBudget("monitoringReplica", 2048)).toThrow(/a monitoring replica host \(monitoringReplica\) needs at least 2496 MiB/);
+    // Every other replica keeps its 2 GB minimum; the monitoring replica needs 2560 MiB (a 4 GB server).
+    expect(minimumHostMiB("replica")).toBe(2048);
+    expect(minimumHostMiB("monitoringReplica")).toBe(2560);
+    expect(() => memoryBudget("monitoringReplica", 2048)).toThrow(/a monitoring replica host \(monitoringReplica\) needs at least 2560 MiB/);
   });
 });

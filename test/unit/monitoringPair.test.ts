@@ -177,7 +177,7 @@ describe("the monitoring replica's stack", () => {
     // 2 GB fits a replica, not the monitoring replica.
     await expect(
       runReplica("replica-1", "10.10.0.3", { mainExtra: MAIN_EXTRA, extra: { [`${P}hostProvider`]: "existing", [`${P}sshHost`]: "203.0.113.7", [`${P}sshHostKey`]: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOperatorHostKey0123456789abcdefghijklmnop", [`${P}memoryMiB`]: "2048", [`${P}cpus`]: "2" } }),
-    ).rejects.toThrow(/synaxic:memoryMiB: got 2048; a monitoring replica host \(monitoringReplica\) needs at least 2496 MiB/);
+    ).rejects.toThrow(/synaxic:memoryMiB: got 2048; a monitoring replica host \(monitoringReplica\) needs at least 2560 MiB/);
   });
 });
 
