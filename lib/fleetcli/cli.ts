@@ -232,7 +232,7 @@ async function readFleet(o: CommonOptions, deps: FleetDeps, only?: string): Prom
     const stack = replicaStackName(o.mainStack, only);
     replicas = [{ stack, outputs: await deps.readStackOutputs(stack) }];
   } else {
-    replicas = (await readFleetOutputs(o.mainStack, o.replicaStacks, deps.readStackOutputs)).replicas;
+    replicas = (await readFleetOutputs(o.mainStack, o.replicaStacks, deps.readStackOutputs, main)).replicas;
   }
   for (const r of replicas) {
     const t = sshTargetOf(r.stack, r.outputs, "replica");

@@ -191,12 +191,14 @@ export async function readFleetOutputs(
   mainStack: string,
   named: readonly string[],
   read: ReadStackOutputs,
+  /** The main stack's outputs when already read. */
+  mainOutputs?: Record<string, unknown>,
 ): Promise<{ main: Record<string, unknown>; replicas: { stack: string; outputs: Record<string, unknown> }[] }> {
   if (named.length > 0) {
-    const [main, ...replicas] = await Promise.all([mainStack, ...named].map((s) => read(s)));
+    const [main, ...replicas] = await Promise.all([mainOutputs ? Promise.resolve(mainOutputs) : read(mainStack), ...named.map((s) => read(s))]);
     return { main: main!, replicas: named.map((stack, i) => ({ stack, outputs: replicas[i]! })) };
   }
-  const main = await read(mainStack);
+  const main = mainOutputs ?? (await read(mainStack));
   const stacks = listedReplicas(mainStack, main).map((r) => replicaStackName(mainStack, r));
   const replicas = await Promise.all(
     stacks.map(async (stack) => {

@@ -89,7 +89,7 @@ export function replicaStackName(mainStack: string, replicaName: string): string
 
 /** The replicas the main stack's outputs list (fleet.replicas), by name. */
 export function listedReplicas(mainStack: string, main: Record<string, unknown>): string[] {
-  return field(mainStack, main, "fleet", mainSchema.fleet).replicas.map((r) => r.name);
+  return field(mainStack, main, "fleet", z.object({ replicas: fleetInfoSchema.shape.replicas })).replicas.map((r) => r.name);
 }
 
 /** How to reach the main host, or a replica host from its own stack's outputs. */
