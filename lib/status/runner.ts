@@ -30,7 +30,7 @@ export type HostExec = (host: string, argv: readonly string[], stdin: string) =>
 
 /** The last lines of a failed command's output, for an error message. */
 export function tail(text: string, lines = 3): string {
-  const t = text.trim().split("\n").slice(-lines).join(" | ");
+  const t = text.trim().split(/\r?\n/).slice(-lines).join(" | ");
   return t.length > 0 ? t : "(no output)";
 }
 
