@@ -150,8 +150,7 @@ export async function deployFleet(ws: FleetWorkspace, o: DeployOptions, io: Depl
       outcomes.push({ stack: stack.name, ok: true, summary });
       return r;
     } catch (e) {
-      const message = e instanceof Error ? e.message : String(e);
-      const last = message.trim().split("\n").filter((l) => l.trim()).slice(-6).join("\n  ");
+      const last = failureLines(e instanceof Error ? e.message : String(e)).join("\n  ");
       const summary = `${stack.name}: FAILED after ${((io.now() - t0) / 1000).toFixed(1)} s\n  ${last}`;
       io.stderr(`${summary}\n`);
       outcomes.push({ stack: stack.name, ok: false, summary });
@@ -185,6 +184,16 @@ export async function deployFleet(ws: FleetWorkspace, o: DeployOptions, io: Depl
   }
   io.stdout(`\n${o.kind === "up" ? "Updated" : "Previewed"} ${outcomes.length} stack${outcomes.length === 1 ? "" : "s"}:\n${outcomes.map((x) => `  ${x.summary}`).join("\n")}\n`);
   return outcomes;
+}
+
+/**
+ * What to show of a failed stack: the CLI's error lines (the Automation API's
+ * CommandError carries the whole stdout and stderr), else the last lines.
+ */
+export function failureLines(message: string): string[] {
+  const lines = message.split(/\r?\n/).map((l) => l.trimEnd()).filter((l) => l.trim());
+  const errors = [...new Set(lines.filter((l) => /\berror\b/i.test(l) && !/^\s*\d+ errored$/.test(l)).map((l) => l.trim()))];
+  return errors.length ? errors.slice(0, 6) : lines.slice(-6).map((l) => l.trim());
 }
 
 function stopped(outcomes: StackOutcome[], rest: readonly string[], io: DeployIo): StackOutcome[] {

@@ -6,7 +6,7 @@
  * config); the first failure stops the run and names what was not run.
  */
 import { describe, expect, it } from "vitest";
-import { deployFleet, formatChanges, replicasFromConfig, type FleetStack, type FleetWorkspace, type StackRunResult } from "../../lib/fleetcli/deploy";
+import { deployFleet, failureLines, formatChanges, replicasFromConfig, type FleetStack, type FleetWorkspace, type StackRunResult } from "../../lib/fleetcli/deploy";
 
 interface FakeStackSpec {
   config?: Record<string, string>;
@@ -108,7 +108,7 @@ describe("fleet up / preview order", () => {
     const { ws, calls } = fakeWorkspace({
       [MAIN]: { outputs: fleetOutputs("replica-1", "replica-2", "replica-3") },
       "acme/synaxic/replica-1": {},
-      "acme/synaxic/replica-2": { fail: "docker:index:Container synaxic-replica-2-postgres: image not found" },
+      "acme/synaxic/replica-2": { fail: "error: docker:index:Container synaxic-replica-2-postgres: image not found" },
       "acme/synaxic/replica-3": {},
     });
     const { out, io: sink } = io();
@@ -164,5 +164,29 @@ describe("summaries and config", () => {
     expect(replicasFromConfig('["replica-1=10.10.0.3","replica-2 = 10.10.0.4"]')).toEqual(["replica-1", "replica-2"]);
     expect(replicasFromConfig(undefined)).toEqual([]);
     expect(() => replicasFromConfig("replica-1=10.10.0.3")).toThrow(/not a list/);
+  });
+});
+
+describe("a failed stack's summary", () => {
+  it("the CLI's error lines out of the Automation API's CommandError (its whole stdout and stderr), else the last lines", () => {
+    // The shape of automation/errors.js CommandError's message: code, stdout, stderr, err.
+    const message = [
+      "code: 255",
+      " stdout: Updating (replica-2):",
+      "    pulumi:pulumi:Stack synaxic-replica-2 running error: Running program failed with an unhandled exception:",
+      "Resources:",
+      "    1 errored",
+      "",
+      " stderr: ",
+      "error: update failed",
+      "error: update failed",
+      " err?: Error: Command failed with exit code 255: pulumi up --yes --skip-preview --stack replica-2 --non-interactive",
+    ].join("\n");
+    expect(failureLines(message)).toEqual([
+      "pulumi:pulumi:Stack synaxic-replica-2 running error: Running program failed with an unhandled exception:",
+      "error: update failed",
+      "err?: Error: Command failed with exit code 255: pulumi up --yes --skip-preview --stack replica-2 --non-interactive",
+    ]);
+    expect(failureLines("one\ntwo\n\nthree")).toEqual(["one", "two", "three"]);
   });
 });
