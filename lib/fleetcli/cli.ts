@@ -12,7 +12,7 @@ import { ConnectionError, StackOutputError, UsageError } from "../status/errors"
 import { fleetDatabase, listedReplicas, pulumiStackOutputs, replicaStackName, sshTargetOf, type ReadStackOutputs } from "../status/outputs";
 import { SshExec, type ExecResult, type SshMode, type SshOptions, type SshTarget } from "../status/runner";
 import { replicaCredentialsSchema } from "../fleetOutputs";
-import { automationWorkspace, deployFleet, type FleetWorkspace } from "./deploy";
+import { automationWorkspace, deployFleet, failureLines, type FleetWorkspace } from "./deploy";
 import {
   fleetService,
   logsArgv,
@@ -391,7 +391,14 @@ async function redisCli(o: CommonOptions, deps: FleetDeps): Promise<number> {
 async function deploy(kind: "up" | "preview", o: CommonOptions, deps: FleetDeps): Promise<number> {
   const workDir = resolve(o.cwd ?? deps.projectDir);
   if (!existsSync(join(workDir, "Pulumi.yaml"))) throw new UsageError(`no Pulumi.yaml in ${workDir}: give the project directory with --cwd`);
-  const ws = await deps.workspace(workDir);
-  const outcomes = await deployFleet(ws, { kind, mainStack: o.mainStack, replicaStacks: o.replicaStacks, showOutput: !o.quiet }, { stdout: deps.stdout, stderr: deps.stderr, now: () => performance.now() });
-  return outcomes.length > 0 && outcomes.every((x) => x.ok) ? EXIT.healthy : EXIT.error;
+  try {
+    const ws = await deps.workspace(workDir);
+    const outcomes = await deployFleet(ws, { kind, mainStack: o.mainStack, replicaStacks: o.replicaStacks, showOutput: !o.quiet }, { stdout: deps.stdout, stderr: deps.stderr, now: () => performance.now() });
+    return outcomes.length > 0 && outcomes.every((x) => x.ok) ? EXIT.healthy : EXIT.error;
+  } catch (e) {
+    // Before any stack ran: selecting the main stack or reading its config failed.
+    const message = e instanceof Error ? e.message : String(e);
+    if (/ENOENT: pulumi\b/.test(message)) throw new Error("the Pulumi CLI (pulumi) is not on PATH");
+    throw new Error(`cannot read the main stack ${o.mainStack}: ${failureLines(message).join(" | ")}`);
+  }
 }

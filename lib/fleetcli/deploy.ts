@@ -159,9 +159,16 @@ export async function deployFleet(ws: FleetWorkspace, o: DeployOptions, io: Depl
   };
 
   const laterReplicas = o.replicaStacks.length ? [...o.replicaStacks] : configured.map((n) => replicaStackName(o.mainStack, n));
+  const select = (name: string) =>
+    ws.select(name).catch((e: unknown) => {
+      const summary = `${name}: cannot select the stack: ${failureLines(e instanceof Error ? e.message : String(e)).join(" | ")}`;
+      io.stderr(`${summary}\n`);
+      outcomes.push({ stack: name, ok: false, summary });
+      return undefined;
+    });
   if (control) {
-    const c = await ws.select(control);
-    if (!(await run(c))) return stopped(outcomes, [o.mainStack, ...laterReplicas], io);
+    const c = await select(control);
+    if (!c || !(await run(c))) return stopped(outcomes, [o.mainStack, ...laterReplicas], io);
   }
   const mainResult = await run(main);
   if (!mainResult) return stopped(outcomes, laterReplicas, io);
@@ -174,12 +181,7 @@ export async function deployFleet(ws: FleetWorkspace, o: DeployOptions, io: Depl
     replicaStacks = names.map((n) => replicaStackName(o.mainStack, n));
   }
   for (const [i, name] of replicaStacks.entries()) {
-    const s = await ws.select(name).catch((e: unknown) => {
-      const summary = `${name}: cannot select the stack: ${e instanceof Error ? e.message.trim().split("\n").slice(-2).join(" ") : String(e)}`;
-      io.stderr(`${summary}\n`);
-      outcomes.push({ stack: name, ok: false, summary });
-      return undefined;
-    });
+    const s = await select(name);
     if (!s || !(await run(s))) return stopped(outcomes, replicaStacks.slice(i + 1), io);
   }
   io.stdout(`\n${o.kind === "up" ? "Updated" : "Previewed"} ${outcomes.length} stack${outcomes.length === 1 ? "" : "s"}:\n${outcomes.map((x) => `  ${x.summary}`).join("\n")}\n`);
@@ -191,7 +193,8 @@ export async function deployFleet(ws: FleetWorkspace, o: DeployOptions, io: Depl
  * CommandError carries the whole stdout and stderr), else the last lines.
  */
 export function failureLines(message: string): string[] {
-  const lines = message.split(/\r?\n/).map((l) => l.trimEnd()).filter((l) => l.trim());
+  // CommandError's message opens its stdout and stderr parts with " stdout: " and " stderr: ".
+  const lines = message.split(/\r?\n/).map((l) => l.trimEnd().replace(/^\s*std(out|err): /, "")).filter((l) => l.trim());
   const errors = [...new Set(lines.filter((l) => /\berror\b/i.test(l) && !/^\s*\d+ errored$/.test(l)).map((l) => l.trim()))];
   return errors.length ? errors.slice(0, 6) : lines.slice(-6).map((l) => l.trim());
 }

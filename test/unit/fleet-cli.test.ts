@@ -62,7 +62,7 @@ interface Recorder {
   stderr: string;
 }
 
-function fleet(opts: { outs?: Record<string, Record<string, unknown>>; tty?: boolean; env?: Record<string, string>; execResult?: (argv: readonly string[]) => { code: number; stdout: string; stderr: string }; input?: string } = {}) {
+function fleet(opts: { workspaceError?: Error; outs?: Record<string, Record<string, unknown>>; tty?: boolean; env?: Record<string, string>; execResult?: (argv: readonly string[]) => { code: number; stdout: string; stderr: string }; input?: string } = {}) {
   const outs = opts.outs ?? outputs();
   const rec: Recorder = { read: [], targets: [], opts: [], calls: [], stdout: "", stderr: "" };
   const stdin = Object.assign(new PassThrough(), { isTTY: opts.tty });
@@ -96,13 +96,13 @@ function fleet(opts: { outs?: Record<string, Record<string, unknown>>; tty?: boo
       return ssh;
     },
     workspace: async () => {
-      throw new Error("no workspace in these tests");
+      throw opts.workspaceError ?? new Error("no workspace in these tests");
     },
     stdin,
     stdout: (t) => (rec.stdout += t),
     stderr: (t) => (rec.stderr += t),
     env: { SSH_AUTH_SOCK: "/tmp/agent.sock", ...opts.env },
-    projectDir: "/nonexistent",
+    projectDir: join(__dirname, "..", ".."),
   };
   return { rec, run: (argv: string[]) => runFleet(argv, deps) };
 }
@@ -311,4 +311,21 @@ describe("npm run fleet (scripts/fleet.cjs): the compiled command", () => {
     expect(status.code).toBe(1);
     expect(status.stderr).toBe(`status: cannot read stack ${MAIN}: pulumi stack output failed: error: no stack named ${MAIN} found\n`);
   }, 150_000);
+});
+
+describe("fleet up / preview before any stack runs", () => {
+  it("no Pulumi CLI, a main stack that cannot be selected, no Pulumi project: exit 1 with one line that says so", async () => {
+    const a = fleet({ workspaceError: new Error("code: -2\n stdout: \n stderr: Command failed with ENOENT: pulumi version\nspawn pulumi ENOENT\n err?: Error: Command failed with ENOENT: pulumi version") });
+    expect(await a.run(["preview", "--main", MAIN])).toBe(1);
+    expect(a.rec.stderr).toBe("fleet preview: the Pulumi CLI (pulumi) is not on PATH\n");
+    const b = fleet({ workspaceError: new Error("code: 255\n stdout: \n stderr: error: no stack named 'acme/synaxic/main' found\n") });
+    expect(await b.run(["up", "--main", MAIN])).toBe(1);
+    expect(b.rec.stderr).toBe(`fleet up: cannot read the main stack ${MAIN}: error: no stack named 'acme/synaxic/main' found\n`);
+    const c = fleet();
+    expect(await c.run(["up", "--main", MAIN, "--cwd", "/"])).toBe(1);
+    expect(c.rec.stderr).toContain("no Pulumi.yaml in /: give the project directory with --cwd");
+    const d = fleet();
+    expect(await d.run(["up", "extra", "--main", MAIN])).toBe(1);
+    expect(d.rec.stderr).toContain("up takes no arguments");
+  });
 });
