@@ -1,5 +1,6 @@
 /**
- * Fleet replication status: `npm run status -- --main <stack> [--replica <stack>]...`
+ * Fleet replication status through ts-node: `ts-node scripts/status.ts --main <stack> [--replica <stack>]...`,
+ * the same command as `npm run fleet -- status` (scripts/fleet.ts, compiled), which `npm run status` runs.
  * Exit status 0 healthy, 2 unhealthy, 1 usage error or something unreachable.
  */
 import { defaultDeps, runStatus } from "../lib/status/cli";

@@ -1,6 +1,7 @@
 /**
- * The status command: reads the main stack's outputs and those of the
- * replica stacks named, reaches every host, prints the report and exits
+ * The status command (`fleet status`, also `npm run status`): reads the main
+ * stack's outputs and those of its replicas' stacks (found from the main
+ * stack's fleet.replicas, or named with --replica), reaches every host, prints the report and exits
  * 0 when the fleet is healthy, 2 when something is wrong, 1 when the check
  * itself could not be made (usage, stack outputs, a host unreachable).
  *
@@ -11,25 +12,33 @@ import { accessSync, constants, statSync } from "node:fs";
 import { CommandError, ConnectionError, StackOutputError, UsageError } from "./errors";
 import { buildReport, formatReport, formatReportJson, verdictOf } from "./format";
 import { gather, type HostRunner } from "./gather";
-import { buildPlan, pulumiStackOutputs, type ReadStackOutputs, type StatusPlan } from "./outputs";
+import { buildPlan, listedReplicas, pulumiStackOutputs, replicaStackName, type ReadStackOutputs, type StatusPlan } from "./outputs";
 import { containerRunner, SshExec } from "./runner";
 import { DEFAULT_THRESHOLDS, type Thresholds } from "./types";
 
 export const EXIT = { healthy: 0, error: 1, unhealthy: 2 } as const;
 
-export const USAGE = `Usage: npm run status -- --main <stack> [--replica <stack>]... [options]
+export const USAGE = `Usage: npm run fleet -- status --main <stack> [--replica <stack>]... [options]
+       (npm run status -- ... is the same command)
 
-Checks PostgreSQL and Redis replication across the fleet: reads the stacks'
-outputs (pulumi stack output --show-secrets), reaches each host over SSH with
-its pinned host key, and asks the servers in their containers.
+Checks PostgreSQL and Redis replication across the fleet, and per host the
+PostgreSQL timeline, uptime, WAL archiver and, when the fleet backs up, the
+newest backup: reads the stacks' outputs (pulumi stack output
+--show-secrets), reaches each host over SSH with its pinned host key, and
+asks the servers in their containers.
 
-  --main <stack>               the main stack, e.g. acme/synaxic/main (required)
-  --replica <stack>            a replica stack whose host to check as well (repeatable)
+  --main <stack>               the main stack, e.g. acme/synaxic/main
+                               (default: $SYNAXIC_MAIN_STACK)
+  --replica <stack>            a replica stack to check (repeatable); default: every
+                               replica the main stack lists, each in the stack named
+                               after it beside the main stack (acme/synaxic/replica-1)
   --identity <file>            SSH private key (default: the agent at SSH_AUTH_SOCK)
   --json                       print the report as JSON
   --max-lag-bytes <size>       replication lag that counts as a problem (default 16MB)
   --max-replay-lag <seconds>   replay_lag that counts as a problem (default 30)
   --max-redis-offset-lag <size>  Redis offset difference that counts as a problem (default 1MB)
+  --max-backup-age <hours>     a newest backup older than this (or none) is a problem
+                               (default: backups are shown, not judged)
   --timeout <seconds>          time limit of each command on a host (default 60)
   -h, --help                   this help
 
@@ -69,9 +78,9 @@ function stackName(option: string, text: string): string {
 }
 
 /** Parses the command line; throws UsageError with a message that names the option. */
-export function parseStatusArgs(argv: readonly string[]): StatusOptions {
+export function parseStatusArgs(argv: readonly string[], env: Readonly<Record<string, string | undefined>> = {}): StatusOptions {
   const o: StatusOptions = { mainStack: "", replicaStacks: [], json: false, thresholds: { ...DEFAULT_THRESHOLDS }, timeoutSeconds: 60, help: false };
-  const withValue = new Set(["--main", "--replica", "--identity", "--max-lag-bytes", "--max-replay-lag", "--max-redis-offset-lag", "--timeout"]);
+  const withValue = new Set(["--main", "--replica", "--identity", "--max-lag-bytes", "--max-replay-lag", "--max-redis-offset-lag", "--max-backup-age", "--timeout"]);
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     if (arg === "-h" || arg === "--help") {
@@ -118,13 +127,17 @@ export function parseStatusArgs(argv: readonly string[]): StatusOptions {
       case "--max-redis-offset-lag":
         o.thresholds.maxRedisOffsetLag = parseSize(name, value);
         break;
+      case "--max-backup-age":
+        o.thresholds.maxBackupAgeSeconds = parseSeconds(name, value) * 3600;
+        break;
       case "--timeout":
         o.timeoutSeconds = parseSeconds(name, value);
         if (o.timeoutSeconds < 1) throw new UsageError("--timeout must be at least 1 second");
         break;
     }
   }
-  if (!o.help && !o.mainStack) throw new UsageError("--main <stack> is required (the main stack, e.g. acme/synaxic/main)");
+  if (!o.mainStack && env.SYNAXIC_MAIN_STACK) o.mainStack = stackName("SYNAXIC_MAIN_STACK", env.SYNAXIC_MAIN_STACK);
+  if (!o.help && !o.mainStack) throw new UsageError("--main <stack> is required (the main stack, e.g. acme/synaxic/main), or SYNAXIC_MAIN_STACK in the environment");
   return o;
 }
 
@@ -168,6 +181,40 @@ export function defaultDeps(): StatusDeps {
   };
 }
 
+/**
+ * The main stack's outputs and those of the replica stacks: the ones named,
+ * or else one per replica the main stack lists, named after it. A replica
+ * stack found that way that cannot be read is an error that says how it was
+ * named.
+ */
+export async function readFleetOutputs(
+  mainStack: string,
+  named: readonly string[],
+  read: ReadStackOutputs,
+  /** The main stack's outputs when already read. */
+  mainOutputs?: Record<string, unknown>,
+): Promise<{ main: Record<string, unknown>; replicas: { stack: string; outputs: Record<string, unknown> }[] }> {
+  if (named.length > 0) {
+    const [main, ...replicas] = await Promise.all([mainOutputs ? Promise.resolve(mainOutputs) : read(mainStack), ...named.map((s) => read(s))]);
+    return { main: main!, replicas: named.map((stack, i) => ({ stack, outputs: replicas[i]! })) };
+  }
+  const main = mainOutputs ?? (await read(mainStack));
+  const stacks = listedReplicas(mainStack, main).map((r) => replicaStackName(mainStack, r));
+  const replicas = await Promise.all(
+    stacks.map(async (stack) => {
+      try {
+        return { stack, outputs: await read(stack) };
+      } catch (e) {
+        if (e instanceof StackOutputError) {
+          throw new StackOutputError(`${e.message} (the stack of a replica that ${mainStack} lists, named after it; name replica stacks with --replica if they are called otherwise)`);
+        }
+        throw e;
+      }
+    }),
+  );
+  return { main, replicas };
+}
+
 /** Runs the status command; resolves with the exit status. */
 export async function runStatus(argv: readonly string[], deps: StatusDeps): Promise<number> {
   const fail = (message: string, hint = false): number => {
@@ -176,7 +223,7 @@ export async function runStatus(argv: readonly string[], deps: StatusDeps): Prom
   };
   let options: StatusOptions;
   try {
-    options = parseStatusArgs(argv);
+    options = parseStatusArgs(argv, deps.env);
   } catch (e) {
     if (e instanceof UsageError) return fail(e.message, true);
     throw e;
@@ -189,12 +236,8 @@ export async function runStatus(argv: readonly string[], deps: StatusDeps): Prom
   let plan: StatusPlan;
   let connection: Connection;
   try {
-    const [main, ...replicas] = await Promise.all([options.mainStack, ...options.replicaStacks].map((s) => deps.readStackOutputs(s)));
-    plan = buildPlan(
-      options.mainStack,
-      main!,
-      options.replicaStacks.map((stack, i) => ({ stack, outputs: replicas[i]! })),
-    );
+    const { main, replicas } = await readFleetOutputs(options.mainStack, options.replicaStacks, deps.readStackOutputs);
+    plan = buildPlan(options.mainStack, main, replicas);
     connection = await deps.connect(plan, options, deps.env);
   } catch (e) {
     if (e instanceof UsageError) return fail(e.message, true);
@@ -203,7 +246,7 @@ export async function runStatus(argv: readonly string[], deps: StatusDeps): Prom
   }
 
   try {
-    const facts = await gather(connection.runner, { main: plan.targets[0]!.name, replicas: plan.targets.slice(1).map((t) => t.name) });
+    const facts = await gather(connection.runner, { main: plan.targets[0]!.name, replicas: plan.targets.slice(1).map((t) => t.name) }, { backups: plan.expectation.backups });
     const report = buildReport(plan.expectation, facts, options.thresholds);
     deps.stdout(options.json ? formatReportJson(report) : formatReport(report));
     const verdict = verdictOf(report);

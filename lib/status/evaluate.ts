@@ -40,6 +40,8 @@ export function evaluate(expect: FleetExpectation, facts: FleetFacts, t: Thresho
   if (!redis.ok && !redis.connection) add({ kind: "redis-unavailable", host: facts.main.name, message: `Redis did not answer: ${redis.error}` });
   if (redis.ok) redisMasterProblems(facts.main.name, redis.value, expect, facts, t, add);
 
+  hostExtras(facts.main, t, add);
+
   // Each replica host that was checked.
   for (const host of facts.replicas) {
     const r = expect.replicas.find((x) => x.name === host.name);
@@ -48,8 +50,35 @@ export function evaluate(expect: FleetExpectation, facts: FleetFacts, t: Thresho
     if (host.postgres.ok) replicaPgProblems(host.name, host.postgres.value, r, expect, t, add);
     if (!host.redis.ok && !host.redis.connection) add({ kind: "redis-unavailable", host: host.name, message: `Redis did not answer: ${host.redis.error}` });
     if (host.redis.ok) replicaRedisProblems(host.name, host.redis.value, r, expect, add);
+    hostExtras(host, t, add);
   }
   return problems;
+}
+
+/**
+ * WAL archiving that fails now (the last failure is newer than the last
+ * success) on any host; and, when a largest backup age is set, a newest
+ * backup older than that or none at all. Shown but not judged otherwise: a
+ * fresh fleet has no backup until its first scheduled one.
+ */
+function hostExtras(host: HostFacts, t: Thresholds, add: (p: Problem) => void): void {
+  const pg = host.postgres;
+  const a = pg.ok ? pg.value.archiver : null;
+  if (a && a.failedCount > 0 && a.lastFailedAgeSeconds !== null && (a.lastArchivedAgeSeconds === null || a.lastFailedAgeSeconds < a.lastArchivedAgeSeconds)) {
+    add({
+      kind: "archive-failing",
+      host: host.name,
+      message: `WAL archiving fails: ${a.lastFailedWal ?? "a segment"} failed ${Math.round(a.lastFailedAgeSeconds)} s ago, after the last success${a.lastArchivedAgeSeconds === null ? " (none yet)" : ""}; see the PostgreSQL log`,
+    });
+  }
+  const b = host.backup;
+  if (t.maxBackupAgeSeconds !== null && b?.ok) {
+    const n = b.value.newest;
+    if (!n) add({ kind: "backup-stale", host: host.name, message: `the repository holds no backup (stanza ${b.value.stanza}: ${b.value.status.message})` });
+    else if (n.ageSeconds > t.maxBackupAgeSeconds) {
+      add({ kind: "backup-stale", host: host.name, message: `the newest backup ${n.label} (${n.type}) is ${Math.round(n.ageSeconds)} s old (> ${t.maxBackupAgeSeconds} s)` });
+    }
+  }
 }
 
 function unreachable(host: HostFacts, add: (p: Problem) => void): void {

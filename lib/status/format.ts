@@ -3,6 +3,7 @@
  * line per replica and per Redis server, the problems, then the verdict.
  * Or the same as JSON (--json), for scripts.
  */
+import { formatDuration } from "./backup";
 import { evaluate, formatBytes } from "./evaluate";
 import type { FleetExpectation, FleetFacts, Gathered, HostFacts, PgFacts, Problem, RedisReplicationFacts, StatusReport, Thresholds } from "./types";
 
@@ -114,6 +115,39 @@ function redisSection(expectation: FleetExpectation, facts: FleetFacts): string[
   return out;
 }
 
+function archiverText(f: PgFacts): string {
+  const a = f.archiver;
+  if (!a) return "archiver unknown";
+  if (f.archiveMode === "off") return "archiving off";
+  const last = a.lastArchivedWal ? `, last ${a.lastArchivedWal}${a.lastArchivedAgeSeconds !== null ? ` ${formatDuration(a.lastArchivedAgeSeconds)} ago` : ""}` : "";
+  const failed = a.failedCount > 0 ? `, ${a.failedCount} failed${a.lastFailedWal ? ` (last ${a.lastFailedWal}${a.lastFailedAgeSeconds !== null ? ` ${formatDuration(a.lastFailedAgeSeconds)} ago` : ""})` : ""}` : ", none failed";
+  return `archiver: ${a.archivedCount} archived${last}${failed}`;
+}
+
+function hostLine(h: HostFacts): string[] {
+  const out: string[] = [];
+  const pg = h.postgres;
+  if (pg.ok) {
+    const f = pg.value;
+    const up = f.uptimeSeconds !== null ? `up ${formatDuration(f.uptimeSeconds)}${f.startedAt ? ` (since ${f.startedAt})` : ""}` : "uptime unknown";
+    out.push(`${h.name}: timeline ${dash(f.timeline)}, ${up}, ${archiverText(f)}`);
+  } else out.push(`${h.name}: ${failure(pg)}`);
+  const b = h.backup;
+  if (b) {
+    if (!b.ok) out.push(`  backups: ${failure(b)}`);
+    else {
+      const v = b.value;
+      const newest = v.newest ? `newest ${v.newest.type} ${v.newest.label}, ${formatDuration(v.newest.ageSeconds)} old` : "no backup yet";
+      out.push(`  backups: ${newest}; ${v.backupCount} in the repository, stanza ${v.stanza} ${v.status.code === 0 ? "ok" : `status ${v.status.code} (${v.status.message})`}${v.archiveMax ? `, WAL archived up to ${v.archiveMax}` : ""}`);
+    }
+  }
+  return out;
+}
+
+function hostsSection(facts: FleetFacts): string[] {
+  return ["Hosts", ...[facts.main, ...facts.replicas].flatMap(hostLine)];
+}
+
 function problemLine(p: Problem): string {
   return `- [${p.kind}] ${p.host}${p.subject ? ` (${p.subject})` : ""}: ${p.message}`;
 }
@@ -125,8 +159,11 @@ export function formatReport(report: StatusReport): string {
   out.push(...primarySection(facts.main, expectation), "");
   out.push(...replicaSection(expectation, facts), "");
   out.push(...redisSection(expectation, facts), "");
+  out.push(...hostsSection(facts), "");
   const t = report.thresholds;
-  out.push(`Thresholds: lag ${t.maxLagBytes} bytes, replay lag ${t.maxReplayLagSeconds} s, Redis offset ${t.maxRedisOffsetLag} bytes`);
+  out.push(
+    `Thresholds: lag ${t.maxLagBytes} bytes, replay lag ${t.maxReplayLagSeconds} s, Redis offset ${t.maxRedisOffsetLag} bytes${t.maxBackupAgeSeconds !== null ? `, backup age ${t.maxBackupAgeSeconds} s` : ""}`,
+  );
   if (report.problems.length === 0) out.push("Problems: none");
   else out.push("Problems:", ...report.problems.map(problemLine));
   const verdict = verdictOf(report);

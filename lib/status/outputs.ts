@@ -76,6 +76,45 @@ function optionalPort(stack: string, outputs: Record<string, unknown>): number {
   return outputs.sshPort === undefined ? 22 : field(stack, outputs, "sshPort", sshPort);
 }
 
+/**
+ * The stack of one of the main stack's replicas, named as the main stack is:
+ * same organisation and project, the replica's name as the stack's
+ * (acme/synaxic/main -> acme/synaxic/replica-1).
+ */
+export function replicaStackName(mainStack: string, replicaName: string): string {
+  const parts = mainStack.split("/");
+  parts[parts.length - 1] = replicaName;
+  return parts.join("/");
+}
+
+/** The replicas the main stack's outputs list (fleet.replicas), by name. */
+export function listedReplicas(mainStack: string, main: Record<string, unknown>): string[] {
+  return field(mainStack, main, "fleet", z.object({ replicas: fleetInfoSchema.shape.replicas })).replicas.map((r) => r.name);
+}
+
+/** How to reach the main host, or a replica host from its own stack's outputs. */
+export function sshTargetOf(stack: string, outputs: Record<string, unknown>, role: "main" | "replica"): SshTarget {
+  return {
+    name: role === "main" ? "main" : field(stack, outputs, "replicaName", replicaSchema.replicaName),
+    address: field(stack, outputs, "publicAddress", role === "main" ? mainSchema.publicAddress : replicaSchema.publicAddress),
+    port: optionalPort(stack, outputs),
+    user: field(stack, outputs, "sshUser", mainSchema.sshUser),
+    hostKey: field(stack, outputs, "hostKey", mainSchema.hostKey),
+  };
+}
+
+/** Whether the fleet backs up: the main stack's fleet.backup is set (null or absent: no backups). */
+export function fleetHasBackups(main: Record<string, unknown>): boolean {
+  const fleet = main.fleet as { backup?: unknown } | undefined;
+  return typeof fleet?.backup === "object" && fleet.backup !== null;
+}
+
+/** The application's database (fleet.databaseName), when the main stack says. */
+export function fleetDatabase(main: Record<string, unknown>): string | undefined {
+  const name = (main.fleet as { databaseName?: unknown } | undefined)?.databaseName;
+  return typeof name === "string" && /^[A-Za-z_][A-Za-z0-9_]*$/.test(name) ? name : undefined;
+}
+
 /** Everything the status command needs, from the stacks. Holds the Redis admin password: keep it out of output. */
 export interface StatusPlan {
   expectation: FleetExpectation;
@@ -136,6 +175,7 @@ export function buildPlan(mainStack: string, main: Record<string, unknown>, repl
       redisPort: fleet.ports.redis,
       replicas,
       unknownReplicaStacks,
+      backups: fleetHasBackups(main),
     },
     targets,
     ports: { postgres: fleet.ports.postgres, redis: fleet.ports.redis },

@@ -6,6 +6,13 @@
  * LSNs and from the walsender's own lag columns, never from
  * now() - pg_last_xact_replay_timestamp(), which grows on an idle primary.
  *
+ * Per server it also reports the timeline of the last checkpoint
+ * (pg_control_checkpoint(), PostgreSQL docs "System Information Functions",
+ * Table "pg_control_checkpoint Output Columns": timeline_id), when the server
+ * started (pg_postmaster_start_time()) and the WAL archiver's counters
+ * (pg_stat_archiver: archived_count, last_archived_time, failed_count,
+ * last_failed_time; docs "Monitoring Database Activity").
+ *
  * The query returns one JSON document on one line (jsonb's text form, with
  * psql --no-align --tuples-only), so the output needs no column splitting
  * and NULLs stay NULLs.
@@ -29,6 +36,22 @@ SELECT pg_catalog.json_build_object(
   'replay_lsn', pg_catalog.pg_last_wal_replay_lsn(),
   'lag_bytes', pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_last_wal_receive_lsn(), pg_catalog.pg_last_wal_replay_lsn()),
   'replay_paused', CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_is_wal_replay_paused() END,
+  -- The timeline of the last checkpoint (restartpoint on a standby), from pg_control.
+  'timeline', (pg_catalog.pg_control_checkpoint()).timeline_id,
+  'started_at', pg_catalog.pg_postmaster_start_time(),
+  'uptime_seconds', extract(epoch FROM pg_catalog.now() - pg_catalog.pg_postmaster_start_time()),
+  'archive_mode', pg_catalog.current_setting('archive_mode'),
+  'archiver', (
+    SELECT pg_catalog.row_to_json(a) FROM (
+      SELECT archived_count,
+             last_archived_wal,
+             extract(epoch FROM pg_catalog.now() - last_archived_time) AS last_archived_age,
+             failed_count,
+             last_failed_wal,
+             extract(epoch FROM pg_catalog.now() - last_failed_time) AS last_failed_age
+      FROM pg_catalog.pg_stat_archiver
+    ) a
+  ),
   'wal_receiver', (
     SELECT pg_catalog.row_to_json(w) FROM (
       SELECT status, sender_host, sender_port, slot_name FROM pg_catalog.pg_stat_wal_receiver
@@ -72,6 +95,22 @@ const statusSchema = z.object({
   replay_lsn: lsn,
   lag_bytes: num,
   replay_paused: z.boolean().nullable(),
+  // Absent from the output of an older status query: read as unknown.
+  timeline: z.number().int().nullable().optional(),
+  started_at: z.string().nullable().optional(),
+  uptime_seconds: num.optional(),
+  archive_mode: z.string().nullable().optional(),
+  archiver: z
+    .object({
+      archived_count: z.number(),
+      last_archived_wal: z.string().nullable(),
+      last_archived_age: num,
+      failed_count: z.number(),
+      last_failed_wal: z.string().nullable(),
+      last_failed_age: num,
+    })
+    .nullable()
+    .optional(),
   wal_receiver: z
     .object({ status: z.string(), sender_host: z.string().nullable(), sender_port: z.number().nullable(), slot_name: z.string().nullable() })
     .nullable(),
@@ -126,6 +165,20 @@ export function parsePgStatus(stdout: string): PgFacts {
     replayLsn: d.replay_lsn,
     lagBytes: d.in_recovery ? d.lag_bytes : null,
     replayPaused: d.replay_paused,
+    timeline: d.timeline ?? null,
+    startedAt: d.started_at ?? null,
+    uptimeSeconds: d.uptime_seconds ?? null,
+    archiveMode: d.archive_mode ?? null,
+    archiver: d.archiver
+      ? {
+          archivedCount: d.archiver.archived_count,
+          lastArchivedWal: d.archiver.last_archived_wal,
+          lastArchivedAgeSeconds: d.archiver.last_archived_age,
+          failedCount: d.archiver.failed_count,
+          lastFailedWal: d.archiver.last_failed_wal,
+          lastFailedAgeSeconds: d.archiver.last_failed_age,
+        }
+      : null,
     walReceiver: d.wal_receiver
       ? { status: d.wal_receiver.status, senderHost: d.wal_receiver.sender_host, senderPort: d.wal_receiver.sender_port, slotName: d.wal_receiver.slot_name }
       : null,

@@ -16,6 +16,7 @@ import { psqlScriptArgv } from "../../templates/postgres-sql";
 import { REDIS_CONTAINER_PATHS } from "../../templates/redis";
 import { CommandError, ConnectionError } from "./errors";
 import type { HostRunner } from "./gather";
+import { backupInfoArgv } from "./backup";
 import { redisCliScript } from "./redis";
 
 export interface ExecResult {
@@ -29,7 +30,7 @@ export type HostExec = (host: string, argv: readonly string[], stdin: string) =>
 
 /** The last lines of a failed command's output, for an error message. */
 export function tail(text: string, lines = 3): string {
-  const t = text.trim().split("\n").slice(-lines).join(" | ");
+  const t = text.trim().split(/\r?\n/).slice(-lines).join(" | ");
   return t.length > 0 ? t : "(no output)";
 }
 
@@ -54,6 +55,11 @@ export function redisExecArgv(host: string, port: number, user: string, args: re
   return ["docker", "exec", "-i", containerName(host, "redis"), "sh", "-c", redisCliScript({ caFile: REDIS_CONTAINER_PATHS.caFile, port, user, args })];
 }
 
+/** Argv (on the host) that prints the backup repository's contents from the host's PostgreSQL container, as postgres. */
+export function backupInfoExecArgv(host: string): string[] {
+  return ["docker", "exec", "-u", "postgres", containerName(host, "postgres"), ...backupInfoArgv()];
+}
+
 /** A HostRunner over the services' containers on each host. */
 export function containerRunner(o: ContainerRunnerOptions): HostRunner {
   return {
@@ -67,6 +73,11 @@ export function containerRunner(o: ContainerRunnerOptions): HostRunner {
       const r = await o.exec(host, redisExecArgv(host, o.ports.redis, o.redisAdmin.user, args), `${pw}\n`);
       if (r.code !== 0) throw new CommandError(host, `redis-cli ${args.join(" ")}`, redact(`exit ${r.code}: ${tail(r.stderr || r.stdout)}`, pw));
       return redact(r.stdout, pw);
+    },
+    async backupInfo(host) {
+      const r = await o.exec(host, backupInfoExecArgv(host), "");
+      if (r.code !== 0) throw new CommandError(host, "pgbackrest info", `exit ${r.code}: ${tail(r.stderr || r.stdout)}`);
+      return r.stdout;
     },
   };
 }
@@ -99,12 +110,24 @@ export function knownHostsLine(t: Pick<SshTarget, "address" | "port" | "hostKey"
   return `${pattern} ${type} ${body}\n`;
 }
 
+/** How a command runs over SSH: with a terminal (ssh -t) or not, with a time limit or not. */
+export interface SshMode {
+  /** Allocate a terminal on the host (ssh -t): only when our own stdin is one. */
+  tty?: boolean;
+  /** No time limit (interactive sessions, `logs -f`); otherwise SshOptions.timeoutSeconds. */
+  untimed?: boolean;
+}
+
 /** The ssh client's argv (after the program name) for one command on a host. */
-export function sshArgv(t: SshTarget, knownHostsFile: string, opts: SshOptions, remoteArgv: readonly string[]): string[] {
+export function sshArgv(t: SshTarget, knownHostsFile: string, opts: SshOptions, remoteArgv: readonly string[], mode: SshMode = {}): string[] {
   const asRoot = t.user === "root" ? [] : ["sudo", "-n"];
-  const remote = sh([...asRoot, "timeout", "--kill-after=5", String(opts.timeoutSeconds), ...remoteArgv]);
+  // GNU timeout runs its command in the background, where it cannot read a terminal (coreutils timeout --foreground):
+  // interactive sessions go without it.
+  const limit = mode.untimed ? [] : ["timeout", "--kill-after=5", String(opts.timeoutSeconds)];
+  const remote = sh([...asRoot, ...limit, ...remoteArgv]);
   return [
-    "-T",
+    // ssh(1): -t forces a pseudo-terminal on the remote side; -T disables it.
+    mode.tty ? "-t" : "-T",
     "-o", "BatchMode=yes",
     "-o", "StrictHostKeyChecking=yes",
     "-o", `UserKnownHostsFile=${knownHostsFile}`,
@@ -177,6 +200,58 @@ export class SshExec {
       child.stdin.end(stdin);
     });
   };
+
+  /**
+   * Runs argv on a host with this process's own standard streams (stdin
+   * only when `stdin` is "inherit"); resolves with the exit status. For
+   * interactive sessions and streamed output. ssh's own failure (255) is a
+   * ConnectionError.
+   */
+  attach(host: string, argv: readonly string[], mode: SshMode & { stdin: "inherit" | "ignore" }): Promise<number> {
+    const t = this.targets.find((x) => x.name === host);
+    const knownHosts = this.knownHosts.get(host);
+    if (!t || !knownHosts) return Promise.reject(new Error(`no SSH target for host ${host}`));
+    const bin = this.opts.sshBinary ?? "ssh";
+    const args = sshArgv(t, knownHosts, this.opts, argv, mode);
+    return new Promise<number>((resolve, reject) => {
+      const child = spawn(bin, args, { stdio: [mode.stdin, "inherit", "pipe"] });
+      let stderr = "";
+      child.stderr.on("data", (d: Buffer) => {
+        stderr += d.toString();
+        process.stderr.write(d);
+      });
+      child.on("error", (e) => reject(new ConnectionError(host, `cannot run ${bin}: ${e.message}`)));
+      child.on("close", (code, signal) => {
+        if (code === 255) reject(new ConnectionError(host, `ssh ${t.user}@${t.address}:${t.port}: ${tail(stderr)}`));
+        else resolve(code ?? (signal ? 128 : 1));
+      });
+    });
+  }
+
+  /** Like exec, but the standard input is streamed from `input` after `first` (the non-terminal redis-cli session). */
+  pipeThrough(host: string, argv: readonly string[], first: string, input: NodeJS.ReadableStream): Promise<number> {
+    const t = this.targets.find((x) => x.name === host);
+    const knownHosts = this.knownHosts.get(host);
+    if (!t || !knownHosts) return Promise.reject(new Error(`no SSH target for host ${host}`));
+    const bin = this.opts.sshBinary ?? "ssh";
+    const args = sshArgv(t, knownHosts, this.opts, argv, { untimed: true });
+    return new Promise<number>((resolve, reject) => {
+      const child = spawn(bin, args, { stdio: ["pipe", "inherit", "pipe"] });
+      let stderr = "";
+      child.stderr.on("data", (d: Buffer) => {
+        stderr += d.toString();
+        process.stderr.write(d);
+      });
+      child.on("error", (e) => reject(new ConnectionError(host, `cannot run ${bin}: ${e.message}`)));
+      child.on("close", (code, signal) => {
+        if (code === 255) reject(new ConnectionError(host, `ssh ${t.user}@${t.address}:${t.port}: ${tail(stderr)}`));
+        else resolve(code ?? (signal ? 128 : 1));
+      });
+      child.stdin.on("error", () => undefined);
+      child.stdin.write(first);
+      input.pipe(child.stdin);
+    });
+  }
 
   close(): void {
     rmSync(this.dir, { recursive: true, force: true });

@@ -43,6 +43,16 @@ export interface PgWalReceiver {
   slotName: string | null;
 }
 
+/** pg_stat_archiver, with ages in seconds (now() - the view's times) instead of times. */
+export interface PgArchiver {
+  archivedCount: number;
+  lastArchivedWal: string | null;
+  lastArchivedAgeSeconds: number | null;
+  failedCount: number;
+  lastFailedWal: string | null;
+  lastFailedAgeSeconds: number | null;
+}
+
 /** What one PostgreSQL server reports, whatever its role. */
 export interface PgFacts {
   inRecovery: boolean;
@@ -55,6 +65,14 @@ export interface PgFacts {
   lagBytes: number | null;
   /** pg_is_wal_replay_paused() on a standby. */
   replayPaused: boolean | null;
+  /** Timeline of the last checkpoint (restartpoint on a standby); null when the server did not say. */
+  timeline: number | null;
+  /** pg_postmaster_start_time() as PostgreSQL prints a timestamptz in JSON. */
+  startedAt: string | null;
+  uptimeSeconds: number | null;
+  /** The archive_mode setting (off, on, always). */
+  archiveMode: string | null;
+  archiver: PgArchiver | null;
   walReceiver: PgWalReceiver | null;
   /** Standbys streaming from this server (the replicas, on the primary). */
   replication: PgReplicationRow[];
@@ -92,10 +110,24 @@ export type Gathered<T> =
   /** connection: the host itself could not be reached (SSH); otherwise the service did not answer. */
   | { ok: false; error: string; connection: boolean };
 
+/** The backup repository as one host's pgBackRest sees it (`pgbackrest info --output=json`). */
+export interface BackupFacts {
+  stanza: string;
+  /** The stanza's status: 0 ok, 2 no valid backups, ... (pgBackRest's info command). */
+  status: { code: number; message: string };
+  backupCount: number;
+  /** The most recent backup (by stop time), if any. */
+  newest: { label: string; type: "full" | "diff" | "incr"; stoppedAt: number; ageSeconds: number } | null;
+  /** The newest WAL segment in the archive, if any. */
+  archiveMax: string | null;
+}
+
 export interface HostFacts {
   name: string;
   postgres: Gathered<PgFacts>;
   redis: Gathered<RedisReplicationFacts>;
+  /** null: the fleet has no backups (the main stack's fleet.backup is null). */
+  backup: Gathered<BackupFacts> | null;
 }
 
 export type PostgresMode = "replica" | "promoted" | "rejoin";
@@ -120,6 +152,8 @@ export interface FleetExpectation {
   replicas: ExpectedReplica[];
   /** Replica stacks given on the command line whose replica the main stack does not list. */
   unknownReplicaStacks: { stack: string; replicaName: string }[];
+  /** The fleet backs up (the main stack's fleet.backup is set): each host's pgBackRest is asked. */
+  backups?: boolean;
 }
 
 export interface FleetFacts {
@@ -134,12 +168,15 @@ export interface Thresholds {
   maxReplayLagSeconds: number;
   /** Largest acceptable Redis offset difference in bytes. */
   maxRedisOffsetLag: number;
+  /** Oldest acceptable newest backup in seconds; null: backups are shown, not judged. */
+  maxBackupAgeSeconds: number | null;
 }
 
 export const DEFAULT_THRESHOLDS: Thresholds = {
   maxLagBytes: 16 * 1024 * 1024,
   maxReplayLagSeconds: 30,
   maxRedisOffsetLag: 1024 * 1024,
+  maxBackupAgeSeconds: null,
 };
 
 export type ProblemKind =
@@ -163,7 +200,9 @@ export type ProblemKind =
   | "redis-link-down"
   | "redis-replica-missing"
   | "redis-offset-lag"
-  | "replica-stack-unknown";
+  | "replica-stack-unknown"
+  | "archive-failing"
+  | "backup-stale";
 
 export interface Problem {
   kind: ProblemKind;

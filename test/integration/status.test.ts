@@ -105,6 +105,10 @@ function rigRunner(redisAdmin: { user: string; password: string }): HostRunner {
       if (r.code !== 0) throw new CommandError(host, "redis-cli", `exit ${r.code}: ${r.stderr.trim()}`);
       return r.stdout;
     },
+    async backupInfo(host) {
+      // This fleet has no backups (no fleet.backup): the command never asks.
+      throw new Error(`pgbackrest info asked on ${host} of a fleet without backups`);
+    },
   };
 }
 
@@ -204,6 +208,12 @@ describe("status command against real servers", () => {
       expect(Math.abs(row.lagBytes! - lsnDiff(pg.value.currentLsn!, row.replayLsn!))).toBeLessThan(64 * 1024);
     }
     expect(pg.value.slots.map((s) => [s.slotName, s.active, s.walStatus])).toEqual(replicas.map((r) => [r.slotName, true, "reserved"]));
+    // Timeline and uptime, as the server itself says (pg_control_checkpoint(), pg_postmaster_start_time()).
+    expect(pg.value.timeline).toBe(await main.timeline());
+    expect(pg.value.uptimeSeconds!).toBeGreaterThan(0);
+    expect(Math.abs(Date.parse(pg.value.startedAt!) + pg.value.uptimeSeconds! * 1000 - Date.now())).toBeLessThan(30_000);
+    expect(pg.value.archiver).toMatchObject({ failedCount: 0 });
+    expect(text.stdout).toMatch(new RegExp(`^main: timeline ${pg.value.timeline}, up \\d+ (s|min) \\(since \\d{4}-`, "m"));
     for (const h of report.facts.replicas) {
       if (!h.postgres.ok) throw new Error(h.postgres.error);
       expect(h.postgres.value.inRecovery).toBe(true);

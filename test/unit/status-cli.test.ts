@@ -67,6 +67,7 @@ const REPLICA_INFO = "# Replication\r\nrole:slave\r\nmaster_host:10.0.0.1\r\nmas
 interface Fake {
   pg?: Record<string, unknown>;
   redis?: Record<string, string>;
+  backupInfo?: string;
   fail?: Record<string, Error>;
 }
 
@@ -83,6 +84,10 @@ function fakeRunner(f: Fake = {}): HostRunner {
       if (f.fail?.[host]) throw f.fail[host];
       expect(args).toEqual(["INFO", "replication"]);
       return redis[host]!;
+    },
+    backupInfo: async (host) => {
+      if (f.fail?.[host]) throw f.fail[host];
+      return f.backupInfo ?? "[]";
     },
   };
 }
@@ -128,7 +133,7 @@ describe("arguments", () => {
       replicaStacks: [R1, R2],
       identityFile: "/keys/id",
       json: true,
-      thresholds: { maxLagBytes: 64 * 1024 * 1024, maxReplayLagSeconds: 2.5, maxRedisOffsetLag: 512 * 1024 },
+      thresholds: { maxLagBytes: 64 * 1024 * 1024, maxReplayLagSeconds: 2.5, maxRedisOffsetLag: 512 * 1024, maxBackupAgeSeconds: null },
       timeoutSeconds: 20,
       help: false,
     });
@@ -166,7 +171,8 @@ describe("arguments", () => {
     expect(r.code).toBe(0);
     expect(r.stdout).toBe(USAGE);
     expect(r.read).toEqual([]);
-    expect(USAGE).toContain("npm run status -- --main <stack> [--replica <stack>]...");
+    expect(USAGE).toContain("npm run fleet -- status --main <stack> [--replica <stack>]...");
+    expect(USAGE).toContain("(npm run status -- ... is the same command)");
   });
 });
 
@@ -186,11 +192,65 @@ describe("stack outputs", () => {
       ["replica-1", true, "replica"],
       ["replica-2", true, "replica"],
     ]);
-    // Only the main stack: replica hosts are not reached, but still expected.
-    const mainOnly = await run(["--main", MAIN]);
-    expect(mainOnly.plan!.targets.map((t) => t.name)).toEqual(["main"]);
-    expect(mainOnly.plan!.expectation.replicas.map((x) => x.checked)).toEqual([false, false]);
-    expect(mainOnly.code).toBe(0);
+    // Only replica-1 named: replica-2's host is not reached, but still expected.
+    const one = await run(["--main", MAIN, "--replica", R1]);
+    expect(one.read).toEqual([MAIN, R1]);
+    expect(one.plan!.targets.map((t) => t.name)).toEqual(["main", "replica-1"]);
+    expect(one.plan!.expectation.replicas.map((x) => x.checked)).toEqual([true, false]);
+    expect(one.code).toBe(0);
+  });
+
+  it("without --replica, finds the replica stacks from the main stack's fleet.replicas, named after each replica beside it", async () => {
+    const r = await run(["--main", MAIN]);
+    expect(r.read).toEqual([MAIN, R1, R2]);
+    expect(r.plan!.targets.map((t) => t.name)).toEqual(["main", "replica-1", "replica-2"]);
+    expect(r.plan!.expectation.replicas.map((x) => x.checked)).toEqual([true, true]);
+    expect(r.code).toBe(0);
+    // A stack named without organisation and project: the replica's stack is named the same way.
+    const outs = outputs();
+    const bare = await run(["--main", "main"], { outs: { main: outs[MAIN]!, "replica-1": outs[R1]!, "replica-2": outs[R2]! } });
+    expect(bare.read).toEqual(["main", "replica-1", "replica-2"]);
+    expect(bare.code).toBe(0);
+  });
+
+  it("the main stack from SYNAXIC_MAIN_STACK when --main is not given", async () => {
+    const r = await run([], { deps: { env: { SYNAXIC_MAIN_STACK: MAIN } } });
+    expect(r.read).toEqual([MAIN, R1, R2]);
+    expect(r.code).toBe(0);
+  });
+
+  it("a replica stack found from the main stack that does not exist: exit 1 saying how it was named and how to name it", async () => {
+    const outs = outputs();
+    delete outs[R2];
+    const r = await run(["--main", MAIN], { outs });
+    expect(r.code).toBe(EXIT.error);
+    expect(r.stderr).toContain(`status: cannot read stack ${R2}: pulumi stack output failed`);
+    expect(r.stderr).toContain(`the stack of a replica that ${MAIN} lists, named after it; name replica stacks with --replica`);
+  });
+
+  it("asks each host's pgBackRest only when the main stack's fleet.backup is set", async () => {
+    const info = JSON.stringify([
+      {
+        name: "synaxic",
+        status: { code: 0, message: "ok" },
+        backup: [{ label: "20261130-010000F", type: "full", timestamp: { start: 1000, stop: 1100 }, info: { size: 1, delta: 1, repository: { size: 1, delta: 1 } } }],
+        archive: [{ id: "15-1", min: "000000010000000000000001", max: "000000010000000000000007" }],
+      },
+    ]);
+    const without = await run(ALL, { fake: { backupInfo: "not json" } });
+    expect(without.code).toBe(0);
+    expect(without.stdout).not.toContain("backups:");
+    const outs = outputs();
+    (outs[MAIN]!.fleet as Record<string, unknown>).backup = { repository: {}, schedule: {}, standby: null };
+    const withBackups = await run([...ALL, "--json"], { outs, fake: { backupInfo: info } });
+    expect(withBackups.code).toBe(0);
+    const report = JSON.parse(withBackups.stdout);
+    expect(report.facts.main.backup.value).toMatchObject({ stanza: "synaxic", backupCount: 1, newest: { label: "20261130-010000F", type: "full", stoppedAt: 1100 } });
+    expect(report.facts.replicas.map((h: { backup: { ok: boolean } }) => h.backup.ok)).toEqual([true, true]);
+    // Judged only with --max-backup-age: the backup stopped at 1100 (1970) is older than a day.
+    const judged = await run([...ALL, "--max-backup-age", "24"], { outs, fake: { backupInfo: info } });
+    expect(judged.code).toBe(EXIT.unhealthy);
+    expect(judged.stdout).toMatch(/^- \[backup-stale\] main: the newest backup 20261130-010000F \(full\) is \d+ s old \(> 86400 s\)$/m);
   });
 
   it.each([

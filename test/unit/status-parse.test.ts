@@ -20,7 +20,34 @@ describe("PostgreSQL status query", () => {
     expect(PG_STATUS_SQL).toContain("pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_last_wal_receive_lsn(), pg_catalog.pg_last_wal_replay_lsn())");
     expect(PG_STATUS_SQL).toContain("extract(epoch FROM replay_lag) AS replay_lag");
     expect(PG_STATUS_SQL).toContain("restart_lsn) AS retained_bytes");
-    expect(PG_STATUS_SQL).not.toMatch(/last_xact_replay_timestamp|now\(\)/);
+    expect(PG_STATUS_SQL).not.toMatch(/last_xact_replay_timestamp/);
+    // now() only for the server's uptime and the archiver's ages, never for lag.
+    expect([...PG_STATUS_SQL.matchAll(/now\(\) - ([a-z_.]+(\(\))?)/g)].map((m) => m[1])).toEqual(["pg_catalog.pg_postmaster_start_time()", "last_archived_time", "last_failed_time"]);
+    expect(PG_STATUS_SQL.match(/now\(\)/g)).toHaveLength(3);
+  });
+
+  it("asks for the checkpoint's timeline, the start time and the archiver", () => {
+    expect(PG_STATUS_SQL).toContain("'timeline', (pg_catalog.pg_control_checkpoint()).timeline_id");
+    expect(PG_STATUS_SQL).toContain("'started_at', pg_catalog.pg_postmaster_start_time()");
+    expect(PG_STATUS_SQL).toContain("FROM pg_catalog.pg_stat_archiver");
+    expect(PG_STATUS_SQL).toContain("'archive_mode', pg_catalog.current_setting('archive_mode')");
+  });
+
+  it("parses the timeline, uptime and archiver; their absence (an older query) reads as unknown", () => {
+    const withExtras = JSON.parse(PRIMARY) as Record<string, unknown>;
+    Object.assign(withExtras, {
+      timeline: 2,
+      started_at: "2026-11-30T14:02:11.093114+00:00",
+      uptime_seconds: 125.000513,
+      archive_mode: "on",
+      archiver: { archived_count: 7, last_archived_wal: "000000020000000000000007", last_archived_age: 3.5, failed_count: 1, last_failed_wal: "000000010000000000000003", last_failed_age: 600.25 },
+    });
+    const f = parsePgStatus(JSON.stringify(withExtras));
+    expect([f.timeline, f.startedAt, f.uptimeSeconds, f.archiveMode]).toEqual([2, "2026-11-30T14:02:11.093114+00:00", 125.000513, "on"]);
+    expect(f.archiver).toEqual({ archivedCount: 7, lastArchivedWal: "000000020000000000000007", lastArchivedAgeSeconds: 3.5, failedCount: 1, lastFailedWal: "000000010000000000000003", lastFailedAgeSeconds: 600.25 });
+    const old = parsePgStatus(PRIMARY);
+    expect([old.timeline, old.startedAt, old.uptimeSeconds, old.archiveMode, old.archiver]).toEqual([null, null, null, null, null]);
+    expect(() => parsePgStatus(JSON.stringify({ ...withExtras, timeline: "two" }))).toThrow(/timeline/);
   });
 
   it("parses a primary: walsenders with LSNs, lag bytes and lag seconds; slots with retained WAL", () => {
@@ -32,6 +59,11 @@ describe("PostgreSQL status query", () => {
       replayLsn: null,
       lagBytes: null,
       replayPaused: null,
+      timeline: null,
+      startedAt: null,
+      uptimeSeconds: null,
+      archiveMode: null,
+      archiver: null,
       walReceiver: null,
       replication: [
         {

@@ -8,7 +8,7 @@ import { evaluate, formatBytes } from "../../lib/status/evaluate";
 import { buildReport, formatReport, formatReportJson, table, verdictOf } from "../../lib/status/format";
 import type { FleetExpectation, FleetFacts, HostFacts, PgFacts, Problem, RedisReplicationFacts, Thresholds } from "../../lib/status/types";
 
-const T: Thresholds = { maxLagBytes: 1000, maxReplayLagSeconds: 5, maxRedisOffsetLag: 500 };
+const T: Thresholds = { maxLagBytes: 1000, maxReplayLagSeconds: 5, maxRedisOffsetLag: 500, maxBackupAgeSeconds: null };
 const R = [
   { name: "replica-1", ip: "10.0.0.2", slot: "synaxic_replica_1" },
   { name: "replica-2", ip: "10.0.0.3", slot: "synaxic_replica_2" },
@@ -31,6 +31,11 @@ function primaryPg(): PgFacts {
     replayLsn: null,
     lagBytes: null,
     replayPaused: null,
+    timeline: 1,
+    startedAt: "2026-11-28T09:00:00.000+00:00",
+    uptimeSeconds: 2 * 86400 + 3 * 3600 + 125,
+    archiveMode: "on",
+    archiver: { archivedCount: 42, lastArchivedWal: "00000001000000000000002A", lastArchivedAgeSeconds: 35, failedCount: 0, lastFailedWal: null, lastFailedAgeSeconds: null },
     walReceiver: null,
     replication: R.map((r, i) => ({
       applicationName: r.name,
@@ -58,6 +63,11 @@ function standbyPg(i: number): PgFacts {
     replayLsn: i === 0 ? "0/3000148" : "0/3000060",
     lagBytes: i === 0 ? 0 : 232,
     replayPaused: false,
+    timeline: 1,
+    startedAt: "2026-11-30T08:00:00.000+00:00",
+    uptimeSeconds: 3600 * (i + 1) + 60,
+    archiveMode: "on",
+    archiver: { archivedCount: 0, lastArchivedWal: null, lastArchivedAgeSeconds: null, failedCount: 0, lastFailedWal: null, lastFailedAgeSeconds: null },
     walReceiver: { status: "streaming", senderHost: "10.0.0.1", senderPort: 5432, slotName: R[i]!.slot },
     replication: [],
     slots: [],
@@ -97,8 +107,8 @@ function replicaRedis(i: number): RedisReplicationFacts {
 function healthy(): FleetFacts {
   const ok = <V>(value: V) => ({ ok: true as const, value });
   return {
-    main: { name: "main", postgres: ok(primaryPg()), redis: ok(masterRedis()) },
-    replicas: R.map((r, i) => ({ name: r.name, postgres: ok(standbyPg(i)), redis: ok(replicaRedis(i)) })),
+    main: { name: "main", postgres: ok(primaryPg()), redis: ok(masterRedis()), backup: null },
+    replicas: R.map((r, i) => ({ name: r.name, postgres: ok(standbyPg(i)), redis: ok(replicaRedis(i)), backup: null })),
   };
 }
 
@@ -362,7 +372,7 @@ describe("report", () => {
     e.replicas[1]!.checked = false;
     f.replicas.pop();
     const err = "cannot reach replica-1: ssh root@203.0.113.2:22: Host key verification failed.";
-    f.replicas[0] = { name: "replica-1", postgres: { ok: false, error: err, connection: true }, redis: { ok: false, error: err, connection: true } };
+    f.replicas[0] = { name: "replica-1", postgres: { ok: false, error: err, connection: true }, redis: { ok: false, error: err, connection: true }, backup: null };
     const report = buildReport(e, f, T);
     expect(verdictOf(report)).toBe("incomplete");
     const text = formatReport(report);
@@ -381,5 +391,62 @@ describe("report", () => {
     expect(json.thresholds).toEqual(T);
     expect(json.facts.main.postgres.value.replication[1].lagBytes).toBe(232);
     expect(Object.keys(json)).toEqual(["verdict", "healthy", "incomplete", "problems", "thresholds", "expectation", "facts"]);
+  });
+});
+
+describe("timeline, uptime, archiver and backups", () => {
+  const backups = (newest: { label: string; type: "full" | "diff" | "incr"; ageSeconds: number } | null) => ({
+    ok: true as const,
+    value: { stanza: "synaxic", status: newest ? { code: 0, message: "ok" } : { code: 2, message: "no valid backups" }, backupCount: newest ? 3 : 0, newest: newest ? { ...newest, stoppedAt: 1_790_000_000 } : null, archiveMax: newest ? "00000001000000000000002A" : null },
+  });
+
+  it("prints each host's timeline, uptime and archiver, and the backups when the fleet has them", () => {
+    const f = healthy();
+    f.main.backup = backups({ label: "20261130-010000F_20261130-020000D", type: "diff", ageSeconds: 5 * 3600 + 600 });
+    f.replicas[0]!.backup = { ok: false, error: "pgbackrest info on replica-1 failed: exit 1: ERROR: [055]: unable to load info file", connection: false };
+    f.replicas[1]!.backup = backups(null);
+    const text = formatReport(buildReport(expectation(), f, T));
+    expect(text).toContain("main: timeline 1, up 2 d 3 h (since 2026-11-28T09:00:00.000+00:00), archiver: 42 archived, last 00000001000000000000002A 35 s ago, none failed\n");
+    expect(text).toContain("  backups: newest diff 20261130-010000F_20261130-020000D, 5 h 10 min old; 3 in the repository, stanza synaxic ok, WAL archived up to 00000001000000000000002A\n");
+    expect(text).toContain("replica-1: timeline 1, up 1 h 1 min (since 2026-11-30T08:00:00.000+00:00), archiver: 0 archived, none failed\n  backups: did not answer: pgbackrest info on replica-1 failed");
+    expect(text).toContain("  backups: no backup yet; 0 in the repository, stanza synaxic status 2 (no valid backups)\n");
+    // Shown, not judged, without a largest backup age.
+    expect(verdictOf(buildReport(expectation(), f, T))).toBe("healthy");
+  });
+
+  it("archiving off, and a server that did not report (older query): said so, not judged", () => {
+    const f = healthy();
+    pgOf(f.main).archiveMode = "off";
+    Object.assign(pgOf(f.replicas[0]!), { timeline: null, uptimeSeconds: null, startedAt: null, archiver: null });
+    const text = formatReport(buildReport(expectation(), f, T));
+    expect(text).toContain("main: timeline 1, up 2 d 3 h (since 2026-11-28T09:00:00.000+00:00), archiving off\n");
+    expect(text).toContain("replica-1: timeline -, uptime unknown, archiver unknown\n");
+  });
+
+  it("archive-failing: the last failure is newer than the last success (or there was none); an older failure is history", () => {
+    const f = healthy();
+    const a = pgOf(f.main).archiver!;
+    Object.assign(a, { failedCount: 3, lastFailedWal: "00000001000000000000002B", lastFailedAgeSeconds: 10, lastArchivedAgeSeconds: 35 });
+    expect(evaluate(expectation(), f, T)).toEqual([
+      { kind: "archive-failing", host: "main", message: expect.stringMatching(/^WAL archiving fails: 00000001000000000000002B failed 10 s ago, after the last success; see the PostgreSQL log$/) },
+    ]);
+    a.lastArchivedAgeSeconds = null;
+    expect(evaluate(expectation(), f, T)[0]!.message).toContain("(none yet)");
+    Object.assign(a, { lastFailedAgeSeconds: 600, lastArchivedAgeSeconds: 35 });
+    expect(evaluate(expectation(), f, T)).toEqual([]);
+  });
+
+  it("backup-stale only with a largest age: none at all, or the newest older than it", () => {
+    const f = healthy();
+    f.main.backup = backups({ label: "20261129-010000F", type: "full", ageSeconds: 30 * 3600 });
+    f.replicas[0]!.backup = backups(null);
+    expect(evaluate(expectation(), f, T)).toEqual([]);
+    const judged = { ...T, maxBackupAgeSeconds: 26 * 3600 };
+    expect(evaluate(expectation(), f, judged).map((p) => [p.kind, p.host, p.message])).toEqual([
+      ["backup-stale", "main", "the newest backup 20261129-010000F (full) is 108000 s old (> 93600 s)"],
+      ["backup-stale", "replica-1", "the repository holds no backup (stanza synaxic: no valid backups)"],
+    ]);
+    expect(evaluate(expectation(), f, { ...T, maxBackupAgeSeconds: 31 * 3600 }).map((p) => p.host)).toEqual(["replica-1"]);
+    expect(formatReport(buildReport(expectation(), f, judged))).toContain("Thresholds: lag 1000 bytes, replay lag 5 s, Redis offset 500 bytes, backup age 93600 s\n");
   });
 });

@@ -119,10 +119,20 @@ describe("ssh runner", () => {
     expect(root).not.toContain("-i");
   });
 
+  it("an interactive session: ssh -t, no time limit (GNU timeout would keep the command off the terminal); a stream: -T without a limit", () => {
+    const tty = sshArgv(TARGETS[1]!, "/tmp/kh", { timeoutSeconds: 45 }, ["docker", "exec", "-i", "-t", "c", "psql"], { tty: true, untimed: true });
+    expect(tty[0]).toBe("-t");
+    expect(tty).not.toContain("-T");
+    expect(tty.at(-1)).toBe("sudo -n docker exec -i -t c psql");
+    const stream = sshArgv(TARGETS[0]!, "/tmp/kh", { timeoutSeconds: 45 }, ["docker", "logs", "--follow", "c"], { untimed: true });
+    expect(stream[0]).toBe("-T");
+    expect(stream.at(-1)).toBe("docker logs --follow c");
+  });
+
   it("runs the status query in the PostgreSQL container: SQL on stdin, nothing of it on any command line", async () => {
     const { ssh, runner: r } = runner();
     try {
-      const facts = await gatherHost({ psql: r.psql, redis: async () => INFO }, "main");
+      const facts = await gatherHost({ psql: r.psql, redis: async () => INFO, backupInfo: async () => "[]" }, "main");
       expect(facts.postgres).toEqual({ ok: true, value: expect.objectContaining({ inRecovery: false, currentLsn: "0/3000148" }) });
       expect(read("known_hosts")).toBe(`203.0.113.1 ${KEY}\n`);
       expect(argsOf("ssh.args").slice(-3, -1)).toEqual(["--", "203.0.113.1"]);
@@ -140,7 +150,7 @@ describe("ssh runner", () => {
   it("runs redis-cli in the Redis container as admin with the password from stdin: it reaches REDISCLI_AUTH and no argv", async () => {
     const { ssh, runner: r } = runner({ identityFile: "/keys/id" });
     try {
-      const facts = await gatherHost({ psql: async () => PRIMARY_JSON, redis: r.redis }, "replica-1");
+      const facts = await gatherHost({ psql: async () => PRIMARY_JSON, redis: r.redis, backupInfo: async () => "[]" }, "replica-1");
       expect(facts.redis).toEqual({ ok: true, value: expect.objectContaining({ role: "master", masterReplOffset: 42 }) });
       expect(read("known_hosts")).toBe(`[203.0.113.2]:2222 ${KEY}\n`);
       // A non-root SSH user goes through sudo -n.
