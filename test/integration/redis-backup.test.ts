@@ -79,12 +79,13 @@ beforeAll(async () => {
   master = RedisServer.create(net, redisHost, "bkmaster", { caPem: ca.certPem, certPem: cert.certPem, keyPem: cert.keyPem });
   const acl = renderRedisAcl(users) + renderRedisBackupAclLine({ name: backupUser.name, passwordSha256Hex: createHash("sha256").update(backupUser.pass).digest("hex") }) + "\n";
   await master.start(renderRedisConf({ role: "master", bind: [redisHost.ip, "127.0.0.1"], ...master.paths }), acl);
-  // Data of every type the app's Redisson uses, some with a TTL.
+  // Data of every type a snapshot must carry, some with a TTL; lists and sets through the admin user
+  // (the app's ACL has no list or set commands: templates/redis.ts REDIS_ACL_RULES).
   const app = users.app;
   await redisOk(redisHost, master.localTarget, ["MSET", ...Array.from({ length: 400 }, (_, i) => [`session:${i}`, randomBytes(24).toString("hex")]).flat()], app);
   await redisOk(redisHost, master.localTarget, ["HSET", "user:1", "name", "Ada", "role", "admin"], app);
-  await redisOk(redisHost, master.localTarget, ["RPUSH", "queue", "a", "b", "c"], app);
-  await redisOk(redisHost, master.localTarget, ["SADD", "tags", "x", "y"], app);
+  await redisOk(redisHost, master.localTarget, ["RPUSH", "queue", "a", "b", "c"], users.admin);
+  await redisOk(redisHost, master.localTarget, ["SADD", "tags", "x", "y"], users.admin);
   await redisOk(redisHost, master.localTarget, ["ZADD", "rate:api-key-1", "1", "m1", "2", "m2"], app);
   await redisOk(redisHost, master.localTarget, ["SET", "ttl-key", "v", "EX", "3600"], app);
   before = await dataDigest(redisHost, master.localTarget, users.admin);
