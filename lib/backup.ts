@@ -209,7 +209,7 @@ export function stanzaStep(
     `if [ "$(psql -X -At --port=${p.port} --dbname=postgres -c 'SELECT pg_catalog.pg_is_in_recovery()')" = t ]; then echo "a standby: the primary creates and checks the stanza"; exit 0; fi`,
     // stanza-create needs the archive lock, which a running asynchronous archive-push may hold
     // ("[050] unable to acquire lock"): retried for up to 30 s.
-    `n=0; until ${sh(stanzaCreateArgv(INVOCATION))}; do n=$((n + 1)); if [ "$n" -ge 10 ]; then exit 1; fi; echo "stanza-create: retrying in 3 s"; sleep 3; done`,
+    `n=0; until ${sh(stanzaCreateArgv(INVOCATION))}; do n=$((n + 1)); if [ "$n" -ge 10 ]; then echo "stanza-create failed. If pgBackRest says it cannot load an info file (FormatError, CryptoError), the repository was written with another cipher pass: set backupCipherPass to the one it was created with (the old stack's replicaCredentials.backupCipherPass), or point backupRepository.path somewhere new." >&2; exit 1; fi; echo "stanza-create: retrying in 3 s"; sleep 3; done`,
     sh(checkArgv(INVOCATION)),
     `echo "stanza ${STANZA}: created and checked (a WAL segment reached the repository)"`,
   ].join("\n");

@@ -276,6 +276,8 @@ export const KEYS: Record<string, KeySpec> = {
     default: "auto",
   },
   backupAccessKeyId: { schema: z.string(), optionalSecret: true, default: "" },
+  // The repository's encryption key when it must be a given one (a stack re-created after a destroy); empty: generated.
+  backupCipherPass: { schema: z.string().refine((v) => v === "" || (v.length >= 20 && !/[\u0000-\u001f\u007f]/.test(v) && v.trim() === v), { message: "expected the repository's cipher pass: at least 20 characters, no line breaks, no leading or trailing blanks" }), optionalSecret: true, default: "" },
   backupSecretAccessKey: { schema: z.string(), optionalSecret: true, default: "" },
   backupRestore: {
     schema: z
@@ -508,8 +510,8 @@ export type StackConfig = ParsedConfig & {
     sshPrivateKey: pulumi.Output<string>;
     googleClientSecret: pulumi.Output<string>;
     httpsPrivateKey?: pulumi.Output<string>;
-    /** The object storage's access key, when backups are on. */
-    backup?: { accessKeyId: pulumi.Output<string>; secretAccessKey: pulumi.Output<string> };
+    /** The object storage's access key, when backups are on; the repository's cipher pass when it is given (backupCipherPass). */
+    backup?: { accessKeyId: pulumi.Output<string>; secretAccessKey: pulumi.Output<string>; cipherPass?: pulumi.Output<string> };
     /** Present when the matching receiver is configured (AlertingConfig). */
     alertSmtpPassword?: pulumi.Output<string>;
     alertSlackWebhookUrl?: pulumi.Output<string>;
@@ -1001,7 +1003,7 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, secretKe
   };
 }
 
-const BACKUP_KEYS = ["backupRepository", "backupFrom", "backupAccessKeyId", "backupSecretAccessKey", "backupSchedule", "backupRestore"] as const;
+const BACKUP_KEYS = ["backupRepository", "backupFrom", "backupAccessKeyId", "backupSecretAccessKey", "backupCipherPass", "backupSchedule", "backupRestore"] as const;
 
 /** backupRestore: both fields, and only with a repository to restore from. */
 function parseRestore(get: <T>(key: string) => T, hasRepository: boolean): BackupRestore | null {
@@ -1023,9 +1025,12 @@ function parseBackup(raw: Readonly<Record<string, string>>, secretKeys: Readonly
   // auto: from a standby when there is one (the first replica), so that backups load the primary only lightly.
   const standby = from === "primary" ? null : from === "auto" ? (replicas[0]?.name ?? null) : from;
   const repo = get<Partial<BackupSettings["repository"]>>("backupRepository");
+  const hasCipherPass = requireSecretPresent(raw, secretKeys, "backupCipherPass", true);
+  if (hasCipherPass) get<string>("backupCipherPass");
   const hasKeyId = requireSecretPresent(raw, secretKeys, "backupAccessKeyId", true);
   const hasSecret = requireSecretPresent(raw, secretKeys, "backupSecretAccessKey", true);
   if (Object.keys(repo).length === 0) {
+    if (hasCipherPass) throw new ConfigError("backupCipherPass", `is set but backupRepository is not; set backupRepository to turn backups on`);
     if (hasKeyId || hasSecret) throw new ConfigError(hasKeyId ? "backupAccessKeyId" : "backupSecretAccessKey", `is set but backupRepository is not; set backupRepository (endpoint, bucket, region) to turn backups on`);
     return null;
   }
@@ -1111,7 +1116,11 @@ export function loadConfig(): StackConfig | ControlStackConfig {
     secrets.httpsPrivateKey = cfg.requireSecret("httpsPrivateKey");
   }
   if (parsed.role === "main" && parsed.backup) {
-    secrets.backup = { accessKeyId: cfg.requireSecret("backupAccessKeyId"), secretAccessKey: cfg.requireSecret("backupSecretAccessKey") };
+    secrets.backup = {
+      accessKeyId: cfg.requireSecret("backupAccessKeyId"),
+      secretAccessKey: cfg.requireSecret("backupSecretAccessKey"),
+      ...(raw[`${PROJECT}:backupCipherPass`] ? { cipherPass: cfg.requireSecret("backupCipherPass") } : {}),
+    };
   }
   if (parsed.role === "main") {
     const a = parsed.alerting;

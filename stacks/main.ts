@@ -139,7 +139,8 @@ export function buildMain(
       ? {
           backup: {
             settings: cfg.backup,
-            secrets: { ...cfg.secrets.backup, cipherPass: pw.backupCipher },
+            // The given cipher pass (a stack re-created over an existing repository), else the generated one.
+            secrets: { ...cfg.secrets.backup, cipherPass: cfg.secrets.backup.cipherPass ?? pw.backupCipher },
             schedulerMemoryMiB: memory.limitsMiB.backup!,
             serverMemoryMiB: memory.limitsMiB.pgbackrestServer!,
             fleet: [{ name: "main", privateIp: cfg.privateIp }, ...cfg.replicas.map((r) => ({ name: r.name, privateIp: r.privateIp }))],
@@ -314,7 +315,7 @@ export function buildMain(
     truststoreBase64: pki.truststoreBase64,
     // Every host archives into the one repository (a promoted replica's new timeline too).
     ...(cfg.backup && cfg.secrets.backup
-      ? { backupCipherPass: pw.backupCipher, backupAccessKeyId: cfg.secrets.backup.accessKeyId, backupSecretAccessKey: cfg.secrets.backup.secretAccessKey }
+      ? { backupCipherPass: cfg.secrets.backup.cipherPass ?? pw.backupCipher, backupAccessKeyId: cfg.secrets.backup.accessKeyId, backupSecretAccessKey: cfg.secrets.backup.secretAccessKey }
       : {}),
     // The monitoring replica's Alertmanager notifies the same receivers.
     ...(cfg.alerting.pair ? alertingSecrets(cfg) : {}),

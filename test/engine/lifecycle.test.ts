@@ -246,7 +246,10 @@ describe("a fleet of main and two replicas on the real engine", () => {
     for (const stack of ["main", "replica-1", "replica-2"]) expect((await co.previewChanges(stack)).map((s) => s.urn), stack).toEqual([]);
   });
 
-  it("destroy from a fresh clone in another directory, with the original checkout gone, keeps the data; up again finds it", async () => {
+  it("destroy from a fresh clone in another directory, with the original checkout gone, keeps the data; up again finds it (and, given the old cipher pass, the backup repository)", async () => {
+    // The repository's key dies with the stack; the runbook's copy of it lets the new stack read the repository.
+    const cipherPass = ((await co.outputs("main", true)).replicaCredentials as { backupCipherPass: string }).backupCipherPass;
+    expect(cipherPass.length).toBeGreaterThanOrEqual(20);
     const fresh = engine.checkout(join(work, "checkout-b"));
     for (const f of co.stackFiles()) cpSync(join(co.dir, f), join(fresh.dir, f));
     co.remove();
@@ -262,9 +265,13 @@ describe("a fleet of main and two replicas on the real engine", () => {
       const volumes = (await h.docker(["volume", "ls", "-q"])).stdout;
       expect(volumes, `${name} keeps its PostgreSQL data`).toMatch(/pgdata/);
     }
+    await co.pulumi(["config", "set", "--secret", "--stack", "main", "backupCipherPass"], { input: cipherPass });
     await co.up("main");
     for (const r of ["replica-1", "replica-2"]) await co.up(r);
     expect(await psql(rig.host("main"), "SELECT note FROM engine_probe WHERE id = 1", "synaxic")).toBe("written on main");
+    // The stanza step passed (pgbackrest check reads the repository with the key), and archiving goes on.
+    await psql(rig.host("main"), "SELECT pg_switch_wal()");
+    await waitFor("archiving after the re-created stack", async () => (await psql(rig.host("main"), "SELECT archived_count > 0 FROM pg_stat_archiver")) === "t", 60_000, 1000);
     expect(await psql(rig.host("replica-2"), "SELECT note FROM engine_probe WHERE id = 1", "synaxic")).toBe("written on main");
   });
 

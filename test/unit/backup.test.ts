@@ -204,6 +204,15 @@ describe("a replica added with backups on", () => {
   }, 120_000);
 });
 
+describe("backupCipherPass given (a stack re-created over an existing repository)", () => {
+  it("is the cipher pass of every host's secrets file and of the replicas' credentials, instead of the generated one", async () => {
+    const given = "the-repository-s-old-cipher-pass-42";
+    const r = await runReplica("replica-1", "10.10.0.3", { replicas: 1, mainExtra: { ...BACKUP, [`${P}backupCipherPass`]: given } });
+    for (const run of [r.main, r.replica] as AnyRun[]) expect(String(run.one(COMMAND, "postgres-pgbackrest-secrets").inputs.stdin)).toContain(`repo1-cipher-pass=${given}`);
+    expect((r.main as AnyRun).secretOutputs.has("replicaCredentials")).toBe(true);
+  }, 120_000);
+});
+
 describe("backupFrom: primary", () => {
   it("the primary's scheduler takes them; no standby configuration anywhere", async () => {
     const r = await runReplica("replica-1", "10.10.0.3", { replicas: 1, mainExtra: { ...BACKUP, [`${P}backupFrom`]: "primary" } });

@@ -485,6 +485,14 @@ describe("backups: backupRepository with its access key, all or nothing", () => 
     expect(() => parseMain(extra as Record<string, string>, secrets)).toThrow(message);
   });
 
+  it("backupCipherPass: taken when given as a secret of at least 20 characters; refused in plain text, short, or without a repository", () => {
+    const withPass = { [`${P}backupRepository`]: JSON.stringify(repo), ...keys, [`${P}backupCipherPass`]: "an-old-cipher-pass-0123456789" };
+    expect(parseMain(withPass, new Set([...secretKeys, `${P}backupCipherPass`])).backup).not.toBeNull();
+    expect(() => parseMain(withPass, secretKeys)).toThrow(/synaxic:backupCipherPass: is stored in plain text/);
+    expect(() => parseMain({ ...withPass, [`${P}backupCipherPass`]: "short" }, new Set([...secretKeys, `${P}backupCipherPass`]))).toThrow(/synaxic:backupCipherPass: got .*; expected the repository's cipher pass: at least 20 characters/);
+    expect(() => parseMain({ [`${P}backupCipherPass`]: "an-old-cipher-pass-0123456789" }, new Set([...secretKeys, `${P}backupCipherPass`]))).toThrow(/synaxic:backupCipherPass: is set but backupRepository is not/);
+  });
+
   it("a replica stack refuses the main stack's backup keys", () => {
     expect(() => parseStackConfig(replicaRaw({ [`${P}backupRepository`]: JSON.stringify(repo) }), SECRET_KEYS)).toThrow(/synaxic:backupRepository: is for the main stack/);
   });

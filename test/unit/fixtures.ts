@@ -46,7 +46,7 @@ export const SECRET_KEYS = Object.keys(SECRET_CONFIG);
 export function runMain(replicas: number | string[], extra: Record<string, string> = {}): Promise<RunResult<Awaited<ReturnType<typeof mainStack>>>> {
   const config = mainConfig(replicas, extra);
   // The object storage's access key and the receivers' secrets are stored as secrets, as `pulumi config set --secret` does.
-  const secretKeys = [...SECRET_KEYS, ...Object.keys(extra).filter((k) => /:(backup(AccessKeyId|SecretAccessKey)|alert(SmtpPassword|SlackWebhookUrl|WebhookUrl|HeartbeatUrl))$/.test(k))];
+  const secretKeys = [...SECRET_KEYS, ...Object.keys(extra).filter((k) => /:(backup(AccessKeyId|SecretAccessKey|CipherPass)|alert(SmtpPassword|SlackWebhookUrl|WebhookUrl|HeartbeatUrl))$/.test(k))];
   return runMocked({ config, secretKeys, stack: "main" }, () => mainStack(loadStackConfig() as MainConfig & StackConfig));
 }
 
