@@ -277,6 +277,7 @@ export const KEYS: Record<string, KeySpec> = {
   },
   backupAccessKeyId: { schema: z.string(), optionalSecret: true, default: "" },
   // The repository's encryption key when it must be a given one (a stack re-created after a destroy); empty: generated.
+  // eslint-disable-next-line no-control-regex -- line breaks and control characters would end pgBackRest's ini value
   backupCipherPass: { schema: z.string().refine((v) => v === "" || (v.length >= 20 && !/[\u0000-\u001f\u007f]/.test(v) && v.trim() === v), { message: "expected the repository's cipher pass: at least 20 characters, no line breaks, no leading or trailing blanks" }), optionalSecret: true, default: "" },
   backupSecretAccessKey: { schema: z.string(), optionalSecret: true, default: "" },
   backupRestore: {
