@@ -208,15 +208,33 @@ export class SshExec {
    * ConnectionError.
    */
   attach(host: string, argv: readonly string[], mode: SshMode & { stdin: "inherit" | "ignore" }): Promise<number> {
+    return this.session(host, argv, mode, mode.stdin);
+  }
+
+  /** Like exec, but the standard input is streamed from `input` after `first` (the non-terminal redis-cli session). */
+  pipeThrough(host: string, argv: readonly string[], first: string, input: NodeJS.ReadableStream): Promise<number> {
+    return this.session(host, argv, { untimed: true }, "pipe", (stdin) => {
+      stdin.on("error", () => undefined);
+      stdin.write(first);
+      input.pipe(stdin);
+    });
+  }
+
+  /**
+   * ssh with this process's standard output, its stderr shown and kept for
+   * the error; resolves with the remote exit status, rejects with a
+   * ConnectionError when ssh itself fails (255).
+   */
+  private session(host: string, argv: readonly string[], mode: SshMode, stdin: "inherit" | "ignore" | "pipe", feed?: (stdin: NodeJS.WritableStream) => void): Promise<number> {
     const t = this.targets.find((x) => x.name === host);
     const knownHosts = this.knownHosts.get(host);
     if (!t || !knownHosts) return Promise.reject(new Error(`no SSH target for host ${host}`));
     const bin = this.opts.sshBinary ?? "ssh";
     const args = sshArgv(t, knownHosts, this.opts, argv, mode);
     return new Promise<number>((resolve, reject) => {
-      const child = spawn(bin, args, { stdio: [mode.stdin, "inherit", "pipe"] });
+      const child = spawn(bin, args, { stdio: [stdin, "inherit", "pipe"] });
       let stderr = "";
-      child.stderr.on("data", (d: Buffer) => {
+      child.stderr!.on("data", (d: Buffer) => {
         stderr += d.toString();
         process.stderr.write(d);
       });
@@ -225,31 +243,7 @@ export class SshExec {
         if (code === 255) reject(new ConnectionError(host, `ssh ${t.user}@${t.address}:${t.port}: ${tail(stderr)}`));
         else resolve(code ?? (signal ? 128 : 1));
       });
-    });
-  }
-
-  /** Like exec, but the standard input is streamed from `input` after `first` (the non-terminal redis-cli session). */
-  pipeThrough(host: string, argv: readonly string[], first: string, input: NodeJS.ReadableStream): Promise<number> {
-    const t = this.targets.find((x) => x.name === host);
-    const knownHosts = this.knownHosts.get(host);
-    if (!t || !knownHosts) return Promise.reject(new Error(`no SSH target for host ${host}`));
-    const bin = this.opts.sshBinary ?? "ssh";
-    const args = sshArgv(t, knownHosts, this.opts, argv, { untimed: true });
-    return new Promise<number>((resolve, reject) => {
-      const child = spawn(bin, args, { stdio: ["pipe", "inherit", "pipe"] });
-      let stderr = "";
-      child.stderr.on("data", (d: Buffer) => {
-        stderr += d.toString();
-        process.stderr.write(d);
-      });
-      child.on("error", (e) => reject(new ConnectionError(host, `cannot run ${bin}: ${e.message}`)));
-      child.on("close", (code, signal) => {
-        if (code === 255) reject(new ConnectionError(host, `ssh ${t.user}@${t.address}:${t.port}: ${tail(stderr)}`));
-        else resolve(code ?? (signal ? 128 : 1));
-      });
-      child.stdin.on("error", () => undefined);
-      child.stdin.write(first);
-      input.pipe(child.stdin);
+      if (feed && child.stdin) feed(child.stdin);
     });
   }
 
