@@ -28,7 +28,7 @@ import * as docker from "@pulumi/docker";
 import { containerName, nodeTextfileDir } from "./addresses";
 import type { BackupSettings } from "./config";
 import { baseContainer, digest, hostFile, hostPath, replaceInPlace, upload, withoutSwap, STOP_GRACE, stopGrace } from "./containers";
-import { remoteStep, type HostShell } from "./remote";
+import { remoteStep, withAfter, type HostShell } from "./remote";
 import { sh } from "./shell";
 import {
   PGBACKREST_CONTAINER_PATHS,
@@ -254,7 +254,7 @@ export function serverContainer(
       volumes: [{ volumeName: p.dataVolume, containerPath: p.dataDir, readOnly: true }, ...p.files.volumes],
       mounts: p.files.mounts,
     },
-    { ...opts, ...replaceInPlace, dependsOn: [...((opts.dependsOn as pulumi.Resource[] | undefined) ?? []), ...p.files.files] },
+    { ...opts, ...replaceInPlace, dependsOn: withAfter(opts.dependsOn, p.files.files) },
   );
 }
 
@@ -315,6 +315,6 @@ export function schedulerContainer(
       mounts: p.files.mounts,
       uploads: [upload(entrypoint, script, "0755", 0)],
     },
-    { ...opts, ...replaceInPlace, dependsOn: [...((opts.dependsOn as pulumi.Resource[] | undefined) ?? []), ...p.files.files] },
+    { ...opts, ...replaceInPlace, dependsOn: withAfter(opts.dependsOn, p.files.files) },
   );
 }
