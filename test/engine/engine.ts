@@ -142,7 +142,7 @@ export function runProcess(argv: readonly string[], opts: RunOptions = {}): Prom
 }
 
 /** The files of the program a user checks out (everything the engine runs). */
-const PROGRAM_ENTRIES = ["Pulumi.yaml", "index.ts", "package.json", "tsconfig.json", "components", "lib", "stacks", "templates", "policy"];
+const PROGRAM_ENTRIES = ["Pulumi.yaml", "index.ts", "package.json", "tsconfig.json", "tsconfig.pulumi.json", "components", "lib", "stacks", "templates", "policy"];
 
 /**
  * A Pulumi session as a user has one: a checkout of the program in its own
@@ -184,8 +184,30 @@ export class Engine {
     }
   }
 
-  cli(args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
-    return runProcess([this.paths.pulumi, ...args], { ...opts, env: { ...this.env, ...opts.env } });
+  /** How long each CLI command took (command, stack, milliseconds), for the tier's summary. */
+  readonly timings: { command: string; stack: string; ms: number }[] = [];
+
+  async cli(args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+    const t0 = performance.now();
+    try {
+      return await runProcess([this.paths.pulumi, ...args], { ...opts, env: { ...this.env, ...opts.env } });
+    } finally {
+      const stackAt = args.indexOf("--stack");
+      this.timings.push({ command: args.filter((a) => !a.startsWith("-"))[0] ?? "", stack: stackAt >= 0 ? (args[stackAt + 1] ?? "") : "", ms: performance.now() - t0 });
+    }
+  }
+
+  /** Time spent in the CLI, per command (up, preview, ...), longest first. */
+  timingSummary(): string {
+    const by = new Map<string, { n: number; ms: number }>();
+    for (const t of this.timings) {
+      const e = by.get(t.command) ?? { n: 0, ms: 0 };
+      by.set(t.command, { n: e.n + 1, ms: e.ms + t.ms });
+    }
+    return [...by.entries()]
+      .sort((a, b) => b[1].ms - a[1].ms)
+      .map(([c, e]) => `${c.padEnd(10)} ${String(e.n).padStart(4)} runs ${(e.ms / 1000).toFixed(1).padStart(8)} s (${(e.ms / e.n / 1000).toFixed(1)} s each)`)
+      .join("\n");
   }
 
   /** A fresh checkout of the program in `dir`, sharing the repository's node_modules. */
