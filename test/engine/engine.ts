@@ -1,14 +1,19 @@
 /**
- * The real Pulumi engine for the engine tier: the CLI, the Node.js language
- * host and the provider plugins, found in a cache outside the repository
- * (SYNAXIC_ENGINE_DIR, default /var/cache/synaxic-engine):
+ * The real Pulumi engine for the engine tier, run the way a user of this
+ * repository runs it: through the `pulumi` npm package that `npm ci`
+ * installs (node_modules/.bin/pulumi), which starts the CLI of its own
+ * version from $PULUMI_HOME/versions/<version>/bin, with the Node.js language
+ * host beside it (the package's run.js puts that folder first on PATH). The
+ * package would download the CLI there on first use; here it is found in a
+ * cache outside the repository (SYNAXIC_ENGINE_DIR, default
+ * /var/cache/synaxic-engine), whose home/ is the tier's PULUMI_HOME:
  *
- *   bin/pulumi, bin/pulumi-language-nodejs
+ *   home/versions/<version>/bin/pulumi, .../pulumi-language-nodejs
  *   plugins/pulumi-resource-<name>-v<version>   one per provider the program uses
  *
  * The versions are the ones the program's npm packages pin. Plugins are
  * installed as Pulumi expects them (`pulumi plugin install resource NAME
- * VERSION --file`) under a PULUMI_HOME beside them, with automatic plugin
+ * VERSION --file`) under that PULUMI_HOME, with automatic plugin
  * acquisition off; each test gets its own file backend and passphrase.
  */
 import { execFileSync, spawn } from "node:child_process";
@@ -23,6 +28,9 @@ const PROVIDER_PACKAGES = ["@pulumi/docker", "@pulumi/command", "@pulumi/random"
 
 export interface EnginePaths {
   dir: string;
+  /** The npm package's launcher, what `npx pulumi` and npm scripts run. */
+  launcher: string;
+  /** The CLI binary the launcher starts. */
   pulumi: string;
   languageHost: string;
   plugins: { name: string; version: string; file: string }[];
@@ -49,7 +57,9 @@ export function rigImages(): string {
 /** What the tier needs, and what of it is missing on this machine. */
 export function locateEngine(): { paths: EnginePaths; missing: string[] } {
   const dir = process.env.SYNAXIC_ENGINE_DIR ?? "/var/cache/synaxic-engine";
-  const pulumiVersion = packageJson("@pulumi/pulumi").version;
+  // The `pulumi` npm package's version is the CLI version it runs (its README: "The npm package version matches the Pulumi CLI version exactly").
+  const pulumiVersion = packageJson("pulumi").version;
+  const cliDir = join(dir, "home", "versions", pulumiVersion, "bin");
   const plugins = PROVIDER_PACKAGES.map((pkg) => {
     const pj = packageJson(pkg);
     const name = pj.pulumi?.name ?? pkg.split("/")[1]!;
@@ -58,8 +68,9 @@ export function locateEngine(): { paths: EnginePaths; missing: string[] } {
   });
   const paths: EnginePaths = {
     dir,
-    pulumi: join(dir, "bin", "pulumi"),
-    languageHost: join(dir, "bin", "pulumi-language-nodejs"),
+    launcher: join(REPO, "node_modules", ".bin", "pulumi"),
+    pulumi: join(cliDir, "pulumi"),
+    languageHost: join(cliDir, "pulumi-language-nodejs"),
     plugins,
     pulumiVersion,
   };
@@ -158,7 +169,8 @@ export class Engine {
   ) {
     mkdirSync(backendDir, { recursive: true });
     this.env = {
-      PATH: `${join(paths.dir, "bin")}:${process.env.PATH}`,
+      // As under `npm run`: the package's launcher first on PATH.
+      PATH: `${dirname(paths.launcher)}:${process.env.PATH}`,
       PULUMI_HOME: join(paths.dir, "home"),
       PULUMI_BACKEND_URL: `file://${backendDir}`,
       PULUMI_CONFIG_PASSPHRASE: passphrase,
@@ -190,7 +202,7 @@ export class Engine {
   async cli(args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
     const t0 = performance.now();
     try {
-      return await runProcess([this.paths.pulumi, ...args], { ...opts, env: { ...this.env, ...opts.env } });
+      return await runProcess([this.paths.launcher, ...args], { ...opts, env: { ...this.env, ...opts.env } });
     } finally {
       const stackAt = args.indexOf("--stack");
       this.timings.push({ command: args.filter((a) => !a.startsWith("-"))[0] ?? "", stack: stackAt >= 0 ? (args[stackAt + 1] ?? "") : "", ms: performance.now() - t0 });
