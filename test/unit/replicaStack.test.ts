@@ -236,7 +236,7 @@ describe("adding and removing a replica on main changes exactly the expected res
     expect(added).toEqual(
       [
         "postgres-slot-replica-2",
-        ...["postgres", "redis"].flatMap((s) => [`pki-replica-2-${s}-cert`, `pki-replica-2-${s}-csr`, `pki-replica-2-${s}-key`]),
+        ...["postgres", "redis", "exporters"].flatMap((s) => [`pki-replica-2-${s}-cert`, `pki-replica-2-${s}-csr`, `pki-replica-2-${s}-key`]),
       ].sort(),
     );
     expect(changed).toEqual(
