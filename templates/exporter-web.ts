@@ -6,7 +6,10 @@
  * bookworm's builds of the same versions):
  *
  * - node_exporter 1.5.0 and postgres_exporter 0.11.1 serve through the
- *   Prometheus exporter-toolkit (web/tls_config.go, web/handler.go): a web
+ *   Prometheus exporter-toolkit (node_exporter.go and
+ *   cmd/postgres_exporter/main.go at those tags: web.ListenAndServe with the
+ *   toolkit's kingpinflag; toolkit v0.8.2 and v0.7.1 in their go.mod;
+ *   web/tls_config.go, web/handler.go): a web
  *   configuration file given with `--web.config.file` (both list the flag in
  *   `--help`) with a TLS server certificate, client certificates required
  *   and verified against a CA (`client_auth_type:
