@@ -35,8 +35,9 @@ export class FleetSecrets extends pulumi.ComponentResource {
   /**
    * bcrypt hashes of some passwords: RandomPassword's `bcryptHash` output
    * (@pulumi/random 4.21, cost 10, computed once by the provider and kept in
-   * state, so it does not change between runs). The engine marks it secret;
-   * so does this.
+   * state, so it does not change between runs). The SDK asks the engine to
+   * keep it secret (additionalSecretOutputs: bcryptHash and result, in
+   * randomPassword.js); so does this.
    */
   public readonly bcryptHashes: Record<(typeof HASHED_PASSWORDS)[number], pulumi.Output<string>>;
 
