@@ -9,8 +9,9 @@
  *   and the TLS settings from redisExporterTlsEnv (Redis), with a server
  *   certificate for its address and the test CA as client CA;
  * - the test process (on the bridge) tries them over plain HTTP, over TLS
- *   without a client certificate, with a certificate from another CA,
- *   without and with a wrong password: every one is refused;
+ *   without a client certificate, with a certificate from another CA or one
+ *   of the fleet CA's for server use only, without and with a wrong
+ *   password: every one is refused;
  * - "monitor" runs Prometheus with renderPrometheusConfig's exporterAuth
  *   (client certificate, password file): every exporter target is up; a
  *   second Prometheus with the plain configuration gets none of them;
@@ -97,6 +98,7 @@ describe("exporters behind TLS, client certificates and basic auth; Prometheus s
   let intruder: Host;
   let client: CertFiles;
   let strangerClient: CertFiles;
+  let serverOnly: CertFiles;
   let prom: PrometheusServer;
   let plainProm: PrometheusServer;
   const password = randomBytes(24).toString("base64url");
@@ -109,9 +111,12 @@ describe("exporters behind TLS, client certificates and basic auth; Prometheus s
     intruder = net.host("xauth-intruder");
     ca = makeCa("fleet-ca", net.mkdir("pki"));
     otherCa = makeCa("other-ca", net.mkdir("other-pki"));
-    const server = ca.issue("exporters", [target.ip, "xauth-target"]);
-    client = ca.issue("prometheus-client", ["prometheus.xauth-monitor"]);
-    strangerClient = otherCa.issue("stranger", ["stranger"]);
+    // Uses as components/Pki.ts sets them: the exporters' certificate serves only, Prometheus' is a client's only.
+    const server = ca.issue("exporters", [target.ip, "xauth-target"], undefined, "server");
+    client = ca.issue("prometheus-client", ["prometheus.xauth-monitor"], "prometheus.xauth-monitor", "client");
+    strangerClient = otherCa.issue("stranger", ["stranger"], undefined, "client");
+    // From the fleet CA, but for server use only (as the exporters' own certificate is).
+    serverOnly = ca.issue("server-only", ["server-only"], undefined, "server");
 
     // The exporters' files, as the program uploads them (templates/exporter-web.ts).
     const web = net.mkdir("exporter-web");
@@ -182,7 +187,7 @@ describe("exporters behind TLS, client certificates and basic auth; Prometheus s
     }
   });
 
-  it("TLS without a client certificate, or with one from another CA, is refused at the handshake", async () => {
+  it("TLS without a client certificate, with one from another CA, or with the fleet CA's for server use only, is refused at the handshake", async () => {
     for (const port of [PORTS.nodeExporter, PORTS.postgresExporter, PORTS.redisExporter]) {
       const none = await get(url(port), { ca: ca.certPem, auth: `${EXPORTER_SCRAPE_USER}:${password}` });
       expect(none.status, `${port} without a certificate: ${JSON.stringify(none)}`).toBeUndefined();
@@ -190,7 +195,9 @@ describe("exporters behind TLS, client certificates and basic auth; Prometheus s
       const stranger = await get(url(port), { ca: ca.certPem, client: strangerClient, auth: `${EXPORTER_SCRAPE_USER}:${password}` });
       expect(stranger.status, `${port} with another CA's certificate: ${JSON.stringify(stranger)}`).toBeUndefined();
       expect(stranger.error).toBeDefined();
-      process.stdout.write(`[exporter-auth] TLS to ${port}: without a certificate ${none.error}; another CA's ${stranger.error}\n`);
+      const wrongUse = await get(url(port), { ca: ca.certPem, client: serverOnly, auth: `${EXPORTER_SCRAPE_USER}:${password}` });
+      expect(wrongUse.status, `${port} with the fleet CA's server-only certificate: ${JSON.stringify(wrongUse)}`).toBeUndefined();
+      process.stdout.write(`[exporter-auth] TLS to ${port}: without a certificate ${none.error}; another CA's ${stranger.error}; server-only ${wrongUse.error}\n`.replace(/\n(?!$)/g, " "));
     }
   });
 
