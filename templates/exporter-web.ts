@@ -15,8 +15,9 @@
  *   and verified against a CA (`client_auth_type:
  *   RequireAndVerifyClientCert`, `client_ca_file`) and HTTP basic auth
  *   against bcrypt hashes (`basic_auth_users`). The toolkit reads the file
- *   again for every TLS handshake and every request, so a renewed
- *   certificate needs no restart.
+ *   again for every TLS handshake (Serve's GetConfigForClient) and every
+ *   request (webHandler.ServeHTTP, which caches bcrypt results), so a
+ *   renewed certificate needs no restart.
  * - redis_exporter 1.45.0 has no web configuration file and no basic auth
  *   (its `--basic-auth-*` flags came in a later release); it has
  *   `--tls-server-cert-file`, `--tls-server-key-file` and
