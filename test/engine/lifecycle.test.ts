@@ -101,6 +101,32 @@ describe("a fleet of main and two replicas on the real engine", () => {
     }
   });
 
+  it("monitoring: main's Prometheus scrapes every host's exporters over TLS with its client certificate; a plain or certificate-less request gets no metrics", async () => {
+    const main = rig.host("main");
+    type Target = { scrapePool: string; scrapeUrl: string; health: string; lastError: string; labels: Record<string, string> };
+    const jobs = ["node", "postgres", "redis"];
+    let seen = "";
+    await waitFor(
+      "every exporter target up over https",
+      async () => {
+        const out = (await main.exec(["curl", "-fsS", "--max-time", "5", "http://127.0.0.1:9090/api/v1/targets?state=active"], { allowFail: true })).stdout;
+        const targets = ((JSON.parse(out || "{}") as { data?: { activeTargets: Target[] } }).data?.activeTargets ?? []).filter((t) => jobs.includes(t.scrapePool));
+        seen = targets.map((t) => `${t.scrapePool} ${t.labels.host} ${t.health} ${t.lastError}`).join("\n");
+        return targets.length === jobs.length * 3 && targets.every((t) => t.health === "up" && t.scrapeUrl.startsWith("https://"));
+      },
+      120_000,
+      2000,
+    ).catch((e: unknown) => {
+      throw new Error(`${String(e)}\n${seen}`);
+    });
+    const ip = rig.host("replica-1").ip;
+    const plain = await main.exec(["curl", "-sS", "--max-time", "5", `http://${ip}:9100/metrics`], { allowFail: true });
+    expect(plain.stdout).not.toMatch(/^node_/m);
+    const noCert = await main.exec(["curl", "-sS", "--insecure", "--max-time", "5", `https://${ip}:9100/metrics`], { allowFail: true });
+    expect(noCert.code).not.toBe(0);
+    expect(noCert.stdout).not.toMatch(/^node_/m);
+  });
+
   it("backups: the primary archives into the object storage; replica-1's scheduler (backupFrom auto: the first replica) took a full backup at once from its standby, through main's pgBackRest TLS server; main's scheduler takes none", async () => {
     const main = rig.host("main");
     const r1 = rig.host("replica-1");
@@ -516,7 +542,7 @@ function secretStrings(outputs: Record<string, unknown>): { where: string; value
   const walk = (v: unknown, path: string) => {
     if (typeof v === "string") {
       if (/keyPem$/.test(path)) found.push({ where: path, value: v.split("\n")[1]! });
-      else if (/^replicaCredentials\.(postgres|redis|truststorePassword|backup)/.test(path)) found.push({ where: path, value: v });
+      else if (/^replicaCredentials\.(postgres|redis|truststorePassword|backup|exporterScrape)/.test(path)) found.push({ where: path, value: v });
     } else if (v && typeof v === "object") for (const [k, x] of Object.entries(v)) walk(x, `${path}.${k}`);
   };
   walk(outputs.replicaCredentials, "replicaCredentials");

@@ -57,7 +57,11 @@ pulumi.runtime.setMocks(
         state.certPem = refs.__caPem;
         state.validityEndTime = "2027-11-26T00:00:00Z";
       }
-      if (args.type === "random:index/randomPassword:RandomPassword") state.result = pulumi.secret(`seam-password-${args.name}-0123456789`);
+      if (args.type === "random:index/randomPassword:RandomPassword") {
+        state.result = pulumi.secret(`seam-password-${args.name}-0123456789`);
+        // Shaped like the provider's bcryptHash ($2a$, cost 10, 53 characters); not a hash of anything.
+        state.bcryptHash = pulumi.secret(`$2a$10$${"seam".padEnd(53, ".")}`);
+      }
       if (args.type === "tls:index/privateKey:PrivateKey") {
         state.privateKeyPem = pulumi.secret("-----BEGIN PRIVATE KEY-----\nseam\n-----END PRIVATE KEY-----\n");
         state.privateKeyOpenssh = pulumi.secret("-----BEGIN OPENSSH PRIVATE KEY-----\nseam\n-----END OPENSSH PRIVATE KEY-----\n");
