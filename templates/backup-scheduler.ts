@@ -87,6 +87,12 @@ export interface BackupDrillParams {
   marginMiB?: number;
 }
 
+/**
+ * The drill's schedule and bound by default (the backupDrill key): Saturday from 05:00 UTC, the day before the
+ * weekly full backup, so it restores a full plus a differential; at most two hours.
+ */
+export const BACKUP_DRILL_DEFAULTS = { weekday: 6, hourUtc: 5, timeoutMinutes: 120 };
+
 /** Why a drill failed, the reason label of synaxic_backup_drill_failure_info. */
 export const DRILL_FAILURE_REASONS = ["busy", "info", "no-backup", "no-space", "restore", "start", "query", "timeout"] as const;
 
