@@ -43,6 +43,9 @@ import {
   type PgbackrestSecrets,
 } from "../../templates/pgbackrest";
 import { memoryBudget } from "../../lib/memory";
+import { backupAlertRules, renderBackupAlertRules, DEFAULT_BACKUP_ALERT_THRESHOLDS } from "../../templates/backup-alerts";
+import { promtool } from "../rig/prometheus";
+import { stringify } from "yaml";
 import { sh } from "../../lib/shell";
 
 const STANZA = "synaxic";
@@ -166,6 +169,8 @@ function memoryCgroupRoot(): string | null {
 
 interface DrillRun {
   code: number;
+  /** The textfile as the scheduler wrote it. */
+  text: string;
   log: string;
   seconds: number;
   metrics: ReturnType<typeof parseMetrics>;
@@ -204,7 +209,8 @@ async function runDrill(dirs: ReturnType<typeof schedulerDirs>, script: string):
     rmdirSync(cg);
   }
   const textfile = join(dirs.textfile, BACKUP_TEXTFILE);
-  return { code: r.code, log: r.stdout + r.stderr, seconds, metrics: existsSync(textfile) ? parseMetrics(readFileSync(textfile, "utf8")) : [], memory };
+  const text = existsSync(textfile) ? readFileSync(textfile, "utf8") : "";
+  return { code: r.code, text, log: r.stdout + r.stderr, seconds, metrics: parseMetrics(text), memory };
 }
 
 function metric(run: DrillRun, name: string, labels: Record<string, string> = {}) {
@@ -268,6 +274,8 @@ afterAll(async () => {
   removeHosts?.();
 });
 
+const runs: Record<"ok" | "corrupt", DrillRun | undefined> = { ok: undefined, corrupt: undefined };
+
 describe("the restore drill (synaxic-backup-scheduler drill)", () => {
   let label: string;
 
@@ -285,6 +293,7 @@ describe("the restore drill (synaxic-backup-scheduler drill)", () => {
 
     const dirs = schedulerDirs("sched-ok");
     const run = await runDrill(dirs, renderScheduler(dirs, inv));
+    runs.ok = run;
     console.log(`[drill] ${run.log.split("\n").filter((l) => l.includes("drill")).join("\n[drill] ")}`);
     expect(run.code, run.log).toBe(0);
     expect(run.log).toContain(`drill: restoring backup ${label}`);
@@ -348,12 +357,80 @@ describe("the restore drill (synaxic-backup-scheduler drill)", () => {
 
     const dirs = schedulerDirs("sched-corrupt");
     const run = await runDrill(dirs, renderScheduler(dirs, inv));
-    console.log(`[drill] corrupt backup: ${run.log.split("\n").filter((l) => /drill: (FAILED|ERROR)/.test(l)).join(" | ")}`);
+    runs.corrupt = run;
+    console.log(`[drill] corrupt backup: ${run.log.split("\n").filter((l) => /drill: .*(FAILED|ERROR)/.test(l)).join(" | ")}`);
     expect(run.code).not.toBe(0);
     expect(run.log).toMatch(/drill: FAILED \(restore\): pgbackrest restore exited with \d+/);
     expect(run.log).not.toContain("restored and promoted");
     expect(metric(run, "synaxic_backup_last_result_success", { operation: "drill" }).map((m) => m.value)).toEqual([0]);
     expect(metric(run, "synaxic_backup_drill_failure_info").map((m) => m.labels.reason)).toEqual(["restore"]);
     await expectCleanedUp(dirs.scratch);
+  });
+});
+
+describe("the drill's textfile and alert rules, on what the drills above wrote", () => {
+  const node = { job: "node", instance: "10.10.0.2:9100", host: "drpg" };
+  const rules = Object.fromEntries(backupAlertRules().map((r) => [r.alert, r]));
+
+  it("the textfile is valid exposition format (promtool check metrics)", async () => {
+    for (const run of [runs.ok!, runs.corrupt!]) {
+      const r = await promtool(["check", "metrics"], { input: run.text });
+      expect(r.stdout + r.stderr).not.toMatch(/error|parse/i);
+    }
+  });
+
+  /** promtool test rules over the rendered rules file; each case: input series (name{labels} -> values), and the alerts expected at evalTime. */
+  async function testRules(cases: { series: [string, string][]; evalTime: string; alert: string; exp: { labels: Record<string, string>; annotations: Record<string, string> }[] }[], interval = "1m") {
+    const dir = join(net.dir, `promtool-${Date.now()}`);
+    mkdirSync(dir);
+    writeFileSync(join(dir, "backup.yml"), renderBackupAlertRules());
+    const tests = cases.map((c) => ({
+      interval,
+      input_series: c.series.map(([series, values]) => ({ series, values })),
+      alert_rule_test: [{ eval_time: c.evalTime, alertname: c.alert, exp_alerts: c.exp.map((e) => ({ exp_labels: e.labels, exp_annotations: e.annotations })) }],
+    }));
+    writeFileSync(join(dir, "test.yml"), stringify({ rule_files: ["backup.yml"], evaluation_interval: interval, tests }));
+    const r = await promtool(["test", "rules", "test.yml"], { cwd: dir });
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+  }
+
+  const series = (run: DrillRun, name: string) =>
+    run.metrics.filter((m) => m.name === name).map((m): [string, string] => [`${name}{${Object.entries({ ...node, ...m.labels }).map(([k, v]) => `${k}="${v}"`).join(",")}}`, `${m.value}x30`]);
+
+  it("the corrupt backup's drill fires SynaxicBackupDrillFailed with reason restore, and not the generic SynaxicBackupFailed", async () => {
+    const run = runs.corrupt!;
+    const input = [...series(run, "synaxic_backup_drill_failure_info"), ...series(run, "synaxic_backup_last_result_success")];
+    const r = rules.SynaxicBackupDrillFailed!;
+    const labels = { ...node, reason: "restore", severity: "critical" };
+    const fill = (t: string) => t.replace(/\{\{ \$labels\.([a-z]+) \}\}/g, (_, k: string) => (labels as Record<string, string>)[k] ?? "");
+    await testRules([
+      { series: input, evalTime: "10m", alert: "SynaxicBackupDrillFailed", exp: [{ labels, annotations: { summary: fill(r.annotations.summary), description: fill(r.annotations.description) } }] },
+      { series: input, evalTime: "10m", alert: "SynaxicBackupFailed", exp: [] },
+    ]);
+    // The successful drill's metrics fire neither.
+    const ok = [...series(runs.ok!, "synaxic_backup_drill_failure_info"), ...series(runs.ok!, "synaxic_backup_last_result_success")];
+    await testRules([{ series: ok, evalTime: "10m", alert: "SynaxicBackupDrillFailed", exp: [] }]);
+  });
+
+  it("SynaxicBackupDrillTooOld: past the age after the last success, or after drills became due without one; quiet with drills off", async () => {
+    const days = DEFAULT_BACKUP_ALERT_THRESHOLDS.drillMaxAgeDays;
+    const r = rules.SynaxicBackupDrillTooOld!;
+    const exp = [{ labels: { severity: "warning" }, annotations: { summary: r.annotations.summary, description: r.annotations.description } }];
+    const lastOk = `synaxic_backup_last_success_timestamp_seconds{job="node",instance="10.10.0.2:9100",host="drpg",operation="drill"}`;
+    const armed = `synaxic_backup_drill_armed_timestamp_seconds{job="node",instance="10.10.0.2:9100",host="drpg"}`;
+    const hours = days * 24 + 4;
+    // Samples every 5 minutes (a series is seen for 5 minutes after its sample), as many as the hours take.
+    const n = hours * 12;
+    await testRules([
+      // A success at time 0, none since: fires once the age (plus its 1h for) is past, not before.
+      { series: [[lastOk, `0x${n}`]], evalTime: `${hours}h`, alert: "SynaxicBackupDrillTooOld", exp },
+      { series: [[lastOk, `0x${n}`]], evalTime: `${days * 24 - 1}h`, alert: "SynaxicBackupDrillTooOld", exp: [] },
+      // Due since time 0, never succeeded: the same.
+      { series: [[armed, `0x${n}`]], evalTime: `${hours}h`, alert: "SynaxicBackupDrillTooOld", exp },
+      // Due long ago, but a drill succeeded a day ago (86400 s before the evaluation): quiet.
+      { series: [[armed, `0x${n}`], [lastOk, `${(hours - 24) * 3600}x${n}`]], evalTime: `${hours}h`, alert: "SynaxicBackupDrillTooOld", exp: [] },
+      // Drills off: no drill series at all, no alert.
+      { series: [[`synaxic_backup_scheduler_heartbeat_timestamp_seconds{job="node",instance="10.10.0.2:9100",host="drpg"}`, `0x${n}`]], evalTime: `${hours}h`, alert: "SynaxicBackupDrillTooOld", exp: [] },
+    ], "5m");
   });
 });

@@ -191,7 +191,18 @@ describe("the backup alert rules", () => {
     }
   });
 
+  it("a failed drill has its own rule, with its reason; the generic failure rule leaves it out; a drill too old counts from when drills became due", () => {
+    const rules = Object.fromEntries(backupAlertRules().map((r) => [r.alert, r]));
+    expect(rules.SynaxicBackupFailed!.expr).toBe('synaxic_backup_last_result_success{operation!="drill"} == 0');
+    expect(rules.SynaxicBackupDrillFailed!.expr).toBe("synaxic_backup_drill_failure_info == 1");
+    expect(rules.SynaxicBackupDrillFailed!.annotations.summary).toContain("{{ $labels.reason }}");
+    for (const r of DRILL_FAILURE_REASONS) expect(rules.SynaxicBackupDrillFailed!.annotations.description).toContain(`${r} (`);
+    expect(rules.SynaxicBackupDrillTooOld!.expr).toBe(
+      'time() - (max(synaxic_backup_last_success_timestamp_seconds{operation="drill"}) or max(synaxic_backup_drill_armed_timestamp_seconds)) > 691200',
+    );
+  });
+
   it("refuses a non-positive threshold", () => {
-    expect(() => backupAlertRules({ backupMaxAgeHours: 0, archiveQueueBytes: 1, verifyMaxAgeDays: 1 })).toThrow(/backupMaxAgeHours must be a positive number/);
+    expect(() => backupAlertRules({ backupMaxAgeHours: 0, archiveQueueBytes: 1, verifyMaxAgeDays: 1, drillMaxAgeDays: 1 })).toThrow(/backupMaxAgeHours must be a positive number/);
   });
 });
