@@ -174,11 +174,12 @@ interface DrillRun {
   log: string;
   seconds: number;
   metrics: ReturnType<typeof parseMetrics>;
-  memory?: { maxUsageMiB: number; failcnt: number; oomKills: number };
+  /** maxUsage counts the page cache too; peakResident is the largest rss + shmem seen (sampled), what cannot be reclaimed. */
+  memory?: { maxUsageMiB: number; peakResidentMiB: number; failcnt: number; oomKills: number };
 }
 
 /** Runs `synaxic-backup-scheduler drill` as root on the host, in a memory cgroup limited like the scheduler container when possible. */
-async function runDrill(dirs: ReturnType<typeof schedulerDirs>, script: string): Promise<DrillRun> {
+async function runDrill(dirs: ReturnType<typeof schedulerDirs>, script: string, opts: { whileRunning?: (pid: number) => Promise<void> } = {}): Promise<DrillRun> {
   const cgRoot = memoryCgroupRoot();
   const cg = cgRoot ? join(cgRoot, `synaxic-drill-${process.pid}-${Date.now()}`) : null;
   if (cg) {
@@ -191,17 +192,34 @@ async function runDrill(dirs: ReturnType<typeof schedulerDirs>, script: string):
   // Into the cgroup first (`ip netns exec` mounts a sysfs of its own, without the cgroup tree), then into the host's namespace.
   const enter = cg ? `echo $$ > ${sh([join(cg, "cgroup.procs")])} && ` : "";
   const drill = `PATH=${sh([`${dirs.bin}:${process.env.PATH ?? "/usr/bin:/bin"}`])} exec bash ${sh([script])} drill`;
-  const r = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
-    execFile("bash", ["-c", `${enter}exec ${sh(["ip", "netns", "exec", host.ns, "bash", "-c", drill])}`], { timeout: 700_000, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) =>
+  let peakResident = 0;
+  const sampler = cg
+    ? setInterval(() => {
+        try {
+          const stat = readFileSync(join(cg, "memory.stat"), "utf8");
+          const v = (k: string) => Number(new RegExp(`^${k} (\\d+)$`, "m").exec(stat)?.[1] ?? 0);
+          peakResident = Math.max(peakResident, v("rss") + v("shmem"));
+        } catch {
+          /* removed */
+        }
+      }, 100)
+    : undefined;
+  let child: ReturnType<typeof execFile> | undefined;
+  const r = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+    // Each shell execs the next: the child's pid is the scheduler script's.
+    child = execFile("bash", ["-c", `${enter}exec ${sh(["ip", "netns", "exec", host.ns, "bash", "-c", drill])}`], { timeout: 700_000, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) =>
       resolve({ code: err ? (typeof err.code === "number" ? err.code : 1) : 0, stdout, stderr }),
-    ),
-  );
+    );
+    if (opts.whileRunning) void opts.whileRunning(child.pid!);
+  });
+  if (sampler) clearInterval(sampler);
   const seconds = (Date.now() - t) / 1000;
   let memory: DrillRun["memory"];
   if (cg) {
     const oom = readFileSync(join(cg, "memory.oom_control"), "utf8");
     memory = {
       maxUsageMiB: Math.round(Number(readFileSync(join(cg, "memory.max_usage_in_bytes"), "utf8")) / 1048576),
+      peakResidentMiB: Math.round(peakResident / 1048576),
       failcnt: Number(readFileSync(join(cg, "memory.failcnt"), "utf8")),
       oomKills: Number(/oom_kill (\d+)/.exec(oom)?.[1] ?? 0),
     };
@@ -317,7 +335,9 @@ describe("the restore drill (synaxic-backup-scheduler drill)", () => {
     if (run.memory) {
       // Within the scheduler container's limit: no OOM kill.
       expect(run.memory.oomKills).toBe(0);
-      console.log(`[drill] memory cgroup limited to ${SCHEDULER_LIMIT_MIB} MiB: peak usage ${run.memory.maxUsageMiB} MiB (page cache included), limit hit ${run.memory.failcnt} times, no OOM kill`);
+      console.log(
+        `[drill] memory cgroup limited to ${SCHEDULER_LIMIT_MIB} MiB: peak usage ${run.memory.maxUsageMiB} MiB (page cache included), peak rss + shmem ${run.memory.peakResidentMiB} MiB (sampled every 100 ms), limit hit ${run.memory.failcnt} times, no OOM kill`,
+      );
     } else console.log("[drill] no memory cgroup on this machine: memory not measured");
     console.log(`[drill] drill of ${label} (${Math.round(info.backup.at(-1)!.info.size / 1048576)} MiB database) took ${run.seconds.toFixed(1)} s; newest WAL ${newestBefore} unchanged`);
   });
@@ -342,6 +362,20 @@ describe("the restore drill (synaxic-backup-scheduler drill)", () => {
     expect(run.log).toMatch(new RegExp(`drill: FAILED \\(no-space\\): restoring backup ${label} needs \\d+ MiB free next to .*, there are \\d+ MiB`));
     expect(run.log).not.toContain("drill: restoring backup");
     expect(metric(run, "synaxic_backup_drill_failure_info").map((m) => m.labels.reason)).toEqual(["no-space"]);
+    await expectCleanedUp(dirs.scratch);
+  });
+
+  it("stopped mid-drill (the container stopped: SIGTERM to the scheduler): the throwaway server is stopped and the scratch directory removed before it exits", async () => {
+    const dirs = schedulerDirs("sched-stopped");
+    const run = await runDrill(dirs, renderScheduler(dirs, inv), {
+      whileRunning: async (pid) => {
+        // Once the throwaway server has started on the restored data.
+        await waitFor("the throwaway server to start", async () => existsSync(join(dirs.scratch, "data", "postmaster.pid")), 120_000, 50);
+        expect((await processesUsing(dirs.scratch)).some((p) => p.includes("postgres -D"))).toBe(true);
+        process.kill(pid, "SIGTERM");
+      },
+    });
+    expect(run.log).toContain("stopping");
     await expectCleanedUp(dirs.scratch);
   });
 
