@@ -150,7 +150,7 @@ describe("the restore drill in the backup scheduler", () => {
   it("runs on its weekday from its hour, once that day, only where backups are taken and only with a backup; on demand with the drill argument", () => {
     const s = renderBackupSchedulerScript({ ...P, drill: DRILL });
     const loop = s.slice(s.indexOf("while true; do"));
-    expect(loop).toMatch(/if acting "\$role"; then[\s\S]*\[ "\$\(date -u \+%w\)" = 6 \] && \[ "\$\(date -u \+%H\)" -ge 5 \] && \[ "\$\(recorded drill day\)" != "\$\(date -u \+%Y%m%d\)" \] && ! no_backup_yet; then[\s\S]*run drill drill_run[\s\S]*\n  fi\n  write_metrics/);
+    expect(loop).toMatch(/if acting "\$role"; then[\s\S]*\[ "\$\(date -u \+%w\)" = 6 \] && \[ "\$\(date -u \+%H\)" -ge 5 \] && \[ "\$\(recorded drill day\)" != "\$\(date -u \+%Y%m%d\)" \] && ! no_backup_yet; then[\s\S]*run drill drill_run[\s\S]*\n {2}fi\n {2}write_metrics/);
     expect(s).toContain('if [ "${1:-}" = drill ]; then');
     // Drills off: no scheduled drill and no drill metrics (so no alert about drills), a drill on demand still possible.
     const off = renderBackupSchedulerScript({ ...P, drill: { ...DRILL, schedule: null } });
