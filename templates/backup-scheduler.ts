@@ -422,17 +422,30 @@ DRILL_MARGIN_MIB=${d.marginMiB}
 DRILL_PID=
 DRILL_CHILD=
 DRILL_RUNNING=0
+DRILL_REASON=
+DRILL_DEADLINE=0
+DRILL_BEAT=0
 
 # Seconds left of the drill's bound.
 drill_left() { echo $(( DRILL_DEADLINE - $(date +%s) )); }
+# The textfile's heartbeat goes on during a long drill (SynaxicBackupSchedulerDown watches it): once a minute.
+drill_heartbeat() {
+  if [ $(( $(date +%s) - DRILL_BEAT )) -ge 60 ]; then DRILL_BEAT=$(date +%s); write_metrics; fi
+}
 # drill_bounded COMMAND...: runs it within what is left of the bound (exit code 124 past it), in the background so that
-# a stop signal is handled at once.
+# a stop signal is handled at once, beating the heartbeat meanwhile.
 drill_bounded() {
   local left rc
   left=$(drill_left)
   [ "$left" -gt 0 ] || return 124
-  timeout -k 10 "$left" "$@" &
+  # (8>&-: the drill's lock stays with this shell, never with what it starts.)
+  timeout -k 10 "$left" "$@" 8>&- &
   DRILL_CHILD=$!
+  while kill -0 "$DRILL_CHILD" 2>/dev/null; do
+    sleep 1 &
+    wait $!
+    drill_heartbeat
+  done
   wait "$DRILL_CHILD"
   rc=$?
   DRILL_CHILD=
@@ -516,7 +529,7 @@ drill_steps() {
   fi
   # pgBackRest wrote archive_mode = 'off' into postgresql.auto.conf (--archive-mode=off); the server's command line says so too.
   grep -q "^archive_mode = 'off'" "$DRILL_DIR/data/postgresql.auto.conf" || { drill_fail restore "postgresql.auto.conf does not turn archiving off"; return 1; }
-  gosu postgres ${sh(drillServerArgv(dir, d.restoreCommand))} > "$DRILL_DIR/server.log" 2>&1 &
+  gosu postgres ${sh(drillServerArgv(dir, d.restoreCommand))} > "$DRILL_DIR/server.log" 2>&1 8>&- &
   DRILL_PID=$!
   # Recovery to the end of the backup, then promotion: the server accepts connections once it is a primary.
   until [ "$(PGCONNECT_TIMEOUT=5 ${psql("postgres", "SELECT pg_catalog.pg_is_in_recovery()")} 2>/dev/null)" = f ]; do
@@ -525,7 +538,9 @@ drill_steps() {
       return 1
     fi
     if [ "$(drill_left)" -le 0 ]; then drill_fail timeout "the restored server did not accept connections within the bound ($DRILL_TIMEOUT s)"; return 1; fi
-    sleep 2
+    drill_heartbeat
+    sleep 2 &
+    wait $!
   done
   out=$(PGCONNECT_TIMEOUT=5 drill_bounded ${psql(d.database, proof)} 2>&1)
   case "$out" in
@@ -544,6 +559,7 @@ drill_run() {
   DRILL_RUNNING=1
   DRILL_REASON=
   DRILL_DEADLINE=$(( $(date +%s) + DRILL_TIMEOUT ))
+  DRILL_BEAT=$(date +%s)
   drill_cleanup
   drill_steps
   rc=$?

@@ -167,6 +167,25 @@ describe("the restore drill in the backup scheduler", () => {
     for (const r of DRILL_FAILURE_REASONS) expect(s).toMatch(new RegExp(`drill_fail ${r} `));
   });
 
+  it("bounds each step by what is left of the drill's time (exit code 124 past it), passes a step's exit code on, and keeps the heartbeat going meanwhile", () => {
+    const s = renderBackupSchedulerScript({ ...P, drill: DRILL });
+    const fns = s.slice(s.indexOf("# Seconds left of the drill's bound."), s.indexOf("drill_fail() {"));
+    const dir = mkdtempSync(join(tmpdir(), "sched-drill-"));
+    const beats = join(dir, "beats");
+    const bash = (body: string) => {
+      try {
+        execFileSync("bash", ["-c", `set -u\nwrite_metrics() { echo beat >> ${beats}; }\nDRILL_CHILD=\nDRILL_BEAT=0\n${fns}\n${body}`]);
+        return 0;
+      } catch (e) {
+        return (e as { status: number }).status;
+      }
+    };
+    expect(bash(`DRILL_DEADLINE=$(( $(date +%s) + 100 )); drill_bounded sh -c 'sleep 2; exit 3'`)).toBe(3);
+    expect(readFileSync(beats, "utf8")).toBe("beat\n");
+    expect(bash(`DRILL_DEADLINE=$(( $(date +%s) + 1 )); drill_bounded sleep 10`)).toBe(124);
+    expect(bash(`DRILL_DEADLINE=$(( $(date +%s) - 1 )); drill_bounded true`)).toBe(124);
+  });
+
   it("refuses a drill that could touch anything but its scratch directory", () => {
     expect(() => renderBackupSchedulerScript({ ...P, drill: { ...DRILL, scratchDir: "/" } })).toThrow(/scratchDir/);
     expect(() => renderBackupSchedulerScript({ ...P, drill: { ...DRILL, scratchDir: "/drill" } })).toThrow(/at least two levels deep/);
