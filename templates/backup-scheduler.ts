@@ -488,8 +488,9 @@ drill_leftovers() {
 # The steps; on failure DRILL_REASON says which.
 drill_steps() {
   local info status label size stop avail need out rc
-  # The newest backup, from pgBackRest's JSON (src/common/type/json.c writes object keys sorted, so a backup's
-  # info.size is followed by its label, and its timestamp by its type; the backup list is oldest first).
+  # The newest backup, from pgBackRest's JSON: jsonWriteVar (src/common/type/json.c, release/2.45 as today) writes an
+  # object's keys sorted, so a backup's info.size (info's last key) is followed by its label, and its timestamp by its
+  # type; the backup list is oldest first.
   info=$(drill_bounded ${asPostgres(infoArgv)} 2>&1) || { drill_fail info "pgbackrest info: $(printf '%s' "$info" | tail -n 3)"; return 1; }
   label=$(printf '%s' "$info" | grep -o '"label":"[^"]*"' | tail -n 1 | cut -d '"' -f 4)
   size=$(printf '%s' "$info" | grep -o '"size":[0-9]*},"label"' | tail -n 1 | tr -dc 0-9)
@@ -501,7 +502,8 @@ drill_steps() {
     2) drill_fail no-backup "the repository holds no backup to restore"; return 1 ;;
     *) drill_fail info "pgbackrest info reports status \${status:-unknown}: $(printf '%s' "$info" | grep -o '"message":"[^"]*"' | cut -d '"' -f 4 | paste -s -d ';')"; return 1 ;;
   esac
-  if [ -z "$label" ] || [ -z "$size" ]; then drill_fail no-backup "the repository holds no backup to restore"; return 1; fi
+  if [ -z "$label" ]; then drill_fail no-backup "the repository holds no backup to restore"; return 1; fi
+  if [ -z "$size" ]; then drill_fail info "pgbackrest info names backup $label but not its size"; return 1; fi
   record drill label "$label"
   record drill backup_stop "\${stop:-0}"
   # Disk: the database's size plus a tenth, plus the margin, free where the scratch directory goes.

@@ -285,6 +285,9 @@ beforeAll(async () => {
   const db = cluster.roles.appDatabase;
   await pg.psql("CREATE TABLE drill_proof AS SELECT g AS id, repeat(md5(g::text), 8) AS v FROM generate_series(1, 20000) g; CREATE TABLE drill_other (id int PRIMARY KEY);", { db });
   expect((await pgbr(backupArgv(inv, "full"))).stdout).toMatch(/backup command end: completed successfully/);
+  // Then a differential, as on a Saturday: the drill restores it (and the full it rests on), with a table only it holds.
+  await pg.psql("CREATE TABLE drill_after_full AS SELECT g AS id FROM generate_series(1, 1000) g; UPDATE drill_proof SET v = 'changed' WHERE id <= 5000;", { db });
+  expect((await pgbr(backupArgv(inv, "diff"))).stdout).toMatch(/backup command end: completed successfully/);
 });
 
 afterAll(async () => {
@@ -299,6 +302,7 @@ describe("the restore drill (synaxic-backup-scheduler drill)", () => {
 
   it("restores the newest backup into its scratch directory, promotes a throwaway server that answers, reports 1, and leaves nothing behind: no server, no directory, no WAL in the repository", async () => {
     const info = parsePgbackrestInfo((await pgbr(infoArgv(inv))).stdout)[0]!;
+    expect(info.backup.map((b) => b.type)).toEqual(["full", "diff"]);
     label = info.backup.at(-1)!.label;
     // Wait until the async archiver has pushed what the backup produced, then take the archive's picture.
     await waitFor("the archive to settle", async () => {
@@ -315,8 +319,10 @@ describe("the restore drill (synaxic-backup-scheduler drill)", () => {
     console.log(`[drill] ${run.log.split("\n").filter((l) => l.includes("drill")).join("\n[drill] ")}`);
     expect(run.code, run.log).toBe(0);
     expect(run.log).toContain(`drill: restoring backup ${label}`);
-    // The throwaway server promoted (pg_is_in_recovery() false) and answered in the fleet's database: its two tables.
-    expect(run.log).toMatch(new RegExp(`drill: backup ${label} restored and promoted; database ${cluster.roles.appDatabase}: 2 tables`));
+    // The newest backup is the differential; the throwaway server promoted (pg_is_in_recovery() false) and answered in
+    // the fleet's database with its three tables, one of them only in the differential.
+    expect(label).toMatch(/^\d{8}-\d{6}F_\d{8}-\d{6}D$/);
+    expect(run.log).toMatch(new RegExp(`drill: backup ${label} restored and promoted; database ${cluster.roles.appDatabase}: 3 tables`));
     expect(metric(run, "synaxic_backup_last_result_success", { operation: "drill" }).map((m) => m.value)).toEqual([1]);
     const started = metric(run, "synaxic_backup_last_start_timestamp_seconds", { operation: "drill" })[0]!.value;
     expect(Math.abs(started - Date.now() / 1000)).toBeLessThan(run.seconds + 60);
@@ -346,6 +352,7 @@ describe("the restore drill (synaxic-backup-scheduler drill)", () => {
     const dirs = schedulerDirs("sched-wrong-key");
     const wrong = writePgbackrest(join(net.dir, "pgbr", "wrong-key"), { ...secrets, cipherPass: randomBytes(36).toString("base64") });
     const run = await runDrill(dirs, renderScheduler(dirs, wrong));
+    console.log(`[drill] wrong cipher pass: ${/drill: FAILED \(info\): [^\n]*/.exec(run.log)?.[0]}`);
     expect(run.code).not.toBe(0);
     expect(run.log).toMatch(/drill: FAILED \(info\): pgbackrest info/);
     expect(metric(run, "synaxic_backup_last_result_success", { operation: "drill" }).map((m) => m.value)).toEqual([0]);
@@ -358,6 +365,7 @@ describe("the restore drill (synaxic-backup-scheduler drill)", () => {
     const dirs = schedulerDirs("sched-no-space");
     // A margin larger than any disk here: the free space is below what the backup needs.
     const run = await runDrill(dirs, renderScheduler(dirs, inv, { marginMiB: 1024 * 1024 }));
+    console.log(`[drill] too little disk: ${/drill: FAILED \(no-space\): [^\n]*/.exec(run.log)?.[0]}`);
     expect(run.code).not.toBe(0);
     expect(run.log).toMatch(new RegExp(`drill: FAILED \\(no-space\\): restoring backup ${label} needs \\d+ MiB free next to .*, there are \\d+ MiB`));
     expect(run.log).not.toContain("drill: restoring backup");
