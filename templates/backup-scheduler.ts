@@ -316,7 +316,14 @@ if [ "\${1:-}" = drill ]; then
   exit $?
 fi
 drill_leftovers
+${
+  drill.schedule
+    ? ""
+    : `# Drills off: forget when they were due and last succeeded, so that turning them on again counts from then
+# (SynaxicBackupDrillTooOld), not from a drill before they were turned off.
+rm -f "$STATE_DIR/drill.armed" "$STATE_DIR/drill.succeeded"
 `
+}`
     : ""
 }log "scheduler ($ACTS): full backups on weekday ${fullDay}, differentials on the other days, at ${String(hour).padStart(2, "0")}:00 UTC; verify on weekday ${verifyDay}${
     drill?.schedule ? `; restore drill on weekday ${drill.schedule.weekday} from ${String(drill.schedule.hourUtc).padStart(2, "0")}:00 UTC` : drill ? "; no scheduled restore drills" : ""

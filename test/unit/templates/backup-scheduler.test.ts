@@ -157,6 +157,9 @@ describe("the restore drill in the backup scheduler", () => {
     expect(off).not.toContain("run drill drill_run\n    fi");
     expect(off).not.toContain("synaxic_backup_drill_");
     expect(off).toContain('if [ "${1:-}" = drill ]; then');
+    // Turned on again later, the drill alert counts from then.
+    expect(off).toContain('rm -f "$STATE_DIR/drill.armed" "$STATE_DIR/drill.succeeded"');
+    expect(renderBackupSchedulerScript({ ...P, drill: DRILL })).not.toContain("rm -f \"$STATE_DIR/drill.armed\"");
     expect(renderBackupSchedulerScript(P)).not.toContain("drill_run");
   });
 
