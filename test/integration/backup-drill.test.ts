@@ -133,7 +133,12 @@ function schedulerDirs(name: string) {
 }
 
 /** The scheduler script as lib/backup.ts renders it, with the rig's paths and this invocation. */
-function renderScheduler(dirs: ReturnType<typeof schedulerDirs>, invocation: PgbackrestInvocation, drill: Partial<NonNullable<BackupSchedulerParams["drill"]>> = {}): string {
+function renderScheduler(
+  dirs: ReturnType<typeof schedulerDirs>,
+  invocation: PgbackrestInvocation,
+  drill: Partial<NonNullable<BackupSchedulerParams["drill"]>> = {},
+  scheduler: Partial<Pick<BackupSchedulerParams, "acts" | "intervalSeconds" | "schedule">> = {},
+): string {
   const scratch = dirs.scratch;
   const script = renderBackupSchedulerScript({
     argv: { full: backupArgv(invocation, "full"), diff: backupArgv(invocation, "diff"), expire: expireArgv(invocation), verify: verifyArgv(invocation), info: infoArgv(invocation) },
@@ -144,6 +149,7 @@ function renderScheduler(dirs: ReturnType<typeof schedulerDirs>, invocation: Pgb
     stateDir: dirs.state,
     spoolDir: spool,
     hostName: "drpg",
+    ...scheduler,
     drill: {
       schedule: { weekday: 6, hourUtc: 5 },
       timeoutSeconds: 600,
@@ -179,7 +185,7 @@ interface DrillRun {
 }
 
 /** Runs `synaxic-backup-scheduler drill` as root on the host, in a memory cgroup limited like the scheduler container when possible. */
-async function runDrill(dirs: ReturnType<typeof schedulerDirs>, script: string, opts: { whileRunning?: (pid: number) => Promise<void> } = {}): Promise<DrillRun> {
+async function runDrill(dirs: ReturnType<typeof schedulerDirs>, script: string, opts: { whileRunning?: (pid: number) => Promise<void>; loop?: boolean } = {}): Promise<DrillRun> {
   const cgRoot = memoryCgroupRoot();
   const cg = cgRoot ? join(cgRoot, `synaxic-drill-${process.pid}-${Date.now()}`) : null;
   if (cg) {
@@ -191,7 +197,7 @@ async function runDrill(dirs: ReturnType<typeof schedulerDirs>, script: string, 
   const t = Date.now();
   // Into the cgroup first (`ip netns exec` mounts a sysfs of its own, without the cgroup tree), then into the host's namespace.
   const enter = cg ? `echo $$ > ${sh([join(cg, "cgroup.procs")])} && ` : "";
-  const drill = `PATH=${sh([`${dirs.bin}:${process.env.PATH ?? "/usr/bin:/bin"}`])} exec bash ${sh([script])} drill`;
+  const drill = `PATH=${sh([`${dirs.bin}:${process.env.PATH ?? "/usr/bin:/bin"}`])} exec bash ${sh([script, ...(opts.loop ? [] : ["drill"])])}`;
   let peakResident = 0;
   const sampler = cg
     ? setInterval(() => {
@@ -385,6 +391,45 @@ describe("the restore drill (synaxic-backup-scheduler drill)", () => {
     });
     expect(run.log).toContain("stopping");
     await expectCleanedUp(dirs.scratch);
+  });
+
+  it("the scheduler's loop runs it on its weekday from its hour, once, on the host that takes the backups; a scheduler that takes none never does", async () => {
+    const now = new Date();
+    const due = { weekday: now.getUTCDay(), hourUtc: 0 };
+    // Backups at another hour, so that the loop's pass only has the drill to do.
+    const schedule = { fullWeekday: 0, hourUtc: (now.getUTCHours() + 12) % 24, verifyWeekday: 3 };
+    const textfile = (dirs: ReturnType<typeof schedulerDirs>) => (existsSync(join(dirs.textfile, BACKUP_TEXTFILE)) ? parseMetrics(readFileSync(join(dirs.textfile, BACKUP_TEXTFILE), "utf8")) : []);
+
+    const acting = schedulerDirs("sched-loop");
+    const run = await runDrill(acting, renderScheduler(acting, inv, { schedule: due }, { schedule, intervalSeconds: 1 }), {
+      loop: true,
+      whileRunning: async (pid) => {
+        await waitFor("the scheduled drill's result", async () => textfile(acting).some((m) => m.name === "synaxic_backup_last_result_success" && m.labels.operation === "drill"), 180_000, 200);
+        // A few more passes: the drill is not run again that day.
+        await new Promise((r) => setTimeout(r, 4000));
+        process.kill(pid, "SIGTERM");
+      },
+    });
+    expect(metric(run, "synaxic_backup_last_result_success", { operation: "drill" }).map((m) => m.value)).toEqual([1]);
+    expect(run.log.match(/drill: starting/g)).toHaveLength(1);
+    expect(metric(run, "synaxic_backup_scheduler_active").map((m) => m.value)).toEqual([1]);
+    expect(metric(run, "synaxic_backup_drill_armed_timestamp_seconds")).toHaveLength(1);
+    expect(run.log).not.toMatch(/backup-(full|diff): starting/);
+    await expectCleanedUp(acting.scratch);
+
+    const idle = schedulerDirs("sched-loop-never");
+    const never = await runDrill(idle, renderScheduler(idle, inv, { schedule: due }, { schedule, intervalSeconds: 1, acts: "never" }), {
+      loop: true,
+      whileRunning: async (pid) => {
+        await waitFor("a few passes", async () => textfile(idle).some((m) => m.name === "synaxic_backup_scheduler_heartbeat_timestamp_seconds"), 60_000, 200);
+        await new Promise((r) => setTimeout(r, 4000));
+        process.kill(pid, "SIGTERM");
+      },
+    });
+    expect(never.log).not.toContain("drill: starting");
+    expect(metric(never, "synaxic_backup_last_result_success", { operation: "drill" })).toEqual([]);
+    expect(metric(never, "synaxic_backup_drill_armed_timestamp_seconds")).toEqual([]);
+    expect(metric(never, "synaxic_backup_scheduler_active").map((m) => m.value)).toEqual([0]);
   });
 
   it("a corrupt backup: the restore fails, reported as 0 (reason restore), and the half-restored scratch directory is removed", async () => {
