@@ -507,7 +507,7 @@ drill_steps() {
   case "$status" in
     0) ;;
     2) drill_fail no-backup "the repository holds no backup to restore"; return 1 ;;
-    *) drill_fail info "pgbackrest info reports status \${status:-unknown}: $(printf '%s' "$info" | grep -o '"message":"[^"]*"' | cut -d '"' -f 4 | paste -s -d ';')"; return 1 ;;
+    *) drill_fail info "pgbackrest info reports status \${status:-unknown}: $(printf '%s' "$info" | grep -o '"message":"[^"]*"' | cut -d '"' -f 4 | paste -s -d ';') (pgbackrest info in this container says more: a wrong cipher pass or keys, or the object storage unreachable)"; return 1 ;;
   esac
   if [ -z "$label" ]; then drill_fail no-backup "the repository holds no backup to restore"; return 1; fi
   if [ -z "$size" ]; then drill_fail info "pgbackrest info names backup $label but not its size"; return 1; fi
