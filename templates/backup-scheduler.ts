@@ -131,7 +131,9 @@ export function drillServerArgv(scratchDir: string, restoreCommand: string): str
     ["max_replication_slots", "0"],
     ["synchronous_standby_names", ""],
     // No connections during recovery: PostgreSQL then skips its check that max_connections and its kin are at least the
-    // primary's (hot standby only), and recovery_target_action must be promote (pause acts as shutdown without it).
+    // primary's (CheckRequiredParameterValues, src/backend/access/transam/xlog.c: only with hot_standby), and
+    // recovery_target_action must be promote (PostgreSQL's documentation of recovery_target_action: "If hot_standby is
+    // not enabled, a setting of pause will act the same as shutdown").
     ["hot_standby", "off"],
     ["recovery_target_action", "promote"],
     // Small: it fits in the scheduler container's memory limit beside pgBackRest.

@@ -446,10 +446,12 @@ export function archiveCommand(inv: PgbackrestInvocation): string {
 /**
  * restore_command for postgresql.conf (%f the WAL file name wanted, %p where
  * to put it). With `scratch`, the one a throwaway server restored elsewhere
- * runs (a restore drill): pgBackRest resolves a relative %p against
- * pg1-path, so it names the scratch data directory; and archive-get runs
- * synchronously (--no-archive-async), so it never touches the asynchronous
- * queue in spool-path that the host's own server shares.
+ * runs (a restore drill): archive-get resolves a relative %p against
+ * pg1-path and reads pg_control from pg1-path (src/command/archive/get/get.c,
+ * release/2.45: walPath() with cfgOptPgPath, pgControlFromFile(storagePg())),
+ * so it names the scratch data directory, not the host's own server's; and
+ * archive-get runs synchronously (--no-archive-async), so it never touches
+ * the asynchronous queue in spool-path that the host's own server shares.
  */
 export function restoreCommand(inv: PgbackrestInvocation, scratch?: { dataDir: string }): string {
   const extra = scratch ? [`--pg1-path=${absPath("scratch dataDir", scratch.dataDir)}`, "--no-archive-async"] : [];
