@@ -4,6 +4,7 @@
  * the replica with an error that names it.
  */
 import { z } from "zod";
+import { BACKUP_DRILL_DEFAULTS } from "../templates/backup-scheduler";
 
 const ip = z.string().regex(/^\d{1,3}(\.\d{1,3}){3}$/, { message: "expected an IPv4 address" });
 const pem = z.string().includes("-----BEGIN", { message: "expected a PEM block" });
@@ -37,6 +38,8 @@ export const fleetInfoSchema = z.object({
       }),
       schedule: z.object({ fullWeekday: z.number().int(), hourUtc: z.number().int(), verifyWeekday: z.number().int() }),
       standby: z.string().nullable(),
+      /** The weekly restore drill (backupDrill); null: off. A main stack from before drills has none: its default applies. */
+      drill: z.object({ weekday: z.number().int(), hourUtc: z.number().int(), timeoutMinutes: z.number().int() }).nullable().default(BACKUP_DRILL_DEFAULTS),
     })
     .nullable(),
   images: z.object({
