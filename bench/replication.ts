@@ -26,12 +26,12 @@ const SAMPLE_MS = 200;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-interface Options {
+export interface Options {
   seconds: number;
   cut: number;
 }
 
-function parseArgs(argv: readonly string[]): Options {
+export function parseArgs(argv: readonly string[]): Options {
   const opts: Options = { seconds: 20, cut: 10 };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i]!;
@@ -146,13 +146,17 @@ function acksBetween(writers: readonly LedgerWriter[], from: number, to: number)
   return allAcks(writers).filter((a) => a.at > from && a.at <= to).length;
 }
 
-interface Summary {
+export interface Summary {
   label: string;
   value: string;
   unit: string;
 }
 
-async function bench(opts: Options, net: TestNet, summary: Summary[]): Promise<void> {
+/** The rig hosts bench() needs. */
+export const HOSTS = ["main", "replica1", "app"];
+
+/** Runs the measurements on a rig of HOSTS, adding what it measured to summary. */
+export async function bench(opts: Options, net: TestNet, summary: Summary[]): Promise<void> {
   const add = (label: string, value: string, unit: string) => summary.push({ label, value, unit });
   const app: Host = net.host("app");
   const cluster = new PgCluster({
@@ -331,7 +335,7 @@ async function bench(opts: Options, net: TestNet, summary: Summary[]): Promise<v
 async function mainEntry(): Promise<number> {
   const opts = parseArgs(process.argv.slice(2));
   const summary: Summary[] = [];
-  const code = await runOnRig(["main", "replica1", "app"], (net) => bench(opts, net, summary));
+  const code = await runOnRig(HOSTS, (net) => bench(opts, net, summary));
   if (code !== 0) return code;
   const rows: Summary[] = [
     { label: "CPUs", value: String(cpus().length), unit: `(${cpus()[0]?.model.trim() ?? "unknown model"})` },
@@ -345,4 +349,5 @@ async function mainEntry(): Promise<number> {
   return 0;
 }
 
-runBench(mainEntry);
+// Run from the command line; bench/all.ts imports bench() instead.
+if (require.main === module) runBench(mainEntry);
