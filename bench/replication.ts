@@ -64,7 +64,7 @@ function fmt(v: number | undefined, digits = 0): string {
  * socket, so that frequent samples cost a round trip rather than a process
  * start each.
  */
-class Session {
+export class Session {
   private readonly child: ChildProcess;
   private buffer = "";
   private lines: string[] = [];
