@@ -95,7 +95,7 @@ export async function round(net: TestNet, n: number, opts: Options): Promise<Rou
 /** The figures over the rounds. */
 export function summarize(rounds: readonly Round[], opts: Options, add: (label: string, value: string) => void): void {
   add("load", `${opts.writers} writers, one 200-byte row per transaction back to back, ${opts.loadSeconds} s before the kill; ${opts.rounds} round(s)`);
-  add("write gap (kill to first new ack)", fmtSpread(rounds.map((r) => r.gapMs), 0, "ms"));
+  add("write gap (last ack of the old primary to first of the new)", fmtSpread(rounds.map((r) => r.gapMs), 0, "ms"));
   add("  of it, promote SQL (incl. checkpoint)", fmtSpread(rounds.map((r) => r.promoteMs), 0, "ms"));
   add("acknowledged writes missing", `${fmtSpread(rounds.map((r) => r.missing), 0, "writes")} (of ${fmtSpread(rounds.map((r) => r.acked), 0, "")} acknowledged by the old primary)`);
   add("writes without an answer at the kill", fmtSpread(rounds.map((r) => r.unknown), 0, ""));
