@@ -59,3 +59,30 @@ describe("bench report helpers", () => {
     expect(() => parseRunnerArgs(["--fast"])).toThrow(/unknown argument --fast/);
   });
 });
+
+describe("bench output parsers", () => {
+  it("reads tps from pgbench's output", async () => {
+    const { pgbenchTps } = await import("../../bench/postgres");
+    const out = "number of transactions actually processed: 73530\nlatency average = 3.263 ms\ninitial connection time = 10.010 ms\ntps = 1225.584390 (without initial connection time)\n";
+    expect(pgbenchTps(out)).toBeCloseTo(1225.58439);
+    expect(pgbenchTps("pgbench: error: connection failed")).toBeUndefined();
+  });
+
+  it("pins replicas to another CPU when there is one", async () => {
+    const { pinCpus } = await import("../../bench/postgres");
+    expect(pinCpus(2)).toEqual({ primary: 0, replicas: 1 });
+    expect(pinCpus(1)).toEqual({ primary: 0, replicas: 0 });
+  });
+
+  it("reads requests/s per test from redis-benchmark --csv", async () => {
+    const { benchmarkCsv } = await import("../../bench/redis-tls");
+    const out = [
+      '"test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"',
+      '"SET","21436.21","2.231","0.480","2.103","3.327","4.535","12.351"',
+      '"GET","28776.98","1.663","0.344","1.559","2.495","3.455","9.871"',
+      '"LPUSH (needed to benchmark LRANGE)","30000.00","1.0","0.1","1.0","1.0","1.0","1.0"',
+    ].join("\n");
+    expect(benchmarkCsv(out)).toEqual({ SET: 21436.21, GET: 28776.98, LPUSH: 30000 });
+    expect(benchmarkCsv("WARNING: Could not fetch server CONFIG\n")).toEqual({});
+  });
+});
