@@ -1,5 +1,5 @@
 /**
- * Replication benchmark on the integration rig: `sudo npm run bench [-- --seconds N --cut N]`.
+ * Replication benchmark on the integration rig: `sudo npm run bench:replication [-- --seconds N --cut N]`.
  *
  * Starts a primary and one streaming replica from the rendered configuration
  * (TLS, replication slot) in network namespaces, then measures and prints:
@@ -36,7 +36,7 @@ export function parseArgs(argv: readonly string[]): Options {
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i]!;
     if (flag === "--help" || flag === "-h") {
-      process.stdout.write("usage: npm run bench -- [--seconds N] [--cut N]\n  --seconds N  load duration for throughput and lag (default 20)\n  --cut N      how long the replica's link is cut (default 10)\n");
+      process.stdout.write("usage: npm run bench:replication -- [--seconds N] [--cut N]\n  --seconds N  load duration for throughput and lag (default 20)\n  --cut N      how long the replica's link is cut (default 10)\n");
       process.exit(0);
     }
     const key = flag === "--seconds" ? "seconds" : flag === "--cut" ? "cut" : undefined;
