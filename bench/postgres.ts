@@ -22,7 +22,7 @@ import { execFileSync } from "node:child_process";
 import { cpus } from "node:os";
 import { join } from "node:path";
 import { readdirSync, readFileSync } from "node:fs";
-import { waitFor, type Host, type TestNet } from "../test/rig/net";
+import { type Host, type TestNet } from "../test/rig/net";
 import { makeCa } from "../test/rig/pki";
 import { PgCluster, PgExporter, PgNode, lsnDiff, startPrimaryWithRoles } from "../test/rig/postgres";
 import { Session } from "./replication";
@@ -170,7 +170,26 @@ export async function bench(opts: Options, net: TestNet, add: (label: string, va
       const until = Date.now() + opts.seconds * 1000 - 1000;
       const probes = probeVisibility(primarySession, sessions, opts.probeMs, () => Date.now() >= until);
       const load = await pgbench(main, cpu.primary, db, opts);
-      return { load, visibility: await probes };
+      // 3. Lag when the load stops, over the open sessions (the primary asked first, so that a
+      // replica's figure is never below the true one), and the time until every replica has
+      // replayed the primary's LSN at that moment, polled every 2 ms.
+      const stoppedAt = Date.now();
+      const [stopLsn] = await primarySession.row("SELECT pg_current_wal_lsn()");
+      const lagAtStop: number[] = [];
+      const caughtUpMs: number[] = [];
+      await Promise.all(
+        sessions.map(async (x, i) => {
+          for (;;) {
+            const [replayed] = await x.row("SELECT pg_last_wal_replay_lsn()");
+            const lag = lsnDiff(stopLsn!, replayed!);
+            lagAtStop[i] ??= Math.max(0, lag);
+            if (lag <= 0) return void (caughtUpMs[i] = Date.now() - stoppedAt);
+            if (Date.now() - stoppedAt > 120_000) throw new Error(`${replicaNodes[i]!.name} did not replay up to ${stopLsn} within 120 s`);
+            await sleep(POLL_MS);
+          }
+        }),
+      );
+      return { load, visibility: await probes, lagAtStop, caughtUpMs };
     } finally {
       primarySession.close();
       for (const x of sessions) x.close();
@@ -190,24 +209,14 @@ export async function bench(opts: Options, net: TestNet, add: (label: string, va
 
   // 2. pgbench with 2 replicas, commit -> visible probed meanwhile.
   log(`pgbench with 2 replicas (${opts.seconds} s), commit -> visible probed every ${opts.probeMs} ms`);
-  const { load: withReplicas, visibility } = await probed(replicas);
-  // 3. Lag when the load stops (the primary asked first, so a replica's figure is at most the true one), and until it is 0.
-  const stoppedAt = Date.now();
-  const stopLsn = await main.lsn();
-  const lagAtStop = await Promise.all(replicas.map(async (r) => Math.max(0, lsnDiff(stopLsn, await r.replayLsn()))));
-  log(`2 replicas: ${withReplicas.tps.toFixed(0)} tps; lag at stop ${lagAtStop.join(", ")} bytes`);
-  add("lag when the load stops", `${lagAtStop.map((b, i) => `${replicas[i]!.name} ${b}`).join(", ")} bytes`);
-  const caughtUp = await Promise.all(
-    replicas.map(async (r) => {
-      await waitFor(`${r.name} to replay up to ${stopLsn}`, async () => lsnDiff(await r.replayLsn(), stopLsn) >= 0, 120_000, 10);
-      return Date.now() - stoppedAt;
-    }),
-  );
+  const { load: withReplicas, visibility, lagAtStop, caughtUpMs } = await probed(replicas);
+  log(`2 replicas: ${withReplicas.tps.toFixed(0)} tps; lag at the load's end ${lagAtStop.join(", ")} bytes, 0 after ${caughtUpMs.join(", ")} ms`);
   add("tps, 0 replicas", alone.tps.toFixed(0));
   add("tps, 2 replicas", withReplicas.tps.toFixed(0));
   add("tps ratio, 2 replicas / 0", num(ratio(withReplicas.tps, alone.tps), 2));
   add("commit -> visible on a replica", `${fmtPercentiles(visibility.latencies, 1, "ms")}${visibility.timeouts ? `, ${visibility.timeouts} not visible after 30 s` : ""}`);
-  add("lag to 0 bytes after the load stops", `${caughtUp.map((ms, i) => `${replicas[i]!.name} ${ms} ms`).join(", ")} (polled every 10 ms from the load's end)`);
+  add("lag when the load stops", `${lagAtStop.map((b, i) => `${replicas[i]!.name} ${b}`).join(", ")} bytes`);
+  add("lag to 0 bytes after the load stops", `${caughtUpMs.map((ms, i) => `${replicas[i]!.name} ${ms} ms`).join(", ")} (polled every ${POLL_MS} ms from pgbench's exit)`);
 
   // 4. The exporter's lag metrics on an idle cluster.
   const exporters = [await PgExporter.start(cluster, mon, main, 9187), await PgExporter.start(cluster, mon, replicas[0]!, 9188)];
