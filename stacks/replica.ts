@@ -15,7 +15,7 @@ import { Monitoring, type AlertingArgs } from "../components/Monitoring";
 import { Host } from "../components/Host";
 import { PostgresReplica } from "../components/PostgresReplica";
 import { RedisPair } from "../components/RedisPair";
-import { SynaxicApp } from "../components/SynaxicApp";
+import { SynaxicApp, appOnHost } from "../components/SynaxicApp";
 import { Exporters } from "../components/Exporters";
 import { NginxBalancer } from "../components/NginxBalancer";
 import { ConfigError } from "../lib/config";
@@ -267,6 +267,8 @@ export function buildReplica(
     `${prefix}app`,
     {
       hostName: cfg.hostName,
+      shell: host.shell,
+      timeoutSeconds: timeout,
       memory,
       mode: writeMode ? "write" : "read",
       image: fleet.appImage,
@@ -306,7 +308,7 @@ export function buildReplica(
         ...(fleet.balancerAccess ? { access: fleet.balancerAccess } : {}),
         ...(balancerHttps ? { https: { certPem: balancerHttps.apply((h) => h.certPem), keyPem: balancerHttps.apply((h) => h.keyPem) } } : {}),
         mainApp: { name: me.name, address: app.endpoint },
-        replicaApps: others.map((r) => ({ name: r.name, address: `${r.privateIp}:${ports.app}` })),
+        replicaApps: others.map((r) => appOnHost(r.name, r.privateIp, ports.app)),
       },
       { ...docker, dependsOn: [app] },
     );

@@ -199,7 +199,8 @@ describe("moving the main VPS", () => {
     const key = (r: Recorded) => `${r.type}::${r.name}`;
     const before = new Map(base.replica.resources.map((r) => [key(r), JSON.stringify(r.inputs)]));
     const changed = replica.resources.filter((r) => before.get(key(r)) !== JSON.stringify(r.inputs)).map((r) => r.name).sort();
-    expect(changed).toEqual(["app-container", "postgres-conf", "postgres-container", "postgres-hba", "postgres-hba-reload", "redis-container", "replica-1-firewall", "replica-1-host-firewall"]);
+    // The app's settings changed, so its slot step runs again (its stdin is the new settings digest) and picks the other slot.
+    expect(changed).toEqual(["app-container", "app-slot", "postgres-conf", "postgres-container", "postgres-hba", "postgres-hba-reload", "redis-container", "replica-1-firewall", "replica-1-host-firewall"]);
   });
 });
 
