@@ -48,7 +48,7 @@ function onServiceContainer(host: string, service: FleetService, dockerArgs: str
   return [
     "sh",
     "-c",
-    'p=$1; shift; c=$(docker ps --filter "name=^/?$p-[ab]\$" --format "{{.Names}}" | head -n 1); if [ -z "$c" ]; then echo "no app container runs on this host ($p-a or $p-b)" >&2; exit 1; fi; exec docker "$@" "$c"',
+    'p=$1; shift; c=$(docker ps --filter "name=^/?$p-[ab]$" --format "{{.Names}}" | head -n 1); if [ -z "$c" ]; then echo "no app container runs on this host ($p-a or $p-b)" >&2; exit 1; fi; exec docker "$@" "$c"',
     "sh",
     prefix,
     ...dockerArgs,

@@ -161,7 +161,7 @@ describe("fleet restart", () => {
     expect(f.rec.read).toEqual([MAIN, "acme/synaxic/replica-1"]);
     expect(f.rec.targets).toEqual([[{ name: "replica-1", address: "203.0.113.2", port: 2222, user: "deploy", hostKey: KEY }]]);
     expect(f.rec.calls[0]).toMatchObject({ kind: "exec", host: "replica-1", stdin: "" });
-    expect((f.rec.calls[0] as { argv: string[] }).argv.slice(-3)).toEqual(["sh", "synaxic-replica-1-app", "restart"]);
+    expect(f.rec.calls[0]!.argv!.slice(-3)).toEqual(["sh", "synaxic-replica-1-app", "restart"]);
     expect(f.rec.calls.at(-1)).toEqual({ kind: "close" });
     expect(f.rec.stdout).toBe("restarted synaxic-replica-1-app-b on replica-1\n");
     const n = fleet();
