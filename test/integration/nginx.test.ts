@@ -733,4 +733,18 @@ describe("a gapless deploy of the app (templates/app.ts deploy slots)", () => {
     expect(w.errors).toBe(0);
     expect((await next.stats()).write).toBe(50);
   });
+
+  it("control: the old slot stopped before the balancer moves (what a deploy that deletes first does) fails writes", async () => {
+    const back = await new AppStub(main, "main", APP_PORT, net.mkdir("apps-slot-a2")).start();
+    const load = backgroundLoad();
+    await new Promise((r) => setTimeout(r, 1000));
+    await next.terminate();
+    await new Promise((r) => setTimeout(r, 1000));
+    nginx.writeConf(renderNginxConf(params({ mainApp: { name: "main", address: back.address }, replicaApps: [stubs.replica1!, stubs.replica2!].map((s) => ({ name: s.name, address: s.address, standby: `${s.host.ip}:${SLOT_B}` })) })));
+    await nginx.reload();
+    const result = await load.stop();
+    process.stdout.write(`[nginx] control, old slot stopped first: ${JSON.stringify(result)}\n`);
+    expect(result.errors).toBeGreaterThan(0);
+    next = back;
+  });
 });
