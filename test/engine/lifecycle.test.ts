@@ -183,8 +183,11 @@ describe("a fleet of main and two replicas on the real engine", () => {
 
   it("a new app image under reads and writes through the balancer: each host's app starts in its other deploy slot beside the old one, the balancer moves to it, the old one stops; not one request fails", async () => {
     const NEXT = "ghcr.io/synaxic/synaxic:1.0.1";
-    // The rig pulls nothing: the next version is the same stand-in image under a new tag, on every host.
-    for (const h of ["main", "replica-1", "replica-2", "replica-3"]) await rig.host(h).docker(["tag", "ghcr.io/synaxic/synaxic:1.0.0", NEXT]);
+    // The rig pulls nothing: the next version is the stand-in image with one more label, built on every host
+    // (a new image ID; a new tag of the same image would change nothing, the container runs the ID).
+    for (const h of ["main", "replica-1", "replica-2", "replica-3"]) {
+      await rig.host(h).docker(["build", "-q", "-t", NEXT, "-"], { input: "FROM ghcr.io/synaxic/synaxic:1.0.0\nLABEL org.opencontainers.image.version=1.0.1\n" });
+    }
     const main = rig.host("main");
     const slots = async (h: string) => (await rig.host(h).docker(["ps", "--filter", `name=^synaxic-${h}-app`, "--format", "{{.Names}}"])).stdout.trim().split("\n").sort();
     expect(await slots("main")).toEqual(["synaxic-main-app-a"]);
