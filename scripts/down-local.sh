@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+command -v npm >/dev/null 2>&1 || { echo "down:local needs Node.js 20 or later with npm: https://nodejs.org/en/download" >&2; exit 1; }
 command -v pulumi >/dev/null 2>&1 || { echo "down:local needs the Pulumi CLI: https://www.pulumi.com/docs/iac/download-install/" >&2; exit 1; }
 export PULUMI_BACKEND_URL="file://$PWD/.state/backend"
 export PULUMI_CONFIG_PASSPHRASE="${PULUMI_CONFIG_PASSPHRASE-synaxic-local}"
