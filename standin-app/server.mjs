@@ -231,10 +231,19 @@ async function migrate() {
         return;
       }
     } catch (e) {
-      process.stderr.write(`synaxic-standin: schema: ${e.code ? `SQLSTATE ${e.code}: ` : ""}${e.message}\n`);
+      process.stderr.write(`synaxic-standin: schema: ${describe(e)}\n`);
     }
     await delay(2000);
   }
+}
+
+/** The SQLSTATE of a PostgreSQL error (five characters); a connection error's code (ECONNREFUSED...) is not one. */
+function sqlState(e) {
+  return typeof e.code === "string" && /^[0-9A-Z]{5}$/.test(e.code) ? e.code : undefined;
+}
+
+function describe(e) {
+  return sqlState(e) ? `SQLSTATE ${sqlState(e)}: ${e.message}` : e.message;
 }
 
 function withTimeout(promise, ms, what) {
@@ -248,7 +257,7 @@ async function health() {
     const up = schemaReady;
     components.db = { status: up ? "UP" : "DOWN", details: { database: "PostgreSQL", standby: r.rows[0].standby, schema: schemaReady ? "current" : "missing" } };
   } catch (e) {
-    components.db = { status: "DOWN", details: { error: e.code ? `SQLSTATE ${e.code}` : e.message } };
+    components.db = { status: "DOWN", details: { error: describe(e) } };
   }
   try {
     const pong = await withTimeout(redis.ping(), 3000, "Redis");
@@ -328,7 +337,7 @@ const server = http.createServer(async (req, res) => {
         return send(res, 200, { mode, ...(await writeVisit()) });
       } catch (e) {
         metrics.writeFailures++;
-        return send(res, 500, { mode, error: e.message, ...(e.code ? { sqlState: e.code } : {}) });
+        return send(res, 500, { mode, error: e.message, ...(sqlState(e) ? { sqlState: sqlState(e) } : {}) });
       }
     }
     if (path === "/v1/visits" && req.method === "GET") return send(res, 200, { mode, ...(await readVisits()) });
@@ -337,7 +346,7 @@ const server = http.createServer(async (req, res) => {
     }
     return send(res, 404, { error: "not found" });
   } catch (e) {
-    return send(res, 500, { mode, error: e.message, ...(e.code ? { sqlState: e.code } : {}) });
+    return send(res, 500, { mode, error: e.message, ...(sqlState(e) ? { sqlState: sqlState(e) } : {}) });
   }
 });
 
