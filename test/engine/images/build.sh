@@ -32,7 +32,7 @@
 #    --squash`: users and groups with the official ids first, then
 #    `apt-get install` of the downloaded .debs, then the official layout.
 #    Squashing leaves one layer per image on top of the shared base (and the
-#    shared Node.js layer for grafana and the app), so the archive holds the
+#    shared Node.js layer for grafana, the app and node), so the archive holds the
 #    base once. busybox:1.36.1 (the local host provider's anchor image) is
 #    Debian's busybox-static imported as a tiny root.
 # 5. Every image is checked in that dockerd (users, paths, versions, and the
