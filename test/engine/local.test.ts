@@ -89,6 +89,38 @@ describe("the local fleet on one Docker engine (npm run up:local / down:local)",
     expect(direct).toMatchObject({ mode: "read", sqlState: "25006" });
   });
 
+  it("up:local again: nothing is rebuilt while standin-app/ is unchanged; a changed source builds a new image that both apps then run, the data kept", async () => {
+    const host = tier.rig.host("docker-host");
+    const state = async () => {
+      const tags = (await host.docker(["image", "ls", "--format", "{{.Repository}}:{{.Tag}}", "synaxic-standin-app"])).stdout.trim().split("\n").filter(Boolean);
+      const apps = await Promise.all(["synaxic-main-app", "synaxic-replica-1-app"].map(async (c) => (await host.docker(["inspect", "--format", "{{.Id}} {{.Image}}", c])).stdout.trim()));
+      return { tags, apps };
+    };
+    const up = async () => {
+      const r = await runProcess(["npm", "run", "up:local"], { cwd: tier.co.dir, env: env(), allowFail: true, timeoutMs: 900_000 });
+      expect(r.code, `${r.stdout.slice(-4000)}\n${r.stderr.slice(-2000)}`).toBe(0);
+      return r.stdout;
+    };
+    const before = await state();
+    await up();
+    expect(await state()).toEqual(before);
+
+    appendFileSync(join(tier.co.dir, "standin-app", "server.mjs"), "// a change to the stand-in's source\n");
+    const t0 = Date.now();
+    await up();
+    const seconds = Math.round((Date.now() - t0) / 1000);
+    const after = await state();
+    expect(after.tags).toHaveLength(1);
+    expect(after.tags[0]).not.toBe(before.tags[0]);
+    const newId = (await host.docker(["image", "inspect", "--format", "{{.Id}}", after.tags[0]!])).stdout.trim();
+    for (const app of after.apps) expect(app.split(" ")[1]).toBe(newId);
+    // The containers were replaced (new container IDs) and answer again; the visits written before are still there.
+    expect(after.apps.map((a) => a.split(" ")[0])).not.toEqual(before.apps.map((a) => a.split(" ")[0]));
+    const visits = JSON.parse((await host.exec(["curl", "-sS", "--max-time", "10", "-X", "POST", "http://127.0.0.1:8080/v1/visits"])).stdout) as { visits: number };
+    expect(visits.visits).toBeGreaterThanOrEqual(3);
+    expect(seconds, "the rebuild and the apps' replacement").toBeLessThan(600);
+  });
+
   it("down:local removes every container and network it made", async () => {
     const r = await runProcess(["npm", "run", "down:local"], { cwd: tier.co.dir, env: env(), allowFail: true, timeoutMs: 900_000 });
     expect(r.code, `${r.stdout.slice(-4000)}\n${r.stderr.slice(-4000)}`).toBe(0);

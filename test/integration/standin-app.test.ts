@@ -12,7 +12,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { execFileSync, type ChildProcess } from "node:child_process";
-import { cpSync } from "node:fs";
+import { cpSync, mkdirSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { join, resolve } from "node:path";
 import { TestNet, waitFor, type Host } from "../rig/net";
@@ -61,7 +61,7 @@ function startStandin(host: Host, mode: "write" | "read", label: string, o: Stan
   const tree = join(dir, "configtree");
   if (!o.noConfigTree) {
     // The four files SynaxicApp uploads into APP_SECRETS_DIR.
-    net.mkdir(`standin-${label}/configtree`);
+    mkdirSync(tree, { mode: 0o700 });
     net.writeFile(join(tree, "spring.datasource.password"), cluster.roles.app.password, 0o400);
     net.writeFile(join(tree, "spring.data.redis.password"), users.app.password, 0o400);
     net.writeFile(join(tree, "REDIS_TRUSTSTORE_PASSWORD"), o.truststorePassword ?? truststorePassword, 0o400);
@@ -97,10 +97,15 @@ async function health(app: Started): Promise<{ code: number; body: { status: str
 }
 
 async function waitUp(app: Started): Promise<void> {
+  let last = "";
   await waitFor(`the stand-in at ${app.url} to report UP`, async () => {
     if (app.proc.exitCode !== null) throw new Error(`the stand-in exited (${app.proc.exitCode}):\n${net.readLog(app.log)}`);
-    return (await health(app).catch(() => ({ code: 0, body: { status: "" } }))).body.status === "UP";
-  }, 60_000, 250);
+    const h = await health(app).catch((e: Error) => ({ code: 0, body: { status: e.message } }));
+    last = JSON.stringify(h.body);
+    return h.body.status === "UP";
+  }, 120_000, 250).catch((e: Error) => {
+    throw new Error(`${e.message}; last health: ${last}; its log:\n${net.readLog(app.log).slice(-3000)}`);
+  });
 }
 
 async function exited(app: Started): Promise<{ code: number | null; log: string }> {
