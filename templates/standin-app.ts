@@ -23,7 +23,7 @@ export function standinBuildArgv(sourceDir: string, tag: string): string[] {
   const script = [
     "set -eu",
     "src=$1; tag=$2; shift 2",
-    `command -v npm >/dev/null 2>&1 || { echo "building the stand-in app needs npm (Node.js 18 or later: https://nodejs.org/en/download)" >&2; exit 1; }`,
+    `command -v npm >/dev/null 2>&1 || { echo "building the stand-in app needs npm (Node.js 20 or later: https://nodejs.org/en/download)" >&2; exit 1; }`,
     `command -v docker >/dev/null 2>&1 || { echo "building the stand-in app needs the docker CLI (https://docs.docker.com/engine/install/)" >&2; exit 1; }`,
     "umask 022",
     `ctx=$(mktemp -d); trap 'rm -rf "$ctx"' EXIT`,

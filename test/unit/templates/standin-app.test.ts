@@ -102,7 +102,7 @@ describe("the stand-in app's image build (templates/standin-app.ts)", () => {
       rmSync(join(bin, "npm"));
       const r2 = spawnSync("sh", standinBuildArgv(join(dir, "src"), "t:1").slice(1), { env: { PATH: bin }, encoding: "utf8" });
       expect(r2.status).not.toBe(0);
-      expect(r2.stderr).toContain("building the stand-in app needs npm (Node.js 18 or later");
+      expect(r2.stderr).toContain("building the stand-in app needs npm (Node.js 20 or later");
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
