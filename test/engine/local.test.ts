@@ -96,14 +96,15 @@ describe("the local fleet on one Docker engine (npm run up:local / down:local)",
       const apps = await Promise.all(["synaxic-main-app", "synaxic-replica-1-app"].map(async (c) => (await host.docker(["inspect", "--format", "{{.Id}} {{.Image}}", c])).stdout.trim()));
       return { tags, apps };
     };
-    const up = async () => {
-      const r = await runProcess(["npm", "run", "up:local"], { cwd: tier.co.dir, env: env(), allowFail: true, timeoutMs: 900_000 });
+    const up = async (...extra: string[]) => {
+      const r = await runProcess(["npm", "run", "up:local", ...(extra.length ? ["--", ...extra] : [])], { cwd: tier.co.dir, env: env(), allowFail: true, timeoutMs: 900_000 });
       expect(r.code, `${r.stdout.slice(-4000)}\n${r.stderr.slice(-2000)}`).toBe(0);
       return r.stdout;
     };
     const before = await state();
-    await up();
-    expect(await state()).toEqual(before);
+    const again = await up("--diff");
+    const changed = again.split("\n").filter((l) => /^\s*[-+~]{1,2}\+?-?\s|replace|update/.test(l)).slice(0, 80).join("\n");
+    expect(await state(), changed).toEqual(before);
 
     appendFileSync(join(tier.co.dir, "standin-app", "server.mjs"), "// a change to the stand-in's source\n");
     const t0 = Date.now();
