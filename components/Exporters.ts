@@ -6,6 +6,7 @@ import { baseContainer, hostFile, hostPath, pullImage, replaceInPlace, upload, S
 import { PG_ROLES } from "../lib/postgresContainer";
 import type { HostShell } from "../lib/remote";
 import { renderPostgresExporterQueries } from "../templates/postgres-exporter";
+import { EXPORTER_WEB_FILES, redisExporterTlsEnv, renderExporterWebConfig } from "../templates/exporter-web";
 import { REDIS_USER_NAMES } from "./RedisPair";
 
 /** uid of the exporters' image users: postgres-exporter and node-exporter run as nobody, redis_exporter as 59000. */
@@ -19,11 +20,16 @@ export interface ExportersArgs {
   shell: HostShell;
   images: { nodeExporter: string; postgresExporter: string; redisExporter: string };
   networkMode: pulumi.Input<string>;
-  /** The exporters listen on this host's private address only; the firewall lets the main host in. */
+  /** The exporters listen on this host's private address only; the firewall lets the Prometheus hosts in. */
   privateIp: string;
   ports: { nodeExporter: number; postgresExporter: number; redisExporter: number; postgres: number; redis: number };
+  /** The fleet's CA: the exporters verify PostgreSQL and Redis with it, and Prometheus' client certificate. */
   caPem: pulumi.Input<string>;
   passwords: { postgres: pulumi.Input<string>; redis: pulumi.Input<string> };
+  /** The exporters' server certificate (the fleet's CA, this host's private address as an IP SAN) and its key (secret). */
+  tls: { certPem: pulumi.Input<string>; keyPem: pulumi.Input<string> };
+  /** The user Prometheus scrapes as and the bcrypt hash of its password (secret); node_exporter and postgres_exporter check it. */
+  scrapeAuth: { username: string; bcryptHash: pulumi.Input<string> };
   /** node_exporter textfile with the certificates' expiry times (rendered by the caller). */
   certExpiryTextfile: pulumi.Input<string>;
   timeoutSeconds: number;
@@ -33,7 +39,10 @@ export interface ExportersArgs {
  * The metrics exporters every host runs: node (with a textfile of
  * certificate expiry times), PostgreSQL (with the fleet's replication
  * queries) and Redis. Credentials are files; the exporters connect over
- * verified TLS to the local servers.
+ * verified TLS to the local servers. Each serves its metrics over TLS only,
+ * to clients with a certificate from the fleet's CA, and node_exporter and
+ * postgres_exporter also ask for the scrape user's password
+ * (templates/exporter-web.ts says what each version supports).
  */
 export class Exporters extends pulumi.ComponentResource {
   public readonly targets: { node: string; postgres: string; redis: string };
@@ -47,6 +56,25 @@ export class Exporters extends pulumi.ComponentResource {
       postgres: `${ip}:${args.ports.postgresExporter}`,
       redis: `${ip}:${args.ports.redisExporter}`,
     };
+
+    // The same TLS files in every exporter, owned by its user; the key and
+    // the web configuration (a password hash) are secrets.
+    const webConfig = pulumi.secret(
+      pulumi.output(args.scrapeAuth.bcryptHash).apply((bcryptHash) =>
+        renderExporterWebConfig({
+          certFile: EXPORTER_WEB_FILES.cert,
+          keyFile: EXPORTER_WEB_FILES.key,
+          clientCaFile: EXPORTER_WEB_FILES.clientCa,
+          basicAuth: { username: args.scrapeAuth.username, bcryptHash },
+        }),
+      ),
+    );
+    const tlsUploads = (uid: number) => [
+      upload(EXPORTER_WEB_FILES.cert, args.tls.certPem, "0444", uid),
+      upload(EXPORTER_WEB_FILES.key, pulumi.secret(args.tls.keyPem), "0400", uid),
+      upload(EXPORTER_WEB_FILES.clientCa, args.caPem, "0444", uid),
+    ];
+    const webUploads = (uid: number) => [...tlsUploads(uid), upload(EXPORTER_WEB_FILES.webConfig, webConfig, "0400", uid)];
 
     // node exporter: host network and host PID namespace, read-only root.
     const textfileDir = nodeTextfileDir(args.hostName);
@@ -72,6 +100,7 @@ export class Exporters extends pulumi.ComponentResource {
         command: [
           "--path.rootfs=/host",
           `--web.listen-address=${this.targets.node}`,
+          `--web.config.file=${EXPORTER_WEB_FILES.webConfig}`,
           "--collector.textfile.directory=/textfile",
           "--collector.filesystem.mount-points-exclude=^/(dev|proc|sys|run|var/lib/docker/.+)($|/)",
         ],
@@ -79,6 +108,7 @@ export class Exporters extends pulumi.ComponentResource {
           { type: "bind", source: "/", target: "/host", readOnly: true, bindOptions: { propagation: "rslave" } },
           { type: "bind", source: hostPath(args.shell, textfileDir), target: "/textfile", readOnly: true },
         ],
+        uploads: webUploads(NOBODY),
         labels: [{ label: "app", value: "synaxic" }],
       },
       { ...parent, ...replaceInPlace, dependsOn: [textfile] },
@@ -93,6 +123,8 @@ export class Exporters extends pulumi.ComponentResource {
         ...stopGrace(STOP_GRACE.exporter),
         image: pgImage.imageId,
         ...baseContainer(args.networkMode),
+        // The image's entrypoint is the exporter: these are its arguments.
+        command: [`--web.config.file=${EXPORTER_WEB_FILES.webConfig}`],
         envs: [
           `PG_EXPORTER_WEB_LISTEN_ADDRESS=${this.targets.postgres}`,
           `DATA_SOURCE_URI=${LOOPBACK}:${args.ports.postgres}/postgres?sslmode=verify-full&sslrootcert=/etc/synaxic/ca.crt`,
@@ -104,6 +136,7 @@ export class Exporters extends pulumi.ComponentResource {
           upload("/etc/synaxic/queries.yaml", renderPostgresExporterQueries(), "0644", NOBODY),
           upload("/etc/synaxic/ca.crt", args.caPem, "0644", NOBODY),
           upload("/run/synaxic/postgres-password", pulumi.secret(args.passwords.postgres), "0400", NOBODY),
+          ...webUploads(NOBODY),
         ],
       },
       { ...parent, ...replaceInPlace },
@@ -127,8 +160,11 @@ export class Exporters extends pulumi.ComponentResource {
           "REDIS_EXPORTER_TLS_CA_CERT_FILE=/etc/synaxic/ca.crt",
           // CONFIG GET would show masterauth on replicas; the exporter user may not run it.
           "REDIS_EXPORTER_CONFIG_COMMAND=-",
+          // No basic auth in 1.45.0: TLS with a client certificate required.
+          ...redisExporterTlsEnv({ certFile: EXPORTER_WEB_FILES.cert, keyFile: EXPORTER_WEB_FILES.key, clientCaFile: EXPORTER_WEB_FILES.clientCa }),
         ],
         uploads: [
+          ...tlsUploads(REDIS_EXPORTER_UID),
           upload("/etc/synaxic/ca.crt", args.caPem, "0644", REDIS_EXPORTER_UID),
           upload(
             "/run/synaxic/redis-passwords.json",

@@ -16,6 +16,16 @@ import type { AlertSeverity, AlertingConfig, StackConfig } from "../lib/config";
 const GRAFANA_UID = 472;
 /** uid and gid of `nobody`, Alertmanager's user in its image (its Dockerfile: USER nobody, on busybox). */
 const ALERTMANAGER_UID = 65534;
+/** uid and gid of `nobody`, Prometheus' user in its image (USER nobody). */
+const PROMETHEUS_UID = 65534;
+/** Where Prometheus sees the files it scrapes the exporters with (templates/exporter-web.ts). */
+const PROM_DIR = "/etc/prometheus";
+const SCRAPE_FILES = {
+  caFile: `${PROM_DIR}/scrape/ca.crt`,
+  certFile: `${PROM_DIR}/scrape/client.crt`,
+  keyFile: `${PROM_DIR}/scrape/client.key`,
+  passwordFile: `${PROM_DIR}/scrape/exporter-password`,
+};
 /** Alertmanager writes its silences and notification log on shutdown. */
 const ALERTMANAGER_STOP = { seconds: 20 };
 
@@ -61,6 +71,12 @@ export interface MonitoringArgs {
   hosts: MonitoredHost[];
   /** The replicas and their slots, for the replication alerts. */
   replicas: ReplicaEntry[];
+  /**
+   * How this Prometheus proves itself to the exporters: the fleet's CA, its
+   * client certificate and key (secret), and the scrape user's password
+   * (secret), which node_exporter and postgres_exporter check.
+   */
+  scrape: { caPem: pulumi.Input<string>; certPem: pulumi.Input<string>; keyPem: pulumi.Input<string>; username: string; password: pulumi.Input<string> };
   /** Grafana's admin password; absent: no Grafana on this host (the monitoring replica has none). */
   grafanaAdminPassword?: pulumi.Input<string>;
   /** Alertmanager and its receivers. */
@@ -121,6 +137,16 @@ export class Monitoring extends pulumi.ComponentResource {
     this.targets = renderTargetsFiles({ hosts: args.hosts, ports: args.ports });
     // Target files are re-read by Prometheus as they change.
     const targetFiles = Object.entries(this.targets).map(([f, content]) => file(`targets-${f.replace(/\.json$/, "")}`, `targets/${f}`, content));
+    // The scrape credentials: Prometheus (nobody) alone reads the key and the
+    // password, which it reads again for every scrape (password_file).
+    const scrapeFile = (label: string, path: string, content: pulumi.Input<string>, mode: string) =>
+      hostFile(`${name}-scrape-${label}`, args.shell, { path: `${promDir}/scrape/${path}`, content, mode, owner: `${PROMETHEUS_UID}:${PROMETHEUS_UID}`, timeoutSeconds: args.timeoutSeconds }, parent);
+    const scrapeFiles = [
+      scrapeFile("ca", "ca.crt", args.scrape.caPem, "0444"),
+      scrapeFile("cert", "client.crt", args.scrape.certPem, "0444"),
+      scrapeFile("key", "client.key", pulumi.secret(args.scrape.keyPem), "0400"),
+      scrapeFile("password", "exporter-password", pulumi.secret(args.scrape.password), "0400"),
+    ];
 
     const pair = args.pair;
     // With a pair each Alertmanager listens on its private address (the other
@@ -141,13 +167,14 @@ export class Monitoring extends pulumi.ComponentResource {
       // Each server's series say which server they come from; its alerts do
       // not, so that both servers' copies of an alert are one alert.
       ...(pair ? { externalLabels: { [PROMETHEUS_SERVER_LABEL]: args.hostName }, alertLabelsDropped: [PROMETHEUS_SERVER_LABEL] } : {}),
+      exporterAuth: { caFile: SCRAPE_FILES.caFile, certFile: SCRAPE_FILES.certFile, keyFile: SCRAPE_FILES.keyFile, basicAuth: { username: args.scrape.username, passwordFile: SCRAPE_FILES.passwordFile } },
     });
     // The main host's own slot exists on a promoted replica after a failover.
     this.rules = renderAlertRules({ replicas: args.replicas.map((r) => ({ name: r.name, slotName: r.slotName })), otherStandbys: [{ name: "main", slotName: replicaSlotName("main") }] });
     // The configuration and rules are files on the host too: a change is a
     // reload (SIGHUP), not a restart.
     // Backup and archiving rules (templates/backup-alerts.ts): silent on a fleet without backups, whose metrics do not exist.
-    const configFiles = [file("config", "prometheus.yml", config), file("rules", "rules/synaxic.yml", this.rules), file("rules-backup", "rules/backup.yml", renderBackupAlertRules())];
+    const configFiles = [file("config", "prometheus.yml", config), file("rules", "rules/synaxic.yml", this.rules), file("rules-backup", "rules/backup.yml", renderBackupAlertRules()), ...scrapeFiles];
 
     const promData = new docker.Volume(`${name}-prometheus-data`, { name: `synaxic-${args.hostName}-prometheus-data` }, { ...parent, retainOnDelete: !args.deleteDataOnDestroy });
     const promImage = pullImage(`${name}-prometheus-image`, args.images.prometheus, parent);
@@ -170,7 +197,7 @@ export class Monitoring extends pulumi.ComponentResource {
           // or delete its data over HTTP.
         ],
         volumes: [{ volumeName: promData.name, containerPath: "/prometheus" }],
-        mounts: [{ type: "bind", source: hostPath(args.shell, promDir), target: "/etc/prometheus", readOnly: true }],
+        mounts: [{ type: "bind", source: hostPath(args.shell, promDir), target: PROM_DIR, readOnly: true }],
       },
       { ...parent, ...replaceInPlace, dependsOn: [...targetFiles, ...configFiles] },
     );

@@ -16,6 +16,15 @@ export interface PkiArgs {
   truststorePassword: pulumi.Input<string>;
   /** Server certificates are valid this long and re-issued by `pulumi up` in their last 30 days. */
   serverValidityHours?: number;
+  /** The hosts that run Prometheus: each gets a client certificate that the exporters accept (templates/exporter-web.ts). */
+  prometheusHosts?: string[];
+}
+
+/** The certificates of one host: PostgreSQL's and Redis' (server and client use), its exporters' (server use only). */
+export interface HostCerts {
+  postgres: ServerCert;
+  redis: ServerCert;
+  exporters: ServerCert;
 }
 
 export interface ServerCert {
@@ -28,13 +37,16 @@ const IPV4 = /^\d{1,3}(\.\d{1,3}){3}$/;
 
 /**
  * The fleet's private CA and a server certificate per host and service
- * (PostgreSQL, Redis) whose SANs cover every name and address clients use,
- * plus the PKCS12 truststore the app reads.
+ * (PostgreSQL, Redis, the exporters) whose SANs cover every name and
+ * address clients use, a client certificate per Prometheus server, plus
+ * the PKCS12 truststore the app reads.
  */
 export class Pki extends pulumi.ComponentResource {
   public readonly caCertPem: pulumi.Output<string>;
   public readonly caNotAfter: pulumi.Output<string>;
-  public readonly certs: Record<string, { postgres: ServerCert; redis: ServerCert }>;
+  public readonly certs: Record<string, HostCerts>;
+  /** Client certificates of the Prometheus servers, by host name (client use only). */
+  public readonly prometheusClients: Record<string, ServerCert>;
   /** The truststore, base64-encoded PKCS12 (secret). */
   public readonly truststoreBase64: pulumi.Output<string>;
 
@@ -59,11 +71,11 @@ export class Pki extends pulumi.ComponentResource {
     const validity = args.serverValidityHours ?? 24 * 365;
     this.certs = {};
     for (const host of args.hosts) {
-      const issue = (service: "postgres" | "redis"): ServerCert => {
+      const issue = (service: "postgres" | "redis" | "exporters"): ServerCert => {
         const base = `${name}-${host.hostName}-${service}`;
         const key = new tls.PrivateKey(`${base}-key`, { algorithm: "ECDSA", ecdsaCurve: "P256" }, parent);
         const names = pulumi.output(host.privateIp).apply((ip) => {
-          const all = [ip, host.hostName, ...host.extraNames[service]];
+          const all = [ip, host.hostName, ...(service === "exporters" ? [] : host.extraNames[service])];
           return {
             ips: [...new Set(all.filter((n) => IPV4.test(n)).concat("127.0.0.1"))],
             dns: [...new Set(all.filter((n) => !IPV4.test(n)).concat("localhost"))],
@@ -87,13 +99,35 @@ export class Pki extends pulumi.ComponentResource {
             caCertPem: ca.certPem,
             validityPeriodHours: validity,
             earlyRenewalHours: 24 * 30,
-            allowedUses: ["digital_signature", "key_encipherment", "server_auth", "client_auth"],
+            // The exporters' certificate serves them and nothing else.
+            allowedUses: service === "exporters" ? ["digital_signature", "server_auth"] : ["digital_signature", "key_encipherment", "server_auth", "client_auth"],
           },
           parent,
         );
         return { certPem: cert.certPem, keyPem: pulumi.secret(key.privateKeyPem), notAfter: cert.validityEndTime };
       };
-      this.certs[host.hostName] = { postgres: issue("postgres"), redis: issue("redis") };
+      this.certs[host.hostName] = { postgres: issue("postgres"), redis: issue("redis"), exporters: issue("exporters") };
+    }
+
+    // Prometheus shows this certificate to the exporters; it serves nothing.
+    this.prometheusClients = {};
+    for (const hostName of args.prometheusHosts ?? []) {
+      const base = `${name}-${hostName}-prometheus`;
+      const key = new tls.PrivateKey(`${base}-key`, { algorithm: "ECDSA", ecdsaCurve: "P256" }, parent);
+      const csr = new tls.CertRequest(`${base}-csr`, { privateKeyPem: key.privateKeyPem, subject: { commonName: `prometheus.${hostName}`, organization: "Synaxic" } }, parent);
+      const cert = new tls.LocallySignedCert(
+        `${base}-cert`,
+        {
+          certRequestPem: csr.certRequestPem,
+          caPrivateKeyPem: caKey.privateKeyPem,
+          caCertPem: ca.certPem,
+          validityPeriodHours: validity,
+          earlyRenewalHours: 24 * 30,
+          allowedUses: ["digital_signature", "client_auth"],
+        },
+        parent,
+      );
+      this.prometheusClients[hostName] = { certPem: cert.certPem, keyPem: pulumi.secret(key.privateKeyPem), notAfter: cert.validityEndTime };
     }
 
     this.truststoreBase64 = pulumi.secret(

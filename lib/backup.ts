@@ -16,7 +16,11 @@
  *   repository cannot be written;
  * - a scheduler container beside PostgreSQL, from the same image, takes the
  *   backups while its host is the primary and reports through node_exporter's
- *   textfile collector.
+ *   textfile collector;
+ * - the same scheduler, on the host that takes the backups, runs the weekly
+ *   restore drill (backupDrill): the newest backup restored into a scratch
+ *   directory in its state volume, a throwaway server started there with
+ *   archiving off, proved to answer, and removed.
  *
  * The scheduler reaches the server over its Unix socket, in a volume both
  * containers mount (pgBackRest connects to the local server by socket only:
@@ -39,13 +43,14 @@ import {
   expireArgv,
   infoArgv,
   restoreArgv,
+  restoreCommand as archiveGetCommand,
   serverArgv,
   renderPgbackrestConf,
   renderPgbackrestSecrets,
   stanzaCreateArgv,
   verifyArgv,
 } from "../templates/pgbackrest";
-import { renderBackupSchedulerScript, renderFleetHostsFile, type BackupSchedulerParams } from "../templates/backup-scheduler";
+import { BACKUP_DRILL_DEFAULTS, renderBackupSchedulerScript, renderFleetHostsFile, type BackupSchedulerParams } from "../templates/backup-scheduler";
 
 /** The fleet's one stanza: every host archives and backs up into it. */
 export const STANZA = "synaxic";
@@ -258,6 +263,27 @@ export function serverContainer(
   );
 }
 
+/**
+ * The drill's scratch directory, in the scheduler's state volume (the host's Docker volume disk): each drill creates
+ * and removes it, and the scheduler removes what a drill stopped midway left.
+ */
+export const DRILL_SCRATCH_DIR = "/var/lib/synaxic-backup/drill";
+
+/**
+ * The drill's restore: the newest backup (no --set) into the scratch directory, to the end of the backup
+ * (--type=immediate, then promote), archive_mode=off written into its postgresql.auto.conf (--archive-mode=off),
+ * no --delta (the directory is new and empty), tablespaces inside the scratch directory.
+ */
+export function drillRestoreArgv(): string[] {
+  return restoreArgv(INVOCATION, {
+    dataDir: `${DRILL_SCRATCH_DIR}/data`,
+    target: { type: "immediate" },
+    targetAction: "promote",
+    archiveMode: "off",
+    tablespaceMapAll: `${DRILL_SCRATCH_DIR}/tablespaces`,
+  });
+}
+
 /** The scheduler container beside a host's PostgreSQL (see templates/backup-scheduler.ts). */
 export function schedulerContainer(
   name: string,
@@ -267,6 +293,8 @@ export function schedulerContainer(
     image: pulumi.Input<string>;
     networkMode: pulumi.Input<string>;
     port: number;
+    /** The fleet's database: the drill's proof query runs in it. */
+    databaseName: string;
     dataVolume: pulumi.Input<string>;
     dataDir: string;
     files: ReturnType<typeof backupFiles>;
@@ -275,6 +303,7 @@ export function schedulerContainer(
   opts: pulumi.CustomResourceOptions,
 ): docker.Container {
   const textfileDir = "/textfile";
+  const drill = p.backup.settings.drill;
   const script = renderBackupSchedulerScript({
     argv: {
       full: backupArgv(INVOCATION, "full"),
@@ -291,6 +320,14 @@ export function schedulerContainer(
     stateDir: "/var/lib/synaxic-backup",
     spoolDir: PGBACKREST_CONTAINER_PATHS.spoolPath,
     hostName: p.hostName,
+    drill: {
+      schedule: drill ? { weekday: drill.weekday, hourUtc: drill.hourUtc } : null,
+      timeoutSeconds: (drill?.timeoutMinutes ?? BACKUP_DRILL_DEFAULTS.timeoutMinutes) * 60,
+      scratchDir: DRILL_SCRATCH_DIR,
+      restoreArgv: drillRestoreArgv(),
+      restoreCommand: archiveGetCommand(INVOCATION, { dataDir: `${DRILL_SCRATCH_DIR}/data` }),
+      database: p.databaseName,
+    },
   });
   const entrypoint = "/usr/local/bin/synaxic-backup-scheduler";
   const state = new docker.Volume(`${name}-state`, { name: `synaxic-${p.hostName}-backup-state` }, opts);

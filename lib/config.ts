@@ -14,6 +14,7 @@ import { isIPv4 } from "node:net";
 import { X509Certificate } from "node:crypto";
 import { z } from "zod";
 import { replicaSlotName } from "../templates/postgres-sql";
+import { BACKUP_DRILL_DEFAULTS } from "../templates/backup-scheduler";
 import { ALERTMANAGER_PEER_TIMEOUT_SECONDS } from "../templates/alertmanager";
 import { DEFAULT_PUBLIC_PATHS, DEFAULT_WRITE_PATHS, WRITE_PATH, isServerName, publicPathError, type ApiKeyRequests } from "../templates/nginx";
 
@@ -298,6 +299,12 @@ export const KEYS: Record<string, KeySpec> = {
     default: { fullWeekday: 0, hourUtc: 3, verifyWeekday: 3 },
     json: true,
   },
+  // The weekly restore drill (templates/backup-scheduler.ts); each field has its default (BACKUP_DRILL_DEFAULTS).
+  backupDrill: {
+    schema: z.object({ enabled: bool, weekday: int(0, 6), hourUtc: int(0, 23), timeoutMinutes: int(10, 1440) }).strict().partial(),
+    default: {},
+    json: true,
+  },
   // Replica
   mainStack: { schema: z.string(), default: "" },
   promote: { schema: bool, default: false },
@@ -483,7 +490,14 @@ export interface BackupSettings {
   schedule: { fullWeekday: number; hourUtc: number; verifyWeekday: number };
   /** The replica whose standby the backups are taken from (backupFrom); null: the primary takes them. */
   standby: string | null;
+  /**
+   * The weekly restore drill (backupDrill), run by the scheduler that takes the backups: on weekday (0 = Sunday), from
+   * hourUtc on, bounded by timeoutMinutes; null: no drills.
+   */
+  drill: BackupDrill | null;
 }
+
+export type BackupDrill = typeof BACKUP_DRILL_DEFAULTS;
 
 /** The control stack: which host is primary, and how former primaries were fenced (lib/control.ts). */
 export interface ControlConfig {
@@ -1013,7 +1027,14 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, secretKe
   };
 }
 
-const BACKUP_KEYS = ["backupRepository", "backupFrom", "backupAccessKeyId", "backupSecretAccessKey", "backupCipherPass", "backupSchedule", "backupRestore"] as const;
+const BACKUP_KEYS = ["backupRepository", "backupFrom", "backupAccessKeyId", "backupSecretAccessKey", "backupCipherPass", "backupSchedule", "backupDrill", "backupRestore"] as const;
+
+/** backupDrill: each field defaults (BACKUP_DRILL_DEFAULTS); enabled false turns drills off. */
+function parseDrill(get: <T>(key: string) => T): BackupDrill | null {
+  const d = get<Partial<BackupDrill & { enabled: boolean }>>("backupDrill");
+  if (d.enabled === false) return null;
+  return { weekday: d.weekday ?? BACKUP_DRILL_DEFAULTS.weekday, hourUtc: d.hourUtc ?? BACKUP_DRILL_DEFAULTS.hourUtc, timeoutMinutes: d.timeoutMinutes ?? BACKUP_DRILL_DEFAULTS.timeoutMinutes };
+}
 
 /** backupRestore: both fields, and only with a repository to restore from. */
 function parseRestore(get: <T>(key: string) => T, hasRepository: boolean): BackupRestore | null {
@@ -1028,6 +1049,7 @@ function parseRestore(get: <T>(key: string) => T, hasRepository: boolean): Backu
 /** backupRepository and its access key: all or nothing. */
 function parseBackup(raw: Readonly<Record<string, string>>, secretKeys: ReadonlySet<string>, get: <T>(key: string) => T, replicas: ReplicaEntry[]): BackupSettings | null {
   const schedule = get<BackupSettings["schedule"]>("backupSchedule");
+  const drill = parseDrill(get);
   const from = get<string>("backupFrom");
   if (from !== "auto" && from !== "primary" && !replicas.some((r) => r.name === from)) {
     throw new ConfigError("backupFrom", `got ${show(from)}; expected auto, primary, or one of this stack's replicas (${replicas.map((r) => r.name).join(", ") || "none"})`);
@@ -1061,6 +1083,7 @@ function parseBackup(raw: Readonly<Record<string, string>>, secretKeys: Readonly
     },
     schedule,
     standby,
+    drill,
   };
 }
 

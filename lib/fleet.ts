@@ -37,9 +37,12 @@ function alertmanagerPeerRules(peer: { name: string; privateIp: string }, alertm
  * the operators, PostgreSQL and Redis to each replica only. Prometheus and
  * Grafana are bound to loopback and have no rule at all. With a monitoring
  * replica: its Prometheus scrapes this host's app and exporters, and the two
- * Alertmanagers reach each other.
+ * Alertmanagers reach each other. Following a promoted replica
+ * (followPrimary): that replica's balancer reaches this host's app.
  */
-export function mainFirewallRules(cfg: Pick<MainConfig, "adminCidrs" | "replicas" | "ports" | "httpsCertificate"> & { alerting?: Pick<AlertingConfig, "port" | "pair">; backup?: unknown }): FirewallRule[] {
+export function mainFirewallRules(
+  cfg: Pick<MainConfig, "adminCidrs" | "replicas" | "ports" | "httpsCertificate"> & { alerting?: Pick<AlertingConfig, "port" | "pair">; backup?: unknown; followPrimary?: string },
+): FirewallRule[] {
   const rules: FirewallRule[] = [
     ...ssh(cfg.adminCidrs),
     { description: "HTTP (balancer)", port: cfg.ports.http, protocol: "tcp", sources: WORLD },
@@ -53,13 +56,19 @@ export function mainFirewallRules(cfg: Pick<MainConfig, "adminCidrs" | "replicas
       ...(cfg.backup ? [{ description: `pgBackRest from ${r.name}`, port: PGBACKREST_SERVER_PORT, protocol: "tcp" as const, sources: [`${r.privateIp}/32`] }] : []),
     );
   }
+  // Following a promoted replica: its balancer sends reads to this host's app.
+  const followed = cfg.followPrimary ? cfg.replicas.find((r) => r.name === cfg.followPrimary) : undefined;
+  if (cfg.followPrimary && !followed) throw new Error(`mainFirewallRules: followPrimary ${cfg.followPrimary} is not among the replicas`);
   const pair = cfg.alerting?.pair;
+  if (followed && followed.name !== pair?.replica) {
+    rules.push({ description: `App from the balancer on ${followed.name}`, port: cfg.ports.app, protocol: "tcp", sources: [`${followed.privateIp}/32`] });
+  }
   if (pair) {
     const mon = cfg.replicas.find((r) => r.name === pair.replica);
     if (!mon) throw new Error(`mainFirewallRules: monitoringReplica ${pair.replica} is not among the replicas`);
     const from = [`${mon.privateIp}/32`];
     rules.push(
-      { description: `App from the Prometheus on ${mon.name}`, port: cfg.ports.app, protocol: "tcp", sources: from },
+      { description: followed === mon ? `App from the Prometheus and balancer on ${mon.name}` : `App from the Prometheus on ${mon.name}`, port: cfg.ports.app, protocol: "tcp", sources: from },
       { description: `Node exporter from the Prometheus on ${mon.name}`, port: cfg.ports.nodeExporter, protocol: "tcp", sources: from },
       { description: `PostgreSQL exporter from the Prometheus on ${mon.name}`, port: cfg.ports.postgresExporter, protocol: "tcp", sources: from },
       { description: `Redis exporter from the Prometheus on ${mon.name}`, port: cfg.ports.redisExporter, protocol: "tcp", sources: from },

@@ -4,6 +4,7 @@
  * the replica with an error that names it.
  */
 import { z } from "zod";
+import { BACKUP_DRILL_DEFAULTS } from "../templates/backup-scheduler";
 
 const ip = z.string().regex(/^\d{1,3}(\.\d{1,3}){3}$/, { message: "expected an IPv4 address" });
 const pem = z.string().includes("-----BEGIN", { message: "expected a PEM block" });
@@ -37,6 +38,8 @@ export const fleetInfoSchema = z.object({
       }),
       schedule: z.object({ fullWeekday: z.number().int(), hourUtc: z.number().int(), verifyWeekday: z.number().int() }),
       standby: z.string().nullable(),
+      /** The weekly restore drill (backupDrill); null: off. A main stack from before drills has none: its default applies. */
+      drill: z.object({ weekday: z.number().int(), hourUtc: z.number().int(), timeoutMinutes: z.number().int() }).nullable().default(BACKUP_DRILL_DEFAULTS),
     })
     .nullable(),
   images: z.object({
@@ -113,6 +116,10 @@ export const replicaCredentialsSchema = z.object({
   redisAdmin: secretString,
   truststorePassword: secretString,
   truststoreBase64: z.string().min(1),
+  /** The bcrypt hash of the password Prometheus scrapes node_exporter and postgres_exporter with (their basic auth). */
+  exporterScrapeHash: z.string().regex(/^\$2[aby]?\$\d\d\$/, { message: "expected a bcrypt hash" }),
+  /** With a monitoring replica: that password, for its Prometheus. */
+  exporterScrapePassword: secretString.optional(),
   /** With backups: the repository's cipher pass and the object storage's access key. */
   backupCipherPass: secretString.optional(),
   backupAccessKeyId: z.string().min(1).optional(),
@@ -126,7 +133,14 @@ export const replicaCredentialsSchema = z.object({
 export type ReplicaCredentials = z.infer<typeof replicaCredentialsSchema>;
 
 const certPair = z.object({ certPem: pem, keyPem: pem, notAfter: z.string() });
-export const replicaTlsSchema = z.record(z.string(), z.object({ postgres: certPair, redis: certPair }));
+/**
+ * Per replica: its PostgreSQL, Redis and exporters certificates, and on the
+ * monitoring replica its Prometheus' client certificate.
+ */
+const replicaHostTlsSchema = z.object({ postgres: certPair, redis: certPair, exporters: certPair, prometheusClient: certPair.optional() });
+export const replicaTlsSchema = z.record(z.string(), replicaHostTlsSchema);
+/** One replica's entry of replicaTls. */
+export type ReplicaHostTls = z.infer<typeof replicaHostTlsSchema>;
 export type ReplicaTls = z.infer<typeof replicaTlsSchema>;
 
 export class MainStackOutputError extends Error {

@@ -46,7 +46,11 @@ const FIXED: Record<HostKind, Partial<Record<ServiceName, number>>> = {
   // The balancer runs on main (and on a promoted replica); monitoring on main only.
   // Alertmanager's share comes out of Prometheus' former 512 MiB: it keeps a
   // few hundred alerts and its notification log in memory.
-  // The backup scheduler runs pgBackRest's backup, expire and verify (process-max 2, zstd level 3: tens of MiB each) on every host;
+  // The backup scheduler runs pgBackRest's backup, expire and verify (process-max 2, zstd level 3: tens of MiB each) on every host,
+  // and, one after the other with them, the weekly restore drill: a restore, then a throwaway PostgreSQL with 16 MB of
+  // shared buffers and 10 connections (templates/backup-scheduler.ts, drillServerArgv). The drill's integration test runs
+  // it in a memory cgroup of this limit: 56 MiB at most with the page cache, about 20 MiB resident, no OOM kill;
+  // production's shared buffers filled add 16 MiB. So the 128 MiB stand, and so do the minimums.
   // pgBackRest's TLS server serves a standby's backup (one process per connection, reading files).
   main: { nginx: 128, prometheus: 448, alertmanager: 64, grafana: 256, nodeExporter: 64, postgresExporter: 64, redisExporter: 64, backup: 128, pgbackrestServer: 64 },
   replica: { nginx: 128, nodeExporter: 64, postgresExporter: 64, redisExporter: 64, backup: 128, pgbackrestServer: 64 },

@@ -304,7 +304,7 @@ export function postgresContainer(
     schedulerContainer(
       `${args.name}-backup`,
       server.shell,
-      { hostName: server.hostName, image: image.imageId, networkMode: server.networkMode, port: server.port, dataVolume: args.volumeName, dataDir: PG_PATHS.dataDir, files: backup, backup: server.backup },
+      { hostName: server.hostName, image: image.imageId, networkMode: server.networkMode, port: server.port, databaseName: server.databaseName, dataVolume: args.volumeName, dataDir: PG_PATHS.dataDir, files: backup, backup: server.backup },
       // After the stanza exists: a first backup before stanza-create fails ("backup.info cannot be opened").
       { ...opts, dependsOn: [ready, stanza] },
     );

@@ -230,6 +230,8 @@ const SECRET_CONTENT: { re: RegExp; what: string }[] = [
   { re: /^\s*(requirepass|masterauth)\s+\S+/im, what: "a Redis password (requirepass/masterauth)" },
   { re: /^\s*user\s+\S+(\s+\S+)*\s+>\S+/m, what: "a Redis ACL password (>...)" },
   { re: /\b[a-z][a-z0-9+.-]*:\/\/[^/\s:@]+:[^/\s@]+@/i, what: "credentials in a URL" },
+  // The exporters' basic auth (templates/exporter-web.ts): a hash an attacker could crack offline.
+  { re: /\$2[aby]?\$\d\d\$[./A-Za-z0-9]{53}/, what: "a bcrypt password hash" },
 ];
 
 interface Leaf {

@@ -6,7 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 command -v npm >/dev/null 2>&1 || { echo "down:local needs Node.js 20 or later with npm: https://nodejs.org/en/download" >&2; exit 1; }
-command -v pulumi >/dev/null 2>&1 || { echo "down:local needs the Pulumi CLI: https://www.pulumi.com/docs/iac/download-install/" >&2; exit 1; }
+[ -x node_modules/.bin/pulumi ] || npm ci --no-audit --no-fund
+# The Pulumi CLI of the version package.json pins (the `pulumi` npm package).
+export PATH="$PWD/node_modules/.bin:$PATH"
 export PULUMI_BACKEND_URL="file://$PWD/.state/backend"
 export PULUMI_CONFIG_PASSPHRASE="${PULUMI_CONFIG_PASSPHRASE-synaxic-local}"
 if [ ! -d .state/backend ] || ! pulumi stack select local >/dev/null 2>&1; then
@@ -14,5 +16,4 @@ if [ ! -d .state/backend ] || ! pulumi stack select local >/dev/null 2>&1; then
   exit 0
 fi
 docker info >/dev/null 2>&1 || { echo "down:local needs the running Docker engine that up:local used (docker info failed)" >&2; exit 1; }
-[ -d node_modules ] || npm ci --no-audit --no-fund
 pulumi destroy --yes --stack local "$@"

@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Brings up the whole fleet (main and replica-1) on this machine's Docker
-# engine, with state in a project-local file backend. Needs Docker, Node.js
-# (npm) and the Pulumi CLI; no cloud account. Unless Pulumi.local.yaml names
-# an appImage, the program builds the stand-in app (standin-app/) first.
-# Extra arguments go to `pulumi up`.
+# engine, with state in a project-local file backend. Needs Docker and Node.js
+# with npm; no cloud account. The Pulumi CLI comes with `npm ci` (the `pulumi`
+# npm package, pinned in package.json, fetches that CLI version into
+# ~/.pulumi/versions on first use). Unless Pulumi.local.yaml names an
+# appImage, the program builds the stand-in app (standin-app/) first, with npm
+# and docker. Extra arguments go to `pulumi up`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 command -v npm >/dev/null 2>&1 || { echo "up:local needs Node.js 20 or later with npm: https://nodejs.org/en/download" >&2; exit 1; }
-command -v pulumi >/dev/null 2>&1 || { echo "up:local needs the Pulumi CLI: https://www.pulumi.com/docs/iac/download-install/" >&2; exit 1; }
 docker info >/dev/null 2>&1 || { echo "up:local needs a running Docker engine (docker info failed): install Docker Engine (https://docs.docker.com/engine/install/) and start it" >&2; exit 1; }
-[ -d node_modules ] || npm ci --no-audit --no-fund
+[ -x node_modules/.bin/pulumi ] || npm ci --no-audit --no-fund
+export PATH="$PWD/node_modules/.bin:$PATH"
 
 mkdir -p .state/backend
 export PULUMI_BACKEND_URL="file://$PWD/.state/backend"

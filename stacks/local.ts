@@ -57,12 +57,8 @@ export function localStack(config: MainConfig & StackConfig) {
 
   const replicas = cfg.replicas.map((r) => {
     const host = localHost(r.name, r.privateIp);
-    const certs = built.certs[r.name]!;
-    const tls = pulumi.secret(
-      pulumi.all([certs.postgres.certPem, certs.postgres.keyPem, certs.postgres.notAfter, certs.redis.certPem, certs.redis.keyPem, certs.redis.notAfter]).apply(
-        ([pc, pk, pn, rc, rk, rn]) => ({ postgres: { certPem: pc, keyPem: pk, notAfter: pn }, redis: { certPem: rc, keyPem: rk, notAfter: rn } }),
-      ),
-    );
+    // This replica's certificates, as a replica stack reads them from replicaTls.
+    const tls = pulumi.secret(built.outputs.replicaTls.apply((t) => t[r.name]!));
     return buildReplica(
       { ...cfg, hostName: r.name, privateIp: r.privateIp, promote: false, followPrimary: "", rejoin: false, reinitGeneration: 0 },
       fleetFacts(cfg, null),

@@ -25,6 +25,7 @@ import { Monitoring, alertingArgs } from "../components/Monitoring";
 import { mainFirewallRules, monitoredHosts, pkiHost } from "../lib/fleet";
 import { renderCertExpiryTextfile } from "../templates/prometheus";
 import { PG_ROLES } from "../lib/postgresContainer";
+import { EXPORTER_SCRAPE_USER } from "../templates/exporter-web";
 import type { FleetInfo, ReplicaCredentials } from "../lib/fleetOutputs";
 import { fencedAddresses, hostAccessOutputs, readControl } from "./control";
 
@@ -109,6 +110,8 @@ export function buildMain(
   const pki = new Pki("pki", {
     hosts: [pkiHost("main", cfg.privateIp), ...cfg.replicas.map((r) => pkiHost(r.name, r.privateIp))],
     truststorePassword: pw.truststore,
+    // Each Prometheus (this host's, the monitoring replica's) shows the exporters a client certificate.
+    prometheusHosts: ["main", ...(cfg.alerting.pair ? [cfg.alerting.pair.replica] : [])],
   });
   const mainCerts = pki.certs.main!;
 
@@ -215,9 +218,19 @@ export function buildMain(
       ports: cfg.ports,
       caPem: pki.caCertPem,
       passwords: { postgres: pw.postgresExporter, redis: pw.redisExporter },
+      tls: mainCerts.exporters,
+      scrapeAuth: { username: EXPORTER_SCRAPE_USER, bcryptHash: secrets.bcryptHashes.exporterScrape },
       certExpiryTextfile: pulumi
-        .all([pki.caNotAfter, mainCerts.postgres.notAfter, mainCerts.redis.notAfter])
-        .apply(([ca, pg, rd]) => renderCertExpiryTextfile([{ name: "fleet-ca", notAfter: ca }, { name: "main-postgres", notAfter: pg }, { name: "main-redis", notAfter: rd }])),
+        .all([pki.caNotAfter, mainCerts.postgres.notAfter, mainCerts.redis.notAfter, mainCerts.exporters.notAfter, pki.prometheusClients.main!.notAfter])
+        .apply(([ca, pg, rd, ex, pc]) =>
+          renderCertExpiryTextfile([
+            { name: "fleet-ca", notAfter: ca },
+            { name: "main-postgres", notAfter: pg },
+            { name: "main-redis", notAfter: rd },
+            { name: "main-exporters", notAfter: ex },
+            { name: "main-prometheus-client", notAfter: pc },
+          ]),
+        ),
     },
     // The PostgreSQL exporter logs in as its role: start it once the roles exist (no failed logins at first start).
     { ...docker, dependsOn: [postgres instanceof PostgresMaster ? postgres.ready : postgres] },
@@ -287,6 +300,7 @@ export function buildMain(
       hosts: monitoredHosts(cfg.privateIp, cfg.replicas),
       ...(monitoringPeer ? { pair: { privateIp: cfg.privateIp, peer: monitoringPeer, clusterPort: cfg.alerting.pair!.clusterPort } } : {}),
       replicas: cfg.replicas,
+      scrape: { caPem: pki.caCertPem, certPem: pki.prometheusClients.main!.certPem, keyPem: pki.prometheusClients.main!.keyPem, username: EXPORTER_SCRAPE_USER, password: pw.exporterScrape },
       grafanaAdminPassword: pw.grafanaAdmin,
       deleteDataOnDestroy: cfg.deleteDataOnDestroy,
     },
@@ -316,6 +330,10 @@ export function buildMain(
     redisAdmin: pw.redisAdmin,
     truststorePassword: pw.truststore,
     truststoreBase64: pki.truststoreBase64,
+    // Every replica's node and PostgreSQL exporters check the scrape password against its hash.
+    exporterScrapeHash: secrets.bcryptHashes.exporterScrape,
+    // The monitoring replica's Prometheus scrapes with the password itself.
+    ...(cfg.alerting.pair ? { exporterScrapePassword: pw.exporterScrape } : {}),
     // Every host archives into the one repository (a promoted replica's new timeline too).
     ...(cfg.backup && cfg.secrets.backup
       ? { backupCipherPass: cfg.secrets.backup.cipherPass ?? pw.backupCipher, backupAccessKeyId: cfg.secrets.backup.accessKeyId, backupSecretAccessKey: cfg.secrets.backup.secretAccessKey }
@@ -327,11 +345,16 @@ export function buildMain(
     Object.fromEntries(
       cfg.replicas.map((r) => {
         const c = pki.certs[r.name]!;
+        const pair = (s: { certPem: pulumi.Output<string>; keyPem: pulumi.Output<string>; notAfter: pulumi.Output<string> }) => ({ certPem: s.certPem, keyPem: s.keyPem, notAfter: s.notAfter });
+        const client = pki.prometheusClients[r.name];
         return [
           r.name,
           {
-            postgres: { certPem: c.postgres.certPem, keyPem: c.postgres.keyPem, notAfter: c.postgres.notAfter },
-            redis: { certPem: c.redis.certPem, keyPem: c.redis.keyPem, notAfter: c.redis.notAfter },
+            postgres: pair(c.postgres),
+            redis: pair(c.redis),
+            exporters: pair(c.exporters),
+            // The monitoring replica's Prometheus: its client certificate for the exporters.
+            ...(client ? { prometheusClient: pair(client) } : {}),
           },
         ];
       }),

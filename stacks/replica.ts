@@ -8,7 +8,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { LOOPBACK } from "../lib/addresses";
 import type { ReplicaConfig, StackConfig, VpsHostConfig } from "../lib/config";
 import { resolveHetznerHost } from "../lib/hetzner";
-import { checkMainOutput, fleetInfoSchema, replicaCredentialsSchema, replicaTlsSchema, MainStackOutputError, type FleetInfo, type ReplicaCredentials } from "../lib/fleetOutputs";
+import { checkMainOutput, fleetInfoSchema, replicaCredentialsSchema, replicaTlsSchema, MainStackOutputError, type FleetInfo, type ReplicaCredentials, type ReplicaHostTls } from "../lib/fleetOutputs";
 import type { HostContext } from "../lib/hostContext";
 import { monitoredHosts, replicaFirewallRules } from "../lib/fleet";
 import { Monitoring, type AlertingArgs } from "../components/Monitoring";
@@ -22,6 +22,7 @@ import { ConfigError } from "../lib/config";
 import { replicaSlotName } from "../templates/postgres-sql";
 import { renderCertExpiryTextfile } from "../templates/prometheus";
 import { hostMemoryBudget, memoryBudget } from "../lib/memory";
+import { EXPORTER_SCRAPE_USER } from "../templates/exporter-web";
 import { fencedAddresses, hostAccessOutputs, readControl } from "./control";
 
 export async function replicaStack(config: ReplicaConfig & StackConfig) {
@@ -42,12 +43,20 @@ export async function replicaStack(config: ReplicaConfig & StackConfig) {
     return d.secretValue !== undefined ? d.secretValue : d.value;
   };
   const plainCredentials = checkMainOutput(cfg.mainStack, "replicaCredentials", replicaCredentialsSchema, await secretOutput("replicaCredentials"));
-  if (fleet.monitoring?.replica === cfg.replicaName) checkAlertingSecrets(cfg.mainStack, fleet.monitoring, plainCredentials);
+  if (fleet.monitoring?.replica === cfg.replicaName) {
+    checkAlertingSecrets(cfg.mainStack, fleet.monitoring, plainCredentials);
+    if (!plainCredentials.exporterScrapePassword) {
+      throw new MainStackOutputError(cfg.mainStack, "replicaCredentials.exporterScrapePassword", `is missing while fleet.monitoring names this replica (${fleet.monitoring.replica})`);
+    }
+  }
   const credentials = pulumi.secret(plainCredentials);
   const tlsAll = checkMainOutput(cfg.mainStack, "replicaTls", replicaTlsSchema, await secretOutput("replicaTls"));
   const mine = tlsAll[cfg.replicaName];
   if (!mine) {
     throw new MainStackOutputError(cfg.mainStack, `replicaTls.${cfg.replicaName}`, `is missing: add "${cfg.replicaName}=${cfg.privateIp}" to the main stack's replicas and run \`pulumi up\` there`);
+  }
+  if (fleet.monitoring?.replica === cfg.replicaName && !mine.prometheusClient) {
+    throw new MainStackOutputError(cfg.mainStack, `replicaTls.${cfg.replicaName}.prometheusClient`, `is missing while fleet.monitoring names this replica (${cfg.replicaName})`);
   }
   const myTls = pulumi.secret(mine);
   const https = await secretOutput("balancerHttps");
@@ -151,7 +160,7 @@ export function buildReplica(
   caCertPem: pulumi.Input<string>,
   me: { name: string; privateIp: string; slotName: string },
   credentials: pulumi.Output<ReplicaCredentials>,
-  tls: pulumi.Output<{ postgres: { certPem: string; keyPem: string; notAfter: string }; redis: { certPem: string; keyPem: string; notAfter: string } }>,
+  tls: pulumi.Output<ReplicaHostTls>,
   host: HostContext,
   prefix: string,
   /** The primary, when it is declared in the same stack (the local fleet): the replica starts after its roles and slots. */
@@ -240,10 +249,14 @@ export function buildReplica(
       ports,
       caPem: caCertPem,
       passwords: { postgres: secretField("postgresExporter"), redis: secretField("redisExporter") },
+      tls: { certPem: tls.apply((t) => t.exporters.certPem), keyPem: pulumi.secret(tls.apply((t) => t.exporters.keyPem)) },
+      scrapeAuth: { username: EXPORTER_SCRAPE_USER, bcryptHash: secretField("exporterScrapeHash") },
       certExpiryTextfile: tls.apply((t) =>
         renderCertExpiryTextfile([
           { name: `${cfg.hostName}-postgres`, notAfter: t.postgres.notAfter },
           { name: `${cfg.hostName}-redis`, notAfter: t.redis.notAfter },
+          { name: `${cfg.hostName}-exporters`, notAfter: t.exporters.notAfter },
+          ...(t.prometheusClient ? [{ name: `${cfg.hostName}-prometheus-client`, notAfter: t.prometheusClient.notAfter }] : []),
         ]),
       ),
     },
@@ -316,6 +329,7 @@ export function buildReplica(
         hosts: monitoredHosts(fleet.mainPrivateIp, fleet.replicas),
         replicas: fleet.replicas,
         alerting: monitoringAlerting(mon, credentials),
+        scrape: monitoringScrape(tls, credentials, caCertPem),
         pair: { privateIp: cfg.privateIp, peer: { name: "main", privateIp: fleet.mainPrivateIp }, clusterPort: mon.clusterPort },
         deleteDataOnDestroy: cfg.deleteDataOnDestroy,
       },
@@ -337,8 +351,8 @@ export function buildReplica(
   };
 }
 
-/** Credentials only some fleets have: the backup repository's, the receivers' of a monitoring replica. */
-type OptionalCredential = "backupCipherPass" | "backupAccessKeyId" | "backupSecretAccessKey" | "alertSmtpPassword" | "alertSlackWebhookUrl" | "alertWebhookUrl" | "alertHeartbeatUrl";
+/** Credentials only some fleets have: the backup repository's, the receivers' and scrape password of a monitoring replica. */
+type OptionalCredential = "exporterScrapePassword" | "backupCipherPass" | "backupAccessKeyId" | "backupSecretAccessKey" | "alertSmtpPassword" | "alertSlackWebhookUrl" | "alertWebhookUrl" | "alertHeartbeatUrl";
 
 /** The memory budget's kind of this replica: the monitoring replica runs Prometheus and Alertmanager besides. */
 export function hostKind(fleet: Pick<FleetInfo, "monitoring">, replicaName: string): "replica" | "monitoringReplica" {
@@ -378,6 +392,21 @@ export function monitoringAlerting(mon: NonNullable<FleetInfo["monitoring"]>, cr
     ...(mon.slack ? { slack: { ...mon.slack, webhookUrl: field("alertSlackWebhookUrl") } } : {}),
     ...(mon.webhook ? { webhook: { ...mon.webhook, url: field("alertWebhookUrl") } } : {}),
     ...(mon.heartbeat ? { heartbeat: { ...mon.heartbeat, url: field("alertHeartbeatUrl") } } : {}),
+  };
+}
+
+/** The monitoring replica's Prometheus: its client certificate from replicaTls and the scrape password from replicaCredentials, secret. */
+function monitoringScrape(tls: pulumi.Output<ReplicaHostTls>, credentials: pulumi.Output<ReplicaCredentials>, caPem: pulumi.Input<string>) {
+  const need = <T>(v: T | undefined, output: string): T => {
+    if (v === undefined) throw new MainStackOutputError("main", output, "is missing while fleet.monitoring names this replica");
+    return v;
+  };
+  return {
+    caPem,
+    certPem: tls.apply((t) => need(t.prometheusClient, "replicaTls.prometheusClient").certPem),
+    keyPem: pulumi.secret(tls.apply((t) => need(t.prometheusClient, "replicaTls.prometheusClient").keyPem)),
+    username: EXPORTER_SCRAPE_USER,
+    password: pulumi.secret(credentials.apply((c) => need(c.exporterScrapePassword, "replicaCredentials.exporterScrapePassword"))),
   };
 }
 

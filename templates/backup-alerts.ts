@@ -18,12 +18,15 @@ export interface BackupAlertThresholds {
   archiveQueueBytes: number;
   /** Days since the last successful verify. */
   verifyMaxAgeDays: number;
+  /** Days since the last successful restore drill (weekly), or since drills became due on the host that runs them. */
+  drillMaxAgeDays: number;
 }
 
 export const DEFAULT_BACKUP_ALERT_THRESHOLDS: BackupAlertThresholds = {
   backupMaxAgeHours: 26,
   archiveQueueBytes: 512 * 1024 * 1024,
   verifyMaxAgeDays: 8,
+  drillMaxAgeDays: 8,
 };
 
 export interface BackupAlertRule {
@@ -61,7 +64,8 @@ export function backupAlertRules(t: BackupAlertThresholds = DEFAULT_BACKUP_ALERT
     },
     {
       alert: "SynaxicBackupFailed",
-      expr: "synaxic_backup_last_result_success == 0",
+      // A failed drill has a rule of its own, with its reason.
+      expr: 'synaxic_backup_last_result_success{operation!="drill"} == 0',
       for: "0m",
       labels: { severity: "warning" },
       annotations: {
@@ -107,6 +111,29 @@ export function backupAlertRules(t: BackupAlertThresholds = DEFAULT_BACKUP_ALERT
       annotations: {
         summary: "The repository was last verified {{ $value | humanizeDuration }} ago",
         description: `pgBackRest verify has not succeeded for more than ${t.verifyMaxAgeDays} days.`,
+      },
+    },
+    {
+      alert: "SynaxicBackupDrillFailed",
+      // Written while the last drill failed, with the step it failed at (templates/backup-scheduler.ts, DRILL_FAILURE_REASONS).
+      expr: "synaxic_backup_drill_failure_info == 1",
+      for: "0m",
+      labels: { severity: "critical" },
+      annotations: {
+        summary: "The restore drill on {{ $labels.host }} failed ({{ $labels.reason }})",
+        description:
+          "The last restore drill could not prove that the newest backup restores: reason no-space (the scratch directory's disk is too small for the backup), info (the repository could not be read: cipher pass, keys, object storage), no-backup (the repository holds none), restore (pgBackRest could not restore it: a damaged backup or missing WAL), start (the restored server did not start or promote), query (it did not answer), timeout (backupDrill's timeoutMinutes), busy (another drill ran). The scheduler's log says more (docker logs synaxic-{{ $labels.host }}-backup); run it again with docker exec synaxic-{{ $labels.host }}-backup synaxic-backup-scheduler drill.",
+      },
+    },
+    {
+      alert: "SynaxicBackupDrillTooOld",
+      // The newest successful drill of the fleet; before the first one, since when drills have been due (armed).
+      expr: `time() - (max(synaxic_backup_last_success_timestamp_seconds{operation="drill"}) or max(synaxic_backup_drill_armed_timestamp_seconds)) > ${t.drillMaxAgeDays * 86400}`,
+      for: "1h",
+      labels: { severity: "warning" },
+      annotations: {
+        summary: `No restore drill has succeeded for more than ${t.drillMaxAgeDays} days`,
+        description: `Restore drills are on (backupDrill), but none has succeeded for more than ${t.drillMaxAgeDays} days: nothing proves the backups restore. Is the scheduler of the host that takes the backups running, and is its drill failing (SynaxicBackupDrillFailed)?`,
       },
     },
   ];

@@ -443,9 +443,19 @@ export function archiveCommand(inv: PgbackrestInvocation): string {
   return sh([...base(inv), "--log-level-console=warn", "archive-push", "%p"]);
 }
 
-/** restore_command for postgresql.conf (%f the WAL file name wanted, %p where to put it). */
-export function restoreCommand(inv: PgbackrestInvocation): string {
-  return sh([...base(inv), "--log-level-console=warn", "archive-get", "%f", "%p"]);
+/**
+ * restore_command for postgresql.conf (%f the WAL file name wanted, %p where
+ * to put it). With `scratch`, the one a throwaway server restored elsewhere
+ * runs (a restore drill): archive-get resolves a relative %p against
+ * pg1-path and reads pg_control from pg1-path (src/command/archive/get/get.c,
+ * release/2.45: walPath() with cfgOptPgPath, pgControlFromFile(storagePg())),
+ * so it names the scratch data directory, not the host's own server's; and
+ * archive-get runs synchronously (--no-archive-async), so it never touches
+ * the asynchronous queue in spool-path that the host's own server shares.
+ */
+export function restoreCommand(inv: PgbackrestInvocation, scratch?: { dataDir: string }): string {
+  const extra = scratch ? [`--pg1-path=${absPath("scratch dataDir", scratch.dataDir)}`, "--no-archive-async"] : [];
+  return sh([...base(inv), ...extra, "--log-level-console=warn", "archive-get", "%f", "%p"]);
 }
 
 /**
@@ -522,6 +532,12 @@ export interface PgbackrestRestoreParams {
   archiveMode?: "off" | "preserve";
   /** A specific backup set label; default: pgBackRest chooses (for type=time, the newest backup that ends before the time). */
   set?: string;
+  /**
+   * Restore every tablespace below this directory (--tablespace-map-all)
+   * instead of at its original path: a scratch restore must not write where
+   * the host's own server keeps its tablespaces.
+   */
+  tablespaceMapAll?: string;
 }
 
 /** A recovery target time as PostgreSQL reads it: "YYYY-MM-DD HH:MM:SS[.ffffff]+00" (UTC). */
@@ -556,6 +572,7 @@ export function restoreArgv(inv: PgbackrestInvocation, params: PgbackrestRestore
     if (!/^\d{8}-\d{6}F(_\d{8}-\d{6}[DI])?$/.test(params.set)) fail(`set ${JSON.stringify(params.set)} is not a pgBackRest backup label (e.g. 20240102-030405F)`);
     argv.push(`--set=${params.set}`);
   }
+  if (params.tablespaceMapAll !== undefined) argv.push(`--tablespace-map-all=${absPath("tablespaceMapAll", params.tablespaceMapAll)}`);
   argv.push("restore");
   return argv;
 }

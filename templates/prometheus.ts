@@ -52,12 +52,20 @@ export const JOBS = {
   prometheus: "prometheus",
 } as const;
 
+/**
+ * How each job authenticates when exporterAuth is given (templates/exporter-web.ts):
+ * "tls+basic" a client certificate and basic auth, "tls" a client
+ * certificate alone (redis_exporter 1.45 has no basic auth), "none" plain
+ * HTTP (the app serves its actuator itself).
+ */
+type JobAuth = "tls+basic" | "tls" | "none";
+
 const HOST_JOBS = [
-  { job: JOBS.app, port: "app", metricsPath: "/actuator/prometheus" },
-  { job: JOBS.postgres, port: "postgresExporter", metricsPath: "/metrics" },
-  { job: JOBS.redis, port: "redisExporter", metricsPath: "/metrics" },
-  { job: JOBS.node, port: "nodeExporter", metricsPath: "/metrics" },
-] as const satisfies readonly { job: string; port: keyof ExporterPorts; metricsPath: string }[];
+  { job: JOBS.app, port: "app", metricsPath: "/actuator/prometheus", auth: "none" },
+  { job: JOBS.postgres, port: "postgresExporter", metricsPath: "/metrics", auth: "tls+basic" },
+  { job: JOBS.redis, port: "redisExporter", metricsPath: "/metrics", auth: "tls" },
+  { job: JOBS.node, port: "nodeExporter", metricsPath: "/metrics", auth: "tls+basic" },
+] as const satisfies readonly { job: string; port: keyof ExporterPorts; metricsPath: string; auth: JobAuth }[];
 
 /** The file_sd file name of a host-derived job. */
 export function targetsFileName(job: string): string {
@@ -226,6 +234,21 @@ export interface PrometheusConfigParams {
    * relabels alerts (notifier/notifier.go Manager.Send, v2.42.0).
    */
   alertLabelsDropped?: readonly string[];
+  /**
+   * How Prometheus authenticates to the exporters (files as Prometheus sees
+   * them): the CA that signed their certificates, its own client
+   * certificate and key, and the scrape user with a file holding its
+   * password (Prometheus reads it for every scrape). Absent: plain HTTP.
+   * No server_name: targets are the hosts' private addresses, which the
+   * exporters' certificates carry as IP SANs, and Go verifies an IP target
+   * against those.
+   */
+  exporterAuth?: {
+    caFile: string;
+    certFile: string;
+    keyFile: string;
+    basicAuth: { username: string; passwordFile: string };
+  };
 }
 
 function checkLabels(fn: string, what: string, labels: Readonly<Record<string, string>> | undefined): void {
@@ -257,6 +280,21 @@ export function renderPrometheusConfig(params: PrometheusConfigParams = {}): str
     if (!(l in (p.externalLabels ?? {}))) fail(fn, `alertLabelsDropped: ${l} is not one of the externalLabels`);
   }
   if (dropped.length > 0 && (p.alertmanagers ?? []).length === 0) fail(fn, "alertLabelsDropped needs alertmanagers");
+  const auth = p.exporterAuth;
+  if (auth) {
+    for (const [k, v] of Object.entries({ caFile: auth.caFile, certFile: auth.certFile, keyFile: auth.keyFile, "basicAuth.passwordFile": auth.basicAuth?.passwordFile })) {
+      if (typeof v !== "string" || !/^\/[A-Za-z0-9_./-]+$/.test(v)) fail(fn, `exporterAuth.${k} must be a plain absolute path, got ${JSON.stringify(v)}`);
+    }
+    if (typeof auth.basicAuth.username !== "string" || !/^[A-Za-z0-9_.-]{1,64}$/.test(auth.basicAuth.username)) fail(fn, `exporterAuth.basicAuth.username ${JSON.stringify(auth.basicAuth.username)} is not valid`);
+  }
+  const jobAuth = (a: JobAuth): Record<string, unknown> =>
+    !auth || a === "none"
+      ? {}
+      : {
+          scheme: "https",
+          tls_config: { ca_file: auth.caFile, cert_file: auth.certFile, key_file: auth.keyFile, min_version: "TLS12" },
+          ...(a === "tls+basic" ? { basic_auth: { username: auth.basicAuth.username, password_file: auth.basicAuth.passwordFile } } : {}),
+        };
   const dir = p.targetsDir.replace(/\/+$/, "");
 
   const config: Record<string, unknown> = {
@@ -284,6 +322,7 @@ export function renderPrometheusConfig(params: PrometheusConfigParams = {}): str
       ...HOST_JOBS.map((j) => ({
         job_name: j.job,
         metrics_path: j.metricsPath,
+        ...jobAuth(j.auth),
         file_sd_configs: [{ files: [`${dir}/${targetsFileName(j.job)}`], refresh_interval: p.targetsRefreshInterval }],
       })),
     ],

@@ -1,14 +1,19 @@
 /**
- * The real Pulumi engine for the engine tier: the CLI, the Node.js language
- * host and the provider plugins, found in a cache outside the repository
- * (SYNAXIC_ENGINE_DIR, default /var/cache/synaxic-engine):
+ * The real Pulumi engine for the engine tier, run the way a user of this
+ * repository runs it: through the `pulumi` npm package that `npm ci`
+ * installs (node_modules/.bin/pulumi), which starts the CLI of its own
+ * version from $PULUMI_HOME/versions/<version>/bin, with the Node.js language
+ * host beside it (the package's run.js puts that folder first on PATH). The
+ * package would download the CLI there on first use; here it is found in a
+ * cache outside the repository (SYNAXIC_ENGINE_DIR, default
+ * /var/cache/synaxic-engine), whose home/ is the tier's PULUMI_HOME:
  *
- *   bin/pulumi, bin/pulumi-language-nodejs
+ *   home/versions/<version>/bin/pulumi, .../pulumi-language-nodejs
  *   plugins/pulumi-resource-<name>-v<version>   one per provider the program uses
  *
  * The versions are the ones the program's npm packages pin. Plugins are
  * installed as Pulumi expects them (`pulumi plugin install resource NAME
- * VERSION --file`) under a PULUMI_HOME beside them, with automatic plugin
+ * VERSION --file`) under that PULUMI_HOME, with automatic plugin
  * acquisition off; each test gets its own file backend and passphrase.
  */
 import { execFileSync, spawn } from "node:child_process";
@@ -23,6 +28,9 @@ const PROVIDER_PACKAGES = ["@pulumi/docker", "@pulumi/command", "@pulumi/random"
 
 export interface EnginePaths {
   dir: string;
+  /** The npm package's launcher, what `npx pulumi` and npm scripts run. */
+  launcher: string;
+  /** The CLI binary the launcher starts. */
   pulumi: string;
   languageHost: string;
   plugins: { name: string; version: string; file: string }[];
@@ -49,7 +57,9 @@ export function rigImages(): string {
 /** What the tier needs, and what of it is missing on this machine. */
 export function locateEngine(): { paths: EnginePaths; missing: string[] } {
   const dir = process.env.SYNAXIC_ENGINE_DIR ?? "/var/cache/synaxic-engine";
-  const pulumiVersion = packageJson("@pulumi/pulumi").version;
+  // The `pulumi` npm package's version is the CLI version it runs (its README: "The npm package version matches the Pulumi CLI version exactly").
+  const pulumiVersion = packageJson("pulumi").version;
+  const cliDir = join(dir, "home", "versions", pulumiVersion, "bin");
   const plugins = PROVIDER_PACKAGES.map((pkg) => {
     const pj = packageJson(pkg);
     const name = pj.pulumi?.name ?? pkg.split("/")[1]!;
@@ -58,8 +68,9 @@ export function locateEngine(): { paths: EnginePaths; missing: string[] } {
   });
   const paths: EnginePaths = {
     dir,
-    pulumi: join(dir, "bin", "pulumi"),
-    languageHost: join(dir, "bin", "pulumi-language-nodejs"),
+    launcher: join(REPO, "node_modules", ".bin", "pulumi"),
+    pulumi: join(cliDir, "pulumi"),
+    languageHost: join(cliDir, "pulumi-language-nodejs"),
     plugins,
     pulumiVersion,
   };
@@ -142,7 +153,7 @@ export function runProcess(argv: readonly string[], opts: RunOptions = {}): Prom
 }
 
 /** The files of the program a user checks out (everything the engine runs). */
-const PROGRAM_ENTRIES = ["Pulumi.yaml", "index.ts", "package.json", "tsconfig.json", "components", "lib", "stacks", "templates", "policy"];
+const PROGRAM_ENTRIES = ["Pulumi.yaml", "index.ts", "package.json", "tsconfig.json", "tsconfig.pulumi.json", "components", "lib", "stacks", "templates", "policy"];
 
 /**
  * A Pulumi session as a user has one: a checkout of the program in its own
@@ -158,7 +169,8 @@ export class Engine {
   ) {
     mkdirSync(backendDir, { recursive: true });
     this.env = {
-      PATH: `${join(paths.dir, "bin")}:${process.env.PATH}`,
+      // As under `npm run`: the package's launcher first on PATH.
+      PATH: `${dirname(paths.launcher)}:${process.env.PATH}`,
       PULUMI_HOME: join(paths.dir, "home"),
       PULUMI_BACKEND_URL: `file://${backendDir}`,
       PULUMI_CONFIG_PASSPHRASE: passphrase,
@@ -184,8 +196,30 @@ export class Engine {
     }
   }
 
-  cli(args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
-    return runProcess([this.paths.pulumi, ...args], { ...opts, env: { ...this.env, ...opts.env } });
+  /** How long each CLI command took (command, stack, milliseconds), for the tier's summary. */
+  readonly timings: { command: string; stack: string; ms: number }[] = [];
+
+  async cli(args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+    const t0 = performance.now();
+    try {
+      return await runProcess([this.paths.launcher, ...args], { ...opts, env: { ...this.env, ...opts.env } });
+    } finally {
+      const stackAt = args.indexOf("--stack");
+      this.timings.push({ command: args.filter((a) => !a.startsWith("-"))[0] ?? "", stack: stackAt >= 0 ? (args[stackAt + 1] ?? "") : "", ms: performance.now() - t0 });
+    }
+  }
+
+  /** Time spent in the CLI, per command (up, preview, ...), longest first. */
+  timingSummary(): string {
+    const by = new Map<string, { n: number; ms: number }>();
+    for (const t of this.timings) {
+      const e = by.get(t.command) ?? { n: 0, ms: 0 };
+      by.set(t.command, { n: e.n + 1, ms: e.ms + t.ms });
+    }
+    return [...by.entries()]
+      .sort((a, b) => b[1].ms - a[1].ms)
+      .map(([c, e]) => `${c.padEnd(10)} ${String(e.n).padStart(4)} runs ${(e.ms / 1000).toFixed(1).padStart(8)} s (${(e.ms / e.n / 1000).toFixed(1)} s each)`)
+      .join("\n");
   }
 
   /** A fresh checkout of the program in `dir`, sharing the repository's node_modules. */

@@ -46,6 +46,18 @@ afterAll(async () => {
   await stopTier(tier);
 });
 
+/**
+ * Runs fn for every stack at once and waits for all of them, then throws the
+ * first failure. Stacks are independent once the one they read is up (each
+ * has its own state file and lock; every command names its stack), as when
+ * an operator runs the replicas' stacks side by side.
+ */
+async function eachStack(stacks: readonly string[], fn: (stack: string) => Promise<void>): Promise<void> {
+  const results = await Promise.allSettled(stacks.map(fn));
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+  if (failed) throw failed.reason;
+}
+
 describe("a fleet of main and two replicas on the real engine", () => {
   it("previews the main stack before anything exists (and a replica's preview says main is missing)", async () => {
     // The control stack first: it says main is primary (generation 0) and fences nothing.
@@ -69,14 +81,14 @@ describe("a fleet of main and two replicas on the real engine", () => {
 
   it("brings up main, then previews and brings up each replica", async () => {
     await co.up("main");
-    for (const r of ["replica-1", "replica-2"]) {
-      await initStack(co, rig, r, replicaConfig(rig, r));
+    for (const r of ["replica-1", "replica-2"]) await initStack(co, rig, r, replicaConfig(rig, r));
+    await eachStack(["replica-1", "replica-2"], async (r) => {
       // A replica stack previews once main exists (it reads main's outputs): everything is a create.
       const steps = await co.previewChanges(r);
       expect(steps.filter((s) => s.op !== "create").map((s) => `${s.op} ${s.urn}`), r).toEqual([]);
       expect(steps.filter((s) => s.type === "docker:index/container:Container").length, r).toBeGreaterThanOrEqual(5);
       await co.up(r);
-    }
+    });
   });
 
   it("works: the app answers through the balancer, a write on the primary is read on both replicas", async () => {
@@ -87,6 +99,32 @@ describe("a fleet of main and two replicas on the real engine", () => {
     for (const r of ["replica-1", "replica-2"]) {
       await waitFor(`${r} replays the write`, async () => (await psql(rig.host(r), "SELECT note FROM engine_probe WHERE id = 1", "synaxic").catch(() => "")) === "written on main", 30_000, 500);
     }
+  });
+
+  it("monitoring: main's Prometheus scrapes every host's exporters over TLS with its client certificate; a plain or certificate-less request gets no metrics", async () => {
+    const main = rig.host("main");
+    type Target = { scrapePool: string; scrapeUrl: string; health: string; lastError: string; labels: Record<string, string> };
+    const jobs = ["node", "postgres", "redis"];
+    let seen = "";
+    await waitFor(
+      "every exporter target up over https",
+      async () => {
+        const out = (await main.exec(["curl", "-fsS", "--max-time", "5", "http://127.0.0.1:9090/api/v1/targets?state=active"], { allowFail: true })).stdout;
+        const targets = ((JSON.parse(out || "{}") as { data?: { activeTargets: Target[] } }).data?.activeTargets ?? []).filter((t) => jobs.includes(t.scrapePool));
+        seen = targets.map((t) => `${t.scrapePool} ${t.labels.host} ${t.health} ${t.lastError}`).join("\n");
+        return targets.length === jobs.length * 3 && targets.every((t) => t.health === "up" && t.scrapeUrl.startsWith("https://"));
+      },
+      120_000,
+      2000,
+    ).catch((e: unknown) => {
+      throw new Error(`${String(e)}\n${seen}`);
+    });
+    const ip = rig.host("replica-1").ip;
+    const plain = await main.exec(["curl", "-sS", "--max-time", "5", `http://${ip}:9100/metrics`], { allowFail: true });
+    expect(plain.stdout).not.toMatch(/^node_/m);
+    const noCert = await main.exec(["curl", "-sS", "--insecure", "--max-time", "5", `https://${ip}:9100/metrics`], { allowFail: true });
+    expect(noCert.code).not.toBe(0);
+    expect(noCert.stdout).not.toMatch(/^node_/m);
   });
 
   it("backups: the primary archives into the object storage; replica-1's scheduler (backupFrom auto: the first replica) took a full backup at once from its standby, through main's pgBackRest TLS server; main's scheduler takes none", async () => {
@@ -143,19 +181,19 @@ describe("a fleet of main and two replicas on the real engine", () => {
   });
 
   it("a second preview of every stack shows no changes, and passes the repository's policy pack as the CLI runs it", async () => {
-    for (const stack of ["control", "main", "replica-1", "replica-2"]) {
+    await eachStack(["control", "main", "replica-1", "replica-2"], async (stack) => {
       // --policy-pack: the CLI starts the pack through the Node.js language host (policy/PulumiPolicy.yaml); a mandatory violation fails the preview.
       const steps = await co.previewChanges(stack, ["--policy-pack", join(co.dir, "policy")]);
       expect(steps.map((s) => `${s.op} ${s.urn} ${JSON.stringify(s.detailedDiff ?? s.diffs ?? {})}`), stack).toEqual([]);
-    }
+    });
   });
 
   it("refresh finds no drift: after it, a preview still shows no changes", async () => {
-    for (const stack of ["main", "replica-1", "replica-2"]) {
+    await eachStack(["main", "replica-1", "replica-2"], async (stack) => {
       await co.pulumi(["refresh", "--yes", "--skip-preview", "--non-interactive", "--stack", stack]);
       const steps = await co.previewChanges(stack);
       expect(steps.map((s) => `${s.op} ${s.urn}`), stack).toEqual([]);
-    }
+    });
   });
 
   it("pulumi stack export holds no generated secret in plain text", async () => {
@@ -238,12 +276,12 @@ describe("a fleet of main and two replicas on the real engine", () => {
     await co.up("main");
     expect(await psql(rig.host("main"), "SHOW max_connections")).toBe("120");
     // Standbys follow with their own stacks (they need at least the primary's value).
-    for (const r of ["replica-1", "replica-2"]) {
+    await eachStack(["replica-1", "replica-2"], async (r) => {
       await co.up(r);
       expect(await psql(rig.host(r), "SHOW max_connections")).toBe("120");
-    }
+    });
     await waitFor("both replicas stream", async () => (await psql(rig.host("main"), "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")) === "2", 60_000, 1000);
-    for (const stack of ["main", "replica-1", "replica-2"]) expect((await co.previewChanges(stack)).map((s) => s.urn), stack).toEqual([]);
+    await eachStack(["main", "replica-1", "replica-2"], async (stack) => expect((await co.previewChanges(stack)).map((s) => s.urn), stack).toEqual([]));
   });
 
   it("destroy from a fresh clone in another directory, with the original checkout gone, keeps the data; up again finds it (and, given the old cipher pass, the backup repository)", async () => {
@@ -256,8 +294,10 @@ describe("a fleet of main and two replicas on the real engine", () => {
     co = fresh;
     // replica-2 as from a machine that never ran it: no identity file there, so the program runs first and writes it.
     rmSync(join(engine.env.SYNAXIC_SSH_DIR!, "organization-synaxic-replica-2-replica-2"));
-    await co.pulumi(["destroy", "--yes", "--skip-preview", "--non-interactive", "--run-program", "--stack", "replica-2"]);
-    for (const stack of ["replica-1", "main"]) await co.pulumi(["destroy", "--yes", "--skip-preview", "--non-interactive", "--stack", stack]);
+    await eachStack(["replica-1", "replica-2"], async (r) => {
+      await co.pulumi(["destroy", "--yes", "--skip-preview", "--non-interactive", ...(r === "replica-2" ? ["--run-program"] : []), "--stack", r]);
+    });
+    await co.pulumi(["destroy", "--yes", "--skip-preview", "--non-interactive", "--stack", "main"]);
     for (const name of ["main", "replica-1", "replica-2"]) {
       const h = rig.host(name);
       const running = (await h.docker(["ps", "-q"])).stdout.trim();
@@ -267,7 +307,7 @@ describe("a fleet of main and two replicas on the real engine", () => {
     }
     await co.pulumi(["config", "set", "--secret", "--stack", "main", "backupCipherPass"], { input: cipherPass });
     await co.up("main");
-    for (const r of ["replica-1", "replica-2"]) await co.up(r);
+    await eachStack(["replica-1", "replica-2"], async (r) => void (await co.up(r)));
     expect(await psql(rig.host("main"), "SELECT note FROM engine_probe WHERE id = 1", "synaxic")).toBe("written on main");
     // The stanza step passed (pgbackrest check reads the repository with the key), and archiving goes on.
     await psql(rig.host("main"), "SELECT pg_switch_wal()");
@@ -345,12 +385,11 @@ describe("a fleet of main and two replicas on the real engine", () => {
     expect(restart).toEqual(["no", "no", "no"]);
     expect((await co.outputs("control")).control).toMatchObject({ primary: "replica-1", generation: 1, fenced: { main: { method: "stop", generation: 1 } } });
 
-    // 2. replica-1 promotes (the control stack names it); 3. replica-2 follows it; 4. the old main's next up leaves it a replica of it.
+    // 2. replica-1 promotes (the control stack names it); then, side by side, 3. replica-2 follows it and 4. the old main's next up leaves it a replica of it.
     await co.up("replica-1");
     const promotedAt = Date.now();
     expect(await psql(rig.host("replica-1"), "SELECT pg_is_in_recovery()")).toBe("f");
-    await co.up("replica-2");
-    await co.up("main");
+    await eachStack(["replica-2", "main"], async (stack) => void (await co.up(stack)));
     expect((await co.outputs("main")).postgresMode).toBe("rejoin");
 
     // Nothing acknowledged by the old primary is missing on the new one.
@@ -503,7 +542,7 @@ function secretStrings(outputs: Record<string, unknown>): { where: string; value
   const walk = (v: unknown, path: string) => {
     if (typeof v === "string") {
       if (/keyPem$/.test(path)) found.push({ where: path, value: v.split("\n")[1]! });
-      else if (/^replicaCredentials\.(postgres|redis|truststorePassword|backup)/.test(path)) found.push({ where: path, value: v });
+      else if (/^replicaCredentials\.(postgres|redis|truststorePassword|backup|exporterScrape)/.test(path)) found.push({ where: path, value: v });
     } else if (v && typeof v === "object") for (const [k, x] of Object.entries(v)) walk(x, `${path}.${k}`);
   };
   walk(outputs.replicaCredentials, "replicaCredentials");

@@ -29,6 +29,7 @@ export async function startTier(label: string, hosts: string[], checkoutExtra: s
 /** Powers the hosts off and removes the work folder (kept with SYNAXIC_KEEP_RIG). */
 export async function stopTier(t: Tier | undefined): Promise<void> {
   if (!t) return;
+  console.log(`pulumi CLI time in this tier:\n${t.engine.timingSummary()}`);
   await t.rig.destroy();
   if (!process.env.SYNAXIC_KEEP_RIG) rmSync(t.work, { recursive: true, force: true });
 }

@@ -18,8 +18,8 @@ export interface CertFiles {
 
 export interface TestCa extends CertFiles {
   dir: string;
-  /** Issues a server certificate for these names and addresses. */
-  issue(label: string, sans: string[], commonName?: string): CertFiles;
+  /** Issues a certificate for these names and addresses, for server and client use unless `usage` narrows it (as components/Pki.ts does for the exporters and Prometheus). */
+  issue(label: string, sans: string[], commonName?: string, usage?: "server" | "client" | "both"): CertFiles;
 }
 
 function openssl(args: string[], cwd: string): void {
@@ -51,7 +51,7 @@ export function makeCa(label = "test-ca", dir?: string): TestCa {
     certFile,
     certPem: readFileSync(certFile, "utf8"),
     keyPem: readFileSync(keyFile, "utf8"),
-    issue(name: string, sans: string[], commonName = sans[0] ?? name): CertFiles {
+    issue(name: string, sans: string[], commonName = sans[0] ?? name, usage: "server" | "client" | "both" = "both"): CertFiles {
       const k = join(dir, `${name}.key`);
       const csr = join(dir, `${name}.csr`);
       const c = join(dir, `${name}.crt`);
@@ -59,7 +59,9 @@ export function makeCa(label = "test-ca", dir?: string): TestCa {
       openssl(["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", k], dir);
       openssl(["req", "-new", "-key", k, "-subj", `/CN=${commonName}`, "-out", csr], dir);
       const san = sans.map((s) => (isIP(s) ? `IP:${s}` : `DNS:${s}`)).join(",");
-      writeFileSync(ext, `subjectAltName=${san}\nextendedKeyUsage=serverAuth,clientAuth\nkeyUsage=digitalSignature,keyEncipherment\n`);
+      const eku = { server: "serverAuth", client: "clientAuth", both: "serverAuth,clientAuth" }[usage];
+      const ku = usage === "both" ? "digitalSignature,keyEncipherment" : "digitalSignature";
+      writeFileSync(ext, `subjectAltName=${san}\nextendedKeyUsage=${eku}\nkeyUsage=${ku}\n`);
       openssl(["x509", "-req", "-in", csr, "-CA", certFile, "-CAkey", keyFile, "-CAcreateserial", "-days", "30", "-sha256", "-extfile", ext, "-out", c], dir);
       return { certFile: c, keyFile: k, certPem: readFileSync(c, "utf8"), keyPem: readFileSync(k, "utf8") };
     },

@@ -1,7 +1,7 @@
 /*
  * Loads index.ts the way `pulumi up` does: through ts-node registered with
- * the options Pulumi's nodejs runtime uses (type-checked, CommonJS per
- * tsconfig.json, the project's TypeScript), under Pulumi's mocks. Prints a
+ * the options Pulumi's nodejs runtime uses (the tsconfig Pulumi.yaml names,
+ * CommonJS, the project's TypeScript), under Pulumi's mocks. Prints a
  * JSON summary of what the program registered and exported.
  *
  * usage: node test/seam/load-program.cjs <config.json> [stack-reference-outputs.json]
@@ -19,7 +19,10 @@ const refs = refsFile ? JSON.parse(fs.readFileSync(refsFile, "utf8")) : {};
 // Exactly what @pulumi/pulumi/cmd/run does for a TypeScript program that is
 // not an ES module.
 const tsutils = require("@pulumi/pulumi/tsutils");
-const tsConfigPath = path.join(root, "tsconfig.json");
+// The language host passes Pulumi.yaml's runtime option `tsconfig` as
+// PULUMI_NODEJS_TSCONFIG_PATH (sdk/nodejs/cmd/pulumi-language-nodejs/main.go).
+const runtimeOptions = require("yaml").parse(fs.readFileSync(path.join(root, "Pulumi.yaml"), "utf8")).runtime.options ?? {};
+const tsConfigPath = path.join(root, runtimeOptions.tsconfig ?? "tsconfig.json");
 const compilerOptions = tsutils.loadTypeScriptCompilerOptions(tsConfigPath);
 const { tsnodeRequire, typescriptRequire } = tsutils.typeScriptRequireStrings();
 const transpileOnly = process.env.PULUMI_NODEJS_TRANSPILE_ONLY ? process.env.PULUMI_NODEJS_TRANSPILE_ONLY === "true" : compilerOptions.noCheck;
@@ -54,7 +57,11 @@ pulumi.runtime.setMocks(
         state.certPem = refs.__caPem;
         state.validityEndTime = "2027-11-26T00:00:00Z";
       }
-      if (args.type === "random:index/randomPassword:RandomPassword") state.result = pulumi.secret(`seam-password-${args.name}-0123456789`);
+      if (args.type === "random:index/randomPassword:RandomPassword") {
+        state.result = pulumi.secret(`seam-password-${args.name}-0123456789`);
+        // Shaped like the provider's bcryptHash ($2a$, cost 10, 53 characters); not a hash of anything.
+        state.bcryptHash = pulumi.secret(`$2a$10$${"seam".padEnd(53, ".")}`);
+      }
       if (args.type === "tls:index/privateKey:PrivateKey") {
         state.privateKeyPem = pulumi.secret("-----BEGIN PRIVATE KEY-----\nseam\n-----END PRIVATE KEY-----\n");
         state.privateKeyOpenssh = pulumi.secret("-----BEGIN OPENSSH PRIVATE KEY-----\nseam\n-----END OPENSSH PRIVATE KEY-----\n");

@@ -222,3 +222,54 @@ describe("backupFrom: primary", () => {
     expect((r.replica as AnyRun).of(COMMAND).filter((c) => c.name.includes("standby-conf"))).toEqual([]);
   }, 120_000);
 });
+
+describe("the restore drill (backupDrill)", () => {
+  const script = (run: AnyRun) => String((run.one(CONTAINER, "postgres-backup").inputs.uploads as { content: string }[])[0]!.content);
+  const scheduled = /\[ "\$\(date -u \+%w\)" = (\d) \] && \[ "\$\(date -u \+%H\)" -ge (\d+) \][^\n]*\n\s+record drill day[^\n]*\n\s+run drill drill_run/;
+
+  it("on by default: every scheduler can run it, the one that takes the backups runs it on Saturday from 05:00 UTC, bounded by two hours, into its state volume", () => {
+    for (const run of [main, replica]) {
+      const s = script(run);
+      expect(s).toMatch(scheduled);
+      expect(scheduled.exec(s)!.slice(1, 3)).toEqual(["6", "5"]);
+      expect(s).toContain("DRILL_TIMEOUT=7200");
+      expect(s).toContain("DRILL_DIR=/var/lib/synaxic-backup/drill");
+      expect(s).toContain("--pg1-path=/var/lib/synaxic-backup/drill/data --type=immediate --target-action=promote --archive-mode=off");
+      // The proof query runs in the fleet's database.
+      expect(s).toMatch(/psql -X -At -h \/var\/lib\/synaxic-backup\/drill\/socket -p 5432 -d synaxic -c 'SELECT pg_catalog\.pg_is_in_recovery\(\), /);
+    }
+    // The drill runs inside the acting branch: with backups from the first replica (auto), main's scheduler never acts.
+    expect(script(main)).toContain("ACTS=never");
+    expect(script(replica)).toContain("ACTS=always");
+    // The scratch directory is in the scheduler's state volume.
+    expect((main.one(CONTAINER, "postgres-backup").inputs.volumes as { containerPath: string }[]).map((v) => v.containerPath)).toContain("/var/lib/synaxic-backup");
+  });
+
+  it("its schedule and bound from the main stack's config reach every host's scheduler, replicas through the main stack's outputs", async () => {
+    const r = await runReplica("replica-1", "10.10.0.3", { replicas: 1, mainExtra: { ...BACKUP, [`${P}backupDrill`]: JSON.stringify({ weekday: 2, hourUtc: 14, timeoutMinutes: 30 }) } });
+    for (const run of [r.main, r.replica] as AnyRun[]) {
+      expect(scheduled.exec(script(run))!.slice(1, 3)).toEqual(["2", "14"]);
+      expect(script(run)).toContain("DRILL_TIMEOUT=1800");
+    }
+  }, 120_000);
+
+  it("enabled false: no scheduled drill and no drill metrics on any host (so no drill alert), a drill on demand still possible", async () => {
+    const r = await runReplica("replica-1", "10.10.0.3", { replicas: 1, mainExtra: { ...BACKUP, [`${P}backupDrill`]: JSON.stringify({ enabled: false }) } });
+    for (const run of [r.main, r.replica] as AnyRun[]) {
+      expect(script(run)).not.toMatch(scheduled);
+      expect(script(run)).not.toContain("synaxic_backup_drill_");
+      expect(script(run)).toContain('if [ "${1:-}" = drill ]; then');
+    }
+  }, 120_000);
+
+  it("a main stack from before drills (no drill in its outputs): replicas take the default", async () => {
+    const r = await runReplica("replica-1", "10.10.0.3", {
+      replicas: 1,
+      mainExtra: BACKUP,
+      mutateMainOutputs: (o) => {
+        delete ((o.fleet as { backup: Record<string, unknown> }).backup as Record<string, unknown>).drill;
+      },
+    });
+    expect(scheduled.exec(script(r.replica as AnyRun))!.slice(1, 3)).toEqual(["6", "5"]);
+  }, 120_000);
+});

@@ -479,6 +479,8 @@ describe("backups: backupRepository with its access key, all or nothing", () => 
       schedule: { fullWeekday: 0, hourUtc: 3, verifyWeekday: 3 },
       // auto: from the first replica's standby.
       standby: "replica-1",
+      // The weekly restore drill, on by default.
+      drill: { weekday: 6, hourUtc: 5, timeoutMinutes: 120 },
     });
     expect(parseMain({ [`${P}backupRepository`]: JSON.stringify(repo), ...keys, [`${P}replicas`]: "[]" }, secretKeys).backup!.standby).toBeNull();
     expect(parseMain({ [`${P}backupRepository`]: JSON.stringify(repo), ...keys, [`${P}backupFrom`]: "primary" }, secretKeys).backup!.standby).toBeNull();
@@ -494,8 +496,19 @@ describe("backups: backupRepository with its access key, all or nothing", () => 
     ["an endpoint with a scheme", { [`${P}backupRepository`]: JSON.stringify({ ...repo, endpoint: "https://s3.example.com" }), ...keys }, secretKeys, /synaxic:backupRepository\[endpoint\]: got "https:\/\/s3\.example\.com"; expected the S3 endpoint's DNS name/],
     ["an unknown field", { [`${P}backupRepository`]: JSON.stringify({ ...repo, acl: "public" }), ...keys }, secretKeys, /synaxic:backupRepository/],
     ["a weekday out of range", { [`${P}backupSchedule`]: JSON.stringify({ fullWeekday: 7, hourUtc: 3, verifyWeekday: 3 }) }, SECRET_KEYS, /synaxic:backupSchedule\[fullWeekday\]: got 7/],
+    ["a drill weekday out of range", { [`${P}backupDrill`]: JSON.stringify({ weekday: 7 }) }, SECRET_KEYS, /synaxic:backupDrill\[weekday\]: got 7/],
+    ["a drill bound under 10 minutes", { [`${P}backupDrill`]: JSON.stringify({ timeoutMinutes: 5 }) }, SECRET_KEYS, /synaxic:backupDrill\[timeoutMinutes\]: got 5/],
+    ["an unknown drill field", { [`${P}backupDrill`]: JSON.stringify({ everyDays: 7 }) }, SECRET_KEYS, /synaxic:backupDrill/],
   ])("%s is refused", (_what, extra, secrets, message) => {
     expect(() => parseMain(extra as Record<string, string>, secrets)).toThrow(message);
+  });
+
+  it("backupDrill: each field defaults on its own; enabled false turns drills off", () => {
+    const on = { [`${P}backupRepository`]: JSON.stringify(repo), ...keys };
+    expect(parseMain({ ...on, [`${P}backupDrill`]: JSON.stringify({ hourUtc: 22 }) }, secretKeys).backup!.drill).toEqual({ weekday: 6, hourUtc: 22, timeoutMinutes: 120 });
+    expect(parseMain({ ...on, [`${P}backupDrill`]: JSON.stringify({ weekday: 3, hourUtc: 1, timeoutMinutes: 45, enabled: true }) }, secretKeys).backup!.drill).toEqual({ weekday: 3, hourUtc: 1, timeoutMinutes: 45 });
+    expect(parseMain({ ...on, [`${P}backupDrill`]: JSON.stringify({ enabled: false }) }, secretKeys).backup!.drill).toBeNull();
+    expect(() => parseStackConfig(replicaRaw({ [`${P}backupDrill`]: JSON.stringify({ enabled: false }) }), SECRET_KEYS)).toThrow(/synaxic:backupDrill: is for the main stack/);
   });
 
   it("backupCipherPass: taken when given as a secret of at least 20 characters; refused in plain text, short, or without a repository", () => {

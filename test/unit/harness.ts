@@ -105,6 +105,13 @@ function testCaPem(): string {
   return caPem;
 }
 
+/** A string shaped like a bcrypt hash ($2a$, cost 10, 53 characters of salt and hash), unique per tag; not a real hash. */
+export function mockBcrypt(tag: string): string {
+  const body = `MockBcrypt${tag.replace(/[^./A-Za-z0-9]/g, ".")}`.padEnd(53, ".");
+  if (body.length > 53) throw new Error(`mockBcrypt: tag ${tag} is too long`);
+  return `$2a$10$${body}`;
+}
+
 export function unwrapSecrets(v: unknown): any {
   if (Array.isArray(v)) return v.map(unwrapSecrets);
   if (v && typeof v === "object") {
@@ -178,7 +185,7 @@ export async function runMocked<T extends Record<string, unknown>>(opts: RunOpti
         const t = tag(`${stack}/${args.name}`);
         switch (args.type) {
           case "random:index/randomPassword:RandomPassword":
-            return { id, state: { ...inputs, result: secret(`MockPw${t}`), bcryptHash: secret(`$2a$MockBcrypt${t}`) } };
+            return { id, state: { ...inputs, result: secret(`MockPw${t}`), bcryptHash: secret(mockBcrypt(t)) } };
           case "tls:index/privateKey:PrivateKey":
             return {
               id,

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { APP_MAX_RAM_PERCENTAGE, memoryBudget, minimumHostMiB, osReserveMiB, REDIS_MAXMEMORY_SHARE, type HostKind } from "../../lib/memory";
+import { drillServerArgv } from "../../templates/backup-scheduler";
 
 const sum = (o: Record<string, number | undefined>) => Object.values(o).reduce<number>((a, b) => a + (b ?? 0), 0);
 
@@ -59,6 +60,13 @@ describe("one memory budget per host", () => {
     }
     expect(minimumHostMiB("main")).toBe(2844);
     expect(minimumHostMiB("replica")).toBe(2048);
+  });
+
+  it("the scheduler's limit holds the restore drill's throwaway server: shared buffers of 16 MB, a handful of connections (measured in test/integration/backup-drill.test.ts)", () => {
+    const argv = drillServerArgv("/var/lib/synaxic-backup/drill", "pgbackrest --pg1-path=/var/lib/synaxic-backup/drill/data archive-get %f %p");
+    expect(argv).toContain("shared_buffers=16MB");
+    expect(argv).toContain("max_connections=10");
+    for (const kind of ["main", "replica", "monitoringReplica"] as HostKind[]) expect(memoryBudget(kind, minimumHostMiB(kind)).limitsMiB.backup).toBe(128);
   });
 
   it("the monitoring replica: Prometheus and Alertmanager with main's shares, no Grafana; only that replica needs more than 2 GB", () => {

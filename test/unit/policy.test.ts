@@ -172,13 +172,14 @@ describe("secrets-stay-secret", () => {
     expect(findPlainSecrets(res("command:remote:Command", "c", { connection: { host: "h", privateKey: "key-material" } }), defaults)[0]).toContain("input connection.privateKey is not secret, but the input privateKey carries a secret");
     expect(findPlainSecrets(res("pulumi:providers:hcloud", "default", { token: "tok" }), defaults)).toHaveLength(1);
   });
-  it("refuses secret content anywhere: private keys, SQL and Redis passwords, URL credentials", () => {
+  it("refuses secret content anywhere: private keys, SQL and Redis passwords, URL credentials, bcrypt hashes", () => {
     const plain = [
       { stdin: PEM },
       { stdin: "CREATE ROLE app LOGIN PASSWORD 'hunter2hunter2'" },
       { stdin: "port 0\nmasterauth s3cr3t\n" },
       { stdin: "user app on #abc >s3cr3t ~* +@all\n" },
       { create: "curl https://admin:pw@example.com/" },
+      { stdin: "basic_auth_users:\n  prometheus: $2a$10$abcdefghijklmnopqrstuuqflPDzB6gcMhKa1rZqKiun2YGL5sa2u\n" },
     ];
     for (const props of plain) expect(findPlainSecrets(res("command:remote:Command", "c", props), defaults), JSON.stringify(props)).toHaveLength(1);
     expect(findPlainSecrets(container("c", { uploads: [{ file: "/etc/tls/server.key", content: PEM }] }), defaults)[0]).toContain("input uploads[0].content is not secret, but it holds a private key");

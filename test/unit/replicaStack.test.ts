@@ -236,7 +236,7 @@ describe("adding and removing a replica on main changes exactly the expected res
     expect(added).toEqual(
       [
         "postgres-slot-replica-2",
-        ...["postgres", "redis"].flatMap((s) => [`pki-replica-2-${s}-cert`, `pki-replica-2-${s}-csr`, `pki-replica-2-${s}-key`]),
+        ...["postgres", "redis", "exporters"].flatMap((s) => [`pki-replica-2-${s}-cert`, `pki-replica-2-${s}-csr`, `pki-replica-2-${s}-key`]),
       ].sort(),
     );
     expect(changed).toEqual(
@@ -283,6 +283,10 @@ describe("the main host after a failover", () => {
     expect(nginx).toMatch(/upstream synaxic_write \{[^}]*server 10\.10\.0\.3:8080 /);
     expect(nginx).toMatch(/upstream synaxic_read \{[^}]*server 10\.10\.0\.2:8080 /);
     expect(run.values.postgresMode).toBe("rejoin");
+    // The promoted replica's balancer reads from this host's app: its firewalls admit that replica there, and no other.
+    const appRules = (run.one("hcloud:index/firewall:Firewall", "main-firewall").inputs.rules as { port: string; sourceIps: string[] }[]).filter((r) => r.port === "8080");
+    expect(appRules.flatMap((r) => r.sourceIps)).toEqual(["10.10.0.3/32"]);
+    expect(String(run.one(COMMAND, "main-host-firewall").inputs.stdin)).toMatch(/tcp dport 8080 ip saddr \{ 10\.10\.0\.3\/32 \} accept comment "App from the balancer on replica-1"/);
     // The promoted replica keeps a slot for it.
     const { replica } = await runReplica("replica-1", "10.10.0.3", { extra: { "synaxic:promote": "true" } });
     expect(String(replica.one(COMMAND, "postgres-slot-main").inputs.stdin)).toContain("'synaxic_main'");
