@@ -68,7 +68,7 @@ const RANDOM_PGBENCH_SCALE = 10;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const MB = 1024 * 1024;
 
-interface Options {
+export interface Options {
   /** pgbench: pgbench -i at the scale giving sizeMb (its rows compress very well); random: a small pgbench scale for the load plus a table of random bytes up to sizeMb. */
   data: "pgbench" | "random";
   sizeMb: number;
@@ -77,7 +77,7 @@ interface Options {
   clients: number;
 }
 
-function parseArgs(argv: readonly string[]): Options {
+export function parseArgs(argv: readonly string[]): Options {
   const opts: Options = { data: "pgbench", sizeMb: 1024, runs: 3, seconds: 30, clients: 4 };
   const limits: Record<string, [Exclude<keyof Options, "data">, number, number]> = {
     "--size-mb": ["sizeMb", 16, 64 * 1024],
@@ -128,7 +128,7 @@ function spread(values: readonly number[], digits: number, unit: string): string
   return `min ${fmt(percentile(values, 0), digits)}  median ${fmt(percentile(values, 50), digits)}  max ${fmt(percentile(values, 100), digits)} ${unit} (n=${values.length})`;
 }
 
-interface Summary {
+export interface Summary {
   label: string;
   value: string;
 }
@@ -347,7 +347,11 @@ function timeReached(samples: readonly LagSample[], lsn: number): number | undef
   return undefined;
 }
 
-async function bench(opts: Options, net: TestNet, summary: Summary[]): Promise<void> {
+/** The rig hosts bench() needs. */
+export const HOSTS = ["bkbpg", "bkbrestore", "bkbs3"];
+
+/** Runs the measurements on a rig of HOSTS, adding what it measured to summary. */
+export async function bench(opts: Options, net: TestNet, summary: Summary[]): Promise<void> {
   const add = (label: string, value: string) => summary.push({ label, value });
   const [pgHost, restoreHost, s3Host] = ["bkbpg", "bkbrestore", "bkbs3"].map((n) => net.host(n)) as [Host, Host, Host];
   const ca = makeCa("bkb-ca", net.mkdir("ca"));
@@ -604,7 +608,7 @@ async function mainEntry(): Promise<number> {
   const opts = parseArgs(process.argv.slice(2));
   const summary: Summary[] = [];
   const started = Date.now();
-  const code = await runOnRig(["bkbpg", "bkbrestore", "bkbs3"], (net) => bench(opts, net, summary));
+  const code = await runOnRig(HOSTS, (net) => bench(opts, net, summary));
   if (code !== 0) return code;
   const rows: Summary[] = [{ label: "CPUs", value: `${cpus().length} (${cpus()[0]?.model.trim() ?? "unknown model"})` }, ...summary, { label: "benchmark wall time", value: `${((Date.now() - started) / 1000).toFixed(0)} s` }];
   const width = Math.max(...rows.map((r) => r.label.length));
@@ -613,4 +617,5 @@ async function mainEntry(): Promise<number> {
   return 0;
 }
 
-runBench(mainEntry);
+// Run from the command line; bench/all.ts imports bench() instead.
+if (require.main === module) runBench(mainEntry);

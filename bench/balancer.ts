@@ -30,7 +30,7 @@ import { NGINX_DEFAULTS, renderNginxConf, upstreamKeepaliveFor, type NginxParams
 const APP_PORT = 8080;
 const APPS = ["main", "replica1", "replica2"] as const;
 
-interface Options {
+export interface Options {
   concurrency: number;
   seconds: number;
   warmup: number;
@@ -48,7 +48,7 @@ const USAGE = `usage: npm run bench:balancer -- [--concurrency N] [--seconds N] 
   --write-every N  every N-th request of a client is a POST (default 4; 0: reads only)
 `;
 
-function parseArgs(argv: readonly string[]): Options {
+export function parseArgs(argv: readonly string[]): Options {
   const opts: Options = { concurrency: NGINX_DEFAULTS.concurrency, seconds: 10, warmup: 2, runs: 3, appMs: 20, writeEvery: 4 };
   const keys: Record<string, keyof Options> = {
     "--concurrency": "concurrency",
@@ -101,6 +101,9 @@ interface Sample {
   clientsPerWorker: number[];
   /** Upstream connections per worker at the end of the window, largest first. */
   upstreamPerWorker: number[];
+  /** Reads and writes each app answered during the window, in APPS order. */
+  reads: number[];
+  writes: number[];
 }
 
 async function upstreamEstablished(host: Host): Promise<Map<number, number>> {
@@ -117,7 +120,7 @@ function sortedCounts(m: Map<number, number>): number[] {
   return [...m.values()].sort((a, b) => b - a);
 }
 
-async function measure(opts: Options, main: Host, nginx: NginxInstance, base: string, counter: ConnectCounter, variant: Variant, baseParams: NginxParams): Promise<Sample> {
+async function measure(opts: Options, main: Host, nginx: NginxInstance, base: string, counter: ConnectCounter, variant: Variant, baseParams: NginxParams, stubs: readonly AppStub[]): Promise<Sample> {
   nginx.writeConf(renderNginxConf({ ...baseParams, ...variant.params }));
   const t = await nginx.test();
   if (t.code !== 0) throw new Error(`nginx -t failed for ${variant.label}:\n${t.stderr}`);
@@ -125,12 +128,13 @@ async function measure(opts: Options, main: Host, nginx: NginxInstance, base: st
   const clients = new KeepAliveClients(base, { concurrency: opts.concurrency, writeEvery: opts.writeEvery, appDelayMs: opts.appMs }).start();
   try {
     await sleep(opts.warmup * 1000);
-    const [opened0, alive0] = await Promise.all([counter.opened(), upstreamEstablished(main)]);
+    const [opened0, alive0] = await Promise.all([counter.opened(), upstreamEstablished(main), ...stubs.map((s) => s.reset())]);
     const tally0 = clients.snapshot();
     const start = Date.now();
     await sleep(opts.seconds * 1000);
     const [opened1, alive1, clientSpread] = await Promise.all([counter.opened(), upstreamEstablished(main), establishedByPid(main, "( sport = :80 )")]);
     const tally1 = clients.snapshot();
+    const answered = await Promise.all(stubs.map((s) => s.stats()));
     const seconds = (Date.now() - start) / 1000;
     const opened = opened1 - opened0;
     const requests = tally1.ok - tally0.ok;
@@ -144,6 +148,8 @@ async function measure(opts: Options, main: Host, nginx: NginxInstance, base: st
       clientConnects: tally1.connections - tally0.connections,
       clientsPerWorker: sortedCounts(clientSpread),
       upstreamPerWorker: sortedCounts(alive1),
+      reads: answered.map((a) => a.read),
+      writes: answered.map((a) => a.write),
     };
   } finally {
     await clients.stop();
@@ -151,7 +157,23 @@ async function measure(opts: Options, main: Host, nginx: NginxInstance, base: st
   }
 }
 
-async function bench(opts: Options, net: TestNet): Promise<void> {
+/**
+ * Each app's share of the reads over every run of a sizing, and the writes
+ * that reached the replicas' apps (the balancer sends writes to main only).
+ */
+function shares(ss: readonly Sample[]): string {
+  const reads = APPS.map((_, a) => ss.reduce((n, s) => n + (s.reads[a] ?? 0), 0));
+  const writes = APPS.map((_, a) => ss.reduce((n, s) => n + (s.writes[a] ?? 0), 0));
+  const totalReads = reads.reduce((a, b) => a + b, 0);
+  const share = APPS.map((name, a) => `${name} ${((100 * reads[a]!) / Math.max(1, totalReads)).toFixed(1)} %`).join(", ");
+  return `read shares: ${share}; writes: ${writes[0]} to main, ${writes.slice(1).reduce((a, b) => a + b, 0)} to replicas`;
+}
+
+/** The rig hosts bench() needs. */
+export const HOSTS = [...APPS];
+
+/** Runs the measurements on a rig of HOSTS and prints them; `add` receives the summary's rows as well. */
+export async function bench(opts: Options, net: TestNet, add?: (label: string, value: string) => void): Promise<void> {
   const main = net.host("main");
   const dir = net.mkdir("apps");
   const stubs = APPS.map((name) => new AppStub(net.host(name), name, APP_PORT, dir));
@@ -182,7 +204,7 @@ async function bench(opts: Options, net: TestNet): Promise<void> {
       // Rotate which sizing goes first, so none always meets the same moment of the machine's load.
       const order = variants.map((_, i) => (i + run) % variants.length);
       for (const i of order) {
-        const s = await measure(opts, main, nginx, base, counter, variants[i]!, baseParams);
+        const s = await measure(opts, main, nginx, base, counter, variants[i]!, baseParams, stubs);
         samples[i]!.push(s);
         log(
           `run ${run + 1}/${opts.runs} ${variants[i]!.label}: ${s.requests} requests (${s.rps.toFixed(0)}/s), ` +
@@ -206,8 +228,24 @@ async function bench(opts: Options, net: TestNet): Promise<void> {
       process.stdout.write(row("requests/s", ss.map((s) => s.rps)));
       process.stdout.write(row("client errors", ss.map((s) => s.errors)));
       process.stdout.write(`    clients per worker at the end of each window: ${ss.map((s) => s.clientsPerWorker.join("/")).join(", ")}\n`);
+      process.stdout.write(`    ${shares(ss)}\n`);
     });
     const med = (i: number, f: (s: Sample) => number) => stats(samples[i]!.map(f)).median;
+    if (add) {
+      const fmt = (xs: number[], digits = 0) => {
+        const v = stats(xs);
+        return xs.length === 1 ? v.min.toFixed(digits) : `min ${v.min.toFixed(digits)}  median ${v.median.toFixed(digits)}  max ${v.max.toFixed(digits)}`;
+      };
+      add("load", `${n} keep-alive clients, every ${opts.writeEvery || "no"}th request a write, app stub ${opts.appMs} ms; ${opts.runs} run(s) of ${opts.seconds} s`);
+      variants.forEach((v, i) => {
+        const ss = samples[i]!;
+        add(v.label, "");
+        add("  upstream connections closed", `${fmt(ss.map((s) => s.closed))}  (${fmt(ss.map((s) => (1000 * s.closed) / Math.max(1, s.requests)), 2)} per 1000 requests)`);
+        add("  requests/s", fmt(ss.map((s) => s.rps)));
+        add("  " + shares(ss).split(":")[0]!, shares(ss).split(": ").slice(1).join(": "));
+      });
+      add("requests/s, new / old sizing", `${(med(1, (s) => s.rps) / med(0, (s) => s.rps)).toFixed(2)} (medians)`);
+    }
     process.stdout.write(
       `  new / old: closed ${med(1, (s) => s.closed)} vs ${med(0, (s) => s.closed)} (medians), requests/s ratio ${(med(1, (s) => s.rps) / med(0, (s) => s.rps)).toFixed(2)}\n`,
     );
@@ -219,7 +257,8 @@ async function bench(opts: Options, net: TestNet): Promise<void> {
 
 async function mainEntry(): Promise<number> {
   const opts = parseArgs(process.argv.slice(2));
-  return runOnRig(["main", "replica1", "replica2"], (net) => bench(opts, net));
+  return runOnRig(HOSTS, (net) => bench(opts, net));
 }
 
-runBench(mainEntry);
+// Run from the command line; bench/all.ts imports bench() instead.
+if (require.main === module) runBench(mainEntry);

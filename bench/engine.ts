@@ -17,12 +17,14 @@ import { Engine, locateEngine, rigImages } from "../test/engine/engine";
 import { EngineRig } from "../test/engine/hosts";
 import { initStack, mainConfig, replicaConfig } from "../test/engine/fleet";
 
-const runs = Number(process.argv.includes("--runs") ? process.argv[process.argv.indexOf("--runs") + 1] : 2);
+type Add = (label: string, value: string) => void;
 
-function stats(label: string, xs: number[]): void {
+function stats(label: string, xs: number[], add?: Add): void {
   const s = [...xs].sort((a, b) => a - b);
   const f = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
-  console.log(`${label.padEnd(44)} min ${f(s[0]!)}  median ${f(s[Math.floor(s.length / 2)]!)}  max ${f(s[s.length - 1]!)}  (n=${s.length})`);
+  const value = `min ${f(s[0]!)}  median ${f(s[Math.floor(s.length / 2)]!)}  max ${f(s[s.length - 1]!)}  (n=${s.length})`;
+  console.log(`${label.padEnd(44)} ${value}`);
+  add?.(label, value);
 }
 
 async function timed(fn: () => Promise<unknown>): Promise<number> {
@@ -31,10 +33,12 @@ async function timed(fn: () => Promise<unknown>): Promise<number> {
   return Date.now() - t;
 }
 
-async function main(): Promise<void> {
+/** Runs the engine benchmark `runs` times and prints it; `add` receives the summary's rows as well (bench/all.ts). */
+export async function runEngineBench(runs: number, add?: Add): Promise<void> {
   const { paths, missing } = locateEngine();
   if (missing.length > 0) {
     console.log(`engine benchmark skipped: the Pulumi engine is not installed here (missing ${missing.join(", ")})`);
+    add?.("skipped", `the Pulumi engine is not installed here (missing ${missing.join(", ")})`);
     return;
   }
   const t = Date.now();
@@ -71,11 +75,11 @@ async function main(): Promise<void> {
     }
   }
   console.log("");
-  stats("cold up of main (images present)", m.upMain);
-  stats("cold up of a replica (images present)", m.upReplica);
-  stats("no-op preview of main", m.previewMain);
-  stats("no-op preview of a replica", m.previewReplica);
-  stats("adding a replica end to end", m.addReplica);
+  stats("cold up of main (images present)", m.upMain, add);
+  stats("cold up of a replica (images present)", m.upReplica, add);
+  stats("no-op preview of main", m.previewMain, add);
+  stats("no-op preview of a replica", m.previewReplica, add);
+  stats("adding a replica end to end", m.addReplica, add);
 
   const times = join(paths.dir, "build-times.tsv");
   if (existsSync(times)) {
@@ -87,7 +91,11 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((e) => {
-  console.error(e);
-  process.exit(1);
-});
+// Run from the command line; bench/all.ts imports runEngineBench() instead.
+if (require.main === module) {
+  const runs = Number(process.argv.includes("--runs") ? process.argv[process.argv.indexOf("--runs") + 1] : 2);
+  runEngineBench(runs).catch((e) => {
+    console.error(e);
+    process.exit(1);
+  });
+}

@@ -24,7 +24,7 @@ import { makeCa, type CertFiles, type TestCa } from "../test/rig/pki";
 import { fillWithStrings, randomRedisUsers, redisInfo, redisLogTimes, redisOk, RedisServer, waitNoChild } from "../test/rig/redis";
 import { REDIS_CONF_DEFAULTS, renderRedisAcl, renderRedisConf } from "../templates/redis";
 
-interface Options {
+export interface Options {
   mb: number;
   runs: number;
 }
@@ -34,7 +34,7 @@ const USAGE = `usage: npm run bench:redis-sync -- [--mb N] [--runs N]
   --runs N  new replicas attached to each master (default 5)
 `;
 
-function parseArgs(argv: readonly string[]): Options {
+export function parseArgs(argv: readonly string[]): Options {
   const opts: Options = { mb: 250, runs: 5 };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i]!;
@@ -127,7 +127,11 @@ async function attachReplica(
   }
 }
 
-async function bench(opts: Options, net: TestNet): Promise<void> {
+/** The rig hosts bench() needs. */
+export const HOSTS = ["main", "replica1"];
+
+/** Runs the measurements on a rig of HOSTS and prints them; `add` receives the summary's rows as well. */
+export async function bench(opts: Options, net: TestNet, add?: (label: string, value: string) => void): Promise<void> {
   const main = net.host("main");
   const replicaHost = net.host("replica1");
   const ca = makeCa("redis-bench-ca", net.mkdir("pki"));
@@ -194,11 +198,20 @@ async function bench(opts: Options, net: TestNet): Promise<void> {
   const before = stats(samples[0]!.map((x) => x.syncMs)).median;
   const after = stats(samples[1]!.map((x) => x.syncMs)).median;
   process.stdout.write(`  median sync time, template's default / Redis's default: ${(after / 1000).toFixed(2)} s / ${(before / 1000).toFixed(2)} s = ${(after / before).toFixed(2)}\n`);
+  if (add) {
+    add("new replica's full sync", `${opts.mb} MB of values${rdb === undefined ? "" : ` (RDB ${(rdb / 1e6).toFixed(0)} MB)`}, TLS, ${opts.runs} run(s) per setting`);
+    settings.forEach((setting, i) => {
+      add(`  ${setting.label}`, s(samples[i]!.map((x) => x.syncMs)));
+      add(`    master waiting before the transfer`, s(samples[i]!.map((x) => x.waitMs)));
+    });
+    add("  sync ratio, template's default / Redis's default", `${(after / before).toFixed(2)} (medians)`);
+  }
 }
 
 async function mainEntry(): Promise<number> {
   const opts = parseArgs(process.argv.slice(2));
-  return runOnRig(["main", "replica1"], (net) => bench(opts, net));
+  return runOnRig(HOSTS, (net) => bench(opts, net));
 }
 
-runBench(mainEntry);
+// Run from the command line; bench/all.ts imports bench() instead.
+if (require.main === module) runBench(mainEntry);

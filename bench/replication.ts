@@ -1,5 +1,5 @@
 /**
- * Replication benchmark on the integration rig: `sudo npm run bench [-- --seconds N --cut N]`.
+ * Replication benchmark on the integration rig: `sudo npm run bench:replication [-- --seconds N --cut N]`.
  *
  * Starts a primary and one streaming replica from the rendered configuration
  * (TLS, replication slot) in network namespaces, then measures and prints:
@@ -26,17 +26,17 @@ const SAMPLE_MS = 200;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-interface Options {
+export interface Options {
   seconds: number;
   cut: number;
 }
 
-function parseArgs(argv: readonly string[]): Options {
+export function parseArgs(argv: readonly string[]): Options {
   const opts: Options = { seconds: 20, cut: 10 };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i]!;
     if (flag === "--help" || flag === "-h") {
-      process.stdout.write("usage: npm run bench -- [--seconds N] [--cut N]\n  --seconds N  load duration for throughput and lag (default 20)\n  --cut N      how long the replica's link is cut (default 10)\n");
+      process.stdout.write("usage: npm run bench:replication -- [--seconds N] [--cut N]\n  --seconds N  load duration for throughput and lag (default 20)\n  --cut N      how long the replica's link is cut (default 10)\n");
       process.exit(0);
     }
     const key = flag === "--seconds" ? "seconds" : flag === "--cut" ? "cut" : undefined;
@@ -64,7 +64,7 @@ function fmt(v: number | undefined, digits = 0): string {
  * socket, so that frequent samples cost a round trip rather than a process
  * start each.
  */
-class Session {
+export class Session {
   private readonly child: ChildProcess;
   private buffer = "";
   private lines: string[] = [];
@@ -146,13 +146,17 @@ function acksBetween(writers: readonly LedgerWriter[], from: number, to: number)
   return allAcks(writers).filter((a) => a.at > from && a.at <= to).length;
 }
 
-interface Summary {
+export interface Summary {
   label: string;
   value: string;
   unit: string;
 }
 
-async function bench(opts: Options, net: TestNet, summary: Summary[]): Promise<void> {
+/** The rig hosts bench() needs. */
+export const HOSTS = ["main", "replica1", "app"];
+
+/** Runs the measurements on a rig of HOSTS, adding what it measured to summary. */
+export async function bench(opts: Options, net: TestNet, summary: Summary[]): Promise<void> {
   const add = (label: string, value: string, unit: string) => summary.push({ label, value, unit });
   const app: Host = net.host("app");
   const cluster = new PgCluster({
@@ -331,7 +335,7 @@ async function bench(opts: Options, net: TestNet, summary: Summary[]): Promise<v
 async function mainEntry(): Promise<number> {
   const opts = parseArgs(process.argv.slice(2));
   const summary: Summary[] = [];
-  const code = await runOnRig(["main", "replica1", "app"], (net) => bench(opts, net, summary));
+  const code = await runOnRig(HOSTS, (net) => bench(opts, net, summary));
   if (code !== 0) return code;
   const rows: Summary[] = [
     { label: "CPUs", value: String(cpus().length), unit: `(${cpus()[0]?.model.trim() ?? "unknown model"})` },
@@ -345,4 +349,5 @@ async function mainEntry(): Promise<number> {
   return 0;
 }
 
-runBench(mainEntry);
+// Run from the command line; bench/all.ts imports bench() instead.
+if (require.main === module) runBench(mainEntry);

@@ -6,7 +6,7 @@ import { baseContainer, hostFile, hostPath, pullImage, replaceInPlace, upload, S
 import { PG_ROLES } from "../lib/postgresContainer";
 import type { HostShell } from "../lib/remote";
 import { renderPostgresExporterQueries } from "../templates/postgres-exporter";
-import { EXPORTER_WEB_FILES, redisExporterTlsEnv, renderExporterWebConfig } from "../templates/exporter-web";
+import { EXPORTER_TLS_DIR, EXPORTER_WEB_FILES, redisExporterTlsEnv, renderExporterWebConfig } from "../templates/exporter-web";
 import { REDIS_USER_NAMES } from "./RedisPair";
 
 /** uid of the exporters' image users: postgres-exporter and node-exporter run as nobody, redis_exporter as 59000. */
@@ -84,6 +84,27 @@ export class Exporters extends pulumi.ComponentResource {
       { path: `${textfileDir}/certificates.prom`, content: args.certExpiryTextfile, mode: "0644", owner: "0:0", timeoutSeconds: args.timeoutSeconds },
       parent,
     );
+    // Its web files are files on the host, bind-mounted, not uploads: to
+    // extract an upload, dockerd mounts the container's filesystem and
+    // rbinds each of its bind mounts into it (moby daemon/containerfs_linux.go,
+    // openContainerFS), here the host's whole root with every mount below
+    // it, which on the engine tier's hosts failed with "no space left on
+    // device" (a mount count limit). The binds at start are runc's, in the
+    // container's own namespace, and work.
+    const webDir = `${args.hostName}/node-exporter-web`;
+    const webFiles = [
+      { file: EXPORTER_WEB_FILES.cert, content: pulumi.output(args.tls.certPem), mode: "0444" },
+      { file: EXPORTER_WEB_FILES.key, content: pulumi.secret(args.tls.keyPem), mode: "0400" },
+      { file: EXPORTER_WEB_FILES.clientCa, content: pulumi.output(args.caPem), mode: "0444" },
+      { file: EXPORTER_WEB_FILES.webConfig, content: webConfig, mode: "0400" },
+    ].map((f) =>
+      hostFile(
+        `${name}-node-web-${f.file.split("/").pop()!.replace(/\./g, "-")}`,
+        args.shell,
+        { path: `${webDir}/${f.file.split("/").pop()!}`, content: f.content, mode: f.mode, owner: `${NOBODY}:${NOBODY}`, timeoutSeconds: args.timeoutSeconds },
+        parent,
+      ),
+    );
     const nodeImage = pullImage(`${name}-node-image`, args.images.nodeExporter, parent);
     new docker.Container(
       `${name}-node`,
@@ -107,11 +128,11 @@ export class Exporters extends pulumi.ComponentResource {
         mounts: [
           { type: "bind", source: "/", target: "/host", readOnly: true, bindOptions: { propagation: "rslave" } },
           { type: "bind", source: hostPath(args.shell, textfileDir), target: "/textfile", readOnly: true },
+          { type: "bind", source: hostPath(args.shell, webDir), target: EXPORTER_TLS_DIR, readOnly: true },
         ],
-        uploads: webUploads(NOBODY),
         labels: [{ label: "app", value: "synaxic" }],
       },
-      { ...parent, ...replaceInPlace, dependsOn: [textfile] },
+      { ...parent, ...replaceInPlace, dependsOn: [textfile, ...webFiles] },
     );
 
     const pgImage = pullImage(`${name}-postgres-image`, args.images.postgresExporter, parent);

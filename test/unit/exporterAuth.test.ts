@@ -55,16 +55,26 @@ function checkExporters(run: Run, prefix: string, ip: string, hash: string): voi
       `REDIS_EXPORTER_TLS_SERVER_CA_CERT_FILE=${EXPORTER_WEB_FILES.clientCa}`,
     ]),
   );
+  // node_exporter, which binds the host's root, reads its files from a host directory it mounts (no uploads: see Exporters.ts).
+  const nodeFile = (file: string) => {
+    const base = file.split("/").pop()!;
+    const step = run.resources.find((r) => r.type.startsWith("command:") && r.name === `${prefix}exporters-node-web-${base.replace(/\./g, "-")}`)!.inputs;
+    const create = String(step.create);
+    return { content: String(step.stdin), permissions: /\s(0[0-7]{3})\s/.exec(create)![1], owner: /\s(\d+):\d+$/.exec(create)![1], create };
+  };
+  expect(uploads(run, `${prefix}exporters-node`)).toEqual([]);
+  expect((node.mounts as { source: string; target: string; readOnly: boolean }[]).find((m) => m.target === "/etc/synaxic/web")).toMatchObject({ readOnly: true });
   for (const [name, uid] of [["node", "65534"], ["postgres", "65534"], ["redis", "59000"]] as const) {
     const c = `${prefix}exporters-${name}`;
-    const key = upload(run, c, EXPORTER_WEB_FILES.key);
+    const file = (f: string) => (name === "node" ? nodeFile(f) : upload(run, c, f));
+    const key = file(EXPORTER_WEB_FILES.key);
     expect(key, c).toMatchObject({ permissions: "0400", owner: uid });
     expect(key.content).toMatch(/BEGIN PRIVATE KEY/);
-    expect(upload(run, c, EXPORTER_WEB_FILES.cert).content).toMatch(/^-----BEGIN CERTIFICATE|MockCert|cert/i);
-    expect(upload(run, c, EXPORTER_WEB_FILES.clientCa).permissions).toBe("0444");
+    expect(file(EXPORTER_WEB_FILES.cert).content).toMatch(/^-----BEGIN CERTIFICATE|MockCert|cert/i);
+    expect(file(EXPORTER_WEB_FILES.clientCa).permissions).toBe("0444");
   }
   for (const name of ["node", "postgres"]) {
-    const web = upload(run, `${prefix}exporters-${name}`, EXPORTER_WEB_FILES.webConfig);
+    const web = name === "node" ? nodeFile(EXPORTER_WEB_FILES.webConfig) : upload(run, `${prefix}exporters-${name}`, EXPORTER_WEB_FILES.webConfig);
     expect(web).toMatchObject({ permissions: "0400", owner: "65534" });
     expect(parse(web.content)).toEqual({
       tls_server_config: {
