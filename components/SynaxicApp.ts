@@ -13,6 +13,11 @@ export interface SynaxicAppArgs {
   /** write: the main host's app, next to the primary. read: a replica host's app, reading its local replica. */
   mode: "write" | "read";
   image: pulumi.Input<string>;
+  /**
+   * An image already on the host's Docker engine, run as is instead of
+   * pulling `image`: the local fleet's stand-in app (components/StandinAppImage.ts).
+   */
+  imageId?: pulumi.Input<string>;
   networkMode: pulumi.Input<string>;
   /** The app listens on this host's private address: the balancer and Prometheus on the main host reach it there. */
   privateIp: string;
@@ -80,7 +85,7 @@ export class SynaxicApp extends pulumi.ComponentResource {
         }),
       );
 
-    const image = pullImage(`${name}-image`, args.image, parent);
+    const imageId = args.imageId ?? pullImage(`${name}-image`, args.image, parent).imageId;
     const secretFile = (property: string, value: pulumi.Input<string>) => upload(`${APP_SECRETS_DIR}${property}`, pulumi.secret(value), "0400", APP_UID);
 
     this.container = new docker.Container(
@@ -89,7 +94,7 @@ export class SynaxicApp extends pulumi.ComponentResource {
         name: this.containerName,
         ...memoryLimit(args.memory, "app"),
         ...stopGrace(STOP_GRACE.app),
-        image: image.imageId,
+        image: imageId,
         envs: env,
         ...baseContainer(args.networkMode),
         uploads: [
