@@ -65,7 +65,15 @@ export class LocalHost extends pulumi.ComponentResource implements HostContext {
       },
       { ...parent, deleteBeforeReplace: true },
     );
-    this.networkMode = pulumi.interpolate`container:${anchor.name}`;
+    // By the anchor's ID, not its name: the daemon keeps the joined
+    // container's ID in HostConfig.NetworkMode, the Docker provider reads
+    // network_mode back from there and replaces a container whose
+    // network_mode differs (terraform-provider-docker
+    // resource_docker_container_funcs.go: d.Set("network_mode",
+    // container.HostConfig.NetworkMode); resource_docker_container.go:
+    // ForceNew), so a name made every service container be replaced on
+    // every `pulumi up`. A new anchor (a new namespace) still replaces them.
+    this.networkMode = pulumi.interpolate`container:${anchor.id}`;
     this.registerOutputs({ networkMode: this.networkMode });
   }
 }

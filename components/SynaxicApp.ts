@@ -18,6 +18,11 @@ export interface SynaxicAppArgs {
   /** write: the main host's app, next to the primary. read: a replica host's app, reading its local replica. */
   mode: "write" | "read";
   image: pulumi.Input<string>;
+  /**
+   * An image already on the host's Docker engine, run as is instead of
+   * pulling `image`: the local fleet's stand-in app (components/StandinAppImage.ts).
+   */
+  imageId?: pulumi.Input<string>;
   networkMode: pulumi.Input<string>;
   /** The app listens on this host's private address: the balancer and Prometheus on the main host reach it there. */
   privateIp: string;
@@ -102,7 +107,7 @@ export class SynaxicApp extends pulumi.ComponentResource {
         }),
       );
 
-    const image = pullImage(`${name}-image`, args.image, parent);
+    const imageId = args.imageId ?? pullImage(`${name}-image`, args.image, parent).imageId;
     const secretFile = (property: string, value: pulumi.Input<string>) => upload(`${APP_SECRETS_DIR}${property}`, pulumi.secret(value), "0400", APP_UID);
     const uploads = [
       secretFile("spring.datasource.password", args.database.password),
@@ -118,7 +123,7 @@ export class SynaxicApp extends pulumi.ComponentResource {
     // It is not secret (a SHA-256 over random passwords among other things
     // reveals none of them), so it may be a label.
     const spec = pulumi.unsecret(
-      pulumi.all([image.imageId, env(0), pulumi.output(uploads), limits]).apply((parts) => createHash("sha256").update(JSON.stringify(parts)).digest("hex").slice(0, 32)),
+      pulumi.all([imageId, env(0), pulumi.output(uploads), limits]).apply((parts) => createHash("sha256").update(JSON.stringify(parts)).digest("hex").slice(0, 32)),
     );
     // Which slot: the one already running these settings, else a free one.
     // Runs again (replaced) only when the settings change.
@@ -142,7 +147,7 @@ export class SynaxicApp extends pulumi.ComponentResource {
       {
         name: this.containerName,
         ...limits,
-        image: image.imageId,
+        image: imageId,
         envs: port.apply(env),
         ...baseContainer(args.networkMode),
         labels: [

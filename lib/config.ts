@@ -348,6 +348,12 @@ export type HostConfig =
       provider: "local";
       cpus: number;
       memoryMiB: number;
+      /**
+       * appImage left at its default (KEYS.appImage), which names no public
+       * image: the local fleet builds the stand-in app from this repository
+       * (standin-app/, components/StandinAppImage.ts) and runs it instead.
+       */
+      standinApp: boolean;
     }
   | {
       provider: "existing";
@@ -855,7 +861,10 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, secretKe
       throw new ConfigError("hostProvider", `got "local" on a ${role} stack; a local stack is a main stack that also runs its replicas on this machine's Docker engine`);
     }
     // Each host of the local fleet is sized as a small VPS (the main host's memory budget needs at least 2844 MiB).
-    host = { provider, cpus: cpusGiven || 2, memoryMiB: memGiven || 4096 };
+    // The CLI hands the program Pulumi.yaml's default for every key the stack
+    // does not set (pulumi/pulumi sdk/go/common/workspace/config.go,
+    // mergeConfig), so "not set" reads as the default value.
+    host = { provider, cpus: cpusGiven || 2, memoryMiB: memGiven || 4096, standinApp: !setAwayFromDefault(raw, "appImage") };
   } else {
     const sshHost = get<string>("sshHost");
     if (!sshHost) throw new ConfigError("sshHost", `missing; an existing host needs the address it is reached at over SSH`);

@@ -3,7 +3,9 @@
 # engine, with state in a project-local file backend. Needs Docker and Node.js
 # with npm; no cloud account. The Pulumi CLI comes with `npm ci` (the `pulumi`
 # npm package, pinned in package.json, fetches that CLI version into
-# ~/.pulumi/versions on first use). Extra arguments go to `pulumi up`.
+# ~/.pulumi/versions on first use). Unless Pulumi.local.yaml names an
+# appImage, the program builds the stand-in app (standin-app/) first, with npm
+# and docker. Extra arguments go to `pulumi up`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

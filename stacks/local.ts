@@ -11,6 +11,8 @@ import * as docker from "@pulumi/docker";
 import { resolve } from "node:path";
 import type { MainConfig, StackConfig } from "../lib/config";
 import { LocalHost } from "../components/LocalHost";
+import { StandinAppImage } from "../components/StandinAppImage";
+import { standinAppSource } from "../lib/standinApp";
 import { buildMain, fleetFacts } from "./main";
 import { buildReplica } from "./replica";
 import { hostMemoryBudget } from "../lib/memory";
@@ -20,8 +22,12 @@ export function localFilesRoot(stack: string): string {
   return resolve(".state", "hosts", stack);
 }
 
-export function localStack(cfg: MainConfig & StackConfig) {
-  if (cfg.host.provider !== "local") throw new Error("localStack: hostProvider must be local");
+export function localStack(config: MainConfig & StackConfig) {
+  if (config.host.provider !== "local") throw new Error("localStack: hostProvider must be local");
+  // No appImage of the stack's own: the stand-in app, built here from
+  // standin-app/, runs on every host (its tag is the fleet's appImage).
+  const standin = config.host.standinApp ? new StandinAppImage("standin-app", { source: standinAppSource(), timeoutSeconds: config.commandTimeoutSeconds }) : undefined;
+  const cfg = standin ? { ...config, appImage: standin.tag, appImageId: standin.imageId } : config;
   const { cpus, memoryMiB } = cfg.host;
   // Each local host is sized as a VPS of memoryMiB: refused before anything is declared if that is too small.
   hostMemoryBudget("main", cfg.host);

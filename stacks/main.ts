@@ -95,6 +95,8 @@ export function buildMain(
   cfg: MainConfig & StackConfig & {
     /** Under a control stack: the addresses that may rewind against this server (the fenced former primaries). */
     rewindAddresses?: string[];
+    /** The app image already built on the host's engine (the local stand-in app); appImage is then its tag. */
+    appImageId?: pulumi.Input<string>;
   },
   host: HostContext,
   hetzner: HetznerFacts | null,
@@ -243,6 +245,7 @@ export function buildMain(
       memory,
       mode: following ? "read" : "write",
       image: cfg.appImage,
+      ...(cfg.appImageId ? { imageId: cfg.appImageId } : {}),
       networkMode: host.networkMode,
       privateIp: cfg.privateIp,
       port: cfg.ports.app,

@@ -135,6 +135,8 @@ export type ReplicaSettings = Pick<
   secrets: Pick<StackConfig["secrets"], "googleClientSecret">;
   /** Under a control stack: the addresses that may rewind against this server (the fenced former primaries). */
   rewindAddresses?: string[];
+  /** The app image already built on the host's engine (the local stand-in app): run instead of pulling fleet.appImage. */
+  appImageId?: pulumi.Input<string>;
 };
 
 /** The server a replica follows: the main host, or after a failover the promoted replica named in followPrimary. */
@@ -272,6 +274,7 @@ export function buildReplica(
       memory,
       mode: writeMode ? "write" : "read",
       image: fleet.appImage,
+      ...(cfg.appImageId ? { imageId: cfg.appImageId } : {}),
       networkMode: host.networkMode,
       privateIp: cfg.privateIp,
       port: ports.app,

@@ -119,8 +119,21 @@ describe("parseStackConfig: bad input names the key, the value and the expected 
   it("a local stack needs no SSH key, and must be a main stack", () => {
     const raw = mainRaw({ [`${P}hostProvider`]: "local" });
     delete raw[`${P}sshPrivateKey`];
-    expect((parseStackConfig(raw, SECRET_KEYS) as ParsedConfig).host).toEqual({ provider: "local", cpus: 2, memoryMiB: 4096 });
+    // mainRaw names an appImage of its own: the real app runs.
+    expect((parseStackConfig(raw, SECRET_KEYS) as ParsedConfig).host).toEqual({ provider: "local", cpus: 2, memoryMiB: 4096, standinApp: false });
     expect(() => parseStackConfig({ ...replicaRaw(), [`${P}hostProvider`]: "local" }, SECRET_KEYS)).toThrow(/synaxic:hostProvider: got "local" on a replica stack/);
+  });
+
+  it("a local stack whose appImage is left at its default runs the stand-in app; the CLI passes that default when the stack does not set the key", () => {
+    const raw = mainRaw({ [`${P}hostProvider`]: "local" });
+    delete raw[`${P}sshPrivateKey`];
+    const unset = { ...raw };
+    delete unset[`${P}appImage`];
+    const asDefault = { ...raw, [`${P}appImage`]: String(KEYS.appImage!.default) };
+    for (const r of [unset, asDefault]) {
+      const host = (parseStackConfig(r, SECRET_KEYS) as ParsedConfig).host;
+      expect(host.provider === "local" && host.standinApp).toBe(true);
+    }
   });
 
   it("a VPS stack without its SSH key", () => {

@@ -1,6 +1,9 @@
 import { beforeAll, describe, expect, it } from "vitest";
+import { createHash } from "node:crypto";
 import { findLeaks, type Recorded } from "./harness";
 import { runLocal } from "./fixtures";
+import { KEYS } from "../../lib/config";
+import { standinAppSource } from "../../lib/standinApp";
 
 const CONTAINER = "docker:index/container:Container";
 let run: Awaited<ReturnType<typeof runLocal>>;
@@ -38,7 +41,8 @@ describe("the local stack: main and a replica as two hosts on this machine's Doc
     expect(services.length).toBeGreaterThanOrEqual(14);
     for (const c of services) {
       const host = c.name.startsWith("replica-1-") ? "replica-1" : "main";
-      expect(c.inputs.networkMode, c.name).toBe(`container:synaxic-${host}-host`);
+      // The anchor's container ID (the mocks' id for <host>-anchor), as Docker reports it back: a name would differ on every read.
+      expect(c.inputs.networkMode, c.name).toBe(`container:${host}-anchor-id`);
       expect(String(c.inputs.name)).toMatch(new RegExp(`^synaxic-${host}-`));
     }
     const types = run.resources.map((r) => r.type);
@@ -69,5 +73,49 @@ describe("the local stack: main and a replica as two hosts on this machine's Doc
     expect(leaks).toEqual([]);
     expect(run.secretOutputs).toContain("replicaCredentials");
     expect(run.values.balancerUrl).toBe("http://127.0.0.1:8080");
+  });
+});
+
+describe("the local stack's app: the stand-in built from standin-app/ unless the stack names an appImage", () => {
+  let standin: Awaited<ReturnType<typeof runLocal>>;
+  const source = standinAppSource();
+
+  beforeAll(async () => {
+    // What the CLI hands the program when Pulumi.local.yaml does not set appImage: Pulumi.yaml's default.
+    standin = await runLocal(1, { "synaxic:appImage": String(KEYS.appImage!.default) });
+  }, 120_000);
+
+  it("declares one build of the stand-in's image on this machine, tagged and triggered by the digest of its sources", () => {
+    const builds = standin.of("command:local:Command").filter((c) => c.name.startsWith("standin-app"));
+    expect(builds.map((b) => b.name)).toEqual(["standin-app-image-build"]);
+    const b = builds[0]!.inputs;
+    expect(b.triggers).toEqual([source.digest]);
+    expect(String(b.create)).toContain(`sh ${source.dir} ${source.tag} Dockerfile package.json package-lock.json server.mjs`);
+    expect(String(b.create)).toContain("npm ci --prefix");
+    expect(String(b.create)).toContain("docker build --network none --tag");
+    expect(String(b.delete)).toContain(`docker image rm`);
+    expect(String(b.delete)).toContain(source.tag);
+    expect(standin.of("synaxic:components:StandinAppImage").map((c) => c.name)).toEqual(["standin-app"]);
+  });
+
+  it("both app containers run the built image's ID as is: no app image is pulled", () => {
+    // What the harness's mocked build printed (test/unit/harness.ts: a "-image-build" command prints sha256:<digest of stack/name>).
+    const id = `sha256:${createHash("sha256").update("local/standin-app-image-build").digest("hex").slice(0, 16)}`;
+    for (const c of ["app-container", "replica-1-app-container"]) expect(standin.one(CONTAINER, c).inputs.image, c).toBe(id);
+    const pulled = standin.of("docker:index/remoteImage:RemoteImage").map((r) => String(r.inputs.name));
+    expect(pulled.filter((n) => n.includes("synaxic"))).toEqual([]);
+    expect(pulled).not.toContain(String(KEYS.appImage!.default));
+  });
+
+  it("the fleet's appImage output is the stand-in's tag, not an image it never ran", () => {
+    expect((standin.values.fleet as { appImage: string }).appImage).toBe(source.tag);
+  });
+
+  it("with an appImage of the stack's own, nothing is built and both apps pull it", () => {
+    expect(run.of("synaxic:components:StandinAppImage")).toEqual([]);
+    expect(run.of("command:local:Command").filter((c) => c.name.startsWith("standin-app"))).toEqual([]);
+    const images = run.of("docker:index/remoteImage:RemoteImage").filter((r) => r.name.endsWith("app-image"));
+    expect(images.map((r) => `${r.name}=${String(r.inputs.name)}`).sort()).toEqual(["app-image=registry.example.com/synaxic:1.4.2", "replica-1-app-image=registry.example.com/synaxic:1.4.2"]);
+    expect(run.one(CONTAINER, "app-container").inputs.image).toMatch(/^sha256:/);
   });
 });

@@ -32,7 +32,7 @@
 #    --squash`: users and groups with the official ids first, then
 #    `apt-get install` of the downloaded .debs, then the official layout.
 #    Squashing leaves one layer per image on top of the shared base (and the
-#    shared Node.js layer for grafana and the app), so the archive holds the
+#    shared Node.js layer for grafana, the app and node), so the archive holds the
 #    base once. busybox:1.36.1 (the local host provider's anchor image) is
 #    Debian's busybox-static imported as a tiny root.
 # 5. Every image is checked in that dockerd (users, paths, versions, and the
@@ -68,7 +68,7 @@ readonly BUSYBOX_TAG=busybox:1.36.1
 readonly CHROOT_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 # The images: folder | tag | parent (base or node) | Debian packages downloaded for it.
-# "node" is the family base of grafana and app (internal tag, not saved by name).
+# "node" is the family base of grafana, app and node-slim (internal tag, not saved by name).
 readonly IMAGES=(
 	"node|synaxic-rig-build/node:bookworm|base|nodejs"
 	"postgres|postgres:15.13-bookworm|base|gosu locales postgresql-15 less libnss-wrapper xz-utils zstd pgbackrest"
@@ -81,6 +81,7 @@ readonly IMAGES=(
 	"redis-exporter|oliver006/redis_exporter:v1.45.0|base|prometheus-redis-exporter ca-certificates"
 	"grafana|grafana/grafana:10.4.2|node|node-yaml"
 	"app|ghcr.io/synaxic/synaxic:1.0.0|node|"
+	"node-slim|node:22.23.2-bookworm-slim|node|"
 )
 
 say() { printf '[images %4ds] %s\n' "$((SECONDS - START_SECONDS))" "$*" >&2; }
@@ -565,6 +566,13 @@ command -v bash timeout grep >/dev/null
 if command -v curl >/dev/null; then echo "curl is present"; exit 1; fi
 test -r /app/appStub.server.mjs
 echo "VERSION: app stub (test/rig/appStub.server.mjs) on node $(node --version)"'
+
+check node:22.23.2-bookworm-slim "node on PATH, bash and timeout, no curl, user node 1000" '
+set -e
+command -v node bash timeout >/dev/null
+if command -v curl >/dev/null; then echo "curl is present"; exit 1; fi
+[ "$(id -u node):$(id -g node)" = 1000:1000 ]
+echo "VERSION: Debian node $(node --version)"'
 
 check "$BUSYBOX_TAG" "busybox applets" '
 set -e
