@@ -140,7 +140,6 @@ export class SynaxicApp extends pulumi.ComponentResource {
     });
     this.containerName = pulumi.interpolate`${prefix}-${this.slot}`;
     const port = this.slot.apply((s) => appSlotPort(args.port, s));
-    this.endpoint = pulumi.interpolate`${args.privateIp}:${port}`;
 
     this.container = new docker.Container(
       `${name}-container`,
@@ -169,6 +168,11 @@ export class SynaxicApp extends pulumi.ComponentResource {
       // Create-before-delete (no replaceInPlace): the new slot's container runs beside the old one.
       { ...parent, dependsOn: [choice] },
     );
+
+    // Through the container: whatever points at the endpoint (the balancer's
+    // configuration and its reload) waits until the new slot's container is
+    // created, which with `wait` is once its health check passes.
+    this.endpoint = pulumi.all([this.container.id, port]).apply(([, p]) => `${args.privateIp}:${p}`);
 
     this.registerOutputs({ slot: this.slot, containerName: this.containerName, endpoint: this.endpoint });
   }

@@ -36,6 +36,13 @@ describe("the app's deploy slot under mocks", () => {
     expect(run.values.balancerConfig).toContain("server 10.10.0.2:8081 ");
   });
 
+  it("the balancer's configuration depends on the app's container (created once healthy), not only on the slot step: it cannot name the new slot before the app answers there", async () => {
+    const run = await runMain(1);
+    const conf = run.outputs.balancerConfig as unknown as { allResources(): Promise<Set<{ __name?: string }>> };
+    const names = [...(await conf.allResources())].map((r) => r.__name);
+    expect(names).toContain("app-container");
+  });
+
   it("the digest changes with the environment and with a secret file, and not with the replicas list", async () => {
     // (The image enters as the ID the Docker provider resolved: a new tag of the same image changes nothing.)
     const spec = async (extra: Record<string, string>) => String((await runMain(1, extra)).one(COMMAND, "app-slot").inputs.stdin);
