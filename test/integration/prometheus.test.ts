@@ -517,9 +517,12 @@ describe("prometheus 2.42 with the rendered configuration", () => {
       const ok = t.filter((x) => x.health === "up").map((x) => x.scrapePool);
       return ok.includes(JOBS.app) && ok.includes(JOBS.node) && ok.includes(JOBS.prometheus) ? t : undefined;
     }, 20_000, 250);
-    const app = up.find((t) => t.scrapePool === JOBS.app)!;
+    const app = up.find((t) => t.scrapePool === JOBS.app && t.health === "up")!;
     expect(app.labels).toMatchObject({ job: JOBS.app, host: "main", role: "main", instance: `${main.ip}:8080` });
     expect(app.scrapeUrl).toBe(`http://${main.ip}:8080/actuator/prometheus`);
+    // The app's idle deploy slot is a target too, down (nothing listens there).
+    const idle = up.find((t) => t.scrapePool === JOBS.app && t.labels.instance === `${main.ip}:8081`)!;
+    expect(idle.labels).toMatchObject({ host: "main", role: "main" });
     // No postgres or redis exporter runs here: their targets exist and are down.
     const pg = up.find((t) => t.scrapePool === JOBS.postgres)!;
     expect(pg.labels).toMatchObject({ host: "main", role: "main", instance: `${main.ip}:9187` });
