@@ -240,6 +240,15 @@ describe("a fleet of main and two replicas on the real engine", () => {
     loading = false;
     await Promise.all(loops);
     process.stdout.write(`[engine] app image change under load: ${tally.ok} requests answered, ${tally.failed.length} failed; pulumi up -s main took ${(mainTook / 1000).toFixed(1)} s\n`);
+    if (tally.failed.length > 0) {
+      const kinds = new Map<string, number>();
+      for (const f of tally.failed) kinds.set(f, (kinds.get(f) ?? 0) + 1);
+      process.stdout.write(`[engine] failures by kind: ${JSON.stringify([...kinds])}\n`);
+      const log = (await main.docker(["logs", "--since", "10m", "synaxic-main-nginx"], { allowFail: true })).stdout.split("\n").filter((l) => l.includes("engine-deploy") && !/ 20[0-9] /.test(l));
+      process.stdout.write(`[engine] balancer log, requests not answered 2xx (${log.length}):\n${log.slice(0, 15).join("\n")}\n`);
+      const err = (await main.docker(["logs", "--since", "10m", "synaxic-main-nginx"], { allowFail: true })).stderr.split("\n").filter((l) => /error|warn/.test(l));
+      process.stdout.write(`[engine] balancer errors (${err.length}):\n${err.slice(0, 15).join("\n")}\n`);
+    }
     expect(tally.failed.slice(0, 10)).toEqual([]);
     expect(tally.ok).toBeGreaterThan(300);
     // The balancer's writes go to the new slot.
