@@ -6,7 +6,7 @@ import { createHash } from "node:crypto";
 import { baseContainer, healthcheck, pullImage, upload, STOP_GRACE, stopGrace, memoryLimit } from "../lib/containers";
 import { remoteStep, type HostShell } from "../lib/remote";
 import type { AppEndpoint } from "../templates/nginx";
-import { APP_PG_CA, APP_SECRETS_DIR, APP_SPEC_LABEL, APP_TRUSTSTORE, APP_UID, appEnvironment, appHealthcheck, appSlotAddresses, appSlotPort, isAppSlot, renderAppSlotScript, type AppSlot } from "../templates/app";
+import { APP_PG_CA, APP_SECRETS_DIR, APP_SPEC_LABEL, APP_TRUSTSTORE, APP_UID, appEnvironment, appHealthcheck, appSlotAddresses, appSlotPort, isAppSlot, renderAppRemoveScript, renderAppRetireScript, renderAppSlotScript, type AppSlot } from "../templates/app";
 
 export interface SynaxicAppArgs {
   /** This host's memory budget (lib/memory.ts): the container's limit comes from it. */
@@ -67,11 +67,10 @@ export function appOnHost(name: string, ip: string, appPort: number): AppEndpoin
  * Deploys are gapless (templates/app.ts, APP_SLOTS): the container runs in
  * slot a or b, and a change of anything it is given (image, environment,
  * secret files, limits) starts the new container in the other slot beside
- * the running one. The container is replaced create-before-delete, Pulumi's
- * default: the engine deletes a replaced resource only after its
- * replacement is created and the resources that depend on it are updated
- * (Pulumi docs, "deleteBeforeReplace"), so the balancer's configuration,
- * which names the new slot, is reloaded before the old container stops.
+ * the running one (the container is replaced create-before-delete, Pulumi's
+ * default). The balancer's configuration names the new slot once that
+ * container is healthy (the endpoint is one of its outputs), and
+ * retireOldSlot's step stops the old container after the balancer's reload.
  */
 export class SynaxicApp extends pulumi.ComponentResource {
   /** The slot the app runs in (known after the slot step on a change). */
@@ -82,11 +81,13 @@ export class SynaxicApp extends pulumi.ComponentResource {
   /** host:port of both slots, slot a first: where a balancer on another host looks for this app. */
   public readonly slotEndpoints: string[];
   public readonly container: docker.Container;
+  private readonly retire: { name: string; shell: HostShell; prefix: string; timeoutSeconds: number };
 
   constructor(name: string, args: SynaxicAppArgs, opts?: pulumi.ComponentResourceOptions) {
     super("synaxic:components:SynaxicApp", name, {}, opts);
     const parent = { parent: this };
     const prefix = containerName(args.hostName, "app");
+    this.retire = { name, shell: args.shell, prefix, timeoutSeconds: args.timeoutSeconds };
     this.slotEndpoints = appSlotAddresses(args.privateIp, args.port);
 
     const env = (port: number) =>
@@ -165,8 +166,14 @@ export class SynaxicApp extends pulumi.ComponentResource {
         wait: true,
         waitTimeout: 300,
       },
-      // Create-before-delete (no replaceInPlace): the new slot's container runs beside the old one.
-      { ...parent, dependsOn: [choice] },
+      // Create-before-delete (no replaceInPlace): the new slot's container runs
+      // beside the old one. Retained on delete: Pulumi deletes a replaced
+      // resource once the program has registered everything, which can be
+      // before the balancer's reload has finished (seen on the engine tier:
+      // writes refused by the stopped old slot). The old slot is stopped by
+      // retireOldSlot's step, ordered after the reload, and on destroy that
+      // step removes the app's containers.
+      { ...parent, dependsOn: [choice], retainOnDelete: true },
     );
 
     // Through the container: whatever points at the endpoint (the balancer's
@@ -175,5 +182,29 @@ export class SynaxicApp extends pulumi.ComponentResource {
     this.endpoint = pulumi.all([this.container.id, port]).apply(([, p]) => `${args.privateIp}:${p}`);
 
     this.registerOutputs({ slot: this.slot, containerName: this.containerName, endpoint: this.endpoint });
+  }
+
+  /**
+   * Stops and removes the other deploy slot's container once `after` is done
+   * (the balancer on this host, whose reload moved its requests to the new
+   * slot; nothing when no balancer runs here: balancers elsewhere list both
+   * slots). Runs again on every deploy (its input is the new container);
+   * on destroy it removes the app's containers.
+   */
+  retireOldSlot(after: pulumi.Resource[]): pulumi.Resource {
+    const r = this.retire;
+    return remoteStep(
+      `${r.name}-retire`,
+      r.shell,
+      {
+        argv: ["sh", "-c", renderAppRetireScript(STOP_GRACE.app.seconds), "sh", r.prefix],
+        stdin: pulumi.interpolate`${this.container.name}\n${this.container.id}\n`,
+        deleteArgv: ["sh", "-c", renderAppRemoveScript(), "sh", r.prefix],
+        timeoutSeconds: r.timeoutSeconds + STOP_GRACE.app.seconds,
+      },
+      // Not a child of this component: the balancer depends on the app, and a
+      // child that waits for the balancer would make that a cycle.
+      { dependsOn: [this.container, ...after] },
+    );
   }
 }

@@ -290,6 +290,8 @@ export function buildMain(
     },
     { ...docker, dependsOn: [app] },
   );
+  // The app's previous deploy slot stops once the balancer's reload has moved its requests (templates/app.ts).
+  app.retireOldSlot([balancer]);
 
   // The replica that runs the second Prometheus and Alertmanager (monitoringReplica).
   const monitoringPeer = cfg.alerting.pair ? cfg.replicas.find((r) => r.name === cfg.alerting.pair!.replica) : undefined;

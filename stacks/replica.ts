@@ -297,8 +297,9 @@ export function buildReplica(
 
   // A promoted replica is the fleet's entry point now: it runs the balancer,
   // writes to itself, reads spread over every other app still answering.
+  let balancer: NginxBalancer | undefined;
   if (cfg.promote) {
-    new NginxBalancer(
+    balancer = new NginxBalancer(
       `${prefix}balancer`,
       {
         ...common,
@@ -316,6 +317,10 @@ export function buildReplica(
       { ...docker, dependsOn: [app] },
     );
   }
+  // The app's previous deploy slot stops once nothing on this host sends it
+  // requests: after this host's balancer reload when it runs one; balancers
+  // elsewhere list both slots (templates/app.ts).
+  app.retireOldSlot(balancer ? [balancer] : []);
 
   // The monitoring replica: a second Prometheus on the same targets with the
   // same rules, and an Alertmanager clustered with main's. No Grafana.

@@ -147,3 +147,34 @@ export function renderAppSlotScript(): string {
     "exit 1",
   ].join("\n");
 }
+
+/**
+ * A POSIX shell script for `sh -c SCRIPT sh PREFIX`, given on standard input
+ * the name of the app container that now serves (and, on a second line, its
+ * ID, so that every deploy runs it again): stops every other app container of
+ * the host (the other deploy slot, and PREFIX itself, the name an earlier
+ * version of the program used) with Docker's stop, which sends SIGTERM and
+ * waits up to STOP_SECONDS for the app to finish its requests, then removes
+ * it. Run once whatever sent requests to the old slot no longer does.
+ */
+export function renderAppRetireScript(stopSeconds: number): string {
+  if (!Number.isInteger(stopSeconds) || stopSeconds < 1) throw new Error(`renderAppRetireScript: stopSeconds ${stopSeconds} is not a whole number of seconds`);
+  return [
+    "set -eu",
+    "p=$1",
+    "read -r keep",
+    'case "$keep" in "$p"-a|"$p"-b) ;; *) echo "not an app slot container: $keep" >&2; exit 1 ;; esac',
+    'for c in "$p" "$p-a" "$p-b"; do',
+    '  [ "$c" = "$keep" ] && continue',
+    '  docker container inspect "$c" >/dev/null 2>&1 || continue',
+    `  docker stop -t ${stopSeconds} "$c" >/dev/null`,
+    '  docker rm "$c" >/dev/null',
+    '  echo "stopped and removed $c"',
+    "done",
+  ].join("\n");
+}
+
+/** `sh -c SCRIPT sh PREFIX`: removes every app container of the host (the stack's destroy). */
+export function renderAppRemoveScript(): string {
+  return ['p=$1', 'for c in "$p" "$p-a" "$p-b"; do docker rm -f "$c" >/dev/null 2>&1 || true; done'].join("\n");
+}

@@ -32,6 +32,14 @@ describe("the app's deploy slot under mocks", () => {
     expect((app.inputs.labels as { label: string; value: string }[]).find((l) => l.label === APP_SPEC_LABEL)?.value).toBe(spec);
     expect(step.inputs.triggers).toEqual([spec]);
     expect(run.secretValues.some((v) => v === spec)).toBe(false);
+    // Pulumi never deletes an app container itself (it could before the balancer's reload is done):
+    // the retire step stops the old slot after the balancer, and removes the app's containers on destroy.
+    expect(app.opts.retainOnDelete).toBe(true);
+    const retire = run.one(COMMAND, "app-retire");
+    expect(retire.opts.dependsOn).toEqual(expect.arrayContaining(["app-container", "balancer"]));
+    expect(String(retire.inputs.stdin)).toMatch(/^synaxic-main-app-b\n/);
+    expect(String(retire.inputs.create)).toContain("docker stop -t 45");
+    expect(String(retire.inputs.delete)).toContain("docker rm -f");
     // The exported endpoint follows the slot.
     expect(run.values.balancerConfig).toContain("server 10.10.0.2:8081 ");
   });
