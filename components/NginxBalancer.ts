@@ -4,7 +4,10 @@ import * as docker from "@pulumi/docker";
 import { containerName } from "../lib/addresses";
 import { baseContainer, digest, healthcheck, hostFile, hostPath, pullImage, replaceInPlace, whenRunning, STOP_GRACE, stopGrace, memoryLimit } from "../lib/containers";
 import { remoteStep, type HostShell } from "../lib/remote";
-import { renderNginxConf, type ApiKeyRequests, type AppEndpoint } from "../templates/nginx";
+import { NGINX_RELOAD_SCRIPT, renderNginxConf, type ApiKeyRequests, type AppEndpoint } from "../templates/nginx";
+
+/** How long a reload waits for the old workers' requests (the writes' proxy_read_timeout is the longest a request may take). */
+const RELOAD_DRAIN_SECONDS = 60;
 
 export interface NginxBalancerArgs {
   /** This host's memory budget (lib/memory.ts): the container's limit comes from it. */
@@ -17,8 +20,8 @@ export interface NginxBalancerArgs {
   httpsPort: number;
   /** Operator's certificate and key (secret) for HTTPS; HTTP only when absent. */
   https?: { certPem: pulumi.Input<string>; keyPem: pulumi.Input<string> };
-  /** The write-mode app next to the primary. */
-  mainApp: AppEndpoint;
+  /** The write-mode app next to the primary: its address is its current deploy slot's when it runs on this host. */
+  mainApp: { name: string; address: pulumi.Input<string>; standby?: string };
   /** The read-mode app of every replica host, from the main stack's replicas list. */
   replicaApps: AppEndpoint[];
   /**
@@ -56,15 +59,15 @@ const TLS_DIR = "/etc/nginx/tls";
  */
 export class NginxBalancer extends pulumi.ComponentResource {
   public readonly containerName: string;
-  public readonly config: string;
+  public readonly config: pulumi.Output<string>;
   public readonly url: string;
 
   constructor(name: string, args: NginxBalancerArgs, opts?: pulumi.ComponentResourceOptions) {
     super("synaxic:components:NginxBalancer", name, {}, opts);
     const parent = { parent: this };
     this.containerName = containerName(args.hostName, "nginx");
-    this.config = renderNginxConf({
-      mainApp: args.mainApp,
+    this.config = pulumi.output(args.mainApp.address).apply((address) => renderNginxConf({
+      mainApp: { name: args.mainApp.name, address, ...(args.mainApp.standby !== undefined ? { standby: args.mainApp.standby } : {}) },
       replicaApps: args.replicaApps,
       concurrency: args.concurrency,
       ...(args.rateLimit ? { rateLimit: args.rateLimit } : {}),
@@ -73,7 +76,7 @@ export class NginxBalancer extends pulumi.ComponentResource {
       listenPort: args.httpPort,
       ...(args.https ? { tls: { certFile: `${TLS_DIR}/fullchain.pem`, keyFile: `${TLS_DIR}/privkey.pem`, port: args.httpsPort } } : {}),
       foreground: true,
-    });
+    }));
     this.url = args.https ? `https://<main public address>:${args.httpsPort}` : `http://<main public address>:${args.httpPort}`;
 
     const confDir = `${args.hostName}/nginx`;
@@ -100,13 +103,17 @@ export class NginxBalancer extends pulumi.ComponentResource {
       },
       { ...parent, ...replaceInPlace, dependsOn: [confFile] },
     );
-    // A changed configuration is checked, then loaded without a restart.
+    // A changed configuration is checked, then loaded without a restart;
+    // the step ends once the workers of the old configuration have finished
+    // their requests and exited (templates/nginx.ts, NGINX_RELOAD_SCRIPT), so
+    // that an app container the old configuration used (a deploy's old slot)
+    // is stopped only after nothing sends it requests any more.
     remoteStep(
       `${name}-reload`,
       args.shell,
       {
-        argv: whenRunning(this.containerName, ["sh", "-c", 'docker exec "$1" nginx -t -q -c "$2" && docker exec "$1" nginx -s reload -c "$2"', "sh", this.containerName, `${CONF_DIR}/nginx.conf`]),
-        triggers: [digest(this.config), container.id],
+        argv: whenRunning(this.containerName, ["sh", "-c", NGINX_RELOAD_SCRIPT, "sh", this.containerName, `${CONF_DIR}/nginx.conf`, String(RELOAD_DRAIN_SECONDS)]),
+        triggers: [this.config.apply(digest), container.id],
         timeoutSeconds: args.timeoutSeconds,
       },
       { ...parent, dependsOn: [container, confFile] },

@@ -673,6 +673,11 @@ function checkPortClashes(ports: Ports): void {
     if (other) throw new ConfigError(`${k}Port`, `got ${v}; it clashes with ${other}Port, which is also ${v}`);
     seen.set(v, k);
   }
+  // The app's second deploy slot listens on appPort + 1 (templates/app.ts).
+  const slotB = ports.app + 1;
+  if (slotB > 65535) throw new ConfigError("appPort", `got ${ports.app}; the app's second deploy slot listens on appPort + 1, which must be a TCP port too`);
+  const clash = seen.get(slotB);
+  if (clash) throw new ConfigError("appPort", `got ${ports.app}; the app's second deploy slot listens on appPort + 1 = ${slotB}, which is ${clash}Port`);
 }
 
 /** A secret that must be an http(s) URL when set; the error never shows it. */

@@ -93,7 +93,7 @@ export function goDuration(seconds: number): string {
 }
 
 export interface HealthcheckArgs {
-  tests: string[];
+  tests: pulumi.Input<string[]>;
   intervalSeconds: number;
   timeoutSeconds: number;
   retries: number;

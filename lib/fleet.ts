@@ -9,6 +9,7 @@ import type { MonitoredHost } from "../templates/prometheus";
 import type { FirewallRule } from "../components/Host";
 import type { PkiHost } from "../components/Pki";
 import type { HostFirewallRule } from "../templates/firewall";
+import { APP_SLOTS, appSlotPort } from "../templates/app";
 
 const WORLD = ["0.0.0.0/0", "::/0"];
 
@@ -19,6 +20,11 @@ function ssh(adminCidrs: string[]): FirewallRule[] {
 /** Every host Prometheus scrapes, on both monitoring hosts alike: the main host and each replica at its private address. */
 export function monitoredHosts(mainIp: string, replicas: readonly ReplicaEntry[]): MonitoredHost[] {
   return [{ name: "main", role: "main", address: mainIp }, ...replicas.map((r) => ({ name: r.name, role: "replica" as const, address: r.privateIp }))];
+}
+
+/** The app's two deploy-slot ports (templates/app.ts, appSlotPort), from the same sources. */
+function appRules(description: string, appPort: number, sources: string[]): FirewallRule[] {
+  return APP_SLOTS.map((slot) => ({ description: `${description} (deploy slot ${slot})`, port: appSlotPort(appPort, slot), protocol: "tcp" as const, sources }));
 }
 
 /** What the two monitoring hosts open to each other: Alertmanager's API (the other Prometheus sends there) and its gossip, TCP and UDP. */
@@ -61,14 +67,14 @@ export function mainFirewallRules(
   if (cfg.followPrimary && !followed) throw new Error(`mainFirewallRules: followPrimary ${cfg.followPrimary} is not among the replicas`);
   const pair = cfg.alerting?.pair;
   if (followed && followed.name !== pair?.replica) {
-    rules.push({ description: `App from the balancer on ${followed.name}`, port: cfg.ports.app, protocol: "tcp", sources: [`${followed.privateIp}/32`] });
+    rules.push(...appRules(`App from the balancer on ${followed.name}`, cfg.ports.app, [`${followed.privateIp}/32`]));
   }
   if (pair) {
     const mon = cfg.replicas.find((r) => r.name === pair.replica);
     if (!mon) throw new Error(`mainFirewallRules: monitoringReplica ${pair.replica} is not among the replicas`);
     const from = [`${mon.privateIp}/32`];
     rules.push(
-      { description: followed === mon ? `App from the Prometheus and balancer on ${mon.name}` : `App from the Prometheus on ${mon.name}`, port: cfg.ports.app, protocol: "tcp", sources: from },
+      ...appRules(followed === mon ? `App from the Prometheus and balancer on ${mon.name}` : `App from the Prometheus on ${mon.name}`, cfg.ports.app, from),
       { description: `Node exporter from the Prometheus on ${mon.name}`, port: cfg.ports.nodeExporter, protocol: "tcp", sources: from },
       { description: `PostgreSQL exporter from the Prometheus on ${mon.name}`, port: cfg.ports.postgresExporter, protocol: "tcp", sources: from },
       { description: `Redis exporter from the Prometheus on ${mon.name}`, port: cfg.ports.redisExporter, protocol: "tcp", sources: from },
@@ -109,7 +115,7 @@ export function replicaFirewallRules(p: {
     ...(p.balancer ? [{ description: "HTTP (balancer)", port: p.ports.http, protocol: "tcp" as const, sources: WORLD }] : []),
     ...(p.balancer && p.https ? [{ description: "HTTPS (balancer)", port: p.ports.https, protocol: "tcp" as const, sources: WORLD }] : []),
     // The balancer runs on the main host, or on a promoted replica after a failover.
-    { description: "App from the balancer", port: p.ports.app, protocol: "tcp", sources: others },
+    ...appRules("App from the balancer", p.ports.app, others),
     { description: "Node exporter from Prometheus", port: p.ports.nodeExporter, protocol: "tcp", sources: prometheus },
     { description: "PostgreSQL exporter from Prometheus", port: p.ports.postgresExporter, protocol: "tcp", sources: prometheus },
     { description: "Redis exporter from Prometheus", port: p.ports.redisExporter, protocol: "tcp", sources: prometheus },

@@ -18,7 +18,7 @@ import { PostgresReplica } from "../components/PostgresReplica";
 import * as dockerPkg from "@pulumi/docker";
 import { replicaSlotName } from "../templates/postgres-sql";
 import { RedisPair, REDIS_USER_NAMES } from "../components/RedisPair";
-import { SynaxicApp } from "../components/SynaxicApp";
+import { SynaxicApp, appOnHost } from "../components/SynaxicApp";
 import { NginxBalancer } from "../components/NginxBalancer";
 import { Exporters } from "../components/Exporters";
 import { Monitoring, alertingArgs } from "../components/Monitoring";
@@ -240,6 +240,8 @@ export function buildMain(
     "app",
     {
       hostName: "main",
+      shell: host.shell,
+      timeoutSeconds: timeout,
       memory,
       mode: following ? "read" : "write",
       image: cfg.appImage,
@@ -280,13 +282,16 @@ export function buildMain(
       access: cfg.balancerAccess,
       ...(cfg.httpsCertificate && cfg.secrets.httpsPrivateKey ? { https: { certPem: cfg.httpsCertificate, keyPem: cfg.secrets.httpsPrivateKey } } : {}),
       // Writes go to the app next to the primary: this one, or the promoted replica's.
-      mainApp: following ? { name: following.name, address: `${following.privateIp}:${cfg.ports.app}` } : { name: "main", address: app.endpoint },
+      // Another host's app is listed in both its deploy slots (templates/app.ts).
+      mainApp: following ? appOnHost(following.name, following.privateIp, cfg.ports.app) : { name: "main", address: app.endpoint },
       replicaApps: following
-        ? [{ name: "main", address: app.endpoint }, ...cfg.replicas.filter((r) => r !== following).map((r) => ({ name: r.name, address: `${r.privateIp}:${cfg.ports.app}` }))]
-        : cfg.replicas.map((r) => ({ name: r.name, address: `${r.privateIp}:${cfg.ports.app}` })),
+        ? [appOnHost("main", cfg.privateIp, cfg.ports.app), ...cfg.replicas.filter((r) => r !== following).map((r) => appOnHost(r.name, r.privateIp, cfg.ports.app))]
+        : cfg.replicas.map((r) => appOnHost(r.name, r.privateIp, cfg.ports.app)),
     },
     { ...docker, dependsOn: [app] },
   );
+  // The app's previous deploy slot stops once the balancer's reload has moved its requests (templates/app.ts).
+  app.retireOldSlot([balancer]);
 
   // The replica that runs the second Prometheus and Alertmanager (monitoringReplica).
   const monitoringPeer = cfg.alerting.pair ? cfg.replicas.find((r) => r.name === cfg.alerting.pair!.replica) : undefined;

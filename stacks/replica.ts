@@ -15,7 +15,7 @@ import { Monitoring, type AlertingArgs } from "../components/Monitoring";
 import { Host } from "../components/Host";
 import { PostgresReplica } from "../components/PostgresReplica";
 import { RedisPair } from "../components/RedisPair";
-import { SynaxicApp } from "../components/SynaxicApp";
+import { SynaxicApp, appOnHost } from "../components/SynaxicApp";
 import { Exporters } from "../components/Exporters";
 import { NginxBalancer } from "../components/NginxBalancer";
 import { ConfigError } from "../lib/config";
@@ -269,6 +269,8 @@ export function buildReplica(
     `${prefix}app`,
     {
       hostName: cfg.hostName,
+      shell: host.shell,
+      timeoutSeconds: timeout,
       memory,
       mode: writeMode ? "write" : "read",
       image: fleet.appImage,
@@ -295,8 +297,9 @@ export function buildReplica(
 
   // A promoted replica is the fleet's entry point now: it runs the balancer,
   // writes to itself, reads spread over every other app still answering.
+  let balancer: NginxBalancer | undefined;
   if (cfg.promote) {
-    new NginxBalancer(
+    balancer = new NginxBalancer(
       `${prefix}balancer`,
       {
         ...common,
@@ -309,11 +312,15 @@ export function buildReplica(
         ...(fleet.balancerAccess ? { access: fleet.balancerAccess } : {}),
         ...(balancerHttps ? { https: { certPem: balancerHttps.apply((h) => h.certPem), keyPem: balancerHttps.apply((h) => h.keyPem) } } : {}),
         mainApp: { name: me.name, address: app.endpoint },
-        replicaApps: others.map((r) => ({ name: r.name, address: `${r.privateIp}:${ports.app}` })),
+        replicaApps: others.map((r) => appOnHost(r.name, r.privateIp, ports.app)),
       },
       { ...docker, dependsOn: [app] },
     );
   }
+  // The app's previous deploy slot stops once nothing on this host sends it
+  // requests: after this host's balancer reload when it runs one; balancers
+  // elsewhere list both slots (templates/app.ts).
+  app.retireOldSlot(balancer ? [balancer] : []);
 
   // The monitoring replica: a second Prometheus on the same targets with the
   // same rules, and an Alertmanager clustered with main's. No Grafana.

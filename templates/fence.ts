@@ -6,7 +6,7 @@ import { containerName } from "../lib/addresses";
 
 /**
  * The containers that take writes on a host, in the order they are stopped:
- * the writing app first, so that no write is acknowledged after the fence
+ * the writing app first (both deploy slots), so that no write is acknowledged after the fence
  * starts; Redis, which every app writes (replica apps included); PostgreSQL
  * last, whose clean shutdown ends with the walsenders sending the last WAL
  * (the shutdown checkpoint included) to the standbys that are connected: a
@@ -17,7 +17,8 @@ import { containerName } from "../lib/addresses";
  * still reach this host.
  */
 export function fencedContainers(hostName: string): string[] {
-  return ["app", "redis", "postgres"].map((s) => containerName(hostName, s));
+  // The writing app in either deploy slot (templates/app.ts), and under the name an earlier version of the program gave it.
+  return ["app-a", "app-b", "app", "redis", "postgres"].map((s) => containerName(hostName, s));
 }
 
 /**

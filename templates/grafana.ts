@@ -212,7 +212,8 @@ const PANELS: PanelSpec[] = [
     description: "Whether Prometheus can scrape each Synaxic app instance.",
     unit: "none",
     w: 6,
-    exprs: [[`up{job="${JOBS.app}", ${HOST}}`, "{{host}}"]],
+    // Up in either deploy slot (templates/app.ts).
+    exprs: [[`max by (host) (up{job="${JOBS.app}", ${HOST}})`, "{{host}}"]],
     states: ["up", "down"],
     thresholds: [{ value: null, color: "red" }, { value: 1, color: "green" }],
   },

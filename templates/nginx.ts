@@ -76,6 +76,16 @@ export interface AppEndpoint {
   name: string;
   /** host:port (IPv4, DNS name or [IPv6]) where nginx reaches the app. */
   address: string;
+  /**
+   * The app's other deploy slot (templates/app.ts, APP_SLOTS) on a host whose
+   * stack is not this balancer's: listed as a server too, so that a deploy
+   * there, which moves the app to that port, needs no change here. Nothing
+   * listens on the idle slot's port: nginx gets "connection refused", which
+   * it retries on another server whatever the method (the request was not
+   * sent), and after max_fails such failures it skips the address for
+   * fail_timeout.
+   */
+  standby?: string;
 }
 
 export interface NginxTlsParams {
@@ -391,16 +401,18 @@ function checkEndpoints(main: AppEndpoint, replicas: readonly AppEndpoint[]): vo
     if (typeof e?.name !== "string" || !HOST_NAME.test(e.name)) {
       throw new NginxParamError(`app name ${JSON.stringify(e?.name)} must be letters, digits, . _ - (max 63)`);
     }
-    validateUpstreamAddress(e.address);
     const prevName = byName.get(e.name);
     if (prevName !== undefined) throw new NginxParamError(`duplicate app name ${JSON.stringify(e.name)}`);
     byName.set(e.name, e.address);
-    const key = e.address.toLowerCase();
-    const prev = byAddress.get(key);
-    if (prev !== undefined) {
-      throw new NginxParamError(`duplicate upstream address ${e.address} (apps ${prev} and ${e.name})`);
+    for (const address of e.standby === undefined ? [e.address] : [e.address, e.standby]) {
+      validateUpstreamAddress(address);
+      const key = address.toLowerCase();
+      const prev = byAddress.get(key);
+      if (prev !== undefined) {
+        throw new NginxParamError(`duplicate upstream address ${address} (apps ${prev} and ${e.name})`);
+      }
+      byAddress.set(key, e.name);
     }
-    byAddress.set(key, e.name);
   }
 }
 
@@ -409,7 +421,10 @@ function checkEndpoints(main: AppEndpoint, replicas: readonly AppEndpoint[]): vo
 // ---------------------------------------------------------------------------
 
 function upstreamBlock(name: string, members: readonly AppEndpoint[], maxFails: number, failTimeout: string, keepalive: number, keepaliveTimeout: string): string {
-  const servers = members.map((m) => `        server ${m.address} max_fails=${maxFails} fail_timeout=${failTimeout};  # ${m.name}`);
+  const servers = members.flatMap((m) => [
+    `        server ${m.address} max_fails=${maxFails} fail_timeout=${failTimeout};  # ${m.name}`,
+    ...(m.standby !== undefined ? [`        server ${m.standby} max_fails=${maxFails} fail_timeout=${failTimeout};  # ${m.name}, its other deploy slot`] : []),
+  ]);
   return [
     `    upstream ${name} {`,
     `        zone ${name} 64k;`,
@@ -646,7 +661,15 @@ export function renderNginxConf(params: NginxParams): string {
     `        # never replayed on another instance (not on error, timeout or 5xx).`,
     `        location @${WRITE_UPSTREAM} {`,
     `            proxy_pass http://${WRITE_UPSTREAM};`,
-    `            proxy_next_upstream off;`,
+    ...(params.mainApp.standby !== undefined
+      ? [
+          `            # The writing app runs on another host, in one of two deploy slots: a connection`,
+          `            # refused by the idle one is tried on the other. nginx never passes a POST, PATCH`,
+          `            # or LOCK on once it was sent (proxy_next_upstream, non_idempotent).`,
+          `            proxy_next_upstream error;`,
+          `            proxy_next_upstream_tries 2;`,
+        ]
+      : [`            proxy_next_upstream off;`]),
     `            proxy_read_timeout ${p.writeTimeout};`,
     `        }`,
   ];
@@ -850,3 +873,32 @@ export function renderNginxConf(params: NginxParams): string {
 function stripUndefined<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
+
+/**
+ * A POSIX shell script for `sh -c SCRIPT sh CONTAINER CONF SECONDS`, run on
+ * the host: checks CONF in the running nginx container, reloads it, and
+ * waits up to SECONDS for the worker processes that ran before the reload to
+ * exit. On `nginx -s reload` the master starts workers with the new
+ * configuration and tells the old ones to shut down gracefully: they stop
+ * accepting connections, finish the requests they have, and exit (nginx
+ * docs, "Controlling nginx": changing configuration). The old workers are
+ * the processes whose title is "nginx: worker process" before the reload
+ * (ngx_setproctitle in src/os/unix/ngx_process_cycle.c). It succeeds when
+ * they are still there after SECONDS (a client holding a connection open),
+ * saying so.
+ */
+export const NGINX_RELOAD_SCRIPT = [
+  "set -eu",
+  'c=$1; conf=$2; wait_s=$3',
+  'docker exec "$c" nginx -t -q -c "$conf"',
+  `old=$(docker exec "$c" sh -c 'for f in /proc/[0-9]*/cmdline; do t=$(tr -d "\\000" < "$f" 2>/dev/null) || continue; [ "$t" = "nginx: worker process" ] && basename "$(dirname "$f")"; done; true')`,
+  'docker exec "$c" nginx -s reload -c "$conf"',
+  '[ -n "$old" ] || exit 0',
+  'i=0',
+  'while [ "$i" -lt $((wait_s * 5)) ]; do',
+  // shellcheck: $old is a list of pids, split on purpose.
+  '  if ! docker exec "$c" sh -c \'for p in "$@"; do [ -e "/proc/$p" ] && exit 0; done; exit 1\' sh $old; then exit 0; fi',
+  "  sleep 0.2; i=$((i + 1))",
+  "done",
+  'echo "reloaded; workers of the old configuration still running after ${wait_s}s (a connection held open)"',
+].join("\n");

@@ -12,6 +12,7 @@
 import { isIPv4, isIPv6 } from "node:net";
 import { stringify } from "yaml";
 import { postgresExporterQueries } from "./postgres-exporter";
+import { APP_SLOTS, appSlotPort } from "./app";
 
 export type HostRole = "main" | "replica";
 
@@ -361,7 +362,8 @@ export function renderTargetsFiles(params: TargetsParams): Record<string, string
   const out: Record<string, string> = {};
   for (const j of HOST_JOBS) {
     const groups: TargetGroup[] = params.hosts.map((h) => ({
-      targets: [h.targetOverrides?.[j.port] ?? hostPort(h.address, ports[j.port])],
+      // The app answers in one of its two deploy slots (templates/app.ts): both are targets, the idle one down.
+      targets: h.targetOverrides?.[j.port] !== undefined ? [h.targetOverrides[j.port]!] : j.job === JOBS.app ? APP_SLOTS.map((slot) => hostPort(h.address, appSlotPort(ports.app, slot))) : [hostPort(h.address, ports[j.port])],
       labels: { host: h.name, role: h.role },
     }));
     out[targetsFileName(j.job)] = `${JSON.stringify(groups, null, 2)}\n`;
@@ -672,7 +674,8 @@ export function alertRuleGroups(params: AlertRulesParams): { name: string; rules
   const app: AlertRule[] = [
     {
       alert: "SynaxicAppDown",
-      expr: `up{job="${JOBS.app}"} == 0`,
+      // One of the host's two deploy slots is idle, and down, at any time: the app is down when neither is up.
+      expr: `max by (host, role) (up{job="${JOBS.app}"}) == 0`,
       for: t.appDownFor,
       labels: critical,
       annotations: {

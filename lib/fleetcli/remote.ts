@@ -37,22 +37,38 @@ export function fleetService(name: string): FleetService {
   return name as FleetService;
 }
 
+/**
+ * argv that runs `docker ARGS... CONTAINER` on a service's container. The
+ * app's container is synaxic-<host>-app-a or -app-b (its deploy slot,
+ * templates/app.ts): the one running is looked up on the host first.
+ */
+function onServiceContainer(host: string, service: FleetService, dockerArgs: string[]): string[] {
+  if (service !== "app") return ["docker", ...dockerArgs, containerName(host, service)];
+  const prefix = containerName(host, "app");
+  return [
+    "sh",
+    "-c",
+    'p=$1; shift; c=$(docker ps --filter "name=^/?$p-[ab]$" --format "{{.Names}}" | head -n 1); if [ -z "$c" ]; then echo "no app container runs on this host ($p-a or $p-b)" >&2; exit 1; fi; exec docker "$@" "$c"',
+    "sh",
+    prefix,
+    ...dockerArgs,
+  ];
+}
+
 /** `docker logs` of a service's container. */
 export function logsArgv(host: string, service: FleetService, opts: { tail: number | "all"; follow: boolean; timestamps: boolean }): string[] {
-  return [
-    "docker",
+  return onServiceContainer(host, service, [
     "logs",
     "--tail",
     String(opts.tail),
     ...(opts.follow ? ["--follow"] : []),
     ...(opts.timestamps ? ["--timestamps"] : []),
-    containerName(host, service),
-  ];
+  ]);
 }
 
 /** `docker restart` of a service's container. */
 export function restartArgv(host: string, service: FleetService, opts: { stopTimeoutSeconds?: number } = {}): string[] {
-  return ["docker", "restart", ...(opts.stopTimeoutSeconds !== undefined ? ["--time", String(opts.stopTimeoutSeconds)] : []), containerName(host, service)];
+  return onServiceContainer(host, service, ["restart", ...(opts.stopTimeoutSeconds !== undefined ? ["--time", String(opts.stopTimeoutSeconds)] : [])]);
 }
 
 /** docker exec's flags: -i always (stdin attached), -t only when our own stdin is a terminal. */

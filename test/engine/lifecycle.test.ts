@@ -6,6 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { execFileSync } from "node:child_process";
+import http from "node:http";
 import { cpSync, mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { Checkout, Engine } from "./engine";
@@ -180,6 +181,80 @@ describe("a fleet of main and two replicas on the real engine", () => {
     expect(s.code, s.text).toBe(0);
   });
 
+  it("a new app image under reads and writes through the balancer: each host's app starts in its other deploy slot beside the old one, the balancer moves to it, the old one stops; not one request fails", async () => {
+    const NEXT = "ghcr.io/synaxic/synaxic:1.0.1";
+    // The rig pulls nothing: the next version is the stand-in image with one more label, built on every host
+    // (a new image ID; a new tag of the same image would change nothing, the container runs the ID).
+    for (const h of ["main", "replica-1", "replica-2", "replica-3"]) {
+      await rig.host(h).docker(["build", "-q", "-t", NEXT, "-"], { input: "FROM ghcr.io/synaxic/synaxic:1.0.0\nLABEL org.opencontainers.image.version=1.0.1\n" });
+    }
+    const main = rig.host("main");
+    const slots = async (h: string) => (await rig.host(h).docker(["ps", "--filter", `name=^synaxic-${h}-app`, "--format", "{{.Names}}"])).stdout.trim().split("\n").sort();
+    expect(await slots("main")).toEqual(["synaxic-main-app-a"]);
+
+    // Clients open a connection per request (a client reusing an idle keep-alive
+    // connection can find it closed by any nginx reload, which browsers retry).
+    const tally = { ok: 0, failed: [] as string[] };
+    let loading = true;
+    const one = (method: "GET" | "POST") =>
+      new Promise<void>((resolve) => {
+        const req = http.request({ host: main.ip, port: 80, path: "/v1/engine-deploy", method, agent: false, timeout: 15_000, headers: { "content-length": method === "POST" ? "2" : "0" } }, (res) => {
+          res.resume();
+          res.on("end", () => {
+            if (res.statusCode! < 400) tally.ok++;
+            else tally.failed.push(`${method} ${res.statusCode}`);
+            resolve();
+          });
+        });
+        req.on("timeout", () => req.destroy(new Error("timeout")));
+        req.on("error", (e) => {
+          tally.failed.push(`${method} ${e.message}`);
+          resolve();
+        });
+        req.end(method === "POST" ? "{}" : undefined);
+      });
+    // Six clients, each at most about 6 requests a second: together below the balancer's
+    // per-client-address rate limit (balancerRateLimit, 50/s), so every answer is the app's.
+    const loops = (["GET", "GET", "GET", "POST", "POST", "POST"] as const).map(async (m) => {
+      while (loading) {
+        const t0 = Date.now();
+        await one(m);
+        await new Promise((r) => setTimeout(r, Math.max(0, 160 - (Date.now() - t0))));
+      }
+    });
+    await waitFor("requests through the balancer", async () => tally.ok >= 50, 30_000, 200);
+    expect(tally.failed, "before the deploy").toEqual([]);
+
+    co.writeConfig("main", { appImage: NEXT });
+    const steps = await co.previewChanges("main");
+    expect(steps.filter((s) => /::app-(slot|container)$/.test(s.urn)).map((s) => `${s.op} ${s.urn.split("::").pop()}`).sort()).toEqual(["replace app-container", "replace app-slot"]);
+    const started = Date.now();
+    await co.up("main");
+    const mainTook = Date.now() - started;
+    expect(await slots("main")).toEqual(["synaxic-main-app-b"]);
+    await eachStack(["replica-1", "replica-2"], async (r) => {
+      await co.up(r);
+      expect(await slots(r)).toEqual([`synaxic-${r}-app-b`]);
+    });
+    await new Promise((r) => setTimeout(r, 2000));
+    loading = false;
+    await Promise.all(loops);
+    process.stdout.write(`[engine] app image change under load: ${tally.ok} requests answered, ${tally.failed.length} failed; pulumi up -s main took ${(mainTook / 1000).toFixed(1)} s\n`);
+    if (tally.failed.length > 0) {
+      const kinds = new Map<string, number>();
+      for (const f of tally.failed) kinds.set(f, (kinds.get(f) ?? 0) + 1);
+      process.stdout.write(`[engine] failures by kind: ${JSON.stringify([...kinds])}\n`);
+      const log = (await main.docker(["logs", "--since", "10m", "synaxic-main-nginx"], { allowFail: true })).stdout.split("\n").filter((l) => l.includes("engine-deploy") && !/ 20[0-9] /.test(l));
+      process.stdout.write(`[engine] balancer log, requests not answered 2xx (${log.length}):\n${log.slice(0, 15).join("\n")}\n`);
+      const err = (await main.docker(["logs", "--since", "10m", "synaxic-main-nginx"], { allowFail: true })).stderr.split("\n").filter((l) => /error|warn/.test(l));
+      process.stdout.write(`[engine] balancer errors (${err.length}):\n${err.slice(0, 15).join("\n")}\n`);
+    }
+    expect(tally.failed.slice(0, 10)).toEqual([]);
+    expect(tally.ok).toBeGreaterThan(300);
+    // The balancer's writes go to the new slot.
+    expect((await main.exec(["grep", "-c", `server ${main.ip}:8081 `, "/etc/synaxic/main/nginx/nginx.conf"])).stdout.trim()).not.toBe("0");
+  });
+
   it("a second preview of every stack shows no changes, and passes the repository's policy pack as the CLI runs it", async () => {
     await eachStack(["control", "main", "replica-1", "replica-2"], async (stack) => {
       // --policy-pack: the CLI starts the pack through the Node.js language host (policy/PulumiPolicy.yaml); a mandatory violation fails the preview.
@@ -237,7 +312,7 @@ describe("a fleet of main and two replicas on the real engine", () => {
     // app's container it has just created to become healthy.
     const host = rig.host("replica-3");
     const killed = await co.pulumi(["up", "--yes", "--skip-preview", "--non-interactive", "--stack", "replica-3"], {
-      interruptWhen: async () => (await host.docker(["ps", "-aq", "--filter", "name=^synaxic-replica-3-app$"], { allowFail: true })).stdout.trim() !== "",
+      interruptWhen: async () => (await host.docker(["ps", "-aq", "--filter", "name=^synaxic-replica-3-app-[ab]$"], { allowFail: true })).stdout.trim() !== "",
       allowFail: true,
     });
     expect(killed.code, killed.stdout.slice(-3000)).not.toBe(0);
@@ -247,7 +322,7 @@ describe("a fleet of main and two replicas on the real engine", () => {
     expect(again.stdout + again.stderr).toMatch(/pulumi cancel/);
     // The documented recovery (docs/operations.md): cancel, remove what the interrupted creates left, clear them, up.
     const removed = await recoverInterrupted(co, rig, "replica-3");
-    expect(removed).toContain("synaxic-replica-3-app");
+    expect(removed).toContain("synaxic-replica-3-app-a");
     await co.up("replica-3");
     await waitFor("replica-3 replays", async () => (await psql(rig.host("replica-3"), "SELECT note FROM engine_probe WHERE id = 1", "synaxic").catch(() => "")) === "written on main", 60_000, 500);
     expect(await co.previewChanges("replica-3")).toEqual([]);
@@ -379,9 +454,11 @@ describe("a fleet of main and two replicas on the real engine", () => {
     await co.up("control");
     writing = false;
     await writer;
-    const state = (await main.docker(["ps", "-a", "--filter", "name=^synaxic-main-(app|nginx|redis|postgres)$", "--format", "{{.Names}} {{.State}}"])).stdout.trim().split("\n").sort();
-    expect(state).toEqual(["synaxic-main-app exited", "synaxic-main-nginx running", "synaxic-main-postgres exited", "synaxic-main-redis exited"]);
-    const restart = (await main.docker(["inspect", "-f", "{{.HostConfig.RestartPolicy.Name}}", "synaxic-main-postgres", "synaxic-main-redis", "synaxic-main-app"])).stdout.trim().split("\n");
+    // The app runs in one deploy slot (which one depends on the deploys before).
+    const state = (await main.docker(["ps", "-a", "--filter", "name=^synaxic-main-(app-[ab]|nginx|redis|postgres)$", "--format", "{{.Names}} {{.State}}"])).stdout.trim().split("\n").sort();
+    const appName = state.find((l) => l.startsWith("synaxic-main-app-"))!.split(" ")[0]!;
+    expect(state.map((l) => l.replace(/-app-[ab] /, "-app ")).sort()).toEqual(["synaxic-main-app exited", "synaxic-main-nginx running", "synaxic-main-postgres exited", "synaxic-main-redis exited"]);
+    const restart = (await main.docker(["inspect", "-f", "{{.HostConfig.RestartPolicy.Name}}", "synaxic-main-postgres", "synaxic-main-redis", appName])).stdout.trim().split("\n");
     expect(restart).toEqual(["no", "no", "no"]);
     expect((await co.outputs("control")).control).toMatchObject({ primary: "replica-1", generation: 1, fenced: { main: { method: "stop", generation: 1 } } });
 

@@ -154,7 +154,8 @@ async function startContainers(h: EngineHost, pg: PgNode, rs: RedisServer, pgbac
     IMAGE, "sleep", "infinity",
   ]);
   await docker(h, [...common, "--name", `synaxic-${h.name}-redis`, "-v", `${rs.caFile}:/etc/synaxic/tls/ca.crt:ro`, IMAGE, "sleep", "infinity"]);
-  await docker(h, [...common, "--name", `synaxic-${h.name}-app`, IMAGE, "sh", "-c", 'trap "exit 0" TERM; i=0; while :; do i=$((i+1)); echo "flc line $i"; sleep 0.2; done']);
+  // The app in a deploy slot (templates/app.ts): slot a on main, slot b on the replicas.
+  await docker(h, [...common, "--name", `synaxic-${h.name}-app-${h.name === "main" ? "a" : "b"}`, IMAGE, "sh", "-c", 'trap "exit 0" TERM; i=0; while :; do i=$((i+1)); echo "flc line $i"; sleep 0.2; done']);
 }
 
 function stackOutputs(): Record<string, Record<string, unknown>> {
@@ -329,7 +330,7 @@ describe("fleet command against hosts with sshd and dockerd", () => {
     console.log(`[fleet] status: ${json.ms.toFixed(0)} ms; ${elapsed()}`);
   });
 
-  it("logs <host> <service>: docker logs --tail N of synaxic-<host>-<service>; -f follows until stopped", async () => {
+  it("logs <host> <service>: docker logs --tail N of synaxic-<host>-<service> (the app's in whichever deploy slot runs); -f follows until stopped", async () => {
     const r = await fleet(["logs", "main", "app", "--tail", "3"]);
     expect(r.code).toBe(0);
     const lines = r.stdout.trim().split("\n");
@@ -357,15 +358,15 @@ describe("fleet command against hosts with sshd and dockerd", () => {
 
   it("restart <host> <service>: docker restart of the fleet's container, nothing else", async () => {
     const h = rig.host("main");
-    const startedAt = () => docker(h, ["inspect", "-f", "{{.State.StartedAt}}", "synaxic-main-app"]);
+    const startedAt = () => docker(h, ["inspect", "-f", "{{.State.StartedAt}}", "synaxic-main-app-a"]);
     const before = await startedAt();
     const r = await fleet(["restart", "main", "app"]);
     expect(r.stderr).toBe("");
     expect(r.code).toBe(0);
-    expect(r.stdout).toBe("restarted synaxic-main-app on main\n");
+    expect(r.stdout).toBe("restarted synaxic-main-app-a on main\n");
     expect(await startedAt()).not.toBe(before);
     // The logger started over.
-    const logs = await docker(h, ["logs", "--since", before, "synaxic-main-app"]);
+    const logs = await docker(h, ["logs", "--since", before, "synaxic-main-app-a"]);
     expect(logs).toMatch(/^flc line 1$/m);
 
     const refused = await fleet(["restart", "main", "dockerd"]);

@@ -665,3 +665,86 @@ describe("nginx with the allowed host names", () => {
     expect((await rawRequest(main.ip, 80, "/nginx-health", { host: "evil.test" })).status).toBe(200);
   });
 });
+
+describe("a gapless deploy of the app (templates/app.ts deploy slots)", () => {
+  const SLOT_B = APP_PORT + 1;
+  let next: AppStub;
+
+  beforeAll(async () => {
+    await nginx.stop();
+    for (const name of APPS) if (!stubs[name]!.running) await stubs[name]!.start();
+    // Replica apps as a balancer in another stack sees them: both slots, the idle one refusing connections.
+    nginx.writeConf(renderNginxConf(params({ replicaApps: [stubs.replica1!, stubs.replica2!].map((s) => ({ name: s.name, address: s.address, standby: `${s.host.ip}:${SLOT_B}` })) })));
+    const t = await nginx.test();
+    expect(t.code, t.stderr).toBe(0);
+    await nginx.start(`${base}/nginx-health`);
+  });
+
+  afterAll(async () => {
+    await next?.kill();
+    await nginx.stop();
+  });
+
+  /** Reads and writes through nginx until stop() (each request on a new connection: see the test), tallied. */
+  function backgroundLoad() {
+    let running = true;
+    const results: LoadResult[] = [];
+    const loops = (["GET", "POST"] as const).map(async (method) => {
+      while (running) results.push(await sendLoad(base, { method, count: 40, concurrency: 4, headers: { connection: "close" } }));
+    });
+    return {
+      async stop() {
+        running = false;
+        await Promise.all(loops);
+        const sum = (f: (r: LoadResult) => number) => results.reduce((n, r) => n + f(r), 0);
+        return { requests: sum((r) => Object.values(r.statuses).reduce((a, b) => a + b, 0) + r.transportErrors), errors: sum((r) => r.errors), byHost: results.reduce<Record<string, number>>((m, r) => { for (const [h, n] of Object.entries(r.byHost)) m[h] = (m[h] ?? 0) + n; return m; }, {}) };
+      },
+    };
+  }
+
+  it("with every replica app listed in both slots, reads never fail: the idle slot's refused connections are retried", async () => {
+    await untilAllReadsHealthy();
+    const r = await sendLoad(base, { method: "GET", count: 3000, concurrency: 16 });
+    report("GET x3000, idle slots listed", r);
+    expect(r.errors).toBe(0);
+    expectEvenSpread(r, APPS, 3000);
+  });
+
+  // Clients here open a connection per request: a client that reuses an idle
+  // keep-alive connection can find it closed by nginx on any reload (the old
+  // workers close their idle connections), which browsers and HTTP client
+  // libraries retry; that is the client's side and the same for every reload.
+  it("main's app moves to slot b under reads and writes: the configuration names slot b, the reload waits for the old workers, then slot a stops (SIGTERM); not one request fails", async () => {
+    next = await new AppStub(main, "main", SLOT_B, net.mkdir("apps-slot-b")).start();
+    const load = backgroundLoad();
+    await new Promise((r) => setTimeout(r, 1500));
+    nginx.writeConf(renderNginxConf(params({ mainApp: { name: "main", address: next.address }, replicaApps: [stubs.replica1!, stubs.replica2!].map((s) => ({ name: s.name, address: s.address, standby: `${s.host.ip}:${SLOT_B}` })) })));
+    expect((await nginx.test()).code).toBe(0);
+    const drained = await nginx.reload();
+    await stubs.main!.terminate();
+    await new Promise((r) => setTimeout(r, 1500));
+    const result = await load.stop();
+    process.stdout.write(`[nginx] deploy to slot b under load: ${JSON.stringify(result)}; old workers gone ${drained} ms after the reload\n`);
+    expect(result.requests).toBeGreaterThan(200);
+    expect(result.errors).toBe(0);
+    // Writes reach the new slot's app now, and only it.
+    await next.reset();
+    const w = await sendLoad(base, { method: "POST", count: 50, concurrency: 4 });
+    expect(w.errors).toBe(0);
+    expect((await next.stats()).write).toBe(50);
+  });
+
+  it("control: the old slot stopped before the balancer moves (what a deploy that deletes first does) fails writes", async () => {
+    const back = await new AppStub(main, "main", APP_PORT, net.mkdir("apps-slot-a2")).start();
+    const load = backgroundLoad();
+    await new Promise((r) => setTimeout(r, 1000));
+    await next.terminate();
+    await new Promise((r) => setTimeout(r, 1000));
+    nginx.writeConf(renderNginxConf(params({ mainApp: { name: "main", address: back.address }, replicaApps: [stubs.replica1!, stubs.replica2!].map((s) => ({ name: s.name, address: s.address, standby: `${s.host.ip}:${SLOT_B}` })) })));
+    await nginx.reload();
+    const result = await load.stop();
+    process.stdout.write(`[nginx] control, old slot stopped first: ${JSON.stringify(result)}\n`);
+    expect(result.errors).toBeGreaterThan(0);
+    next = back;
+  });
+});

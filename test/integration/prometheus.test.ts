@@ -146,6 +146,12 @@ function target(job: string, host: string): Labels {
   return { job, instance: `${h.address}:${port}`, host: h.name, role: h.role };
 }
 
+/** The app's second deploy slot on a host (appPort + 1), idle in a healthy fleet. */
+function idleSlot(host: string): Labels {
+  const t = target(JOBS.app, host);
+  return { ...t, instance: t.instance.replace(/:(\d+)$/, (_, p: string) => `:${Number(p) + 1}`) };
+}
+
 function seriesText(metric: string, labels: Labels): string {
   const inner = Object.entries(labels)
     .map(([k, v]) => `${k}="${v.replace(/\\/g, "\\\\").replace(/"/g, '\\"')}"`)
@@ -174,6 +180,8 @@ function healthyFleet(samples: number): Map<string, string> {
   const flat = (v: number): string => `${v}x${samples}`;
   for (const h of FLEET) {
     for (const job of [JOBS.app, JOBS.postgres, JOBS.redis, JOBS.node]) m.set(seriesText("up", target(job, h.name)), flat(1));
+    // The app's idle deploy slot (templates/app.ts): scraped, and down.
+    m.set(seriesText("up", idleSlot(h.name)), flat(0));
     m.set(seriesText("pg_up", target(JOBS.postgres, h.name)), flat(1));
     m.set(seriesText("redis_connected_slaves", target(JOBS.redis, h.name)), flat(h.role === "main" ? REPLICAS.length : 0));
     if (h.role === "replica") m.set(seriesText("redis_master_link_up", target(JOBS.redis, h.name)), flat(1));
@@ -424,6 +432,17 @@ describe("promtool test rules: each alert fires on its condition, after its for:
     ]);
   });
 
+  it("a deploy that moves the app to its other slot fires nothing: the old slot goes down as the new one comes up", async () => {
+    const s = healthyFleet(SAMPLES);
+    s.set(seriesText("up", target(JOBS.app, "replica1")), "1x4 0x25");
+    s.set(seriesText("up", idleSlot("replica1")), "0x3 1x26");
+    const app = rule("SynaxicAppDown");
+    await runScenario("app-deploy", s, [
+      { eval_time: "5m", alertname: app.alert, exp_alerts: [] },
+      { eval_time: "10m", alertname: app.alert, exp_alerts: [] },
+    ]);
+  });
+
   it("an app down fires after 1m; a down node or redis exporter is reported too", async () => {
     const s = healthyFleet(SAMPLES);
     s.set(seriesText("up", target(JOBS.app, "replica1")), "1x2 0x27");
@@ -432,7 +451,8 @@ describe("promtool test rules: each alert fires on its condition, after its for:
     const exporter = rule("SynaxicExporterDown");
     await runScenario("app-down", s, [
       { eval_time: "3m", alertname: app.alert, exp_alerts: [] },
-      { eval_time: "4m", alertname: app.alert, exp_alerts: [firing(app, target(JOBS.app, "replica1"), "0")] },
+      // Neither slot up: one alert for the host (the rule keeps host and role only).
+      { eval_time: "4m", alertname: app.alert, exp_alerts: [firing(app, { host: "replica1", role: "replica" }, "0")] },
       { eval_time: "4m", alertname: exporter.alert, exp_alerts: [firing(exporter, target(JOBS.node, "replica2"), "0")] },
     ]);
   });
@@ -497,9 +517,12 @@ describe("prometheus 2.42 with the rendered configuration", () => {
       const ok = t.filter((x) => x.health === "up").map((x) => x.scrapePool);
       return ok.includes(JOBS.app) && ok.includes(JOBS.node) && ok.includes(JOBS.prometheus) ? t : undefined;
     }, 20_000, 250);
-    const app = up.find((t) => t.scrapePool === JOBS.app)!;
+    const app = up.find((t) => t.scrapePool === JOBS.app && t.health === "up")!;
     expect(app.labels).toMatchObject({ job: JOBS.app, host: "main", role: "main", instance: `${main.ip}:8080` });
     expect(app.scrapeUrl).toBe(`http://${main.ip}:8080/actuator/prometheus`);
+    // The app's idle deploy slot is a target too, down (nothing listens there).
+    const idle = up.find((t) => t.scrapePool === JOBS.app && t.labels.instance === `${main.ip}:8081`)!;
+    expect(idle.labels).toMatchObject({ host: "main", role: "main" });
     // No postgres or redis exporter runs here: their targets exist and are down.
     const pg = up.find((t) => t.scrapePool === JOBS.postgres)!;
     expect(pg.labels).toMatchObject({ host: "main", role: "main", instance: `${main.ip}:9187` });
@@ -558,11 +581,12 @@ describe("prometheus 2.42 with the rendered configuration", () => {
       return up.includes(JOBS.app) && up.includes(JOBS.node) ? r1 : undefined;
     }, 30_000, 200);
     process.stdout.write(`[prometheus] new host scraped ${Date.now() - started} ms after the targets files were rewritten\n`);
-    expect(t.map((x) => x.scrapePool).sort()).toEqual([JOBS.node, JOBS.postgres, JOBS.redis, JOBS.app].sort());
+    // The app in both its deploy slots (templates/app.ts), one target each.
+    expect(t.map((x) => x.scrapePool).sort()).toEqual([JOBS.node, JOBS.postgres, JOBS.redis, JOBS.app, JOBS.app].sort());
     expect(t.every((x) => x.labels.role === "replica")).toBe(true);
     expect(prom.running).toBe(true);
     expect(prom.pid).toBe(pid);
-    const up = await prom.query(`up{job="${JOBS.app}"}`);
+    const up = await prom.query(`max by (host, role) (up{job="${JOBS.app}"})`);
     expect(up.map((s) => `${s.metric.host}/${s.metric.role}=${s.value[1]}`).sort()).toEqual(["main/main=1", "replica1/replica=1"]);
   });
 });

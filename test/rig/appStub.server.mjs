@@ -35,6 +35,7 @@ import { setTimeout as delay } from "node:timers/promises";
 import { spawn } from "node:child_process";
 import { Buffer } from "node:buffer";
 import { URL } from "node:url";
+import { setInterval, setTimeout } from "node:timers";
 
 const READ_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
 
@@ -215,6 +216,19 @@ server.requestTimeout = 0;
 server.listen(listenPort, listenHost, () => {
   process.stdout.write(`appStub ${name} listening on ${listen}\n`);
 });
-for (const sig of ["SIGTERM", "SIGINT"]) {
-  process.on(sig, () => process.exit(0));
-}
+// SIGTERM is a graceful stop, as Spring Boot's (server.shutdown=graceful, the
+// default since Boot 3.4): no new connections, the requests in progress
+// finish, idle keep-alive connections are closed, then the process exits
+// (at the latest after 30 s, Boot's default timeout-per-shutdown-phase).
+let closing = false;
+server.prependListener("request", (_req, res) => {
+  if (closing) res.setHeader("Connection", "close");
+});
+process.on("SIGTERM", () => {
+  closing = true;
+  server.close(() => process.exit(0));
+  server.closeIdleConnections();
+  setInterval(() => server.closeIdleConnections(), 100).unref();
+  setTimeout(() => process.exit(0), 30_000).unref();
+});
+process.on("SIGINT", () => process.exit(0));

@@ -81,6 +81,24 @@ export class AppStub {
     await gone;
   }
 
+  /**
+   * Stops the stub as Docker stops the app's container (SIGTERM): it finishes
+   * the requests it has, closes its connections and exits
+   * (appStub.server.mjs). Waits for the exit.
+   */
+  async terminate(): Promise<void> {
+    const proc = this.proc;
+    this.proc = undefined;
+    if (!proc?.pid || proc.exitCode !== null || proc.signalCode !== null) return;
+    const gone = new Promise<void>((resolve) => proc.once("exit", () => resolve()));
+    try {
+      process.kill(-proc.pid, "SIGTERM");
+    } catch {
+      return;
+    }
+    await gone;
+  }
+
   get running(): boolean {
     return !!this.proc && this.proc.exitCode === null && this.proc.signalCode === null;
   }

@@ -6,7 +6,7 @@
  * nginx workers run as www-data and write request bodies to temp files
  * there); pid, logs and temp files all live under it.
  */
-import { mkdtempSync, mkdirSync, chmodSync, writeFileSync, rmSync, readFileSync } from "node:fs";
+import { mkdtempSync, mkdirSync, chmodSync, writeFileSync, rmSync, readFileSync, readdirSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ChildProcess } from "node:child_process";
@@ -70,6 +70,35 @@ export class NginxInstance {
       return r.status > 0;
     }, 15_000, 50);
     return this;
+  }
+
+  /**
+   * Reloads the configuration (SIGHUP to the master) and waits until the
+   * worker processes of the old one have exited: they stop accepting, finish
+   * the requests they have, and exit (nginx docs, "Controlling nginx"). The
+   * same steps as NGINX_RELOAD_SCRIPT (templates/nginx.ts) takes in a
+   * container, with the master's children instead of the container's
+   * processes. Resolves with how long the old workers took.
+   */
+  async reload(timeoutMs = 30_000): Promise<number> {
+    const master = this.proc?.pid;
+    if (!master) throw new Error("nginx is not running");
+    const workers = (): number[] =>
+      readdirSync("/proc")
+        .filter((d) => /^\d+$/.test(d))
+        .map(Number)
+        .filter((pid) => {
+          try {
+            return readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ")[1] === String(master);
+          } catch {
+            return false;
+          }
+        });
+    const old = workers();
+    const started = Date.now();
+    process.kill(master, "SIGHUP");
+    await waitFor("the old nginx workers to exit", async () => old.every((pid) => !existsSync(`/proc/${pid}`)), timeoutMs, 20);
+    return Date.now() - started;
   }
 
   errorLog(): string {

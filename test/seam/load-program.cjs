@@ -53,6 +53,8 @@ pulumi.runtime.setMocks(
       const state = { ...args.inputs };
       // An image build (lib/postgresImage.ts) prints the built image's ID, as `docker image inspect` does.
       if (args.type.startsWith("command:") && args.name.endsWith("-image-build")) state.stdout = "sha256:0123456789abcdef\n";
+      // An app's slot step (components/SynaxicApp.ts) prints its deploy slot.
+      if (args.type.startsWith("command:") && args.name.endsWith("app-slot")) state.stdout = "a\n";
       if (args.type.startsWith("tls:index/selfSignedCert") || args.type.startsWith("tls:index/locallySignedCert")) {
         state.certPem = refs.__caPem;
         state.validityEndTime = "2027-11-26T00:00:00Z";

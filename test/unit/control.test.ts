@@ -112,7 +112,7 @@ describe("control stack configuration", () => {
 
 describe("fence commands", () => {
   it("stop: the writing app first, PostgreSQL last; the balancer is left serving", () => {
-    expect(fencedContainers("main")).toEqual(["synaxic-main-app", "synaxic-main-redis", "synaxic-main-postgres"]);
+    expect(fencedContainers("main")).toEqual(["synaxic-main-app-a", "synaxic-main-app-b", "synaxic-main-app", "synaxic-main-redis", "synaxic-main-postgres"]);
   });
 
   it("stop: the script runs under sh with a stand-in docker: every existing container kept from restarting, then stopped in order; a missing one skipped", async () => {

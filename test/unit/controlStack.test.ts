@@ -52,7 +52,7 @@ describe("the control stack", () => {
     expect(fence.inputs.connection).toMatchObject({ host: "203.0.113.5", user: "root", port: 22, hostKey: MAIN_OUTPUTS.hostKey });
     // The connection (it holds the operator's key) is secret; the command holds no secret.
     expect(JSON.stringify(fence.raw.connection)).toContain("4dabf18193072939515e22adb298388d");
-    expect(String(fence.inputs.create)).toMatch(/^timeout --kill-after=10 600 sh -c .* sh synaxic-main-app synaxic-main-redis synaxic-main-postgres$/s);
+    expect(String(fence.inputs.create)).toMatch(/^timeout --kill-after=10 600 sh -c .* sh synaxic-main-app-a synaxic-main-app-b synaxic-main-app synaxic-main-redis synaxic-main-postgres$/s);
     expect(run.values.control).toEqual({ version: 1, primary: "replica-1", generation: 1, previousPrimary: "main", fenced: { main: { method: "stop", generation: 1 } } });
   });
 

@@ -3,7 +3,7 @@ import { loadStackConfig, type MainConfig, type ReplicaConfig, type StackConfig 
 import { mainStack } from "../../stacks/main";
 import { replicaStack } from "../../stacks/replica";
 import { localStack } from "../../stacks/local";
-import { runMocked, type RunResult } from "./harness";
+import { runMocked, type RunOptions, type RunResult } from "./harness";
 
 const P = "synaxic:";
 
@@ -43,11 +43,11 @@ export function replicaConfig(name: string, privateIp: string, extra: Record<str
 
 export const SECRET_KEYS = Object.keys(SECRET_CONFIG);
 
-export function runMain(replicas: number | string[], extra: Record<string, string> = {}): Promise<RunResult<Awaited<ReturnType<typeof mainStack>>>> {
+export function runMain(replicas: number | string[], extra: Record<string, string> = {}, mocks: Pick<RunOptions, "appSlots"> = {}): Promise<RunResult<Awaited<ReturnType<typeof mainStack>>>> {
   const config = mainConfig(replicas, extra);
   // The object storage's access key and the receivers' secrets are stored as secrets, as `pulumi config set --secret` does.
   const secretKeys = [...SECRET_KEYS, ...Object.keys(extra).filter((k) => /:(backup(AccessKeyId|SecretAccessKey|CipherPass)|alert(SmtpPassword|SlackWebhookUrl|WebhookUrl|HeartbeatUrl))$/.test(k))];
-  return runMocked({ config, secretKeys, stack: "main" }, () => mainStack(loadStackConfig() as MainConfig & StackConfig));
+  return runMocked({ config, secretKeys, stack: "main", ...mocks }, () => mainStack(loadStackConfig() as MainConfig & StackConfig));
 }
 
 /** Runs the main program, then a replica program whose StackReference returns main's real outputs with their secretness. */

@@ -155,13 +155,18 @@ describe("fleet restart", () => {
   });
 
   it("restarts synaxic-<host>-<service> on that host only, reached through its own stack's outputs", async () => {
-    const f = fleet();
+    // The app's container is looked up on the host (its name carries its deploy slot); docker restart prints the name.
+    const f = fleet({ execResult: () => ({ code: 0, stdout: "synaxic-replica-1-app-b\n", stderr: "" }) });
     expect(await f.run(["restart", "replica-1", "app", "--main", MAIN])).toBe(0);
     expect(f.rec.read).toEqual([MAIN, "acme/synaxic/replica-1"]);
     expect(f.rec.targets).toEqual([[{ name: "replica-1", address: "203.0.113.2", port: 2222, user: "deploy", hostKey: KEY }]]);
-    expect(f.rec.calls[0]).toEqual({ kind: "exec", host: "replica-1", argv: ["docker", "restart", "synaxic-replica-1-app"], stdin: "" });
+    expect(f.rec.calls[0]).toMatchObject({ kind: "exec", host: "replica-1", stdin: "" });
+    expect(f.rec.calls[0]!.argv!.slice(-3)).toEqual(["sh", "synaxic-replica-1-app", "restart"]);
     expect(f.rec.calls.at(-1)).toEqual({ kind: "close" });
-    expect(f.rec.stdout).toBe("restarted synaxic-replica-1-app on replica-1\n");
+    expect(f.rec.stdout).toBe("restarted synaxic-replica-1-app-b on replica-1\n");
+    const n = fleet();
+    expect(await n.run(["restart", "main", "nginx", "--main", MAIN])).toBe(0);
+    expect(n.rec.calls[0]).toEqual({ kind: "exec", host: "main", argv: ["docker", "restart", "synaxic-main-nginx"], stdin: "" });
   });
 
   it("a docker failure exits 1 with docker's message; an unknown host names the fleet's hosts", async () => {

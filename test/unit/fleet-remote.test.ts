@@ -50,7 +50,10 @@ describe("services and argv", () => {
   });
 
   it("logs, restart, psql", () => {
-    expect(logsArgv("main", "app", { tail: 50, follow: false, timestamps: false })).toEqual(["docker", "logs", "--tail", "50", "synaxic-main-app"]);
+    // The app runs as synaxic-<host>-app-a or -b (its deploy slot): the running one is looked up on the host.
+    const app = logsArgv("main", "app", { tail: 50, follow: false, timestamps: false });
+    expect(app.slice(0, 2)).toEqual(["sh", "-c"]);
+    expect(app.slice(3)).toEqual(["sh", "synaxic-main-app", "logs", "--tail", "50"]);
     expect(logsArgv("replica-1", "postgres", { tail: "all", follow: true, timestamps: true })).toEqual(["docker", "logs", "--tail", "all", "--follow", "--timestamps", "synaxic-replica-1-postgres"]);
     expect(restartArgv("main", "nginx")).toEqual(["docker", "restart", "synaxic-main-nginx"]);
     expect(restartArgv("main", "postgres", { stopTimeoutSeconds: 90 })).toEqual(["docker", "restart", "--time", "90", "synaxic-main-postgres"]);

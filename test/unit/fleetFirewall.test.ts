@@ -28,15 +28,17 @@ describe("mainFirewallRules", () => {
   it("following a promoted replica: its balancer reaches the app, not the exporters", () => {
     const rules = mainFirewallRules({ ...BASE, followPrimary: "replica-2" });
     expect(from(rules, PORTS.app)).toEqual(["10.10.0.4/32"]);
-    expect(rules.find((r) => r.port === PORTS.app)!.description).toBe("App from the balancer on replica-2");
+    expect(rules.find((r) => r.port === PORTS.app)!.description).toBe("App from the balancer on replica-2 (deploy slot a)");
+    // The app's second deploy slot, from the same host.
+    expect(from(rules, PORTS.app + 1)).toEqual(["10.10.0.4/32"]);
     for (const p of [PORTS.nodeExporter, PORTS.postgresExporter, PORTS.redisExporter]) expect(from(rules, p), String(p)).toEqual([]);
     // With a monitoring replica besides: both, each once.
     expect(from(mainFirewallRules({ ...BASE, alerting: PAIR, followPrimary: "replica-2" }), PORTS.app).sort()).toEqual(["10.10.0.3/32", "10.10.0.4/32"]);
   });
 
-  it("following the monitoring replica: one app rule for its Prometheus and balancer", () => {
+  it("following the monitoring replica: one app rule (per deploy slot) for its Prometheus and balancer", () => {
     const rules = mainFirewallRules({ ...BASE, alerting: PAIR, followPrimary: "replica-1" }).filter((r) => r.port === PORTS.app);
-    expect(rules).toEqual([{ description: "App from the Prometheus and balancer on replica-1", port: PORTS.app, protocol: "tcp", sources: ["10.10.0.3/32"] }]);
+    expect(rules).toEqual([{ description: "App from the Prometheus and balancer on replica-1 (deploy slot a)", port: PORTS.app, protocol: "tcp", sources: ["10.10.0.3/32"] }]);
   });
 
   it("a followPrimary outside the replicas is refused", () => {

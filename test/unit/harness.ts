@@ -49,6 +49,8 @@ export interface RunOptions {
   stack?: string;
   /** Outputs of stacks read through StackReference, by stack name, and which of them are secret. */
   stackReferences?: Record<string, { outputs: Record<string, unknown>; secretOutputNames: string[] }>;
+  /** The deploy slot each app's slot step prints (templates/app.ts), by the step's resource name; "a" when absent. */
+  appSlots?: Record<string, "a" | "b">;
 }
 
 export interface RunResult<T> {
@@ -214,8 +216,11 @@ export async function runMocked<T extends Record<string, unknown>>(opts: RunOpti
             return { id, state: { ...inputs, imageId: `sha256:${t}`, repoDigest: `${inputs.name}@sha256:${t}${t}${t}${t}` } };
           case "command:remote:Command":
           case "command:local:Command":
-            // An image build (lib/postgresImage.ts) prints the built image's ID, as `docker image inspect` does.
-            return { id, state: { ...inputs, stdout: args.name.endsWith("-image-build") ? `sha256:${t}\n` : "", stderr: "" } };
+            // An image build (lib/postgresImage.ts) prints the built image's ID, as `docker image inspect` does;
+            // an app's slot step (components/SynaxicApp.ts) prints its deploy slot.
+            if (args.name.endsWith("-image-build")) return { id, state: { ...inputs, stdout: `sha256:${t}\n`, stderr: "" } };
+            if (args.name.endsWith("app-slot")) return { id, state: { ...inputs, stdout: `${opts.appSlots?.[args.name] ?? "a"}\n`, stderr: "" } };
+            return { id, state: { ...inputs, stdout: "", stderr: "" } };
           case "pulumi:pulumi:StackReference": {
             const ref = opts.stackReferences?.[String(inputs.name ?? args.name)];
             if (!ref) throw new Error(`no stack ${String(inputs.name ?? args.name)} in the mocks`);

@@ -108,12 +108,14 @@ describe.each([0, 1, 3])("main stack with %i replicas", (n) => {
     expect(runs[n]!.values.slots).toEqual(Object.fromEntries(Array.from({ length: n }, (_, i) => [`replica-${i + 1}`, `synaxic_replica_${i + 1}`])));
   });
 
-  it("nginx: writes to the main app only, reads over the main app and every replica app", () => {
+  it("nginx: writes to the main app only (its current deploy slot), reads over the main app and every replica app in both its slots", () => {
     const conf = hostFileContent(runs[n]!, "balancer-conf");
     const block = (name: string) => conf.slice(conf.indexOf(`upstream ${name} {`), conf.indexOf("}", conf.indexOf(`upstream ${name} {`)));
     const servers = (b: string) => [...b.matchAll(/server (\S+) /g)].map((m) => m[1]);
     expect(servers(block("synaxic_write"))).toEqual(["10.10.0.2:8080"]);
-    expect(servers(block("synaxic_read"))).toEqual(["10.10.0.2:8080", ...replicaIps.map((ip) => `${ip}:8080`)]);
+    expect(servers(block("synaxic_read"))).toEqual(["10.10.0.2:8080", ...replicaIps.flatMap((ip) => [`${ip}:8080`, `${ip}:8081`])]);
+    // A write that reached the app is never passed on: the main app is this stack's, in one known slot.
+    expect(conf).toContain("proxy_next_upstream off;");
     expect(conf).toMatch(/keepalive \d+;/);
     expect(conf).toMatch(/max_fails=\d+ fail_timeout=/);
   });
@@ -124,7 +126,9 @@ describe.each([0, 1, 3])("main stack with %i replicas", (n) => {
     const names = ["main", ...replicaIps.map((_, i) => `replica-${i + 1}`)];
     expect(hostsOf("node.json")).toEqual(names.map((h, i) => [h, `${i === 0 ? "10.10.0.2" : replicaIps[i - 1]}:9100`]));
     expect(hostsOf("postgres.json").map(([, t]) => t)).toEqual(["10.10.0.2:9187", ...replicaIps.map((ip) => `${ip}:9187`)]);
-    expect(hostsOf("synaxic-app.json").map(([, t]) => t)).toEqual(["10.10.0.2:8080", ...replicaIps.map((ip) => `${ip}:8080`)]);
+    // The app: both deploy slots of every host.
+    const app = (JSON.parse(targets["synaxic-app.json"]!) as { targets: string[] }[]).map((g) => g.targets);
+    expect(app).toEqual(["10.10.0.2", ...replicaIps].map((ip) => [`${ip}:8080`, `${ip}:8081`]));
     // The files on the host are the same text.
     expect(hostFileContent(runs[n]!, "monitoring-targets-node")).toBe(targets["node.json"]);
   });
@@ -410,8 +414,11 @@ describe("main stack details", () => {
     expect((ready.connection as { dialErrorLimit: number }).dialErrorLimit).toBeGreaterThan(0);
   });
 
-  it("containers with fixed names are replaced by deleting the old one first", () => {
-    for (const c of runs[1]!.of(CONTAINER)) expect(c.opts.deleteBeforeReplace, c.name).toBe(true);
+  it("containers with fixed names are replaced by deleting the old one first; the app, whose name carries its deploy slot, by creating the new one first", () => {
+    for (const c of runs[1]!.of(CONTAINER).filter((c) => c.name !== "app-container")) expect(c.opts.deleteBeforeReplace, c.name).toBe(true);
+    const app = runs[1]!.one(CONTAINER, "app-container");
+    expect(app.opts.deleteBeforeReplace).toBeUndefined();
+    expect(app.inputs.name).toBe("synaxic-main-app-a");
   });
 
   it("the app starts after the database roles and Redis exist; the balancer after the app", () => {

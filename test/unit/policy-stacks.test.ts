@@ -116,7 +116,7 @@ describe("weakened stacks fail, naming the resource", () => {
         const conn = unwrap(r.raw.connection) as Record<string, unknown>;
         r.raw.connection = { ...conn, privateKey: unwrap(conn.privateKey) };
       }, "input connection.privateKey is not secret, but the input privateKey carries a secret and it holds a private key and it holds the value of a secret configuration key"],
-      ["Pulumi.local.yaml", (r) => r.type === CONTAINER && String(r.inputs.name) === "synaxic-main-app", (r) => {
+      ["Pulumi.local.yaml", (r) => r.type === CONTAINER && String(r.inputs.name) === "synaxic-main-app-a", (r) => {
         const uploads = unwrap(r.raw.uploads) as { file: string; content: unknown }[];
         const google = uploads.find((u) => u.file.endsWith("/GOOGLE_CLIENT_SECRET"))!;
         (r.raw.envs as unknown[]).push(`GOOGLE_CLIENT_SECRET=${String(unwrap(google.content)).trim()}`);

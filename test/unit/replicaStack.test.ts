@@ -199,7 +199,8 @@ describe("moving the main VPS", () => {
     const key = (r: Recorded) => `${r.type}::${r.name}`;
     const before = new Map(base.replica.resources.map((r) => [key(r), JSON.stringify(r.inputs)]));
     const changed = replica.resources.filter((r) => before.get(key(r)) !== JSON.stringify(r.inputs)).map((r) => r.name).sort();
-    expect(changed).toEqual(["app-container", "postgres-conf", "postgres-container", "postgres-hba", "postgres-hba-reload", "redis-container", "replica-1-firewall", "replica-1-host-firewall"]);
+    // The app's settings changed, so its slot step runs again (its stdin is the new settings digest) and picks the other slot.
+    expect(changed).toEqual(["app-container", "app-slot", "postgres-conf", "postgres-container", "postgres-hba", "postgres-hba-reload", "redis-container", "replica-1-firewall", "replica-1-host-firewall"]);
   });
 });
 
@@ -286,7 +287,9 @@ describe("the main host after a failover", () => {
     // The promoted replica's balancer reads from this host's app: its firewalls admit that replica there, and no other.
     const appRules = (run.one("hcloud:index/firewall:Firewall", "main-firewall").inputs.rules as { port: string; sourceIps: string[] }[]).filter((r) => r.port === "8080");
     expect(appRules.flatMap((r) => r.sourceIps)).toEqual(["10.10.0.3/32"]);
-    expect(String(run.one(COMMAND, "main-host-firewall").inputs.stdin)).toMatch(/tcp dport 8080 ip saddr \{ 10\.10\.0\.3\/32 \} accept comment "App from the balancer on replica-1"/);
+    for (const [port, slot] of [[8080, "a"], [8081, "b"]] as const) {
+      expect(String(run.one(COMMAND, "main-host-firewall").inputs.stdin)).toMatch(new RegExp(`tcp dport ${port} ip saddr \\{ 10\\.10\\.0\\.3/32 \\} accept comment "App from the balancer on replica-1 \\(deploy slot ${slot}\\)"`));
+    }
     // The promoted replica keeps a slot for it.
     const { replica } = await runReplica("replica-1", "10.10.0.3", { extra: { "synaxic:promote": "true" } });
     expect(String(replica.one(COMMAND, "postgres-slot-main").inputs.stdin)).toContain("'synaxic_main'");
