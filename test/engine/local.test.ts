@@ -47,13 +47,21 @@ describe("the local fleet on one Docker engine (npm run up:local / down:local)",
     for (const c of ["synaxic-main-postgres", "synaxic-replica-1-postgres", "synaxic-main-redis", "synaxic-replica-1-redis", "synaxic-main-nginx"]) expect(names).toContain(c);
   });
 
+  /** The host's app container: synaxic-<host>-app-a or -b, whichever deploy slot runs (templates/app.ts). */
+  const appContainer = async (h: string): Promise<string> => {
+    const names = (await tier.rig.host("docker-host").docker(["ps", "--filter", `name=^synaxic-${h}-app-[ab]$`, "--format", "{{.Names}}"])).stdout.trim().split("\n").filter(Boolean);
+    expect(names, `${h}'s app container`).toHaveLength(1);
+    return names[0]!;
+  };
+
   it("the apps are the stand-in built on this engine from standin-app/; a visit through the balancer is written to PostgreSQL and Redis, and the replica's app reads it", async () => {
     const host = tier.rig.host("docker-host");
     // Built here, tagged with the digest of its sources, and what both app containers run.
     const built = (await host.docker(["image", "ls", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}", "synaxic-standin-app"])).stdout.trim().split("\n");
     expect(built).toHaveLength(1);
     const builtId = (await host.docker(["image", "inspect", "--format", "{{.Id}}", built[0]!.split(" ")[0]!])).stdout.trim();
-    for (const app of ["synaxic-main-app", "synaxic-replica-1-app"]) {
+    for (const h of ["main", "replica-1"]) {
+      const app = await appContainer(h);
       expect((await host.docker(["inspect", "--format", "{{.Image}}", app])).stdout.trim(), app).toBe(builtId);
     }
     const curl = async (args: string[]) => (await host.exec(["curl", "-sS", "--max-time", "10", ...args], { allowFail: true })).stdout;
@@ -85,7 +93,7 @@ describe("the local fleet on one Docker engine (npm run up:local / down:local)",
     // And the read-mode app refuses a write as the real app does on a standby (SQLSTATE 25006): asked directly on its
     // host's private address, from inside its container (the image has node, not curl).
     const post = 'fetch("http://10.10.0.3:8080/v1/visits", { method: "POST" }).then((r) => r.text()).then((t) => process.stdout.write(t))';
-    const direct = JSON.parse((await host.docker(["exec", "synaxic-replica-1-app", "node", "-e", post], { allowFail: true })).stdout || "{}") as { mode?: string; sqlState?: string };
+    const direct = JSON.parse((await host.docker(["exec", await appContainer("replica-1"), "node", "-e", post], { allowFail: true })).stdout || "{}") as { mode?: string; sqlState?: string };
     expect(direct).toMatchObject({ mode: "read", sqlState: "25006" });
   });
 
@@ -93,7 +101,7 @@ describe("the local fleet on one Docker engine (npm run up:local / down:local)",
     const host = tier.rig.host("docker-host");
     const state = async () => {
       const tags = (await host.docker(["image", "ls", "--format", "{{.Repository}}:{{.Tag}}", "synaxic-standin-app"])).stdout.trim().split("\n").filter(Boolean);
-      const apps = await Promise.all(["synaxic-main-app", "synaxic-replica-1-app"].map(async (c) => (await host.docker(["inspect", "--format", "{{.Id}} {{.Image}}", c])).stdout.trim()));
+      const apps = await Promise.all(["main", "replica-1"].map(async (h) => (await host.docker(["inspect", "--format", "{{.Id}} {{.Image}}", await appContainer(h)])).stdout.trim()));
       return { tags, apps };
     };
     const up = async (...extra: string[]) => {
