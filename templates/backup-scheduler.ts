@@ -497,6 +497,9 @@ drill_leftovers() {
 # The steps; on failure DRILL_REASON says which.
 drill_steps() {
   local info status label size stop avail need out rc
+  # gosu keeps the working directory, and psql and pg_ctl as postgres must be
+  # able to enter it (psql prints "could not change directory" otherwise).
+  cd /
   # The newest backup, from pgBackRest's JSON: jsonWriteVar (src/common/type/json.c, release/2.45 as today) writes an
   # object's keys sorted, so a backup's info.size (info's last key) is followed by its label, and its timestamp by its
   # type; the backup list is oldest first.
