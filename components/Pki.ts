@@ -69,6 +69,13 @@ export class Pki extends pulumi.ComponentResource {
     this.caNotAfter = ca.validityEndTime;
 
     const validity = args.serverValidityHours ?? 24 * 365;
+    /** A certificate the fleet's CA signs for a request, for the given uses only. */
+    const sign = (base: string, certRequestPem: pulumi.Input<string>, allowedUses: string[]) =>
+      new tls.LocallySignedCert(
+        `${base}-cert`,
+        { certRequestPem, caPrivateKeyPem: caKey.privateKeyPem, caCertPem: ca.certPem, validityPeriodHours: validity, earlyRenewalHours: 24 * 30, allowedUses },
+        parent,
+      );
     this.certs = {};
     for (const host of args.hosts) {
       const issue = (service: "postgres" | "redis" | "exporters"): ServerCert => {
@@ -91,19 +98,8 @@ export class Pki extends pulumi.ComponentResource {
           },
           parent,
         );
-        const cert = new tls.LocallySignedCert(
-          `${base}-cert`,
-          {
-            certRequestPem: csr.certRequestPem,
-            caPrivateKeyPem: caKey.privateKeyPem,
-            caCertPem: ca.certPem,
-            validityPeriodHours: validity,
-            earlyRenewalHours: 24 * 30,
-            // The exporters' certificate serves them and nothing else.
-            allowedUses: service === "exporters" ? ["digital_signature", "server_auth"] : ["digital_signature", "key_encipherment", "server_auth", "client_auth"],
-          },
-          parent,
-        );
+        // The exporters' certificate serves them and nothing else.
+        const cert = sign(base, csr.certRequestPem, service === "exporters" ? ["digital_signature", "server_auth"] : ["digital_signature", "key_encipherment", "server_auth", "client_auth"]);
         return { certPem: cert.certPem, keyPem: pulumi.secret(key.privateKeyPem), notAfter: cert.validityEndTime };
       };
       this.certs[host.hostName] = { postgres: issue("postgres"), redis: issue("redis"), exporters: issue("exporters") };
@@ -115,18 +111,7 @@ export class Pki extends pulumi.ComponentResource {
       const base = `${name}-${hostName}-prometheus`;
       const key = new tls.PrivateKey(`${base}-key`, { algorithm: "ECDSA", ecdsaCurve: "P256" }, parent);
       const csr = new tls.CertRequest(`${base}-csr`, { privateKeyPem: key.privateKeyPem, subject: { commonName: `prometheus.${hostName}`, organization: "Synaxic" } }, parent);
-      const cert = new tls.LocallySignedCert(
-        `${base}-cert`,
-        {
-          certRequestPem: csr.certRequestPem,
-          caPrivateKeyPem: caKey.privateKeyPem,
-          caCertPem: ca.certPem,
-          validityPeriodHours: validity,
-          earlyRenewalHours: 24 * 30,
-          allowedUses: ["digital_signature", "client_auth"],
-        },
-        parent,
-      );
+      const cert = sign(base, csr.certRequestPem, ["digital_signature", "client_auth"]);
       this.prometheusClients[hostName] = { certPem: cert.certPem, keyPem: pulumi.secret(key.privateKeyPem), notAfter: cert.validityEndTime };
     }
 

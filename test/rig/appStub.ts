@@ -68,17 +68,8 @@ export class AppStub {
   }
 
   /** Kills the stub at once (SIGKILL), as if the app crashed, and waits for it to be gone. */
-  async kill(): Promise<void> {
-    const proc = this.proc;
-    this.proc = undefined;
-    if (!proc?.pid || proc.exitCode !== null || proc.signalCode !== null) return;
-    const gone = new Promise<void>((resolve) => proc.once("exit", () => resolve()));
-    try {
-      process.kill(-proc.pid, "SIGKILL");
-    } catch {
-      return;
-    }
-    await gone;
+  kill(): Promise<void> {
+    return this.signal("SIGKILL");
   }
 
   /**
@@ -86,13 +77,17 @@ export class AppStub {
    * the requests it has, closes its connections and exits
    * (appStub.server.mjs). Waits for the exit.
    */
-  async terminate(): Promise<void> {
+  terminate(): Promise<void> {
+    return this.signal("SIGTERM");
+  }
+
+  private async signal(sig: NodeJS.Signals): Promise<void> {
     const proc = this.proc;
     this.proc = undefined;
     if (!proc?.pid || proc.exitCode !== null || proc.signalCode !== null) return;
     const gone = new Promise<void>((resolve) => proc.once("exit", () => resolve()));
     try {
-      process.kill(-proc.pid, "SIGTERM");
+      process.kill(-proc.pid, sig);
     } catch {
       return;
     }
