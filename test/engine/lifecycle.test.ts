@@ -65,7 +65,7 @@ describe("a fleet of main and two replicas on the real engine", () => {
     await initControlStack(co, rig, controlConfig(["main", "replica-1", "replica-2"]));
     await co.up("control");
     expect((await co.outputs("control")).control).toEqual({ version: 1, primary: "main", generation: 0, previousPrimary: null, fenced: {} });
-    await initStack(co, rig, "main", mainConfig(rig, ["replica-1", "replica-2"]));
+    await initStack(co, rig, "main", { ...mainConfig(rig, ["replica-1", "replica-2"]), monitoringReplica: "replica-2" });
     const steps = await co.previewChanges("main");
     expect(steps.every((s) => s.op === "create")).toBe(true);
     expect(steps.filter((s) => s.type === "docker:index/container:Container").length).toBeGreaterThanOrEqual(8);
@@ -102,24 +102,42 @@ describe("a fleet of main and two replicas on the real engine", () => {
     }
   });
 
-  it("monitoring: main's Prometheus scrapes every host's exporters over TLS with its client certificate; a plain or certificate-less request gets no metrics", async () => {
+  it("monitoring on main and on the monitoring replica (replica-2): each Prometheus scrapes every host's exporters over TLS with its client certificate, the two Alertmanagers form one cluster; a plain or certificate-less request gets no metrics", async () => {
     const main = rig.host("main");
     type Target = { scrapePool: string; scrapeUrl: string; health: string; lastError: string; labels: Record<string, string> };
     const jobs = ["node", "postgres", "redis"];
-    let seen = "";
-    await waitFor(
-      "every exporter target up over https",
-      async () => {
-        const out = (await main.exec(["curl", "-fsS", "--max-time", "5", "http://127.0.0.1:9090/api/v1/targets?state=active"], { allowFail: true })).stdout;
-        const targets = ((JSON.parse(out || "{}") as { data?: { activeTargets: Target[] } }).data?.activeTargets ?? []).filter((t) => jobs.includes(t.scrapePool));
-        seen = targets.map((t) => `${t.scrapePool} ${t.labels.host} ${t.health} ${t.lastError}`).join("\n");
-        return targets.length === jobs.length * 3 && targets.every((t) => t.health === "up" && t.scrapeUrl.startsWith("https://"));
-      },
-      120_000,
-      2000,
-    ).catch((e: unknown) => {
-      throw new Error(`${String(e)}\n${seen}`);
-    });
+    for (const h of [main, rig.host("replica-2")]) {
+      let seen = "";
+      await waitFor(
+        `${h.name}'s Prometheus: every exporter target up over https`,
+        async () => {
+          const out = (await h.exec(["curl", "-fsS", "--max-time", "5", "http://127.0.0.1:9090/api/v1/targets?state=active"], { allowFail: true })).stdout;
+          const targets = ((JSON.parse(out || "{}") as { data?: { activeTargets: Target[] } }).data?.activeTargets ?? []).filter((t) => jobs.includes(t.scrapePool));
+          seen = targets.map((t) => `${t.scrapePool} ${t.labels.host} ${t.health} ${t.lastError}`).join("\n");
+          return targets.length === jobs.length * 3 && targets.every((t) => t.health === "up" && t.scrapeUrl.startsWith("https://"));
+        },
+        120_000,
+        2000,
+      ).catch((e: unknown) => {
+        throw new Error(`${String(e)}\n${seen}`);
+      });
+    }
+    // In a pair each Alertmanager listens on its private address and gossips with the other (templates/alertmanager.ts alertmanagerClusterFlags).
+    for (const h of [main, rig.host("replica-2")]) {
+      let seen = "";
+      await waitFor(
+        `${h.name}'s Alertmanager: a cluster of two, ready`,
+        async () => {
+          seen = (await h.exec(["curl", "-fsS", "--max-time", "5", `http://${h.ip}:9093/api/v2/status`], { allowFail: true })).stdout;
+          const c = (JSON.parse(seen || "{}") as { cluster?: { status: string; peers?: unknown[] } }).cluster;
+          return c?.status === "ready" && c.peers?.length === 2;
+        },
+        120_000,
+        2000,
+      ).catch((e: unknown) => {
+        throw new Error(`${String(e)}\n${seen}`);
+      });
+    }
     const ip = rig.host("replica-1").ip;
     const plain = await main.exec(["curl", "-sS", "--max-time", "5", `http://${ip}:9100/metrics`], { allowFail: true });
     expect(plain.stdout).not.toMatch(/^node_/m);
@@ -148,6 +166,20 @@ describe("a fleet of main and two replicas on the real engine", () => {
     expect(await textfile("main")).not.toMatch(/backup-full/);
     const archiver = await psql(main, "SELECT archived_count > 0 AND (last_failed_time IS NULL OR last_failed_time < last_archived_time) FROM pg_stat_archiver");
     expect(archiver).toBe("t");
+  });
+
+  it("a restore drill on demand in replica-1's scheduler container (docker exec ... synaxic-backup-scheduler drill, as the runbook says): the newest backup restores into a throwaway server that answers, the textfile says so, the scratch directory is gone, and the fleet's standby kept streaming", async () => {
+    const r1 = rig.host("replica-1");
+    const drill = await r1.docker(["exec", "synaxic-replica-1-backup", "synaxic-backup-scheduler", "drill"], { allowFail: true, timeoutMs: 600_000 });
+    expect(drill.code, `${drill.stdout}\n${drill.stderr}`).toBe(0);
+    const prom = (await r1.exec(["cat", "/etc/synaxic/replica-1/node-exporter/pgbackrest.prom"])).stdout;
+    expect(prom).toMatch(/^synaxic_backup_last_result_success\{operation="drill"\} 1$/m);
+    expect(prom).toMatch(/^synaxic_backup_drill_backup_timestamp_seconds\{label="\d{8}-\d{6}F[^"]*"\} \d+$/m);
+    expect(prom).not.toMatch(/^synaxic_backup_drill_failure_info/m);
+    // Each drill removes its scratch directory (lib/backup.ts DRILL_SCRATCH_DIR) and stops its throwaway server (cluster_name synaxic-drill shows in its process titles).
+    const left = await r1.docker(["exec", "synaxic-replica-1-backup", "sh", "-c", "ls -A /var/lib/synaxic-backup/drill 2>/dev/null | wc -l; cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' ' | grep -c '[s]ynaxic-drill' || true"]);
+    expect(left.stdout.trim().split("\n").map(Number)).toEqual([0, 0]);
+    expect(await psql(rig.host("main"), "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")).toBe("2");
   });
 
   it("every service container stops with a grace period and runs within its memory limit, and the Docker client reused one SSH connection per host", async () => {
