@@ -6,10 +6,10 @@
  * open throughout; new connections show which passwords are accepted when.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { spawn, type ChildProcess } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { TestNet, waitFor, type Host } from "../rig/net";
+import { TestNet, type Host } from "../rig/net";
+import { PipeSession, psqlBackend, redisEcho } from "../rig/session";
 import { makeCa, type TestCa } from "../rig/pki";
 import { PgCluster, PgNode, startPrimaryWithRoles } from "../rig/postgres";
 import { randomRedisUsers, redisCli, RedisServer } from "../rig/redis";
@@ -17,40 +17,6 @@ import { psqlScriptArgv, renderRolesSql } from "../../templates/postgres-sql";
 import { renderPgpass } from "../../templates/postgres-hba";
 import { renderRedisAcl, renderRedisConf } from "../../templates/redis";
 import { renderRedisUsersScript } from "../../templates/redis-users";
-
-/** A long-lived client process in a host's namespace, fed on stdin, read line by line. */
-class Session {
-  private lines: string[] = [];
-  private partial = "";
-  readonly proc: ChildProcess;
-  constructor(host: Host, argv: string[], env: Record<string, string> = {}) {
-    this.proc = spawn("ip", ["netns", "exec", host.ns, ...argv], { stdio: ["pipe", "pipe", "pipe"], env: { ...process.env, ...env } });
-    host.net.procs.push(this.proc);
-    const take = (d: Buffer) => {
-      const all = this.partial + d.toString();
-      const parts = all.split("\n");
-      this.partial = parts.pop()!;
-      this.lines.push(...parts);
-    };
-    this.proc.stdout!.on("data", take);
-    this.proc.stderr!.on("data", take);
-    this.proc.stdin!.on("error", () => undefined);
-  }
-  get alive(): boolean {
-    return this.proc.exitCode === null && this.proc.signalCode === null;
-  }
-  /** Sends `input` and waits for a line matching `until`; returns the lines seen since. */
-  async ask(input: string, until: RegExp, timeoutMs = 10_000): Promise<string[]> {
-    const from = this.lines.length;
-    this.proc.stdin!.write(input);
-    await waitFor(`a line matching ${until} (got ${JSON.stringify(this.lines.slice(from))})`, async () => this.lines.slice(from).some((l) => until.test(l)), timeoutMs, 20);
-    return this.lines.slice(from);
-  }
-  close(): void {
-    this.proc.stdin!.end();
-    this.proc.kill("SIGKILL");
-  }
-}
 
 let net: TestNet;
 let ca: TestCa;
@@ -71,7 +37,7 @@ afterAll(async () => {
 describe("postgresApp: the roles step with a new password, under a client already connected", () => {
   let cluster: PgCluster;
   let primary: PgNode;
-  let session: Session;
+  let session: PipeSession;
   const passfile = (name: string, password: string) => {
     const file = join(net.mkdir(`pgpass-${name}`), "pgpass");
     writeFileSync(file, renderPgpass([{ host: "*", port: "*", user: cluster.roles.app.name, password }]), { mode: 0o600 });
@@ -80,11 +46,7 @@ describe("postgresApp: the roles step with a new password, under a client alread
   const connectWith = (file: string) => cluster.remotePsql(app, cluster.conninfo(primary, { passfile: file }), "SELECT current_user;", { allowFail: true });
   let oldFile: string;
   let seq = 0;
-  const query = async () => {
-    const n = ++seq;
-    const out = await session.ask(`SELECT 'alive:' || current_user || ':' || pg_backend_pid();\n\\echo @@${n}\n`, new RegExp(`^@@${n}$`));
-    return out.find((l) => l.startsWith("alive:"));
-  };
+  const query = () => psqlBackend(session, String(++seq));
 
   beforeAll(async () => {
     cluster = new PgCluster({ net, ca, dbHosts: [db], appHosts: [app], exporterHosts: [] });
@@ -92,7 +54,7 @@ describe("postgresApp: the roles step with a new password, under a client alread
     await startPrimaryWithRoles(primary);
     oldFile = passfile("old", cluster.roles.app.password);
     // The running app's pooled connection: authenticated with the old password.
-    session = new Session(app, [join(cluster.bin, "psql"), "-X", "-q", "-A", "-t", "-d", cluster.conninfo(primary, { passfile: oldFile })]);
+    session = new PipeSession(["ip", "netns", "exec", app.ns, join(cluster.bin, "psql"), "-X", "-q", "-A", "-t", "-d", cluster.conninfo(primary, { passfile: oldFile })], {}, net.procs);
   }, 120_000);
 
   afterAll(() => session?.close());
@@ -128,7 +90,7 @@ describe("postgresApp: the roles step with a new password, under a client alread
 
 describe("redisApp: the users script's two-password window, under a client already connected", () => {
   let server: RedisServer;
-  let session: Session;
+  let session: PipeSession;
   const users = randomRedisUsers();
   const newApp = { ...users.app, password: `${users.app.password}-rotated`, pass: `${users.app.password}-rotated` };
   const target = () => server.target;
@@ -139,20 +101,18 @@ describe("redisApp: the users script's two-password window, under a client alrea
       allowFail: true,
     });
   let seq = 0;
-  const sessionPing = async () => {
-    const n = ++seq;
-    const out = await session.ask(`ECHO alive-${n}\n`, new RegExp(`^alive-${n}$|ERR|WRONGPASS|NOAUTH|closed|refused`));
-    return out.includes(`alive-${n}`);
-  };
+  const sessionPing = () => redisEcho(session, `alive-${++seq}`);
 
   beforeAll(async () => {
     const cert = ca.issue("rot-redis", [db.ip, "127.0.0.1"]);
     server = RedisServer.create(net, db, "rot", { caPem: ca.certPem, certPem: cert.certPem, keyPem: cert.keyPem });
     await server.start(renderRedisConf({ role: "master", bind: [db.ip, "127.0.0.1"], ...server.paths }), renderRedisAcl(users));
     // The running app's connection (Redisson keeps its connections open): authenticated with the old password.
-    session = new Session(app, ["redis-cli", "--tls", "--cacert", server.caFile, "-h", db.ip, "-p", String(server.target.port), "--user", users.app.name, "--no-auth-warning"], {
-      REDISCLI_AUTH: users.app.password,
-    });
+    session = new PipeSession(
+      ["ip", "netns", "exec", app.ns, "redis-cli", "--tls", "--cacert", server.caFile, "-h", db.ip, "-p", String(server.target.port), "--user", users.app.name, "--no-auth-warning"],
+      { REDISCLI_AUTH: users.app.password },
+      net.procs,
+    );
     expect(await sessionPing()).toBe(true);
   }, 60_000);
 
@@ -209,7 +169,6 @@ describe("redisApp: the users script's two-password window, under a client alrea
     const load = await redisCli(app, target(), ["ACL", "LOAD"], { auth: { user: users.admin.name, pass: users.admin.password } });
     expect(load.out).toBe("OK");
     // Redis 7.0 frees the old users and disconnects their clients; redis-cli's reconnect authenticates with the old password and is refused.
-    const after = await session.ask(`ECHO after-load\n`, /after-load|WRONGPASS|AUTH failed|closed|Error/);
-    expect(after.join("\n")).not.toMatch(/^after-load$/m);
+    expect(await redisEcho(session, "after-load")).toBe(false);
   });
 });
