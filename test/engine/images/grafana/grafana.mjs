@@ -7,6 +7,9 @@
 //   environment variables (GF_SERVER_HTTP_ADDR, GF_SERVER_HTTP_PORT,
 //   GF_SECURITY_ADMIN_USER, GF_SECURITY_ADMIN_PASSWORD (or __FILE),
 //   GF_AUTH_ANONYMOUS_ENABLED, GF_USERS_ALLOW_SIGN_UP, GF_PATHS_*);
+// - the admin password from those settings on the first start only (its
+//   hash kept in the state file, as Grafana keeps it in its database), and
+//   `grafana cli admin reset-admin-password --password-from-stdin` to change it;
 // - the data directory must be writable (it keeps a small state file there),
 //   or it exits non-zero as Grafana does when it cannot open its database;
 // - every *.yaml/*.yml file under the provisioning directory (datasources,
