@@ -6,7 +6,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as hcloud from "@pulumi/hcloud";
 import { LOOPBACK } from "../lib/addresses";
-import { sizeToMB, type MainConfig, type StackConfig, type VpsHostConfig } from "../lib/config";
+import { ConfigError, sizeToMB, type MainConfig, type StackConfig, type VpsHostConfig } from "../lib/config";
 import type { HostContext } from "../lib/hostContext";
 import { resolveHetznerHost } from "../lib/hetzner";
 import { hostMemoryBudget, memoryBudget } from "../lib/memory";
@@ -29,7 +29,6 @@ import { EXPORTER_SCRAPE_USER } from "../templates/exporter-web";
 import type { FleetInfo, ReplicaCredentials } from "../lib/fleetOutputs";
 import { fencedAddresses, hostAccessOutputs, readControl } from "./control";
 import { rotationLoweredError } from "../lib/passwordRotation";
-import { ConfigError } from "../lib/config";
 
 /** The main stack on a VPS (Hetzner or an existing server). */
 export async function mainStack(config: MainConfig & StackConfig) {
