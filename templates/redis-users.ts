@@ -76,7 +76,7 @@ export function renderRedisUsersScript(mode: RedisUsersMode, target: RedisUsersT
           'cmds=$(printf \'%s\\n\' "$lines" | while read -r kw user rules; do',
           '  if [ -n "$(cli ACL GETUSER "$user" </dev/null)" ]; then',
           '    h=""; for w in $rules; do case "$w" in "#"*) h="$h $w" ;; esac; done',
-          '    [ -n "$h" ] && echo "ACL SETUSER $user$h"',
+          '    if [ -n "$h" ]; then echo "ACL SETUSER $user$h"; fi',
           "  else",
           '    echo "ACL SETUSER $user $rules"',
           "  fi",

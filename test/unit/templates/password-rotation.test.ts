@@ -20,7 +20,7 @@ describe("renderRedisUsersScript", () => {
 
   it("add only adds password hashes to users that exist, and creates the others whole; sync resets every user to its line and deletes the rest", () => {
     const add = renderRedisUsersScript("add", target);
-    expect(add).toContain('echo "ACL SETUSER $user$h"');
+    expect(add).toContain('then echo "ACL SETUSER $user$h"; fi');
     expect(add).not.toContain("DELUSER");
     const sync = renderRedisUsersScript("sync", target);
     expect(sync).toContain('echo "ACL SETUSER $user $rules"');
