@@ -325,8 +325,6 @@ export function buildMain(
       replicas: cfg.replicas,
       scrape: { caPem: pki.caCertPem, certPem: pki.prometheusClients.main!.certPem, keyPem: pki.prometheusClients.main!.keyPem, username: EXPORTER_SCRAPE_USER, password: pw.exporterScrape },
       grafanaAdminPassword: pw.grafanaAdmin,
-      // What checkRotationNotLowered compares the next run's counters with.
-      passwordRotation: cfg.passwordRotation,
       deleteDataOnDestroy: cfg.deleteDataOnDestroy,
     },
     { ...docker, dependsOn: [exporters] },
@@ -394,6 +392,8 @@ export function buildMain(
       slots: postgres instanceof PostgresMaster ? postgres.slotNames : {},
       postgresMode: postgres instanceof PostgresMaster ? "primary" : postgres.mode,
       grafanaAdminPassword: pw.grafanaAdmin,
+      // What checkRotationNotLowered compares the next run's counters with.
+      passwordRotation: cfg.passwordRotation,
       // A promoted replica's balancer serves the same certificate: browsers that saw this one's HSTS header accept nothing less.
       ...(cfg.httpsCertificate && cfg.secrets.httpsPrivateKey ? { balancerHttps: pulumi.secret({ certPem: cfg.httpsCertificate, keyPem: cfg.secrets.httpsPrivateKey }) } : {}),
       balancerConfig: balancer.config,
