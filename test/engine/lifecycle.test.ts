@@ -303,6 +303,8 @@ describe("a fleet of main and two replicas on the real engine", () => {
       expect(backend).toMatch(/^alive:synaxic:\d+$/);
       expect(await redisEcho(redisSession, "before")).toBe(true);
 
+      // The rig's app stand-in talks to neither server, so the load measures the deploy the rotation causes
+      // (new slot, balancer, retirement); the sessions above stand for the app's pooled connections.
       const load = balancerLoad(main, "/v1/engine-rotate");
       await waitFor("requests through the balancer", async () => load.tally.ok >= 50, 30_000, 200);
       expect(load.tally.failed, "before the rotation").toEqual([]);
@@ -344,7 +346,8 @@ describe("a fleet of main and two replicas on the real engine", () => {
         expect(refused.stderr).toMatch(/password authentication failed for user "synaxic"/);
         expect((await pgLogin(h, now.postgresApp!)).stdout.trim()).toBe("synaxic");
       }
-      expect(`${(await redisLogin(main, old.redisApp!)).stdout}${(await redisLogin(main, old.redisApp!)).stderr}`).toMatch(/WRONGPASS|AUTH failed/);
+      const oldRedis = await redisLogin(main, old.redisApp!);
+      expect(`${oldRedis.stdout}${oldRedis.stderr}`).toMatch(/WRONGPASS|AUTH failed/);
       expect((await redisLogin(main, now.redisApp!)).stdout.trim()).toBe("PONG");
       // A raised counter cannot go back down.
       co.writeConfig("main", { passwordRotation: { postgresApp: 0, redisApp: 1 } });
