@@ -12,7 +12,8 @@ import { join } from "node:path";
 import type { Checkout, Engine } from "./engine";
 import { startTier, stopTier, type Tier } from "./tier";
 import type { EngineRig } from "./hosts";
-import { controlConfig, initControlStack, initStack, mainConfig, psql, recoverInterrupted, replicaConfig, statusCommand } from "./fleet";
+import { balancerLoad, controlConfig, initControlStack, initStack, mainConfig, psql, recoverInterrupted, replicaConfig, statusCommand } from "./fleet";
+import { PipeSession, psqlBackend, redisEcho } from "../rig/session";
 import { waitFor } from "../rig/net";
 import { makeCa } from "../rig/pki";
 import { S3StandIn } from "../rig/s3";
@@ -285,6 +286,78 @@ describe("a fleet of main and two replicas on the real engine", () => {
     expect(tally.ok).toBeGreaterThan(300);
     // The balancer's writes go to the new slot.
     expect((await main.exec(["grep", "-c", `server ${main.ip}:8081 `, "/etc/synaxic/main/nginx/nginx.conf"])).stdout.trim()).not.toBe("0");
+  });
+
+  it("rotating postgresApp and redisApp (passwordRotation) under reads and writes: no request fails, connections opened with the old passwords keep working, and afterwards a new connection with an old password is refused", async () => {
+    const main = rig.host("main");
+    const creds = async () => (await co.outputs("main", true)).replicaCredentials as Record<string, string>;
+    const old = await creds();
+    // Connections the running app holds: opened with the old passwords, kept open throughout (as HikariCP's and Redisson's pools do).
+    const dockerOn = (h: typeof main) => ["docker", "-H", `unix://${h.dockerSocket}`];
+    const pgConn = "host=127.0.0.1 port=5432 dbname=synaxic user=synaxic sslmode=require connect_timeout=5";
+    const pgSession = new PipeSession([...dockerOn(main), "exec", "-i", "-e", "PGPASSWORD", "synaxic-main-postgres", "psql", "-X", "-q", "-A", "-t", "-d", pgConn], { PGPASSWORD: old.postgresApp! });
+    const redisCli = ["redis-cli", "--tls", "--cacert", "/etc/synaxic/tls/ca.crt", "-h", "127.0.0.1", "-p", "6380", "--user", "synaxic", "--no-auth-warning"];
+    const redisSession = new PipeSession([...dockerOn(main), "exec", "-i", "-e", "REDISCLI_AUTH", "synaxic-main-redis", ...redisCli], { REDISCLI_AUTH: old.redisApp! });
+    try {
+      const backend = await psqlBackend(pgSession, "before");
+      expect(backend).toMatch(/^alive:synaxic:\d+$/);
+      expect(await redisEcho(redisSession, "before")).toBe(true);
+
+      // The rig's app stand-in talks to neither server, so the load measures the deploy the rotation causes
+      // (new slot, balancer, retirement); the sessions above stand for the app's pooled connections.
+      const load = balancerLoad(main, "/v1/engine-rotate");
+      await waitFor("requests through the balancer", async () => load.tally.ok >= 50, 30_000, 200);
+      expect(load.tally.failed, "before the rotation").toEqual([]);
+
+      co.writeConfig("main", { passwordRotation: { postgresApp: 1, redisApp: 1 } });
+      const steps = (await co.previewChanges("main")).map((s) => `${s.op} ${s.urn.split("::").pop()}`);
+      // Only those two passwords are new; neither PostgreSQL nor Redis restarts.
+      expect(steps.filter((s) => /^\S+ fleet-/.test(s)).sort()).toEqual(["replace fleet-postgresApp", "replace fleet-redisApp"]);
+      expect(steps.filter((s) => /(postgres|redis)-container$/.test(s))).toEqual([]);
+      expect(steps).toEqual(expect.arrayContaining(["update postgres-roles", "update redis-acl", "update redis-users-add", "update redis-users-sync", "replace app-container"]));
+      const started = Date.now();
+      await co.up("main");
+      const mainTook = Date.now() - started;
+      // Between main's up and the replicas': the sessions opened before are still served.
+      expect(await psqlBackend(pgSession, "between")).toBe(backend);
+      expect(await redisEcho(redisSession, "between")).toBe(true);
+      await eachStack(["replica-1", "replica-2"], async (r) => void (await co.up(r)));
+      await new Promise((r) => setTimeout(r, 2000));
+      await load.stop();
+      process.stdout.write(`[engine] postgresApp + redisApp rotation under load: ${load.tally.ok} requests answered, ${load.tally.failed.length} failed; pulumi up -s main took ${(mainTook / 1000).toFixed(1)} s\n`);
+      expect(load.tally.failed.slice(0, 10)).toEqual([]);
+      expect(load.tally.ok).toBeGreaterThan(100);
+
+      expect(await psqlBackend(pgSession, "after")).toBe(backend);
+      expect(await redisEcho(redisSession, "after")).toBe(true);
+
+      const now = await creds();
+      expect(now.postgresApp).not.toBe(old.postgresApp);
+      expect(now.redisApp).not.toBe(old.redisApp);
+      expect(now.postgresReplication).toBe(old.postgresReplication);
+      expect(now.redisAdmin).toBe(old.redisAdmin);
+      const pgLogin = (h: typeof main, pw: string) =>
+        h.docker(["exec", "-i", "-e", "PGPASSWORD", `synaxic-${h.name}-postgres`, "psql", "-X", "-At", "-d", pgConn, "-c", "SELECT current_user"], { env: { PGPASSWORD: pw }, allowFail: true });
+      const redisLogin = (h: typeof main, pw: string) => h.docker(["exec", "-i", "-e", "REDISCLI_AUTH", `synaxic-${h.name}-redis`, ...redisCli, "PING"], { env: { REDISCLI_AUTH: pw }, allowFail: true });
+      // The primary, and a standby (the role's new password came with the WAL).
+      for (const h of [main, rig.host("replica-1")]) {
+        const refused = await pgLogin(h, old.postgresApp!);
+        expect(refused.code, h.name).not.toBe(0);
+        expect(refused.stderr).toMatch(/password authentication failed for user "synaxic"/);
+        expect((await pgLogin(h, now.postgresApp!)).stdout.trim()).toBe("synaxic");
+      }
+      const oldRedis = await redisLogin(main, old.redisApp!);
+      expect(`${oldRedis.stdout}${oldRedis.stderr}`).toMatch(/WRONGPASS|AUTH failed/);
+      expect((await redisLogin(main, now.redisApp!)).stdout.trim()).toBe("PONG");
+      // A raised counter cannot go back down.
+      co.writeConfig("main", { passwordRotation: { postgresApp: 0, redisApp: 1 } });
+      const lowered = await co.pulumi(["preview", "--stack", "main", "--non-interactive"], { allowFail: true });
+      expect(`${lowered.stdout}${lowered.stderr}`).toMatch(/synaxic:passwordRotation\[postgresApp\]: got 0; this stack last deployed 1/);
+      co.writeConfig("main", { passwordRotation: { postgresApp: 1, redisApp: 1 } });
+    } finally {
+      pgSession.close();
+      redisSession.close();
+    }
   });
 
   it("a second preview of every stack shows no changes, and passes the repository's policy pack as the CLI runs it", async () => {
