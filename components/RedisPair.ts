@@ -119,9 +119,15 @@ export class RedisPair extends pulumi.ComponentResource {
     // users.acl is a file on the host, mounted read-only: a new password
     // changes the file and the running server (the users steps below), and
     // never re-creates the container, which would cut every client off.
+    // A local stack run by a user other than root cannot hand a host file
+    // to Redis's user (hostFile's chown needs root), so there the file is an
+    // upload into the container, which a password change re-creates.
     const aclDir = `${args.hostName}/redis-acl`;
-    const aclFile = hostFile(`${name}-acl`, args.shell, { path: `${aclDir}/users.acl`, content: acl, mode: "0600", owner: `${REDIS_CONTAINER_UID}:${REDIS_CONTAINER_GID}`, timeoutSeconds: args.timeoutSeconds }, parent);
-    dependsOn.push(aclFile);
+    const aclOnHost = args.shell.kind !== "local";
+    const aclFile = aclOnHost
+      ? hostFile(`${name}-acl`, args.shell, { path: `${aclDir}/users.acl`, content: acl, mode: "0600", owner: `${REDIS_CONTAINER_UID}:${REDIS_CONTAINER_GID}`, timeoutSeconds: args.timeoutSeconds }, parent)
+      : undefined;
+    if (aclFile) dependsOn.push(aclFile);
 
     // Promotion: REPLICAOF NO ONE on the running replica first, so that it
     // keeps serving its data as a master; the container below is then
@@ -155,8 +161,9 @@ export class RedisPair extends pulumi.ComponentResource {
         command: ["redis-server", P.conf],
         ...baseContainer(args.networkMode),
         volumes: [{ volumeName: volume.name, containerPath: P.dataDir }],
-        mounts: [{ type: "bind", source: hostPath(args.shell, aclDir), target: REDIS_ACL_DIR, readOnly: true }],
+        mounts: aclOnHost ? [{ type: "bind", source: hostPath(args.shell, aclDir), target: REDIS_ACL_DIR, readOnly: true }] : [],
         uploads: [
+          ...(aclOnHost ? [] : [upload(REDIS_ACL_FILE, acl, "0600", REDIS_CONTAINER_UID, REDIS_CONTAINER_GID)]),
           upload(P.conf, conf, "0600", REDIS_CONTAINER_UID, REDIS_CONTAINER_GID),
           upload(P.certFile, args.tls.certPem, "0644", REDIS_CONTAINER_UID, REDIS_CONTAINER_GID),
           upload(P.keyFile, args.tls.keyPem, "0600", REDIS_CONTAINER_UID, REDIS_CONTAINER_GID),
@@ -194,7 +201,7 @@ export class RedisPair extends pulumi.ComponentResource {
         },
         opts,
       );
-    this.usersAdded = this.usersStep("add", { ...parent, dependsOn: [this.container, aclFile] });
+    this.usersAdded = this.usersStep("add", { ...parent, dependsOn: [this.container, ...(aclFile ? [aclFile] : [])] });
 
     this.registerOutputs({ containerName: this.containerName, address: this.address, port: this.port, role: this.role });
   }
