@@ -6,7 +6,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as hcloud from "@pulumi/hcloud";
 import { LOOPBACK } from "../lib/addresses";
-import { sizeToMB, type MainConfig, type StackConfig, type VpsHostConfig } from "../lib/config";
+import { ConfigError, sizeToMB, type MainConfig, type StackConfig, type VpsHostConfig } from "../lib/config";
 import type { HostContext } from "../lib/hostContext";
 import { resolveHetznerHost } from "../lib/hetzner";
 import { hostMemoryBudget, memoryBudget } from "../lib/memory";
@@ -47,6 +47,9 @@ export async function mainStack(config: MainConfig & StackConfig) {
         }
       : {}),
   };
+  if (cfg.restore && cfg.followPrimary) {
+    throw new ConfigError("backupRestore", `is set while the control stack names ${JSON.stringify(cfg.followPrimary)} as primary and the main host follows it; a restore brings back the primary, so restore on the host that is the primary`);
+  }
   // A host too small for the fleet is refused before anything is declared.
   hostMemoryBudget("main", vps);
   let networkId: pulumi.Output<number> | undefined;
@@ -157,6 +160,8 @@ export function buildMain(
     maxReplicationSlots: facts.postgres.maxReplicationSlots,
     maxSlotWalKeepSizeMB: facts.maxSlotWalKeepSizeMB,
     walKeepSizeMB: facts.walKeepSizeMB,
+    // Named on every server, the primary's commits wait for one of the others (whichever host is primary).
+    ...(cfg.synchronousReplication === "any1" ? { synchronousStandbys: cfg.replicas.map((r) => r.name) } : {}),
     tls: { ...mainCerts.postgres, caPem: pki.caCertPem },
     volumeName: pgData.name,
   };
@@ -418,6 +423,7 @@ export function fleetFacts(cfg: MainConfig, hetzner: HetznerFacts | null) {
       primaryTune: { memoryMiB: memoryBudget("main", cfg.host.memoryMiB).postgresMiB, cpus: cfg.host.cpus, maxConnections: cfg.maxConnections },
       maxWalSenders: Math.max(10, cfg.replicas.length * 2 + 2),
       maxReplicationSlots: Math.max(10, cfg.replicas.length + 2),
+      synchronousReplication: cfg.synchronousReplication,
     },
     replicas: cfg.replicas,
     monitoring: monitoringFacts(cfg),

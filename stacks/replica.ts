@@ -196,6 +196,8 @@ export function buildReplica(
       maxReplicationSlots: fleet.postgres.maxReplicationSlots,
       maxSlotWalKeepSizeMB: fleet.maxSlotWalKeepSizeMB,
       walKeepSizeMB: fleet.walKeepSizeMB,
+      // Once promoted, this server's commits wait for one of the others (synchronousReplication any1).
+      ...(fleet.postgres.synchronousReplication === "any1" ? { synchronousStandbys: others.map((r) => r.name) } : {}),
       after,
       primary: { host: primary.privateIp, port: ports.postgres },
       slotName: me.slotName,
