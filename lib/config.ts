@@ -13,6 +13,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { isIPv4 } from "node:net";
 import { X509Certificate } from "node:crypto";
 import { z } from "zod";
+import { FENCE_METHODS, type FenceMethod } from "./controlInfo";
 import { replicaSlotName } from "../templates/postgres-sql";
 import { BACKUP_DRILL_DEFAULTS } from "../templates/backup-scheduler";
 import { ALERTMANAGER_PEER_TIMEOUT_SECONDS } from "../templates/alertmanager";
@@ -129,21 +130,8 @@ export const DEFAULT_IMAGES = {
   redisExporterImage: "oliver006/redis_exporter:v1.45.0",
 } as const;
 
-/**
- * How a former primary was made harmless before another host took writes
- * (the `fence` key):
- * - stop: it is reachable; the control stack stops its writing app, Redis and
- *   PostgreSQL over SSH (in that order: no write is acknowledged after the app
- *   stops, and PostgreSQL's clean shutdown sends its last WAL to the connected
- *   standbys) and keeps them from restarting (templates/fence.ts);
- * - poweroff: a Hetzner server, reachable or not (during a network partition
- *   the operator's side still reaches Hetzner's API): powered off through the
- *   API, and the control stack waits until Hetzner reports the action done;
- * - acknowledged: an existing host that cannot be reached; the operator has
- *   made sure it is off (or cut off from every client) and says so.
- */
-export const FENCE_METHODS = ["stop", "poweroff", "acknowledged"] as const;
-export type FenceMethod = (typeof FENCE_METHODS)[number];
+// How a former primary was made harmless (the `fence` key): lib/controlInfo.ts.
+export { FENCE_METHODS, type FenceMethod } from "./controlInfo";
 
 const stackName = z.string().regex(/^([A-Za-z0-9_.-]+\/){0,2}[A-Za-z0-9_.-]+$/, { message: 'expected a stack name, e.g. "acme/synaxic/main"' });
 

@@ -63,7 +63,7 @@ async function fenceStep(cfg: ControlStackConfig, demotion: Demotion, generation
 /** What a host stack exports for the control stack (and the status command): how to reach the host, and the control state it was built under. */
 export function hostAccessOutputs(
   host: { publicAddress: pulumi.Output<string>; hostKey: pulumi.Output<string>; sshUser: string; sshPort: number; hetznerServerId?: pulumi.Output<number> },
-  controlled: { control: ControlInfo } | undefined,
+  controlled: { stack: string; control: ControlInfo } | undefined,
 ) {
   return {
     publicAddress: host.publicAddress,
@@ -71,7 +71,8 @@ export function hostAccessOutputs(
     sshUser: host.sshUser,
     sshPort: host.sshPort,
     ...(host.hetznerServerId ? { hetznerServerId: host.hetznerServerId } : {}),
-    ...(controlled ? { controlGeneration: controlled.control.generation, primary: controlled.control.primary } : {}),
+    // The status command finds the control stack from here, and tells a stack left at an older generation.
+    ...(controlled ? { controlStack: controlled.stack, controlGeneration: controlled.control.generation, primary: controlled.control.primary } : {}),
   };
 }
 
@@ -80,10 +81,10 @@ export function hostAccessOutputs(
  * (known at preview too), checked, and turned into the settings the host is
  * built from.
  */
-export async function readControl(controlStackName: string, hostName: string, fleetHosts: readonly string[]): Promise<{ control: ControlInfo; role: HostRole }> {
+export async function readControl(controlStackName: string, hostName: string, fleetHosts: readonly string[]): Promise<{ stack: string; control: ControlInfo; role: HostRole }> {
   const ref = new pulumi.StackReference("control", { name: controlStackName });
   const control = checkControlOutput(controlStackName, await ref.getOutputValue("control"));
-  return { control, role: hostRole(control, hostName, fleetHosts) };
+  return { stack: controlStackName, control, role: hostRole(control, hostName, fleetHosts) };
 }
 
 /**
