@@ -43,7 +43,7 @@ export async function mainStack(config: MainConfig & StackConfig) {
       ? {
           promote: controlled.role.promote,
           followPrimary: controlled.role.followPrimary,
-          rewindAddresses: fencedAddresses(controlled.control, "main", (h) => config.replicas.find((r) => r.name === h)?.privateIp),
+          rewindAddresses: fencedAddresses(controlled.control, "main", (h) => config.replicas.find((r) => r.name === h)?.privateIp, controlled.rejoined),
         }
       : {}),
   };
@@ -81,7 +81,7 @@ export async function mainStack(config: MainConfig & StackConfig) {
   const built = buildMain(cfg, host, hetzner);
   return {
     ...built.outputs,
-    ...hostAccessOutputs(host, controlled),
+    ...hostAccessOutputs(host, controlled, built.postgres instanceof PostgresReplica ? built.postgres : undefined),
     balancerUrl: pulumi.interpolate`${cfg.httpsCertificate ? "https" : "http"}://${host.publicAddress}${portSuffix(cfg)}`,
     grafanaTunnel: pulumi.interpolate`ssh -N -p ${host.sshPort} -L ${cfg.ports.grafana}:127.0.0.1:${cfg.ports.grafana} ${host.sshUser}@${host.publicAddress}  # then http://localhost:${cfg.ports.grafana}`,
     prometheusTunnel: pulumi.interpolate`ssh -N -p ${host.sshPort} -L ${cfg.ports.prometheus}:127.0.0.1:${cfg.ports.prometheus} ${host.sshUser}@${host.publicAddress}  # then http://localhost:${cfg.ports.prometheus}`,

@@ -64,7 +64,7 @@ export function evaluate(expect: FleetExpectation, facts: FleetFacts, t: Thresho
   // replicas (a replica whose stack says promoted no longer streams from it).
   // Under one, every other host streams from the recorded primary, except a
   // fenced former primary that is not back yet.
-  const followers = control ? members.filter((m) => m.name !== primary) : expect.replicas.filter((r) => r.postgresMode !== "promoted");
+  const followers: Member[] = control ? members.filter((m) => m.name !== primary) : expect.replicas.filter((r) => r.postgresMode !== "promoted");
   const hosts = [facts.main, ...facts.replicas];
   const factsOf = (name: string) => hosts.find((h) => h.name === name);
   const fencedAway = new Set(followers.filter((m) => fencedRecord(expect, m.name) && !backAsStandby(factsOf(m.name))).map((m) => m.name));
