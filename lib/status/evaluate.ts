@@ -88,18 +88,14 @@ export function evaluate(expect: FleetExpectation, facts: FleetFacts, t: Thresho
     if (!pg.ok && !pg.connection) add({ kind: "postgres-unavailable", host: host.name, message: `PostgreSQL did not answer: ${pg.error}` });
     if (pg.ok) {
       if (host.name === primary) primaryProblems(host.name, pg.value, standbys, slotHolders, expect, t, add);
-      else if (control) {
-        if (primaryMember) followerPgProblems(host.name, pg.value, primaryMember, control, t, add);
-      }
-      else replicaPgProblems(host.name, pg.value, r, expect, t, add);
+      else if (!control) replicaPgProblems(host.name, pg.value, r, expect, t, add);
+      else if (primaryMember) followerPgProblems(host.name, pg.value, primaryMember, control, t, add);
     }
     if (!redis.ok && !redis.connection) add({ kind: "redis-unavailable", host: host.name, message: `Redis did not answer: ${redis.error}` });
     if (redis.ok) {
       if (host.name === primary) redisMasterProblems(host.name, redis.value, redisReplicas, expect, facts, t, add);
-      else if (control) {
-        if (primaryMember) followerRedisProblems(host.name, redis.value, primaryMember, expect.redisPort, add);
-      }
-      else replicaRedisProblems(host.name, redis.value, r, expect, add);
+      else if (!control) replicaRedisProblems(host.name, redis.value, r, expect, add);
+      else if (primaryMember) followerRedisProblems(host.name, redis.value, primaryMember, expect.redisPort, add);
     }
     hostExtras(host, t, add);
   }
