@@ -11,6 +11,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { join } from "node:path";
+import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { TestNet, waitFor, type Host } from "../rig/net";
 import { makeCa } from "../rig/pki";
@@ -335,6 +336,9 @@ describe("status command against real servers", () => {
     // The fence (stop): main's Redis and PostgreSQL stop; the control stack records replica1 as primary, main fenced.
     await redis.get("main")!.stop();
     await main.stop("fast");
+    // Both standbys have what main wrote up to its shutdown checkpoint, so replica2 can follow replica1's new timeline.
+    const shutdownCheckpoint = /^Latest checkpoint location:\s*(\S+)$/m.exec(execFileSync(join(cluster.bin, "pg_controldata"), [main.dataDir], { encoding: "utf8" }))![1]!;
+    for (const r of [r1, r2]) await r.waitReplayed(shutdownCheckpoint);
     control = { version: 1, primary: r1.name, generation: 1, previousPrimary: "main", fenced: { main: { method: "stop", generation: 1 } } };
     // replica1's stack: PostgreSQL promoted, a slot for everyone who follows it, Redis the master.
     expect((await r1.psql(renderPromoteSql())).stdout.trim()).toBe("primary");
