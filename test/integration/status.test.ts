@@ -349,6 +349,7 @@ describe("status command against real servers", () => {
     await r2.startReplica("replica", r1);
     await admin.redis(r2.name, ["REPLICAOF", r1.host.ip, "6380"]);
     await r1.waitStreaming(r2);
+    await waitInSync(r2.host, redis.get(r1.name)!.target, redis.get(r2.name)!.localTarget, users.admin);
 
     const fenced = await statusJson();
     expect(fenced.code).toBe(2);
