@@ -69,7 +69,7 @@ export function evaluate(expect: FleetExpectation, facts: FleetFacts, t: Thresho
   const factsOf = (name: string) => hosts.find((h) => h.name === name);
   const fencedAway = new Set(followers.filter((m) => fencedRecord(expect, m.name) && !backAsStandby(factsOf(m.name))).map((m) => m.name));
 
-  if (control) controlProblems(expect, control, members, hosts, add);
+  if (control) controlProblems(control, members, hosts, add);
 
   // The primary's slots for its standbys; without a control stack every replica's (a promoted one's too).
   const slotHolders: readonly Member[] = control ? followers : expect.replicas;
@@ -132,7 +132,7 @@ function fencedProblem(expect: FleetExpectation, host: HostFacts, add: (p: Probl
 }
 
 /** The recorded primary's stack read, and every host stack deployed under the control stack's current generation. */
-function controlProblems(expect: FleetExpectation, c: ControlExpectation, members: readonly Member[], hosts: readonly HostFacts[], add: (p: Problem) => void): void {
+function controlProblems(c: ControlExpectation, members: readonly Member[], hosts: readonly HostFacts[], add: (p: Problem) => void): void {
   const primary = members.find((m) => m.name === c.primary);
   if (!primary) {
     add({ kind: "primary-not-checked", host: c.primary, message: `the control stack ${c.stack} names ${c.primary} as the primary, which is not a host of this fleet (${members.map((m) => m.name).join(", ")})` });
