@@ -218,7 +218,9 @@ describe("after a failover, the other replicas follow the promoted one", () => {
     expect(String(fileIn(pg, "/run/synaxic/pgpass")!.content)).toMatch(/^10\.10\.0\.3:5432:replication:replicator:/);
     expect(String(fileIn(replica.one(CONTAINER, "redis-container"), "/etc/synaxic/redis.conf")!.content)).toMatch(/^replicaof 10\.10\.0\.3 6380$/m);
     expect((replica.one(CONTAINER, "app-container").inputs.envs as string[])).toContain("SPRING_DATA_REDIS_MASTER_HOST=10.10.0.3");
-    expect(replica.values.primary).toBe("replica-1 10.10.0.3:5432");
+    // Under a control stack the output is the control stack's primary (stacks/control.ts hostAccessOutputs).
+    expect(replica.values.primary).toBe("replica-1");
+    expect(replica.values.controlGeneration).toBe(1);
   });
   it("a control stack that names no host of the fleet is refused, naming the key", async () => {
     await expect(runReplica("replica-2", "10.10.0.4", { control: { ...REPLICA_1_PRIMARY, primary: "replica-9" } })).rejects.toThrow(/synaxic:controlStack: names "replica-9" as primary, which is not a host of this fleet \(main, replica-1, replica-2\)/);
