@@ -194,6 +194,25 @@ describe("promotion and re-initialisation change exactly what they should", () =
   });
 });
 
+describe("synchronousReplication any1 (main's key)", () => {
+  it("every server names the other hosts: main its replicas, a replica main and the other replica (for when it is promoted); replicas take it from main's fleet output; a change is a reload", async () => {
+    const standbyNames = (conf: string) => conf.split("\n").filter((l) => l.startsWith("synchronous_standby_names"));
+    const { main, replica } = await runReplica("replica-1", "10.10.0.3", { mainExtra: { "synaxic:synchronousReplication": "any1" } });
+    expect(standbyNames(confOf(main))).toEqual([`synchronous_standby_names = 'ANY 1 ("replica-1", "replica-2")'`]);
+    expect(standbyNames(confOf(replica))).toEqual([`synchronous_standby_names = 'ANY 1 ("main", "replica-2")'`]);
+    // Each replica is named by its application_name, which its primary_conninfo carries.
+    expect(confOf(replica)).toMatch(/^primary_conninfo = '.* application_name=replica-1 /m);
+    expect((main.values.fleet as { postgres: { synchronousReplication: string } }).postgres.synchronousReplication).toBe("any1");
+    // Off (the default): no line anywhere, and turning it on changes each server's file and reload step only.
+    expect(standbyNames(confOf(base.main))).toEqual([]);
+    expect(standbyNames(confOf(base.replica))).toEqual([]);
+    const changed = replica.resources.filter((r) => JSON.stringify(r.inputs) !== JSON.stringify(base.replica.resources.find((b) => b.type === r.type && b.name === r.name)?.inputs)).map((r) => r.name).sort();
+    expect(changed).toEqual(["postgres-conf", "postgres-hba-reload"]);
+    // The deployment's own role SQL does not wait for a standby.
+    expect(String(main.one(COMMAND, "postgres-roles").inputs.stdin)).toContain("SET synchronous_commit = local;");
+  });
+});
+
 describe("moving the main VPS", () => {
   it("one config change on main; the replica's next up re-points PostgreSQL, Redis and the app, and nothing else", async () => {
     const { replica } = await runReplica("replica-1", "10.10.0.3", { mainExtra: { "synaxic:privateIp": "10.10.0.9" } });
