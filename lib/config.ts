@@ -18,6 +18,8 @@ import { replicaSlotName } from "../templates/postgres-sql";
 import { BACKUP_DRILL_DEFAULTS } from "../templates/backup-scheduler";
 import { ALERTMANAGER_PEER_TIMEOUT_SECONDS } from "../templates/alertmanager";
 import { DEFAULT_PUBLIC_PATHS, DEFAULT_WRITE_PATHS, WRITE_PATH, isServerName, publicPathError, type ApiKeyRequests } from "../templates/nginx";
+import { PASSWORDS } from "../components/FleetSecrets";
+import { rotationEntryError } from "./passwordRotation";
 
 export const PROJECT = "synaxic";
 
@@ -160,7 +162,17 @@ export const KEYS: Record<string, KeySpec> = {
   deleteDataOnDestroy: { schema: bool, default: false },
   commandTimeoutSeconds: { schema: int(30, 3600), default: 600 },
   bootstrapGeneration: { schema: int(0, 1_000_000), default: 0 },
-  // Main
+  // Main: a counter per generated password; raising one rotates that password (lib/passwordRotation.ts).
+  passwordRotation: {
+    schema: z.record(z.string(), z.unknown(), { message: "expected a map from password name to counter, e.g. {\"postgresApp\": 1}" }).superRefine((m, ctx) => {
+      for (const [k, v] of Object.entries(m)) {
+        const message = rotationEntryError(k, v, PASSWORDS);
+        if (message) ctx.addIssue({ code: "custom", path: [k], message });
+      }
+    }),
+    default: {},
+    json: true,
+  },
   replicas: { schema: z.array(z.string()), default: [], json: true },
   appImage: { schema: pinnedImage, default: "ghcr.io/synaxic/synaxic:1.0.0" },
   ...Object.fromEntries(Object.entries(DEFAULT_IMAGES).map(([k, v]) => [k, { schema: pinnedImage, default: v }])),
@@ -435,6 +447,8 @@ export interface MainConfig extends CommonConfig {
   synchronousReplication: "off" | "any1";
   /** Raised by the operator to let the primary initialise a new, empty cluster on an empty data directory. */
   bootstrapGeneration: number;
+  /** passwordRotation: a counter per password name; raising one regenerates that password (lib/passwordRotation.ts). */
+  passwordRotation: Record<string, number>;
   /** Concurrent client requests the balancer is sized for (its upstream keep-alive pools). */
   balancerConcurrency: number;
   /** Requests per second per client address and the burst allowed (0: no limit). */
@@ -978,6 +992,7 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, secretKe
       promote: false,
       synchronousReplication,
       bootstrapGeneration: get("bootstrapGeneration"),
+      passwordRotation: get("passwordRotation"),
       balancerConcurrency: get("balancerConcurrency"),
       balancerRateLimit: get<number>("balancerRateLimit") > 0 ? { perSecond: get<number>("balancerRateLimit"), burst: get<number>("balancerRateBurst") } : null,
       balancerRouting: { writePaths: get<string[]>("balancerWritePaths"), apiKeyRequests: get<ApiKeyRequests>("balancerApiKeyRequests") },
@@ -1012,6 +1027,7 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, secretKe
   if (get<number>("bootstrapGeneration") !== 0) {
     throw new ConfigError("bootstrapGeneration", `is for the main stack; a replica clones its primary (reinitGeneration re-clones it)`);
   }
+  if (setAwayFromDefault(raw, "passwordRotation")) throw new ConfigError("passwordRotation", `is for the main stack; it generates every password, and replica stacks take the new ones from its outputs`);
   return {
     ...common,
     role,

@@ -28,6 +28,7 @@ import { PG_ROLES } from "../lib/postgresContainer";
 import { EXPORTER_SCRAPE_USER } from "../templates/exporter-web";
 import type { FleetInfo, ReplicaCredentials } from "../lib/fleetOutputs";
 import { fencedAddresses, hostAccessOutputs, readControl } from "./control";
+import { rotationLoweredError } from "../lib/passwordRotation";
 
 /** The main stack on a VPS (Hetzner or an existing server). */
 export async function mainStack(config: MainConfig & StackConfig) {
@@ -52,6 +53,7 @@ export async function mainStack(config: MainConfig & StackConfig) {
   }
   // A host too small for the fleet is refused before anything is declared.
   hostMemoryBudget("main", vps);
+  await checkRotationNotLowered(cfg.passwordRotation);
   let networkId: pulumi.Output<number> | undefined;
   if (cfg.host.provider === "hetzner") {
     const network = new hcloud.Network("private-network", { name: "synaxic", ipRange: cfg.privateNetworkCidr, labels: { app: "synaxic" } });
@@ -89,6 +91,19 @@ export async function mainStack(config: MainConfig & StackConfig) {
 }
 
 /**
+ * Refuses a passwordRotation counter lower than the one this stack last
+ * deployed (its own `passwordRotation` output, read through a reference to
+ * itself as the control stack reads its own). Only read when a counter is set.
+ */
+export async function checkRotationNotLowered(rotation: Readonly<Record<string, number>>): Promise<void> {
+  if (Object.keys(rotation).length === 0) return;
+  const self = new pulumi.StackReference("self-rotation", { name: `${pulumi.getOrganization()}/${pulumi.getProject()}/${pulumi.getStack()}` });
+  const deployed = (await self.getOutputValue("passwordRotation")) as Record<string, number> | undefined;
+  const lowered = rotationLoweredError(deployed ?? {}, rotation);
+  if (lowered) throw new ConfigError(lowered.key, lowered.message);
+}
+
+/**
  * Everything that runs on the main host, on any host that provides a
  * HostContext: the fleet's secrets and CA, the primary, the Redis master,
  * the write-mode app, the balancer, monitoring. Returns the stack outputs
@@ -105,7 +120,8 @@ export function buildMain(
   hetzner: HetznerFacts | null,
 ) {
   const timeout = cfg.commandTimeoutSeconds;
-  const secrets = new FleetSecrets("fleet", {});
+  // passwordRotation: a raised counter regenerates that password alone (its keepers).
+  const secrets = new FleetSecrets("fleet", { rotation: cfg.passwordRotation });
   const pw = secrets.passwords;
   const docker = { providers: [host.dockerProvider] };
   const dockerOpts = { provider: host.dockerProvider };
@@ -237,8 +253,8 @@ export function buildMain(
           ]),
         ),
     },
-    // The PostgreSQL exporter logs in as its role: start it once the roles exist (no failed logins at first start).
-    { ...docker, dependsOn: [postgres instanceof PostgresMaster ? postgres.ready : postgres] },
+    // The PostgreSQL exporter logs in as its role and redis_exporter as its user: start them once those have their passwords.
+    { ...docker, dependsOn: [postgres instanceof PostgresMaster ? postgres.ready : postgres, redis] },
   );
 
   const app = new SynaxicApp(
@@ -296,7 +312,9 @@ export function buildMain(
     { ...docker, dependsOn: [app] },
   );
   // The app's previous deploy slot stops once the balancer's reload has moved its requests (templates/app.ts).
-  app.retireOldSlot([balancer]);
+  const retired = app.retireOldSlot([balancer]);
+  // Only then do the Redis users lose their old passwords (a rotation's two-password window closes).
+  redis.syncUsersAfter([retired, exporters]);
 
   // The replica that runs the second Prometheus and Alertmanager (monitoringReplica).
   const monitoringPeer = cfg.alerting.pair ? cfg.replicas.find((r) => r.name === cfg.alerting.pair!.replica) : undefined;
@@ -379,6 +397,8 @@ export function buildMain(
       slots: postgres instanceof PostgresMaster ? postgres.slotNames : {},
       postgresMode: postgres instanceof PostgresMaster ? "primary" : postgres.mode,
       grafanaAdminPassword: pw.grafanaAdmin,
+      // What checkRotationNotLowered compares the next run's counters with.
+      passwordRotation: cfg.passwordRotation,
       // A promoted replica's balancer serves the same certificate: browsers that saw this one's HSTS header accept nothing less.
       ...(cfg.httpsCertificate && cfg.secrets.httpsPrivateKey ? { balancerHttps: pulumi.secret({ certPem: cfg.httpsCertificate, keyPem: cfg.secrets.httpsPrivateKey }) } : {}),
       balancerConfig: balancer.config,

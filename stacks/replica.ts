@@ -264,7 +264,7 @@ export function buildReplica(
       ),
     },
     // The PostgreSQL exporter logs in as its role: start it once this server has it (a streaming standby).
-    { ...docker, dependsOn: [postgres] },
+    { ...docker, dependsOn: [postgres, redis] },
   );
 
   const writeMode = cfg.promote;
@@ -323,7 +323,9 @@ export function buildReplica(
   // The app's previous deploy slot stops once nothing on this host sends it
   // requests: after this host's balancer reload when it runs one; balancers
   // elsewhere list both slots (templates/app.ts).
-  app.retireOldSlot(balancer ? [balancer] : []);
+  const retired = app.retireOldSlot(balancer ? [balancer] : []);
+  // This host's Redis users drop old passwords only after its old app slot is gone (templates/redis-users.ts).
+  redis.syncUsersAfter([retired, exporters]);
 
   // The monitoring replica: a second Prometheus on the same targets with the
   // same rules, and an Alertmanager clustered with main's. No Grafana.

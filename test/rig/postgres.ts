@@ -812,7 +812,7 @@ export async function missingAcks(node: PgNode, ackList: readonly Ack[], table =
   const acks = [...ackList];
   if (acks.length === 0) return [];
   const present = new Set(
-    (await node.query(`SELECT id FROM ${table} WHERE id >= ${Math.min(...acks.map((a) => a.id))}`, node.cluster.roles.appDatabase)).map((r) => Number(r[0])),
+    (await node.query(`SELECT id FROM ${table} WHERE id >= ${acks.reduce((m, a) => Math.min(m, a.id), Infinity)}`, node.cluster.roles.appDatabase)).map((r) => Number(r[0])),
   );
   return acks.filter((a) => !present.has(a.id));
 }

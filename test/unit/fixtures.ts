@@ -62,7 +62,9 @@ export function runMain(
   const config = mainConfig(replicas, { ...under.config, ...extra });
   // The object storage's access key and the receivers' secrets are stored as secrets, as `pulumi config set --secret` does.
   const secretKeys = [...SECRET_KEYS, ...Object.keys(extra).filter((k) => /:(backup(AccessKeyId|SecretAccessKey|CipherPass)|alert(SmtpPassword|SlackWebhookUrl|WebhookUrl|HeartbeatUrl))$/.test(k))];
-  return runMocked({ config, secretKeys, stack: "main", stackReferences: under.refs, ...rest }, () => mainStack(loadStackConfig() as MainConfig & StackConfig));
+  // The stack's reference to itself (read only with passwordRotation set): a stack that has exported nothing yet.
+  const self = { "organization/synaxic/main": { outputs: {}, secretOutputNames: [] } };
+  return runMocked({ config, secretKeys, stack: "main", stackReferences: { ...self, ...under.refs }, ...rest }, () => mainStack(loadStackConfig() as MainConfig & StackConfig));
 }
 
 /** Runs the main program, then a replica program whose StackReference returns main's real outputs with their secretness. */
@@ -99,5 +101,5 @@ export function runLocal(replicas: number | string[] = 1, extra: Record<string, 
   const config = mainConfig(replicas, { [`${P}hostProvider`]: "local", ...extra });
   delete config[`${P}sshPrivateKey`];
   const secretKeys = [...SECRET_KEYS.filter((k) => k !== `${P}sshPrivateKey`), ...Object.keys(extra).filter((k) => /:alert(SmtpPassword|SlackWebhookUrl|WebhookUrl|HeartbeatUrl)$/.test(k))];
-  return runMocked({ config, secretKeys, stack: "local" }, () => localStack(loadStackConfig() as MainConfig & StackConfig));
+  return runMocked({ config, secretKeys, stack: "local", stackReferences: { "organization/synaxic/local": { outputs: {}, secretOutputNames: [] } } }, () => localStack(loadStackConfig() as MainConfig & StackConfig));
 }
