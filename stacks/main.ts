@@ -44,10 +44,13 @@ export async function mainStack(config: MainConfig & StackConfig) {
       ? {
           promote: controlled.role.promote,
           followPrimary: controlled.role.followPrimary,
-          rewindAddresses: fencedAddresses(controlled.control, "main", (h) => config.replicas.find((r) => r.name === h)?.privateIp),
+          rewindAddresses: fencedAddresses(controlled.control, "main", (h) => config.replicas.find((r) => r.name === h)?.privateIp, controlled.rejoined),
         }
       : {}),
   };
+  if (cfg.restore && cfg.followPrimary) {
+    throw new ConfigError("backupRestore", `is set while the control stack names ${JSON.stringify(cfg.followPrimary)} as primary and the main host follows it; a restore brings back the primary, so restore on the host that is the primary`);
+  }
   // A host too small for the fleet is refused before anything is declared.
   hostMemoryBudget("main", vps);
   await checkRotationNotLowered(cfg.passwordRotation);
@@ -80,7 +83,7 @@ export async function mainStack(config: MainConfig & StackConfig) {
   const built = buildMain(cfg, host, hetzner);
   return {
     ...built.outputs,
-    ...hostAccessOutputs(host, controlled),
+    ...hostAccessOutputs(host, controlled, built.postgres instanceof PostgresReplica ? built.postgres : undefined),
     balancerUrl: pulumi.interpolate`${cfg.httpsCertificate ? "https" : "http"}://${host.publicAddress}${portSuffix(cfg)}`,
     grafanaTunnel: pulumi.interpolate`ssh -N -p ${host.sshPort} -L ${cfg.ports.grafana}:127.0.0.1:${cfg.ports.grafana} ${host.sshUser}@${host.publicAddress}  # then http://localhost:${cfg.ports.grafana}`,
     prometheusTunnel: pulumi.interpolate`ssh -N -p ${host.sshPort} -L ${cfg.ports.prometheus}:127.0.0.1:${cfg.ports.prometheus} ${host.sshUser}@${host.publicAddress}  # then http://localhost:${cfg.ports.prometheus}`,
@@ -173,6 +176,8 @@ export function buildMain(
     maxReplicationSlots: facts.postgres.maxReplicationSlots,
     maxSlotWalKeepSizeMB: facts.maxSlotWalKeepSizeMB,
     walKeepSizeMB: facts.walKeepSizeMB,
+    // Named on every server, the primary's commits wait for one of the others (whichever host is primary).
+    ...(cfg.synchronousReplication === "any1" ? { synchronousStandbys: cfg.replicas.map((r) => r.name) } : {}),
     tls: { ...mainCerts.postgres, caPem: pki.caCertPem },
     volumeName: pgData.name,
   };
@@ -438,6 +443,7 @@ export function fleetFacts(cfg: MainConfig, hetzner: HetznerFacts | null) {
       primaryTune: { memoryMiB: memoryBudget("main", cfg.host.memoryMiB).postgresMiB, cpus: cfg.host.cpus, maxConnections: cfg.maxConnections },
       maxWalSenders: Math.max(10, cfg.replicas.length * 2 + 2),
       maxReplicationSlots: Math.max(10, cfg.replicas.length + 2),
+      synchronousReplication: cfg.synchronousReplication,
     },
     replicas: cfg.replicas,
     monitoring: monitoringFacts(cfg),

@@ -35,7 +35,7 @@ export async function replicaStack(config: ReplicaConfig & StackConfig) {
   // whether it rewinds are its decision, not this stack's.
   const controlled = config.controlStack ? await readControl(config.controlStack, config.hostName, ["main", ...fleet.replicas.map((r) => r.name)]) : undefined;
   const addressOf = (h: string) => (h === "main" ? fleet.mainPrivateIp : fleet.replicas.find((r) => r.name === h)?.privateIp);
-  const cfg = controlled ? { ...config, ...controlled.role, rewindAddresses: fencedAddresses(controlled.control, config.hostName, addressOf) } : config;
+  const cfg = controlled ? { ...config, ...controlled.role, rewindAddresses: fencedAddresses(controlled.control, config.hostName, addressOf, controlled.rejoined) } : config;
   // Secret outputs are checked up front too (a bad one stops the program
   // before anything is declared), then carried only as secret Outputs.
   const secretOutput = async (name: string) => {
@@ -124,7 +124,8 @@ export async function replicaStack(config: ReplicaConfig & StackConfig) {
     ...(cfg.sshIdentityDir ? { identityDir: cfg.sshIdentityDir } : {}),
   });
   const built = buildReplica(cfg, fleet, fleet.caCertPem, me, credentials, myTls, host, "", [], balancerHttps);
-  return { ...built, ...hostAccessOutputs(host, controlled) };
+  const { postgres, ...outputs } = built;
+  return { ...outputs, ...hostAccessOutputs(host, controlled, postgres) };
 }
 
 /** What a replica host needs from its own stack configuration. */
@@ -196,6 +197,8 @@ export function buildReplica(
       maxReplicationSlots: fleet.postgres.maxReplicationSlots,
       maxSlotWalKeepSizeMB: fleet.maxSlotWalKeepSizeMB,
       walKeepSizeMB: fleet.walKeepSizeMB,
+      // Once promoted, this server's commits wait for one of the others (synchronousReplication any1).
+      ...(fleet.postgres.synchronousReplication === "any1" ? { synchronousStandbys: others.map((r) => r.name) } : {}),
       after,
       primary: { host: primary.privateIp, port: ports.postgres },
       slotName: me.slotName,
@@ -357,6 +360,8 @@ export function buildReplica(
     appMode: writeMode ? "write" : "read",
     privateIp: cfg.privateIp,
     pgHba: postgres.pgHba,
+    /** The component itself, for the stack's own outputs (not an output). */
+    postgres,
   };
 }
 

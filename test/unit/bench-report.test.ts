@@ -74,6 +74,9 @@ describe("bench output parsers", () => {
     const out = "number of transactions actually processed: 73530\nlatency average = 3.263 ms\ninitial connection time = 10.010 ms\ntps = 1225.584390 (without initial connection time)\n";
     expect(pgbenchTps(out)).toBeCloseTo(1225.58439);
     expect(pgbenchTps("pgbench: error: connection failed")).toBeUndefined();
+    const { pgbenchLatencyMs } = await import("../../bench/postgres");
+    expect(pgbenchLatencyMs(out)).toBeCloseTo(3.263);
+    expect(pgbenchLatencyMs("pgbench: error: connection failed")).toBeUndefined();
   });
 
   it("pins replicas to another CPU when there is one", async () => {
