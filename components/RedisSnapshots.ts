@@ -1,0 +1,165 @@
+import * as pulumi from "@pulumi/pulumi";
+import * as docker from "@pulumi/docker";
+import { LOOPBACK, containerName, nodeTextfileDir } from "../lib/addresses";
+import type { BackupSettings, RedisSnapshotSettings } from "../lib/config";
+import { baseContainer, hostPath, replaceInPlace, stopGrace, upload, withoutSwap, STOP_GRACE } from "../lib/containers";
+import { buildLocalImage } from "../lib/localImage";
+import { REDIS_SNAPSHOT_JOB_MIB } from "../lib/memory";
+import type { HostShell } from "../lib/remote";
+import { REDIS_CONTAINER_GID, REDIS_CONTAINER_PATHS, REDIS_CONTAINER_UID } from "../templates/redis";
+import {
+  REDIS_BACKUP_USER,
+  renderRedisRestoreFetchScript,
+  renderRedisRestoreInstallScript,
+  renderRedisSnapshotExpireScript,
+  renderRedisSnapshotScript,
+  renderS3CurlCredentials,
+  type RedisS3Target,
+} from "../templates/redis-backup";
+import { redisBackupImageTag, renderRedisBackupImageDockerfile } from "../templates/redis-backup-image";
+import { renderRedisSnapshotSchedulerScript } from "../templates/redis-backup-scheduler";
+
+export interface RedisSnapshotsArgs {
+  hostName: string;
+  shell: HostShell;
+  networkMode: pulumi.Input<string>;
+  timeoutSeconds: number;
+  /** The fleet's Redis image (redisImage): the job's image is built FROM it, so its redis-cli and redis-check-rdb are the server's. */
+  redisImage: string;
+  /** This host's Redis master, reached on loopback over TLS as the backup user. */
+  redis: { port: number; caPem: pulumi.Input<string>; backupPassword: pulumi.Input<string> };
+  repository: BackupSettings["repository"];
+  snapshots: RedisSnapshotSettings;
+  /** The object storage's access key, and the repository's cipher pass (the snapshots' encryption passphrase). */
+  secrets: { accessKeyId: pulumi.Input<string>; secretAccessKey: pulumi.Input<string>; cipherPass: pulumi.Input<string> };
+}
+
+/** Where the job's files live in its container. */
+export const REDIS_SNAPSHOT_PATHS = {
+  entrypoint: "/usr/local/bin/synaxic-redis-backup",
+  snapshot: "/usr/local/lib/synaxic-redis-backup/snapshot.sh",
+  expire: "/usr/local/lib/synaxic-redis-backup/expire.sh",
+  fetch: "/usr/local/lib/synaxic-redis-backup/fetch.sh",
+  install: "/usr/local/lib/synaxic-redis-backup/install.sh",
+  caFile: "/etc/synaxic/redis-backup/ca.crt",
+  s3CaFile: "/etc/synaxic/redis-backup/s3-ca.crt",
+  passwordFile: "/etc/synaxic/redis-backup/redis-password",
+  cipherPassFile: "/etc/synaxic/redis-backup/cipher-pass",
+  s3CredentialsFile: "/etc/synaxic/redis-backup/s3.curl",
+  state: "/var/lib/synaxic-redis-backup",
+  textfile: "/textfile",
+} as const;
+
+/**
+ * The series every master's job writes to: one for the fleet, so that after
+ * a failover the promoted master's snapshots continue it, LATEST names the
+ * newest whichever host took it, and retention spans them all.
+ */
+export const REDIS_SNAPSHOT_SERIES = "master";
+
+/** The snapshots' place in the bucket: `redis/` below the repository's path (beside pgBackRest's archive/ and backup/). */
+export function redisSnapshotTarget(repository: BackupSettings["repository"]): RedisS3Target {
+  const base = repository.path.replace(/^\/+|\/+$/g, "");
+  return {
+    endpoint: repository.endpoint,
+    bucket: repository.bucket,
+    region: repository.region,
+    prefix: base ? `${base}/redis` : "redis",
+    ...(repository.caCertificate ? { caFile: REDIS_SNAPSHOT_PATHS.s3CaFile } : {}),
+    credentialsFile: REDIS_SNAPSHOT_PATHS.s3CredentialsFile,
+  };
+}
+
+/**
+ * Redis snapshots into the backup repository, beside the Redis master
+ * (templates/redis-backup-scheduler.ts): an image built on the host FROM the
+ * fleet's Redis image with pinned curl, openssl and ca-certificates, and a
+ * job container that takes a snapshot through the backup user, checks,
+ * encrypts and uploads it, expires old ones, and reports through the node
+ * exporter's textfile collector. Every secret is a 0600 file uploaded into
+ * the container (the S3 key in a curl config file, the backup user's
+ * password, the cipher pass), never an argument, a variable or a log line.
+ */
+export class RedisSnapshots extends pulumi.ComponentResource {
+  public readonly containerName: string;
+  public readonly container: docker.Container;
+  public readonly imageId: pulumi.Output<string>;
+
+  constructor(name: string, args: RedisSnapshotsArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("synaxic:components:RedisSnapshots", name, {}, opts);
+    const parent = { parent: this };
+    const P = REDIS_SNAPSHOT_PATHS;
+    this.containerName = containerName(args.hostName, "redis-backup");
+    const target = redisSnapshotTarget(args.repository);
+
+    const imageParams = { baseImage: args.redisImage, packages: args.snapshots.packages };
+    const image = buildLocalImage(
+      `${name}-image`,
+      args.shell,
+      { baseImage: args.redisImage, dockerfile: renderRedisBackupImageDockerfile(imageParams), tag: redisBackupImageTag(imageParams), timeoutSeconds: args.timeoutSeconds },
+      parent,
+    );
+    this.imageId = image.imageId;
+
+    const sizeFile = `${P.state}/work/size`;
+    const snapshot = renderRedisSnapshotScript({
+      name: REDIS_SNAPSHOT_SERIES,
+      redis: { host: LOOPBACK, port: args.redis.port, caFile: P.caFile, user: REDIS_BACKUP_USER, passwordFile: P.passwordFile },
+      workDir: `${P.state}/work`,
+      encryptionPassFile: P.cipherPassFile,
+      s3: target,
+      sizeFile,
+    });
+    const expire = renderRedisSnapshotExpireScript({ name: REDIS_SNAPSHOT_SERIES, s3: target, retention: args.snapshots.retention });
+    const owner = { uid: REDIS_CONTAINER_UID, gid: REDIS_CONTAINER_GID };
+    const fetch = renderRedisRestoreFetchScript({ name: REDIS_SNAPSHOT_SERIES, dataDir: `${P.state}/restore`, encryptionPassFile: P.cipherPassFile, s3: target, owner });
+    // Run by hand in a one-off container with the Redis volume at the server's data directory (docs/runbook.md).
+    const install = renderRedisRestoreInstallScript({ dumpFile: `${P.state}/restore/dump.rdb`, dataDir: REDIS_CONTAINER_PATHS.dataDir });
+    const scheduler = renderRedisSnapshotSchedulerScript({
+      hostName: args.hostName,
+      hourUtc: args.snapshots.hourUtc,
+      snapshotScript: P.snapshot,
+      expireScript: P.expire,
+      sizeFile,
+      restore: { fetchScript: P.fetch, installScript: P.install, ownerUid: owner.uid, ownerGid: owner.gid },
+      textfileDir: P.textfile,
+      stateDir: P.state,
+    });
+
+    const s = args.secrets;
+    const curlCredentials = pulumi.secret(pulumi.all([s.accessKeyId, s.secretAccessKey]).apply(([s3Key, s3KeySecret]) => renderS3CurlCredentials({ s3Key, s3KeySecret })));
+    // openssl's -pass file: reads the first line and cuts it at the line break (apps/lib/apps.c, app_get_pass).
+    const cipherPass = pulumi.secret(pulumi.output(s.cipherPass).apply((v) => `${v}\n`));
+    const state = new docker.Volume(`${name}-state`, { name: `synaxic-${args.hostName}-redis-backup-state`, labels: [{ label: "app", value: "synaxic" }] }, parent);
+    this.container = new docker.Container(
+      `${name}-container`,
+      {
+        name: this.containerName,
+        image: image.imageId,
+        entrypoints: ["/bin/bash", P.entrypoint],
+        ...baseContainer(args.networkMode),
+        ...withoutSwap(REDIS_SNAPSHOT_JOB_MIB),
+        ...stopGrace(STOP_GRACE.backup),
+        volumes: [
+          { volumeName: state.name, containerPath: P.state },
+          // The node exporter's textfile directory (created when missing: a -v bind, as lib/backup.ts's scheduler).
+          { hostPath: hostPath(args.shell, nodeTextfileDir(args.hostName)), containerPath: P.textfile },
+        ],
+        uploads: [
+          upload(P.entrypoint, scheduler, "0755", 0),
+          upload(P.snapshot, snapshot, "0755", 0),
+          upload(P.expire, expire, "0755", 0),
+          upload(P.fetch, fetch, "0755", 0),
+          upload(P.install, install, "0755", 0),
+          upload(P.caFile, args.redis.caPem, "0644", 0),
+          ...(args.repository.caCertificate ? [upload(P.s3CaFile, args.repository.caCertificate, "0644", 0)] : []),
+          upload(P.passwordFile, pulumi.secret(args.redis.backupPassword), "0600", 0),
+          upload(P.cipherPassFile, cipherPass, "0600", 0),
+          upload(P.s3CredentialsFile, curlCredentials, "0600", 0),
+        ],
+      },
+      { ...parent, ...replaceInPlace },
+    );
+    this.registerOutputs({ containerName: this.containerName, imageId: this.imageId });
+  }
+}
