@@ -7,17 +7,9 @@ import { buildLocalImage } from "../lib/localImage";
 import { REDIS_SNAPSHOT_JOB_MIB } from "../lib/memory";
 import type { HostShell } from "../lib/remote";
 import { REDIS_CONTAINER_GID, REDIS_CONTAINER_PATHS, REDIS_CONTAINER_UID } from "../templates/redis";
-import {
-  REDIS_BACKUP_USER,
-  renderRedisRestoreFetchScript,
-  renderRedisRestoreInstallScript,
-  renderRedisSnapshotExpireScript,
-  renderRedisSnapshotScript,
-  renderS3CurlCredentials,
-  type RedisS3Target,
-} from "../templates/redis-backup";
+import { renderS3CurlCredentials } from "../templates/redis-backup";
 import { redisBackupImageTag, renderRedisBackupImageDockerfile } from "../templates/redis-backup-image";
-import { renderRedisSnapshotSchedulerScript } from "../templates/redis-backup-scheduler";
+import { REDIS_SNAPSHOT_PATHS, renderRedisSnapshotJobFiles } from "../templates/redis-backup-scheduler";
 
 export interface RedisSnapshotsArgs {
   hostName: string;
@@ -32,42 +24,8 @@ export interface RedisSnapshotsArgs {
   snapshots: RedisSnapshotSettings;
   /** The object storage's access key, and the repository's cipher pass (the snapshots' encryption passphrase). */
   secrets: { accessKeyId: pulumi.Input<string>; secretAccessKey: pulumi.Input<string>; cipherPass: pulumi.Input<string> };
-}
-
-/** Where the job's files live in its container. */
-export const REDIS_SNAPSHOT_PATHS = {
-  entrypoint: "/usr/local/bin/synaxic-redis-backup",
-  snapshot: "/usr/local/lib/synaxic-redis-backup/snapshot.sh",
-  expire: "/usr/local/lib/synaxic-redis-backup/expire.sh",
-  fetch: "/usr/local/lib/synaxic-redis-backup/fetch.sh",
-  install: "/usr/local/lib/synaxic-redis-backup/install.sh",
-  caFile: "/etc/synaxic/redis-backup/ca.crt",
-  s3CaFile: "/etc/synaxic/redis-backup/s3-ca.crt",
-  passwordFile: "/etc/synaxic/redis-backup/redis-password",
-  cipherPassFile: "/etc/synaxic/redis-backup/cipher-pass",
-  s3CredentialsFile: "/etc/synaxic/redis-backup/s3.curl",
-  state: "/var/lib/synaxic-redis-backup",
-  textfile: "/textfile",
-} as const;
-
-/**
- * The series every master's job writes to: one for the fleet, so that after
- * a failover the promoted master's snapshots continue it, LATEST names the
- * newest whichever host took it, and retention spans them all.
- */
-export const REDIS_SNAPSHOT_SERIES = "master";
-
-/** The snapshots' place in the bucket: `redis/` below the repository's path (beside pgBackRest's archive/ and backup/). */
-export function redisSnapshotTarget(repository: BackupSettings["repository"]): RedisS3Target {
-  const base = repository.path.replace(/^\/+|\/+$/g, "");
-  return {
-    endpoint: repository.endpoint,
-    bucket: repository.bucket,
-    region: repository.region,
-    prefix: base ? `${base}/redis` : "redis",
-    ...(repository.caCertificate ? { caFile: REDIS_SNAPSHOT_PATHS.s3CaFile } : {}),
-    credentialsFile: REDIS_SNAPSHOT_PATHS.s3CredentialsFile,
-  };
+  /** The job starts after these (the Redis container: its first snapshot is taken at once, and the backup user must exist). */
+  after: pulumi.Resource[];
 }
 
 /**
@@ -90,7 +48,6 @@ export class RedisSnapshots extends pulumi.ComponentResource {
     const parent = { parent: this };
     const P = REDIS_SNAPSHOT_PATHS;
     this.containerName = containerName(args.hostName, "redis-backup");
-    const target = redisSnapshotTarget(args.repository);
 
     const imageParams = { baseImage: args.redisImage, packages: args.snapshots.packages };
     const image = buildLocalImage(
@@ -101,29 +58,16 @@ export class RedisSnapshots extends pulumi.ComponentResource {
     );
     this.imageId = image.imageId;
 
-    const sizeFile = `${P.state}/work/size`;
-    const snapshot = renderRedisSnapshotScript({
-      name: REDIS_SNAPSHOT_SERIES,
-      redis: { host: LOOPBACK, port: args.redis.port, caFile: P.caFile, user: REDIS_BACKUP_USER, passwordFile: P.passwordFile },
-      workDir: `${P.state}/work`,
-      encryptionPassFile: P.cipherPassFile,
-      s3: target,
-      sizeFile,
-    });
-    const expire = renderRedisSnapshotExpireScript({ name: REDIS_SNAPSHOT_SERIES, s3: target, retention: args.snapshots.retention });
-    const owner = { uid: REDIS_CONTAINER_UID, gid: REDIS_CONTAINER_GID };
-    const fetch = renderRedisRestoreFetchScript({ name: REDIS_SNAPSHOT_SERIES, dataDir: `${P.state}/restore`, encryptionPassFile: P.cipherPassFile, s3: target, owner });
-    // Run by hand in a one-off container with the Redis volume at the server's data directory (docs/runbook.md).
-    const install = renderRedisRestoreInstallScript({ dumpFile: `${P.state}/restore/dump.rdb`, dataDir: REDIS_CONTAINER_PATHS.dataDir });
-    const scheduler = renderRedisSnapshotSchedulerScript({
+    const files = renderRedisSnapshotJobFiles({
       hostName: args.hostName,
+      redis: { host: LOOPBACK, port: args.redis.port },
+      repository: { ...args.repository, hasCaCertificate: args.repository.caCertificate !== undefined },
       hourUtc: args.snapshots.hourUtc,
-      snapshotScript: P.snapshot,
-      expireScript: P.expire,
-      sizeFile,
-      restore: { fetchScript: P.fetch, installScript: P.install, ownerUid: owner.uid, ownerGid: owner.gid },
-      textfileDir: P.textfile,
-      stateDir: P.state,
+      retention: args.snapshots.retention,
+      // The install script runs in a one-off container with the Redis volume where the server has it (docs/runbook.md).
+      redisDataDir: REDIS_CONTAINER_PATHS.dataDir,
+      redisUid: REDIS_CONTAINER_UID,
+      redisGid: REDIS_CONTAINER_GID,
     });
 
     const s = args.secrets;
@@ -146,11 +90,7 @@ export class RedisSnapshots extends pulumi.ComponentResource {
           { hostPath: hostPath(args.shell, nodeTextfileDir(args.hostName)), containerPath: P.textfile },
         ],
         uploads: [
-          upload(P.entrypoint, scheduler, "0755", 0),
-          upload(P.snapshot, snapshot, "0755", 0),
-          upload(P.expire, expire, "0755", 0),
-          upload(P.fetch, fetch, "0755", 0),
-          upload(P.install, install, "0755", 0),
+          ...Object.entries(files).map(([file, script]) => upload(file, script, "0755", 0)),
           upload(P.caFile, args.redis.caPem, "0644", 0),
           ...(args.repository.caCertificate ? [upload(P.s3CaFile, args.repository.caCertificate, "0644", 0)] : []),
           upload(P.passwordFile, pulumi.secret(args.redis.backupPassword), "0600", 0),
@@ -158,7 +98,7 @@ export class RedisSnapshots extends pulumi.ComponentResource {
           upload(P.s3CredentialsFile, curlCredentials, "0600", 0),
         ],
       },
-      { ...parent, ...replaceInPlace },
+      { ...parent, ...replaceInPlace, dependsOn: args.after },
     );
     this.registerOutputs({ containerName: this.containerName, imageId: this.imageId });
   }

@@ -231,9 +231,9 @@ export function buildMain(
         repository: cfg.backup.repository,
         snapshots: cfg.backup.redis,
         secrets: { ...cfg.secrets.backup, cipherPass: cfg.secrets.backup.cipherPass ?? pw.backupCipher },
+        after: [redis.container],
       },
-      // Its first snapshot is taken at once: the backup user must exist.
-      { ...docker, dependsOn: [redis] },
+      docker,
     );
   }
 

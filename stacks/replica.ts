@@ -273,8 +273,9 @@ export function buildReplica(
         repository: fleet.backup.repository,
         snapshots: fleet.backup.redis,
         secrets: backupSecrets("main", credentials),
+        after: [redis.container],
       },
-      { ...docker, dependsOn: [redis] },
+      docker,
     );
   }
 

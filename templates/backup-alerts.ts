@@ -161,7 +161,7 @@ export function backupAlertRules(t: BackupAlertThresholds = DEFAULT_BACKUP_ALERT
       for: "10m",
       labels: { severity: "warning" },
       annotations: {
-        summary: "The newest Redis snapshot from {{ $labels.host }} is {{ $value | humanizeDuration }} old",
+        summary: `No Redis snapshot from {{ $labels.host }} for more than ${t.redisSnapshotMaxAgeHours} hours`,
         description: `No Redis snapshot has reached the object storage for more than ${t.redisSnapshotMaxAgeHours} hours: a restore would bring back older sessions and rate limits. See SynaxicRedisSnapshotFailed and the job's log (docker logs synaxic-{{ $labels.host }}-redis-backup).`,
       },
     },

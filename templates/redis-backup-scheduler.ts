@@ -24,6 +24,14 @@
  * root); results survive a restart in a state directory.
  */
 import { shellQuote } from "../lib/shell";
+import {
+  REDIS_BACKUP_USER,
+  renderRedisRestoreFetchScript,
+  renderRedisRestoreInstallScript,
+  renderRedisSnapshotExpireScript,
+  renderRedisSnapshotScript,
+  type RedisS3Target,
+} from "./redis-backup";
 
 export const REDIS_SNAPSHOT_TEXTFILE = "redis-snapshot.prom";
 
@@ -194,4 +202,129 @@ while true; do
   wait $!
 done
 `;
+}
+
+/** Where the job's files live in its container. */
+export interface RedisSnapshotJobPaths {
+  /** The loop (renderRedisSnapshotSchedulerScript), the container's entrypoint. */
+  entrypoint: string;
+  snapshot: string;
+  expire: string;
+  fetch: string;
+  install: string;
+  /** The CA that signed the Redis server's certificate (the fleet's). */
+  caFile: string;
+  /** The object storage's CA, when it is not a public one. */
+  s3CaFile: string;
+  /** The backup user's password. */
+  passwordFile: string;
+  /** The encryption passphrase: the first line of this file (openssl -pass file:). */
+  cipherPassFile: string;
+  /** The S3 key, as a curl config file (renderS3CurlCredentials). */
+  s3CredentialsFile: string;
+  /** The state directory (a volume): results, the work directory, a fetched snapshot. */
+  state: string;
+  /** The node exporter's textfile directory. */
+  textfile: string;
+}
+
+export const REDIS_SNAPSHOT_PATHS: RedisSnapshotJobPaths = {
+  entrypoint: "/usr/local/bin/synaxic-redis-backup",
+  snapshot: "/usr/local/lib/synaxic-redis-backup/snapshot.sh",
+  expire: "/usr/local/lib/synaxic-redis-backup/expire.sh",
+  fetch: "/usr/local/lib/synaxic-redis-backup/fetch.sh",
+  install: "/usr/local/lib/synaxic-redis-backup/install.sh",
+  caFile: "/etc/synaxic/redis-backup/ca.crt",
+  s3CaFile: "/etc/synaxic/redis-backup/s3-ca.crt",
+  passwordFile: "/etc/synaxic/redis-backup/redis-password",
+  cipherPassFile: "/etc/synaxic/redis-backup/cipher-pass",
+  s3CredentialsFile: "/etc/synaxic/redis-backup/s3.curl",
+  state: "/var/lib/synaxic-redis-backup",
+  textfile: "/textfile",
+};
+
+/**
+ * The series every master's job writes to: one for the fleet, so that after
+ * a failover the promoted master's snapshots continue it, LATEST names the
+ * newest whichever host took it, and retention spans them all.
+ */
+export const REDIS_SNAPSHOT_SERIES = "master";
+
+/** The object storage as the job reaches it: the repository's endpoint, bucket and region. */
+export interface RedisSnapshotRepository {
+  endpoint: string;
+  bucket: string;
+  region: string;
+  /** The repository's path (backupRepository.path, e.g. /synaxic): the snapshots go below it, in redis/. */
+  path: string;
+  /** Whether the endpoint's CA is given (then at paths.s3CaFile). */
+  hasCaCertificate: boolean;
+}
+
+/** The snapshots' place in the bucket: `redis/` below the repository's path (beside pgBackRest's archive/ and backup/). */
+export function redisSnapshotTarget(repository: RedisSnapshotRepository, paths: RedisSnapshotJobPaths = REDIS_SNAPSHOT_PATHS): RedisS3Target {
+  const base = repository.path.replace(/^\/+|\/+$/g, "");
+  return {
+    endpoint: repository.endpoint,
+    bucket: repository.bucket,
+    region: repository.region,
+    prefix: base ? `${base}/redis` : "redis",
+    ...(repository.hasCaCertificate ? { caFile: paths.s3CaFile } : {}),
+    credentialsFile: paths.s3CredentialsFile,
+  };
+}
+
+export interface RedisSnapshotJobParams {
+  hostName: string;
+  /** The master as the job reaches it over TLS (loopback beside it). */
+  redis: { host: string; port: number };
+  repository: RedisSnapshotRepository;
+  hourUtc: number;
+  retention: number;
+  /** The Redis server's data directory, where the install script puts a restored snapshot (in a one-off container with the server's volume). */
+  redisDataDir: string;
+  /** Owner of a fetched snapshot: the Redis server's user. */
+  redisUid: number;
+  redisGid: number;
+  paths?: RedisSnapshotJobPaths;
+  intervalSeconds?: number;
+  retrySeconds?: number;
+}
+
+/** Every script of the job, by its path in the container: what components/RedisSnapshots.ts uploads. */
+export function renderRedisSnapshotJobFiles(p: RedisSnapshotJobParams): Record<string, string> {
+  const paths = p.paths ?? REDIS_SNAPSHOT_PATHS;
+  const target = redisSnapshotTarget(p.repository, paths);
+  const sizeFile = `${paths.state}/work/size`;
+  return {
+    [paths.entrypoint]: renderRedisSnapshotSchedulerScript({
+      hostName: p.hostName,
+      hourUtc: p.hourUtc,
+      snapshotScript: paths.snapshot,
+      expireScript: paths.expire,
+      sizeFile,
+      restore: { fetchScript: paths.fetch, installScript: paths.install, ownerUid: p.redisUid, ownerGid: p.redisGid },
+      textfileDir: paths.textfile,
+      stateDir: paths.state,
+      ...(p.intervalSeconds !== undefined ? { intervalSeconds: p.intervalSeconds } : {}),
+      ...(p.retrySeconds !== undefined ? { retrySeconds: p.retrySeconds } : {}),
+    }),
+    [paths.snapshot]: renderRedisSnapshotScript({
+      name: REDIS_SNAPSHOT_SERIES,
+      redis: { host: p.redis.host, port: p.redis.port, caFile: paths.caFile, user: REDIS_BACKUP_USER, passwordFile: paths.passwordFile },
+      workDir: `${paths.state}/work`,
+      encryptionPassFile: paths.cipherPassFile,
+      s3: target,
+      sizeFile,
+    }),
+    [paths.expire]: renderRedisSnapshotExpireScript({ name: REDIS_SNAPSHOT_SERIES, s3: target, retention: p.retention }),
+    [paths.fetch]: renderRedisRestoreFetchScript({
+      name: REDIS_SNAPSHOT_SERIES,
+      dataDir: `${paths.state}/restore`,
+      encryptionPassFile: paths.cipherPassFile,
+      s3: target,
+      owner: { uid: p.redisUid, gid: p.redisGid },
+    }),
+    [paths.install]: renderRedisRestoreInstallScript({ dumpFile: `${paths.state}/restore/dump.rdb`, dataDir: p.redisDataDir }),
+  };
 }
