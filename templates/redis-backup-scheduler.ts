@@ -97,7 +97,7 @@ SIZE_FILE=${q("sizeFile", p.sizeFile)}
 HOUR=${hour}
 TIMEOUT=${timeout}
 RETRY=${retry}
-mkdir -p "$STATE_DIR"
+mkdir -p "$STATE_DIR/work"
 log() { echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) $*"; }
 
 # record OPERATION KEY VALUE: kept across restarts.
@@ -121,7 +121,7 @@ ${[
   ...metric("synaxic_redis_snapshot_expire_last_result_success", "1 when the last expiry of old snapshots succeeded, 0 when it failed."),
   '    v=$(recorded expire result); [ -n "$v" ] && echo "synaxic_redis_snapshot_expire_last_result_success $([ "$v" = 0 ] && echo 1 || echo 0)"',
   ...metric("synaxic_redis_snapshot_armed_timestamp_seconds", "Since when this host has been due to take Redis snapshots."),
-  '    echo "synaxic_redis_snapshot_armed_timestamp_seconds $(recorded job armed)"',
+  '    v=$(recorded job armed); [ -n "$v" ] && echo "synaxic_redis_snapshot_armed_timestamp_seconds $v"',
   ...metric("synaxic_redis_snapshot_heartbeat_timestamp_seconds", "When the Redis snapshot job last wrote this file."),
   '    echo "synaxic_redis_snapshot_heartbeat_timestamp_seconds $(date +%s)"',
 ].join("\n")}
@@ -192,7 +192,6 @@ esac
 trap 'log "stopping"; rm -f "$TEXTFILE"; exit 0' TERM INT
 # What a snapshot cut short by a stop left in the work directory.
 rm -f "$STATE_DIR"/work/snapshot-*
-mkdir -p "$STATE_DIR/work"
 [ -n "$(recorded job armed)" ] || record job armed "$(date +%s)"
 log "Redis snapshots: one at once when none has succeeded, then daily from $(printf '%02d' "$HOUR"):00 UTC; failures retried after $RETRY s"
 while true; do

@@ -411,9 +411,9 @@ describe("a fleet of main and two replicas on the real engine", () => {
     await psql(rig.host("main"), "SELECT pg_switch_wal()");
     await waitFor("archiving after the re-created stack", async () => (await psql(rig.host("main"), "SELECT archived_count > 0 FROM pg_stat_archiver")) === "t", 60_000, 1000);
     // Redis snapshots go on in the same series, encrypted with the same pass: the new job's first one decrypts with the one kept outside the fleet.
-    const fresh = () => s3.objects("synaxic/redis/master/").filter((o) => o.key.endsWith(".rdb.enc") && !snapshotsBefore.has(o.key));
-    await waitFor("a Redis snapshot from the re-created stack", async () => fresh().length > 0, 180_000, 2000);
-    const rdb = execFileSync("openssl", [...OPENSSL_ENC, "-d", "-pass", "stdin", "-in", join(s3.root, S3_BUCKET, fresh()[0]!.key)], { input: `${cipherPass}\n` });
+    const newSnapshots = () => s3.objects("synaxic/redis/master/").filter((o) => o.key.endsWith(".rdb.enc") && !snapshotsBefore.has(o.key));
+    await waitFor("a Redis snapshot from the re-created stack", async () => newSnapshots().length > 0, 180_000, 2000);
+    const rdb = execFileSync("openssl", [...OPENSSL_ENC, "-d", "-pass", "stdin", "-in", join(s3.root, S3_BUCKET, newSnapshots()[0]!.key)], { input: `${cipherPass}\n` });
     expect(rdb.subarray(0, 5).toString()).toBe("REDIS");
     expect(await psql(rig.host("replica-2"), "SELECT note FROM engine_probe WHERE id = 1", "synaxic")).toBe("written on main");
   });

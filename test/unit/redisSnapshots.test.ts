@@ -41,13 +41,16 @@ beforeAll(async () => {
 function uploads(r: Recorded): Upload[] {
   return r.inputs.uploads as Upload[];
 }
-/** The raw (secret-marked) upload of a file. */
-function rawUpload(r: Recorded, file: string): Record<string, unknown> {
+const isSecret = (v: unknown) => !!v && typeof v === "object" && (v as Record<string, unknown>)[SECRET_SIG] !== undefined;
+/** Whether the program sent a file's upload content as a secret: the list, the upload, or its content marked secret. */
+function uploadIsSecret(r: Recorded, file: string): boolean {
+  const raw = r.raw.uploads;
+  if (isSecret(raw)) return true;
   const i = uploads(r).findIndex((u) => u.file === file);
   expect(i, file).toBeGreaterThanOrEqual(0);
-  return (r.raw.uploads as Record<string, unknown>[])[i]!;
+  const u = (raw as unknown[])[i];
+  return isSecret(u) || isSecret((u as Record<string, unknown>).content);
 }
-const isSecret = (v: unknown) => !!v && typeof v === "object" && (v as Record<string, unknown>)[SECRET_SIG] !== undefined;
 function aclOf(run: AnyRun, container: string): string {
   return uploads(run.one(CONTAINER, container)).find((u) => u.file.endsWith("users.acl"))!.content;
 }
@@ -102,7 +105,7 @@ describe("Redis snapshots on (backupRepository set)", () => {
     for (const f of [REDIS_SNAPSHOT_PATHS.passwordFile, REDIS_SNAPSHOT_PATHS.cipherPassFile, REDIS_SNAPSHOT_PATHS.s3CredentialsFile]) {
       const u = uploads(job).find((x) => x.file === f)!;
       expect(u.permissions, f).toBe("0600");
-      expect(isSecret(rawUpload(job, f).content), f).toBe(true);
+      expect(uploadIsSecret(job, f), f).toBe(true);
     }
     const byFile = (f: string) => uploads(job).find((x) => x.file === f)!.content;
     expect(byFile(REDIS_SNAPSHOT_PATHS.passwordFile)).toBe(pw(main, "fleet-redisBackup"));
@@ -112,10 +115,7 @@ describe("Redis snapshots on (backupRepository set)", () => {
     expect(String(main.one(COMMAND, "postgres-pgbackrest-secrets").inputs.stdin)).toContain(`repo1-cipher-pass=${pw(main, "fleet-backupCipher")}`);
     // No secret anywhere outside a secret marker: not in a script, a command, an image build.
     const secrets = [...main.secretValues, "s3-secret-access-key-example-0123"];
-    for (const r of [job, main.one(COMMAND, "redis-snapshots-image-build")]) {
-      const plainParts = { ...r.raw, uploads: (r.raw.uploads as Record<string, unknown>[] | undefined)?.filter((u) => !isSecret(u.content)) };
-      expect(findLeaks(plainParts, secrets), r.name).toEqual([]);
-    }
+    for (const r of [job, main.one(COMMAND, "redis-snapshots-image-build")]) expect(findLeaks(r.raw, secrets), r.name).toEqual([]);
   });
 
   it("every host's users.acl carries the backup user (SYNC, REPLCONF and PING only, the password hashed), the replica's too", () => {
@@ -123,7 +123,7 @@ describe("Redis snapshots on (backupRepository set)", () => {
     const line = `user backup reset on #${hash(pw(main, "fleet-redisBackup"))} ${REDIS_BACKUP_ACL_RULES.join(" ")}`;
     expect(aclOf(main, "redis-container").split("\n")).toContain(line);
     expect(aclOf(replica, "redis-container").split("\n")).toContain(line);
-    expect(isSecret(rawUpload(main.one(CONTAINER, "redis-container"), "/etc/synaxic/users.acl").content)).toBe(true);
+    expect(uploadIsSecret(main.one(CONTAINER, "redis-container"), "/etc/synaxic/users.acl")).toBe(true);
   });
 
   it("replica stacks read the backup user's password from the main stack's secret replicaCredentials; a replica runs no job", () => {
@@ -158,7 +158,7 @@ describe("where the job runs: beside the Redis master", () => {
     const job = promoted.one(CONTAINER, "redis-snapshots-container");
     expect(job.inputs.name).toBe("synaxic-replica-1-redis-backup");
     expect(uploads(job).find((u) => u.file === REDIS_SNAPSHOT_PATHS.passwordFile)!.content).toBe(pw(main, "fleet-redisBackup"));
-    expect(isSecret(rawUpload(job, REDIS_SNAPSHOT_PATHS.cipherPassFile).content)).toBe(true);
+    expect(uploadIsSecret(job, REDIS_SNAPSHOT_PATHS.cipherPassFile)).toBe(true);
     const following = (await runMain(1, { ...BACKUP, [`${P}followPrimary`]: "replica-1" })) as AnyRun;
     expect(following.of(COMPONENT)).toEqual([]);
     expect(aclOf(following, "redis-container")).toMatch(/^user backup /m);
@@ -169,7 +169,7 @@ describe("where the job runs: beside the Redis master", () => {
     const run = (await runMain(0, { ...BACKUP, [`${P}backupCipherPass`]: given })) as AnyRun;
     const job = run.one(CONTAINER, "redis-snapshots-container");
     expect(uploads(job).find((u) => u.file === REDIS_SNAPSHOT_PATHS.cipherPassFile)!.content).toBe(`${given}\n`);
-    expect(isSecret(rawUpload(job, REDIS_SNAPSHOT_PATHS.cipherPassFile).content)).toBe(true);
+    expect(uploadIsSecret(job, REDIS_SNAPSHOT_PATHS.cipherPassFile)).toBe(true);
   });
 
   it("a main stack from before Redis snapshots (no fleet.backup.redis, no redisBackup): the replica adds no backup user", async () => {
