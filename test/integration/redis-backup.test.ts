@@ -252,7 +252,8 @@ describe("the Redis snapshot job, as the program renders it", () => {
       textfile: join(root, "textfile"),
     };
     const cert = ca.issue("bkrrestore-job", [restoreHost.ip]);
-    restored = RedisServer.create(net, restoreHost, "bkjobrestored", { caPem: ca.certPem, certPem: cert.certPem, keyPem: cert.keyPem });
+    // Its own port: the earlier restore's server still runs on this host.
+    restored = RedisServer.create(net, restoreHost, "bkjobrestored", { caPem: ca.certPem, certPem: cert.certPem, keyPem: cert.keyPem }, 6381);
     const files = renderRedisSnapshotJobFiles({
       hostName: "bkjob",
       redis: { host: redisHost.ip, port: master.port },
@@ -310,10 +311,16 @@ describe("the Redis snapshot job, as the program renders it", () => {
 
   it("the day's snapshot: once the last success is from before today's hour, the loop takes the next one", async () => {
     const before = snapshotKeys();
+    const firstStart = metrics().synaxic_redis_snapshot_last_start_timestamp_seconds!;
     // As if the last snapshot had been taken yesterday.
     const yesterday = Math.floor(Date.UTC(new Date().getUTCFullYear(), new Date().getUTCMonth(), new Date().getUTCDate()) / 1000) - 3600;
     writeFileSync(join(paths.state, "snapshot.succeeded"), `${yesterday}\n`);
-    await waitFor("the day's snapshot", async () => snapshotKeys().length === before.length + 1 && metrics().synaxic_redis_snapshot_last_success_timestamp_seconds! > yesterday, 60_000, 200);
+    // Done once the textfile reports a snapshot started after the first one as a success.
+    await waitFor("the day's snapshot", async () => {
+      const m = metrics();
+      return m.synaxic_redis_snapshot_last_start_timestamp_seconds! > firstStart && m.synaxic_redis_snapshot_last_result_success === 1 && m.synaxic_redis_snapshot_last_success_timestamp_seconds! >= m.synaxic_redis_snapshot_last_start_timestamp_seconds!;
+    }, 60_000, 200);
+    expect(snapshotKeys()).toHaveLength(before.length + 1);
     expect(readFileSync(join(s3.root, BUCKET, series, "LATEST"), "utf8")).toBe(snapshotKeys().sort().at(-1));
     expect(net.readLog(job.log)).toMatch(/snapshot: synaxic\/redis\/master\/\d{8}T\d{6}Z\.rdb\.enc uploaded \(\d+ bytes\)/);
   });
@@ -346,16 +353,17 @@ describe("the Redis snapshot job, as the program renders it", () => {
   });
 
   it("restore: fetch puts the newest snapshot and the install script in the state directory; the install script makes it the server's AOF; the server starts from it with the same keys", async () => {
-    const fetched = await runJob(["fetch"]);
-    expect(fetched.code, fetched.stderr).toBe(0);
     const dump = join(paths.state, "restore", "dump.rdb");
-    expect(readFileSync(dump).subarray(0, 5).toString()).toBe("REDIS");
-    // A key of another series is refused before anything is downloaded.
+    // A key of another series is refused before anything is downloaded, and leaves nothing to install.
     const other = await runJob(["fetch", "elsewhere/20240101T000000Z.rdb.enc"]);
     expect(other.code).not.toBe(0);
     expect(other.stderr).toMatch(/not a snapshot of synaxic\/redis\/master/);
+    expect(existsSync(dump)).toBe(false);
+    const fetched = await runJob(["fetch"]);
+    expect(fetched.code, fetched.stderr).toBe(0);
+    expect(readFileSync(dump).subarray(0, 5).toString()).toBe("REDIS");
     // As the runbook runs it: as the Redis user, with the server stopped (here: never started), its data directory in place.
-    const conf = renderRedisConf({ role: "master", bind: [restoreHost.ip, "127.0.0.1"], ...restored.paths });
+    const conf = renderRedisConf({ role: "master", bind: [restoreHost.ip, "127.0.0.1"], port: restored.port, ...restored.paths });
     const install = await restoreHost.exec(["setpriv", "--reuid", "redis", "--regid", "redis", "--init-groups", "--", "bash", join(paths.state, "restore", "install.sh")], { allowFail: true, timeoutMs: 120_000 });
     expect(install.code, install.stderr + install.stdout).toBe(0);
     expect(install.stdout).toMatch(new RegExp(`installed ${before.keys} keys into ${restored.dataDir.replace(/[.]/g, "\\.")}`));
