@@ -15,7 +15,9 @@
  * textfile, expires old snapshots (through several listing pages), fetches
  * and installs a snapshot that a server then starts from with the same keys,
  * reports a failure when the object storage is down, and the alert rules
- * fire on what it wrote (promtool).
+ * fire on what it wrote (promtool). And the snapshot image's install step,
+ * run by this host's sh and dpkg: nothing downloaded when the pins are what
+ * is installed.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createHash, randomBytes } from "node:crypto";
@@ -32,6 +34,7 @@ import { stringify } from "yaml";
 import { renderRedisSnapshotJobFiles, REDIS_SNAPSHOT_TEXTFILE, type RedisSnapshotJobPaths } from "../../templates/redis-backup-scheduler";
 import { backupAlertRules, renderBackupAlertRules, DEFAULT_BACKUP_ALERT_THRESHOLDS } from "../../templates/backup-alerts";
 import { promtool } from "../rig/prometheus";
+import { renderRedisBackupImageDockerfile } from "../../templates/redis-backup-image";
 import {
   OPENSSL_ENC,
   REDIS_BACKUP_USER,
@@ -410,5 +413,43 @@ describe("the Redis snapshot job, as the program renders it", () => {
     writeFileSync(join(dir, "test.yml"), stringify({ rule_files: ["backup.yml"], evaluation_interval: "1m", tests }));
     const t = await promtool(["test", "rules", "test.yml"], { cwd: dir });
     expect(t.code, t.stdout + t.stderr).toBe(0);
+  });
+});
+
+describe("the snapshot image's install step (templates/redis-backup-image.ts), run by this Debian host's sh and dpkg", () => {
+  const installed = Object.fromEntries(
+    execFileSync("dpkg-query", ["-W", "-f=${Package}=${Version}\\n", "curl", "openssl", "ca-certificates"]).toString().trim().split("\n").map((l) => l.split("=") as [string, string]),
+  );
+  const packages = { curl: installed.curl!, openssl: installed.openssl!, caCertificates: installed["ca-certificates"]! };
+
+  /** The Dockerfile's RUN step, with apt-get a stub that records its arguments (and installs nothing). */
+  function runStep(p: typeof packages) {
+    const dockerfile = renderRedisBackupImageDockerfile({ baseImage: "redis:7.0.15-bookworm", packages: p });
+    const body = dockerfile.split("\n").filter((l) => !/^(#|FROM |LABEL )/.test(l)).join("\n").replace(/^RUN /, "");
+    const dir = net.mkdir("image-step");
+    writeFileSync(join(dir, "apt-get"), `#!/bin/sh\necho "$*" >> ${dir}/apt-get.calls\n`, { mode: 0o755 });
+    let code = 0;
+    let err = "";
+    try {
+      execFileSync("sh", ["-c", body], { env: { ...process.env, PATH: `${dir}:${process.env.PATH}` }, stdio: ["ignore", "pipe", "pipe"] });
+    } catch (e) {
+      code = (e as { status: number }).status;
+      err = String((e as { stderr: Buffer }).stderr);
+    }
+    const calls = existsSync(join(dir, "apt-get.calls")) ? readFileSync(join(dir, "apt-get.calls"), "utf8") : "";
+    return { code, err, calls };
+  }
+
+  it("pins that are what is installed: nothing downloaded (apt-get never runs), the tools answer", () => {
+    const r = runStep(packages);
+    expect(r.code, r.err).toBe(0);
+    expect(r.calls).toBe("");
+  });
+
+  it("a pin that is not installed: apt-get update, then install of exactly that pin; a version still not there after it fails the step, naming it", () => {
+    const r = runStep({ ...packages, curl: "7.88.1-10+deb12u0" });
+    expect(r.calls.split("\n").filter(Boolean)).toEqual(["update", "install -y --no-install-recommends curl=7.88.1-10+deb12u0"]);
+    expect(r.code).not.toBe(0);
+    expect(r.err).toContain("curl is not installed at 7.88.1-10+deb12u0");
   });
 });
