@@ -34,7 +34,7 @@ async function onRig(hosts: string[], body: Parameters<typeof runOnRig>[1]): Pro
 }
 
 const SECTION_TITLES: Record<SectionName, string> = {
-  postgres: "PostgreSQL: pgbench with 0 and 2 replicas, commit -> visible, lag",
+  postgres: "PostgreSQL: pgbench with 0 and 2 replicas, commit -> visible, lag; synchronous replication's cost",
   bootstrap: "Bootstrap: a new replica's base backup",
   redis: "Redis: TLS and plain, replica offset under load, a new replica's sync",
   balancer: "Balancer: upstream keep-alive, shares, writes",

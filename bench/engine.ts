@@ -15,7 +15,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Engine, locateEngine, rigImages } from "../test/engine/engine";
 import { EngineRig } from "../test/engine/hosts";
-import { initStack, mainConfig, replicaConfig } from "../test/engine/fleet";
+import { controlConfig, initControlStack, initStack, mainConfig, replicaConfig } from "../test/engine/fleet";
 
 type Add = (label: string, value: string) => void;
 
@@ -48,11 +48,15 @@ export async function runEngineBench(runs: number, add?: Add): Promise<void> {
   const m = { upMain: [] as number[], upReplica: [] as number[], previewMain: [] as number[], previewReplica: [] as number[], addReplica: [] as number[] };
   for (let i = 0; i < runs; i++) {
     const rig = await EngineRig.create(["main", "replica-1", "replica-2", "replica-3"], images);
-    const work = mkdtempSync(join(tmpdir(), "synaxic-bench-engine-"));
+    // A short folder: the operator's SSH control sockets live below it, and Unix socket paths are limited to 103 bytes.
+    const work = mkdtempSync(join(tmpdir(), "sxb-"));
     try {
       const engine = new Engine(paths, join(work, "backend"));
       await engine.installPlugins();
       const co = engine.checkout(join(work, "checkout"));
+      // Host stacks take their role from the control stack (mainConfig names it), which comes first.
+      await initControlStack(co, rig, controlConfig(["main", "replica-1", "replica-2", "replica-3"]));
+      await co.up("control");
       await initStack(co, rig, "main", mainConfig(rig, ["replica-1", "replica-2"]));
       m.upMain.push(await timed(() => co.up("main")));
       for (const r of ["replica-1", "replica-2"]) {

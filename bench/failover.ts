@@ -18,7 +18,7 @@ import { makeCa } from "../test/rig/pki";
 import { LedgerWriter, PgCluster, ledgerTableSql, missingAcks, startPrimaryWithRoles } from "../test/rig/postgres";
 import { renderPromoteSql } from "../templates/postgres";
 import { log } from "./rig-run";
-import { fmtSpread } from "./report";
+import { extremes, fmtSpread } from "./report";
 
 export interface Options {
   /** Rounds (each a fresh primary and replica). */
@@ -73,8 +73,8 @@ export async function round(net: TestNet, n: number, opts: Options): Promise<Rou
       const acks = writers.flatMap((w) => w.acks);
       const oldAcks = acks.filter((a) => a.server === main.host.ip);
       const newAcks = acks.filter((a) => a.server === replica.host.ip);
-      const lastOld = Math.max(...oldAcks.map((a) => a.at));
-      const firstNew = Math.min(...newAcks.map((a) => a.at));
+      const lastOld = extremes(oldAcks.map((a) => a.at))!.max;
+      const firstNew = extremes(newAcks.map((a) => a.at))!.min;
       let missing = 0;
       for (const w of writers) missing += (await missingAcks(replica, w.acks, w.table)).length;
       const unknown = writers.reduce((s, w) => s + w.unknown, 0);

@@ -16,7 +16,11 @@
  *   3. the replicas' lag in bytes when the load stops, and the time until
  *      both have replayed everything the primary wrote;
  *   4. the exporter's lag metrics (the rendered queries, scraped from a
- *      monitoring host) over an idle period after that: they must stay flat.
+ *      monitoring host) over an idle period after that: they must stay flat;
+ *   5. what synchronous replication costs (synchronousReplication any1: the
+ *      rendered synchronous_standby_names = 'ANY 1 (both replicas)', turned
+ *      on with a reload): the same pgbench with 2 replicas, its tps and
+ *      average commit latency against the asynchronous run.
  */
 import { execFileSync } from "node:child_process";
 import { cpus } from "node:os";
@@ -100,6 +104,12 @@ export function pinCpus(cpuCount: number): { primary: number; replicas: number }
   return { primary: 0, replicas: cpuCount > 1 ? 1 : 0 };
 }
 
+/** Average latency in ms from pgbench's output ("latency average = 3.245 ms"). */
+export function pgbenchLatencyMs(out: string): number | undefined {
+  const m = /^latency average = ([\d.]+) ms/m.exec(out);
+  return m ? Number(m[1]) : undefined;
+}
+
 /** tps from pgbench's output ("tps = 1234.5 (without initial connection time)"). */
 export function pgbenchTps(out: string): number | undefined {
   const m = /^tps = ([\d.]+)/m.exec(out);
@@ -138,6 +148,16 @@ async function probeVisibility(primary: Session, replicas: Session[], everyMs: n
     await sleep(Math.max(0, next - Date.now()));
   }
   return { latencies, timeouts };
+}
+
+/** Waits until the primary has this many streaming standbys that can confirm a commit (sync_state quorum). */
+async function waitSynchronous(primary: PgNode, n: number): Promise<void> {
+  for (const deadline = Date.now() + 30_000; ; ) {
+    const count = Number(await primary.value("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming' AND sync_state = 'quorum'"));
+    if (count >= n) return;
+    if (Date.now() > deadline) throw new Error(`${primary.name}: ${count} of ${n} standbys in sync_state quorum after 30 s`);
+    await sleep(200);
+  }
 }
 
 export async function bench(opts: Options, net: TestNet, add: (label: string, value: string) => void): Promise<void> {
@@ -234,6 +254,21 @@ export async function bench(opts: Options, net: TestNet, add: (label: string, va
   add(`idle ${opts.idleSeconds} s: synaxic_replication_lag_bytes`, fmtSpread(lagBytes, 0, "bytes"));
   add(`idle ${opts.idleSeconds} s: synaxic_replication_replay_lag_seconds`, fmtSpread(lagSeconds, 3, "s"));
   add(`idle ${opts.idleSeconds} s: synaxic_recovery_replay_lag_bytes`, fmtSpread(recoveryBytes, 0, "bytes"));
+
+  // 5. Synchronous replication: the primary's configuration rendered with ANY 1 of the replicas, reloaded.
+  cluster.opts.synchronous = true;
+  main.writeConfig("primary");
+  await main.psql("SELECT pg_reload_conf()");
+  await waitSynchronous(main, replicas.length);
+  log(`pgbench with 2 replicas and synchronous_standby_names ${await main.value("SHOW synchronous_standby_names")} (${opts.seconds} s)`);
+  const { load: synchronous, visibility: syncVisibility } = await probed(replicas);
+  log(`2 replicas, any1: ${synchronous.tps.toFixed(0)} tps`);
+  const asyncLatency = pgbenchLatencyMs(withReplicas.out);
+  const syncLatency = pgbenchLatencyMs(synchronous.out);
+  add("tps, 2 replicas, synchronousReplication any1", synchronous.tps.toFixed(0));
+  add("tps ratio, any1 / off (2 replicas)", num(ratio(synchronous.tps, withReplicas.tps), 2));
+  add("commit latency average (pgbench), off / any1", `${num(asyncLatency, 3)} / ${num(syncLatency, 3)} ms (x${num(ratio(syncLatency, asyncLatency), 2)})`);
+  add("commit -> visible on a replica, any1", `${fmtPercentiles(syncVisibility.latencies, 1, "ms")}${syncVisibility.timeouts ? `, ${syncVisibility.timeouts} not visible after 30 s` : ""}`);
   for (const r of replicas) await r.stop();
   await main.stop();
 }

@@ -16,6 +16,7 @@ import { makeCa } from "../test/rig/pki";
 import { LedgerWriter, PgCluster, PgNode, ledgerTableSql, lsnDiff, missingAcks, startPrimaryWithRoles, type Ack } from "../test/rig/postgres";
 import { renderPromoteSql } from "../templates/postgres";
 import { log, runBench, runOnRig } from "./rig-run";
+import { extremes } from "./report";
 
 /** Concurrent writers, each with its own session and ledger table, writing back to back. */
 const WRITERS = 2;
@@ -305,8 +306,8 @@ export async function bench(opts: Options, net: TestNet, summary: Summary[]): Pr
     const oldAcks = acks.filter((a) => a.server === oldIp);
     const newAcks = acks.filter((a) => a.server === newIp);
     if (oldAcks.length === 0 || newAcks.length === 0) throw new Error(`no acknowledged writes from ${oldAcks.length === 0 ? "the old" : "the new"} primary`);
-    const lastOld = Math.max(...oldAcks.map((a) => a.at));
-    const firstNew = Math.min(...newAcks.map((a) => a.at));
+    const lastOld = extremes(oldAcks.map((a) => a.at))!.max;
+    const firstNew = extremes(newAcks.map((a) => a.at))!.min;
     const gapMs = firstNew - lastOld;
     let missing = 0;
     for (const w of writers) missing += (await missingAcks(replica, w.acks, w.table)).length;

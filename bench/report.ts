@@ -19,6 +19,23 @@ export function spreadOf(xs: readonly number[]): Spread | undefined {
   return { min: s[0]!, median: mid, max: s[s.length - 1]!, n: s.length };
 }
 
+/**
+ * Smallest and largest of any number of values; undefined when empty.
+ * `Math.max(...xs)` passes every value as an argument and throws "Maximum
+ * call stack size exceeded" past about 10^5 of them (a failover's
+ * acknowledged writes on a quiet machine).
+ */
+export function extremes(xs: readonly number[]): { min: number; max: number } | undefined {
+  if (xs.length === 0) return undefined;
+  let min = xs[0]!;
+  let max = xs[0]!;
+  for (const x of xs) {
+    if (x < min) min = x;
+    if (x > max) max = x;
+  }
+  return { min, max };
+}
+
 /** Nearest-rank percentile (p in [0, 100]); undefined when empty. */
 export function percentile(xs: readonly number[], p: number): number | undefined {
   if (xs.length === 0) return undefined;

@@ -1,9 +1,12 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
+import { rotationKeepers } from "../lib/passwordRotation";
 
 export interface FleetSecretsArgs {
   /** Password length; every password is letters and digits only, so it needs no quoting anywhere. */
   length?: number;
+  /** passwordRotation: a counter per password; a raised one regenerates that password alone (its keepers). */
+  rotation?: Readonly<Record<string, number>>;
 }
 
 /** The fleet's generated passwords, one RandomPassword each; the engine keeps every one secret. */
@@ -47,7 +50,8 @@ export class FleetSecrets extends pulumi.ComponentResource {
     super("synaxic:components:FleetSecrets", name, {}, opts);
     const length = args.length ?? 40;
     const entries = PASSWORDS.map((p) => {
-      const pw = new random.RandomPassword(`${name}-${p}`, { length, special: false, minLower: 4, minUpper: 4, minNumeric: 4 }, { parent: this });
+      const keepers = rotationKeepers(args.rotation?.[p]);
+      const pw = new random.RandomPassword(`${name}-${p}`, { length, special: false, minLower: 4, minUpper: 4, minNumeric: 4, ...(keepers ? { keepers } : {}) }, { parent: this });
       // The engine marks `result` secret; saying so here as well keeps it
       // secret for anything that reads it before the engine has answered.
       return [p, { result: pulumi.secret(pw.result), bcryptHash: pulumi.secret(pw.bcryptHash) }] as const;

@@ -8,7 +8,7 @@ import { baseContainer, digest, hostFile, hostPath, pullImage, replaceInPlace, u
 import type { ReplicaEntry } from "../lib/config";
 import { remoteStep, type HostShell } from "../lib/remote";
 import { PROMETHEUS_SERVER_LABEL, renderAlertRules, renderPrometheusConfig, renderTargetsFiles, type HostRole, type MonitoredHost } from "../templates/prometheus";
-import { grafanaEnv, renderGrafanaDashboardProvider, renderGrafanaDatasources, renderReplicationDashboard } from "../templates/grafana";
+import { grafanaEnv, renderGrafanaAdminPasswordScript, renderGrafanaDashboardProvider, renderGrafanaDatasources, renderReplicationDashboard } from "../templates/grafana";
 import { alertmanagerClusterFlags, renderAlertmanagerConfig, type AlertmanagerConfigParams } from "../templates/alertmanager";
 import type { AlertSeverity, AlertingConfig, StackConfig } from "../lib/config";
 
@@ -303,7 +303,7 @@ export class Monitoring extends pulumi.ComponentResource {
       const grafanaData = new docker.Volume(`${name}-grafana-data`, { name: `synaxic-${args.hostName}-grafana-data` }, { ...parent, retainOnDelete: !args.deleteDataOnDestroy });
       const grafanaImage = pullImage(`${name}-grafana-image`, args.images.grafana, parent);
       const passwordFile = "/run/synaxic/grafana-admin-password";
-      new docker.Container(
+      const grafana = new docker.Container(
         `${name}-grafana`,
         {
           name: containerName(args.hostName, "grafana"),
@@ -322,6 +322,21 @@ export class Monitoring extends pulumi.ComponentResource {
           ],
         },
         { ...parent, ...replaceInPlace },
+      );
+      // The settings give the admin its password on Grafana's first start
+      // only: apply it on every change (a rotation) and to every new container.
+      const grafanaName = containerName(args.hostName, "grafana");
+      remoteStep(
+        `${name}-grafana-admin-password`,
+        args.shell,
+        {
+          argv: ["sh", "-c", renderGrafanaAdminPasswordScript(Math.min(120, Math.max(10, args.timeoutSeconds - 10))), "sh", grafanaName],
+          stdin: pulumi.secret(pulumi.interpolate`${grafanaAdminPassword}\n`),
+          triggers: [grafana.id],
+          timeoutSeconds: args.timeoutSeconds,
+          secretOutput: true,
+        },
+        { ...parent, dependsOn: [grafana] },
       );
     }
 

@@ -50,6 +50,8 @@ export class PostgresReplica extends pulumi.ComponentResource {
   public readonly postgresqlConf: string;
   public readonly mode: "replica" | "promoted" | "rejoin";
   public readonly container: docker.Container;
+  /** Up in its role: a standby streaming, or a promoted server taking writes (the health gate). */
+  public readonly ready: pulumi.CustomResource;
 
   constructor(name: string, args: PostgresReplicaArgs, opts?: pulumi.ComponentResourceOptions) {
     super("synaxic:components:PostgresReplica", name, {}, opts);
@@ -125,6 +127,7 @@ export class PostgresReplica extends pulumi.ComponentResource {
       parent,
     );
     this.container = container;
+    this.ready = ready as pulumi.CustomResource;
 
     // A promoted server keeps WAL for everyone who follows it.
     if (args.promote) {

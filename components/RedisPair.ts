@@ -2,7 +2,7 @@ import * as pulumi from "@pulumi/pulumi";
 import type { MemoryBudget } from "../lib/memory";
 import * as docker from "@pulumi/docker";
 import { LOOPBACK, containerName } from "../lib/addresses";
-import { baseContainer, healthcheck, pullImage, replaceInPlace, upload, whenRunning, STOP_GRACE, stopGrace, memoryLimit } from "../lib/containers";
+import { baseContainer, healthcheck, hostFile, hostPath, pullImage, replaceInPlace, upload, whenRunning, STOP_GRACE, stopGrace, memoryLimit } from "../lib/containers";
 import { remoteStep, type HostShell } from "../lib/remote";
 import { REDIS_BACKUP_USER, renderRedisBackupAclLine } from "../templates/redis-backup";
 import {
@@ -14,6 +14,7 @@ import {
   renderRedisConf,
   renderRedisPromoteFromStdin,
 } from "../templates/redis";
+import { REDIS_ACL_DIR, REDIS_ACL_FILE, renderRedisUsersScript, type RedisUsersMode } from "../templates/redis-users";
 
 /** The Redis users; passwords are secrets from FleetSecrets. */
 export interface RedisUsers {
@@ -65,6 +66,9 @@ export class RedisPair extends pulumi.ComponentResource {
   public readonly port: number;
   public readonly role: pulumi.Output<string>;
   public readonly container: docker.Container;
+  /** The running server's users changed to match users.acl (templates/redis-users.ts), in "add" or "sync" mode. */
+  private readonly usersStep: (mode: RedisUsersMode, opts: pulumi.CustomResourceOptions) => pulumi.Resource;
+  private readonly usersAdded: pulumi.Resource;
 
   constructor(name: string, args: RedisPairArgs, opts?: pulumi.ComponentResourceOptions) {
     super("synaxic:components:RedisPair", name, {}, opts);
@@ -85,7 +89,7 @@ export class RedisPair extends pulumi.ComponentResource {
         .apply(([masterHost, replicationPassword]) =>
           renderRedisConf(
             effectiveRole === "master"
-              ? { role: "master", bind: [args.privateIp, LOOPBACK], port: args.port, announce: { ip: args.privateIp, port: args.port }, maxmemory }
+              ? { role: "master", bind: [args.privateIp, LOOPBACK], port: args.port, announce: { ip: args.privateIp, port: args.port }, maxmemory, aclFile: REDIS_ACL_FILE }
               : {
                   role: "replica",
                   bind: [args.privateIp, LOOPBACK],
@@ -96,6 +100,7 @@ export class RedisPair extends pulumi.ComponentResource {
                   masterUser: REDIS_USER_NAMES.replication,
                   masterPassword: replicationPassword,
                   maxmemory,
+                  aclFile: REDIS_ACL_FILE,
                 },
           ),
         ),
@@ -115,6 +120,7 @@ export class RedisPair extends pulumi.ComponentResource {
         ),
     );
 
+    const dependsOn: pulumi.Resource[] = [];
     const volume = new docker.Volume(
       `${name}-data`,
       { name: `synaxic-${args.hostName}-redis-data`, labels: [{ label: "app", value: "synaxic" }] },
@@ -122,10 +128,22 @@ export class RedisPair extends pulumi.ComponentResource {
     );
     const image = pullImage(`${name}-image`, args.image, parent);
 
+    // users.acl is a file on the host, mounted read-only: a new password
+    // changes the file and the running server (the users steps below), and
+    // never re-creates the container, which would cut every client off.
+    // A local stack run by a user other than root cannot hand a host file
+    // to Redis's user (hostFile's chown needs root), so there the file is an
+    // upload into the container, which a password change re-creates.
+    const aclDir = `${args.hostName}/redis-acl`;
+    const aclOnHost = args.shell.kind !== "local";
+    const aclFile = aclOnHost
+      ? hostFile(`${name}-acl`, args.shell, { path: `${aclDir}/users.acl`, content: acl, mode: "0600", owner: `${REDIS_CONTAINER_UID}:${REDIS_CONTAINER_GID}`, timeoutSeconds: args.timeoutSeconds }, parent)
+      : undefined;
+    if (aclFile) dependsOn.push(aclFile);
+
     // Promotion: REPLICAOF NO ONE on the running replica first, so that it
     // keeps serving its data as a master; the container below is then
     // re-created with the master configuration over the same volume.
-    const dependsOn: pulumi.Resource[] = [];
     if (args.role === "replica" && args.promote) {
       const script = renderRedisPromoteFromStdin({ host: LOOPBACK, port: args.port, caFile: P.caFile, user: REDIS_USER_NAMES.admin });
       dependsOn.push(
@@ -155,9 +173,10 @@ export class RedisPair extends pulumi.ComponentResource {
         command: ["redis-server", P.conf],
         ...baseContainer(args.networkMode),
         volumes: [{ volumeName: volume.name, containerPath: P.dataDir }],
+        mounts: aclOnHost ? [{ type: "bind", source: hostPath(args.shell, aclDir), target: REDIS_ACL_DIR, readOnly: true }] : [],
         uploads: [
+          ...(aclOnHost ? [] : [upload(REDIS_ACL_FILE, acl, "0600", REDIS_CONTAINER_UID, REDIS_CONTAINER_GID)]),
           upload(P.conf, conf, "0600", REDIS_CONTAINER_UID, REDIS_CONTAINER_GID),
-          upload(P.acl, acl, "0600", REDIS_CONTAINER_UID, REDIS_CONTAINER_GID),
           upload(P.certFile, args.tls.certPem, "0644", REDIS_CONTAINER_UID, REDIS_CONTAINER_GID),
           upload(P.keyFile, args.tls.keyPem, "0600", REDIS_CONTAINER_UID, REDIS_CONTAINER_GID),
           upload(P.caFile, args.tls.caPem, "0644", REDIS_CONTAINER_UID, REDIS_CONTAINER_GID),
@@ -177,6 +196,36 @@ export class RedisPair extends pulumi.ComponentResource {
       { ...parent, ...replaceInPlace, dependsOn },
     );
 
+    // The users on the running server (templates/redis-users.ts), as admin
+    // with its password on stdin: "add" here, before any client is given a
+    // new password (the app waits for this component); "sync", which drops
+    // old passwords, from syncUsersAfter once the old clients are gone.
+    const usersStdin = pulumi.secret(pulumi.interpolate`${args.passwords.admin}\n${acl}`);
+    this.usersStep = (mode, opts) =>
+      remoteStep(
+        `${name}-users-${mode}`,
+        args.shell,
+        {
+          argv: whenRunning(this.containerName, ["docker", "exec", "-i", this.containerName, "sh", "-c", renderRedisUsersScript(mode, { port: args.port, caFile: P.caFile, adminUser: REDIS_USER_NAMES.admin })]),
+          stdin: usersStdin,
+          timeoutSeconds: args.timeoutSeconds,
+          secretOutput: true,
+        },
+        opts,
+      );
+    this.usersAdded = this.usersStep("add", { ...parent, dependsOn: [this.container, ...(aclFile ? [aclFile] : [])] });
+
     this.registerOutputs({ containerName: this.containerName, address: this.address, port: this.port, role: this.role });
+  }
+
+  /**
+   * Sets every Redis user to exactly its users.acl line once `after` is done
+   * (the old app slot retired): old passwords are dropped then, never while a
+   * client may still open a connection with one. Runs whenever users.acl or
+   * the admin password changes. Not a child of this component: the app
+   * depends on the component, and this step waits for the app.
+   */
+  syncUsersAfter(after: pulumi.Resource[]): pulumi.Resource {
+    return this.usersStep("sync", { dependsOn: [this.usersAdded, ...after] });
   }
 }

@@ -24,7 +24,7 @@ export interface RedisSnapshotsArgs {
   snapshots: RedisSnapshotSettings;
   /** The object storage's access key, and the repository's cipher pass (the snapshots' encryption passphrase). */
   secrets: { accessKeyId: pulumi.Input<string>; secretAccessKey: pulumi.Input<string>; cipherPass: pulumi.Input<string> };
-  /** The job starts after these (the Redis container: its first snapshot is taken at once, and the backup user must exist). */
+  /** The job starts after these (the Redis pair, whose users step puts the backup user on the running server: the first snapshot is taken at once). */
   after: pulumi.Resource[];
 }
 

@@ -13,12 +13,15 @@ import * as pulumi from "@pulumi/pulumi";
 import { isIPv4 } from "node:net";
 import { X509Certificate } from "node:crypto";
 import { z } from "zod";
+import { FENCE_METHODS, type FenceMethod } from "./controlInfo";
 import { replicaSlotName } from "../templates/postgres-sql";
 import { BACKUP_DRILL_DEFAULTS } from "../templates/backup-scheduler";
 import { REDIS_BACKUP_PACKAGES_DEFAULT } from "../templates/redis-backup-image";
 import { DEB_VERSION } from "../templates/local-image";
 import { ALERTMANAGER_PEER_TIMEOUT_SECONDS } from "../templates/alertmanager";
 import { DEFAULT_PUBLIC_PATHS, DEFAULT_WRITE_PATHS, WRITE_PATH, isServerName, publicPathError, type ApiKeyRequests } from "../templates/nginx";
+import { PASSWORDS } from "../components/FleetSecrets";
+import { rotationEntryError } from "./passwordRotation";
 
 export const PROJECT = "synaxic";
 
@@ -131,21 +134,8 @@ export const DEFAULT_IMAGES = {
   redisExporterImage: "oliver006/redis_exporter:v1.45.0",
 } as const;
 
-/**
- * How a former primary was made harmless before another host took writes
- * (the `fence` key):
- * - stop: it is reachable; the control stack stops its writing app, Redis and
- *   PostgreSQL over SSH (in that order: no write is acknowledged after the app
- *   stops, and PostgreSQL's clean shutdown sends its last WAL to the connected
- *   standbys) and keeps them from restarting (templates/fence.ts);
- * - poweroff: a Hetzner server, reachable or not (during a network partition
- *   the operator's side still reaches Hetzner's API): powered off through the
- *   API, and the control stack waits until Hetzner reports the action done;
- * - acknowledged: an existing host that cannot be reached; the operator has
- *   made sure it is off (or cut off from every client) and says so.
- */
-export const FENCE_METHODS = ["stop", "poweroff", "acknowledged"] as const;
-export type FenceMethod = (typeof FENCE_METHODS)[number];
+// How a former primary was made harmless (the `fence` key): lib/controlInfo.ts.
+export { FENCE_METHODS, type FenceMethod } from "./controlInfo";
 
 const debVersion = z.string().regex(DEB_VERSION, { message: 'expected a Debian package version as apt names it, e.g. "7.88.1-10+deb12u14" (`apt-cache policy <package>` in the image it is installed into)' });
 
@@ -176,7 +166,17 @@ export const KEYS: Record<string, KeySpec> = {
   deleteDataOnDestroy: { schema: bool, default: false },
   commandTimeoutSeconds: { schema: int(30, 3600), default: 600 },
   bootstrapGeneration: { schema: int(0, 1_000_000), default: 0 },
-  // Main
+  // Main: a counter per generated password; raising one rotates that password (lib/passwordRotation.ts).
+  passwordRotation: {
+    schema: z.record(z.string(), z.unknown(), { message: "expected a map from password name to counter, e.g. {\"postgresApp\": 1}" }).superRefine((m, ctx) => {
+      for (const [k, v] of Object.entries(m)) {
+        const message = rotationEntryError(k, v, PASSWORDS);
+        if (message) ctx.addIssue({ code: "custom", path: [k], message });
+      }
+    }),
+    default: {},
+    json: true,
+  },
   replicas: { schema: z.array(z.string()), default: [], json: true },
   appImage: { schema: pinnedImage, default: "ghcr.io/synaxic/synaxic:1.0.0" },
   ...Object.fromEntries(Object.entries(DEFAULT_IMAGES).map(([k, v]) => [k, { schema: pinnedImage, default: v }])),
@@ -224,6 +224,7 @@ export const KEYS: Record<string, KeySpec> = {
   },
   maxSlotWalKeepSize: { schema: size, default: "4GB" },
   walKeepSize: { schema: size, default: "256MB" },
+  synchronousReplication: { schema: z.enum(["off", "any1"], { message: "expected off (asynchronous) or any1 (a commit waits until one standby has flushed it)" }), default: "off" },
   httpPort: { schema: port, default: 80 },
   httpsPort: { schema: port, default: 443 },
   postgresPort: { schema: port, default: 5432 },
@@ -411,7 +412,7 @@ interface CommonConfig {
   hostName: string;
   /** The pgbackrest package built into the PostgreSQL image (main's key; a replica builds the main stack's). */
   pgbackrestVersion: string;
-  /** The control stack this host takes its role from (promote, followPrimary, rejoin); empty: from its own keys. */
+  /** The control stack this host takes its role from (promote, followPrimary, rejoin); empty: main is the primary. */
   controlStack: string;
   host: HostConfig;
   privateIp: string;
@@ -457,8 +458,12 @@ export interface MainConfig extends CommonConfig {
   followPrimary: string;
   /** Take the primary role back: promote this host's PostgreSQL (a standby since followPrimary) before it starts as the primary. */
   promote: boolean;
+  /** any1: on the primary, a commit waits until one standby has flushed it (synchronous_standby_names ANY 1). */
+  synchronousReplication: "off" | "any1";
   /** Raised by the operator to let the primary initialise a new, empty cluster on an empty data directory. */
   bootstrapGeneration: number;
+  /** passwordRotation: a counter per password name; raising one regenerates that password (lib/passwordRotation.ts). */
+  passwordRotation: Record<string, number>;
   /** Concurrent client requests the balancer is sized for (its upstream keep-alive pools). */
   balancerConcurrency: number;
   /** Requests per second per client address and the burst allowed (0: no limit). */
@@ -794,6 +799,9 @@ function parseAlerting(raw: Readonly<Record<string, string>>, secretKeys: Readon
 /** Keys that belong to one kind of stack only: set on another, they are refused rather than ignored. */
 const CONTROL_ONLY_KEYS = ["primary", "primaryGeneration", "fence", "hostStacks"] as const;
 
+/** A host's own say in the primary's place: refused on every stack (the control stack decides). */
+const ROLE_KEYS = ["promote", "followPrimary", "rejoin"] as const;
+
 /**
  * Whether a key holds something other than its declared default. The engine
  * hands the program every key Pulumi.yaml declares with a default, set or not,
@@ -844,16 +852,20 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, secretKe
     if (setAwayFromDefault(raw, k)) throw new ConfigError(k, `is for the control stack (role: control); a ${role} stack reads its role from controlStack`);
   }
   const controlStack = get<string>("controlStack");
-  if (controlStack) {
-    if (provider === "local") throw new ConfigError("controlStack", `is for fleets of VPS stacks; the local stack runs every host itself`);
-    for (const k of ["promote", "followPrimary", "rejoin"] as const) {
-      if (setAwayFromDefault(raw, k)) {
-        throw new ConfigError(
-          k,
-          `is set on a stack whose primary is decided by the control stack ${controlStack}; remove it (\`pulumi config rm ${k}\`) and change primary on the control stack instead`,
-        );
-      }
-    }
+  if (controlStack && provider === "local") throw new ConfigError("controlStack", `is for fleets of VPS stacks; the local stack runs every host itself`);
+  // A primary other than main comes only from the control stack: one decision,
+  // so two hosts can never both be told to take writes.
+  for (const k of ROLE_KEYS) {
+    if (!setAwayFromDefault(raw, k)) continue;
+    throw new ConfigError(
+      k,
+      controlStack
+        ? `is set on a stack whose primary is decided by the control stack ${controlStack}; remove it (\`pulumi config rm ${k}\`) and change primary on the control stack instead`
+        : `is no longer read: a host other than main becomes primary only through a control stack, so that two hosts can never both promote. ` +
+            `Create one (\`pulumi stack init <org>/control\`, \`pulumi config set role control\`, \`pulumi up -s <org>/control\`), ` +
+            `set \`pulumi config set controlStack <org>/synaxic/control\` on every host stack, remove this key (\`pulumi config rm ${k}\`) and change primary on the control stack ` +
+            `(docs/runbook.md, "Moving a fleet onto a control stack")`,
+    );
   }
 
   if (provider !== "local") requireSecretPresent(raw, secretKeys, "sshPrivateKey");
@@ -993,23 +1005,21 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, secretKe
     const replicas = parseReplicas(get<string[]>("replicas"), privateIp, privateNetworkCidr);
     const backup = parseBackup(raw, secretKeys, get, replicas);
     const restore = parseRestore(get, backup !== null);
-    const followPrimary = get<string>("followPrimary");
-    const promote = get<boolean>("promote");
-    if (followPrimary && !replicas.some((r) => r.name === followPrimary)) {
-      throw new ConfigError("followPrimary", `got ${show(followPrimary)}; expected one of this stack's replicas (${replicas.map((r) => r.name).join(", ") || "none"})`);
+    const synchronousReplication = get<"off" | "any1">("synchronousReplication");
+    if (synchronousReplication !== "off" && replicas.length === 0) {
+      throw new ConfigError("synchronousReplication", `got ${show(synchronousReplication)} with no replicas: every commit would wait for a standby that does not exist. Add a replica to replicas first, or leave it off`);
     }
-    if (restore && followPrimary) throw new ConfigError("backupRestore", `is set while the main host follows ${show(followPrimary)}; a restore brings back the primary, so restore on the host that is the primary`);
-    if (followPrimary && promote) throw new ConfigError("promote", `got true together with followPrimary ${show(followPrimary)}; the main host either follows a replica or takes the primary role back`);
-    if (get<boolean>("rejoin")) throw new ConfigError("rejoin", `is for replica stacks; the main host rejoins through followPrimary`);
     const alerting = parseAlerting(raw, secretKeys, get, ports, replicas);
     return {
       ...common,
       role,
       alerting,
       replicas,
-      followPrimary,
-      promote,
+      followPrimary: "",
+      promote: false,
+      synchronousReplication,
       bootstrapGeneration: get("bootstrapGeneration"),
+      passwordRotation: get("passwordRotation"),
       balancerConcurrency: get("balancerConcurrency"),
       balancerRateLimit: get<number>("balancerRateLimit") > 0 ? { perSecond: get<number>("balancerRateLimit"), burst: get<number>("balancerRateBurst") } : null,
       balancerRouting: { writePaths: get<string[]>("balancerWritePaths"), apiKeyRequests: get<ApiKeyRequests>("balancerApiKeyRequests") },
@@ -1029,6 +1039,9 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, secretKe
   for (const k of ["monitoringReplica", "alertmanagerClusterPort"] as const) {
     if (setAwayFromDefault(raw, k)) throw new ConfigError(k, `is for the main stack; it chooses the replica that runs the second Prometheus and Alertmanager`);
   }
+  if (setAwayFromDefault(raw, "synchronousReplication")) {
+    throw new ConfigError("synchronousReplication", `is for the main stack; every server takes it from the main stack's fleet output, so that whichever is primary waits for the others alike`);
+  }
 
   const mainStack = get<string>("mainStack");
   if (!/^([A-Za-z0-9_.-]+\/){0,2}[A-Za-z0-9_.-]+$/.test(mainStack)) {
@@ -1038,22 +1051,18 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, secretKe
   if (replicaName === "main") {
     throw new ConfigError("hostName", `got "main" on a replica stack; expected this replica's name as listed in the main stack's replicas, e.g. replica-1`);
   }
-  const promote = get<boolean>("promote");
-  const followPrimary = get<string>("followPrimary");
-  if (promote && followPrimary) throw new ConfigError("followPrimary", `got ${show(followPrimary)} together with promote: true; a promoted replica follows no one`);
-  if (followPrimary === replicaName) throw new ConfigError("followPrimary", `got ${show(followPrimary)}, this replica's own name`);
-  if (promote && get<boolean>("rejoin")) throw new ConfigError("rejoin", `got true together with promote: true; rejoin is for a server coming back as a replica`);
   if (get<number>("bootstrapGeneration") !== 0) {
     throw new ConfigError("bootstrapGeneration", `is for the main stack; a replica clones its primary (reinitGeneration re-clones it)`);
   }
+  if (setAwayFromDefault(raw, "passwordRotation")) throw new ConfigError("passwordRotation", `is for the main stack; it generates every password, and replica stacks take the new ones from its outputs`);
   return {
     ...common,
     role,
     mainStack,
     replicaName,
-    promote: get("promote"),
-    followPrimary: get("followPrimary"),
-    rejoin: get("rejoin"),
+    promote: false,
+    followPrimary: "",
+    rejoin: false,
     reinitGeneration: get("reinitGeneration"),
     maxConnections: get("maxConnections"),
   };

@@ -9,23 +9,10 @@
  *
  * Pure: the rules of a change, and what a host does under a given state.
  */
-import { z } from "zod";
-import { ConfigError, FENCE_METHODS, type FenceMethod } from "./config";
+import { ConfigError, type FenceMethod } from "./config";
+import { INITIAL_CONTROL, controlInfoSchema, type ControlInfo } from "./controlInfo";
 
-export const controlInfoSchema = z.object({
-  version: z.literal(1),
-  /** The host whose PostgreSQL is the primary: "main" or a replica's name. */
-  primary: z.string().min(1),
-  generation: z.number().int().nonnegative(),
-  /** The primary before the last change (null before any change). */
-  previousPrimary: z.string().min(1).nullable(),
-  /** Former primaries, how and in which generation each was fenced. */
-  fenced: z.record(z.string(), z.object({ method: z.enum(FENCE_METHODS), generation: z.number().int().nonnegative() })),
-});
-export type ControlInfo = z.infer<typeof controlInfoSchema>;
-
-/** What a control stack holds before its first `pulumi up`: the main host is primary. */
-export const INITIAL_CONTROL: ControlInfo = { version: 1, primary: "main", generation: 0, previousPrimary: null, fenced: {} };
+export { INITIAL_CONTROL, controlInfoSchema, type ControlInfo };
 
 export interface ControlSettings {
   primary: string;

@@ -79,6 +79,8 @@ export const fleetInfoSchema = z.object({
     primaryTune: z.object({ memoryMiB: z.number().int().positive(), cpus: z.number().int().positive(), maxConnections: z.number().int().positive() }),
     maxWalSenders: z.number().int().positive(),
     maxReplicationSlots: z.number().int().positive(),
+    /** any1: every server names the others in synchronous_standby_names (absent: off, a main stack from before the key). */
+    synchronousReplication: z.enum(["off", "any1"]).optional(),
   }),
   replicas: z.array(z.object({ name: z.string(), privateIp: ip, slotName: z.string() })),
   /** What the balancer is sized for: a promoted replica's balancer takes the main stack's. */

@@ -61,6 +61,8 @@ export interface PostgresServerArgs {
   maxReplicationSlots: number;
   maxSlotWalKeepSizeMB: number;
   walKeepSizeMB: number;
+  /** synchronousReplication any1: the other servers' names (application_name), one of which must flush a commit while this server is primary. */
+  synchronousStandbys?: string[];
   tls: { certPem: pulumi.Input<string>; keyPem: pulumi.Input<string>; caPem: pulumi.Input<string> };
   /** Backups into the fleet's repository (lib/backup.ts); absent: no archiving, no scheduler. */
   backup?: PostgresBackupArgs;
@@ -81,6 +83,7 @@ export function serverConf(args: PostgresServerArgs): PostgresConfCommon {
     maxReplicationSlots: args.maxReplicationSlots,
     maxSlotWalKeepSizeMB: args.maxSlotWalKeepSizeMB,
     walKeepSizeMB: args.walKeepSizeMB,
+    ...(args.synchronousStandbys ? { synchronousStandbyNames: args.synchronousStandbys } : {}),
     ...(args.backup ? { archive: backupArchiveSettings() } : {}),
   };
 }

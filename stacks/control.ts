@@ -26,7 +26,8 @@ export async function controlStack(cfg: ControlStackConfig) {
   // Recorded only once the fence has run: a failed fence leaves the stack's
   // output, and so every host's role, as it was.
   const control: pulumi.Output<ControlInfo> = fence ? fence.stdout.apply(() => next) : pulumi.output(next);
-  return { control };
+  // Where each host's stack is: a primary reads whether a fenced host has rejoined (rejoinedHosts).
+  return { control, hostStacks: cfg.hostStacks };
 }
 
 async function fenceStep(cfg: ControlStackConfig, demotion: Demotion, generation: number): Promise<command.remote.Command | command.local.Command | undefined> {
@@ -60,10 +61,17 @@ async function fenceStep(cfg: ControlStackConfig, demotion: Demotion, generation
   return remoteStep(name, shell, { argv: ["sh", "-c", renderStopScript(), "sh", ...fencedContainers(demotion.host)], timeoutSeconds: cfg.commandTimeoutSeconds }, {}) as command.remote.Command;
 }
 
-/** What a host stack exports for the control stack (and the status command): how to reach the host, and the control state it was built under. */
+/**
+ * What a host stack exports for the control stack (and the status command):
+ * how to reach the host, and the control state it was built under. A fenced
+ * former primary that came back as a standby also exports the generation it
+ * did so under (rejoinedGeneration), once its PostgreSQL is ready (streaming):
+ * the other hosts then close its pg_rewind line (rejoinedHosts).
+ */
 export function hostAccessOutputs(
   host: { publicAddress: pulumi.Output<string>; hostKey: pulumi.Output<string>; sshUser: string; sshPort: number; hetznerServerId?: pulumi.Output<number> },
-  controlled: { control: ControlInfo } | undefined,
+  controlled: { stack: string; control: ControlInfo } | undefined,
+  postgres?: { mode: string; ready: pulumi.CustomResource },
 ) {
   return {
     publicAddress: host.publicAddress,
@@ -71,7 +79,9 @@ export function hostAccessOutputs(
     sshUser: host.sshUser,
     sshPort: host.sshPort,
     ...(host.hetznerServerId ? { hetznerServerId: host.hetznerServerId } : {}),
-    ...(controlled ? { controlGeneration: controlled.control.generation, primary: controlled.control.primary } : {}),
+    // The status command finds the control stack from here, and tells a stack left at an older generation.
+    ...(controlled ? { controlStack: controlled.stack, controlGeneration: controlled.control.generation, primary: controlled.control.primary } : {}),
+    ...(controlled && postgres?.mode === "rejoin" ? { rejoinedGeneration: postgres.ready.id.apply(() => controlled.control.generation) } : {}),
   };
 }
 
@@ -80,21 +90,44 @@ export function hostAccessOutputs(
  * (known at preview too), checked, and turned into the settings the host is
  * built from.
  */
-export async function readControl(controlStackName: string, hostName: string, fleetHosts: readonly string[]): Promise<{ control: ControlInfo; role: HostRole }> {
+export async function readControl(controlStackName: string, hostName: string, fleetHosts: readonly string[]): Promise<{ stack: string; control: ControlInfo; role: HostRole; rejoined: string[] }> {
   const ref = new pulumi.StackReference("control", { name: controlStackName });
   const control = checkControlOutput(controlStackName, await ref.getOutputValue("control"));
-  return { control, role: hostRole(control, hostName, fleetHosts) };
+  const role = hostRole(control, hostName, fleetHosts);
+  const hostStacks = await ref.getOutputValue("hostStacks");
+  const rejoined = await rejoinedHosts(control, hostName, typeof hostStacks === "object" && hostStacks !== null ? (hostStacks as Record<string, string>) : {});
+  return { stack: controlStackName, control, role, rejoined };
+}
+
+/**
+ * The fenced former primaries that are back as standbys: each one whose
+ * stack (as the control stack's hostStacks names it) reports that its
+ * PostgreSQL came up rewound under the generation that fenced it or a later
+ * one (rejoinedGeneration). Its data then has standby.signal and never needs
+ * pg_rewind again, so its rewind line closes. A fenced host whose stack the
+ * control stack does not name (an acknowledged fence) keeps its line.
+ */
+export async function rejoinedHosts(control: ControlInfo, self: string, hostStacks: Readonly<Record<string, string>>): Promise<string[]> {
+  const out: string[] = [];
+  for (const [host, f] of Object.entries(control.fenced)) {
+    const stack = hostStacks[host];
+    if (host === self || host === control.primary || !stack) continue;
+    const g = await new pulumi.StackReference(`rejoined-${host}`, { name: stack }).getOutputValue("rejoinedGeneration");
+    if (typeof g === "number" && g >= f.generation) out.push(host);
+  }
+  return out;
 }
 
 /**
  * The addresses that may rewind against `self` under the control stack's
  * state: the former primaries it records as fenced (they come back through
- * pg_rewind), not every fleet member. pg_rewind's role reads files of the
- * data directory, so its pg_hba line stays closed to hosts that do not need it.
+ * pg_rewind) and that have not rejoined yet, not every fleet member.
+ * pg_rewind's role reads files of the data directory, so its pg_hba line
+ * stays closed to hosts that do not need it.
  */
-export function fencedAddresses(control: ControlInfo, self: string, addressOf: (host: string) => string | undefined): string[] {
+export function fencedAddresses(control: ControlInfo, self: string, addressOf: (host: string) => string | undefined, rejoined: readonly string[] = []): string[] {
   return Object.keys(control.fenced)
-    .filter((h) => h !== self)
+    .filter((h) => h !== self && !rejoined.includes(h))
     .map(addressOf)
     .filter((a): a is string => a !== undefined);
 }

@@ -13,7 +13,7 @@ import type { MainConfig, StackConfig } from "../lib/config";
 import { LocalHost } from "../components/LocalHost";
 import { StandinAppImage } from "../components/StandinAppImage";
 import { standinAppSource } from "../lib/standinApp";
-import { buildMain, fleetFacts } from "./main";
+import { buildMain, checkRotationNotLowered, fleetFacts } from "./main";
 import { buildReplica } from "./replica";
 import { hostMemoryBudget } from "../lib/memory";
 
@@ -22,7 +22,7 @@ export function localFilesRoot(stack: string): string {
   return resolve(".state", "hosts", stack);
 }
 
-export function localStack(config: MainConfig & StackConfig) {
+export async function localStack(config: MainConfig & StackConfig) {
   if (config.host.provider !== "local") throw new Error("localStack: hostProvider must be local");
   // No appImage of the stack's own: the stand-in app, built here from
   // standin-app/, runs on every host (its tag is the fleet's appImage).
@@ -53,6 +53,7 @@ export function localStack(config: MainConfig & StackConfig) {
   // The balancer is the one thing published on this machine: http://127.0.0.1:<httpPort + 8000>.
   const localHttpPort = cfg.ports.http + 8000;
   const main = localHost("main", cfg.privateIp, [{ port: cfg.ports.http, localPort: localHttpPort }]);
+  await checkRotationNotLowered(cfg.passwordRotation);
   const built = buildMain(cfg, main, null);
 
   const replicas = cfg.replicas.map((r) => {

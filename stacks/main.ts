@@ -6,7 +6,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as hcloud from "@pulumi/hcloud";
 import { LOOPBACK } from "../lib/addresses";
-import { sizeToMB, type MainConfig, type StackConfig, type VpsHostConfig } from "../lib/config";
+import { ConfigError, sizeToMB, type MainConfig, type StackConfig, type VpsHostConfig } from "../lib/config";
 import type { HostContext } from "../lib/hostContext";
 import { resolveHetznerHost } from "../lib/hetzner";
 import { hostMemoryBudget, memoryBudget } from "../lib/memory";
@@ -29,6 +29,7 @@ import { PG_ROLES } from "../lib/postgresContainer";
 import { EXPORTER_SCRAPE_USER } from "../templates/exporter-web";
 import type { FleetInfo, ReplicaCredentials } from "../lib/fleetOutputs";
 import { fencedAddresses, hostAccessOutputs, readControl } from "./control";
+import { rotationLoweredError } from "../lib/passwordRotation";
 
 /** The main stack on a VPS (Hetzner or an existing server). */
 export async function mainStack(config: MainConfig & StackConfig) {
@@ -44,12 +45,16 @@ export async function mainStack(config: MainConfig & StackConfig) {
       ? {
           promote: controlled.role.promote,
           followPrimary: controlled.role.followPrimary,
-          rewindAddresses: fencedAddresses(controlled.control, "main", (h) => config.replicas.find((r) => r.name === h)?.privateIp),
+          rewindAddresses: fencedAddresses(controlled.control, "main", (h) => config.replicas.find((r) => r.name === h)?.privateIp, controlled.rejoined),
         }
       : {}),
   };
+  if (cfg.restore && cfg.followPrimary) {
+    throw new ConfigError("backupRestore", `is set while the control stack names ${JSON.stringify(cfg.followPrimary)} as primary and the main host follows it; a restore brings back the primary, so restore on the host that is the primary`);
+  }
   // A host too small for the fleet is refused before anything is declared.
   hostMemoryBudget("main", vps);
+  await checkRotationNotLowered(cfg.passwordRotation);
   let networkId: pulumi.Output<number> | undefined;
   if (cfg.host.provider === "hetzner") {
     const network = new hcloud.Network("private-network", { name: "synaxic", ipRange: cfg.privateNetworkCidr, labels: { app: "synaxic" } });
@@ -79,11 +84,24 @@ export async function mainStack(config: MainConfig & StackConfig) {
   const built = buildMain(cfg, host, hetzner);
   return {
     ...built.outputs,
-    ...hostAccessOutputs(host, controlled),
+    ...hostAccessOutputs(host, controlled, built.postgres instanceof PostgresReplica ? built.postgres : undefined),
     balancerUrl: pulumi.interpolate`${cfg.httpsCertificate ? "https" : "http"}://${host.publicAddress}${portSuffix(cfg)}`,
     grafanaTunnel: pulumi.interpolate`ssh -N -p ${host.sshPort} -L ${cfg.ports.grafana}:127.0.0.1:${cfg.ports.grafana} ${host.sshUser}@${host.publicAddress}  # then http://localhost:${cfg.ports.grafana}`,
     prometheusTunnel: pulumi.interpolate`ssh -N -p ${host.sshPort} -L ${cfg.ports.prometheus}:127.0.0.1:${cfg.ports.prometheus} ${host.sshUser}@${host.publicAddress}  # then http://localhost:${cfg.ports.prometheus}`,
   };
+}
+
+/**
+ * Refuses a passwordRotation counter lower than the one this stack last
+ * deployed (its own `passwordRotation` output, read through a reference to
+ * itself as the control stack reads its own). Only read when a counter is set.
+ */
+export async function checkRotationNotLowered(rotation: Readonly<Record<string, number>>): Promise<void> {
+  if (Object.keys(rotation).length === 0) return;
+  const self = new pulumi.StackReference("self-rotation", { name: `${pulumi.getOrganization()}/${pulumi.getProject()}/${pulumi.getStack()}` });
+  const deployed = (await self.getOutputValue("passwordRotation")) as Record<string, number> | undefined;
+  const lowered = rotationLoweredError(deployed ?? {}, rotation);
+  if (lowered) throw new ConfigError(lowered.key, lowered.message);
 }
 
 /**
@@ -103,7 +121,8 @@ export function buildMain(
   hetzner: HetznerFacts | null,
 ) {
   const timeout = cfg.commandTimeoutSeconds;
-  const secrets = new FleetSecrets("fleet", {});
+  // passwordRotation: a raised counter regenerates that password alone (its keepers).
+  const secrets = new FleetSecrets("fleet", { rotation: cfg.passwordRotation });
   const pw = secrets.passwords;
   const docker = { providers: [host.dockerProvider] };
   const dockerOpts = { provider: host.dockerProvider };
@@ -158,6 +177,8 @@ export function buildMain(
     maxReplicationSlots: facts.postgres.maxReplicationSlots,
     maxSlotWalKeepSizeMB: facts.maxSlotWalKeepSizeMB,
     walKeepSizeMB: facts.walKeepSizeMB,
+    // Named on every server, the primary's commits wait for one of the others (whichever host is primary).
+    ...(cfg.synchronousReplication === "any1" ? { synchronousStandbys: cfg.replicas.map((r) => r.name) } : {}),
     tls: { ...mainCerts.postgres, caPem: pki.caCertPem },
     volumeName: pgData.name,
   };
@@ -231,7 +252,8 @@ export function buildMain(
         repository: cfg.backup.repository,
         snapshots: cfg.backup.redis,
         secrets: { ...cfg.secrets.backup, cipherPass: cfg.secrets.backup.cipherPass ?? pw.backupCipher },
-        after: [redis.container],
+        // Its first snapshot is taken at once: after the backup user is on the running server (RedisPair's users step).
+        after: [redis],
       },
       docker,
     );
@@ -259,8 +281,8 @@ export function buildMain(
           ]),
         ),
     },
-    // The PostgreSQL exporter logs in as its role: start it once the roles exist (no failed logins at first start).
-    { ...docker, dependsOn: [postgres instanceof PostgresMaster ? postgres.ready : postgres] },
+    // The PostgreSQL exporter logs in as its role and redis_exporter as its user: start them once those have their passwords.
+    { ...docker, dependsOn: [postgres instanceof PostgresMaster ? postgres.ready : postgres, redis] },
   );
 
   const app = new SynaxicApp(
@@ -318,7 +340,9 @@ export function buildMain(
     { ...docker, dependsOn: [app] },
   );
   // The app's previous deploy slot stops once the balancer's reload has moved its requests (templates/app.ts).
-  app.retireOldSlot([balancer]);
+  const retired = app.retireOldSlot([balancer]);
+  // Only then do the Redis users lose their old passwords (a rotation's two-password window closes).
+  redis.syncUsersAfter([retired, exporters]);
 
   // The replica that runs the second Prometheus and Alertmanager (monitoringReplica).
   const monitoringPeer = cfg.alerting.pair ? cfg.replicas.find((r) => r.name === cfg.alerting.pair!.replica) : undefined;
@@ -403,6 +427,8 @@ export function buildMain(
       slots: postgres instanceof PostgresMaster ? postgres.slotNames : {},
       postgresMode: postgres instanceof PostgresMaster ? "primary" : postgres.mode,
       grafanaAdminPassword: pw.grafanaAdmin,
+      // What checkRotationNotLowered compares the next run's counters with.
+      passwordRotation: cfg.passwordRotation,
       // A promoted replica's balancer serves the same certificate: browsers that saw this one's HSTS header accept nothing less.
       ...(cfg.httpsCertificate && cfg.secrets.httpsPrivateKey ? { balancerHttps: pulumi.secret({ certPem: cfg.httpsCertificate, keyPem: cfg.secrets.httpsPrivateKey }) } : {}),
       balancerConfig: balancer.config,
@@ -447,6 +473,7 @@ export function fleetFacts(cfg: MainConfig, hetzner: HetznerFacts | null) {
       primaryTune: { memoryMiB: memoryBudget("main", cfg.host.memoryMiB).postgresMiB, cpus: cfg.host.cpus, maxConnections: cfg.maxConnections },
       maxWalSenders: Math.max(10, cfg.replicas.length * 2 + 2),
       maxReplicationSlots: Math.max(10, cfg.replicas.length + 2),
+      synchronousReplication: cfg.synchronousReplication,
     },
     replicas: cfg.replicas,
     monitoring: monitoringFacts(cfg),

@@ -36,7 +36,7 @@ export async function replicaStack(config: ReplicaConfig & StackConfig) {
   // whether it rewinds are its decision, not this stack's.
   const controlled = config.controlStack ? await readControl(config.controlStack, config.hostName, ["main", ...fleet.replicas.map((r) => r.name)]) : undefined;
   const addressOf = (h: string) => (h === "main" ? fleet.mainPrivateIp : fleet.replicas.find((r) => r.name === h)?.privateIp);
-  const cfg = controlled ? { ...config, ...controlled.role, rewindAddresses: fencedAddresses(controlled.control, config.hostName, addressOf) } : config;
+  const cfg = controlled ? { ...config, ...controlled.role, rewindAddresses: fencedAddresses(controlled.control, config.hostName, addressOf, controlled.rejoined) } : config;
   // Secret outputs are checked up front too (a bad one stops the program
   // before anything is declared), then carried only as secret Outputs.
   const secretOutput = async (name: string) => {
@@ -128,7 +128,8 @@ export async function replicaStack(config: ReplicaConfig & StackConfig) {
     ...(cfg.sshIdentityDir ? { identityDir: cfg.sshIdentityDir } : {}),
   });
   const built = buildReplica(cfg, fleet, fleet.caCertPem, me, credentials, myTls, host, "", [], balancerHttps);
-  return { ...built, ...hostAccessOutputs(host, controlled) };
+  const { postgres, ...outputs } = built;
+  return { ...outputs, ...hostAccessOutputs(host, controlled, postgres) };
 }
 
 /** What a replica host needs from its own stack configuration. */
@@ -200,6 +201,8 @@ export function buildReplica(
       maxReplicationSlots: fleet.postgres.maxReplicationSlots,
       maxSlotWalKeepSizeMB: fleet.maxSlotWalKeepSizeMB,
       walKeepSizeMB: fleet.walKeepSizeMB,
+      // Once promoted, this server's commits wait for one of the others (synchronousReplication any1).
+      ...(fleet.postgres.synchronousReplication === "any1" ? { synchronousStandbys: others.map((r) => r.name) } : {}),
       after,
       primary: { host: primary.privateIp, port: ports.postgres },
       slotName: me.slotName,
@@ -273,7 +276,8 @@ export function buildReplica(
         repository: fleet.backup.repository,
         snapshots: fleet.backup.redis,
         secrets: backupSecrets("main", credentials),
-        after: [redis.container],
+        // Its first snapshot is taken at once: after the backup user is on the running server (RedisPair's users step).
+        after: [redis],
       },
       docker,
     );
@@ -299,7 +303,7 @@ export function buildReplica(
       ),
     },
     // The PostgreSQL exporter logs in as its role: start it once this server has it (a streaming standby).
-    { ...docker, dependsOn: [postgres] },
+    { ...docker, dependsOn: [postgres, redis] },
   );
 
   const writeMode = cfg.promote;
@@ -358,7 +362,9 @@ export function buildReplica(
   // The app's previous deploy slot stops once nothing on this host sends it
   // requests: after this host's balancer reload when it runs one; balancers
   // elsewhere list both slots (templates/app.ts).
-  app.retireOldSlot(balancer ? [balancer] : []);
+  const retired = app.retireOldSlot(balancer ? [balancer] : []);
+  // This host's Redis users drop old passwords only after its old app slot is gone (templates/redis-users.ts).
+  redis.syncUsersAfter([retired, exporters]);
 
   // The monitoring replica: a second Prometheus on the same targets with the
   // same rules, and an Alertmanager clustered with main's. No Grafana.
@@ -393,6 +399,8 @@ export function buildReplica(
     appMode: writeMode ? "write" : "read",
     privateIp: cfg.privateIp,
     pgHba: postgres.pgHba,
+    /** The component itself, for the stack's own outputs (not an output). */
+    postgres,
   };
 }
 

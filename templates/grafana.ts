@@ -366,3 +366,40 @@ export function grafanaEnv(params: GrafanaEnvParams): string[] {
   if (params.rootUrl !== undefined) env.push(["GF_SERVER_ROOT_URL", params.rootUrl]);
   return env.map(([k, v]) => `${k}=${v}`);
 }
+
+/**
+ * Grafana sets the admin password from its settings (GF_SECURITY_ADMIN_PASSWORD)
+ * only when it creates the admin user, on its first start with an empty
+ * database; later starts keep the one in the database. So the fleet applies
+ * it on every change with Grafana's own command,
+ * `grafana cli admin reset-admin-password --password-from-stdin`
+ * (pkg/cmd/grafana-cli/commands/reset_password_command.go of grafana/grafana:
+ * one line read from standard input, refused when weak, written to the admin
+ * user, id 1, through the user service), run inside the container as its user.
+ *
+ * A POSIX sh script for `sh -c SCRIPT sh CONTAINER` on the host, given the
+ * password as the only line of its standard input: the password reaches the
+ * command on its standard input (printf is a shell builtin: no argv holds it).
+ * It retries for up to `timeoutSeconds`, since a container created a moment
+ * ago may not have created its database and admin user yet; the last attempt's
+ * output (Grafana's messages, never the password) is the error.
+ */
+export function renderGrafanaAdminPasswordScript(timeoutSeconds: number): string {
+  if (!Number.isInteger(timeoutSeconds) || timeoutSeconds < 1) fail("renderGrafanaAdminPasswordScript", `timeoutSeconds ${timeoutSeconds} is not a whole number of seconds`);
+  const reset = 'docker exec -i "$c" grafana cli --homepath=/usr/share/grafana --config=/etc/grafana/grafana.ini admin reset-admin-password --password-from-stdin';
+  return [
+    "set -eu",
+    "c=$1",
+    "IFS= read -r pw",
+    '[ -n "$pw" ] || { echo "no password on standard input" >&2; exit 1; }',
+    `deadline=$(( $(date +%s) + ${timeoutSeconds} ))`,
+    "while :; do",
+    `  if out=$(printf '%s\\n' "$pw" | ${reset} 2>&1); then echo "the Grafana admin password is set"; exit 0; fi`,
+    '  [ "$(date +%s)" -lt "$deadline" ] || break',
+    "  sleep 3",
+    "done",
+    'echo "grafana cli admin reset-admin-password failed: $out" >&2',
+    "exit 1",
+    "",
+  ].join("\n");
+}

@@ -64,6 +64,16 @@ export interface PostgresConfCommon {
   /** WAL kept regardless of slots, in MB (helps pg_rewind and short outages). */
   walKeepSizeMB: number;
   /**
+   * Synchronous replication: the other servers' application_names (each
+   * replica's name, given in its primary_conninfo). Rendered as
+   * synchronous_standby_names = 'ANY 1 (...)': while this server is the
+   * primary, a commit returns only once one of them has flushed its WAL
+   * (synchronous_commit on, the default). A standby ignores the setting, so
+   * every server carries it and a promoted one waits for the others at once.
+   * Absent: asynchronous.
+   */
+  synchronousStandbyNames?: string[];
+  /**
    * WAL archiving into the backup repository, as [setting, value] pairs
    * (archive_mode, archive_command, archive_timeout, restore_command from
    * templates/pgbackrest.ts); values are quoted here. Absent: no archiving.
@@ -127,6 +137,23 @@ export function replicaPrimaryConninfo(p: PrimaryConninfoParams): string {
     ["application_name", validateReplicaName(p.applicationName)],
     ["connect_timeout", validatePositiveInt("connectTimeoutSeconds", p.connectTimeoutSeconds ?? 10)],
   ]);
+}
+
+/**
+ * synchronous_standby_names for a quorum of one among the named standbys:
+ * `ANY 1 ("a", "b")`. Each name is double-quoted (a name with '-' is not a
+ * plain identifier). An empty list is refused: with no standby named, no
+ * commit could ever be confirmed.
+ */
+export function synchronousStandbyNames(names: readonly string[]): string {
+  if (names.length === 0) templateError("synchronousStandbyNames is empty: a quorum of one needs at least one standby, or no commit would ever return");
+  const seen = new Set<string>();
+  for (const n of names) {
+    validateReplicaName(n);
+    if (seen.has(n)) templateError(`synchronousStandbyNames names ${JSON.stringify(n)} twice`);
+    seen.add(n);
+  }
+  return `ANY 1 (${names.map((n) => `"${n}"`).join(", ")})`;
 }
 
 const ARCHIVE_SETTINGS = ["archive_mode", "archive_command", "archive_timeout", "restore_command"];
@@ -198,6 +225,12 @@ export function renderPostgresqlConf(params: PostgresConfParams): string {
     line("wal_keep_size", pgConfString(`${validateNonNegativeInt("walKeepSizeMB", p.walKeepSizeMB)}MB`)),
     line("wal_log_hints", "on"),
     line("hot_standby", "on"),
+    ...(p.synchronousStandbyNames !== undefined
+      ? [
+          "# Synchronous replication: as primary, a commit waits until one of these standbys has flushed it",
+          line("synchronous_standby_names", pgConfString(synchronousStandbyNames(p.synchronousStandbyNames))),
+        ]
+      : []),
     ...(p.archive?.length ? ["", "# WAL archiving into the backup repository (pgBackRest; a standby archives once promoted)", ...archiveLines(p.archive)] : []),
     "",
     "# Logging",

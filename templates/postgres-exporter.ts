@@ -93,6 +93,23 @@ export function postgresExporterQueries(): Record<string, ExporterQuery> {
         { replay_lag_bytes: { usage: "GAUGE", description: "On a replica: WAL bytes received but not yet replayed" } },
       ],
     },
+    // Synchronous replication (synchronous_standby_names, PostgreSQL 15 docs
+    // 20.6.2 and 27.2.8): on a primary that has it set, the standbys that can
+    // confirm a commit (sync_state sync or quorum, streaming) and the sessions
+    // waiting for one (wait_event SyncRep). 0/0/0 on a standby.
+    synaxic_synchronous: {
+      query: sql([
+        "SELECT CASE WHEN NOT pg_catalog.pg_is_in_recovery() AND pg_catalog.current_setting('synchronous_standby_names') <> '' THEN 1 ELSE 0 END AS required,",
+        "       (SELECT count(*) FROM pg_catalog.pg_stat_replication WHERE state = 'streaming' AND sync_state IN ('sync', 'quorum'))::float8 AS standbys,",
+        "       (SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE wait_event = 'SyncRep')::float8 AS waiting",
+      ]),
+      master: true,
+      metrics: [
+        { required: { usage: "GAUGE", description: "1 on a primary whose commits wait for a synchronous standby (synchronous_standby_names set)" } },
+        { standbys: { usage: "GAUGE", description: "Streaming standbys that can confirm a commit (sync_state sync or quorum)" } },
+        { waiting: { usage: "GAUGE", description: "Sessions whose commit waits for a synchronous standby (wait_event SyncRep)" } },
+      ],
+    },
     // WAL archiving (pg_stat_archiver, PostgreSQL 15 docs 28.2.13): times as
     // Unix seconds, 0 when never. Archiving fails while the last failure is
     // newer than the last success.

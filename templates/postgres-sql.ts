@@ -142,6 +142,10 @@ export function renderRolesSql(params: RolesSqlParams): string {
     // log must not quote it (log_min_error_statement, default error).
     "SET log_min_error_statement = panic;",
     "SET log_statement = 'none';",
+    // With synchronousReplication any1 a commit waits for a standby: the
+    // deployment's own changes do not, or a new fleet's first run (no standby
+    // yet) and a run while every standby is down would hang here.
+    "SET synchronous_commit = local;",
     doBlock(
       [
         "BEGIN",

@@ -389,6 +389,8 @@ export interface AlertThresholds {
   slotRetainedFor: string;
   /** How long a scrape target (postgres exporter, app) may be down. */
   targetDownFor: string;
+  /** How long a primary with synchronous replication may have no standby that can confirm a commit (commits wait meanwhile). */
+  synchronousStandbyMissingFor: string;
   /** Redis replica link down for this long. */
   redisLinkDownFor: string;
   /** Alert when a filesystem has less than this fraction free (0-1). */
@@ -413,6 +415,7 @@ export const DEFAULT_ALERT_THRESHOLDS: AlertThresholds = {
   slotRetainedBytes: 2 * 1024 * 1024 * 1024,
   slotRetainedFor: "5m",
   targetDownFor: "1m",
+  synchronousStandbyMissingFor: "15s",
   redisLinkDownFor: "1m",
   diskFreeRatio: 0.1,
   diskFreeFor: "5m",
@@ -567,6 +570,18 @@ export function alertRuleGroups(params: AlertRulesParams): { name: string; rules
       annotations: {
         summary: "Replication slot {{ $labels.slot_name }} on {{ $labels.host }} was not created by the fleet",
         description: `Slot {{ $labels.slot_name }} is none of the fleet's (${[...params.replicas.map((r) => r.slotName), ...otherSlots].join(", ")}). Something with the replication role created it; it holds WAL until dropped. Find out who (pg_stat_replication, the server log), then drop it with pg_drop_replication_slot.`,
+      },
+    },
+    {
+      // synchronousReplication any1: with no standby able to confirm, every
+      // commit on the primary waits (writes hang, they do not fail).
+      alert: "SynaxicSynchronousStandbyMissing",
+      expr: "synaxic_synchronous_required == 1 and synaxic_synchronous_standbys < 1",
+      for: t.synchronousStandbyMissingFor,
+      labels: critical,
+      annotations: {
+        summary: "Writes on {{ $labels.host }} wait: no synchronous standby is streaming",
+        description: `The primary on {{ $labels.host }} runs with synchronous_standby_names set (synchronousReplication any1), and for ${t.synchronousStandbyMissingFor} no standby it names has been streaming: every commit waits until one is back (synaxic_synchronous_waiting counts the sessions waiting). Bring a replica back, or set synchronousReplication off on the main stack and run pulumi up (a reload).`,
       },
     },
     {

@@ -7,7 +7,8 @@
  */
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { defaultDeps as statusDefaults, EXIT, readFleetOutputs, runStatus } from "../status/cli";
+import { defaultDeps as statusDefaults, EXIT, readControlExpectation, readFleetOutputs, runStatus } from "../status/cli";
+import type { ControlExpectation } from "../status/types";
 import { ConnectionError, StackOutputError, UsageError } from "../status/errors";
 import { fleetDatabase, listedReplicas, pulumiStackOutputs, replicaStackName, sshTargetOf, type ReadStackOutputs } from "../status/outputs";
 import { SshExec, type ExecResult, type SshMode, type SshOptions, type SshTarget } from "../status/runner";
@@ -209,6 +210,8 @@ function positionals(o: CommonOptions, command: string, min: number, max: number
 
 /** A host of the fleet with how to reach it, and what the stacks say about its role. */
 interface HostInfo {
+  /** The stack it was read from. */
+  stack: string;
   target: SshTarget;
   outputs: Record<string, unknown>;
 }
@@ -222,7 +225,7 @@ interface Fleet {
 async function readFleet(o: CommonOptions, deps: FleetDeps, only?: string): Promise<Fleet> {
   const main = await deps.readStackOutputs(o.mainStack);
   const listed = listedReplicas(o.mainStack, main);
-  const hosts = new Map<string, HostInfo>([["main", { target: sshTargetOf(o.mainStack, main, "main"), outputs: main }]]);
+  const hosts = new Map<string, HostInfo>([["main", { stack: o.mainStack, target: sshTargetOf(o.mainStack, main, "main"), outputs: main }]]);
   if (only === "main") return { main, hosts };
   if (only !== undefined && !listed.includes(only)) {
     throw new UsageError(`no host ${only} in the fleet of ${o.mainStack} (hosts: ${["main", ...listed].join(", ")})`);
@@ -236,22 +239,36 @@ async function readFleet(o: CommonOptions, deps: FleetDeps, only?: string): Prom
   }
   for (const r of replicas) {
     const t = sshTargetOf(r.stack, r.outputs, "replica");
-    hosts.set(t.name, { target: t, outputs: r.outputs });
+    hosts.set(t.name, { stack: r.stack, target: t, outputs: r.outputs });
   }
   if (only !== undefined && !hosts.has(only)) throw new UsageError(`none of the replica stacks given runs ${only}`);
   return { main, hosts };
 }
 
-/** The PostgreSQL primary: a replica whose stack says promoted, else main. */
-export function primaryHost(fleet: Fleet): string {
+/** The control stack's decision when the host stacks name one (as the status command reads it); null without one. */
+async function fleetControl(fleet: Fleet, deps: FleetDeps): Promise<ControlExpectation | null> {
+  return readControlExpectation(undefined, [...fleet.hosts.values()].map((h) => ({ stack: h.stack, outputs: h.outputs })), deps.readStackOutputs);
+}
+
+/** The PostgreSQL primary: the control stack's, else a replica whose stack says promoted, else main. */
+export function primaryHost(fleet: Fleet, control: ControlExpectation | null = null): string {
+  if (control) return control.primary;
   for (const [name, h] of fleet.hosts) if (name !== "main" && h.outputs.postgresMode === "promoted") return name;
   return "main";
 }
 
-/** The Redis master: a replica whose stack says redisRole master, else main. */
-export function redisMasterHost(fleet: Fleet): string {
+/** The Redis master: the primary's host under a control stack, else a replica whose stack says redisRole master, else main. */
+export function redisMasterHost(fleet: Fleet, control: ControlExpectation | null = null): string {
+  if (control) return control.primary;
   for (const [name, h] of fleet.hosts) if (name !== "main" && h.outputs.redisRole === "master") return name;
   return "main";
+}
+
+/** The default host of psql and redis-cli, which must be a host whose stack was read. */
+function readHost(fleet: Fleet, host: string): HostInfo {
+  const h = fleet.hosts.get(host);
+  if (!h) throw new UsageError(`the control stack names ${host} as the primary, but none of the replica stacks given runs it: name its stack with --replica, or the host`);
+  return h;
 }
 
 function ports(main: Record<string, unknown>): { postgres: number; redis: number } {
@@ -359,22 +376,22 @@ async function restart(o: CommonOptions, deps: FleetDeps): Promise<number> {
 async function psql(o: CommonOptions, deps: FleetDeps): Promise<number> {
   const [given] = positionals(o, "psql", 0, 1, "at most one host");
   const fleet = await readFleet(o, deps, given);
-  const host = given ?? primaryHost(fleet);
+  const host = given ?? primaryHost(fleet, await fleetControl(fleet, deps));
   const tty = deps.stdin.isTTY === true;
   const argv = psqlSessionArgv(host, { port: ports(fleet.main).postgres, database: o.db ?? fleetDatabase(fleet.main) ?? "postgres", tty, args: o.rest });
   if (!given) deps.stderr(`fleet psql: the primary is ${host}\n`);
-  return withSsh(o, deps, fleet.hosts.get(host)!.target, (ssh) => ssh.attach(host, argv, { stdin: "inherit", tty, untimed: true }));
+  return withSsh(o, deps, readHost(fleet, host).target, (ssh) => ssh.attach(host, argv, { stdin: "inherit", tty, untimed: true }));
 }
 
 async function redisCli(o: CommonOptions, deps: FleetDeps): Promise<number> {
   const [given] = positionals(o, "redis-cli", 0, 1, "at most one host (redis-cli's own arguments go after --)");
   const fleet = await readFleet(o, deps, given);
-  const host = given ?? redisMasterHost(fleet);
+  const host = given ?? redisMasterHost(fleet, await fleetControl(fleet, deps));
   const admin = redisAdmin(o.mainStack, fleet.main);
   const tty = deps.stdin.isTTY === true;
   const docker = redisSessionDockerArgv(host, { port: ports(fleet.main).redis, user: admin.user, tty, args: o.rest });
   if (!given) deps.stderr(`fleet redis-cli: the Redis master is ${host}\n`);
-  return withSsh(o, deps, fleet.hosts.get(host)!.target, async (ssh) => {
+  return withSsh(o, deps, readHost(fleet, host).target, async (ssh) => {
     if (!tty) return ssh.pipeThrough(host, redisFromStdinArgv(docker), `${admin.password}\n`, deps.stdin);
     // A terminal session's standard input is the terminal: the password goes first, on its own connection, into a 0600 file.
     const stash = await ssh.exec(host, stashArgv(), admin.password);

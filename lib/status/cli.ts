@@ -1,7 +1,9 @@
 /**
  * The status command (`fleet status`, also `npm run status`): reads the main
  * stack's outputs and those of its replicas' stacks (found from the main
- * stack's fleet.replicas, or named with --replica), reaches every host, prints the report and exits
+ * stack's fleet.replicas, or named with --replica) and, when they name one,
+ * the control stack's (which host is primary, who was fenced), reaches every
+ * host, prints the report and exits
  * 0 when the fleet is healthy, 2 when something is wrong, 1 when the check
  * itself could not be made (usage, stack outputs, a host unreachable).
  *
@@ -12,13 +14,13 @@ import { accessSync, constants, statSync } from "node:fs";
 import { CommandError, ConnectionError, StackOutputError, UsageError } from "./errors";
 import { buildReport, formatReport, formatReportJson, verdictOf } from "./format";
 import { gather, type HostRunner } from "./gather";
-import { buildPlan, listedReplicas, pulumiStackOutputs, replicaStackName, type ReadStackOutputs, type StatusPlan } from "./outputs";
+import { buildPlan, controlExpectation, controlStackOf, listedReplicas, pulumiStackOutputs, replicaStackName, type ReadStackOutputs, type StatusPlan } from "./outputs";
 import { containerRunner, SshExec } from "./runner";
-import { DEFAULT_THRESHOLDS, type Thresholds } from "./types";
+import { DEFAULT_THRESHOLDS, type ControlExpectation, type Thresholds } from "./types";
 
 export const EXIT = { healthy: 0, error: 1, unhealthy: 2 } as const;
 
-export const USAGE = `Usage: npm run fleet -- status --main <stack> [--replica <stack>]... [options]
+export const USAGE = `Usage: npm run fleet -- status --main <stack> [--replica <stack>]... [--control <stack>] [options]
        (npm run status -- ... is the same command)
 
 Checks PostgreSQL and Redis replication across the fleet, and per host the
@@ -32,6 +34,9 @@ asks the servers in their containers.
   --replica <stack>            a replica stack to check (repeatable); default: every
                                replica the main stack lists, each in the stack named
                                after it beside the main stack (acme/synaxic/replica-1)
+  --control <stack>            the control stack whose primary the fleet is judged against
+                               (default: the one the host stacks name in their
+                               controlStack output; none: main is the primary)
   --identity <file>            SSH private key (default: the agent at SSH_AUTH_SOCK)
   --json                       print the report as JSON
   --max-lag-bytes <size>       replication lag that counts as a problem (default 16MB)
@@ -48,6 +53,8 @@ Exit status: 0 healthy, 2 unhealthy, 1 usage error or a host or stack that could
 
 export interface StatusOptions {
   mainStack: string;
+  /** The control stack given with --control; otherwise the one the host stacks name. */
+  controlStack?: string;
   replicaStacks: string[];
   identityFile?: string;
   json: boolean;
@@ -80,7 +87,7 @@ function stackName(option: string, text: string): string {
 /** Parses the command line; throws UsageError with a message that names the option. */
 export function parseStatusArgs(argv: readonly string[], env: Readonly<Record<string, string | undefined>> = {}): StatusOptions {
   const o: StatusOptions = { mainStack: "", replicaStacks: [], json: false, thresholds: { ...DEFAULT_THRESHOLDS }, timeoutSeconds: 60, help: false };
-  const withValue = new Set(["--main", "--replica", "--identity", "--max-lag-bytes", "--max-replay-lag", "--max-redis-offset-lag", "--max-backup-age", "--timeout"]);
+  const withValue = new Set(["--main", "--replica", "--control", "--identity", "--max-lag-bytes", "--max-replay-lag", "--max-redis-offset-lag", "--max-backup-age", "--timeout"]);
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     if (arg === "-h" || arg === "--help") {
@@ -115,6 +122,10 @@ export function parseStatusArgs(argv: readonly string[], env: Readonly<Record<st
         o.replicaStacks.push(s);
         break;
       }
+      case "--control":
+        if (o.controlStack) throw new UsageError("--control given twice: there is one control stack");
+        o.controlStack = stackName(name, value);
+        break;
       case "--identity":
         o.identityFile = value;
         break;
@@ -215,6 +226,17 @@ export async function readFleetOutputs(
   return { main, replicas };
 }
 
+/** The control stack's decision: from the stack given, or the one the host stacks name; null for a fleet without one. */
+export async function readControlExpectation(
+  given: string | undefined,
+  hostStacks: readonly { stack: string; outputs: Record<string, unknown> }[],
+  read: ReadStackOutputs,
+): Promise<ControlExpectation | null> {
+  const stack = given ?? controlStackOf(hostStacks);
+  if (stack === undefined) return null;
+  return controlExpectation(stack, await read(stack));
+}
+
 /** Runs the status command; resolves with the exit status. */
 export async function runStatus(argv: readonly string[], deps: StatusDeps): Promise<number> {
   const fail = (message: string, hint = false): number => {
@@ -237,7 +259,8 @@ export async function runStatus(argv: readonly string[], deps: StatusDeps): Prom
   let connection: Connection;
   try {
     const { main, replicas } = await readFleetOutputs(options.mainStack, options.replicaStacks, deps.readStackOutputs);
-    plan = buildPlan(options.mainStack, main, replicas);
+    const control = await readControlExpectation(options.controlStack, [{ stack: options.mainStack, outputs: main }, ...replicas], deps.readStackOutputs);
+    plan = buildPlan(options.mainStack, main, replicas, control);
     connection = await deps.connect(plan, options, deps.env);
   } catch (e) {
     if (e instanceof UsageError) return fail(e.message, true);

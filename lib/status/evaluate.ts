@@ -3,7 +3,8 @@
  * few thresholds. Pure: the same facts always give the same problems, in a
  * stable order (host by host, as the report prints them).
  */
-import type { ExpectedReplica, FleetExpectation, FleetFacts, Gathered, HostFacts, PgFacts, Problem, RedisReplicationFacts, Thresholds } from "./types";
+import { replicaSlotName } from "../../templates/postgres-sql";
+import type { ControlExpectation, ExpectedReplica, FleetExpectation, FleetFacts, Gathered, HostFacts, PgFacts, Problem, RedisReplicationFacts, Thresholds } from "./types";
 
 const BAD_WAL_STATUS = new Set(["lost", "unreserved"]);
 
@@ -18,10 +19,32 @@ export function formatBytes(n: number): string {
   return u === 0 ? `${n} bytes` : `${v.toFixed(1)} ${units[u]}`;
 }
 
+/** A fleet member as the primary sees it: a standby it should stream to, through this slot. */
+interface Member {
+  name: string;
+  privateIp: string;
+  slotName: string;
+  postgresMode: ExpectedReplica["postgresMode"] | "primary";
+  redisRole: "master" | "replica";
+  controlGeneration?: number;
+}
+
+/** The host the fleet's primary is to run on: the control stack's choice, else main. */
+export function primaryName(expect: FleetExpectation): string {
+  return expect.control?.primary ?? expect.main.name;
+}
+
+/** A fenced former primary: recorded so by the control stack and not its primary now. */
+export function fencedRecord(expect: FleetExpectation, host: string): { method: string; generation: number } | undefined {
+  const c = expect.control;
+  return c && c.primary !== host ? c.fenced[host] : undefined;
+}
+
 /** The problems of the fleet; none means healthy. */
 export function evaluate(expect: FleetExpectation, facts: FleetFacts, t: Thresholds): Problem[] {
   const problems: Problem[] = [];
   const add = (p: Problem) => problems.push(p);
+  const control = expect.control ?? null;
 
   for (const u of expect.unknownReplicaStacks) {
     add({
@@ -31,28 +54,137 @@ export function evaluate(expect: FleetExpectation, facts: FleetFacts, t: Thresho
     });
   }
 
-  // The main host.
-  unreachable(facts.main, add);
-  const pg = facts.main.postgres;
-  if (!pg.ok && !pg.connection) add({ kind: "postgres-unavailable", host: facts.main.name, message: `PostgreSQL did not answer: ${pg.error}` });
-  if (pg.ok) primaryProblems(facts.main.name, pg.value, expect, t, add);
-  const redis = facts.main.redis;
-  if (!redis.ok && !redis.connection) add({ kind: "redis-unavailable", host: facts.main.name, message: `Redis did not answer: ${redis.error}` });
-  if (redis.ok) redisMasterProblems(facts.main.name, redis.value, expect, facts, t, add);
+  const primary = primaryName(expect);
+  const members: Member[] = [
+    { name: expect.main.name, privateIp: expect.main.privateIp, slotName: replicaSlotName(expect.main.name), postgresMode: "primary", redisRole: "master", ...(expect.main.controlGeneration !== undefined ? { controlGeneration: expect.main.controlGeneration } : {}) },
+    ...expect.replicas,
+  ];
+  const primaryMember = members.find((m) => m.name === primary);
+  // Without a control stack main is the primary and its standbys are the
+  // replicas (a replica whose stack says promoted no longer streams from it).
+  // Under one, every other host streams from the recorded primary, except a
+  // fenced former primary that is not back yet.
+  const followers: Member[] = control ? members.filter((m) => m.name !== primary) : expect.replicas.filter((r) => r.postgresMode !== "promoted");
+  const hosts = [facts.main, ...facts.replicas];
+  const factsOf = (name: string) => hosts.find((h) => h.name === name);
+  const fencedAway = new Set(followers.filter((m) => fencedRecord(expect, m.name) && !backAsStandby(factsOf(m.name))).map((m) => m.name));
 
-  hostExtras(facts.main, t, add);
+  if (control) controlProblems(control, members, hosts, add);
 
-  // Each replica host that was checked.
-  for (const host of facts.replicas) {
-    const r = expect.replicas.find((x) => x.name === host.name);
+  // The primary's slots for its standbys; without a control stack every replica's (a promoted one's too).
+  const slotHolders: readonly Member[] = control ? followers : expect.replicas;
+  const standbys = followers.filter((m) => !fencedAway.has(m.name));
+  const redisReplicas: readonly Member[] = control ? standbys : expect.replicas;
+
+  for (const host of hosts) {
+    if (fencedAway.has(host.name)) {
+      fencedProblem(expect, host, add);
+      continue;
+    }
     unreachable(host, add);
-    if (!host.postgres.ok && !host.postgres.connection) add({ kind: "postgres-unavailable", host: host.name, message: `PostgreSQL did not answer: ${host.postgres.error}` });
-    if (host.postgres.ok) replicaPgProblems(host.name, host.postgres.value, r, expect, t, add);
-    if (!host.redis.ok && !host.redis.connection) add({ kind: "redis-unavailable", host: host.name, message: `Redis did not answer: ${host.redis.error}` });
-    if (host.redis.ok) replicaRedisProblems(host.name, host.redis.value, r, expect, add);
+    const pg = host.postgres;
+    const redis = host.redis;
+    const r = expect.replicas.find((x) => x.name === host.name);
+    if (!pg.ok && !pg.connection) add({ kind: "postgres-unavailable", host: host.name, message: `PostgreSQL did not answer: ${pg.error}` });
+    if (pg.ok) {
+      if (host.name === primary) primaryProblems(host.name, pg.value, standbys, slotHolders, expect, t, add);
+      else if (!control) replicaPgProblems(host.name, pg.value, r, expect, t, add);
+      else if (primaryMember) followerPgProblems(host.name, pg.value, primaryMember, control, t, add);
+    }
+    if (!redis.ok && !redis.connection) add({ kind: "redis-unavailable", host: host.name, message: `Redis did not answer: ${redis.error}` });
+    if (redis.ok) {
+      if (host.name === primary) redisMasterProblems(host.name, redis.value, redisReplicas, expect, facts, t, add);
+      else if (!control) replicaRedisProblems(host.name, redis.value, r, expect, add);
+      else if (primaryMember) followerRedisProblems(host.name, redis.value, primaryMember, expect.redisPort, add);
+    }
     hostExtras(host, t, add);
   }
   return problems;
+}
+
+/** A host that answers as a standby: a fenced former primary that rejoined. */
+function backAsStandby(host: HostFacts | undefined): boolean {
+  return !!host && host.postgres.ok && host.postgres.value.inRecovery;
+}
+
+/**
+ * A fenced former primary that is not back as a standby: stopped, powered
+ * off or cut off, as the fence left it (one problem, not one per service), or
+ * running as a primary again (two primaries).
+ */
+function fencedProblem(expect: FleetExpectation, host: HostFacts, add: (p: Problem) => void): void {
+  const f = fencedRecord(expect, host.name)!;
+  const c = expect.control!;
+  if (host.postgres.ok && !host.postgres.value.inRecovery) {
+    add({
+      kind: "two-primaries",
+      host: host.name,
+      message: `PostgreSQL accepts writes, but ${host.name} was fenced (${f.method}) in generation ${f.generation} and the control stack ${c.stack} names ${c.primary} as the primary: two primaries. Stop it (docker stop synaxic-${host.name}-app-a synaxic-${host.name}-app-b synaxic-${host.name}-redis synaxic-${host.name}-postgres), then run pulumi up on its stack so that it rewinds and follows ${c.primary}`,
+    });
+    return;
+  }
+  const state = host.postgres.ok ? "" : host.postgres.connection ? " (host unreachable)" : " (PostgreSQL not running)";
+  add({
+    kind: "fenced",
+    host: host.name,
+    message: `fenced (${f.method}) in generation ${f.generation}, not back as a standby yet${state}: once it is reachable${f.method === "poweroff" ? " (power it on first)" : ""}, run pulumi up on its stack; it rewinds and follows ${c.primary}`,
+  });
+}
+
+/** The recorded primary's stack read, and every host stack deployed under the control stack's current generation. */
+function controlProblems(c: ControlExpectation, members: readonly Member[], hosts: readonly HostFacts[], add: (p: Problem) => void): void {
+  const primary = members.find((m) => m.name === c.primary);
+  if (!primary) {
+    add({ kind: "primary-not-checked", host: c.primary, message: `the control stack ${c.stack} names ${c.primary} as the primary, which is not a host of this fleet (${members.map((m) => m.name).join(", ")})` });
+  } else if (!hosts.some((h) => h.name === c.primary)) {
+    add({ kind: "primary-not-checked", host: c.primary, message: `the control stack ${c.stack} names ${c.primary} as the primary, but its stack was not read: name it with --replica` });
+  }
+  for (const m of members) {
+    if (m.controlGeneration === undefined || m.controlGeneration === c.generation) continue;
+    if (!hosts.some((h) => h.name === m.name)) continue;
+    add({
+      kind: "control-stale",
+      host: m.name,
+      message: `its stack was last deployed under generation ${m.controlGeneration}; the control stack ${c.stack} is at generation ${c.generation} (primary ${c.primary}): run pulumi up on it`,
+    });
+  }
+}
+
+/** A host that is to stream from the recorded primary: a standby, receiving from the primary's address. */
+function followerPgProblems(host: string, f: PgFacts, primary: Member, c: ControlExpectation, t: Thresholds, add: (p: Problem) => void): void {
+  if (!f.inRecovery) {
+    add({
+      kind: "two-primaries",
+      host,
+      message: `PostgreSQL accepts writes, but the control stack ${c.stack} (generation ${c.generation}) names ${primary.name} as the primary: two primaries. Fence ${host} on the control stack, or run pulumi up on its stack`,
+    });
+    return;
+  }
+  const w = f.walReceiver;
+  if (!w || w.status !== "streaming") {
+    add({ kind: "wal-receiver", host, message: w ? `the WAL receiver is ${w.status}, not streaming` : `no WAL receiver is running: this standby receives nothing from the primary ${primary.name}` });
+  } else if (w.senderHost !== null && w.senderHost !== primary.privateIp) {
+    add({ kind: "wal-receiver", host, message: `streams from ${w.senderHost}, not from the primary ${primary.name} (${primary.privateIp}): run pulumi up on its stack` });
+  }
+  if (f.lagBytes !== null && f.lagBytes > t.maxLagBytes) {
+    add({ kind: "lag-bytes", host, message: `received but not replayed: ${formatBytes(f.lagBytes)} (${f.lagBytes} bytes > ${t.maxLagBytes})` });
+  }
+  if (f.replayPaused) add({ kind: "replay-paused", host, message: "WAL replay is paused (pg_wal_replay_pause()); resume it with SELECT pg_wal_replay_resume()" });
+}
+
+/** A host whose Redis is to replicate from the recorded primary's. */
+function followerRedisProblems(host: string, f: RedisReplicationFacts, primary: Member, redisPort: number, add: (p: Problem) => void): void {
+  if (f.role !== "slave") {
+    add({ kind: "redis-role", host, message: `Redis is a master, not a replica of the primary ${primary.name} (${primary.privateIp}:${redisPort})` });
+    return;
+  }
+  if (f.masterHost !== null && f.masterHost !== primary.privateIp) {
+    add({ kind: "redis-role", host, message: `Redis replicates from ${f.masterHost}:${f.masterPort}, not from the primary ${primary.name} (${primary.privateIp}:${redisPort}): run pulumi up on its stack` });
+  }
+  if (f.masterLinkStatus !== "up") {
+    const since = f.masterLinkDownSinceSeconds !== null && f.masterLinkDownSinceSeconds >= 0 ? ` for ${f.masterLinkDownSinceSeconds} s` : "";
+    add({ kind: "redis-link-down", host, message: `master_link_status is ${f.masterLinkStatus ?? "absent"}${since}: the link to ${f.masterHost}:${f.masterPort} is broken` });
+  }
 }
 
 /**
@@ -86,14 +218,25 @@ function unreachable(host: HostFacts, add: (p: Problem) => void): void {
   if (failed) add({ kind: "host-unreachable", host: host.name, message: failed.error });
 }
 
-function primaryProblems(host: string, f: PgFacts, expect: FleetExpectation, t: Thresholds, add: (p: Problem) => void): void {
+/**
+ * The primary's view: each standby in `standbys` connected and streaming,
+ * within the lag thresholds, through its slot; slots of `expected` (the
+ * standbys, a fenced host not back yet included: its slot keeps WAL for its
+ * return) are the fleet's, any other is unexpected.
+ */
+function primaryProblems(host: string, f: PgFacts, standbys: readonly Member[], expected: readonly Member[], expect: FleetExpectation, t: Thresholds, add: (p: Problem) => void): void {
   if (f.inRecovery) {
-    add({ kind: "primary-in-recovery", host, message: "PostgreSQL on the main host is in recovery (a standby), not the primary" });
+    const c = expect.control;
+    add({
+      kind: "primary-in-recovery",
+      host,
+      message: c
+        ? `the control stack ${c.stack} (generation ${c.generation}) names ${host} as the primary, but its PostgreSQL is in recovery (a standby): run pulumi up on its stack`
+        : "PostgreSQL on the main host is in recovery (a standby), not the primary",
+    });
     return;
   }
-  for (const r of expect.replicas) {
-    // A promoted replica no longer streams from main.
-    if (r.postgresMode === "promoted") continue;
+  for (const r of standbys) {
     const row = f.replication.find((x) => x.applicationName === r.name) ?? f.replication.find((x) => x.clientAddr === r.privateIp);
     if (!row) {
       add({ kind: "replica-missing", host, subject: r.name, message: `${r.name} (${r.privateIp}) is not in pg_stat_replication: it is not connected to the primary` });
@@ -139,9 +282,9 @@ function primaryProblems(host: string, f: PgFacts, expect: FleetExpectation, t: 
       });
     }
   }
-  const expected = new Set(expect.replicas.map((r) => r.slotName));
+  const fleetSlots = new Set(expected.map((r) => r.slotName));
   for (const s of f.slots) {
-    if (expected.has(s.slotName)) continue;
+    if (fleetSlots.has(s.slotName)) continue;
     const held = s.retainedBytes !== null ? ` and holds ${formatBytes(s.retainedBytes)} of WAL` : "";
     add({
       kind: "slot-unexpected",
@@ -176,13 +319,14 @@ function replicaPgProblems(host: string, f: PgFacts, r: ExpectedReplica | undefi
   if (f.replayPaused) add({ kind: "replay-paused", host, message: "WAL replay is paused (pg_wal_replay_pause()); resume it with SELECT pg_wal_replay_resume()" });
 }
 
-function redisMasterProblems(host: string, m: RedisReplicationFacts, expect: FleetExpectation, facts: FleetFacts, t: Thresholds, add: (p: Problem) => void): void {
+function redisMasterProblems(host: string, m: RedisReplicationFacts, replicas: readonly Member[], expect: FleetExpectation, facts: FleetFacts, t: Thresholds, add: (p: Problem) => void): void {
   if (m.role !== "master") {
-    add({ kind: "redis-role", host, message: `Redis on the main host is a replica (of ${m.masterHost}:${m.masterPort}), not the master` });
+    add({ kind: "redis-role", host, message: `Redis on ${expect.control ? `the primary ${host}` : "the main host"} is a replica (of ${m.masterHost}:${m.masterPort}), not the master` });
     return;
   }
-  for (const r of expect.replicas) {
-    if (r.redisRole === "master") continue;
+  for (const r of replicas) {
+    // Without a control stack: a replica whose stack promoted its Redis is a master of its own.
+    if (!expect.control && r.redisRole === "master") continue;
     const entry = m.slaves.find((s) => s.ip === r.privateIp && s.port === expect.redisPort) ?? m.slaves.find((s) => s.ip === r.privateIp);
     if (!entry) {
       add({ kind: "redis-replica-missing", host, subject: r.name, message: `${r.name} (${r.privateIp}) is not among the Redis master's replicas` });
@@ -192,7 +336,7 @@ function redisMasterProblems(host: string, m: RedisReplicationFacts, expect: Fle
     // The master's view of the replica's acknowledged offset, else the replica's own.
     let offset: number | null = entry && entry.state === "online" ? entry.offset : null;
     if (offset === null) {
-      const own = facts.replicas.find((h) => h.name === r.name)?.redis;
+      const own = [facts.main, ...facts.replicas].find((h) => h.name === r.name)?.redis;
       if (own?.ok && own.value.role === "slave" && own.value.masterLinkStatus === "up") offset = own.value.slaveReplOffset;
     }
     if (offset !== null && m.masterReplOffset - offset > t.maxRedisOffsetLag) {

@@ -4,7 +4,7 @@
  * Or the same as JSON (--json), for scripts.
  */
 import { formatDuration } from "./backup";
-import { evaluate, formatBytes } from "./evaluate";
+import { evaluate, fencedRecord, formatBytes, primaryName } from "./evaluate";
 import type { FleetExpectation, FleetFacts, Gathered, HostFacts, PgFacts, Problem, RedisReplicationFacts, StatusReport, Thresholds } from "./types";
 
 export function buildReport(expectation: FleetExpectation, facts: FleetFacts, thresholds: Thresholds): StatusReport {
@@ -36,12 +36,28 @@ function failure(g: Gathered<unknown>): string {
   return g.ok ? "" : g.connection ? `unreachable: ${g.error}` : `did not answer: ${g.error}`;
 }
 
-function primarySection(host: HostFacts, expectation: FleetExpectation): string[] {
+/** The control stack's decision, when the fleet has one: who is primary, in which generation, who was fenced. */
+function controlSection(expectation: FleetExpectation): string[] {
+  const c = expectation.control;
+  if (!c) return [];
+  const fenced = Object.entries(c.fenced)
+    .filter(([h]) => h !== c.primary)
+    .map(([h, f]) => `${h} (${f.method}, generation ${f.generation})`);
+  return [`Control stack ${c.stack}: primary ${c.primary}, generation ${c.generation}${c.previousPrimary ? `, previously ${c.previousPrimary}` : ""}; fenced: ${fenced.length ? fenced.join(", ") : "none"}`, ""];
+}
+
+/** The private address of a fleet host. */
+function addressOf(expectation: FleetExpectation, name: string): string {
+  return name === expectation.main.name ? expectation.main.privateIp : (expectation.replicas.find((r) => r.name === name)?.privateIp ?? "?");
+}
+
+function primarySection(host: HostFacts | undefined, name: string, expectation: FleetExpectation): string[] {
   const out: string[] = [];
+  if (!host) return [`PostgreSQL primary ${name}: not checked (name its stack with --replica to check it)`];
   const g = host.postgres;
   if (!g.ok) return [`PostgreSQL primary ${host.name}: ${failure(g)}`];
   const f = g.value;
-  out.push(`PostgreSQL primary ${host.name} (${expectation.main.privateIp}): ${f.inRecovery ? "IN RECOVERY (not a primary)" : `current WAL position ${dash(f.currentLsn)}`}`);
+  out.push(`PostgreSQL primary ${host.name} (${addressOf(expectation, host.name)}): ${f.inRecovery ? "IN RECOVERY (not a primary)" : `current WAL position ${dash(f.currentLsn)}`}`);
   const header = ["application_name", "client_addr", "state", "sync_state", "sent_lsn", "write_lsn", "flush_lsn", "replay_lsn", "lag_bytes", "write_lag", "flush_lag", "replay_lag"];
   const rows = f.replication.map((r) => [
     r.applicationName,
@@ -77,12 +93,19 @@ function standbyLine(f: PgFacts): string {
 
 function replicaSection(expectation: FleetExpectation, facts: FleetFacts): string[] {
   const out = ["PostgreSQL replicas"];
-  const names = [...expectation.replicas.map((r) => r.name), ...facts.replicas.map((h) => h.name).filter((n) => !expectation.replicas.some((r) => r.name === n))];
+  const primary = primaryName(expectation);
+  // Under a control stack every host but the primary is to be a standby, main included.
+  const names = [
+    ...(expectation.control && primary !== expectation.main.name ? [expectation.main.name] : []),
+    ...expectation.replicas.map((r) => r.name),
+    ...facts.replicas.map((h) => h.name).filter((n) => !expectation.replicas.some((r) => r.name === n)),
+  ].filter((n) => !expectation.control || n !== primary);
   if (names.length === 0) out.push("(the main stack lists no replicas)");
   for (const name of names) {
     const r = expectation.replicas.find((x) => x.name === name);
-    const host = facts.replicas.find((h) => h.name === name);
-    const mode = r && r.postgresMode !== "replica" ? ` [${r.postgresMode}]` : "";
+    const host = [facts.main, ...facts.replicas].find((h) => h.name === name);
+    const fenced = fencedRecord(expectation, name);
+    const mode = fenced ? ` [fenced ${fenced.method}, generation ${fenced.generation}]` : r && r.postgresMode !== "replica" ? ` [${r.postgresMode}]` : "";
     if (!host) out.push(`${name}${mode}: host not checked (name its stack with --replica to check it)`);
     else if (!host.postgres.ok) out.push(`${name}${mode}: ${failure(host.postgres)}`);
     else out.push(`${name}${mode}: ${standbyLine(host.postgres.value)}`);
@@ -94,7 +117,7 @@ function redisMasterLines(name: string, m: RedisReplicationFacts, expectation: F
   if (m.role !== "master") return [`${name}: replica of ${dash(m.masterHost)}:${dash(m.masterPort)} (expected the master)`];
   const out = [`${name}: master, ${m.connectedSlaves} connected replica${m.connectedSlaves === 1 ? "" : "s"}, offset ${m.masterReplOffset}`];
   for (const s of m.slaves) {
-    const who = expectation.replicas.find((r) => r.privateIp === s.ip)?.name ?? "unknown";
+    const who = (s.ip === expectation.main.privateIp ? expectation.main.name : expectation.replicas.find((r) => r.privateIp === s.ip)?.name) ?? "unknown";
     out.push(`  ${who} ${s.ip}:${s.port} ${s.state}, offset ${s.offset} (${m.masterReplOffset - s.offset} bytes behind), last ack ${s.lag} s ago`);
   }
   return out;
@@ -108,10 +131,12 @@ function redisReplicaLine(name: string, f: RedisReplicationFacts): string {
 
 function redisSection(expectation: FleetExpectation, facts: FleetFacts): string[] {
   const out = ["Redis"];
-  const m = facts.main.redis;
-  if (!m.ok) out.push(`${facts.main.name}: ${failure(m)}`);
-  else out.push(...redisMasterLines(facts.main.name, m.value, expectation));
-  for (const h of facts.replicas) out.push(h.redis.ok ? redisReplicaLine(h.name, h.redis.value) : `${h.name}: ${failure(h.redis)}`);
+  // The master is the primary's host's (main's without a control stack).
+  const primary = expectation.control ? primaryName(expectation) : facts.main.name;
+  const hosts = [facts.main, ...facts.replicas];
+  const master = hosts.find((h) => h.name === primary);
+  if (master) out.push(...(master.redis.ok ? redisMasterLines(master.name, master.redis.value, expectation) : [`${master.name}: ${failure(master.redis)}`]));
+  for (const h of hosts) if (h !== master) out.push(h.redis.ok ? redisReplicaLine(h.name, h.redis.value) : `${h.name}: ${failure(h.redis)}`);
   return out;
 }
 
@@ -156,7 +181,9 @@ function problemLine(p: Problem): string {
 export function formatReport(report: StatusReport): string {
   const { expectation, facts } = report;
   const out: string[] = [];
-  out.push(...primarySection(facts.main, expectation), "");
+  const primary = primaryName(expectation);
+  out.push(...controlSection(expectation));
+  out.push(...primarySection([facts.main, ...facts.replicas].find((h) => h.name === primary), primary, expectation), "");
   out.push(...replicaSection(expectation, facts), "");
   out.push(...redisSection(expectation, facts), "");
   out.push(...hostsSection(facts), "");

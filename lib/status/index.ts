@@ -3,10 +3,10 @@ export * from "./types";
 export * from "./errors";
 export { PG_STATUS_SQL, parsePgStatus } from "./postgres";
 export { parseInfo, parseRedisReplication, parseReplicaEntry, redisCliScript, type RedisCliScriptParams } from "./redis";
-export { evaluate, formatBytes } from "./evaluate";
+export { evaluate, fencedRecord, formatBytes, primaryName } from "./evaluate";
 export { gather, gatherHost, type HostRunner } from "./gather";
 export { buildReport, formatReport, formatReportJson, table, verdictOf } from "./format";
-export { buildPlan, pulumiStackOutputs, type ReadStackOutputs, type StatusPlan } from "./outputs";
+export { buildPlan, controlExpectation, controlStackOf, pulumiStackOutputs, type ReadStackOutputs, type StatusPlan } from "./outputs";
 export {
   containerRunner,
   knownHostsLine,
@@ -21,4 +21,4 @@ export {
   type SshOptions,
   type SshTarget,
 } from "./runner";
-export { EXIT, USAGE, defaultDeps, parseSize, parseStatusArgs, runStatus, sshConnect, type Connection, type StatusDeps, type StatusOptions } from "./cli";
+export { EXIT, USAGE, defaultDeps, parseSize, parseStatusArgs, readControlExpectation, runStatus, sshConnect, type Connection, type StatusDeps, type StatusOptions } from "./cli";

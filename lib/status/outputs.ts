@@ -6,9 +6,10 @@
 import { execFile } from "node:child_process";
 import { z } from "zod";
 import { fleetInfoSchema, replicaCredentialsSchema } from "../fleetOutputs";
+import { controlInfoSchema } from "../controlInfo";
 import { StackOutputError } from "./errors";
 import type { SshTarget } from "./runner";
-import type { ExpectedReplica, FleetExpectation, PostgresMode } from "./types";
+import type { ControlExpectation, ExpectedReplica, FleetExpectation, PostgresMode } from "./types";
 
 /** Reads all outputs of a stack (secrets in plain text). */
 export type ReadStackOutputs = (stack: string) => Promise<Record<string, unknown>>;
@@ -115,6 +116,41 @@ export function fleetDatabase(main: Record<string, unknown>): string | undefined
   return typeof name === "string" && /^[A-Za-z_][A-Za-z0-9_]*$/.test(name) ? name : undefined;
 }
 
+const stackNameSchema = z.string().regex(/^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+){0,2}$/, { message: "expected a stack name" });
+
+/**
+ * The control stack the host stacks name (their controlStack output), or
+ * undefined for a fleet without one. Stacks that name two different ones, or
+ * that were deployed under one (controlGeneration) without naming it, are an
+ * error: the command would judge the fleet against the wrong primary.
+ */
+export function controlStackOf(stacks: readonly { stack: string; outputs: Record<string, unknown> }[]): string | undefined {
+  let found: { stack: string; control: string } | undefined;
+  for (const { stack, outputs } of stacks) {
+    if (outputs.controlStack === undefined) {
+      if (outputs.controlGeneration !== undefined) {
+        throw new StackOutputError(`stack ${stack} was deployed under a control stack (output controlGeneration) but does not name it: run \`pulumi up\` on it with this version of the program, or give --control <stack>`);
+      }
+      continue;
+    }
+    const control = field(stack, outputs, "controlStack", stackNameSchema);
+    if (found && found.control !== control) throw new StackOutputError(`stacks ${found.stack} and ${stack} name different control stacks (${found.control}, ${control}): set the same controlStack on every host stack`);
+    found ??= { stack, control };
+  }
+  return found?.control;
+}
+
+/** The control stack's decision, from its `control` output (lib/control.ts), checked. */
+export function controlExpectation(stack: string, outputs: Record<string, unknown>): ControlExpectation {
+  const c = field(stack, outputs, "control", controlInfoSchema);
+  return { stack, primary: c.primary, generation: c.generation, previousPrimary: c.previousPrimary, fenced: c.fenced };
+}
+
+/** The control generation a host stack was deployed under, when it says. */
+function deployedGeneration(stack: string, outputs: Record<string, unknown>): { controlGeneration?: number } {
+  return outputs.controlGeneration === undefined ? {} : { controlGeneration: field(stack, outputs, "controlGeneration", z.number().int().nonnegative()) };
+}
+
 /** Everything the status command needs, from the stacks. Holds the Redis admin password: keep it out of output. */
 export interface StatusPlan {
   expectation: FleetExpectation;
@@ -124,7 +160,13 @@ export interface StatusPlan {
   redisAdmin: { user: string; password: string };
 }
 
-export function buildPlan(mainStack: string, main: Record<string, unknown>, replicaStacks: readonly { stack: string; outputs: Record<string, unknown> }[]): StatusPlan {
+export function buildPlan(
+  mainStack: string,
+  main: Record<string, unknown>,
+  replicaStacks: readonly { stack: string; outputs: Record<string, unknown> }[],
+  /** The control stack's decision, when the fleet has one (controlStackOf, controlExpectation). */
+  control: ControlExpectation | null = null,
+): StatusPlan {
   const fleet = field(mainStack, main, "fleet", mainSchema.fleet);
   const credentials = field(mainStack, main, "replicaCredentials", mainSchema.replicaCredentials);
   const mainTarget: SshTarget = {
@@ -166,12 +208,13 @@ export function buildPlan(mainStack: string, main: Record<string, unknown>, repl
     if (expected.slotName !== slotName) {
       throw new StackOutputError(`stack ${stack}: replica ${name} uses slot ${slotName}, but the main stack ${mainStack} keeps ${expected.slotName} for it: run \`pulumi up\` on both`);
     }
-    Object.assign(expected, { checked: true, postgresMode, redisRole });
+    Object.assign(expected, { checked: true, postgresMode, redisRole, ...deployedGeneration(stack, outputs) });
   }
 
   return {
     expectation: {
-      main: { name: "main", privateIp: fleet.mainPrivateIp },
+      main: { name: "main", privateIp: fleet.mainPrivateIp, ...deployedGeneration(mainStack, main) },
+      control,
       redisPort: fleet.ports.redis,
       replicas,
       unknownReplicaStacks,

@@ -143,11 +143,32 @@ export interface ExpectedReplica {
   postgresMode: PostgresMode;
   /** From the replica stack's redisRole output; "replica" when its stack was not given. */
   redisRole: "master" | "replica";
+  /** The control generation its stack was last deployed under (output controlGeneration); absent when not known. */
+  controlGeneration?: number;
+}
+
+/** The control stack's decision, as the status command read it (lib/control.ts ControlInfo). */
+export interface ControlExpectation {
+  /** The control stack's name. */
+  stack: string;
+  /** The host that is to be the primary. */
+  primary: string;
+  generation: number;
+  previousPrimary: string | null;
+  /** Former primaries, how and in which generation each was fenced. */
+  fenced: Record<string, { method: string; generation: number }>;
 }
 
 /** What should exist, from the stacks' outputs. */
 export interface FleetExpectation {
-  main: { name: string; privateIp: string };
+  /** The main host; controlGeneration as for a replica. */
+  main: { name: string; privateIp: string; controlGeneration?: number };
+  /**
+   * Under a control stack (host stacks name it in controlStack): which host
+   * is to be the primary, and who was fenced. The report then judges every
+   * host against it. Absent or null: main is the primary.
+   */
+  control?: ControlExpectation | null;
   redisPort: number;
   replicas: ExpectedReplica[];
   /** Replica stacks given on the command line whose replica the main stack does not list. */
@@ -202,7 +223,15 @@ export type ProblemKind =
   | "redis-offset-lag"
   | "replica-stack-unknown"
   | "archive-failing"
-  | "backup-stale";
+  | "backup-stale"
+  /** Under a control stack: a host other than the recorded primary accepts writes. */
+  | "two-primaries"
+  /** Under a control stack: a fenced former primary that is not back as a standby yet. */
+  | "fenced"
+  /** Under a control stack: a host stack last deployed under an older generation. */
+  | "control-stale"
+  /** Under a control stack: the recorded primary's stack was not read (--replica named others). */
+  | "primary-not-checked";
 
 export interface Problem {
   kind: ProblemKind;

@@ -4,6 +4,7 @@
  * checks that the deployed fleet works.
  */
 import { execFileSync } from "node:child_process";
+import http from "node:http";
 import { join } from "node:path";
 import type { Checkout } from "./engine";
 import type { EngineHost, EngineRig } from "./hosts";
@@ -154,4 +155,46 @@ export async function recoverInterrupted(co: Checkout, rig: EngineRig, stack: st
   }
   await co.pulumi(["refresh", "--yes", "--skip-preview", "--non-interactive", "--clear-pending-creates", "--stack", stack]);
   return removed;
+}
+
+/**
+ * Reads and writes through the balancer at `host`:80 on `path` until stopped:
+ * three GET and three POST clients, a new connection per request, each about
+ * 6 requests a second (together under the balancer's per-address rate limit).
+ * Every answer of 400 or more, and every connection error, is a failure.
+ */
+export function balancerLoad(host: EngineHost, path: string): { tally: { ok: number; failed: string[] }; stop: () => Promise<void> } {
+  const tally = { ok: 0, failed: [] as string[] };
+  let loading = true;
+  const one = (method: "GET" | "POST") =>
+    new Promise<void>((resolve) => {
+      const req = http.request({ host: host.ip, port: 80, path, method, agent: false, timeout: 15_000, headers: { "content-length": method === "POST" ? "2" : "0" } }, (res) => {
+        res.resume();
+        res.on("end", () => {
+          if (res.statusCode! < 400) tally.ok++;
+          else tally.failed.push(`${method} ${res.statusCode}`);
+          resolve();
+        });
+      });
+      req.on("timeout", () => req.destroy(new Error("timeout")));
+      req.on("error", (e) => {
+        tally.failed.push(`${method} ${e.message}`);
+        resolve();
+      });
+      req.end(method === "POST" ? "{}" : undefined);
+    });
+  const loops = (["GET", "GET", "GET", "POST", "POST", "POST"] as const).map(async (m) => {
+    while (loading) {
+      const t0 = Date.now();
+      await one(m);
+      await new Promise((r) => setTimeout(r, Math.max(0, 160 - (Date.now() - t0))));
+    }
+  });
+  return {
+    tally,
+    stop: async () => {
+      loading = false;
+      await Promise.all(loops);
+    },
+  };
 }

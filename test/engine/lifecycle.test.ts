@@ -12,7 +12,8 @@ import { join } from "node:path";
 import type { Checkout, Engine } from "./engine";
 import { startTier, stopTier, type Tier } from "./tier";
 import type { EngineRig } from "./hosts";
-import { controlConfig, initControlStack, initStack, mainConfig, psql, recoverInterrupted, replicaConfig, rigRedisBackupPackages, statusCommand } from "./fleet";
+import { balancerLoad, controlConfig, initControlStack, initStack, mainConfig, psql, recoverInterrupted, replicaConfig, rigRedisBackupPackages, statusCommand } from "./fleet";
+import { PipeSession, psqlBackend, redisEcho } from "../rig/session";
 import { waitFor } from "../rig/net";
 import { makeCa } from "../rig/pki";
 import { S3StandIn } from "../rig/s3";
@@ -67,7 +68,7 @@ describe("a fleet of main and two replicas on the real engine", () => {
     await initControlStack(co, rig, controlConfig(["main", "replica-1", "replica-2"]));
     await co.up("control");
     expect((await co.outputs("control")).control).toEqual({ version: 1, primary: "main", generation: 0, previousPrimary: null, fenced: {} });
-    await initStack(co, rig, "main", mainConfig(rig, ["replica-1", "replica-2"]));
+    await initStack(co, rig, "main", { ...mainConfig(rig, ["replica-1", "replica-2"]), monitoringReplica: "replica-2" });
     const steps = await co.previewChanges("main");
     expect(steps.every((s) => s.op === "create")).toBe(true);
     expect(steps.filter((s) => s.type === "docker:index/container:Container").length).toBeGreaterThanOrEqual(8);
@@ -104,24 +105,42 @@ describe("a fleet of main and two replicas on the real engine", () => {
     }
   });
 
-  it("monitoring: main's Prometheus scrapes every host's exporters over TLS with its client certificate; a plain or certificate-less request gets no metrics", async () => {
+  it("monitoring on main and on the monitoring replica (replica-2): each Prometheus scrapes every host's exporters over TLS with its client certificate, the two Alertmanagers form one cluster; a plain or certificate-less request gets no metrics", async () => {
     const main = rig.host("main");
     type Target = { scrapePool: string; scrapeUrl: string; health: string; lastError: string; labels: Record<string, string> };
     const jobs = ["node", "postgres", "redis"];
-    let seen = "";
-    await waitFor(
-      "every exporter target up over https",
-      async () => {
-        const out = (await main.exec(["curl", "-fsS", "--max-time", "5", "http://127.0.0.1:9090/api/v1/targets?state=active"], { allowFail: true })).stdout;
-        const targets = ((JSON.parse(out || "{}") as { data?: { activeTargets: Target[] } }).data?.activeTargets ?? []).filter((t) => jobs.includes(t.scrapePool));
-        seen = targets.map((t) => `${t.scrapePool} ${t.labels.host} ${t.health} ${t.lastError}`).join("\n");
-        return targets.length === jobs.length * 3 && targets.every((t) => t.health === "up" && t.scrapeUrl.startsWith("https://"));
-      },
-      120_000,
-      2000,
-    ).catch((e: unknown) => {
-      throw new Error(`${String(e)}\n${seen}`);
-    });
+    for (const h of [main, rig.host("replica-2")]) {
+      let seen = "";
+      await waitFor(
+        `${h.name}'s Prometheus: every exporter target up over https`,
+        async () => {
+          const out = (await h.exec(["curl", "-fsS", "--max-time", "5", "http://127.0.0.1:9090/api/v1/targets?state=active"], { allowFail: true })).stdout;
+          const targets = ((JSON.parse(out || "{}") as { data?: { activeTargets: Target[] } }).data?.activeTargets ?? []).filter((t) => jobs.includes(t.scrapePool));
+          seen = targets.map((t) => `${t.scrapePool} ${t.labels.host} ${t.health} ${t.lastError}`).join("\n");
+          return targets.length === jobs.length * 3 && targets.every((t) => t.health === "up" && t.scrapeUrl.startsWith("https://"));
+        },
+        120_000,
+        2000,
+      ).catch((e: unknown) => {
+        throw new Error(`${String(e)}\n${seen}`);
+      });
+    }
+    // In a pair each Alertmanager listens on its private address and gossips with the other (templates/alertmanager.ts alertmanagerClusterFlags).
+    for (const h of [main, rig.host("replica-2")]) {
+      let seen = "";
+      await waitFor(
+        `${h.name}'s Alertmanager: a cluster of two, ready`,
+        async () => {
+          seen = (await h.exec(["curl", "-fsS", "--max-time", "5", `http://${h.ip}:9093/api/v2/status`], { allowFail: true })).stdout;
+          const c = (JSON.parse(seen || "{}") as { cluster?: { status: string; peers?: unknown[] } }).cluster;
+          return c?.status === "ready" && c.peers?.length === 2;
+        },
+        120_000,
+        2000,
+      ).catch((e: unknown) => {
+        throw new Error(`${String(e)}\n${seen}`);
+      });
+    }
     const ip = rig.host("replica-1").ip;
     const plain = await main.exec(["curl", "-sS", "--max-time", "5", `http://${ip}:9100/metrics`], { allowFail: true });
     expect(plain.stdout).not.toMatch(/^node_/m);
@@ -170,6 +189,20 @@ describe("a fleet of main and two replicas on the real engine", () => {
     for (const r of ["replica-1", "replica-2"]) {
       expect((await rig.host(r).docker(["ps", "-aq", "--filter", `name=^synaxic-${r}-redis-backup$`])).stdout.trim(), r).toBe("");
     }
+  });
+
+  it("a restore drill on demand in replica-1's scheduler container (docker exec ... synaxic-backup-scheduler drill, as the runbook says): the newest backup restores into a throwaway server that answers, the textfile says so, the scratch directory is gone, and the fleet's standby kept streaming", async () => {
+    const r1 = rig.host("replica-1");
+    const drill = await r1.docker(["exec", "synaxic-replica-1-backup", "synaxic-backup-scheduler", "drill"], { allowFail: true, timeoutMs: 600_000 });
+    expect(drill.code, `${drill.stdout}\n${drill.stderr}`).toBe(0);
+    const prom = (await r1.exec(["cat", "/etc/synaxic/replica-1/node-exporter/pgbackrest.prom"])).stdout;
+    expect(prom).toMatch(/^synaxic_backup_last_result_success\{operation="drill"\} 1$/m);
+    expect(prom).toMatch(/^synaxic_backup_drill_backup_timestamp_seconds\{label="\d{8}-\d{6}F[^"]*"\} \d+$/m);
+    expect(prom).not.toMatch(/^synaxic_backup_drill_failure_info/m);
+    // Each drill removes its scratch directory (lib/backup.ts DRILL_SCRATCH_DIR) and stops its throwaway server (cluster_name synaxic-drill shows in its process titles).
+    const left = await r1.docker(["exec", "synaxic-replica-1-backup", "sh", "-c", "ls -A /var/lib/synaxic-backup/drill 2>/dev/null | wc -l; cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' ' | grep -c '[s]ynaxic-drill' || true"]);
+    expect(left.stdout.trim().split("\n").map(Number)).toEqual([0, 0]);
+    expect(await psql(rig.host("main"), "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")).toBe("2");
   });
 
   it("every service container stops with a grace period and runs within its memory limit, and the Docker client reused one SSH connection per host", async () => {
@@ -275,6 +308,78 @@ describe("a fleet of main and two replicas on the real engine", () => {
     expect(tally.ok).toBeGreaterThan(300);
     // The balancer's writes go to the new slot.
     expect((await main.exec(["grep", "-c", `server ${main.ip}:8081 `, "/etc/synaxic/main/nginx/nginx.conf"])).stdout.trim()).not.toBe("0");
+  });
+
+  it("rotating postgresApp and redisApp (passwordRotation) under reads and writes: no request fails, connections opened with the old passwords keep working, and afterwards a new connection with an old password is refused", async () => {
+    const main = rig.host("main");
+    const creds = async () => (await co.outputs("main", true)).replicaCredentials as Record<string, string>;
+    const old = await creds();
+    // Connections the running app holds: opened with the old passwords, kept open throughout (as HikariCP's and Redisson's pools do).
+    const dockerOn = (h: typeof main) => ["docker", "-H", `unix://${h.dockerSocket}`];
+    const pgConn = "host=127.0.0.1 port=5432 dbname=synaxic user=synaxic sslmode=require connect_timeout=5";
+    const pgSession = new PipeSession([...dockerOn(main), "exec", "-i", "-e", "PGPASSWORD", "synaxic-main-postgres", "psql", "-X", "-q", "-A", "-t", "-d", pgConn], { PGPASSWORD: old.postgresApp! });
+    const redisCli = ["redis-cli", "--tls", "--cacert", "/etc/synaxic/tls/ca.crt", "-h", "127.0.0.1", "-p", "6380", "--user", "synaxic", "--no-auth-warning"];
+    const redisSession = new PipeSession([...dockerOn(main), "exec", "-i", "-e", "REDISCLI_AUTH", "synaxic-main-redis", ...redisCli], { REDISCLI_AUTH: old.redisApp! });
+    try {
+      const backend = await psqlBackend(pgSession, "before");
+      expect(backend).toMatch(/^alive:synaxic:\d+$/);
+      expect(await redisEcho(redisSession, "before")).toBe(true);
+
+      // The rig's app stand-in talks to neither server, so the load measures the deploy the rotation causes
+      // (new slot, balancer, retirement); the sessions above stand for the app's pooled connections.
+      const load = balancerLoad(main, "/v1/engine-rotate");
+      await waitFor("requests through the balancer", async () => load.tally.ok >= 50, 30_000, 200);
+      expect(load.tally.failed, "before the rotation").toEqual([]);
+
+      co.writeConfig("main", { passwordRotation: { postgresApp: 1, redisApp: 1 } });
+      const steps = (await co.previewChanges("main")).map((s) => `${s.op} ${s.urn.split("::").pop()}`);
+      // Only those two passwords are new; neither PostgreSQL nor Redis restarts.
+      expect(steps.filter((s) => /^\S+ fleet-/.test(s)).sort()).toEqual(["replace fleet-postgresApp", "replace fleet-redisApp"]);
+      expect(steps.filter((s) => /(postgres|redis)-container$/.test(s))).toEqual([]);
+      expect(steps).toEqual(expect.arrayContaining(["update postgres-roles", "update redis-acl", "update redis-users-add", "update redis-users-sync", "replace app-container"]));
+      const started = Date.now();
+      await co.up("main");
+      const mainTook = Date.now() - started;
+      // Between main's up and the replicas': the sessions opened before are still served.
+      expect(await psqlBackend(pgSession, "between")).toBe(backend);
+      expect(await redisEcho(redisSession, "between")).toBe(true);
+      await eachStack(["replica-1", "replica-2"], async (r) => void (await co.up(r)));
+      await new Promise((r) => setTimeout(r, 2000));
+      await load.stop();
+      process.stdout.write(`[engine] postgresApp + redisApp rotation under load: ${load.tally.ok} requests answered, ${load.tally.failed.length} failed; pulumi up -s main took ${(mainTook / 1000).toFixed(1)} s\n`);
+      expect(load.tally.failed.slice(0, 10)).toEqual([]);
+      expect(load.tally.ok).toBeGreaterThan(100);
+
+      expect(await psqlBackend(pgSession, "after")).toBe(backend);
+      expect(await redisEcho(redisSession, "after")).toBe(true);
+
+      const now = await creds();
+      expect(now.postgresApp).not.toBe(old.postgresApp);
+      expect(now.redisApp).not.toBe(old.redisApp);
+      expect(now.postgresReplication).toBe(old.postgresReplication);
+      expect(now.redisAdmin).toBe(old.redisAdmin);
+      const pgLogin = (h: typeof main, pw: string) =>
+        h.docker(["exec", "-i", "-e", "PGPASSWORD", `synaxic-${h.name}-postgres`, "psql", "-X", "-At", "-d", pgConn, "-c", "SELECT current_user"], { env: { PGPASSWORD: pw }, allowFail: true });
+      const redisLogin = (h: typeof main, pw: string) => h.docker(["exec", "-i", "-e", "REDISCLI_AUTH", `synaxic-${h.name}-redis`, ...redisCli, "PING"], { env: { REDISCLI_AUTH: pw }, allowFail: true });
+      // The primary, and a standby (the role's new password came with the WAL).
+      for (const h of [main, rig.host("replica-1")]) {
+        const refused = await pgLogin(h, old.postgresApp!);
+        expect(refused.code, h.name).not.toBe(0);
+        expect(refused.stderr).toMatch(/password authentication failed for user "synaxic"/);
+        expect((await pgLogin(h, now.postgresApp!)).stdout.trim()).toBe("synaxic");
+      }
+      const oldRedis = await redisLogin(main, old.redisApp!);
+      expect(`${oldRedis.stdout}${oldRedis.stderr}`).toMatch(/WRONGPASS|AUTH failed/);
+      expect((await redisLogin(main, now.redisApp!)).stdout.trim()).toBe("PONG");
+      // A raised counter cannot go back down.
+      co.writeConfig("main", { passwordRotation: { postgresApp: 0, redisApp: 1 } });
+      const lowered = await co.pulumi(["preview", "--stack", "main", "--non-interactive"], { allowFail: true });
+      expect(`${lowered.stdout}${lowered.stderr}`).toMatch(/synaxic:passwordRotation\[postgresApp\]: got 0; this stack last deployed 1/);
+      co.writeConfig("main", { passwordRotation: { postgresApp: 1, redisApp: 1 } });
+    } finally {
+      pgSession.close();
+      redisSession.close();
+    }
   });
 
   it("a second preview of every stack shows no changes, and passes the repository's policy pack as the CLI runs it", async () => {

@@ -289,6 +289,22 @@ describe("promtool test rules: each alert fires on its condition, after its for:
     ]);
   });
 
+  it("synchronous replication: a primary whose commits need a synchronous standby and that has none fires; before that, and on the standbys (never required), it does not", async () => {
+    const s = healthyFleet(SAMPLES);
+    const main = target(JOBS.postgres, "main");
+    s.set(seriesText("synaxic_synchronous_required", main), `1x${SAMPLES}`);
+    s.set(seriesText("synaxic_synchronous_standbys", main), "2x4 0x25");
+    s.set(seriesText("synaxic_synchronous_waiting", main), "0x4 3x25");
+    for (const h of ["replica1", "replica2"]) {
+      for (const m of ["synaxic_synchronous_required", "synaxic_synchronous_standbys", "synaxic_synchronous_waiting"]) s.set(seriesText(m, target(JOBS.postgres, h)), `0x${SAMPLES}`);
+    }
+    const r = rule("SynaxicSynchronousStandbyMissing");
+    await runScenario("synchronous-standby-missing", s, [
+      { eval_time: "4m", alertname: r.alert, exp_alerts: [] },
+      { eval_time: "6m", alertname: r.alert, exp_alerts: [firing(r, main, "1")] },
+    ]);
+  });
+
   it("a replica down: its slot goes inactive (after 1m) and its postgres exporter is unreachable", async () => {
     const s = healthyFleet(SAMPLES);
     const slot = { ...target(JOBS.postgres, "main"), slot_name: "synaxic_replica2" };

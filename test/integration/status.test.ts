@@ -5,16 +5,21 @@
  * code path of `npm run status`) with the stacks' outputs built from the rig
  * and a runner that reaches each host's servers inside its namespace instead
  * of over ssh/docker exec; the queries, parsers, evaluator and report are the
- * real ones. Healthy fleet, then lag, a stopped replica and a cut Redis link.
+ * real ones. Healthy fleet, then lag, a stopped replica and a cut Redis link;
+ * last, a switchover under a control stack (replica1 promoted, main fenced by
+ * a stop, then rewound): the report follows the control stack's primary.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { join } from "node:path";
+import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { TestNet, waitFor, type Host } from "../rig/net";
 import { makeCa } from "../rig/pki";
 import { lsnDiff, PgCluster, PgNode, startPrimaryWithRoles } from "../rig/postgres";
 import { randomRedisUsers, redisInfo, RedisServer, waitInSync } from "../rig/redis";
 import { renderRedisAcl, renderRedisConf } from "../../templates/redis";
+import { renderPromoteSql } from "../../templates/postgres";
+import type { ControlInfo } from "../../lib/control";
 import { psqlScriptArgv } from "../../templates/postgres-sql";
 import { runStatus, type StatusDeps } from "../../lib/status/cli";
 import { CommandError } from "../../lib/status/errors";
@@ -26,6 +31,9 @@ import type { Problem, StatusReport } from "../../lib/status/types";
 const REDIS_TIMING = { replDisklessSyncDelay: 0, replPingReplicaPeriod: 1, replTimeout: 3 } as const;
 const MAIN_STACK = "acme/synaxic/main";
 const REPLICA_STACKS = ["acme/synaxic/replica1", "acme/synaxic/replica2"];
+const CONTROL_STACK = "acme/synaxic/control";
+/** What the control stack's output says; undefined: the fleet has none. */
+let control: ControlInfo | undefined;
 const ARGS = ["--main", MAIN_STACK, ...REPLICA_STACKS.flatMap((s) => ["--replica", s])];
 
 let net: TestNet;
@@ -61,20 +69,24 @@ function stackOutputs(): Record<string, Record<string, unknown>> {
       },
       replicaCredentials: { redisAdmin: users.admin.password, redisApp: users.app.password },
       slots: Object.fromEntries(replicas.map((r) => [r.name, r.slotName])),
+      ...(control ? { controlStack: CONTROL_STACK, controlGeneration: control.generation, primary: control.primary } : {}),
     },
   };
   replicas.forEach((r, i) => {
+    const primary = control?.primary === r.name;
     out[REPLICA_STACKS[i]!] = {
       replicaName: r.name,
       slotName: r.slotName,
       publicAddress: r.host.ip,
       privateIp: r.host.ip,
-      postgresMode: "replica",
-      redisRole: "replica",
+      postgresMode: primary ? "promoted" : "replica",
+      redisRole: primary ? "master" : "replica",
       hostKey: hostKey(),
       sshUser: "root",
+      ...(control ? { controlStack: CONTROL_STACK, controlGeneration: control.generation, primary: control.primary } : {}),
     };
   });
+  if (control) out[CONTROL_STACK] = { control };
   return out;
 }
 
@@ -315,5 +327,57 @@ describe("status command against real servers", () => {
     await main.waitStreaming(replicas[1]!);
     await waitFor("a healthy verdict after the link is back", async () => (await status()).code === 0, 30_000, 250);
     console.log(`[status] redis link: ${elapsed()}`);
+  });
+
+  it("under a control stack the report follows its primary: replica1 promoted, main fenced (one problem while it is stopped), healthy once main is rewound and streams from replica1", async () => {
+    const [r1, r2] = replicas as [PgNode, PgNode];
+    const admin = rigRunner({ user: users.admin.name, password: users.admin.password });
+    const acl = renderRedisAcl(users);
+    // The fence (stop): main's Redis and PostgreSQL stop; the control stack records replica1 as primary, main fenced.
+    await redis.get("main")!.stop();
+    await main.stop("fast");
+    // Both standbys have what main wrote up to its shutdown checkpoint, so replica2 can follow replica1's new timeline.
+    const shutdownCheckpoint = /^Latest checkpoint location:\s*(\S+)$/m.exec(execFileSync(join(cluster.bin, "pg_controldata"), [main.dataDir], { encoding: "utf8" }))![1]!;
+    for (const r of [r1, r2]) await r.waitReplayed(shutdownCheckpoint);
+    control = { version: 1, primary: r1.name, generation: 1, previousPrimary: "main", fenced: { main: { method: "stop", generation: 1 } } };
+    // replica1's stack: PostgreSQL promoted, a slot for everyone who follows it, Redis the master.
+    expect((await r1.psql(renderPromoteSql())).stdout.trim()).toBe("primary");
+    for (const slot of [main.slotName, r2.slotName]) await r1.psql(`SELECT pg_create_physical_replication_slot('${slot}', true)`);
+    await admin.redis(r1.name, ["REPLICAOF", "NO", "ONE"]);
+    // replica2's stack: follows replica1 (PostgreSQL on the new timeline, Redis).
+    await r2.stop("fast");
+    await r2.startReplica("replica", r1);
+    await admin.redis(r2.name, ["REPLICAOF", r1.host.ip, "6380"]);
+    await r1.waitStreaming(r2);
+    await waitInSync(r2.host, redis.get(r1.name)!.target, redis.get(r2.name)!.localTarget, users.admin);
+
+    const fenced = await statusJson();
+    expect(fenced.code).toBe(2);
+    expect(fenced.report.verdict).toBe("unhealthy");
+    expect(kinds(fenced.report.problems)).toEqual(["fenced main"]);
+    expect(fenced.report.expectation.control).toEqual({ stack: CONTROL_STACK, primary: r1.name, generation: 1, previousPrimary: "main", fenced: { main: { method: "stop", generation: 1 } } });
+    const text = await status();
+    expect(text.stdout).toMatch(new RegExp(`^Control stack ${CONTROL_STACK}: primary replica1, generation 1, previously main; fenced: main \\(stop, generation 1\\)$`, "m"));
+    expect(text.stdout).toMatch(new RegExp(`^PostgreSQL primary replica1 \\(${r1.host.ip.replace(/\./g, "\\.")}\\): current WAL position `, "m"));
+    expect(text.stdout).toMatch(new RegExp(`^replica2 +\\| ${r2.host.ip.replace(/\./g, "\\.")} +\\| streaming `, "m"));
+    expect(text.stdout).toMatch(new RegExp(`^${main.slotName} +\\| no `, "m"));
+
+    // main's next `pulumi up`: rewound onto replica1's timeline, streaming through its slot there; its Redis a replica of replica1.
+    await main.startReplica("rejoin", r1);
+    await r1.waitStreaming(main);
+    await redis.get("main")!.start(redisConf(redis.get("main")!, r1.host.ip), acl);
+    let last: Run = { code: -1, stdout: "", stderr: "" };
+    await waitFor("a healthy verdict with main back as a standby of replica1", async () => (last = await status()).code === 0, 60_000, 500).catch((e) => {
+      throw new Error(`${String(e)}\n${last.stdout}${last.stderr}`);
+    });
+    expect(last.stdout).toMatch(/^PostgreSQL replicas\nmain \[fenced stop, generation 1\]: standby, WAL receiver streaming from /m);
+    expect(last.stdout).toMatch(new RegExp(`^replica1: master, 2 connected replicas`, "m"));
+    const { report } = await statusJson();
+    const pg = report.facts.replicas.find((h) => h.name === "replica1")!.postgres;
+    if (!pg.ok) throw new Error(pg.error);
+    // The lag shown is replica1's view of its standbys, main included.
+    expect(pg.value.replication.map((r) => r.applicationName).sort()).toEqual(["main", "replica2"]);
+    expect(pg.value.timeline).toBe(2);
+    console.log(`[status] switchover under the control stack: ${elapsed()}`);
   });
 });

@@ -58,6 +58,12 @@ export async function cleanupStale(): Promise<void> {
   }
 }
 
+/** Third octets k of the 10.213.<k>.0/24 networks live rigs hold (the test process's .254 on a root link). */
+async function subnetsInUse(): Promise<Set<number>> {
+  const { stdout } = await run("ip", ["-o", "-4", "addr", "show"]);
+  return new Set([...stdout.matchAll(/inet 10\.213\.(\d+)\.254\//g)].map((m) => Number(m[1])));
+}
+
 function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -153,7 +159,12 @@ export class TestNet {
   static async create(hostNames: readonly string[]): Promise<TestNet> {
     await cleanupStale();
     const id = `${PREFIX}-${process.pid}-${Math.random().toString(36).slice(2, 6)}`;
-    const k = 1 + ((process.pid + Date.now()) % 200);
+    // Rigs of several test processes run side by side (the engine tier beside
+    // the integration tier): take a /24 no live rig holds.
+    const used = await subnetsInUse();
+    let k = 1 + ((process.pid + Date.now()) % 200);
+    for (let n = 0; used.has(k) && n < 200; n++) k = 1 + (k % 200);
+    if (used.has(k)) throw new Error("every 10.213.<k>.0/24 test network is in use");
     const subnet = `10.213.${k}`;
     const dir = mkdtempSync(join(tmpdir(), "synaxic-rig-"));
     const switchNs = `${id}-sw`;

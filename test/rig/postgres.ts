@@ -116,6 +116,13 @@ export interface PgClusterOptions {
   walKeepSizeMB?: number;
   /** Extra initdb arguments for primaries (e.g. --wal-segsize=1). */
   initdbArgs?: string[];
+  /**
+   * synchronousReplication any1: every server's configuration names the
+   * other database hosts in synchronous_standby_names, as the stacks render
+   * it. Read whenever a configuration is written, so it can be turned on
+   * later (then write the configuration again and reload).
+   */
+  synchronous?: boolean;
 }
 
 /** One deployment on the rig: shared roles, CA and settings for its servers. */
@@ -302,6 +309,7 @@ export class PgNode {
       tls: this.tls,
       maxSlotWalKeepSizeMB: c.opts.maxSlotWalKeepSizeMB ?? 1024,
       walKeepSizeMB: c.opts.walKeepSizeMB ?? 64,
+      ...(c.opts.synchronous ? { synchronousStandbyNames: c.opts.dbHosts.filter((h) => h !== this.host).map((h) => h.name) } : {}),
     };
     let params: PostgresConfParams;
     if (role === "primary") params = { ...common, role };
@@ -804,7 +812,7 @@ export async function missingAcks(node: PgNode, ackList: readonly Ack[], table =
   const acks = [...ackList];
   if (acks.length === 0) return [];
   const present = new Set(
-    (await node.query(`SELECT id FROM ${table} WHERE id >= ${Math.min(...acks.map((a) => a.id))}`, node.cluster.roles.appDatabase)).map((r) => Number(r[0])),
+    (await node.query(`SELECT id FROM ${table} WHERE id >= ${acks.reduce((m, a) => Math.min(m, a.id), Infinity)}`, node.cluster.roles.appDatabase)).map((r) => Number(r[0])),
   );
   return acks.filter((a) => !present.has(a.id));
 }

@@ -1,11 +1,19 @@
 import { describe, expect, it } from "vitest";
-import { Report, fmtLoad, fmtPercentiles, fmtSpread, num, parseRunnerArgs, percentile, ratio, spreadOf, SECTIONS } from "../../bench/report";
+import { Report, fmtLoad, fmtPercentiles, fmtSpread, num, parseRunnerArgs, percentile, ratio, spreadOf, extremes, SECTIONS } from "../../bench/report";
 
 describe("bench report helpers", () => {
   it("spreads: min, median (mean of the middle two when even), max", () => {
     expect(spreadOf([])).toBeUndefined();
     expect(spreadOf([3, 1, 2])).toEqual({ min: 1, median: 2, max: 3, n: 3 });
     expect(spreadOf([4, 1, 3, 2])).toEqual({ min: 1, median: 2.5, max: 4, n: 4 });
+  });
+
+  it("extremes of more values than a call's arguments may hold (Math.max(...xs) throws RangeError there)", () => {
+    const xs = Array.from({ length: 300_000 }, (_, i) => (i * 7919) % 300_001);
+    expect(() => Math.max(...xs)).toThrow(RangeError);
+    expect(extremes(xs)).toEqual({ min: xs.reduce((a, b) => (b < a ? b : a)), max: xs.reduce((a, b) => (b > a ? b : a)) });
+    expect(extremes([5])).toEqual({ min: 5, max: 5 });
+    expect(extremes([])).toBeUndefined();
   });
 
   it("nearest-rank percentiles", () => {
@@ -66,6 +74,9 @@ describe("bench output parsers", () => {
     const out = "number of transactions actually processed: 73530\nlatency average = 3.263 ms\ninitial connection time = 10.010 ms\ntps = 1225.584390 (without initial connection time)\n";
     expect(pgbenchTps(out)).toBeCloseTo(1225.58439);
     expect(pgbenchTps("pgbench: error: connection failed")).toBeUndefined();
+    const { pgbenchLatencyMs } = await import("../../bench/postgres");
+    expect(pgbenchLatencyMs(out)).toBeCloseTo(3.263);
+    expect(pgbenchLatencyMs("pgbench: error: connection failed")).toBeUndefined();
   });
 
   it("pins replicas to another CPU when there is one", async () => {

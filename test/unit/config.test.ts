@@ -247,8 +247,8 @@ describe("parseStackConfig: what the balancer serves (balancerPublicPaths, balan
 
 describe("parseStackConfig: replica stacks", () => {
   it("returns the replica's settings", () => {
-    const c = parseStackConfig(replicaRaw({ [`${P}promote`]: "true", [`${P}reinitGeneration`]: "2" }), SECRET_KEYS) as ReplicaConfig;
-    expect(c).toMatchObject({ role: "replica", replicaName: "replica-1", mainStack: "acme/synaxic/main", promote: true, reinitGeneration: 2, privateIp: "10.10.0.3" });
+    const c = parseStackConfig(replicaRaw({ [`${P}reinitGeneration`]: "2" }), SECRET_KEYS) as ReplicaConfig;
+    expect(c).toMatchObject({ role: "replica", replicaName: "replica-1", mainStack: "acme/synaxic/main", promote: false, followPrimary: "", rejoin: false, reinitGeneration: 2, privateIp: "10.10.0.3" });
   });
   it("a replica named main", () => {
     expect(() => parseStackConfig(replicaRaw({ [`${P}hostName`]: "main" }), SECRET_KEYS)).toThrow(/synaxic:hostName: got "main" on a replica stack/);
@@ -314,6 +314,23 @@ describe("with every declared default present, as the engine hands them to the p
     expect(parseStackConfig(raw, SECRET_KEYS).role).toBe("main");
     expect(() => parseStackConfig({ ...raw, [`${P}promote`]: "true" }, SECRET_KEYS)).toThrow(/synaxic:promote: is set on a stack whose primary is decided/);
     expect(() => parseStackConfig({ ...raw, [`${P}primary`]: "replica-1" }, SECRET_KEYS)).toThrow(/synaxic:primary: is for the control stack/);
+  });
+  it("without a control stack promote, followPrimary and rejoin are refused, naming the key and how to create one; at their defaults they pass", () => {
+    for (const [k, v] of [["promote", "true"], ["followPrimary", "replica-2"], ["rejoin", "true"]]) {
+      for (const raw of [mainRaw({ [`${P}${k}`]: v }), replicaRaw({ [`${P}${k}`]: v })]) {
+        expect(() => parseStackConfig({ ...defaults, ...raw }, SECRET_KEYS)).toThrow(
+          new RegExp(`^synaxic:${k}: is no longer read: .*\\\`pulumi stack init <org>/control\\\`, \\\`pulumi config set role control\\\`, \\\`pulumi up -s <org>/control\\\`.*\\\`pulumi config set controlStack <org>/synaxic/control\\\` on every host stack, remove this key \\(\\\`pulumi config rm ${k}\\\`\\)`),
+        );
+      }
+    }
+    expect((parseStackConfig({ ...defaults, ...mainRaw() }, SECRET_KEYS) as MainConfig).promote).toBe(false);
+  });
+  it("synchronousReplication: off by default; any1 needs a replica; main's key only", () => {
+    expect((parseStackConfig({ ...defaults, ...mainRaw() }, SECRET_KEYS) as MainConfig).synchronousReplication).toBe("off");
+    expect((parseStackConfig({ ...defaults, ...mainRaw({ [`${P}synchronousReplication`]: "any1" }) }, SECRET_KEYS) as MainConfig).synchronousReplication).toBe("any1");
+    expect(() => parseStackConfig({ ...defaults, ...mainRaw({ [`${P}synchronousReplication`]: "first1" }) }, SECRET_KEYS)).toThrow(/^synaxic:synchronousReplication: got "first1"; expected off \(asynchronous\) or any1/);
+    expect(() => parseStackConfig({ ...defaults, ...mainRaw({ [`${P}replicas`]: "[]", [`${P}synchronousReplication`]: "any1" }) }, SECRET_KEYS)).toThrow(/^synaxic:synchronousReplication: got "any1" with no replicas: every commit would wait/);
+    expect(() => parseStackConfig({ ...defaults, ...replicaRaw({ [`${P}synchronousReplication`]: "any1" }) }, SECRET_KEYS)).toThrow(/^synaxic:synchronousReplication: is for the main stack/);
   });
 });
 
@@ -549,7 +566,7 @@ describe("backupRestore: a point-in-time restore of the primary", () => {
     expect(() => parse(restore, extra as Record<string, string>)).toThrow(message);
   });
 
-  it("is refused while the main host follows a promoted replica", () => {
-    expect(() => parseMain({ ...on, [`${P}followPrimary`]: "replica-1", [`${P}backupRestore`]: JSON.stringify({ target: "latest", id: 1 }) }, secretKeys)).toThrow(/synaxic:backupRestore: is set while the main host follows "replica-1"/);
+  it("followPrimary on main is refused before anything else: the control stack says whom main follows (and stacks/main.ts then refuses the restore)", () => {
+    expect(() => parseMain({ ...on, [`${P}followPrimary`]: "replica-1", [`${P}backupRestore`]: JSON.stringify({ target: "latest", id: 1 }) }, secretKeys)).toThrow(/synaxic:followPrimary: is no longer read: a host other than main becomes primary only through a control stack/);
   });
 });

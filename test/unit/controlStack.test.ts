@@ -43,6 +43,7 @@ describe("the control stack", () => {
   it("first run: main is primary, nothing is fenced, nothing is declared but the reference to itself", async () => {
     const run = await runControl({}, undefined);
     expect(run.values.control).toEqual(INITIAL_CONTROL);
+    expect(run.values.hostStacks).toEqual({});
     expect(run.resources.filter((r) => r.type.startsWith("command:"))).toEqual([]);
   });
 
@@ -90,8 +91,17 @@ describe("the control stack", () => {
 });
 
 /** A host stack's program with the control stack's output set to `control`. */
-async function runUnder(control: ControlInfo, host: "main" | "replica-1" | "replica-2", extra: Record<string, string> = {}) {
-  const stackControl = { [CONTROL]: { outputs: { control }, secretOutputNames: [] } };
+async function runUnder(
+  control: ControlInfo,
+  host: "main" | "replica-1" | "replica-2",
+  extra: Record<string, string> = {},
+  /** The control stack's hostStacks output, and those host stacks' outputs. */
+  others: { hostStacks?: Record<string, string>; stacks?: Record<string, Record<string, unknown>> } = {},
+) {
+  const stackControl = {
+    [CONTROL]: { outputs: { control, ...(others.hostStacks ? { hostStacks: others.hostStacks } : {}) }, secretOutputNames: [] },
+    ...Object.fromEntries(Object.entries(others.stacks ?? {}).map(([name, outputs]) => [name, { outputs, secretOutputNames: [] }])),
+  };
   if (host === "main") {
     return runMocked({ config: mainConfig(2, { [`${P}controlStack`]: CONTROL, ...extra }), secretKeys: SECRET_KEYS, stack: "main", stackReferences: stackControl }, () =>
       mainStack(loadStackConfig() as MainConfig & StackConfig),
@@ -165,6 +175,34 @@ describe("host stacks under the control stack", () => {
     // After switching back, main lets replica-1 (fenced now) rewind against it, and no one else.
     const back = nextControl(failedOver, { primary: "main", primaryGeneration: 2, fence: { "replica-1": "stop" } }).next;
     expect(rewindLines((await runUnder(back, "main")).values.pgHba)).toEqual([expect.stringMatching(/synaxic_rewind\s+10\.10\.0\.3\/32/)]);
+  });
+
+  it("the rewind line closes once the fenced host's stack reports it rejoined under the fence's generation or later; not before, and not for a host whose stack the control stack does not name", async () => {
+    const rewindLines = (hba: unknown) => String(hba).split("\n").filter((l) => /\bsynaxic_rewind\b/.test(l));
+    const MAIN_STACK = "acme/synaxic/main-host";
+    const under = (outputs: Record<string, unknown>, hostStacks: Record<string, string> = { main: MAIN_STACK }) => runUnder(failedOver, "replica-1", {}, { hostStacks, stacks: { [MAIN_STACK]: outputs } });
+    const open = [expect.stringMatching(/synaxic_rewind\s+10\.10\.0\.2\/32/)];
+    // main's stack before its next up (no rejoinedGeneration), or rejoined under an earlier generation: open.
+    expect(rewindLines((await under({ controlGeneration: 1 })).values.pgHba)).toEqual(open);
+    expect(rewindLines((await under({ rejoinedGeneration: 0 })).values.pgHba)).toEqual(open);
+    // An acknowledged fence of a host the control stack names no stack for: open, nothing read.
+    const unnamed = await under({ rejoinedGeneration: 1 }, {});
+    expect(rewindLines(unnamed.values.pgHba)).toEqual(open);
+    expect(unnamed.resources.filter((r) => r.name.startsWith("rejoined-"))).toEqual([]);
+    // Rejoined: closed (a reload on the primary's next up).
+    const closed = await under({ rejoinedGeneration: 1 });
+    expect(rewindLines(closed.values.pgHba)).toEqual([]);
+    expect(closed.one("pulumi:pulumi:StackReference", "rejoined-main").inputs.name).toBe(MAIN_STACK);
+  });
+
+  it("a fenced former primary reports the generation it rejoined under, once its PostgreSQL is ready; the primary and a plain replica do not", async () => {
+    const oldMain = await runUnder(failedOver, "main");
+    expect(oldMain.values.postgresMode).toBe("rejoin");
+    expect(oldMain.values.rejoinedGeneration).toBe(1);
+    expect((await runUnder(failedOver, "replica-1")).values.rejoinedGeneration).toBeUndefined();
+    expect((await runUnder(failedOver, "replica-2")).values.rejoinedGeneration).toBeUndefined();
+    const back = nextControl(failedOver, { primary: "main", primaryGeneration: 2, fence: { "replica-1": "stop" } }).next;
+    expect((await runUnder(back, "replica-1")).values.rejoinedGeneration).toBe(2);
   });
 
   it("before any change, every host is what it always was: main primary, replicas streaming from it", async () => {

@@ -232,6 +232,24 @@ describe("fleet psql", () => {
     expect(f.rec.calls[0]!.host).toBe("replica-2");
     expect(f.rec.targets[0]!.map((t) => t.name)).toEqual(["replica-2"]);
   });
+
+  it("under a control stack psql and redis-cli go to the primary it records, whatever the host stacks' modes say", async () => {
+    const outs = outputs();
+    const under = { controlStack: "acme/synaxic/control", controlGeneration: 2 };
+    Object.assign(outs[MAIN]!, under, { postgresMode: "rejoin" });
+    Object.assign(outs["acme/synaxic/replica-1"]!, under);
+    // replica-2's stack still says promoted: deployed before the change that made replica-1 primary.
+    Object.assign(outs["acme/synaxic/replica-2"]!, { controlStack: "acme/synaxic/control", controlGeneration: 1, postgresMode: "promoted", redisRole: "master" });
+    outs["acme/synaxic/control"] = { control: { version: 1, primary: "replica-1", generation: 2, previousPrimary: "replica-2", fenced: { main: { method: "stop", generation: 1 }, "replica-2": { method: "stop", generation: 2 } } } };
+    const f = fleet({ outs });
+    expect(await f.run(["psql", "--main", MAIN])).toBe(0);
+    expect(f.rec.read).toContain("acme/synaxic/control");
+    expect(f.rec.stderr).toBe("fleet psql: the primary is replica-1\n");
+    expect(f.rec.calls[0]!.host).toBe("replica-1");
+    const r = fleet({ outs, tty: false, input: "PING\n" });
+    expect(await r.run(["redis-cli", "--main", MAIN])).toBe(0);
+    expect(r.rec.stderr).toBe("fleet redis-cli: the Redis master is replica-1\n");
+  });
 });
 
 describe("fleet redis-cli", () => {

@@ -186,8 +186,11 @@ export async function runMocked<T extends Record<string, unknown>>(opts: RunOpti
         const id = `${args.name}-id`;
         const t = tag(`${stack}/${args.name}`);
         switch (args.type) {
-          case "random:index/randomPassword:RandomPassword":
-            return { id, state: { ...inputs, result: secret(`MockPw${t}`), bcryptHash: secret(mockBcrypt(t)) } };
+          case "random:index/randomPassword:RandomPassword": {
+            // New keepers make a new password, as the provider replaces the resource (passwordRotation).
+            const k = inputs.keepers ? tag(`${stack}/${args.name}/${JSON.stringify(inputs.keepers)}`) : t;
+            return { id, state: { ...inputs, result: secret(`MockPw${k}`), bcryptHash: secret(mockBcrypt(k)) } };
+          }
           case "tls:index/privateKey:PrivateKey":
             return {
               id,

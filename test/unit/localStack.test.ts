@@ -50,6 +50,16 @@ describe("the local stack: main and a replica as two hosts on this machine's Doc
     expect(types.filter((t) => t === "synaxic:components:PostgresMaster")).toHaveLength(1);
   });
 
+  it("Redis's users.acl is an upload into its container, not a host file: a local stack run by a user other than root cannot hand a host file to Redis's user", () => {
+    for (const host of ["main", "replica-1"]) {
+      const redis = run.of(CONTAINER).find((c) => c.inputs.name === `synaxic-${host}-redis`)!;
+      const acl = (redis.inputs.uploads as { file: string; content: string }[]).find((u) => u.file === "/etc/synaxic/acl/users.acl");
+      expect(acl?.content, host).toMatch(/^user synaxic reset on #[0-9a-f]{64} /m);
+      expect(redis.inputs.mounts ?? [], host).toEqual([]);
+      expect(run.resources.filter((r) => r.name.endsWith("redis-acl")).map((r) => r.name), host).toEqual([]);
+    }
+  });
+
   it("the replica streams from the main host's private address; main admits it", () => {
     const conf = String(run.one("command:local:Command", "replica-1-postgres-conf").inputs.stdin);
     expect(conf).toMatch(/primary_conninfo = '.*host=10\.10\.0\.2 /);

@@ -76,7 +76,7 @@ describe("Redis snapshots on (backupRepository set)", () => {
     expect(main.one(COMPONENT, "redis-snapshots").type).toBe(COMPONENT);
   });
 
-  it("the job runs in the host's network (the master on loopback), within its memory limit, stops gracefully, writes its textfile into the node exporter's directory, starts after Redis", () => {
+  it("the job runs in the host's network (the master on loopback), within its memory limit, stops gracefully, writes its textfile into the node exporter's directory, starts after Redis and its users step", () => {
     const job = main.one(CONTAINER, "redis-snapshots-container");
     expect(job.inputs.networkMode).toBe("host");
     expect(job.inputs.memory).toBe(REDIS_SNAPSHOT_JOB_MIB);
@@ -85,7 +85,8 @@ describe("Redis snapshots on (backupRepository set)", () => {
     const volumes = job.inputs.volumes as { hostPath?: string; volumeName?: string; containerPath: string }[];
     expect(volumes).toContainEqual({ hostPath: "/etc/synaxic/main/node-exporter", containerPath: REDIS_SNAPSHOT_PATHS.textfile });
     expect(volumes).toContainEqual({ volumeName: "synaxic-main-redis-backup-state", containerPath: REDIS_SNAPSHOT_PATHS.state });
-    expect(job.opts.dependsOn).toEqual(["redis-container"]);
+    // The Redis pair as a whole: its users step has put the backup user on the running server.
+    expect(job.opts.dependsOn).toEqual(["redis"]);
     expect(job.opts.parent).toBe("redis-snapshots");
   });
 

@@ -1,6 +1,11 @@
 import { describe, expect, it, beforeAll } from "vitest";
 import { findLeaks, type Recorded } from "./harness";
 import { runMain, runReplica } from "./fixtures";
+import { INITIAL_CONTROL, nextControl } from "../../lib/control";
+
+/** The control stack's state after replica-1 took over from main (fenced by a stop), and after main took the role back. */
+const REPLICA_1_PRIMARY = nextControl(INITIAL_CONTROL, { primary: "replica-1", primaryGeneration: 1, fence: { main: "stop" } }).next;
+const MAIN_AGAIN = nextControl(REPLICA_1_PRIMARY, { primary: "main", primaryGeneration: 2, fence: { "replica-1": "stop" } }).next;
 
 const CONTAINER = "docker:index/container:Container";
 const COMMAND = "command:remote:Command";
@@ -141,9 +146,10 @@ describe("promotion and re-initialisation change exactly what they should", () =
     };
   };
 
-  it("promote: PostgreSQL promoted on the running standby, Redis REPLICAOF NO ONE, the app in write mode", async () => {
-    const { replica } = await runReplica("replica-1", "10.10.0.3", { extra: { "synaxic:promote": "true" } });
-    const d = diff(base.replica.resources, replica.resources);
+  it("named primary by the control stack: PostgreSQL promoted on the running standby, Redis REPLICAOF NO ONE, the app in write mode", async () => {
+    const before = await runReplica("replica-1", "10.10.0.3", { control: INITIAL_CONTROL });
+    const { replica } = await runReplica("replica-1", "10.10.0.3", { control: REPLICA_1_PRIMARY });
+    const d = diff(before.replica.resources, replica.resources);
     const added = d.added.filter((k) => !k.includes("::balancer"));
     expect(added).toEqual([
       `${COMMAND}::postgres-promote`,
@@ -188,6 +194,25 @@ describe("promotion and re-initialisation change exactly what they should", () =
   });
 });
 
+describe("synchronousReplication any1 (main's key)", () => {
+  it("every server names the other hosts: main its replicas, a replica main and the other replica (for when it is promoted); replicas take it from main's fleet output; a change is a reload", async () => {
+    const standbyNames = (conf: string) => conf.split("\n").filter((l) => l.startsWith("synchronous_standby_names"));
+    const { main, replica } = await runReplica("replica-1", "10.10.0.3", { mainExtra: { "synaxic:synchronousReplication": "any1" } });
+    expect(standbyNames(confOf(main))).toEqual([`synchronous_standby_names = 'ANY 1 ("replica-1", "replica-2")'`]);
+    expect(standbyNames(confOf(replica))).toEqual([`synchronous_standby_names = 'ANY 1 ("main", "replica-2")'`]);
+    // Each replica is named by its application_name, which its primary_conninfo carries.
+    expect(confOf(replica)).toMatch(/^primary_conninfo = '.* application_name=replica-1 /m);
+    expect((main.values.fleet as { postgres: { synchronousReplication: string } }).postgres.synchronousReplication).toBe("any1");
+    // Off (the default): no line anywhere, and turning it on changes each server's file and reload step only.
+    expect(standbyNames(confOf(base.main))).toEqual([]);
+    expect(standbyNames(confOf(base.replica))).toEqual([]);
+    const changed = replica.resources.filter((r) => JSON.stringify(r.inputs) !== JSON.stringify(base.replica.resources.find((b) => b.type === r.type && b.name === r.name)?.inputs)).map((r) => r.name).sort();
+    expect(changed).toEqual(["postgres-conf", "postgres-hba-reload"]);
+    // The deployment's own role SQL does not wait for a standby.
+    expect(String(main.one(COMMAND, "postgres-roles").inputs.stdin)).toContain("SET synchronous_commit = local;");
+  });
+});
+
 describe("moving the main VPS", () => {
   it("one config change on main; the replica's next up re-points PostgreSQL, Redis and the app, and nothing else", async () => {
     const { replica } = await runReplica("replica-1", "10.10.0.3", { mainExtra: { "synaxic:privateIp": "10.10.0.9" } });
@@ -205,20 +230,22 @@ describe("moving the main VPS", () => {
 });
 
 describe("after a failover, the other replicas follow the promoted one", () => {
-  it("followPrimary re-points PostgreSQL, Redis and the app to the promoted replica", async () => {
-    const { replica } = await runReplica("replica-2", "10.10.0.4", { extra: { "synaxic:followPrimary": "replica-1" } });
+  it("re-points PostgreSQL, Redis and the app to the replica the control stack names", async () => {
+    const { replica } = await runReplica("replica-2", "10.10.0.4", { control: REPLICA_1_PRIMARY });
     const pg = replica.one(CONTAINER, "postgres-container");
     expect(confOf(replica)).toMatch(/primary_conninfo = '.*host=10\.10\.0\.3 /);
     expect(String(fileIn(pg, "/run/synaxic/pgpass")!.content)).toMatch(/^10\.10\.0\.3:5432:replication:replicator:/);
     expect(String(fileIn(replica.one(CONTAINER, "redis-container"), "/etc/synaxic/redis.conf")!.content)).toMatch(/^replicaof 10\.10\.0\.3 6380$/m);
     expect((replica.one(CONTAINER, "app-container").inputs.envs as string[])).toContain("SPRING_DATA_REDIS_MASTER_HOST=10.10.0.3");
-    expect(replica.values.primary).toBe("replica-1 10.10.0.3:5432");
+    // Under a control stack the output is the control stack's primary (stacks/control.ts hostAccessOutputs).
+    expect(replica.values.primary).toBe("replica-1");
+    expect(replica.values.controlGeneration).toBe(1);
   });
-  it("a followPrimary that names no replica is refused, naming the key", async () => {
-    await expect(runReplica("replica-2", "10.10.0.4", { extra: { "synaxic:followPrimary": "replica-9" } })).rejects.toThrow(/synaxic:followPrimary: got "replica-9"; expected one of the main stack's replicas \(replica-1, replica-2\)/);
+  it("a control stack that names no host of the fleet is refused, naming the key", async () => {
+    await expect(runReplica("replica-2", "10.10.0.4", { control: { ...REPLICA_1_PRIMARY, primary: "replica-9" } })).rejects.toThrow(/synaxic:controlStack: names "replica-9" as primary, which is not a host of this fleet \(main, replica-1, replica-2\)/);
   });
-  it("rejoin starts the replica's entrypoint in rejoin mode (pg_rewind a diverged primary's data)", async () => {
-    const { replica } = await runReplica("replica-1", "10.10.0.3", { extra: { "synaxic:rejoin": "true" } });
+  it("a former primary the control stack records as fenced starts its entrypoint in rejoin mode (pg_rewind its diverged data)", async () => {
+    const { replica } = await runReplica("replica-1", "10.10.0.3", { control: MAIN_AGAIN });
     expect(replica.values.postgresMode).toBe("rejoin");
     expect(String(fileIn(replica.one(CONTAINER, "postgres-container"), "/usr/local/bin/synaxic-entrypoint")!.content)).toContain("MODE=rejoin");
   });
@@ -264,7 +291,7 @@ describe("adding and removing a replica on main changes exactly the expected res
 
 describe("the main host after a failover", () => {
   it("followPrimary: its old primary data rejoins as a standby of the promoted replica (pg_rewind), its Redis and app follow, writes go to the promoted app", async () => {
-    const run = await runMain(2, { "synaxic:followPrimary": "replica-1" });
+    const run = await runMain(2, {}, { control: REPLICA_1_PRIMARY });
     const pgComponent = run.one("synaxic:components:PostgresReplica", "postgres");
     // Same URN as the primary it replaces: the container and files are updated in place, the data volume kept.
     expect(pgComponent.opts.aliasTypes).toEqual(["synaxic:components:PostgresMaster"]);
@@ -291,12 +318,12 @@ describe("the main host after a failover", () => {
       expect(String(run.one(COMMAND, "main-host-firewall").inputs.stdin)).toMatch(new RegExp(`tcp dport ${port} ip saddr \\{ 10\\.10\\.0\\.3/32 \\} accept comment "App from the balancer on replica-1 \\(deploy slot ${slot}\\)"`));
     }
     // The promoted replica keeps a slot for it.
-    const { replica } = await runReplica("replica-1", "10.10.0.3", { extra: { "synaxic:promote": "true" } });
+    const { replica } = await runReplica("replica-1", "10.10.0.3", { control: REPLICA_1_PRIMARY });
     expect(String(replica.one(COMMAND, "postgres-slot-main").inputs.stdin)).toContain("'synaxic_main'");
   });
 
-  it("promote: the main host takes the primary role back, promoting its standby before it starts as the primary", async () => {
-    const run = await runMain(2, { "synaxic:promote": "true" });
+  it("named primary again: the main host takes the primary role back, promoting its standby before it starts as the primary", async () => {
+    const run = await runMain(2, {}, { control: MAIN_AGAIN });
     expect(run.one("synaxic:components:PostgresMaster", "postgres").opts.aliasTypes).toEqual(["synaxic:components:PostgresReplica"]);
     expect(String(run.one(COMMAND, "postgres-promote").inputs.stdin)).toContain("pg_promote(true, 60)");
     expect(run.one(CONTAINER, "postgres-container").opts.dependsOn).toContain("postgres-promote");
@@ -306,8 +333,28 @@ describe("the main host after a failover", () => {
     expect(run.of(COMMAND).filter((c) => c.name.startsWith("postgres-slot-")).length).toBe(2);
   });
 
-  it("a followPrimary that is not one of main's replicas, or together with promote, is refused", async () => {
-    await expect(runMain(2, { "synaxic:followPrimary": "replica-7" })).rejects.toThrow(/synaxic:followPrimary: got "replica-7"; expected one of this stack's replicas \(replica-1, replica-2\)/);
-    await expect(runMain(2, { "synaxic:followPrimary": "replica-1", "synaxic:promote": "true" })).rejects.toThrow(/synaxic:promote: got true together with followPrimary/);
+  it("a restore while the control stack names a replica as primary is refused: it would bring back the host that follows", async () => {
+    const backup = {
+      "synaxic:backupRepository": JSON.stringify({ endpoint: "fsn1.your-objectstorage.com", bucket: "synaxic-backups", region: "fsn1" }),
+      "synaxic:backupAccessKeyId": "AccessKeyIdValue0123",
+      "synaxic:backupSecretAccessKey": "SecretAccessKeyValue0123",
+      "synaxic:backupRestore": JSON.stringify({ target: "latest", id: 1 }),
+    };
+    await expect(runMain(2, backup, { control: REPLICA_1_PRIMARY })).rejects.toThrow(/synaxic:backupRestore: is set while the control stack names "replica-1" as primary and the main host follows it/);
+  });
+});
+
+describe("without a control stack, a host stack cannot change the primary", () => {
+  for (const [key, value] of [["promote", "true"], ["followPrimary", "replica-1"], ["rejoin", "true"]] as const) {
+    it(`${key} is refused on a replica stack and on main, with how to create the control stack`, async () => {
+      const message = new RegExp(`synaxic:${key}: is no longer read: a host other than main becomes primary only through a control stack, so that two hosts can never both promote\\. Create one \\(\`pulumi stack init <org>/control\`.*pulumi config rm ${key}`);
+      await expect(runReplica("replica-2", "10.10.0.4", { extra: { [`synaxic:${key}`]: value } })).rejects.toThrow(message);
+      await expect(runMain(2, { [`synaxic:${key}`]: value })).rejects.toThrow(message);
+    });
+  }
+  it("the keys at their defaults (what the engine hands every stack) are not refused: a fleet that never fails over needs no control stack", async () => {
+    const run = await runMain(2, { "synaxic:promote": "false", "synaxic:followPrimary": "", "synaxic:rejoin": "false" });
+    expect(run.values.postgresMode).toBe("primary");
+    expect(run.values.controlStack).toBeUndefined();
   });
 });

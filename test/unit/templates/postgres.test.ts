@@ -38,6 +38,7 @@ import {
   type RolesSqlParams,
 } from "../../../templates/postgres";
 import { renderBootstrapPermit, type PrimaryEntrypointParams } from "../../../templates/postgres-entrypoint";
+import { RESTART_SETTINGS } from "../../../templates/postgres-conf";
 
 const tls = { certFile: "/etc/synaxic/tls/server.crt", keyFile: "/etc/synaxic/tls/server.key", caFile: "/etc/synaxic/tls/ca.crt" };
 
@@ -167,6 +168,18 @@ describe("postgresql.conf", () => {
     expect(renderConninfo([["host", "h"], ["passfile", "/run/my secrets/pgpass"], ["port", undefined]])).toBe("host=h passfile='/run/my secrets/pgpass'");
     const conf = renderPostgresqlConf({ ...replicaConf, passfile: "/run/it's here/pgpass" });
     expect(conf).toContain("primary_conninfo = 'host=10.0.0.2 port=5432 user=replicator passfile=''/run/it\\\\''s here/pgpass'' sslmode=");
+  });
+
+  it("synchronous replication: ANY 1 of the named standbys, each double-quoted, on a primary and (for when it is promoted) a replica; absent, no line", () => {
+    const line = (conf: string) => conf.split("\n").filter((l) => l.startsWith("synchronous_standby_names"));
+    expect(line(renderPostgresqlConf(primaryConf))).toEqual([]);
+    expect(line(renderPostgresqlConf({ ...primaryConf, synchronousStandbyNames: ["replica-1", "replica-2"] }))).toEqual([`synchronous_standby_names = 'ANY 1 ("replica-1", "replica-2")'`]);
+    expect(line(renderPostgresqlConf({ ...replicaConf, synchronousStandbyNames: ["main"] }))).toEqual([`synchronous_standby_names = 'ANY 1 ("main")'`]);
+    // A reload, not a restart (sighup in pg_settings).
+    expect(RESTART_SETTINGS).not.toContain("synchronous_standby_names");
+    expect(() => renderPostgresqlConf({ ...primaryConf, synchronousStandbyNames: [] })).toThrow(/synchronousStandbyNames is empty: a quorum of one needs at least one standby/);
+    expect(() => renderPostgresqlConf({ ...primaryConf, synchronousStandbyNames: ["a", "a"] })).toThrow(/names "a" twice/);
+    expect(() => renderPostgresqlConf({ ...primaryConf, synchronousStandbyNames: ['x", "y'] })).toThrow(/replica name .* is not valid/);
   });
 
   it("rejects bad parameters with clear errors", () => {
@@ -633,6 +646,9 @@ describe("exporter queries", () => {
       synaxic_slot_lost: ["slot_name"],
       synaxic_recovery_in_recovery: [],
       synaxic_recovery_replay_lag_bytes: [],
+      synaxic_synchronous_required: [],
+      synaxic_synchronous_standbys: [],
+      synaxic_synchronous_waiting: [],
       synaxic_archiver_archived_count: [],
       synaxic_archiver_failed_count: [],
       synaxic_archiver_last_archived_time: [],

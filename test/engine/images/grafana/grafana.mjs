@@ -7,6 +7,9 @@
 //   environment variables (GF_SERVER_HTTP_ADDR, GF_SERVER_HTTP_PORT,
 //   GF_SECURITY_ADMIN_USER, GF_SECURITY_ADMIN_PASSWORD (or __FILE),
 //   GF_AUTH_ANONYMOUS_ENABLED, GF_USERS_ALLOW_SIGN_UP, GF_PATHS_*);
+// - the admin password from those settings on the first start only (its
+//   hash kept in the state file, as Grafana keeps it in its database), and
+//   `grafana cli admin reset-admin-password --password-from-stdin` to change it;
 // - the data directory must be writable (it keeps a small state file there),
 //   or it exits non-zero as Grafana does when it cannot open its database;
 // - every *.yaml/*.yml file under the provisioning directory (datasources,
@@ -23,7 +26,7 @@
 //   redirect to /login unless signed in (or anonymous access is on).
 import http from "node:http";
 import { createRequire } from "node:module";
-import { randomBytes, timingSafeEqual } from "node:crypto";
+import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync, renameSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
@@ -48,6 +51,28 @@ function fatal(msg) {
 const argv = process.argv.slice(2);
 if (argv.includes("-v") || argv.includes("--version") || argv[0] === "-v" || argv[0] === "--version") {
   process.stdout.write(`grafana version ${VERSION} (synaxic stand-in, not Grafana)\n`);
+  process.exit(0);
+}
+// `grafana cli [--homepath=...] [--config=...] admin reset-admin-password --password-from-stdin`,
+// as Grafana 10.4 has it (pkg/cmd/grafana-cli/commands/reset_password_command.go):
+// one line from stdin, refused when shorter than 4 characters, written to the
+// admin user (id 1) in the database, which must exist (the server has started).
+// Like Grafana, the admin password is set from settings on the first start
+// only; this is how it changes afterwards.
+if (argv[0] === "cli") {
+  const words = argv.slice(1).filter((a) => !/^--(homepath|config)(=|$)/.test(a));
+  const i = words.indexOf("admin");
+  if (i < 0 || words[i + 1] !== "reset-admin-password" || !words.includes("--password-from-stdin")) {
+    fatal(`the stand-in's cli only runs "admin reset-admin-password --password-from-stdin" (got ${JSON.stringify(words.join(" "))})`);
+  }
+  const line = readFileSync(0, "utf8").split("\n")[0];
+  if (line.length < 4) fatal("new password is too short");
+  const file = join(process.env.GF_PATHS_DATA ?? "data", "synaxic-grafana-stand-in.json");
+  const state = existsSync(file) ? JSON.parse(readFileSync(file, "utf8")) : null;
+  if (!state?.adminPasswordSha256) fatal("could not read user (id: 1) from database. Error: user not found");
+  writeFileSync(`${file}.tmp`, `${JSON.stringify({ ...state, adminPasswordSha256: createHash("sha256").update(line).digest("hex") })}\n`);
+  renameSync(`${file}.tmp`, file);
+  process.stdout.write("New Password: \n\nAdmin password changed successfully \u2714\n");
   process.exit(0);
 }
 if (argv[0] !== "server") fatal(`the stand-in only runs "grafana server" (got ${JSON.stringify(argv.join(" "))})`);
@@ -142,7 +167,10 @@ try {
   mkdirSync(dataDir, { recursive: true });
   const previous = existsSync(stateFile) ? JSON.parse(readFileSync(stateFile, "utf8")) : { starts: 0 };
   const tmp = `${stateFile}.tmp`;
-  writeFileSync(tmp, `${JSON.stringify({ version: VERSION, starts: (previous.starts ?? 0) + 1, lastStart: new Date().toISOString() })}\n`);
+  // The admin user is created on the first start, with the password settings give then; later starts keep it.
+  const initial = get("security", "admin_password") || "admin";
+  const adminPasswordSha256 = previous.adminPasswordSha256 ?? createHash("sha256").update(initial).digest("hex");
+  writeFileSync(tmp, `${JSON.stringify({ version: VERSION, starts: (previous.starts ?? 0) + 1, lastStart: new Date().toISOString(), adminPasswordSha256 })}\n`);
   renameSync(tmp, stateFile);
 } catch (e) {
   fatal(`Service init failed: failed to open the data directory ${dataDir} (stand-in for the database): ${e.message}`);
@@ -252,10 +280,11 @@ for (const kind of ["plugins", "alerting", "notifiers", "access-control"]) {
 
 // ---------------------------------------------------------------- HTTP
 const adminUser = get("security", "admin_user");
-let adminPassword = get("security", "admin_password");
-if (adminPassword === "") {
-  log("warn", "stand-in", "admin password is empty: using the default (admin)");
-  adminPassword = "admin";
+if (get("security", "admin_password") === "") log("warn", "stand-in", "admin password is empty: using the default (admin)");
+// The admin's password as the database has it now (reset-admin-password changes it while the server runs).
+function adminPasswordIs(given) {
+  const want = JSON.parse(readFileSync(stateFile, "utf8")).adminPasswordSha256;
+  return equal(createHash("sha256").update(String(given)).digest("hex"), want);
 }
 const anonymous = bool(get("auth.anonymous", "enabled"));
 const signUp = bool(get("users", "allow_sign_up"));
@@ -271,7 +300,7 @@ function signedIn(req) {
   const auth = req.headers.authorization ?? "";
   if (auth.startsWith("Basic ")) {
     const [u, ...rest] = Buffer.from(auth.slice(6), "base64").toString("utf8").split(":");
-    return equal(u, adminUser) && equal(rest.join(":"), adminPassword);
+    return equal(u, adminUser) && adminPasswordIs(rest.join(":"));
   }
   const m = /(?:^|;\s*)grafana_session=([0-9a-f]+)/.exec(req.headers.cookie ?? "");
   return !!m && sessions.has(m[1]);
@@ -312,7 +341,7 @@ const server = http.createServer(async (req, res) => {
     } catch {
       return send(res, 400, { message: "bad request data" });
     }
-    if (equal(body.user ?? "", adminUser) && equal(body.password ?? "", adminPassword)) {
+    if (equal(body.user ?? "", adminUser) && adminPasswordIs(body.password ?? "")) {
       const id = randomBytes(16).toString("hex");
       sessions.add(id);
       return send(res, 200, { message: "Logged in", redirectUrl: "/" }, { "set-cookie": `grafana_session=${id}; Path=/; HttpOnly; SameSite=Strict` });
