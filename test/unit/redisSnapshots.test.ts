@@ -14,6 +14,10 @@ import { REDIS_SNAPSHOT_JOB_MIB } from "../../lib/memory";
 import { REDIS_SNAPSHOT_PATHS } from "../../templates/redis-backup-scheduler";
 import { REDIS_BACKUP_PACKAGES_DEFAULT } from "../../templates/redis-backup-image";
 import { REDIS_BACKUP_ACL_RULES } from "../../templates/redis-backup";
+import { INITIAL_CONTROL, nextControl } from "../../lib/control";
+
+/** The control stack's state after replica-1 took over from main (fenced by a stop). */
+const REPLICA_1_PRIMARY = nextControl(INITIAL_CONTROL, { primary: "replica-1", primaryGeneration: 1, fence: { main: "stop" } }).next;
 
 const P = "synaxic:";
 const CONTAINER = "docker:index/container:Container";
@@ -51,8 +55,9 @@ function uploadIsSecret(r: Recorded, file: string): boolean {
   const u = (raw as unknown[])[i];
   return isSecret(u) || isSecret((u as Record<string, unknown>).content);
 }
-function aclOf(run: AnyRun, container: string): string {
-  return uploads(run.one(CONTAINER, container)).find((u) => u.file.endsWith("users.acl"))!.content;
+/** users.acl as the host file step writes it (components/RedisPair.ts: a file on the host, applied to the running server). */
+function aclOf(run: AnyRun): string {
+  return String(run.one(COMMAND, "redis-acl").inputs.stdin);
 }
 function pw(run: AnyRun, name: string): string {
   // The mocks' RandomPassword result: MockPw<sha256(stack/name)[0:16]>.
@@ -122,9 +127,9 @@ describe("Redis snapshots on (backupRepository set)", () => {
   it("every host's users.acl carries the backup user (SYNC, REPLCONF and PING only, the password hashed), the replica's too", () => {
     const hash = (p: string) => createHash("sha256").update(p).digest("hex");
     const line = `user backup reset on #${hash(pw(main, "fleet-redisBackup"))} ${REDIS_BACKUP_ACL_RULES.join(" ")}`;
-    expect(aclOf(main, "redis-container").split("\n")).toContain(line);
-    expect(aclOf(replica, "redis-container").split("\n")).toContain(line);
-    expect(uploadIsSecret(main.one(CONTAINER, "redis-container"), "/etc/synaxic/users.acl")).toBe(true);
+    expect(aclOf(main).split("\n")).toContain(line);
+    expect(aclOf(replica).split("\n")).toContain(line);
+    expect(isSecret(main.one(COMMAND, "redis-acl").raw.stdin)).toBe(true);
   });
 
   it("replica stacks read the backup user's password from the main stack's secret replicaCredentials; a replica runs no job", () => {
@@ -140,7 +145,7 @@ describe("Redis snapshots off", () => {
   it("without backups: no job, no image build, no backup user, nothing in replicaCredentials", () => {
     expect(plain.of(COMPONENT)).toEqual([]);
     expect(plain.of(COMMAND).filter((c) => c.name.includes("redis-snapshots"))).toEqual([]);
-    expect(aclOf(plain, "redis-container")).not.toMatch(/^user backup /m);
+    expect(aclOf(plain)).not.toMatch(/^user backup /m);
     expect((plain.values.replicaCredentials as Record<string, string>).redisBackup).toBeUndefined();
   });
 
@@ -148,21 +153,22 @@ describe("Redis snapshots off", () => {
     const off = (await runReplica("replica-1", "10.10.0.3", { replicas: 1, mainExtra: { ...BACKUP, [`${P}redisBackupSchedule`]: JSON.stringify({ enabled: false }) } })) as { main: AnyRun; replica: AnyRun };
     expect(off.main.of(CONTAINER).some((c) => c.name === "postgres-backup")).toBe(true);
     expect(off.main.of(COMPONENT)).toEqual([]);
-    for (const run of [off.main, off.replica]) expect(aclOf(run, "redis-container")).not.toMatch(/^user backup /m);
+    for (const run of [off.main, off.replica]) expect(aclOf(run)).not.toMatch(/^user backup /m);
     expect((off.main.values.fleet as { backup: { redis: unknown } }).backup.redis).toBeNull();
   });
 });
 
 describe("where the job runs: beside the Redis master", () => {
   it("a promoted replica runs it (from the main stack's settings and secrets); a main host that follows it does not", async () => {
-    const promoted = (await runReplica("replica-1", "10.10.0.3", { replicas: 1, mainExtra: BACKUP, extra: { [`${P}promote`]: "true" } })).replica as AnyRun;
+    // The control stack names replica-1 as the primary (main fenced by a stop): replica-1 promotes, main follows it.
+    const promoted = (await runReplica("replica-1", "10.10.0.3", { replicas: 1, mainExtra: BACKUP, control: REPLICA_1_PRIMARY })).replica as AnyRun;
     const job = promoted.one(CONTAINER, "redis-snapshots-container");
     expect(job.inputs.name).toBe("synaxic-replica-1-redis-backup");
     expect(uploads(job).find((u) => u.file === REDIS_SNAPSHOT_PATHS.passwordFile)!.content).toBe(pw(main, "fleet-redisBackup"));
     expect(uploadIsSecret(job, REDIS_SNAPSHOT_PATHS.cipherPassFile)).toBe(true);
-    const following = (await runMain(1, { ...BACKUP, [`${P}followPrimary`]: "replica-1" })) as AnyRun;
+    const following = (await runMain(1, BACKUP, { control: REPLICA_1_PRIMARY })) as AnyRun;
     expect(following.of(COMPONENT)).toEqual([]);
-    expect(aclOf(following, "redis-container")).toMatch(/^user backup /m);
+    expect(aclOf(following)).toMatch(/^user backup /m);
   });
 
   it("the given backupCipherPass (a stack re-created over an existing repository) encrypts the snapshots too", async () => {
@@ -184,7 +190,7 @@ describe("where the job runs: beside the Redis master", () => {
         },
       })
     ).replica as AnyRun;
-    expect(aclOf(old, "redis-container")).not.toMatch(/^user backup /m);
+    expect(aclOf(old)).not.toMatch(/^user backup /m);
   });
 
   it("a main stack with snapshots but without the backup user's password in its outputs stops the replica, naming the output", async () => {
