@@ -25,6 +25,8 @@ export const PASSWORDS = [
   "backupCipher",
   // Prometheus' basic auth to node_exporter and postgres_exporter (templates/exporter-web.ts).
   "exporterScrape",
+  // Redis' backup user, which takes the snapshots (templates/redis-backup.ts: SYNC, REPLCONF and PING only).
+  "redisBackup",
 ] as const;
 
 /** The passwords whose bcrypt hash a service checks instead of the password itself. */

@@ -4,8 +4,10 @@ import * as docker from "@pulumi/docker";
 import { LOOPBACK, containerName } from "../lib/addresses";
 import { baseContainer, healthcheck, hostFile, hostPath, pullImage, replaceInPlace, upload, whenRunning, STOP_GRACE, stopGrace, memoryLimit } from "../lib/containers";
 import { remoteStep, type HostShell } from "../lib/remote";
+import { REDIS_BACKUP_USER, renderRedisBackupAclLine } from "../templates/redis-backup";
 import {
   REDIS_CONTAINER_GID,
+  redisAclPasswordHash,
   REDIS_CONTAINER_PATHS,
   REDIS_CONTAINER_UID,
   renderRedisAcl,
@@ -20,6 +22,12 @@ export interface RedisUsers {
   replication: pulumi.Input<string>;
   exporter: pulumi.Input<string>;
   admin: pulumi.Input<string>;
+  /**
+   * With Redis snapshots: the backup user (REDIS_BACKUP_USER), which may only
+   * SYNC, REPLCONF and PING. Every host has it: the job runs beside whichever
+   * server is the master, a promoted replica's too.
+   */
+  backup?: pulumi.Input<string>;
 }
 
 export const REDIS_USER_NAMES = { app: "synaxic", replication: "replicator", exporter: "exporter", admin: "admin" } as const;
@@ -98,14 +106,18 @@ export class RedisPair extends pulumi.ComponentResource {
         ),
     );
     const acl = pulumi.secret(
-      pulumi.all([args.passwords.app, args.passwords.replication, args.passwords.exporter, args.passwords.admin]).apply(([app, replication, exporter, admin]) =>
-        renderRedisAcl({
-          app: { name: REDIS_USER_NAMES.app, password: app },
-          replication: { name: REDIS_USER_NAMES.replication, password: replication },
-          exporter: { name: REDIS_USER_NAMES.exporter, password: exporter },
-          admin: { name: REDIS_USER_NAMES.admin, password: admin },
-        }),
-      ),
+      pulumi
+        .all([args.passwords.app, args.passwords.replication, args.passwords.exporter, args.passwords.admin, args.passwords.backup ?? ""])
+        .apply(
+          ([app, replication, exporter, admin, backup]) =>
+            renderRedisAcl({
+              app: { name: REDIS_USER_NAMES.app, password: app },
+              replication: { name: REDIS_USER_NAMES.replication, password: replication },
+              exporter: { name: REDIS_USER_NAMES.exporter, password: exporter },
+              admin: { name: REDIS_USER_NAMES.admin, password: admin },
+            }) +
+            (args.passwords.backup === undefined ? "" : `${renderRedisBackupAclLine({ name: REDIS_BACKUP_USER, passwordSha256Hex: redisAclPasswordHash(backup).slice(1) })}\n`),
+        ),
     );
 
     const dependsOn: pulumi.Resource[] = [];

@@ -16,6 +16,8 @@ import { z } from "zod";
 import { FENCE_METHODS, type FenceMethod } from "./controlInfo";
 import { replicaSlotName } from "../templates/postgres-sql";
 import { BACKUP_DRILL_DEFAULTS } from "../templates/backup-scheduler";
+import { REDIS_BACKUP_PACKAGES_DEFAULT } from "../templates/redis-backup-image";
+import { DEB_VERSION } from "../templates/local-image";
 import { ALERTMANAGER_PEER_TIMEOUT_SECONDS } from "../templates/alertmanager";
 import { DEFAULT_PUBLIC_PATHS, DEFAULT_WRITE_PATHS, WRITE_PATH, isServerName, publicPathError, type ApiKeyRequests } from "../templates/nginx";
 import { PASSWORDS } from "../components/FleetSecrets";
@@ -134,6 +136,8 @@ export const DEFAULT_IMAGES = {
 
 // How a former primary was made harmless (the `fence` key): lib/controlInfo.ts.
 export { FENCE_METHODS, type FenceMethod } from "./controlInfo";
+
+const debVersion = z.string().regex(DEB_VERSION, { message: 'expected a Debian package version as apt names it, e.g. "7.88.1-10+deb12u14" (`apt-cache policy <package>` in the image it is installed into)' });
 
 const stackName = z.string().regex(/^([A-Za-z0-9_.-]+\/){0,2}[A-Za-z0-9_.-]+$/, { message: 'expected a stack name, e.g. "acme/synaxic/main"' });
 
@@ -303,6 +307,17 @@ export const KEYS: Record<string, KeySpec> = {
   // The weekly restore drill (templates/backup-scheduler.ts); each field has its default (BACKUP_DRILL_DEFAULTS).
   backupDrill: {
     schema: z.object({ enabled: bool, weekday: int(0, 6), hourUtc: int(0, 23), timeoutMinutes: int(10, 1440) }).strict().partial(),
+    default: {},
+    json: true,
+  },
+  // Redis snapshots into the backup repository (templates/redis-backup.ts); each field has its default (REDIS_SNAPSHOT_DEFAULTS).
+  redisBackupSchedule: {
+    schema: z.object({ enabled: bool, hourUtc: int(0, 23), retention: int(1, 1000) }).strict().partial(),
+    default: {},
+    json: true,
+  },
+  redisBackupPackages: {
+    schema: z.object({ curl: debVersion, openssl: debVersion, caCertificates: debVersion }).strict().partial(),
     default: {},
     json: true,
   },
@@ -500,9 +515,21 @@ export interface BackupSettings {
    * hourUtc on, bounded by timeoutMinutes; null: no drills.
    */
   drill: BackupDrill | null;
+  /** Redis snapshots (redisBackupSchedule, redisBackupPackages); null: off. */
+  redis: RedisSnapshotSettings | null;
 }
 
 export type BackupDrill = typeof BACKUP_DRILL_DEFAULTS;
+
+/** Daily Redis snapshots from hourUtc (UTC), the newest `retention` kept; the snapshot image's pinned Debian packages. */
+export interface RedisSnapshotSettings {
+  hourUtc: number;
+  retention: number;
+  packages: typeof REDIS_BACKUP_PACKAGES_DEFAULT;
+}
+
+/** redisBackupSchedule's defaults: daily from 02:00 UTC (before the PostgreSQL backups' 03:00), a week of snapshots kept. */
+export const REDIS_SNAPSHOT_DEFAULTS = { hourUtc: 2, retention: 7 } as const;
 
 /** The control stack: which host is primary, and how former primaries were fenced (lib/control.ts). */
 export interface ControlConfig {
@@ -1041,7 +1068,25 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, secretKe
   };
 }
 
-const BACKUP_KEYS = ["backupRepository", "backupFrom", "backupAccessKeyId", "backupSecretAccessKey", "backupCipherPass", "backupSchedule", "backupDrill", "backupRestore"] as const;
+const BACKUP_KEYS = ["backupRepository", "backupFrom", "backupAccessKeyId", "backupSecretAccessKey", "backupCipherPass", "backupSchedule", "backupDrill", "backupRestore", "redisBackupSchedule", "redisBackupPackages"] as const;
+
+/** redisBackupSchedule and redisBackupPackages: each field defaults; enabled false turns snapshots off. Only with a repository. */
+function parseRedisSnapshots(raw: Readonly<Record<string, string>>, get: <T>(key: string) => T, hasRepository: boolean): RedisSnapshotSettings | null {
+  const schedule = get<Partial<{ enabled: boolean; hourUtc: number; retention: number }>>("redisBackupSchedule");
+  const packages = get<Partial<RedisSnapshotSettings["packages"]>>("redisBackupPackages");
+  if (!hasRepository) {
+    for (const k of ["redisBackupSchedule", "redisBackupPackages"] as const) {
+      if (setAwayFromDefault(raw, k)) throw new ConfigError(k, `is set but backupRepository is not; Redis snapshots go into the backup repository: set backupRepository (endpoint, bucket, region) to turn backups on`);
+    }
+    return null;
+  }
+  if (schedule.enabled === false) return null;
+  return {
+    hourUtc: schedule.hourUtc ?? REDIS_SNAPSHOT_DEFAULTS.hourUtc,
+    retention: schedule.retention ?? REDIS_SNAPSHOT_DEFAULTS.retention,
+    packages: { ...REDIS_BACKUP_PACKAGES_DEFAULT, ...packages },
+  };
+}
 
 /** backupDrill: each field defaults (BACKUP_DRILL_DEFAULTS); enabled false turns drills off. */
 function parseDrill(get: <T>(key: string) => T): BackupDrill | null {
@@ -1075,6 +1120,7 @@ function parseBackup(raw: Readonly<Record<string, string>>, secretKeys: Readonly
   if (hasCipherPass) get<string>("backupCipherPass");
   const hasKeyId = requireSecretPresent(raw, secretKeys, "backupAccessKeyId", true);
   const hasSecret = requireSecretPresent(raw, secretKeys, "backupSecretAccessKey", true);
+  const redis = parseRedisSnapshots(raw, get, Object.keys(repo).length > 0);
   if (Object.keys(repo).length === 0) {
     if (hasCipherPass) throw new ConfigError("backupCipherPass", `is set but backupRepository is not; set backupRepository to turn backups on`);
     if (hasKeyId || hasSecret) throw new ConfigError(hasKeyId ? "backupAccessKeyId" : "backupSecretAccessKey", `is set but backupRepository is not; set backupRepository (endpoint, bucket, region) to turn backups on`);
@@ -1098,6 +1144,7 @@ function parseBackup(raw: Readonly<Record<string, string>>, secretKeys: Readonly
     schedule,
     standby,
     drill,
+    redis,
   };
 }
 

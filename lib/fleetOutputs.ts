@@ -40,6 +40,15 @@ export const fleetInfoSchema = z.object({
       standby: z.string().nullable(),
       /** The weekly restore drill (backupDrill); null: off. A main stack from before drills has none: its default applies. */
       drill: z.object({ weekday: z.number().int(), hourUtc: z.number().int(), timeoutMinutes: z.number().int() }).nullable().default(BACKUP_DRILL_DEFAULTS),
+      /** Redis snapshots (redisBackupSchedule); null: off. A main stack from before them has none: off. */
+      redis: z
+        .object({
+          hourUtc: z.number().int(),
+          retention: z.number().int().positive(),
+          packages: z.object({ curl: z.string().min(1), openssl: z.string().min(1), caCertificates: z.string().min(1) }),
+        })
+        .nullable()
+        .default(null),
     })
     .nullable(),
   images: z.object({
@@ -126,6 +135,8 @@ export const replicaCredentialsSchema = z.object({
   backupCipherPass: secretString.optional(),
   backupAccessKeyId: z.string().min(1).optional(),
   backupSecretAccessKey: z.string().min(1).optional(),
+  /** With Redis snapshots: the password of Redis' backup user, which every host's users.acl carries (a promoted replica's job logs in as it). */
+  redisBackup: secretString.optional(),
   /** With a monitoring replica: the receivers' secrets its Alertmanager needs (each only when that receiver is set). */
   alertSmtpPassword: z.string().min(1).optional(),
   alertSlackWebhookUrl: z.string().min(1).optional(),

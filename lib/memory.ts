@@ -64,6 +64,18 @@ const FIXED: Record<HostKind, Partial<Record<ServiceName, number>>> = {
 const SHARES = { postgres: 0.45, app: 0.35, redis: 0.2 } as const;
 const MINIMUM = { postgres: 256, app: 448, redis: 96 } as const;
 
+/**
+ * The Redis snapshot job's container limit (components/RedisSnapshots.ts), in
+ * MiB. Not a share of the budget: a share of its own would resize PostgreSQL,
+ * the app and Redis on every host (and restart them) for a job that idles as
+ * a shell waiting a minute at a time and, once a day, streams a snapshot
+ * through redis-cli, openssl and curl, each a few MiB resident; the file's
+ * page cache is charged to its cgroup and reclaimed within the limit. It
+ * comes out of the OS reserve (osReserveMiB, at least 256 MiB), and runs on
+ * one host, the Redis master's.
+ */
+export const REDIS_SNAPSHOT_JOB_MIB = 64;
+
 /** Redis maxmemory as a share of its limit: a fork's copy-on-write needs room. */
 export const REDIS_MAXMEMORY_SHARE = 0.6;
 /** Heap share of the app's limit; the rest is metaspace, threads, code cache, direct buffers. */

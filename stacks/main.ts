@@ -18,6 +18,7 @@ import { PostgresReplica } from "../components/PostgresReplica";
 import * as dockerPkg from "@pulumi/docker";
 import { replicaSlotName } from "../templates/postgres-sql";
 import { RedisPair, REDIS_USER_NAMES } from "../components/RedisPair";
+import { RedisSnapshots } from "../components/RedisSnapshots";
 import { SynaxicApp, appOnHost } from "../components/SynaxicApp";
 import { NginxBalancer } from "../components/NginxBalancer";
 import { Exporters } from "../components/Exporters";
@@ -225,11 +226,38 @@ export function buildMain(
       image: cfg.images.redis,
       port: cfg.ports.redis,
       tls: { ...mainCerts.redis, caPem: pki.caCertPem },
-      passwords: { app: pw.redisApp, replication: pw.redisReplication, exporter: pw.redisExporter, admin: pw.redisAdmin },
+      passwords: {
+        app: pw.redisApp,
+        replication: pw.redisReplication,
+        exporter: pw.redisExporter,
+        admin: pw.redisAdmin,
+        // With Redis snapshots, every host's users.acl has the backup user (a promoted replica's job uses it too).
+        ...(cfg.backup?.redis ? { backup: pw.redisBackup } : {}),
+      },
       deleteDataOnDestroy: cfg.deleteDataOnDestroy,
     },
     docker,
   );
+  // The snapshot job runs beside the Redis master: here, unless this host follows a promoted replica.
+  if (cfg.backup?.redis && cfg.secrets.backup && !following) {
+    new RedisSnapshots(
+      "redis-snapshots",
+      {
+        hostName: "main",
+        shell: host.shell,
+        networkMode: host.networkMode,
+        timeoutSeconds: timeout,
+        redisImage: cfg.images.redis,
+        redis: { port: cfg.ports.redis, caPem: pki.caCertPem, backupPassword: pw.redisBackup },
+        repository: cfg.backup.repository,
+        snapshots: cfg.backup.redis,
+        secrets: { ...cfg.secrets.backup, cipherPass: cfg.secrets.backup.cipherPass ?? pw.backupCipher },
+        // Its first snapshot is taken at once: after the backup user is on the running server (RedisPair's users step).
+        after: [redis],
+      },
+      docker,
+    );
+  }
 
   const exporters = new Exporters(
     "exporters",
@@ -366,6 +394,8 @@ export function buildMain(
     ...(cfg.backup && cfg.secrets.backup
       ? { backupCipherPass: cfg.secrets.backup.cipherPass ?? pw.backupCipher, backupAccessKeyId: cfg.secrets.backup.accessKeyId, backupSecretAccessKey: cfg.secrets.backup.secretAccessKey }
       : {}),
+    // With Redis snapshots: the backup user's password, for every host's users.acl.
+    ...(cfg.backup?.redis ? { redisBackup: pw.redisBackup } : {}),
     // The monitoring replica's Alertmanager notifies the same receivers.
     ...(cfg.alerting.pair ? alertingSecrets(cfg) : {}),
   }) as pulumi.Output<ReplicaCredentials>;

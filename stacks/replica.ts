@@ -15,6 +15,7 @@ import { Monitoring, type AlertingArgs } from "../components/Monitoring";
 import { Host } from "../components/Host";
 import { PostgresReplica } from "../components/PostgresReplica";
 import { RedisPair } from "../components/RedisPair";
+import { RedisSnapshots } from "../components/RedisSnapshots";
 import { SynaxicApp, appOnHost } from "../components/SynaxicApp";
 import { Exporters } from "../components/Exporters";
 import { NginxBalancer } from "../components/NginxBalancer";
@@ -48,6 +49,9 @@ export async function replicaStack(config: ReplicaConfig & StackConfig) {
     if (!plainCredentials.exporterScrapePassword) {
       throw new MainStackOutputError(cfg.mainStack, "replicaCredentials.exporterScrapePassword", `is missing while fleet.monitoring names this replica (${fleet.monitoring.replica})`);
     }
+  }
+  if (fleet.backup?.redis && !plainCredentials.redisBackup) {
+    throw new MainStackOutputError(cfg.mainStack, "replicaCredentials.redisBackup", "is missing while fleet.backup.redis is set (Redis snapshots): run `pulumi up` on the main stack first");
   }
   const credentials = pulumi.secret(plainCredentials);
   const tlsAll = checkMainOutput(cfg.mainStack, "replicaTls", replicaTlsSchema, await secretOutput("replicaTls"));
@@ -228,6 +232,15 @@ export function buildReplica(
     docker,
   );
 
+  // With Redis snapshots, the backup user is in this host's users.acl too.
+  const redisBackupPassword = fleet.backup?.redis
+    ? pulumi.secret(
+        credentials.apply((c) => {
+          if (!c.redisBackup) throw new MainStackOutputError("main", "replicaCredentials.redisBackup", "is missing while fleet.backup.redis is set");
+          return c.redisBackup;
+        }),
+      )
+    : undefined;
   const redis = new RedisPair(
     `${prefix}redis`,
     {
@@ -238,11 +251,37 @@ export function buildReplica(
       image: fleet.images.redis,
       port: ports.redis,
       tls: redisTls,
-      passwords: { app: secretField("redisApp"), replication: secretField("redisReplication"), exporter: secretField("redisExporter"), admin: secretField("redisAdmin") },
+      passwords: {
+        app: secretField("redisApp"),
+        replication: secretField("redisReplication"),
+        exporter: secretField("redisExporter"),
+        admin: secretField("redisAdmin"),
+        ...(redisBackupPassword ? { backup: redisBackupPassword } : {}),
+      },
       deleteDataOnDestroy: cfg.deleteDataOnDestroy,
     },
     docker,
   );
+  // A promoted replica's Redis is the master: the snapshot job runs beside it.
+  if (fleet.backup?.redis && redisBackupPassword && cfg.promote) {
+    new RedisSnapshots(
+      `${prefix}redis-snapshots`,
+      {
+        hostName: cfg.hostName,
+        shell: host.shell,
+        networkMode: host.networkMode,
+        timeoutSeconds: timeout,
+        redisImage: fleet.images.redis,
+        redis: { port: ports.redis, caPem: caCertPem, backupPassword: redisBackupPassword },
+        repository: fleet.backup.repository,
+        snapshots: fleet.backup.redis,
+        secrets: backupSecrets("main", credentials),
+        // Its first snapshot is taken at once: after the backup user is on the running server (RedisPair's users step).
+        after: [redis],
+      },
+      docker,
+    );
+  }
 
   const exporters = new Exporters(
     `${prefix}exporters`,
@@ -366,7 +405,7 @@ export function buildReplica(
 }
 
 /** Credentials only some fleets have: the backup repository's, the receivers' and scrape password of a monitoring replica. */
-type OptionalCredential = "exporterScrapePassword" | "backupCipherPass" | "backupAccessKeyId" | "backupSecretAccessKey" | "alertSmtpPassword" | "alertSlackWebhookUrl" | "alertWebhookUrl" | "alertHeartbeatUrl";
+type OptionalCredential = "exporterScrapePassword" | "backupCipherPass" | "backupAccessKeyId" | "backupSecretAccessKey" | "redisBackup" | "alertSmtpPassword" | "alertSlackWebhookUrl" | "alertWebhookUrl" | "alertHeartbeatUrl";
 
 /** The memory budget's kind of this replica: the monitoring replica runs Prometheus and Alertmanager besides. */
 export function hostKind(fleet: Pick<FleetInfo, "monitoring">, replicaName: string): "replica" | "monitoringReplica" {

@@ -8,6 +8,11 @@
  *
  * Backups are taken by whichever host is the primary, so "the newest backup"
  * is the newest over the whole fleet (max without host).
+ *
+ * The Redis snapshot rules read the snapshot job's textfile
+ * (templates/redis-backup-scheduler.ts), which only the host running the job
+ * (the Redis master's) writes, and which the job removes when it stops: per
+ * host, with no textfile no alert.
  */
 import { stringify } from "yaml";
 
@@ -20,6 +25,8 @@ export interface BackupAlertThresholds {
   verifyMaxAgeDays: number;
   /** Days since the last successful restore drill (weekly), or since drills became due on the host that runs them. */
   drillMaxAgeDays: number;
+  /** Hours since the last Redis snapshot that reached the object storage (daily), or since the job became due. */
+  redisSnapshotMaxAgeHours: number;
 }
 
 export const DEFAULT_BACKUP_ALERT_THRESHOLDS: BackupAlertThresholds = {
@@ -27,6 +34,7 @@ export const DEFAULT_BACKUP_ALERT_THRESHOLDS: BackupAlertThresholds = {
   archiveQueueBytes: 512 * 1024 * 1024,
   verifyMaxAgeDays: 8,
   drillMaxAgeDays: 8,
+  redisSnapshotMaxAgeHours: 26,
 };
 
 export interface BackupAlertRule {
@@ -134,6 +142,47 @@ export function backupAlertRules(t: BackupAlertThresholds = DEFAULT_BACKUP_ALERT
       annotations: {
         summary: `No restore drill has succeeded for more than ${t.drillMaxAgeDays} days`,
         description: `Restore drills are on (backupDrill), but none has succeeded for more than ${t.drillMaxAgeDays} days: nothing proves the backups restore. Is the scheduler of the host that takes the backups running, and is its drill failing (SynaxicBackupDrillFailed)?`,
+      },
+    },
+    {
+      alert: "SynaxicRedisSnapshotFailed",
+      expr: "synaxic_redis_snapshot_last_result_success == 0",
+      for: "0m",
+      labels: { severity: "warning" },
+      annotations: {
+        summary: "The Redis snapshot on {{ $labels.host }} failed",
+        description: "The last Redis snapshot could not be taken, checked, encrypted or uploaded (the object storage down or refusing the key, the backup user refused by Redis, a full disk); the job retries every 15 minutes. Its log says why (docker logs synaxic-{{ $labels.host }}-redis-backup); take one now with docker exec synaxic-{{ $labels.host }}-redis-backup synaxic-redis-backup now.",
+      },
+    },
+    {
+      alert: "SynaxicRedisSnapshotTooOld",
+      // The newest snapshot this host's job took; before its first, since when it has been due (armed).
+      expr: `time() - (synaxic_redis_snapshot_last_success_timestamp_seconds or synaxic_redis_snapshot_armed_timestamp_seconds) > ${t.redisSnapshotMaxAgeHours * 3600}`,
+      for: "10m",
+      labels: { severity: "warning" },
+      annotations: {
+        summary: `No Redis snapshot from {{ $labels.host }} for more than ${t.redisSnapshotMaxAgeHours} hours`,
+        description: `No Redis snapshot has reached the object storage for more than ${t.redisSnapshotMaxAgeHours} hours: a restore would bring back older sessions and rate limits. See SynaxicRedisSnapshotFailed and the job's log (docker logs synaxic-{{ $labels.host }}-redis-backup).`,
+      },
+    },
+    {
+      alert: "SynaxicRedisSnapshotExpiryFailed",
+      expr: "synaxic_redis_snapshot_expire_last_result_success == 0",
+      for: "1h",
+      labels: { severity: "warning" },
+      annotations: {
+        summary: "Old Redis snapshots could not be expired on {{ $labels.host }}",
+        description: "The snapshots are taken, but the expiry after the last one failed to list or delete old ones: they pile up in the bucket until it works again (the access key may lack the right to list or delete). docker logs synaxic-{{ $labels.host }}-redis-backup says why.",
+      },
+    },
+    {
+      alert: "SynaxicRedisSnapshotJobDown",
+      expr: "time() - synaxic_redis_snapshot_heartbeat_timestamp_seconds > 600",
+      for: "5m",
+      labels: { severity: "warning" },
+      annotations: {
+        summary: "The Redis snapshot job on {{ $labels.host }} stopped reporting",
+        description: "Its textfile has not been written for more than 10 minutes: the job's container is stuck or was killed (a stopped job removes its textfile), and no Redis snapshot is taken meanwhile.",
       },
     },
   ];

@@ -18,8 +18,8 @@
  * When the base already holds exactly the pinned version, nothing is
  * downloaded (an image that was built before, or a base that ships it).
  */
-import { createHash } from "node:crypto";
 import { shellQuote } from "../lib/shell";
+import { DEB_VERSION, PINNED_IMAGE, localImageTag } from "./local-image";
 
 export interface PostgresImageParams {
   /** The pinned official image, e.g. postgres:15.13-bookworm. */
@@ -40,12 +40,8 @@ export const PGBACKREST_DIRS = {
   conf: "/etc/pgbackrest",
 } as const;
 
-/** A Debian package version (policy 5.6.12: [epoch:]upstream[-revision]). */
-const DEB_VERSION = /^([0-9]+:)?[0-9][A-Za-z0-9.+~-]*$/;
-const IMAGE = /^[a-z0-9][a-z0-9._/:-]*(@sha256:[a-f0-9]{64}|:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})$/;
-
 function check(p: PostgresImageParams): void {
-  if (!IMAGE.test(p.baseImage)) throw new Error(`renderPostgresImageDockerfile: baseImage ${JSON.stringify(p.baseImage)} is not a pinned image reference`);
+  if (!PINNED_IMAGE.test(p.baseImage)) throw new Error(`renderPostgresImageDockerfile: baseImage ${JSON.stringify(p.baseImage)} is not a pinned image reference`);
   if (!DEB_VERSION.test(p.pgbackrestVersion)) {
     throw new Error(`renderPostgresImageDockerfile: pgbackrestVersion ${JSON.stringify(p.pgbackrestVersion)} is not a Debian package version such as 2.59.1-1.pgdg12+1`);
   }
@@ -81,6 +77,5 @@ LABEL org.synaxic.pgbackrest-version=${JSON.stringify(p.pgbackrestVersion)} org.
  */
 export function postgresImageTag(p: PostgresImageParams): string {
   check(p);
-  const h = createHash("sha256").update(renderPostgresImageDockerfile(p)).digest("hex").slice(0, 16);
-  return `synaxic-local/postgres:${h}`;
+  return localImageTag("synaxic-local/postgres", renderPostgresImageDockerfile(p));
 }

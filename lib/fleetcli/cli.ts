@@ -57,7 +57,7 @@ Options of every command:
 
 Hosts are main and the replicas' names (replica-1, ...). Services: postgres, redis, app,
 nginx, prometheus, alertmanager, grafana, node-exporter, postgres-exporter, redis-exporter,
-pgbackrest, backup.
+pgbackrest, backup, redis-backup.
 `;
 
 /** What a remote session needs from SSH (SshExec, or a stand-in in tests). */

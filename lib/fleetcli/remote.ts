@@ -27,6 +27,7 @@ export const FLEET_SERVICES = [
   "redis-exporter",
   "pgbackrest",
   "backup",
+  "redis-backup",
 ] as const;
 export type FleetService = (typeof FLEET_SERVICES)[number];
 

@@ -41,6 +41,19 @@ export function hostConfig(host: EngineHost): Record<string, unknown> {
  */
 export const RIG_PGBACKREST_VERSION = "2.45-1";
 
+/**
+ * The curl, openssl and ca-certificates versions in the rig's stand-in Redis
+ * image (images/build.sh installs bookworm's, whichever they are when the
+ * archive is built): the engine tier pins redisBackupPackages to them, so
+ * that the program's Redis snapshot image, built FROM it, needs no network.
+ */
+export async function rigRedisBackupPackages(host: EngineHost, redisImage = "redis:7.0.15-bookworm"): Promise<Record<string, string>> {
+  const out = (await host.docker(["run", "--rm", "--network", "none", "--entrypoint", "dpkg-query", redisImage, "-W", "-f=${Package}=${Version}\n", "curl", "openssl", "ca-certificates"])).stdout;
+  const v = Object.fromEntries(out.trim().split("\n").map((l) => l.split("=") as [string, string]));
+  if (!v.curl || !v.openssl || !v["ca-certificates"]) throw new Error(`the rig's ${redisImage} lacks curl, openssl or ca-certificates: ${out}`);
+  return { curl: v.curl, openssl: v.openssl, caCertificates: v["ca-certificates"] };
+}
+
 export function mainConfig(rig: EngineRig, replicas: string[]): Record<string, unknown> {
   const main = rig.host("main");
   return {
@@ -48,6 +61,7 @@ export function mainConfig(rig: EngineRig, replicas: string[]): Record<string, u
     ...hostConfig(main),
     pgbackrestVersion: RIG_PGBACKREST_VERSION,
     ...(rig.backup ? { backupRepository: rig.backup.repository } : {}),
+    ...(rig.backup?.redisBackupPackages ? { redisBackupPackages: rig.backup.redisBackupPackages } : {}),
     privateNetworkCidr: rig.cidr,
     replicas: replicas.map((r) => `${r}=${rig.host(r).ip}`),
     controlStack: CONTROL_STACK,

@@ -178,7 +178,13 @@ export class EngineRig {
   /** DNS names every engine host resolves (its /etc/hosts), name -> address. */
   readonly names: Record<string, string> = {};
   /** When the fleet is backed up: its repository (backupRepository) and the object storage's key. */
-  backup?: { repository: Record<string, unknown>; accessKeyId: string; secretAccessKey: string };
+  backup?: {
+    repository: Record<string, unknown>;
+    accessKeyId: string;
+    secretAccessKey: string;
+    /** redisBackupPackages: the versions the stand-in Redis image holds (rigRedisBackupPackages), so the snapshot image's build downloads nothing. */
+    redisBackupPackages?: Record<string, string>;
+  };
 
   private constructor(
     readonly net: TestNet,

@@ -7,16 +7,17 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { execFileSync } from "node:child_process";
 import http from "node:http";
-import { cpSync, mkdirSync, rmSync } from "node:fs";
+import { cpSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { Checkout, Engine } from "./engine";
 import { startTier, stopTier, type Tier } from "./tier";
 import type { EngineRig } from "./hosts";
-import { balancerLoad, controlConfig, initControlStack, initStack, mainConfig, psql, recoverInterrupted, replicaConfig, statusCommand } from "./fleet";
+import { balancerLoad, controlConfig, initControlStack, initStack, mainConfig, psql, recoverInterrupted, replicaConfig, rigRedisBackupPackages, statusCommand } from "./fleet";
 import { PipeSession, psqlBackend, redisEcho } from "../rig/session";
 import { waitFor } from "../rig/net";
 import { makeCa } from "../rig/pki";
 import { S3StandIn } from "../rig/s3";
+import { OPENSSL_ENC } from "../../templates/redis-backup";
 
 let tier: Tier;
 let rig: EngineRig;
@@ -40,6 +41,7 @@ beforeAll(async () => {
     repository: { endpoint: s3.endpoint, bucket: S3_BUCKET, region: "rig", caCertificate: ca.certPem },
     accessKeyId: "engine-tier-key",
     secretAccessKey: "engine-tier-secret-access-key",
+    redisBackupPackages: await rigRedisBackupPackages(rig.host("main")),
   };
 }, 3_600_000);
 
@@ -167,6 +169,26 @@ describe("a fleet of main and two replicas on the real engine", () => {
     expect(await textfile("main")).not.toMatch(/backup-full/);
     const archiver = await psql(main, "SELECT archived_count > 0 AND (last_failed_time IS NULL OR last_failed_time < last_archived_time) FROM pg_stat_archiver");
     expect(archiver).toBe("t");
+  });
+
+  it("Redis snapshots: the job beside main's Redis master (its image built on the host from the stand-in Redis image, nothing downloaded) took one at once into the object storage, encrypted, and reports it; no replica runs one", async () => {
+    const main = rig.host("main");
+    const prefix = "synaxic/redis/master/";
+    await waitFor("a Redis snapshot in the object storage", async () => s3.objects(prefix).some((o) => /\/\d{8}T\d{6}Z\.rdb\.enc$/.test(o.key)), 180_000, 2000);
+    const snapshots = s3.objects(prefix).filter((o) => o.key.endsWith(".rdb.enc"));
+    const latest = readFileSync(join(s3.root, S3_BUCKET, `${prefix}LATEST`), "utf8");
+    expect(snapshots.map((o) => o.key)).toContain(latest);
+    // openssl's salted format: the store never sees the RDB.
+    expect(readFileSync(join(s3.root, S3_BUCKET, latest)).subarray(0, 8).toString()).toBe("Salted__");
+    const textfile = (await main.exec(["cat", "/etc/synaxic/main/node-exporter/redis-snapshot.prom"])).stdout;
+    expect(textfile).toMatch(/^synaxic_redis_snapshot_last_result_success 1$/m);
+    expect(textfile).toMatch(/^synaxic_redis_snapshot_last_success_timestamp_seconds \d+$/m);
+    expect(Number(/^synaxic_redis_snapshot_last_size_bytes (\d+)$/m.exec(textfile)?.[1])).toBe(snapshots.find((o) => o.key === latest)!.size);
+    const log = (await main.docker(["logs", "synaxic-main-redis-backup"])).stdout;
+    expect(log).toMatch(new RegExp(`snapshot: ${latest.replace(/[.]/g, "\\.")} uploaded`));
+    for (const r of ["replica-1", "replica-2"]) {
+      expect((await rig.host(r).docker(["ps", "-aq", "--filter", `name=^synaxic-${r}-redis-backup$`])).stdout.trim(), r).toBe("");
+    }
   });
 
   it("a restore drill on demand in replica-1's scheduler container (docker exec ... synaxic-backup-scheduler drill, as the runbook says): the newest backup restores into a throwaway server that answers, the textfile says so, the scratch directory is gone, and the fleet's standby kept streaming", async () => {
@@ -477,6 +499,7 @@ describe("a fleet of main and two replicas on the real engine", () => {
     await eachStack(["replica-1", "replica-2"], async (r) => {
       await co.pulumi(["destroy", "--yes", "--skip-preview", "--non-interactive", ...(r === "replica-2" ? ["--run-program"] : []), "--stack", r]);
     });
+    const snapshotsBefore = new Set(s3.objects("synaxic/redis/master/").map((o) => o.key));
     await co.pulumi(["destroy", "--yes", "--skip-preview", "--non-interactive", "--stack", "main"]);
     for (const name of ["main", "replica-1", "replica-2"]) {
       const h = rig.host(name);
@@ -492,6 +515,11 @@ describe("a fleet of main and two replicas on the real engine", () => {
     // The stanza step passed (pgbackrest check reads the repository with the key), and archiving goes on.
     await psql(rig.host("main"), "SELECT pg_switch_wal()");
     await waitFor("archiving after the re-created stack", async () => (await psql(rig.host("main"), "SELECT archived_count > 0 FROM pg_stat_archiver")) === "t", 60_000, 1000);
+    // Redis snapshots go on in the same series, encrypted with the same pass: the new job's first one decrypts with the one kept outside the fleet.
+    const newSnapshots = () => s3.objects("synaxic/redis/master/").filter((o) => o.key.endsWith(".rdb.enc") && !snapshotsBefore.has(o.key));
+    await waitFor("a Redis snapshot from the re-created stack", async () => newSnapshots().length > 0, 180_000, 2000);
+    const rdb = execFileSync("openssl", [...OPENSSL_ENC, "-d", "-pass", "stdin", "-in", join(s3.root, S3_BUCKET, newSnapshots()[0]!.key)], { input: `${cipherPass}\n` });
+    expect(rdb.subarray(0, 5).toString()).toBe("REDIS");
     expect(await psql(rig.host("replica-2"), "SELECT note FROM engine_probe WHERE id = 1", "synaxic")).toBe("written on main");
   });
 

@@ -2,6 +2,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { readFileSync } from "node:fs";
 import { parse } from "yaml";
 import { DEFAULT_PUBLIC_PATHS } from "../../templates/nginx";
+import { REDIS_BACKUP_PACKAGES_DEFAULT } from "../../templates/redis-backup-image";
 import { makeCa, type TestCa } from "../rig/pki";
 import { KEYS, parseStackConfig, slotNameFor, type MainConfig, type ReplicaConfig, type ParsedConfig } from "../../lib/config";
 
@@ -498,6 +499,8 @@ describe("backups: backupRepository with its access key, all or nothing", () => 
       standby: "replica-1",
       // The weekly restore drill, on by default.
       drill: { weekday: 6, hourUtc: 5, timeoutMinutes: 120 },
+      // Daily Redis snapshots, on by default (test/unit/redisSnapshots.test.ts).
+      redis: { hourUtc: 2, retention: 7, packages: REDIS_BACKUP_PACKAGES_DEFAULT },
     });
     expect(parseMain({ [`${P}backupRepository`]: JSON.stringify(repo), ...keys, [`${P}replicas`]: "[]" }, secretKeys).backup!.standby).toBeNull();
     expect(parseMain({ [`${P}backupRepository`]: JSON.stringify(repo), ...keys, [`${P}backupFrom`]: "primary" }, secretKeys).backup!.standby).toBeNull();

@@ -219,7 +219,7 @@ export async function runMocked<T extends Record<string, unknown>>(opts: RunOpti
             return { id, state: { ...inputs, imageId: `sha256:${t}`, repoDigest: `${inputs.name}@sha256:${t}${t}${t}${t}` } };
           case "command:remote:Command":
           case "command:local:Command":
-            // An image build (lib/postgresImage.ts) prints the built image's ID, as `docker image inspect` does;
+            // An image build (lib/localImage.ts) prints the built image's ID, as `docker image inspect` does;
             // an app's slot step (components/SynaxicApp.ts) prints its deploy slot.
             if (args.name.endsWith("-image-build")) return { id, state: { ...inputs, stdout: `sha256:${t}\n`, stderr: "" } };
             if (args.name.endsWith("app-slot")) return { id, state: { ...inputs, stdout: `${opts.appSlots?.[args.name] ?? "a"}\n`, stderr: "" } };

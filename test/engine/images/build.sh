@@ -72,7 +72,7 @@ readonly CHROOT_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 readonly IMAGES=(
 	"node|synaxic-rig-build/node:bookworm|base|nodejs"
 	"postgres|postgres:15.13-bookworm|base|gosu locales postgresql-15 less libnss-wrapper xz-utils zstd pgbackrest"
-	"redis|redis:7.0.15-bookworm|base|gosu redis-server redis-tools"
+	"redis|redis:7.0.15-bookworm|base|gosu redis-server redis-tools curl openssl ca-certificates"
 	"nginx|nginx:1.22.1|base|nginx"
 	"prometheus|prom/prometheus:v2.42.0|base|prometheus"
 	"alertmanager|prom/alertmanager:v0.25.0|base|prometheus-alertmanager"
@@ -498,7 +498,9 @@ set -e
 [ "$(id -u redis):$(id -g redis)" = 999:999 ]
 [ "$(pwd)" = /data ]
 [ "$(stat -c %U:%G /data)" = redis:redis ]
-command -v gosu redis-server redis-cli setpriv >/dev/null
+command -v gosu redis-server redis-cli redis-check-rdb setpriv curl openssl >/dev/null
+curl --help all | grep -q -- --aws-sigv4
+echo "REDIS BACKUP PACKAGES: $(dpkg-query -W -f='"'"'${Package}=${Version} '"'"' curl openssl ca-certificates)"
 echo "VERSION: $(redis-server --version)"'
 expect_version redis:7.0.15-bookworm 'v=7\.0\.15 '
 

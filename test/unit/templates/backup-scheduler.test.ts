@@ -225,6 +225,6 @@ describe("the backup alert rules", () => {
   });
 
   it("refuses a non-positive threshold", () => {
-    expect(() => backupAlertRules({ backupMaxAgeHours: 0, archiveQueueBytes: 1, verifyMaxAgeDays: 1, drillMaxAgeDays: 1 })).toThrow(/backupMaxAgeHours must be a positive number/);
+    expect(() => backupAlertRules({ backupMaxAgeHours: 0, archiveQueueBytes: 1, verifyMaxAgeDays: 1, drillMaxAgeDays: 1, redisSnapshotMaxAgeHours: 1 })).toThrow(/backupMaxAgeHours must be a positive number/);
   });
 });
