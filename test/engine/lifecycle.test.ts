@@ -6,7 +6,6 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { execFileSync } from "node:child_process";
-import http from "node:http";
 import { cpSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { Checkout, Engine } from "./engine";
@@ -248,35 +247,11 @@ describe("a fleet of main and two replicas on the real engine", () => {
     expect(await slots("main")).toEqual(["synaxic-main-app-a"]);
 
     // Clients open a connection per request (a client reusing an idle keep-alive
-    // connection can find it closed by any nginx reload, which browsers retry).
-    const tally = { ok: 0, failed: [] as string[] };
-    let loading = true;
-    const one = (method: "GET" | "POST") =>
-      new Promise<void>((resolve) => {
-        const req = http.request({ host: main.ip, port: 80, path: "/v1/engine-deploy", method, agent: false, timeout: 15_000, headers: { "content-length": method === "POST" ? "2" : "0" } }, (res) => {
-          res.resume();
-          res.on("end", () => {
-            if (res.statusCode! < 400) tally.ok++;
-            else tally.failed.push(`${method} ${res.statusCode}`);
-            resolve();
-          });
-        });
-        req.on("timeout", () => req.destroy(new Error("timeout")));
-        req.on("error", (e) => {
-          tally.failed.push(`${method} ${e.message}`);
-          resolve();
-        });
-        req.end(method === "POST" ? "{}" : undefined);
-      });
-    // Six clients, each at most about 6 requests a second: together below the balancer's
-    // per-client-address rate limit (balancerRateLimit, 50/s), so every answer is the app's.
-    const loops = (["GET", "GET", "GET", "POST", "POST", "POST"] as const).map(async (m) => {
-      while (loading) {
-        const t0 = Date.now();
-        await one(m);
-        await new Promise((r) => setTimeout(r, Math.max(0, 160 - (Date.now() - t0))));
-      }
-    });
+    // connection can find it closed by any nginx reload, which browsers retry),
+    // together below the balancer's per-client-address rate limit (balancerRateLimit,
+    // 50/s), so every answer is the app's.
+    const load = balancerLoad(main, "/v1/engine-deploy");
+    const tally = load.tally;
     await waitFor("requests through the balancer", async () => tally.ok >= 50, 30_000, 200);
     expect(tally.failed, "before the deploy").toEqual([]);
 
@@ -292,8 +267,7 @@ describe("a fleet of main and two replicas on the real engine", () => {
       expect(await slots(r)).toEqual([`synaxic-${r}-app-b`]);
     });
     await new Promise((r) => setTimeout(r, 2000));
-    loading = false;
-    await Promise.all(loops);
+    await load.stop();
     process.stdout.write(`[engine] app image change under load: ${tally.ok} requests answered, ${tally.failed.length} failed; pulumi up -s main took ${(mainTook / 1000).toFixed(1)} s\n`);
     if (tally.failed.length > 0) {
       const kinds = new Map<string, number>();
