@@ -10,7 +10,7 @@ export const ROTATION_REFUSED: Readonly<Record<string, string>> = {
   backupCipher:
     "the backup repository is encrypted with it: a new cipher pass cannot read the backups and WAL already there (pgBackRest keeps one repo1-cipher-pass per repository); to change it, start a new repository (backupRepository.path) and take a full backup",
   redisAdmin:
-    "the Redis users are changed at run time as admin (ACL SETUSER), so a new admin password cannot be applied by the admin itself yet; rotate it with `pulumi up --replace <URN of fleet-redisAdmin>` at a quiet time (Redis re-reads users.acl only when it restarts)",
+    "the Redis users are changed at run time as admin (ACL SETUSER), and a new admin password cannot log in to apply itself: rotating it is not supported yet",
 };
 
 /** The error for a passwordRotation entry, or null when it is acceptable. */
