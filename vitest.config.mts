@@ -34,7 +34,10 @@ export default defineConfig({
           name: "engine",
           include: ["test/engine/**/*.test.ts"],
           environment: "node",
-          fileParallelism: false,
+          // Each file has rigs of its own (hosts, namespaces, a /24); with
+          // two workers (scripts/test.sh passes --maxWorkers=2) they run side
+          // by side, as the tier mostly waits on the CLI and the hosts.
+          fileParallelism: true,
           testTimeout: 1_800_000,
           hookTimeout: 3_600_000,
         },

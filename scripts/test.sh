@@ -18,8 +18,10 @@ if missing=$(npx ts-node --transpile-only test/engine/locate.ts); then
   echo "engine tier: started beside the unit and integration tiers (output: .state/engine-tier.log, printed when it ends)"
   # In a process group of its own (setsid), so that a stopped run (Ctrl-C,
   # CI's timeout) can stop all of it; its own hooks remove its hosts.
+  # Its two files (the lifecycle fleet, the local stack) have rigs of their
+  # own and run side by side too (two workers).
   setsid bash -c 'bash test/engine/prepare.sh &&
-    exec npx vitest run --project engine --outputFile.json=.state/vitest-engine-report.json' \
+    exec npx vitest run --project engine --maxWorkers=2 --outputFile.json=.state/vitest-engine-report.json' \
     > .state/engine-tier.log 2>&1 &
   engine_pid=$!
   trap 'kill -TERM -- "-$engine_pid" 2>/dev/null; exit 130' INT TERM
