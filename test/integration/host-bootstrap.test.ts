@@ -40,6 +40,18 @@ function hold(file: string, seconds: number): Promise<ChildProcess> {
   });
 }
 
+/**
+ * Kills a lock holder and waits until it has exited: the kernel drops its
+ * lock only then, and the next test's holder takes the same file at once
+ * (F_SETLK, no wait).
+ */
+async function release(holder: ChildProcess): Promise<void> {
+  if (holder.exitCode !== null || holder.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => holder.once("exit", () => resolve()));
+  holder.kill("SIGKILL");
+  await exited;
+}
+
 function run(argv: string[], input = ""): Promise<{ code: number | null; out: string; err: string; ms: number }> {
   const started = Date.now();
   return new Promise((resolve, reject) => {
@@ -87,8 +99,9 @@ describe("apt's locks on a busy first boot", () => {
   });
 
   it("apt-get waits for the dpkg lock itself, given DPkg::Lock::Timeout", async () => {
-    await hold(join(dir, "dpkg", "lock-frontend"), 3);
+    const holder = await hold(join(dir, "dpkg", "lock-frontend"), 3);
     const r = await aptGet(20, ["check"]);
+    await release(holder);
     expect(r.code, r.err).toBe(0);
     expect(r.ms).toBeGreaterThanOrEqual(2_000);
   });
@@ -101,13 +114,14 @@ describe("apt's locks on a busy first boot", () => {
       expect(r.err).toMatch(/Could not get lock .*lists\/lock/);
       expect(r.ms).toBeLessThan(2_000);
     } finally {
-      holder.kill("SIGKILL");
+      await release(holder);
     }
   });
 
   it("so apt_get retries update until the lists lock is free", async () => {
-    await hold(join(dir, "lists", "lock"), 3);
+    const holder = await hold(join(dir, "lists", "lock"), 3);
     const r = await aptGet(20, ["update"]);
+    await release(holder);
     expect(r.code, r.err).toBe(0);
     expect(r.ms).toBeGreaterThanOrEqual(2_000);
   });
@@ -121,7 +135,7 @@ describe("apt's locks on a busy first boot", () => {
       expect(r.err).toMatch(/Could not get lock .*dpkg\/lock-frontend\. It is held by process \d+ \(perl\)/);
       expect(r.ms).toBeLessThan(10_000);
     } finally {
-      holder.kill("SIGKILL");
+      await release(holder);
     }
   });
 });
