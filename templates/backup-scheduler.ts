@@ -163,6 +163,18 @@ export function renderFleetHostsFile(entries: { name: string; address: string }[
   return entries.map((h) => `${h.address} ${h.name}\n`).join("");
 }
 
+/**
+ * The shell functions both schedulers (this one and the Redis snapshot job,
+ * templates/redis-backup-scheduler.ts) keep their state with: a timestamped
+ * log line, and an operation's last start, end and result in $STATE_DIR.
+ */
+export const SCHEDULER_STATE_FUNCTIONS = `log() { echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) $*"; }
+
+# record OPERATION KEY VALUE: the last start, end and result of an operation, kept across restarts.
+record() { printf '%s\\n' "$3" > "$STATE_DIR/$1.$2.tmp" && mv -f "$STATE_DIR/$1.$2.tmp" "$STATE_DIR/$1.$2"; }
+recorded() { cat "$STATE_DIR/$1.$2" 2>/dev/null || true; }
+`;
+
 export const BACKUP_OPERATIONS = ["backup-full", "backup-diff", "expire", "verify"] as const;
 export const BACKUP_TEXTFILE = "pgbackrest.prom";
 
@@ -211,12 +223,7 @@ refresh_hosts() {
     : `refresh_hosts() { :; }
 `
 }
-log() { echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) $*"; }
-
-# record OPERATION KEY VALUE: the last start, end and result of an operation, kept across restarts.
-record() { printf '%s\\n' "$3" > "$STATE_DIR/$1.$2.tmp" && mv -f "$STATE_DIR/$1.$2.tmp" "$STATE_DIR/$1.$2"; }
-recorded() { cat "$STATE_DIR/$1.$2" 2>/dev/null || true; }
-
+${SCHEDULER_STATE_FUNCTIONS}
 # run OPERATION: runs it as postgres, logs its output, records its outcome.
 run() {
   local op="$1" started rc

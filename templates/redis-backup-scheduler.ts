@@ -24,6 +24,7 @@
  * root); results survive a restart in a state directory.
  */
 import { shellQuote } from "../lib/shell";
+import { SCHEDULER_STATE_FUNCTIONS } from "./backup-scheduler";
 import {
   REDIS_BACKUP_USER,
   renderRedisRestoreFetchScript,
@@ -98,12 +99,7 @@ HOUR=${hour}
 TIMEOUT=${timeout}
 RETRY=${retry}
 mkdir -p "$STATE_DIR/work"
-log() { echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) $*"; }
-
-# record OPERATION KEY VALUE: kept across restarts.
-record() { printf '%s\\n' "$3" > "$STATE_DIR/$1.$2.tmp" && mv -f "$STATE_DIR/$1.$2.tmp" "$STATE_DIR/$1.$2"; }
-recorded() { cat "$STATE_DIR/$1.$2" 2>/dev/null || true; }
-
+${SCHEDULER_STATE_FUNCTIONS}
 write_metrics() {
   local f="$TEXTFILE_DIR/.${REDIS_SNAPSHOT_TEXTFILE}.$$" v
   {
