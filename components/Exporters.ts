@@ -181,7 +181,7 @@ export class Exporters extends pulumi.ComponentResource {
           "REDIS_EXPORTER_TLS_CA_CERT_FILE=/etc/synaxic/ca.crt",
           // CONFIG GET would show masterauth on replicas; the exporter user may not run it.
           "REDIS_EXPORTER_CONFIG_COMMAND=-",
-          // No basic auth in 1.45.0: TLS with a client certificate required.
+          // TLS with a client certificate required (templates/exporter-web.ts).
           ...redisExporterTlsEnv({ certFile: EXPORTER_WEB_FILES.cert, keyFile: EXPORTER_WEB_FILES.key, clientCaFile: EXPORTER_WEB_FILES.clientCa }),
         ],
         uploads: [
@@ -189,7 +189,7 @@ export class Exporters extends pulumi.ComponentResource {
           upload("/etc/synaxic/ca.crt", args.caPem, "0644", REDIS_EXPORTER_UID),
           upload(
             "/run/synaxic/redis-passwords.json",
-            pulumi.secret(pulumi.output(args.passwords.redis).apply((pw) => JSON.stringify({ [redisUri]: pw }))),
+            pulumi.secret(pulumi.output(args.passwords.redis).apply((pw) => JSON.stringify(redisExporterPasswordMap(redisUri, REDIS_USER_NAMES.exporter, pw)))),
             "0400",
             REDIS_EXPORTER_UID,
           ),
@@ -200,4 +200,18 @@ export class Exporters extends pulumi.ComponentResource {
 
     this.registerOutputs({ targets: this.targets });
   }
+}
+
+/**
+ * The exporter's password file: one entry under the address alone, which
+ * redis_exporter up to 1.68 looks up, and one under the address with the
+ * user in it, which 1.69 and later look up when a user is set ("Support
+ * usernames in password file", oliver006/redis_exporter#983:
+ * lookupPasswordInPasswordMap in exporter/redis.go puts REDIS_USER into the
+ * URI before the lookup). A newer exporter finding no entry connects without
+ * a password and reports redis_up 0.
+ */
+export function redisExporterPasswordMap(redisUri: string, user: string, password: string): Record<string, string> {
+  const withUser = redisUri.replace("://", `://${encodeURIComponent(user)}@`);
+  return { [redisUri]: password, [withUser]: password };
 }

@@ -16,7 +16,7 @@ import { z } from "zod";
 import { FENCE_METHODS, type FenceMethod } from "./controlInfo";
 import { replicaSlotName } from "../templates/postgres-sql";
 import { BACKUP_DRILL_DEFAULTS } from "../templates/backup-scheduler";
-import { REDIS_BACKUP_PACKAGES_DEFAULT } from "../templates/redis-backup-image";
+import { REDIS_BACKUP_PACKAGES_DEFAULT, redisBackupPackagesDefault } from "../templates/redis-backup-image";
 import { DEB_VERSION } from "../templates/local-image";
 import { ALERTMANAGER_PEER_TIMEOUT_SECONDS } from "../templates/alertmanager";
 import { DEFAULT_PUBLIC_PATHS, DEFAULT_WRITE_PATHS, WRITE_PATH, isServerName, publicPathError, type ApiKeyRequests } from "../templates/nginx";
@@ -124,20 +124,20 @@ export interface KeySpec {
 }
 
 export const DEFAULT_IMAGES = {
-  postgresImage: "postgres:15.13-bookworm",
-  redisImage: "redis:7.0.15-bookworm",
-  nginxImage: "nginx:1.22.1",
-  prometheusImage: "prom/prometheus:v2.42.0",
-  grafanaImage: "grafana/grafana:10.4.2",
-  nodeExporterImage: "prom/node-exporter:v1.5.0",
-  postgresExporterImage: "quay.io/prometheuscommunity/postgres-exporter:v0.11.1",
-  redisExporterImage: "oliver006/redis_exporter:v1.45.0",
+  postgresImage: "postgres:17.12-trixie",
+  redisImage: "redis:8.10.2-trixie",
+  nginxImage: "nginx:1.31.10",
+  prometheusImage: "prom/prometheus:v3.13.2",
+  grafanaImage: "grafana/grafana:13.0.1",
+  nodeExporterImage: "prom/node-exporter:v1.11.1",
+  postgresExporterImage: "quay.io/prometheuscommunity/postgres-exporter:v0.19.1",
+  redisExporterImage: "oliver006/redis_exporter:v1.86.0",
 } as const;
 
 // How a former primary was made harmless (the `fence` key): lib/controlInfo.ts.
 export { FENCE_METHODS, type FenceMethod } from "./controlInfo";
 
-const debVersion = z.string().regex(DEB_VERSION, { message: 'expected a Debian package version as apt names it, e.g. "7.88.1-10+deb12u14" (`apt-cache policy <package>` in the image it is installed into)' });
+const debVersion = z.string().regex(DEB_VERSION, { message: 'expected a Debian package version as apt names it, e.g. "8.14.1-2+deb13u7" (`apt-cache policy <package>` in the image it is installed into)' });
 
 const stackName = z.string().regex(/^([A-Za-z0-9_.-]+\/){0,2}[A-Za-z0-9_.-]+$/, { message: 'expected a stack name, e.g. "acme/synaxic/main"' });
 
@@ -182,8 +182,8 @@ export const KEYS: Record<string, KeySpec> = {
   ...Object.fromEntries(Object.entries(DEFAULT_IMAGES).map(([k, v]) => [k, { schema: pinnedImage, default: v }])),
   // A Debian package version (Debian policy 5.6.12: [epoch:]upstream[-revision]).
   pgbackrestVersion: {
-    schema: z.string().regex(/^([0-9]+:)?[0-9][A-Za-z0-9.+~-]*$/, { message: 'expected a Debian package version as apt names it, e.g. "2.59.1-1.pgdg12+1" (`apt-cache policy pgbackrest` in the PostgreSQL image)' }),
-    default: "2.59.1-1.pgdg12+1",
+    schema: z.string().regex(/^([0-9]+:)?[0-9][A-Za-z0-9.+~-]*$/, { message: 'expected a Debian package version as apt names it, e.g. "2.55.1-1" (`apt-cache policy pgbackrest` in the PostgreSQL image)' }),
+    default: "2.55.1-1",
   },
   databaseName: {
     schema: z
@@ -236,7 +236,7 @@ export const KEYS: Record<string, KeySpec> = {
   postgresExporterPort: { schema: port, default: 9187 },
   redisExporterPort: { schema: port, default: 9121 },
   // Alerting (main): Alertmanager and its receivers (templates/alertmanager.ts)
-  alertmanagerImage: { schema: pinnedImage, default: "prom/alertmanager:v0.25.0" },
+  alertmanagerImage: { schema: pinnedImage, default: "prom/alertmanager:v0.33.1" },
   alertmanagerPort: { schema: port, default: 9093 },
   alertEmailTo: { schema: z.array(z.string().regex(ALERT_EMAIL, { message: "expected plain email addresses such as ops@example.com" })).max(50), default: [], json: true },
   alertEmailFrom: { schema: z.union([z.literal(""), z.string().regex(ALERT_EMAIL, { message: "expected a plain email address such as alerts@example.com" })]), default: "" },
@@ -1072,6 +1072,7 @@ const BACKUP_KEYS = ["backupRepository", "backupFrom", "backupAccessKeyId", "bac
 
 /** redisBackupSchedule and redisBackupPackages: each field defaults; enabled false turns snapshots off. Only with a repository. */
 function parseRedisSnapshots(raw: Readonly<Record<string, string>>, get: <T>(key: string) => T, hasRepository: boolean): RedisSnapshotSettings | null {
+  // Each pin defaults to the Debian release redisImage is built on (templates/redis-backup-image.ts).
   const schedule = get<Partial<{ enabled: boolean; hourUtc: number; retention: number }>>("redisBackupSchedule");
   const packages = get<Partial<RedisSnapshotSettings["packages"]>>("redisBackupPackages");
   if (!hasRepository) {
@@ -1084,7 +1085,7 @@ function parseRedisSnapshots(raw: Readonly<Record<string, string>>, get: <T>(key
   return {
     hourUtc: schedule.hourUtc ?? REDIS_SNAPSHOT_DEFAULTS.hourUtc,
     retention: schedule.retention ?? REDIS_SNAPSHOT_DEFAULTS.retention,
-    packages: { ...REDIS_BACKUP_PACKAGES_DEFAULT, ...packages },
+    packages: { ...redisBackupPackagesDefault(get<string>("redisImage")), ...packages },
   };
 }
 

@@ -13,7 +13,7 @@ import type { MainConfig, StackConfig } from "../lib/config";
 import { LocalHost } from "../components/LocalHost";
 import { StandinAppImage } from "../components/StandinAppImage";
 import { standinAppSource } from "../lib/standinApp";
-import { buildMain, checkRotationNotLowered, fleetFacts } from "./main";
+import { buildMain, checkPostgresMajorKept, checkRotationNotLowered, fleetFacts } from "./main";
 import { buildReplica } from "./replica";
 import { hostMemoryBudget } from "../lib/memory";
 
@@ -54,6 +54,7 @@ export async function localStack(config: MainConfig & StackConfig) {
   const localHttpPort = cfg.ports.http + 8000;
   const main = localHost("main", cfg.privateIp, [{ port: cfg.ports.http, localPort: localHttpPort }]);
   await checkRotationNotLowered(cfg.passwordRotation);
+  await checkPostgresMajorKept(cfg.images.postgres);
   const built = buildMain(cfg, main, null);
 
   const replicas = cfg.replicas.map((r) => {

@@ -30,6 +30,7 @@ import { EXPORTER_SCRAPE_USER } from "../templates/exporter-web";
 import type { FleetInfo, ReplicaCredentials } from "../lib/fleetOutputs";
 import { fencedAddresses, hostAccessOutputs, readControl } from "./control";
 import { rotationLoweredError } from "../lib/passwordRotation";
+import { postgresMajorChangeError } from "../lib/postgresMajor";
 
 /** The main stack on a VPS (Hetzner or an existing server). */
 export async function mainStack(config: MainConfig & StackConfig) {
@@ -55,6 +56,7 @@ export async function mainStack(config: MainConfig & StackConfig) {
   // A host too small for the fleet is refused before anything is declared.
   hostMemoryBudget("main", vps);
   await checkRotationNotLowered(cfg.passwordRotation);
+  await checkPostgresMajorKept(cfg.images.postgres);
   let networkId: pulumi.Output<number> | undefined;
   if (cfg.host.provider === "hetzner") {
     const network = new hcloud.Network("private-network", { name: "synaxic", ipRange: cfg.privateNetworkCidr, labels: { app: "synaxic" } });
@@ -98,10 +100,26 @@ export async function mainStack(config: MainConfig & StackConfig) {
  */
 export async function checkRotationNotLowered(rotation: Readonly<Record<string, number>>): Promise<void> {
   if (Object.keys(rotation).length === 0) return;
-  const self = new pulumi.StackReference("self-rotation", { name: `${pulumi.getOrganization()}/${pulumi.getProject()}/${pulumi.getStack()}` });
-  const deployed = (await self.getOutputValue("passwordRotation")) as Record<string, number> | undefined;
+  const deployed = (await ownStack("self-rotation").getOutputValue("passwordRotation")) as Record<string, number> | undefined;
   const lowered = rotationLoweredError(deployed ?? {}, rotation);
   if (lowered) throw new ConfigError(lowered.key, lowered.message);
+}
+
+/**
+ * Refuses a postgresImage of another PostgreSQL major than the one this
+ * stack last deployed (its own `fleet` output, which every release has
+ * written): see lib/postgresMajor.ts.
+ */
+export async function checkPostgresMajorKept(postgresImage: string): Promise<void> {
+  const fleet = (await ownStack("self-postgres").getOutputValue("fleet")) as { images?: { postgres?: unknown } } | undefined;
+  const deployed = typeof fleet?.images?.postgres === "string" ? fleet.images.postgres : undefined;
+  const changed = postgresMajorChangeError(deployed, postgresImage);
+  if (changed) throw new ConfigError(changed.key, changed.message);
+}
+
+/** This stack as its last `up` left it (no outputs on a new stack). */
+function ownStack(name: string): pulumi.StackReference {
+  return new pulumi.StackReference(name, { name: `${pulumi.getOrganization()}/${pulumi.getProject()}/${pulumi.getStack()}` });
 }
 
 /**

@@ -35,11 +35,11 @@ export function hostConfig(host: EngineHost): Record<string, unknown> {
 
 /**
  * The pgbackrest package the rig's stand-in PostgreSQL image carries
- * (Debian bookworm's; images/build.sh prints it as PGBACKREST and the README
+ * (Debian trixie's, which is also the default; images/build.sh prints it as PGBACKREST and the README
  * there says why): pinned so that the image build finds it installed and
  * needs no network.
  */
-export const RIG_PGBACKREST_VERSION = "2.45-1";
+export const RIG_PGBACKREST_VERSION = "2.55.1-1";
 
 /**
  * The curl, openssl and ca-certificates versions in the rig's stand-in Redis
@@ -47,7 +47,7 @@ export const RIG_PGBACKREST_VERSION = "2.45-1";
  * archive is built): the engine tier pins redisBackupPackages to them, so
  * that the program's Redis snapshot image, built FROM it, needs no network.
  */
-export async function rigRedisBackupPackages(host: EngineHost, redisImage = "redis:7.0.15-bookworm"): Promise<Record<string, string>> {
+export async function rigRedisBackupPackages(host: EngineHost, redisImage = "redis:8.10.2-trixie"): Promise<Record<string, string>> {
   const out = (await host.docker(["run", "--rm", "--network", "none", "--entrypoint", "dpkg-query", redisImage, "-W", "-f=${Package}=${Version}\n", "curl", "openssl", "ca-certificates"])).stdout;
   const v = Object.fromEntries(out.trim().split("\n").map((l) => l.split("=") as [string, string]));
   if (!v.curl || !v.openssl || !v["ca-certificates"]) throw new Error(`the rig's ${redisImage} lacks curl, openssl or ca-certificates: ${out}`);

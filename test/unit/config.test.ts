@@ -50,7 +50,7 @@ describe("parseStackConfig: a valid main stack", () => {
     expect(c.host).toEqual({ provider: "hetzner", serverType: "cx33", location: "nbg1", osImage: "debian-12", networkZone: "", cpus: 0, memoryMiB: 0 });
     expect(c.ports.postgres).toBe(5432);
     expect(c.ports.redis).toBe(6380);
-    expect(c.images.postgres).toMatch(/^postgres:15\./);
+    expect(c.images.postgres).toMatch(/^postgres:17\./);
     expect(c.deleteDataOnDestroy).toBe(false);
   });
 
@@ -298,7 +298,7 @@ describe("with every declared default present, as the engine hands them to the p
   });
   it("a main stack parses with every alerting default: Alertmanager runs, no receiver is configured", () => {
     const c = parseStackConfig({ ...defaults, ...mainRaw() }, SECRET_KEYS) as MainConfig;
-    expect(c.alerting).toEqual({ image: "prom/alertmanager:v0.25.0", port: 9093 });
+    expect(c.alerting).toEqual({ image: "prom/alertmanager:v0.33.1", port: 9093 });
   });
   it("monitoringReplica and alertmanagerClusterPort at their defaults: no second monitoring pair, on a main and on a replica stack", () => {
     const c = parseStackConfig({ ...defaults, ...mainRaw() }, SECRET_KEYS) as MainConfig;
@@ -351,12 +351,12 @@ describe("alerting keys (main stack)", () => {
   const alerting = (extra: Record<string, string>, secrets = ALERT_SECRETS) => parseMain(extra, secrets).alerting;
 
   it("with none set: Alertmanager with its pinned image on loopback port 9093, no receiver", () => {
-    expect(alerting({})).toEqual({ image: "prom/alertmanager:v0.25.0", port: 9093 });
+    expect(alerting({})).toEqual({ image: "prom/alertmanager:v0.33.1", port: 9093 });
   });
 
   it("every receiver, with its defaults", () => {
     expect(alerting({ ...email, ...urls })).toEqual({
-      image: "prom/alertmanager:v0.25.0",
+      image: "prom/alertmanager:v0.33.1",
       port: 9093,
       email: { smarthost: "smtp.example.com:587", from: "alerts@example.com", to: ["ops@example.com", "oncall@example.com"], username: "alerts", requireTls: true, minSeverity: "critical" },
       slack: { channel: "", minSeverity: "warning" },

@@ -53,7 +53,7 @@ describe.each([0, 1, 3])("main stack with %i replicas", (n) => {
   it("pulls only pinned images, the app's as configured", () => {
     const images = runs[n]!.of("docker:index/remoteImage:RemoteImage").map((r) => String(r.inputs.name));
     expect(images).toContain("registry.example.com/synaxic:1.4.2");
-    expect(images.some((i) => /^postgres:15\./.test(i))).toBe(true);
+    expect(images.some((i) => /^postgres:17\./.test(i))).toBe(true);
     for (const i of images) expect(i).toMatch(/:(?!latest$)[A-Za-z0-9_.-]+$|@sha256:/);
   });
 
@@ -458,11 +458,11 @@ describe("the PostgreSQL image is built on the host (official image + pinned pgB
   it("the build step feeds the rendered Dockerfile on stdin, tags it after its inputs, re-runs when the base image changes, and the container runs the ID it prints", () => {
     const run = runs[1]!;
     const build = run.one(COMMAND, "postgres-image-build");
-    expect(String(build.inputs.stdin)).toMatch(/^FROM postgres:15\.\S+$/m);
+    expect(String(build.inputs.stdin)).toMatch(/^FROM postgres:17\.\S+$/m);
     expect(String(build.inputs.stdin)).toContain("pgbackrest=$want");
     expect(String(build.inputs.create)).toMatch(/docker build --network host --tag "\$1" - .* synaxic-local\/postgres:[a-f0-9]{16}$/);
     const base = run.one("docker:index/remoteImage:RemoteImage", "postgres-image");
-    expect(base.inputs.name).toMatch(/^postgres:15\./);
+    expect(base.inputs.name).toMatch(/^postgres:17\./);
     expect(build.opts.dependsOn).toContain(base.name);
     const baseId = (build.inputs.triggers as string[])[0];
     expect(baseId).toMatch(/^sha256:[a-f0-9]+$/);

@@ -49,7 +49,7 @@ describe("Alertmanager on the main host (mocks)", () => {
     const c = plain.one(CONTAINER, "monitoring-alertmanager").inputs;
     expect(c.name).toBe("synaxic-main-alertmanager");
     expect(c.command).toEqual(["--config.file=/etc/alertmanager/alertmanager.yml", "--storage.path=/alertmanager", "--web.listen-address=127.0.0.1:9093", "--cluster.listen-address="]);
-    expect(plain.of("docker:index/remoteImage:RemoteImage").map((r) => r.inputs.name)).toContain("prom/alertmanager:v0.25.0");
+    expect(plain.of("docker:index/remoteImage:RemoteImage").map((r) => r.inputs.name)).toContain("prom/alertmanager:v0.33.1");
     expect(c.volumes).toEqual([{ volumeName: "synaxic-main-alertmanager-data", containerPath: "/alertmanager" }]);
     expect(c.mounts).toEqual([expect.objectContaining({ type: "bind", target: "/etc/alertmanager", readOnly: true })]);
     expect(String((c.mounts as { source: string }[])[0]!.source)).toMatch(/\/main\/alertmanager$/);

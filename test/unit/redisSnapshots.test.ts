@@ -68,12 +68,12 @@ describe("Redis snapshots on (backupRepository set)", () => {
   it("the main host builds the snapshot image FROM the fleet's Redis image with the pinned packages, and runs the job from the built image's ID", () => {
     const build = main.one(COMMAND, "redis-snapshots-image-build");
     const dockerfile = String(build.inputs.stdin);
-    expect(dockerfile).toMatch(/^FROM redis:7\.0\.15-bookworm$/m);
+    expect(dockerfile).toMatch(/^FROM redis:8\.10\.2-trixie$/m);
     const d = REDIS_BACKUP_PACKAGES_DEFAULT;
     expect(dockerfile).toContain(`pins="curl=${d.curl} openssl=${d.openssl} ca-certificates=${d.caCertificates}"`);
     expect(String(build.inputs.create)).toMatch(/docker build --network host --tag "\$1" -.* synaxic-local\/redis-backup:[a-f0-9]{16}$/);
     expect(build.opts.dependsOn).toContain("redis-snapshots-image");
-    expect(main.one(IMAGE, "redis-snapshots-image").inputs.name).toBe("redis:7.0.15-bookworm");
+    expect(main.one(IMAGE, "redis-snapshots-image").inputs.name).toBe("redis:8.10.2-trixie");
     const job = main.one(CONTAINER, "redis-snapshots-container");
     expect(job.inputs.image).toMatch(/^sha256:[a-f0-9]{16}$/);
     expect(job.inputs.name).toBe("synaxic-main-redis-backup");

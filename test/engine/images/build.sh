@@ -2,7 +2,9 @@
 # shellcheck disable=SC2016 # the check scripts are single-quoted on purpose: they expand in the containers
 # Builds local stand-ins for the container images the Synaxic program pulls,
 # tagged exactly as the program's defaults (Pulumi.yaml, lib/config.ts), from
-# Debian bookworm packages only: no container registry is contacted. Writes
+# Debian packages only (trixie, and forky for the Prometheus family, so that
+# each stand-in has its default's major version): no container registry is
+# contacted. Writes
 # them as ONE `docker save` archive for the engine rig to `docker load` into
 # each host's dockerd:
 #
@@ -18,16 +20,17 @@
 #
 # How (see README.md for what differs from the official images):
 # 1. Host tools (docker.io, debootstrap, openssl) are installed when missing.
-# 2. `debootstrap --variant=minbase bookworm` once; its root is cached in the
-#    cache directory as debootstrap-bookworm-minbase-<key>.tar.
-# 3. That root, with bookworm, bookworm-updates and bookworm-security sources,
+# 2. `debootstrap --variant=minbase trixie` once; its root is cached in the
+#    cache directory as debootstrap-trixie-minbase-<key>.tar.
+# 3. That root, with trixie, trixie-updates and trixie-security sources (and
+#    forky pinned at priority 100, for the packages named <package>/forky),
 #    gets `apt-get update` and `upgrade` in a chroot, a slim dpkg config (no
 #    docs, man pages or message catalogs) and a policy-rc.d that starts no
 #    service; apt then downloads, still in the chroot, each image's packages
 #    (--download-only, --no-install-recommends) against that exact state.
 # 4. A temporary dockerd (own data root, exec root, socket and pidfile under a
 #    temporary directory; --iptables=false --bridge=none, --experimental for
-#    --squash) imports the root as synaxic-rig-build/base:bookworm and builds
+#    --squash) imports the root as synaxic-rig-build/base:trixie and builds
 #    each image from its folder's Dockerfile with `docker build --network none
 #    --squash`: users and groups with the official ids first, then
 #    `apt-get install` of the downloaded .debs, then the official layout.
@@ -56,30 +59,51 @@ START_SECONDS=$SECONDS
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../../.." && pwd)"
 readonly HERE REPO
-readonly SUITE=bookworm
+readonly SUITE=trixie
 readonly MIRROR="${SYNAXIC_RIG_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 readonly SECURITY_MIRROR="${SYNAXIC_RIG_DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}"
 readonly CACHE="${SYNAXIC_RIG_IMAGES:-/var/cache/synaxic-rig/images}"
 LOG="$CACHE/build.log"
 readonly APP_STUB="$REPO/test/rig/appStub.server.mjs"
 readonly KEEP="${SYNAXIC_RIG_KEEP:-3}"
-readonly BASE_TAG=synaxic-rig-build/base:bookworm
+readonly BASE_TAG=synaxic-rig-build/base:$SUITE
 readonly BUSYBOX_TAG=busybox:1.36.1
 readonly CHROOT_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+
+# The program's image defaults (lib/config.ts DEFAULT_IMAGES), each built as a stand-in.
+readonly T_POSTGRES=postgres:17.12-trixie
+readonly T_REDIS=redis:8.10.2-trixie
+readonly T_NGINX=nginx:1.31.10
+readonly T_PROMETHEUS=prom/prometheus:v3.13.2
+readonly T_ALERTMANAGER=prom/alertmanager:v0.33.1
+readonly T_NODE_EXPORTER=prom/node-exporter:v1.11.1
+readonly T_POSTGRES_EXPORTER=quay.io/prometheuscommunity/postgres-exporter:v0.19.1
+readonly T_REDIS_EXPORTER=oliver006/redis_exporter:v1.86.0
+readonly T_GRAFANA=grafana/grafana:13.0.1
+# Packages taken from Debian's next release (forky) rather than trixie, so that
+# the stand-ins run the defaults' major versions: trixie has Prometheus 2.53,
+# forky Prometheus 3 (and the exporters and Alertmanager of the same season).
+# They are Go programs depending on libc6 only; the apt source is pinned low
+# (priority 100) so nothing else comes from it, and it is gone from the base
+# before the base is imported. A mirror that keeps a dated copy of testing
+# serves a Release whose Valid-Until has passed: that source alone is read
+# with Check-Valid-Until: no (apt's sources.list(5)); its signature is still
+# checked.
+readonly NEXT_SUITE=forky
 
 # The images: folder | tag | parent (base or node) | Debian packages downloaded for it.
 # "node" is the family base of grafana, app and node-slim (internal tag, not saved by name).
 readonly IMAGES=(
-	"node|synaxic-rig-build/node:bookworm|base|nodejs"
-	"postgres|postgres:15.13-bookworm|base|gosu locales postgresql-15 less libnss-wrapper xz-utils zstd pgbackrest"
-	"redis|redis:7.0.15-bookworm|base|gosu redis-server redis-tools curl openssl ca-certificates"
-	"nginx|nginx:1.22.1|base|nginx"
-	"prometheus|prom/prometheus:v2.42.0|base|prometheus"
-	"alertmanager|prom/alertmanager:v0.25.0|base|prometheus-alertmanager"
-	"node-exporter|prom/node-exporter:v1.5.0|base|prometheus-node-exporter"
-	"postgres-exporter|quay.io/prometheuscommunity/postgres-exporter:v0.11.1|base|prometheus-postgres-exporter"
-	"redis-exporter|oliver006/redis_exporter:v1.45.0|base|prometheus-redis-exporter ca-certificates"
-	"grafana|grafana/grafana:10.4.2|node|node-yaml"
+	"node|synaxic-rig-build/node:$SUITE|base|nodejs"
+	"postgres|$T_POSTGRES|base|gosu locales postgresql-17 less libnss-wrapper xz-utils zstd pgbackrest"
+	"redis|$T_REDIS|base|gosu redis-server redis-tools curl openssl ca-certificates"
+	"nginx|$T_NGINX|base|nginx"
+	"prometheus|$T_PROMETHEUS|base|prometheus/$NEXT_SUITE promtool/$NEXT_SUITE"
+	"alertmanager|$T_ALERTMANAGER|base|prometheus-alertmanager/$NEXT_SUITE"
+	"node-exporter|$T_NODE_EXPORTER|base|prometheus-node-exporter/$NEXT_SUITE"
+	"postgres-exporter|$T_POSTGRES_EXPORTER|base|prometheus-postgres-exporter/$NEXT_SUITE"
+	"redis-exporter|$T_REDIS_EXPORTER|base|prometheus-redis-exporter/$NEXT_SUITE ca-certificates"
+	"grafana|$T_GRAFANA|node|node-yaml"
 	"app|ghcr.io/synaxic/synaxic:1.0.0|node|"
 	"node-slim|node:22.23.2-bookworm-slim|node|"
 )
@@ -248,6 +272,19 @@ Suites: $SUITE-security
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 EOF
+cat >"$ROOT/etc/apt/sources.list.d/synaxic-next.sources" <<EOF
+Types: deb
+URIs: $MIRROR
+Suites: $NEXT_SUITE
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+Check-Valid-Until: no
+EOF
+cat >"$ROOT/etc/apt/preferences.d/synaxic-next" <<EOF
+Package: *
+Pin: release n=$NEXT_SUITE
+Pin-Priority: 100
+EOF
 cat >"$ROOT/etc/apt/apt.conf.d/synaxic-slim" <<'EOF'
 Acquire::Languages "none";
 EOF
@@ -309,6 +346,7 @@ done
 download busybox busybox-static
 
 # The base as imported: no package lists, caches, logs or host files.
+rm -f "$ROOT/etc/apt/sources.list.d/synaxic-next.sources" "$ROOT/etc/apt/preferences.d/synaxic-next"
 rm -rf "$ROOT/var/cache/synaxic-debs" "$ROOT"/var/lib/apt/lists/* "$ROOT"/var/cache/apt/*.bin "$ROOT"/var/cache/apt/archives/*.deb
 rm -f "$ROOT"/var/cache/debconf/*-old "$ROOT"/var/lib/dpkg/*-old "$ROOT/var/log/bootstrap.log"
 find "$ROOT/var/log" -type f -exec truncate -s 0 {} +
@@ -377,7 +415,12 @@ build_busybox() {
 	[ -n "$deb" ] || die "busybox-static was not downloaded"
 	mkdir -p "$WORK/busybox-deb" "$dir"/{bin,dev,etc,home,proc,root,sys,tmp,usr/sbin,var/spool/mail,var/www}
 	dpkg-deb -x "$deb" "$WORK/busybox-deb"
-	install -m 0755 "$WORK/busybox-deb/bin/busybox" "$dir/bin/busybox"
+	# /bin/busybox up to bookworm, /usr/bin/busybox since trixie's merged /usr.
+	local bin
+	for bin in "$WORK/busybox-deb/usr/bin/busybox" "$WORK/busybox-deb/bin/busybox"; do
+		if [ -f "$bin" ]; then break; fi
+	done
+	install -m 0755 "$bin" "$dir/bin/busybox"
 	"$dir/bin/busybox" --list >"$WORK/busybox.applets"
 	grep -qx sh "$WORK/busybox.applets"
 	grep -qx sleep "$WORK/busybox.applets"
@@ -476,7 +519,7 @@ http_has() {
 logs_tail() { "$DOCKER" logs "$1" 2>&1 | tail -n 20 >>"$LOG"; }
 
 say "checking the images"
-check postgres:15.13-bookworm "users, paths, binaries, locale, initdb as the program runs it" '
+check "$T_POSTGRES" "users, paths, binaries, locale, initdb as the program runs it" '
 set -e
 [ "$(id -u postgres):$(id -g postgres)" = 999:999 ]
 for c in bash gosu getent cut find stat ls chown chmod touch grep initdb postgres pg_ctl psql pg_isready pg_basebackup pg_receivewal pg_rewind locale pgbackrest dpkg-query; do
@@ -485,15 +528,15 @@ done
 echo "PATH=$PATH"
 [ "$(stat -c %U:%G /var/run/postgresql)" = postgres:postgres ]
 [ "$(stat -c %U:%a /var/lib/postgresql/data)" = postgres:1777 ]
-[ ! -e /etc/postgresql/15/main ]
-[ ! -e /var/lib/postgresql/15 ]
+[ ! -e /etc/postgresql/17/main ]
+[ ! -e /var/lib/postgresql/17 ]
 locale -a | grep -qx en_US.utf8
 gosu postgres initdb --pgdata=/tmp/pgcheck --username=postgres --auth-local=peer --auth-host=reject --encoding=UTF8 --locale=C.UTF-8 --data-checksums >/dev/null
 echo "PGBACKREST: $(dpkg-query -W -f='"'"'${Version}'"'"' pgbackrest)"
 echo "VERSION: $(postgres --version)"'
-expect_version postgres:15.13-bookworm '\(PostgreSQL\) 15\.'
+expect_version "$T_POSTGRES" '\(PostgreSQL\) 17\.'
 
-check redis:7.0.15-bookworm "users, paths, binaries" '
+check "$T_REDIS" "users, paths, binaries" '
 set -e
 [ "$(id -u redis):$(id -g redis)" = 999:999 ]
 [ "$(pwd)" = /data ]
@@ -502,63 +545,61 @@ command -v gosu redis-server redis-cli redis-check-rdb setpriv curl openssl >/de
 curl --help all | grep -q -- --aws-sigv4
 echo "REDIS BACKUP PACKAGES: $(dpkg-query -W -f='"'"'${Package}=${Version} '"'"' curl openssl ca-certificates)"
 echo "VERSION: $(redis-server --version)"'
-expect_version redis:7.0.15-bookworm 'v=7\.0\.15 '
+expect_version "$T_REDIS" 'v=8\.'
 
-check nginx:1.22.1 "user, log links, configuration" '
+check "$T_NGINX" "user, log links, configuration" '
 set -e
 [ "$(id -u nginx):$(id -g nginx)" = 101:101 ]
 [ "$(readlink /var/log/nginx/access.log)" = /dev/stdout ]
 [ "$(readlink /var/log/nginx/error.log)" = /dev/stderr ]
 nginx -t 2>&1
 echo "VERSION: $(nginx -v 2>&1)"'
-expect_version nginx:1.22.1 'nginx/1\.22\.1$'
+expect_version "$T_NGINX" 'nginx/1\.'
 
-check prom/prometheus:v2.42.0 "user nobody, /prometheus, promtool" '
+check "$T_PROMETHEUS" "user nobody, /prometheus, promtool" '
 set -e
 [ "$(id -u):$(id -g)" = 65534:65534 ]
 [ "$(pwd)" = /prometheus ]
 [ "$(stat -c %u:%g /prometheus)" = 65534:65534 ]
-[ -d /usr/share/prometheus/consoles ]
-[ -d /etc/prometheus/console_libraries ]
 /bin/promtool --version | head -n 1
 echo "VERSION: $(/bin/prometheus --version 2>&1 | head -n 1)"'
-expect_version prom/prometheus:v2.42.0 'version 2\.42\.0'
+expect_version "$T_PROMETHEUS" 'version 3\.'
 
-check prom/alertmanager:v0.25.0 "user nobody, /alertmanager, amtool" '
+check "$T_ALERTMANAGER" "user nobody, /alertmanager, amtool" '
 set -e
 [ "$(id -u):$(id -g)" = 65534:65534 ]
 [ "$(pwd)" = /alertmanager ]
 [ "$(stat -c %u:%g /alertmanager)" = 65534:65534 ]
 /bin/amtool check-config /etc/alertmanager/alertmanager.yml
 echo "VERSION: $(/bin/alertmanager --version 2>&1 | head -n 1)"'
-expect_version prom/alertmanager:v0.25.0 'version 0\.25\.0'
+expect_version "$T_ALERTMANAGER" 'version 0\.33\.'
 
-check prom/node-exporter:v1.5.0 "user nobody" '
+check "$T_NODE_EXPORTER" "user nobody" '
 set -e
 [ "$(id -u)" = 65534 ]
 echo "VERSION: $(/bin/node_exporter --version 2>&1 | head -n 1)"'
-expect_version prom/node-exporter:v1.5.0 'version 1\.5\.0'
+expect_version "$T_NODE_EXPORTER" 'version 1\.11\.'
 
-check quay.io/prometheuscommunity/postgres-exporter:v0.11.1 "user nobody" '
+check "$T_POSTGRES_EXPORTER" "user nobody" '
 set -e
 [ "$(id -u)" = 65534 ]
 echo "VERSION: $(/bin/postgres_exporter --version 2>&1 | head -n 1)"'
-expect_version quay.io/prometheuscommunity/postgres-exporter:v0.11.1 'version 0\.11\.1'
+expect_version "$T_POSTGRES_EXPORTER" 'version 0\.19\.'
 
-check oliver006/redis_exporter:v1.45.0 "user 59000:59000" '
+check "$T_REDIS_EXPORTER" "user 59000:59000" '
 set -e
 [ "$(id -u):$(id -g)" = 59000:59000 ]
 echo "VERSION: $(/redis_exporter -version 2>&1 | sed -n "s/.*\(Redis Metrics Exporter [^ ]*\).*/\1/p")"'
-expect_version oliver006/redis_exporter:v1.45.0 'Exporter 1\.45\.0'
+expect_version "$T_REDIS_EXPORTER" 'Exporter v?1\.86\.'
 
-check grafana/grafana:10.4.2 "user 472:0, paths" '
+check "$T_GRAFANA" "user 472:0, paths" '
 set -e
 [ "$(id -u):$(id -g)" = 472:0 ]
 [ "$(pwd)" = /usr/share/grafana ]
 [ "$(stat -c %u:%g:%a /var/lib/grafana)" = 472:0:777 ]
 [ "$(stat -c %u:%g:%a /etc/grafana/provisioning)" = 472:0:777 ]
 echo "VERSION: $(grafana --version) on node $(node --version)"'
-expect_version grafana/grafana:10.4.2 '10\.4\.2'
+expect_version "$T_GRAFANA" '13\.0\.1'
 
 check ghcr.io/synaxic/synaxic:1.0.0 "user appuser 1001, bash and timeout, no curl" '
 set -e
@@ -596,7 +637,7 @@ synaxic_verify:
 EOF
 chmod 0755 "$V/pg" && chmod 0644 "$V/pg"/*
 PG="$(vname pg)"
-logged "run postgres" "$DOCKER" run -d --name "$PG" --network none -e POSTGRES_PASSWORD=verify-password postgres:15.13-bookworm
+logged "run postgres" "$DOCKER" run -d --name "$PG" --network none -e POSTGRES_PASSWORD=verify-password "$T_POSTGRES"
 wait_until 60 "postgres to accept connections" "$DOCKER" exec "$PG" pg_isready -q -h 127.0.0.1 -p 5432
 "$DOCKER" exec "$PG" bash -c '[ "$(stat -c %U /var/lib/postgresql/data)" = postgres ] && [ "$(stat -c %a /var/lib/postgresql/data)" = 700 ]' ||
 	die "postgres entrypoint did not hand the data directory to postgres"
@@ -607,7 +648,7 @@ logged "run postgres-exporter" "$DOCKER" run -d --name "$PGX" --network "contain
 	-e DATA_SOURCE_USER=postgres \
 	-e DATA_SOURCE_PASS_FILE=/etc/synaxic/password \
 	-e PG_EXPORTER_EXTEND_QUERY_PATH=/etc/synaxic/queries.yaml \
-	quay.io/prometheuscommunity/postgres-exporter:v0.11.1
+	"$T_POSTGRES_EXPORTER"
 wait_until 30 "postgres-exporter: pg_up 1 on PG_EXPORTER_WEB_LISTEN_ADDRESS" http_has "$PGX" 9187 /metrics '^pg_up 1'
 http_has "$PGX" 9187 /metrics '^synaxic_verify_one(\{[^}]*\})? 1$' || { logs_tail "$PGX"; die "postgres-exporter ignored PG_EXPORTER_EXTEND_QUERY_PATH"; }
 say "  postgres: docker-entrypoint initdb and start as postgres; postgres-exporter: env honoured (pg_up 1, extend queries)"
@@ -620,11 +661,11 @@ mkdir -p "$V/redis"
 	openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key -out server.csr
 	printf 'subjectAltName=IP:127.0.0.1\n' >san.ext
 	openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile san.ext -out server.crt
-	printf '{"rediss://127.0.0.1:6380":"verify-password"}\n' >passwords.json
+	printf '{"rediss://127.0.0.1:6380":"verify-password","rediss://exporter@127.0.0.1:6380":"verify-password"}\n' >passwords.json
 ) >>"$LOG" 2>&1 || die "openssl could not make the Redis test certificates"
 chmod 0755 "$V/redis" && chmod 0644 "$V/redis"/*
 RD="$(vname redis)"
-logged "run redis" "$DOCKER" run -d --name "$RD" --network none -v "$V/redis:/etc/synaxic/tls:ro" redis:7.0.15-bookworm \
+logged "run redis" "$DOCKER" run -d --name "$RD" --network none -v "$V/redis:/etc/synaxic/tls:ro" "$T_REDIS" \
 	redis-server --port 0 --tls-port 6380 --bind 127.0.0.1 \
 	--tls-cert-file /etc/synaxic/tls/server.crt --tls-key-file /etc/synaxic/tls/server.key \
 	--tls-ca-cert-file /etc/synaxic/tls/ca.crt --tls-auth-clients optional \
@@ -641,13 +682,13 @@ logged "run redis_exporter" "$DOCKER" run -d --name "$RX" --network "container:$
 	-e REDIS_PASSWORD_FILE=/etc/synaxic/passwords.json \
 	-e REDIS_EXPORTER_TLS_CA_CERT_FILE=/etc/synaxic/ca.crt \
 	-e REDIS_EXPORTER_CONFIG_COMMAND=- \
-	oliver006/redis_exporter:v1.45.0
+	"$T_REDIS_EXPORTER"
 wait_until 30 "redis_exporter: redis_up 1 over TLS" http_has "$RX" 9121 /metrics '^redis_up 1'
 say "  redis: TLS, entrypoint drops to redis (999); redis_exporter: env honoured (redis_up 1 over verified TLS)"
 
 # nginx with the official default command; the access log reaches stdout.
 NG="$(vname nginx)"
-logged "run nginx" "$DOCKER" run -d --name "$NG" --network none nginx:1.22.1
+logged "run nginx" "$DOCKER" run -d --name "$NG" --network none "$T_NGINX"
 wait_until 20 "nginx to answer" http_has "$NG" 80 / '^HTTP/1\.[01] 200'
 wait_until 10 "the access log on stdout" sh -c "'$DOCKER' logs '$NG' 2>/dev/null | grep -q '\"GET / HTTP/1.0\" 200'"
 WORKER_UIDS="$("$DOCKER" exec "$NG" bash -c 'for p in /proc/[0-9]*; do if grep -qa "^nginx: worker process" "$p/cmdline" 2>/dev/null; then awk "/^Uid:/ { print \$2 }" "$p/status"; fi; done')"
@@ -656,7 +697,7 @@ say "  nginx: default site, access log on stdout, workers as nginx (101)"
 
 # Prometheus with the program's flags; a HUP (the program's reload) keeps it up.
 PR="$(vname prometheus)"
-logged "run prometheus" "$DOCKER" run -d --name "$PR" --network none prom/prometheus:v2.42.0 \
+logged "run prometheus" "$DOCKER" run -d --name "$PR" --network none "$T_PROMETHEUS" \
 	--web.listen-address=127.0.0.1:9090 --config.file=/etc/prometheus/prometheus.yml --storage.tsdb.path=/prometheus \
 	--storage.tsdb.retention.time=30d
 wait_until 30 "prometheus to be ready" http_has "$PR" 9090 /-/ready '^HTTP/1\.[01] 200'
@@ -667,7 +708,7 @@ say "  prometheus: program's flags, ready, reload on HUP"
 
 # Alertmanager with the program's flags (loopback, no cluster); the program reloads it with kill -HUP 1 from inside.
 AMV="$(vname alertmanager)"
-logged "run alertmanager" "$DOCKER" run -d --name "$AMV" --network none prom/alertmanager:v0.25.0 \
+logged "run alertmanager" "$DOCKER" run -d --name "$AMV" --network none "$T_ALERTMANAGER" \
 	--config.file=/etc/alertmanager/alertmanager.yml --storage.path=/alertmanager \
 	--web.listen-address=127.0.0.1:9093 --cluster.listen-address=
 wait_until 30 "alertmanager to be ready" http_has "$AMV" 9093 /-/ready '^HTTP/1\.[01] 200'
@@ -681,7 +722,7 @@ mkdir -p "$V/textfile"
 printf '# TYPE synaxic_certificate_expiry_timestamp_seconds gauge\nsynaxic_certificate_expiry_timestamp_seconds{name="verify"} 1.9e+09\n' >"$V/textfile/certificates.prom"
 chmod 0755 "$V/textfile" && chmod 0644 "$V/textfile"/*
 NX="$(vname node)"
-logged "run node-exporter" "$DOCKER" run -d --name "$NX" --network none --user 65534:65534 -v "$V/textfile:/textfile:ro" prom/node-exporter:v1.5.0 \
+logged "run node-exporter" "$DOCKER" run -d --name "$NX" --network none --user 65534:65534 -v "$V/textfile:/textfile:ro" "$T_NODE_EXPORTER" \
 	--web.listen-address=127.0.0.1:9100 --collector.textfile.directory=/textfile \
 	'--collector.filesystem.mount-points-exclude=^/(dev|proc|sys|run|var/lib/docker/.+)($|/)'
 wait_until 30 "node-exporter metrics with the textfile" http_has "$NX" 9100 /metrics '^synaxic_certificate_expiry_timestamp_seconds\{name="verify"\}'
@@ -731,7 +772,7 @@ logged "run grafana" "$DOCKER" run -d --name "$GR" --network none "${GF_ENV[@]}"
 	-v "$V/grafana/provisioning/datasources:/etc/grafana/provisioning/datasources:ro" \
 	-v "$V/grafana/provisioning/dashboards:/etc/grafana/provisioning/dashboards:ro" \
 	-v "$V/grafana/dashboards:/var/lib/synaxic-dashboards:ro" \
-	grafana/grafana:10.4.2
+	"$T_GRAFANA"
 wait_until 20 "grafana /api/health" http_has "$GR" 3000 /api/health '"database":"ok"'
 http_has "$GR" 3000 /api/datasources '^HTTP/1\.[01] 401' || die "grafana stand-in answered /api/datasources without credentials"
 AUTH="Authorization: Basic $(printf 'admin:verify-admin' | base64)"
@@ -739,7 +780,7 @@ http_has "$GR" 3000 /api/datasources '"uid":"synaxic-prometheus"' "$AUTH" || { l
 http_has "$GR" 3000 /api/dashboards/uid/synaxic-replication '"provisioned":true' "$AUTH" || die "grafana stand-in did not load the provisioned dashboard"
 printf '\n===== grafana with a broken provisioning file\n' >>"$LOG"
 if "$DOCKER" run --rm --network none "${GF_ENV[@]}" -v "$V/grafana/secret:/run/synaxic:ro" \
-	-v "$V/grafana/bad:/etc/grafana/provisioning/datasources:ro" grafana/grafana:10.4.2 >>"$LOG" 2>&1; then
+	-v "$V/grafana/bad:/etc/grafana/provisioning/datasources:ro" "$T_GRAFANA" >>"$LOG" 2>&1; then
 	die "grafana stand-in started with a provisioning file that does not parse"
 fi
 say "  grafana stand-in: /api/health, admin password from file, provisioning loaded, broken YAML refused"

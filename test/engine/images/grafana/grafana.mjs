@@ -1,5 +1,5 @@
 /* global Buffer, URL */
-// A STAND-IN for Grafana 10.4.2 in the test rig's grafana/grafana:10.4.2
+// A STAND-IN for Grafana 13.0.1 in the test rig's grafana/grafana:13.0.1
 // image. It is not Grafana: it has no UI, no database, no queries, no
 // alerting. It does what the Synaxic program and its tests rely on:
 //
@@ -31,7 +31,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSy
 import { join } from "node:path";
 import process from "node:process";
 
-const VERSION = "10.4.2";
+const VERSION = "13.0.1";
 const COMMIT = "synaxic-stand-in";
 const require = createRequire(import.meta.url);
 const YAML = require("/usr/share/nodejs/yaml");

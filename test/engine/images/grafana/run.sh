@@ -1,5 +1,5 @@
 #!/bin/bash -e
-# /run.sh of the stand-in grafana/grafana:10.4.2 image. Does what the official
+# /run.sh of the stand-in grafana/grafana:13.0.1 image. Does what the official
 # image's /run.sh does before starting Grafana:
 # - warns when the config is not readable, the data directory not writable or
 #   the home not readable;

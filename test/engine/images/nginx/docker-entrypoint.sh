@@ -1,5 +1,5 @@
 #!/bin/sh
-# Entrypoint of the stand-in nginx:1.22.1 image. Like the official one: when
+# Entrypoint of the stand-in nginx:1.31.10 image. Like the official one: when
 # the command is nginx or nginx-debug, the scripts in /docker-entrypoint.d
 # run first in version order (*.envsh sourced, executable *.sh run; this image
 # ships none), then the command is exec'd.

@@ -2,7 +2,7 @@
 # Stand-in for the official postgres image's docker-entrypoint.sh: the same
 # main path, reduced (see ../README.md). The Synaxic program never runs it (it
 # replaces the entrypoint with its own script); it is here so that the image
-# also works as `docker run -e POSTGRES_PASSWORD=... postgres:15.13-bookworm`.
+# also works as `docker run -e POSTGRES_PASSWORD=... postgres:17.12-trixie`.
 #
 # - first argument starting with '-': `postgres` is prepended;
 # - `postgres` as root: PGDATA and /var/run/postgresql are created and handed
