@@ -23,10 +23,15 @@ export interface ExportersArgs {
   /** The exporters listen on this host's private address only; the firewall lets the Prometheus hosts in. */
   privateIp: string;
   ports: { nodeExporter: number; postgresExporter: number; redisExporter: number; postgres: number; redis: number };
-  /** The fleet's CA: the exporters verify PostgreSQL and Redis with it, and Prometheus' client certificate. */
-  caPem: pulumi.Input<string>;
+  /**
+   * The CAs each exporter trusts, one per service (components/Pki.ts):
+   * postgres_exporter verifies PostgreSQL with the PostgreSQL CA,
+   * redis_exporter Redis with the Redis CA, and all of them Prometheus'
+   * client certificate with the metrics CA.
+   */
+  caPems: { postgres: pulumi.Input<string>; redis: pulumi.Input<string>; metrics: pulumi.Input<string> };
   passwords: { postgres: pulumi.Input<string>; redis: pulumi.Input<string> };
-  /** The exporters' server certificate (the fleet's CA, this host's private address as an IP SAN) and its key (secret). */
+  /** The exporters' server certificate (the metrics CA, this host's private address as an IP SAN) and its key (secret). */
   tls: { certPem: pulumi.Input<string>; keyPem: pulumi.Input<string> };
   /** The user Prometheus scrapes as and the bcrypt hash of its password (secret); node_exporter and postgres_exporter check it. */
   scrapeAuth: { username: string; bcryptHash: pulumi.Input<string> };
@@ -40,7 +45,7 @@ export interface ExportersArgs {
  * certificate expiry times), PostgreSQL (with the fleet's replication
  * queries) and Redis. Credentials are files; the exporters connect over
  * verified TLS to the local servers. Each serves its metrics over TLS only,
- * to clients with a certificate from the fleet's CA, and node_exporter and
+ * to clients with a certificate from the metrics CA, and node_exporter and
  * postgres_exporter also ask for the scrape user's password
  * (templates/exporter-web.ts says what each version supports).
  */
@@ -72,7 +77,7 @@ export class Exporters extends pulumi.ComponentResource {
     const tlsUploads = (uid: number) => [
       upload(EXPORTER_WEB_FILES.cert, args.tls.certPem, "0444", uid),
       upload(EXPORTER_WEB_FILES.key, pulumi.secret(args.tls.keyPem), "0400", uid),
-      upload(EXPORTER_WEB_FILES.clientCa, args.caPem, "0444", uid),
+      upload(EXPORTER_WEB_FILES.clientCa, args.caPems.metrics, "0444", uid),
     ];
     const webUploads = (uid: number) => [...tlsUploads(uid), upload(EXPORTER_WEB_FILES.webConfig, webConfig, "0400", uid)];
 
@@ -95,7 +100,7 @@ export class Exporters extends pulumi.ComponentResource {
     const webFiles = [
       { file: EXPORTER_WEB_FILES.cert, content: pulumi.output(args.tls.certPem), mode: "0444" },
       { file: EXPORTER_WEB_FILES.key, content: pulumi.secret(args.tls.keyPem), mode: "0400" },
-      { file: EXPORTER_WEB_FILES.clientCa, content: pulumi.output(args.caPem), mode: "0444" },
+      { file: EXPORTER_WEB_FILES.clientCa, content: pulumi.output(args.caPems.metrics), mode: "0444" },
       { file: EXPORTER_WEB_FILES.webConfig, content: webConfig, mode: "0400" },
     ].map((f) =>
       hostFile(
@@ -155,7 +160,7 @@ export class Exporters extends pulumi.ComponentResource {
         ],
         uploads: [
           upload("/etc/synaxic/queries.yaml", renderPostgresExporterQueries(), "0644", NOBODY),
-          upload("/etc/synaxic/ca.crt", args.caPem, "0644", NOBODY),
+          upload("/etc/synaxic/ca.crt", args.caPems.postgres, "0644", NOBODY),
           upload("/run/synaxic/postgres-password", pulumi.secret(args.passwords.postgres), "0400", NOBODY),
           ...webUploads(NOBODY),
         ],
@@ -186,7 +191,7 @@ export class Exporters extends pulumi.ComponentResource {
         ],
         uploads: [
           ...tlsUploads(REDIS_EXPORTER_UID),
-          upload("/etc/synaxic/ca.crt", args.caPem, "0644", REDIS_EXPORTER_UID),
+          upload("/etc/synaxic/ca.crt", args.caPems.redis, "0644", REDIS_EXPORTER_UID),
           upload(
             "/run/synaxic/redis-passwords.json",
             pulumi.secret(pulumi.output(args.passwords.redis).apply((pw) => JSON.stringify(redisExporterPasswordMap(redisUri, REDIS_USER_NAMES.exporter, pw)))),

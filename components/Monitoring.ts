@@ -72,7 +72,7 @@ export interface MonitoringArgs {
   /** The replicas and their slots, for the replication alerts. */
   replicas: ReplicaEntry[];
   /**
-   * How this Prometheus proves itself to the exporters: the fleet's CA, its
+   * How this Prometheus proves itself to the exporters: the metrics CA, its
    * client certificate and key (secret), and the scrape user's password
    * (secret), which node_exporter and postgres_exporter check.
    */

@@ -56,7 +56,7 @@ export interface RedisPairArgs {
 
 /**
  * One side of the Redis master/replica pair: TLS only (plain port off),
- * certificates from the fleet CA, ACL users (default user off), AOF
+ * certificates from the Redis CA (components/Pki.ts), ACL users (default user off), AOF
  * persistence on a named volume. A replica follows the master over TLS,
  * verifying its certificate, and announces its own private address.
  */

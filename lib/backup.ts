@@ -238,7 +238,7 @@ function schedulerRole(settings: BackupSettings, hostName: string): Pick<BackupS
  * postgres): a standby taking a backup reaches the primary through it to
  * start and stop the backup and read what it copies from the primary. It
  * listens on the private address; the host firewall admits the fleet's hosts
- * only, and it admits only clients whose certificate the fleet's CA signed
+ * only, and it admits only clients whose certificate the PostgreSQL CA signed
  * with a fleet host's CN (tls-server-auth).
  */
 export function serverContainer(

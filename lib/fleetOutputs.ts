@@ -109,7 +109,13 @@ export const fleetInfoSchema = z.object({
     })
     .nullable()
     .optional(),
-  caCertPem: pem,
+  /**
+   * Each service's CA certificate (components/Pki.ts): a replica's PostgreSQL,
+   * Redis and metrics files each trust only their own. A main stack from
+   * before per-service CAs exported one CA as caCertPem: checkFleetInfo
+   * refuses it with a message that says so.
+   */
+  cas: z.object({ postgres: pem, redis: pem, metrics: pem }),
   roles: z.object({ replication: z.string(), rewind: z.string(), exporter: z.string(), app: z.string() }),
   redisUsers: z.object({ app: z.string(), replication: z.string(), exporter: z.string(), admin: z.string() }),
 });
@@ -155,6 +161,23 @@ export const replicaTlsSchema = z.record(z.string(), replicaHostTlsSchema);
 /** One replica's entry of replicaTls. */
 export type ReplicaHostTls = z.infer<typeof replicaHostTlsSchema>;
 export type ReplicaTls = z.infer<typeof replicaTlsSchema>;
+
+/**
+ * Checks main's `fleet` output. A main stack deployed by a version from
+ * before per-service CAs has `caCertPem` (its single CA) and no `cas`: the
+ * replica refuses it by name rather than put one CA in every service's
+ * trust file, which the certificates main now issues no longer chain to.
+ */
+export function checkFleetInfo(stack: string, value: unknown): FleetInfo {
+  if (value && typeof value === "object" && !("cas" in value) && "caCertPem" in value) {
+    throw new MainStackOutputError(
+      stack,
+      "fleet.cas",
+      "is missing: the main stack was last deployed by a version with one CA for every service (fleet.caCertPem), and this version gives PostgreSQL, Redis and metrics a CA each",
+    );
+  }
+  return checkMainOutput(stack, "fleet", fleetInfoSchema, value);
+}
 
 export class MainStackOutputError extends Error {
   constructor(stack: string, output: string, detail: string) {

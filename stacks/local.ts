@@ -64,7 +64,7 @@ export async function localStack(config: MainConfig & StackConfig) {
     return buildReplica(
       { ...cfg, hostName: r.name, privateIp: r.privateIp, promote: false, followPrimary: "", rejoin: false, reinitGeneration: 0 },
       fleetFacts(cfg, null),
-      built.caCertPem,
+      built.cas,
       r,
       built.credentials,
       tls,

@@ -1,6 +1,6 @@
 /**
  * The main VPS: PostgreSQL primary, Redis master, the app in write mode, the
- * balancer, Prometheus and Grafana, plus the fleet's CA and passwords. Its
+ * balancer, Prometheus and Grafana, plus the fleet's CAs and passwords. Its
  * outputs are everything a replica stack needs.
  */
 import * as pulumi from "@pulumi/pulumi";
@@ -152,6 +152,8 @@ export function buildMain(
     prometheusHosts: ["main", ...(cfg.alerting.pair ? [cfg.alerting.pair.replica] : [])],
   });
   const mainCerts = pki.certs.main!;
+  /** Each service's CA certificate: what that service's trust files hold, and nothing else. */
+  const casPem = { postgres: pki.cas.postgres.certPem, redis: pki.cas.redis.certPem, metrics: pki.cas.metrics.certPem };
 
   // One memory budget for the host: every container's limit and every service's sizing come from it.
   const memory = hostMemoryBudget("main", cfg.host);
@@ -197,7 +199,7 @@ export function buildMain(
     walKeepSizeMB: facts.walKeepSizeMB,
     // Named on every server, the primary's commits wait for one of the others (whichever host is primary).
     ...(cfg.synchronousReplication === "any1" ? { synchronousStandbys: cfg.replicas.map((r) => r.name) } : {}),
-    tls: { ...mainCerts.postgres, caPem: pki.caCertPem },
+    tls: { ...mainCerts.postgres, caPem: pki.cas.postgres.certPem },
     volumeName: pgData.name,
   };
   const postgres: PostgresMaster | PostgresReplica = following
@@ -243,7 +245,7 @@ export function buildMain(
       master: { host: following?.privateIp ?? cfg.privateIp, port: cfg.ports.redis },
       image: cfg.images.redis,
       port: cfg.ports.redis,
-      tls: { ...mainCerts.redis, caPem: pki.caCertPem },
+      tls: { ...mainCerts.redis, caPem: pki.cas.redis.certPem },
       passwords: {
         app: pw.redisApp,
         replication: pw.redisReplication,
@@ -266,7 +268,7 @@ export function buildMain(
         networkMode: host.networkMode,
         timeoutSeconds: timeout,
         redisImage: cfg.images.redis,
-        redis: { port: cfg.ports.redis, caPem: pki.caCertPem, backupPassword: pw.redisBackup },
+        redis: { port: cfg.ports.redis, caPem: pki.cas.redis.certPem, backupPassword: pw.redisBackup },
         repository: cfg.backup.repository,
         snapshots: cfg.backup.redis,
         secrets: { ...cfg.secrets.backup, cipherPass: cfg.secrets.backup.cipherPass ?? pw.backupCipher },
@@ -283,15 +285,18 @@ export function buildMain(
       ...common,
       images: cfg.images,
       ports: cfg.ports,
-      caPem: pki.caCertPem,
+      caPems: casPem,
       passwords: { postgres: pw.postgresExporter, redis: pw.redisExporter },
       tls: mainCerts.exporters,
       scrapeAuth: { username: EXPORTER_SCRAPE_USER, bcryptHash: secrets.bcryptHashes.exporterScrape },
       certExpiryTextfile: pulumi
-        .all([pki.caNotAfter, mainCerts.postgres.notAfter, mainCerts.redis.notAfter, mainCerts.exporters.notAfter, pki.prometheusClients.main!.notAfter])
-        .apply(([ca, pg, rd, ex, pc]) =>
+        .all([pki.cas.postgres.notAfter, pki.cas.redis.notAfter, pki.cas.metrics.notAfter, mainCerts.postgres.notAfter, mainCerts.redis.notAfter, mainCerts.exporters.notAfter, pki.prometheusClients.main!.notAfter])
+        .apply(([pgCa, rdCa, mCa, pg, rd, ex, pc]) =>
           renderCertExpiryTextfile([
-            { name: "fleet-ca", notAfter: ca },
+            // Every CA: each one's expiry ends its own service's TLS.
+            { name: "postgres-ca", notAfter: pgCa },
+            { name: "redis-ca", notAfter: rdCa },
+            { name: "metrics-ca", notAfter: mCa },
             { name: "main-postgres", notAfter: pg },
             { name: "main-redis", notAfter: rd },
             { name: "main-exporters", notAfter: ex },
@@ -322,7 +327,7 @@ export function buildMain(
         name: cfg.databaseName,
         user: cfg.databaseName,
         password: pw.postgresApp,
-        caPem: pki.caCertPem,
+        caPem: pki.cas.postgres.certPem,
       },
       redis: {
         masterHost: following?.privateIp ?? cfg.privateIp,
@@ -374,7 +379,7 @@ export function buildMain(
       hosts: monitoredHosts(cfg.privateIp, cfg.replicas),
       ...(monitoringPeer ? { pair: { privateIp: cfg.privateIp, peer: monitoringPeer, clusterPort: cfg.alerting.pair!.clusterPort } } : {}),
       replicas: cfg.replicas,
-      scrape: { caPem: pki.caCertPem, certPem: pki.prometheusClients.main!.certPem, keyPem: pki.prometheusClients.main!.keyPem, username: EXPORTER_SCRAPE_USER, password: pw.exporterScrape },
+      scrape: { caPem: pki.cas.metrics.certPem, certPem: pki.prometheusClients.main!.certPem, keyPem: pki.prometheusClients.main!.keyPem, username: EXPORTER_SCRAPE_USER, password: pw.exporterScrape },
       grafanaAdminPassword: pw.grafanaAdmin,
       deleteDataOnDestroy: cfg.deleteDataOnDestroy,
     },
@@ -391,7 +396,7 @@ export function buildMain(
   const fleet: pulumi.Output<FleetInfo> = pulumi.output({
     ...fleetFacts(cfg, hetzner),
     appImage: app.container.id.apply(() => cfg.appImage),
-    caCertPem: pki.caCertPem,
+    cas: casPem,
   });
   const replicaCredentials: pulumi.Output<ReplicaCredentials> = pulumi.secret({
     postgresApp: pw.postgresApp,
@@ -453,7 +458,7 @@ export function buildMain(
       pgHba: postgres.pgHba,
       prometheusTargets: monitoring.targets,
     },
-    caCertPem: pki.caCertPem,
+    cas: casPem,
     certs: pki.certs,
     credentials: replicaCredentials,
     postgres,

@@ -8,7 +8,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { LOOPBACK } from "../lib/addresses";
 import type { ReplicaConfig, StackConfig, VpsHostConfig } from "../lib/config";
 import { resolveHetznerHost } from "../lib/hetzner";
-import { checkMainOutput, fleetInfoSchema, replicaCredentialsSchema, replicaTlsSchema, MainStackOutputError, type FleetInfo, type ReplicaCredentials, type ReplicaHostTls } from "../lib/fleetOutputs";
+import { checkFleetInfo, checkMainOutput, replicaCredentialsSchema, replicaTlsSchema, MainStackOutputError, type FleetInfo, type ReplicaCredentials, type ReplicaHostTls } from "../lib/fleetOutputs";
 import type { HostContext } from "../lib/hostContext";
 import { monitoredHosts, replicaFirewallRules } from "../lib/fleet";
 import { Monitoring, type AlertingArgs } from "../components/Monitoring";
@@ -18,6 +18,7 @@ import { RedisPair } from "../components/RedisPair";
 import { RedisSnapshots } from "../components/RedisSnapshots";
 import { SynaxicApp, appOnHost } from "../components/SynaxicApp";
 import { Exporters } from "../components/Exporters";
+import type { PkiService } from "../components/Pki";
 import { NginxBalancer } from "../components/NginxBalancer";
 import { ConfigError } from "../lib/config";
 import { replicaSlotName } from "../templates/postgres-sql";
@@ -31,7 +32,7 @@ export async function replicaStack(config: ReplicaConfig & StackConfig) {
 
   // The plain facts shape the program (which replicas exist, ports): read
   // them as a value, known at preview too. The secret outputs stay Outputs.
-  const fleet = checkMainOutput(config.mainStack, "fleet", fleetInfoSchema, await main.getOutputValue("fleet"));
+  const fleet = checkFleetInfo(config.mainStack, await main.getOutputValue("fleet"));
   // Under a control stack, whether this host promotes, whom it follows and
   // whether it rewinds are its decision, not this stack's.
   const controlled = config.controlStack ? await readControl(config.controlStack, config.hostName, ["main", ...fleet.replicas.map((r) => r.name)]) : undefined;
@@ -127,7 +128,7 @@ export async function replicaStack(config: ReplicaConfig & StackConfig) {
     commandTimeoutSeconds: cfg.commandTimeoutSeconds,
     ...(cfg.sshIdentityDir ? { identityDir: cfg.sshIdentityDir } : {}),
   });
-  const built = buildReplica(cfg, fleet, fleet.caCertPem, me, credentials, myTls, host, "", [], balancerHttps);
+  const built = buildReplica(cfg, fleet, fleet.cas, me, credentials, myTls, host, "", [], balancerHttps);
   const { postgres, ...outputs } = built;
   return { ...outputs, ...hostAccessOutputs(host, controlled, postgres) };
 }
@@ -161,8 +162,9 @@ export function primaryOf(cfg: Pick<ReplicaSettings, "followPrimary">, fleet: Pi
  */
 export function buildReplica(
   cfg: ReplicaSettings,
-  fleet: Omit<FleetInfo, "caCertPem" | "networkId" | "hetzner">,
-  caCertPem: pulumi.Input<string>,
+  fleet: Omit<FleetInfo, "cas" | "networkId" | "hetzner">,
+  /** Each service's CA certificate (main's fleet.cas): every trust file holds its own service's CA only. */
+  cas: Record<PkiService, pulumi.Input<string>>,
   me: { name: string; privateIp: string; slotName: string },
   credentials: pulumi.Output<ReplicaCredentials>,
   tls: pulumi.Output<ReplicaHostTls>,
@@ -183,8 +185,8 @@ export function buildReplica(
   // One memory budget for the host: every container's limit and every service's sizing come from it.
   const memory = memoryBudget(hostKind(fleet, me.name), host.memoryMiB);
   const common = { hostName: cfg.hostName, shell: host.shell, networkMode: host.networkMode, privateIp: cfg.privateIp, timeoutSeconds: timeout, memory };
-  const pgTls = { certPem: tls.apply((t) => t.postgres.certPem), keyPem: pulumi.secret(tls.apply((t) => t.postgres.keyPem)), caPem: caCertPem };
-  const redisTls = { certPem: tls.apply((t) => t.redis.certPem), keyPem: pulumi.secret(tls.apply((t) => t.redis.keyPem)), caPem: caCertPem };
+  const pgTls = { certPem: tls.apply((t) => t.postgres.certPem), keyPem: pulumi.secret(tls.apply((t) => t.postgres.keyPem)), caPem: cas.postgres };
+  const redisTls = { certPem: tls.apply((t) => t.redis.certPem), keyPem: pulumi.secret(tls.apply((t) => t.redis.keyPem)), caPem: cas.redis };
 
   const postgres = new PostgresReplica(
     `${prefix}postgres`,
@@ -272,7 +274,7 @@ export function buildReplica(
         networkMode: host.networkMode,
         timeoutSeconds: timeout,
         redisImage: fleet.images.redis,
-        redis: { port: ports.redis, caPem: caCertPem, backupPassword: redisBackupPassword },
+        redis: { port: ports.redis, caPem: cas.redis, backupPassword: redisBackupPassword },
         repository: fleet.backup.repository,
         snapshots: fleet.backup.redis,
         secrets: backupSecrets("main", credentials),
@@ -289,7 +291,7 @@ export function buildReplica(
       ...common,
       images: fleet.images,
       ports,
-      caPem: caCertPem,
+      caPems: cas,
       passwords: { postgres: secretField("postgresExporter"), redis: secretField("redisExporter") },
       tls: { certPem: tls.apply((t) => t.exporters.certPem), keyPem: pulumi.secret(tls.apply((t) => t.exporters.keyPem)) },
       scrapeAuth: { username: EXPORTER_SCRAPE_USER, bcryptHash: secretField("exporterScrapeHash") },
@@ -326,7 +328,7 @@ export function buildReplica(
         name: fleet.databaseName,
         user: fleet.roles.app,
         password: secretField("postgresApp"),
-        caPem: caCertPem,
+        caPem: cas.postgres,
       },
       // The app uses one Redis server for everything, in read mode too: the
       // primary host's master (this host's own when it is the primary).
@@ -380,7 +382,7 @@ export function buildReplica(
         hosts: monitoredHosts(fleet.mainPrivateIp, fleet.replicas),
         replicas: fleet.replicas,
         alerting: monitoringAlerting(mon, credentials),
-        scrape: monitoringScrape(tls, credentials, caCertPem),
+        scrape: monitoringScrape(tls, credentials, cas.metrics),
         pair: { privateIp: cfg.privateIp, peer: { name: "main", privateIp: fleet.mainPrivateIp }, clusterPort: mon.clusterPort },
         deleteDataOnDestroy: cfg.deleteDataOnDestroy,
       },

@@ -27,7 +27,7 @@
  *   tls.RequireAndVerifyClientCert), loading the key pair on every
  *   handshake; minimum TLS 1.2 by default.
  *
- * So every exporter speaks TLS only, with a certificate from the fleet's CA
+ * So every exporter speaks TLS only, with a certificate from the metrics CA
  * that names the host's private address, and answers only a client that
  * shows a certificate from the same CA; node_exporter and postgres_exporter
  * also want the scrape user's password, which only the monitoring hosts
@@ -66,7 +66,7 @@ export interface ExporterWebConfigParams {
   /** The exporter's server certificate and key, as the exporter sees them. */
   certFile: string;
   keyFile: string;
-  /** The CA whose certificates the exporter accepts from clients (the fleet's CA). */
+  /** The CA whose certificates the exporter accepts from clients (the metrics CA, components/Pki.ts). */
   clientCaFile: string;
   /** Basic auth: the user and the bcrypt hash of its password (never the password). Absent: TLS alone. */
   basicAuth?: { username: string; bcryptHash: string };
@@ -75,7 +75,7 @@ export interface ExporterWebConfigParams {
 /**
  * The exporter-toolkit web configuration file (`--web.config.file`) for
  * node_exporter and postgres_exporter: TLS 1.2 or newer, a client
- * certificate from the fleet's CA required and verified, and basic auth.
+ * certificate from the metrics CA required and verified, and basic auth.
  * The text holds a bcrypt hash: keep it secret all the same.
  */
 export function renderExporterWebConfig(p: ExporterWebConfigParams): string {

@@ -58,7 +58,7 @@ export const PGBACKREST_CONTAINER_PATHS = {
   secrets: "/etc/pgbackrest/conf.d/secrets.conf",
   /** CA that signed the S3 endpoint's certificate, when it is not a public CA. */
   s3CaFile: "/etc/pgbackrest/tls/s3-ca.crt",
-  /** The fleet CA, for the TLS server (primary) and its clients (standbys). */
+  /** The PostgreSQL CA, for the TLS server (primary) and its clients (standbys). */
   tlsCaFile: "/etc/pgbackrest/tls/ca.crt",
   /** This host's pgBackRest TLS certificate: a server certificate on the primary, a client certificate on standbys. */
   tlsCertFile: "/etc/pgbackrest/tls/pgbackrest.crt",
@@ -126,7 +126,7 @@ export interface PgbackrestTlsServer {
   /** Address to listen on (tls-server-address): an IP address or "0.0.0.0" inside a container. */
   address: string;
   port?: number;
-  /** CA that signed the clients' certificates (the fleet CA). */
+  /** CA that signed the clients' certificates (the PostgreSQL CA). */
   caFile: string;
   /** Server certificate: its DNS SANs must include the name standbys use (primaryHost below). */
   certFile: string;

@@ -450,6 +450,23 @@ export function renderRedisConf(params: RedisConfParams): string {
     throw new RedisTemplateError(fn, `replTimeout (${replTimeout}s) must be greater than replPingReplicaPeriod (${pingPeriod}s), or idle links time out`);
   }
 
+  // Why client certificates stay optional, replication included. Redis has
+  // one tls-auth-clients setting for every connection accepted on its TLS
+  // port: connCreateAcceptedTLS (redis/redis src/tls.c) applies
+  // server.tls_auth_clients to each, "yes" as SSL_VERIFY_PEER |
+  // SSL_VERIFY_FAIL_IF_NO_PEER_CERT, "optional" as SSL_VERIFY_PEER alone
+  // (redis.conf: "client certificates are accepted and must be valid if
+  // provided, but are not required"). Nothing narrows "yes" to the
+  // replication user, and the app (Redisson, single server) presents no
+  // client certificate (its contract gives it a truststore and a password
+  // only), so "yes" would lock the app out. The master therefore admits a
+  // replica by its ACL user (replication commands only, REDIS_ACL_RULES)
+  // and refuses at the handshake any certificate offered that does not
+  // chain to this server's tls-ca-cert-file, the Redis CA alone
+  // (components/Pki.ts). The other direction needs no host name: with
+  // tls-replication the replica verifies the master's certificate against
+  // the same file (createSSLContext sets SSL_VERIFY_PEER, connTLSConnect
+  // sets only SNI, no host check), so only a Redis-CA certificate opens it.
   const out: string[] = [
     `# Redis ${params.role} for Synaxic. Rendered by templates/redis.ts; edits are overwritten.`,
     "",

@@ -177,6 +177,8 @@ export interface RedisCliOptions {
   tls?: boolean;
   /** Trust this CA file instead of the target's. */
   caFile?: string;
+  /** Offer this client certificate (redis-cli --cert/--key). */
+  clientCert?: { certFile: string; keyFile: string };
   timeoutMs?: number;
 }
 
@@ -218,6 +220,7 @@ export function execIn(host: Host, argv: readonly string[], opts: { env?: Record
 export async function redisCli(from: Host, target: RedisTarget, args: readonly string[], opts: RedisCliOptions = {}): Promise<RedisCliResult> {
   const argv = ["redis-cli", "-h", target.address, "-p", String(target.port), "--no-auth-warning"];
   if (opts.tls !== false) argv.push("--tls", "--cacert", opts.caFile ?? target.caFile);
+  if (opts.clientCert) argv.push("--cert", opts.clientCert.certFile, "--key", opts.clientCert.keyFile);
   const env: Record<string, string> = {};
   if (opts.auth) {
     argv.push("--user", opts.auth.user);

@@ -96,15 +96,29 @@ if (!runtimeResource.__synaxicPatched) {
   runtimeResource.__synaxicPatched = true;
 }
 
-let caPem: string | undefined;
-/** A real CA certificate, so that code parsing certificates (the truststore) gets real input. */
-function testCaPem(): string {
-  if (caPem === undefined) {
-    const ca = makeCa("mock-ca");
-    caPem = ca.certPem;
+const caPems = new Map<string, string>();
+/**
+ * A real CA certificate, so that code parsing certificates (the truststore)
+ * gets real input; one per label, so that each self-signed CA of the
+ * program (one per service, components/Pki.ts) has a certificate of its own
+ * (subject CN = the label) and a test can tell which one a file holds.
+ */
+export function testCaPem(label = "mock-ca"): string {
+  let pem = caPems.get(label);
+  if (pem === undefined) {
+    const ca = makeCa(label);
+    pem = ca.certPem;
     rmSync(ca.dir, { recursive: true, force: true });
+    caPems.set(label, pem);
   }
-  return caPem;
+  return pem;
+}
+
+/** A self-signed certificate's end of validity under the mocks: ten years on, a day apart per name, so a test can tell each CA's from the others'. */
+export function mockCaNotAfter(name: string): string {
+  let h = 0;
+  for (const c of name) h = (h * 31 + c.charCodeAt(0)) % 365;
+  return new Date(Date.UTC(2035, 0, 1 + h)).toISOString().replace(".000Z", "Z");
 }
 
 /** A string shaped like a bcrypt hash ($2a$, cost 10, 53 characters of salt and hash), unique per tag; not a real hash. */
@@ -204,6 +218,8 @@ export async function runMocked<T extends Record<string, unknown>>(opts: RunOpti
               },
             };
           case "tls:index/selfSignedCert:SelfSignedCert":
+            // Each CA its own certificate (named after the resource) and its own end of validity.
+            return { id, state: { ...inputs, certPem: testCaPem(args.name), validityEndTime: mockCaNotAfter(args.name), readyForRenewal: false } };
           case "tls:index/locallySignedCert:LocallySignedCert":
             return { id, state: { ...inputs, certPem: testCaPem(), validityEndTime: "2027-11-26T00:00:00Z", readyForRenewal: false } };
           case "tls:index/certRequest:CertRequest":
