@@ -46,7 +46,8 @@ pulumi.runtime.setMocks(
     newResource(args) {
       registered.push(args.type);
       if (args.type === "pulumi:pulumi:StackReference") {
-        const ref = refs[args.inputs.name];
+        // The stack's own reference (what it last deployed) has no outputs on a new stack.
+        const ref = refs[args.inputs.name] ?? (args.inputs.name === `organization/synaxic/${input.stack}` ? { outputs: {}, secretOutputNames: [] } : undefined);
         if (!ref) throw new Error(`no outputs for stack ${args.inputs.name}`);
         return { id: args.inputs.name, state: { name: args.inputs.name, outputs: ref.outputs, secretOutputNames: ref.secretOutputNames } };
       }

@@ -76,7 +76,7 @@ describe("the main stack with monitoringReplica set", () => {
     const fleet = mon.main.values.fleet as { monitoring: Record<string, unknown> };
     expect(fleet.monitoring).toEqual({
       replica: "replica-1",
-      alertmanagerImage: "prom/alertmanager:v0.25.0",
+      alertmanagerImage: "prom/alertmanager:v0.33.1",
       alertmanagerPort: 9093,
       clusterPort: 9094,
       email: { smarthost: "smtp.example.com:587", from: "alerts@example.com", to: ["ops@example.com"], username: "alerts", requireTls: true, minSeverity: "critical" },
