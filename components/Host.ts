@@ -295,6 +295,18 @@ const DIAL = { dialErrorLimit: 40, perDialTimeout: 10 } as const;
  *
  * The printed key is a public key; the command's stdout is checked to be one
  * ed25519 public key line before anything pins it.
+ *
+ * A stack deployed before this rotation existed: its first `up` creates
+ * this command (the server still offers the cloud-init key), and then every
+ * other command on the host gets a new connection.hostKey. That is an
+ * update of each (see above), which runs its command again. It is accepted:
+ * every step is idempotent, and hostFile leaves a file with the same
+ * content untouched (lib/containers.ts), so PostgreSQL's restart step finds
+ * nothing to restart. The Docker provider's sshOpts change too. The bridged
+ * provider replaces its resources on a configuration change only for a
+ * setting marked ForcesProviderReplace (pulumi-terraform-bridge #1683,
+ * configDiffer.forcesProviderReplace), so the containers stay
+ * (docs/operations.md, Host key rotation).
  */
 export function rotateHostKey(
   name: string,
