@@ -8,7 +8,7 @@ import { userInfo } from "node:os";
 import type { VpsHostConfig } from "../lib/config";
 import type { HostContext } from "../lib/hostContext";
 import { remoteStep, type Connection, type HostShell } from "../lib/remote";
-import { defaultDaemonConfig, renderCloudInit, renderDockerInstallScript, renderWaitReadyScript } from "../templates/host";
+import { defaultDaemonConfig, HETZNER_HOST_KEY_ROTATION, renderCloudInit, renderDockerInstallScript, renderHostKeyRotationScript, renderWaitReadyScript } from "../templates/host";
 import { renderFirewallApplyScript, renderFirewallRemoveScript, renderNftablesRuleset } from "../templates/firewall";
 import { hostFirewallRules } from "../lib/fleet";
 
@@ -90,8 +90,11 @@ export class Host extends pulumi.ComponentResource implements HostContext {
     let port: number;
     const attached: pulumi.Resource[] = [];
     if (h.provider === "hetzner") {
-      // The host key is ours: generated here, installed by cloud-init, and
-      // pinned by every client before the server has even booted.
+      // The first host key is ours: generated here, installed by cloud-init,
+      // and pinned by the first connection before the server has even booted.
+      // It travels in the user data, which the metadata service serves to any
+      // process on the server, so it is replaced on first boot (below) by a
+      // key generated on the host, and only that one is pinned afterwards.
       const hostKey = new tls.PrivateKey(`${name}-host-key`, { algorithm: "ED25519" }, parent);
       // The operator's key may be in OpenSSH or PEM form; only its public half leaves this program.
       const operatorPublicKey = sshPrivateKey.apply((k) =>
@@ -154,7 +157,15 @@ export class Host extends pulumi.ComponentResource implements HostContext {
       }
       this.publicAddress = server.ipv4Address;
       this.hetznerServerId = server.id.apply(Number);
-      this.hostKey = hostKey.publicKeyOpenssh.apply((k) => k.trim());
+      this.hostKey = rotateHostKey(name, {
+        address: server.ipv4Address,
+        serverId: server.id,
+        cloudInitHostKey: hostKey.publicKeyOpenssh.apply((k) => k.trim()),
+        sshPrivateKey,
+        timeoutSeconds: args.commandTimeoutSeconds,
+        dependsOn: attached,
+        parent: this,
+      });
       user = "root";
       port = 22;
     } else {
@@ -174,8 +185,7 @@ export class Host extends pulumi.ComponentResource implements HostContext {
         privateKey,
         hostKey,
         // Retry while a new server boots: up to 40 dials of 10 s each.
-        dialErrorLimit: 40,
-        perDialTimeout: 10,
+        ...DIAL,
       })),
     );
 
@@ -246,6 +256,109 @@ export class Host extends pulumi.ComponentResource implements HostContext {
       hostKey: this.hostKey,
     });
   }
+}
+
+/** Connection settings every SSH connection of a host shares: up to 40 dials of 10 s each while a new server boots. */
+const DIAL = { dialErrorLimit: 40, perDialTimeout: 10 } as const;
+
+/**
+ * The first-boot host key rotation (templates/host.ts,
+ * renderHostKeyRotationScript) on a Hetzner server: one command, reached
+ * with the cloud-init key pinned, whose stdout is the key generated on the
+ * host. Returns that key; every other connection of the host pins it.
+ *
+ * After the rotation the server no longer offers the cloud-init key, so this
+ * command must never connect again to the same server. What the command
+ * provider does (pulumi-command v1.2.1, which this program uses):
+ * - it has no Diff of its own; a change of any input is an update, and only
+ *   `triggers` (provider:"replaceOnChanges") replaces
+ *   (provider/pkg/provider/common/inputs.go:10,
+ *   provider/pkg/provider/remote/command.go:44-48). Update always connects,
+ *   running `update` or else `create` (remote/commandController.go:63-83).
+ * - Delete connects only to run `delete`; with none it returns at once
+ *   (remote/commandController.go:86-91). There is none here, so removing
+ *   the command (or the stack) never dials the server.
+ * So every input that could change while the server stays is in
+ * ignoreChanges: the script and command line (a new version of this
+ * program, another commandTimeoutSeconds), the operator's key (rotated by
+ * the operator), the pinned cloud-init key and the dial settings. The
+ * engine puts the stored value back for each ignored path before it diffs
+ * (pulumi/pulumi pkg/resource/deploy/step_generator.go, processIgnoreChanges;
+ * the path reaches into the secret connection, sdk/go/common/resource/
+ * properties_path.go, reset: "Unwrap any secrets"), so no update is ever
+ * planned. What is left is the server: `triggers` is its id, so a new
+ * server (which boots with the same cloud-init key, the server's userData
+ * being ignored too) replaces this command, and the replacement runs
+ * `create` against the new server's address (connection.host is not
+ * ignored); with the ignored paths it uses the stored values, which are the
+ * same cloud-init key and whatever operator key was stored.
+ *
+ * The printed key is a public key; the command's stdout is checked to be one
+ * ed25519 public key line before anything pins it.
+ *
+ * A stack deployed before this rotation existed: its first `up` creates
+ * this command (the server still offers the cloud-init key), and then every
+ * other command on the host gets a new connection.hostKey. That is an
+ * update of each (see above), which runs its command again. It is accepted:
+ * every step is idempotent, and hostFile leaves a file with the same
+ * content untouched (lib/containers.ts), so PostgreSQL's restart step finds
+ * nothing to restart. The Docker provider's sshOpts change too. The bridged
+ * provider replaces its resources on a configuration change only for a
+ * setting marked ForcesProviderReplace (pulumi-terraform-bridge #1683,
+ * configDiffer.forcesProviderReplace), so the containers stay
+ * (docs/operations.md, Host key rotation).
+ */
+export function rotateHostKey(
+  name: string,
+  a: {
+    address: pulumi.Output<string>;
+    serverId: pulumi.Output<string>;
+    cloudInitHostKey: pulumi.Output<string>;
+    sshPrivateKey: pulumi.Output<string>;
+    timeoutSeconds: number;
+    dependsOn: pulumi.Resource[];
+    parent: pulumi.Resource;
+  },
+): pulumi.Output<string> {
+  const connection = pulumi.secret(
+    pulumi.all([a.address, a.cloudInitHostKey, a.sshPrivateKey]).apply(([host, hostKey, privateKey]) => ({ host, port: 22, user: "root", privateKey, hostKey, ...DIAL })),
+  );
+  const rotation = remoteStep(
+    `${name}-host-key-rotate`,
+    { kind: "ssh", connection, sudo: false, filesRoot: "/etc/synaxic" },
+    {
+      argv: ["bash", "-s"],
+      stdin: renderHostKeyRotationScript(HETZNER_HOST_KEY_ROTATION),
+      triggers: [a.serverId],
+      timeoutSeconds: a.timeoutSeconds,
+    },
+    { parent: a.parent, dependsOn: a.dependsOn, ignoreChanges: HOST_KEY_ROTATION_IGNORED },
+  );
+  return (rotation as unknown as { stdout: pulumi.Output<string> }).stdout.apply((out) => parseRotatedHostKey(name, out));
+}
+
+/** The rotation command's inputs that never cause an update (see rotateHostKey). */
+export const HOST_KEY_ROTATION_IGNORED = [
+  "create",
+  "update",
+  "stdin",
+  "logging",
+  "addPreviousOutputInEnv",
+  "connection.user",
+  "connection.port",
+  "connection.privateKey",
+  "connection.hostKey",
+  "connection.dialErrorLimit",
+  "connection.perDialTimeout",
+];
+
+/** The rotation's stdout: exactly one ed25519 public key line, or an error that quotes nothing else. */
+export function parseRotatedHostKey(name: string, stdout: string): string {
+  const key = (stdout ?? "").trim();
+  if (!/^ssh-ed25519 [A-Za-z0-9+/]+={0,3}$/.test(key)) {
+    throw new Error(`${name}: the host key rotation printed ${JSON.stringify(key.slice(0, 120))}, not one ssh-ed25519 public key`);
+  }
+  return key;
 }
 
 /** Below the home of the user running Pulumi, unless SYNAXIC_SSH_DIR says otherwise. */

@@ -29,12 +29,21 @@ export function hostPath(shell: HostShell, path: string): string {
  * Writes a file on the host atomically (temporary file, then rename into
  * place), with its mode and owner set before it becomes visible. The content
  * travels on standard input, never on a command line. Removed on delete.
+ * Rewritten only when its content, mode or owner differ.
  */
 export function hostFile(name: string, shell: HostShell, args: HostFileArgs, opts: pulumi.CustomResourceOptions) {
   if (args.path.startsWith("/") || args.path.split("/").includes("..")) throw new Error(`hostFile: ${args.path} must be relative to the host's files root`);
   if (!/^0[0-7]{3}$/.test(args.mode)) throw new Error(`hostFile: mode ${args.mode} is not an octal mode like 0640`);
   if (!/^\d+:\d+$/.test(args.owner)) throw new Error(`hostFile: owner ${args.owner} is not uid:gid`);
-  const script = 'set -eu; d=$(dirname "$1"); mkdir -p "$d"; t="$1.tmp.$$"; (umask 077 && cat > "$t"); chown "$3" "$t" 2>/dev/null || [ "$(id -u)" != 0 ]; chmod "$2" "$t"; mv -f "$t" "$1"';
+  // A file that already has this content, mode and owner is left as it is,
+  // modification time included: a run of this step that changes nothing
+  // (every step runs again when the host's SSH connection changes, e.g. when
+  // an existing fleet first pins its rotated host key, components/Host.ts)
+  // must not make PostgreSQL's restart step think postgresql.conf changed
+  // after the server started (templates/health-gate.ts, renderRestartIfStaleScript).
+  const script =
+    'set -eu; d=$(dirname "$1"); mkdir -p "$d"; t="$1.tmp.$$"; (umask 077 && cat > "$t"); chown "$3" "$t" 2>/dev/null || [ "$(id -u)" != 0 ]; chmod "$2" "$t"; ' +
+    'if [ -f "$1" ] && [ ! -L "$1" ] && cmp -s "$t" "$1" && [ "$(stat -c %a:%u:%g "$t")" = "$(stat -c %a:%u:%g "$1")" ]; then rm -f "$t"; else mv -f "$t" "$1"; fi';
   const path = hostPath(shell, args.path);
   return remoteStep(
     name,

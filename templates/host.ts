@@ -267,3 +267,122 @@ done
 echo "docker: ready"
 `;
 }
+
+export interface HostKeyRotationParams {
+  /** The host key generated on the host (private; its public half beside it as `<keyPath>.pub`). */
+  keyPath: string;
+  /** The sshd_config drop-in that names it as sshd's only host key. */
+  dropInPath: string;
+  /** sshd's main configuration, which must include the drop-in's folder. */
+  sshdConfigPath: string;
+  /** sshd itself, for `sshd -t` and `sshd -T`. */
+  sshdPath: string;
+  /** What makes the running sshd read its configuration and host keys again. */
+  reloadArgv: string[];
+}
+
+/**
+ * Where a Hetzner server (Debian 12 or 13) keeps the rotated host key, and
+ * how its sshd is reloaded.
+ *
+ * - The key's file name is not one of cloud-init's `ssh_host_<type>_key`
+ *   (cc_ssh.py, KEY_FILE_TPL "/etc/ssh/ssh_host_%s_key"), which cloud-init's
+ *   ssh module (frequency PER_INSTANCE) deletes and rewrites from the user
+ *   data when it runs for a new instance.
+ * - Debian's sshd_config starts with `Include /etc/ssh/sshd_config.d/*.conf`
+ *   and has its HostKey lines commented out; sshd uses its default key files
+ *   only when no HostKey is configured (sshd_config(5), HostKey), so the
+ *   drop-in's one HostKey is the only key offered. The script checks that
+ *   with `sshd -T` instead of relying on it.
+ * - `systemctl reload ssh` is Debian's ssh.service ExecReload:
+ *   `/usr/sbin/sshd -t`, then `kill -HUP $MAINPID` (openssh-server
+ *   1:9.2p1-2, debian/systemd/ssh.service; the unit is also aliased
+ *   sshd.service). On SIGHUP sshd re-executes itself and reads its
+ *   configuration and host keys again (sshd(8), SIGHUP); sessions already
+ *   open, such as the one running this script, are their own processes and
+ *   stay.
+ */
+export const HETZNER_HOST_KEY_ROTATION: HostKeyRotationParams = {
+  keyPath: "/etc/ssh/synaxic_host_ed25519_key",
+  dropInPath: "/etc/ssh/sshd_config.d/00-synaxic-host-key.conf",
+  sshdConfigPath: "/etc/ssh/sshd_config",
+  sshdPath: "/usr/sbin/sshd",
+  reloadArgv: ["systemctl", "reload", "ssh"],
+};
+
+const PLAIN_PATH = /^\/[A-Za-z0-9_./-]+$/;
+
+/**
+ * Replaces the host key that cloud-init installed (which the metadata
+ * service serves to any process on the server, with the rest of the user
+ * data) by an ed25519 key generated on the host, and prints only the new
+ * public key ("ssh-ed25519 AAAA...") on stdout; everything else goes to
+ * stderr. Run as root over SSH with the old key pinned.
+ *
+ * Idempotent: the key is generated only when it is missing, the drop-in is
+ * written only when it differs, and sshd is reloaded only when something
+ * changed or an earlier run stopped before its reload. Then it only prints
+ * the same key again. Nothing is reloaded unless `sshd -t` accepts the new
+ * configuration and `sshd -T` shows the new key as the only host key; a
+ * rejected drop-in is taken out again, so sshd never restarts with a
+ * configuration it refuses. `<keyPath>.pub` is written last, after the
+ * reload: until it exists, a run reloads again.
+ */
+export function renderHostKeyRotationScript(p: HostKeyRotationParams): string {
+  for (const [name, value] of [["keyPath", p.keyPath], ["dropInPath", p.dropInPath], ["sshdConfigPath", p.sshdConfigPath], ["sshdPath", p.sshdPath]] as const) {
+    if (!PLAIN_PATH.test(value)) throw new Error(`renderHostKeyRotationScript: ${name} ${JSON.stringify(value)} must be a plain absolute path`);
+  }
+  if (!p.dropInPath.endsWith(".conf")) throw new Error(`renderHostKeyRotationScript: dropInPath ${JSON.stringify(p.dropInPath)} must end in .conf (sshd_config.d/*.conf)`);
+  if (p.reloadArgv.length === 0) throw new Error("renderHostKeyRotationScript: reloadArgv is empty");
+  return `#!/usr/bin/env bash
+set -euo pipefail
+umask 077
+key=${shellQuote(p.keyPath)}
+dropin=${shellQuote(p.dropInPath)}
+config=${shellQuote(p.sshdConfigPath)}
+sshd=${shellQuote(p.sshdPath)}
+log() { echo "host key: $*" >&2; }
+changed=0
+if [ ! -s "$key" ]; then
+  rm -f "$key.new" "$key.new.pub" "$key.pub"
+  ssh-keygen -q -t ed25519 -N '' -C '' -f "$key.new" </dev/null >/dev/null
+  rm -f "$key.new.pub"
+  mv -f "$key.new" "$key"
+  log "generated a new ed25519 host key on this host"
+  changed=1
+fi
+read -r type body _ <<< "$(ssh-keygen -y -f "$key")"
+if [ "$type" != ssh-ed25519 ] || [ -z "$body" ]; then log "$key does not hold an ed25519 key"; exit 1; fi
+want="HostKey $key"
+if [ "$(cat "$dropin" 2>/dev/null || true)" != "$want" ]; then
+  previous=""
+  if [ -f "$dropin" ]; then previous=$(cat "$dropin"); fi
+  mkdir -p "$(dirname "$dropin")"
+  printf '%s\\n' "$want" > "$dropin.tmp"
+  chmod 0644 "$dropin.tmp"
+  mv -f "$dropin.tmp" "$dropin"
+  changed=1
+  if ! out=$("$sshd" -t -f "$config" 2>&1); then
+    if [ -n "$previous" ]; then printf '%s\\n' "$previous" > "$dropin"; else rm -f "$dropin"; fi
+    log "sshd -t refused the configuration with $dropin; it was taken out again, nothing was reloaded: $out"
+    exit 1
+  fi
+fi
+if ! out=$("$sshd" -t -f "$config" 2>&1); then log "sshd -t refuses the configuration; nothing was reloaded: $out"; exit 1; fi
+offered=$("$sshd" -T -f "$config" 2>/dev/null | grep -i '^hostkey ' || true)
+if [ "$offered" != "hostkey $key" ]; then
+  log "sshd would offer other host keys than $key (sshd -T: $(printf '%s' "$offered" | tr '\\n' ' ')); is $(dirname "$dropin") included by $config, and are its HostKey lines commented out? Nothing was reloaded"
+  exit 1
+fi
+if [ "$changed" -eq 1 ] || [ "$(cat "$key.pub" 2>/dev/null || true)" != "$type $body" ]; then
+  ${sh(p.reloadArgv)} >&2
+  printf '%s %s\\n' "$type" "$body" > "$key.pub.tmp"
+  chmod 0644 "$key.pub.tmp"
+  mv -f "$key.pub.tmp" "$key.pub"
+  log "sshd reloaded: it offers only the key generated here"
+else
+  log "already rotated: sshd offers only the key generated here"
+fi
+printf '%s %s\\n' "$type" "$body"
+`;
+}

@@ -56,6 +56,8 @@ pulumi.runtime.setMocks(
       if (args.type.startsWith("command:") && args.name.endsWith("-image-build")) state.stdout = "sha256:0123456789abcdef\n";
       // An app's slot step (components/SynaxicApp.ts) prints its deploy slot.
       if (args.type.startsWith("command:") && args.name.endsWith("app-slot")) state.stdout = "a\n";
+      // A Hetzner host's key rotation prints the key it generated on the host (components/Host.ts, rotateHostKey).
+      if (args.type.startsWith("command:") && args.name.endsWith("-host-key-rotate")) state.stdout = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIRotatedSeamKey\n";
       if (args.type.startsWith("tls:index/selfSignedCert") || args.type.startsWith("tls:index/locallySignedCert")) {
         state.certPem = refs.__caPem;
         state.validityEndTime = "2027-11-26T00:00:00Z";

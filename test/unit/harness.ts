@@ -238,6 +238,8 @@ export async function runMocked<T extends Record<string, unknown>>(opts: RunOpti
             // An image build (lib/localImage.ts) prints the built image's ID, as `docker image inspect` does;
             // an app's slot step (components/SynaxicApp.ts) prints its deploy slot.
             if (args.name.endsWith("-image-build")) return { id, state: { ...inputs, stdout: `sha256:${t}\n`, stderr: "" } };
+            // A Hetzner host's key rotation (components/Host.ts, rotateHostKey) prints the key generated on the host.
+            if (args.name.endsWith("-host-key-rotate")) return { id, state: { ...inputs, stdout: `ssh-ed25519 AAAAC3NzaC1lZDI1NTE5Rotated${t}\n`, stderr: "" } };
             if (args.name.endsWith("app-slot")) return { id, state: { ...inputs, stdout: `${opts.appSlots?.[args.name] ?? "a"}\n`, stderr: "" } };
             return { id, state: { ...inputs, stdout: "", stderr: "" } };
           case "pulumi:pulumi:StackReference": {

@@ -6,7 +6,7 @@
  */
 import { afterAll, describe, expect, it } from "vitest";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, statSync, existsSync } from "node:fs";
+import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, existsSync, utimesSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { runMocked } from "./harness";
@@ -47,6 +47,30 @@ describe("host files", () => {
     expect(statSync(file).ino).not.toBe(inodeBefore);
     expect(spawnSync("sh", ["-c", second.delete]).status).toBe(0);
     expect(existsSync(file)).toBe(false);
+  });
+
+  it("leaves a file that already has this content, mode and owner untouched (its modification time too); rewrites it when any differs", async () => {
+    const cmd = await declared("main/postgres-conf/postgresql.conf", "max_connections = 100\n", "0640");
+    const file = join(root, "main/postgres-conf/postgresql.conf");
+    const write = (c: typeof cmd) => {
+      const r = spawnSync("sh", ["-c", c.create], { input: c.stdin, encoding: "utf8" });
+      expect(r.status, r.stderr).toBe(0);
+    };
+    write(cmd);
+    const old = new Date("2020-01-01T00:00:00Z");
+    utimesSync(file, old, old);
+    write(cmd);
+    expect(statSync(file).mtimeMs).toBe(old.getTime());
+    expect(readdirSync(join(root, "main/postgres-conf"))).toEqual(["postgresql.conf"]);
+    // Another mode: rewritten.
+    write(await declared("main/postgres-conf/postgresql.conf", "max_connections = 100\n", "0600"));
+    expect((statSync(file).mode & 0o777).toString(8)).toBe("600");
+    expect(statSync(file).mtimeMs).toBeGreaterThan(old.getTime());
+    // Other content: rewritten.
+    utimesSync(file, old, old);
+    write(await declared("main/postgres-conf/postgresql.conf", "max_connections = 200\n", "0600"));
+    expect(readFileSync(file, "utf8")).toBe("max_connections = 200\n");
+    expect(statSync(file).mtimeMs).toBeGreaterThan(old.getTime());
   });
 
   it("refuses paths outside the host's files root and bad modes", async () => {

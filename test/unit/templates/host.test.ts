@@ -12,7 +12,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, sy
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parse } from "yaml";
-import { defaultDaemonConfig, renderCloudInit, renderDockerInstallScript, renderWaitReadyScript, type DockerInstallParams } from "../../../templates/host";
+import { defaultDaemonConfig, HETZNER_HOST_KEY_ROTATION, renderCloudInit, renderDockerInstallScript, renderHostKeyRotationScript, renderWaitReadyScript, type DockerInstallParams } from "../../../templates/host";
 
 const PRIV = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n";
 const PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKey";
@@ -393,5 +393,34 @@ describe.concurrent("Docker install", () => {
 
   it("snapshot", async ({ expect }) => {
     expect(renderDockerInstallScript({ daemonConfig: defaultDaemonConfig(), startTimeoutSeconds: 120, sshUser: "deploy" })).toMatchSnapshot();
+  });
+});
+
+// Run against a real sshd in test/integration/host-key-rotation.test.ts.
+describe("host key rotation", () => {
+  it("snapshot (the Hetzner defaults)", () => {
+    expect(renderHostKeyRotationScript(HETZNER_HOST_KEY_ROTATION)).toMatchSnapshot();
+  });
+
+  it("prints only through its last line: every other message goes to stderr", () => {
+    const script = renderHostKeyRotationScript(HETZNER_HOST_KEY_ROTATION);
+    const toStdout = script.split("\n").filter((l) => /\b(echo|printf)\b/.test(l) && !/>&2|> "\$|>&2$/.test(l) && !l.includes("$(printf"));
+    expect(toStdout).toEqual([`printf '%s %s\\n' "$type" "$body"`]);
+    expect(script.trimEnd().split("\n").at(-1)).toBe(`printf '%s %s\\n' "$type" "$body"`);
+    expect(script).toContain("systemctl reload ssh >&2");
+  });
+
+  it.each([
+    ["keyPath", { keyPath: "etc/key" }],
+    ["dropInPath", { dropInPath: "/etc/ssh/sshd_config.d/x; rm -rf /" }],
+    ["dropInPath", { dropInPath: "/etc/ssh/sshd_config.d/synaxic" }],
+    ["sshdConfigPath", { sshdConfigPath: "/etc/ssh/sshd config" }],
+    ["reloadArgv", { reloadArgv: [] }],
+  ])("refuses a bad %s", (name, change) => {
+    expect(() => renderHostKeyRotationScript({ ...HETZNER_HOST_KEY_ROTATION, ...change })).toThrow(name);
+  });
+
+  it("quotes the reload command with the project's quoting helper", () => {
+    expect(renderHostKeyRotationScript({ ...HETZNER_HOST_KEY_ROTATION, reloadArgv: ["sh", "-c", 'kill -HUP "$(cat /run/sshd.pid)"'] })).toContain(`sh -c 'kill -HUP "$(cat /run/sshd.pid)"' >&2`);
   });
 });
