@@ -18,6 +18,34 @@ export interface PkiArgs {
   serverValidityHours?: number;
   /** The hosts that run Prometheus: each gets a client certificate that the exporters accept (templates/exporter-web.ts). */
   prometheusHosts?: string[];
+  /**
+   * Certificate requests a host's own stack made with its own keys, by host
+   * name: those hosts' certificates are signed from them and no key of
+   * theirs is made here.
+   */
+  requests?: Record<string, HostCertRequests>;
+}
+
+/** A host's certificate requests (PEM, public), as its stack exports them (certRequests). */
+export interface HostCertRequests {
+  postgres: pulumi.Input<string>;
+  redis: pulumi.Input<string>;
+  exporters: pulumi.Input<string>;
+  /** The monitoring replica's: its Prometheus' client certificate. */
+  prometheusClient?: pulumi.Input<string>;
+}
+
+/** A certificate signed for a request made elsewhere (public). */
+export interface SignedCert {
+  certPem: pulumi.Output<string>;
+  notAfter: pulumi.Output<string>;
+}
+
+export interface SignedHostCerts {
+  postgres: SignedCert;
+  redis: SignedCert;
+  exporters: SignedCert;
+  prometheusClient?: SignedCert;
 }
 
 /** The certificates of one host: PostgreSQL's and Redis' (server and client use), its exporters' (server use only). */
@@ -59,8 +87,58 @@ export const PKI_CAS: Record<PkiService, { key: string; cert: string; commonName
   metrics: { key: "metrics-ca-key", cert: "metrics-ca", commonName: "Synaxic metrics CA" },
 };
 
+/** The kinds of certificate a host has: its services' and, on a Prometheus host, Prometheus' client certificate. */
+export type CertKind = keyof HostCerts | "prometheus";
+
 /** Which CA signs each kind of certificate. */
-const SIGNER: Record<keyof HostCerts | "prometheus", PkiService> = { postgres: "postgres", redis: "redis", exporters: "metrics", prometheus: "metrics" };
+const SIGNER: Record<CertKind, PkiService> = { postgres: "postgres", redis: "redis", exporters: "metrics", prometheus: "metrics" };
+
+/** What each kind of certificate may be used for. The exporters' serves them and nothing else; Prometheus' is a client's only. */
+const CERT_USES: Record<CertKind, string[]> = {
+  postgres: ["digital_signature", "key_encipherment", "server_auth", "client_auth"],
+  redis: ["digital_signature", "key_encipherment", "server_auth", "client_auth"],
+  exporters: ["digital_signature", "server_auth"],
+  prometheus: ["digital_signature", "client_auth"],
+};
+
+/**
+ * The subject and SANs of a host's certificate of one kind: the same on the
+ * main stack (the legacy flow, the local stack) and on a replica's stack,
+ * which makes its own request from the same inputs (lib/fleet.ts pkiHost).
+ */
+export function certSubject(host: { hostName: string; extraNames?: PkiHost["extraNames"] }, privateIp: string | undefined, kind: CertKind): { commonName: string; ips: string[]; dns: string[] } {
+  if (kind === "prometheus") return { commonName: `prometheus.${host.hostName}`, ips: [], dns: [] };
+  const all = [privateIp!, host.hostName, ...(kind === "exporters" ? [] : (host.extraNames?.[kind] ?? []))];
+  return {
+    commonName: `${kind}.${host.hostName}`,
+    ips: [...new Set(all.filter((n) => IPV4.test(n)).concat("127.0.0.1"))],
+    dns: [...new Set(all.filter((n) => !IPV4.test(n)).concat("localhost"))],
+  };
+}
+
+/**
+ * A private key and a certificate request for it (resources `<base>-key`
+ * and `<base>-csr`). Prometheus' client request names no address.
+ */
+export function requestCert(
+  base: string,
+  host: { hostName: string; privateIp?: pulumi.Input<string>; extraNames?: PkiHost["extraNames"] },
+  kind: CertKind,
+  opts: pulumi.CustomResourceOptions,
+): { keyPem: pulumi.Output<string>; certRequestPem: pulumi.Output<string> } {
+  const key = new tls.PrivateKey(`${base}-key`, { algorithm: "ECDSA", ecdsaCurve: "P256" }, opts);
+  const names = pulumi.output(host.privateIp ?? "").apply((ip) => certSubject(host, ip, kind));
+  const csr = new tls.CertRequest(
+    `${base}-csr`,
+    {
+      privateKeyPem: key.privateKeyPem,
+      subject: { commonName: names.commonName, organization: "Synaxic" },
+      ...(kind === "prometheus" ? {} : { ipAddresses: names.ips, dnsNames: names.dns }),
+    },
+    opts,
+  );
+  return { keyPem: pulumi.secret(key.privateKeyPem), certRequestPem: csr.certRequestPem };
+}
 
 /**
  * A private CA per service (PostgreSQL, Redis, metrics), a server
@@ -82,7 +160,10 @@ const SIGNER: Record<keyof HostCerts | "prometheus", PkiService> = { postgres: "
 export class Pki extends pulumi.ComponentResource {
   /** Each service's CA certificate: the only CA that service's servers and clients trust. */
   public readonly cas: Record<PkiService, ServiceCa>;
+  /** Certificates and keys made here: the main host's, and a host's whose stack published no requests (the legacy flow, the local stack). */
   public readonly certs: Record<string, HostCerts>;
+  /** Certificates signed for the requests a host's own stack published (args.requests): no key here. */
+  public readonly signed: Record<string, SignedHostCerts>;
   /** Client certificates of the Prometheus servers, by host name (client use only; the metrics CA). */
   public readonly prometheusClients: Record<string, ServerCert>;
   /** The truststore, base64-encoded PKCS12 (secret): the Redis CA alone (the app verifies Redis with it). */
@@ -127,31 +208,23 @@ export class Pki extends pulumi.ComponentResource {
         parent,
       );
     this.certs = {};
+    this.signed = {};
     for (const host of args.hosts) {
-      const issue = (service: keyof HostCerts): ServerCert => {
-        const base = `${name}-${host.hostName}-${service}`;
-        const key = new tls.PrivateKey(`${base}-key`, { algorithm: "ECDSA", ecdsaCurve: "P256" }, parent);
-        const names = pulumi.output(host.privateIp).apply((ip) => {
-          const all = [ip, host.hostName, ...(service === "exporters" ? [] : host.extraNames[service])];
-          return {
-            ips: [...new Set(all.filter((n) => IPV4.test(n)).concat("127.0.0.1"))],
-            dns: [...new Set(all.filter((n) => !IPV4.test(n)).concat("localhost"))],
-          };
-        });
-        const csr = new tls.CertRequest(
-          `${base}-csr`,
-          {
-            privateKeyPem: key.privateKeyPem,
-            subject: { commonName: `${service}.${host.hostName}`, organization: "Synaxic" },
-            ipAddresses: names.ips,
-            dnsNames: names.dns,
-          },
-          parent,
-        );
-        // The exporters' certificate serves them and nothing else.
-        const uses = service === "exporters" ? ["digital_signature", "server_auth"] : ["digital_signature", "key_encipherment", "server_auth", "client_auth"];
-        const cert = sign(base, SIGNER[service], csr.certRequestPem, uses);
-        return { certPem: cert.certPem, keyPem: pulumi.secret(key.privateKeyPem), notAfter: cert.validityEndTime };
+      const requests = args.requests?.[host.hostName];
+      if (requests) {
+        // The host's own stack made its keys and published these requests: sign them, hold no key.
+        const one = (kind: keyof HostCerts): SignedCert => {
+          const cert = sign(`${name}-${host.hostName}-${kind}`, SIGNER[kind], requests[kind], CERT_USES[kind]);
+          return { certPem: cert.certPem, notAfter: cert.validityEndTime };
+        };
+        this.signed[host.hostName] = { postgres: one("postgres"), redis: one("redis"), exporters: one("exporters") };
+        continue;
+      }
+      const issue = (kind: keyof HostCerts): ServerCert => {
+        const base = `${name}-${host.hostName}-${kind}`;
+        const req = requestCert(base, host, kind, parent);
+        const cert = sign(base, SIGNER[kind], req.certRequestPem, CERT_USES[kind]);
+        return { certPem: cert.certPem, keyPem: req.keyPem, notAfter: cert.validityEndTime };
       };
       this.certs[host.hostName] = { postgres: issue("postgres"), redis: issue("redis"), exporters: issue("exporters") };
     }
@@ -160,10 +233,17 @@ export class Pki extends pulumi.ComponentResource {
     this.prometheusClients = {};
     for (const hostName of args.prometheusHosts ?? []) {
       const base = `${name}-${hostName}-prometheus`;
-      const key = new tls.PrivateKey(`${base}-key`, { algorithm: "ECDSA", ecdsaCurve: "P256" }, parent);
-      const csr = new tls.CertRequest(`${base}-csr`, { privateKeyPem: key.privateKeyPem, subject: { commonName: `prometheus.${hostName}`, organization: "Synaxic" } }, parent);
-      const cert = sign(base, SIGNER.prometheus, csr.certRequestPem, ["digital_signature", "client_auth"]);
-      this.prometheusClients[hostName] = { certPem: cert.certPem, keyPem: pulumi.secret(key.privateKeyPem), notAfter: cert.validityEndTime };
+      const requests = args.requests?.[hostName];
+      if (requests) {
+        // A host that publishes its requests but none for Prometheus yet (it became the monitoring replica since): its next `up` adds one.
+        if (requests.prometheusClient === undefined) continue;
+        const cert = sign(base, SIGNER.prometheus, requests.prometheusClient, CERT_USES.prometheus);
+        this.signed[hostName]!.prometheusClient = { certPem: cert.certPem, notAfter: cert.validityEndTime };
+        continue;
+      }
+      const req = requestCert(base, { hostName }, "prometheus", parent);
+      const cert = sign(base, SIGNER.prometheus, req.certRequestPem, CERT_USES.prometheus);
+      this.prometheusClients[hostName] = { certPem: cert.certPem, keyPem: req.keyPem, notAfter: cert.validityEndTime };
     }
 
     // The app verifies Redis alone with it (PostgreSQL with its own sslrootcert file).
@@ -177,5 +257,37 @@ export class Pki extends pulumi.ComponentResource {
       metricsCaCertPem: this.cas.metrics.certPem,
       truststoreBase64: this.truststoreBase64,
     });
+  }
+}
+
+/** A host's own private keys (secret) and its certificate requests (public), by kind. */
+export interface HostKeysArgs {
+  host: PkiHost;
+  /** This host runs Prometheus (the monitoring replica): a key and request for its client certificate too. */
+  prometheusClient: boolean;
+}
+
+/**
+ * A replica's keys, made in its own stack, and the certificate requests it
+ * exports (certRequests) for the main stack to sign: its private keys never
+ * leave its stack. The subjects and SANs are those the main stack gives the
+ * certificates it makes itself (certSubject). Resource names are those of
+ * the main stack's Pki for the host, in another stack.
+ */
+export class HostKeys extends pulumi.ComponentResource {
+  public readonly keyPems: { postgres: pulumi.Output<string>; redis: pulumi.Output<string>; exporters: pulumi.Output<string>; prometheusClient?: pulumi.Output<string> };
+  public readonly requests: { postgres: pulumi.Output<string>; redis: pulumi.Output<string>; exporters: pulumi.Output<string>; prometheusClient?: pulumi.Output<string> };
+
+  constructor(name: string, args: HostKeysArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("synaxic:components:HostKeys", name, {}, opts);
+    const parent = { parent: this };
+    const one = (kind: CertKind) => requestCert(`${name}-${args.host.hostName}-${kind}`, args.host, kind, parent);
+    const pg = one("postgres");
+    const rd = one("redis");
+    const ex = one("exporters");
+    const pc = args.prometheusClient ? one("prometheus") : undefined;
+    this.keyPems = { postgres: pg.keyPem, redis: rd.keyPem, exporters: ex.keyPem, ...(pc ? { prometheusClient: pc.keyPem } : {}) };
+    this.requests = { postgres: pg.certRequestPem, redis: rd.certRequestPem, exporters: ex.certRequestPem, ...(pc ? { prometheusClient: pc.certRequestPem } : {}) };
+    this.registerOutputs({ requests: this.requests });
   }
 }

@@ -321,6 +321,8 @@ export const KEYS: Record<string, KeySpec> = {
     default: {},
     json: true,
   },
+  // Main: each replica's stack, where the main stack reads its certificate requests (certRequests).
+  replicaStacks: { schema: z.record(name, stackName), default: {}, json: true },
   // Replica
   mainStack: { schema: z.string(), default: "" },
   promote: { schema: bool, default: false },
@@ -464,6 +466,8 @@ export interface MainConfig extends CommonConfig {
   bootstrapGeneration: number;
   /** passwordRotation: a counter per password name; raising one regenerates that password (lib/passwordRotation.ts). */
   passwordRotation: Record<string, number>;
+  /** Each replica's stack by replica name, where set (replicaStacks); else <organization>/<project>/<replica name>. */
+  replicaStacks: Record<string, string>;
   /** Concurrent client requests the balancer is sized for (its upstream keep-alive pools). */
   balancerConcurrency: number;
   /** Requests per second per client address and the burst allowed (0: no limit). */
@@ -1010,11 +1014,21 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, secretKe
       throw new ConfigError("synchronousReplication", `got ${show(synchronousReplication)} with no replicas: every commit would wait for a standby that does not exist. Add a replica to replicas first, or leave it off`);
     }
     const alerting = parseAlerting(raw, secretKeys, get, ports, replicas);
+    const replicaStacks = get<Record<string, string>>("replicaStacks");
+    for (const r of Object.keys(replicaStacks)) {
+      if (!replicas.some((x) => x.name === r)) {
+        throw new ConfigError(`replicaStacks.${r}`, `names no replica of this stack's (${replicas.map((x) => x.name).join(", ") || "none"}); expected a replica's name from replicas`);
+      }
+    }
+    if (provider === "local" && Object.keys(replicaStacks).length > 0) {
+      throw new ConfigError("replicaStacks", `is for a main stack whose replicas have stacks of their own; the local stack runs every host itself`);
+    }
     return {
       ...common,
       role,
       alerting,
       replicas,
+      replicaStacks,
       followPrimary: "",
       promote: false,
       synchronousReplication,
@@ -1054,6 +1068,7 @@ export function parseStackConfig(raw: Readonly<Record<string, string>>, secretKe
   if (get<number>("bootstrapGeneration") !== 0) {
     throw new ConfigError("bootstrapGeneration", `is for the main stack; a replica clones its primary (reinitGeneration re-clones it)`);
   }
+  if (setAwayFromDefault(raw, "replicaStacks")) throw new ConfigError("replicaStacks", `is for the main stack; it names where it reads each replica's certificate requests`);
   if (setAwayFromDefault(raw, "passwordRotation")) throw new ConfigError("passwordRotation", `is for the main stack; it generates every password, and replica stacks take the new ones from its outputs`);
   return {
     ...common,

@@ -4,6 +4,7 @@
  * the replica with an error that names it.
  */
 import { z } from "zod";
+import { X509Certificate, createPublicKey } from "node:crypto";
 import { BACKUP_DRILL_DEFAULTS } from "../templates/backup-scheduler";
 
 const ip = z.string().regex(/^\d{1,3}(\.\d{1,3}){3}$/, { message: "expected an IPv4 address" });
@@ -161,6 +162,63 @@ export const replicaTlsSchema = z.record(z.string(), replicaHostTlsSchema);
 /** One replica's entry of replicaTls. */
 export type ReplicaHostTls = z.infer<typeof replicaHostTlsSchema>;
 export type ReplicaTls = z.infer<typeof replicaTlsSchema>;
+
+const csrPem = z.string().includes("-----BEGIN CERTIFICATE REQUEST-----", { message: "expected a PEM certificate request" });
+/**
+ * A replica stack's `certRequests` output (public): a request per
+ * certificate, made with the keys it keeps (components/Pki.ts HostKeys).
+ */
+export const certRequestsSchema = z.object({ postgres: csrPem, redis: csrPem, exporters: csrPem, prometheusClient: csrPem.optional() });
+export type CertRequests = z.infer<typeof certRequestsSchema>;
+
+const signedCert = z.object({ certPem: pem, notAfter: z.string() });
+/** Main's `replicaCerts` output (public): per replica, the certificates it signed for that replica's certRequests. */
+export const replicaCertsSchema = z.record(z.string(), z.object({ postgres: signedCert, redis: signedCert, exporters: signedCert, prometheusClient: signedCert.optional() }));
+export type ReplicaCerts = z.infer<typeof replicaCertsSchema>;
+
+/** A replica stack's output that the main stack reads is malformed: named with the stack, never echoed. */
+export class ReplicaStackOutputError extends Error {
+  constructor(stack: string, output: string, detail: string) {
+    super(`replica stack ${stack}: output "${output}" ${detail}. Run \`pulumi up\` on that stack (this program's version there and here must match), or name the replica's stack in replicaStacks.`);
+    this.name = "ReplicaStackOutputError";
+  }
+}
+
+/** Checks a replica stack's certRequests; undefined when it has exported none yet (a new stack, or one from before this flow). */
+export function checkCertRequests(stack: string, value: unknown): CertRequests | undefined {
+  if (value === undefined || value === null) return undefined;
+  const r = certRequestsSchema.safeParse(value);
+  if (!r.success) {
+    const issue = r.error.issues[0]!;
+    throw new ReplicaStackOutputError(stack, ["certRequests", ...issue.path].join("."), `is malformed: ${issue.message}`);
+  }
+  return r.data;
+}
+
+/**
+ * Whether a certificate carries the public key of this private key (both
+ * PEM). Node's crypto derives the public key from a private one
+ * (crypto.createPublicKey: "a private key may be passed", nodejs.org/api/crypto.html)
+ * and gives a certificate's (X509Certificate.publicKey); the tls provider's
+ * locally signed certificate carries its request's public key
+ * (terraform-provider-tls, locally signed cert: x509.CreateCertificate with
+ * the request's PublicKey).
+ */
+export function certMatchesKey(certPem: string, keyPem: string): boolean {
+  const spki = (k: ReturnType<typeof createPublicKey>) => k.export({ type: "spki", format: "der" });
+  return spki(new X509Certificate(certPem).publicKey).equals(spki(createPublicKey(keyPem)));
+}
+
+/** Refuses main's certificate of one kind for this replica when it is not for this stack's own key, naming what to run. */
+export function checkCertForOwnKey(mainStack: string, replicaName: string, kind: string, certPem: string, keyPem: string): void {
+  if (!certMatchesKey(certPem, keyPem)) {
+    throw new MainStackOutputError(
+      mainStack,
+      `replicaCerts.${replicaName}.${kind}`,
+      `holds a certificate for another key than this stack's own ${kind} key (this stack's keys changed since main signed its certificate requests): run \`pulumi up\` on the main stack, which signs this stack's current certRequests, then on this stack again`,
+    );
+  }
+}
 
 /**
  * Checks main's `fleet` output. A main stack deployed by a version from

@@ -55,7 +55,12 @@ export async function localStack(config: MainConfig & StackConfig) {
   const main = localHost("main", cfg.privateIp, [{ port: cfg.ports.http, localPort: localHttpPort }]);
   await checkRotationNotLowered(cfg.passwordRotation);
   await checkPostgresMajorKept(cfg.images.postgres);
-  const built = buildMain(cfg, main, null);
+  // Every key is made here, replicas' included (their certificates as a
+  // replica stack once read them from replicaTls): one stack holds every
+  // host, so its state holds every key whichever resource makes it, and no
+  // other stack reads its outputs. A replica's own HostKeys would move keys
+  // between resources of the same state and add nothing.
+  const built = buildMain(cfg, main, null, { requests: {}, legacy: cfg.replicas.map((r) => r.name) });
 
   const replicas = cfg.replicas.map((r) => {
     const host = localHost(r.name, r.privateIp);

@@ -27,7 +27,7 @@ import { mainFirewallRules, monitoredHosts, pkiHost } from "../lib/fleet";
 import { renderCertExpiryTextfile } from "../templates/prometheus";
 import { PG_ROLES } from "../lib/postgresContainer";
 import { EXPORTER_SCRAPE_USER } from "../templates/exporter-web";
-import type { FleetInfo, ReplicaCredentials } from "../lib/fleetOutputs";
+import { checkCertRequests, type CertRequests, type FleetInfo, type ReplicaCerts, type ReplicaCredentials } from "../lib/fleetOutputs";
 import { fencedAddresses, hostAccessOutputs, readControl } from "./control";
 import { rotationLoweredError } from "../lib/passwordRotation";
 import { postgresMajorChangeError } from "../lib/postgresMajor";
@@ -83,7 +83,7 @@ export async function mainStack(config: MainConfig & StackConfig) {
   // The project's one Hetzner SSH key is registered by this stack's host; replica stacks use it.
   const hetzner: HetznerFacts | null =
     cfg.host.provider === "hetzner" && networkId && host.sshKeyId ? { networkId, networkZone: cfg.host.networkZone, sshKeyId: host.sshKeyId } : null;
-  const built = buildMain(cfg, host, hetzner);
+  const built = buildMain(cfg, host, hetzner, await readCertFlow(cfg));
   return {
     ...built.outputs,
     ...hostAccessOutputs(host, controlled, built.postgres instanceof PostgresReplica ? built.postgres : undefined),
@@ -117,6 +117,56 @@ export async function checkPostgresMajorKept(postgresImage: string): Promise<voi
   if (changed) throw new ConfigError(changed.key, changed.message);
 }
 
+/**
+ * Where each replica's certificates come from (docs/operations.md#certificates-from-each-replicas-own-keys).
+ * A replica whose stack exports certRequests: main signs them, and holds no
+ * key of its. One that does not yet, but whose key and certificates this
+ * stack made before (its legacyTlsReplicas output, or every replica of its
+ * `fleet` output when the stack was last deployed by a version from before
+ * certificate requests): main keeps making them, in the secret replicaTls,
+ * until the replica's stack publishes its requests. Any other (a new
+ * replica): nothing yet; its first `up` publishes its requests.
+ *
+ * A StackReference to a stack that does not exist fails the program
+ * ("unknown stack", pulumi/pulumi pkg/backend/backend.go GetStackOutputs);
+ * a stack that exists but was never deployed has no outputs. So each
+ * replica's stack must exist before main's `up` lists the replica.
+ */
+export async function readCertFlow(cfg: Pick<MainConfig, "replicas" | "replicaStacks">): Promise<CertFlow> {
+  const requests: Record<string, CertRequests> = {};
+  for (const r of cfg.replicas) {
+    const stack = replicaStackOf(cfg, r.name);
+    const ref = new pulumi.StackReference(`replica-stack-${r.name}`, { name: stack });
+    const got = checkCertRequests(stack, await ref.getOutputValue("certRequests"));
+    if (got) requests[r.name] = got;
+  }
+  const own = ownStack("self-tls");
+  const held = (await own.getOutputValue("legacyTlsReplicas")) as unknown;
+  const before = Array.isArray(held) ? held.map(String) : ((await own.getOutputValue("fleet")) as { replicas?: { name: string }[] } | undefined)?.replicas?.map((r) => r.name) ?? [];
+  const legacy = cfg.replicas.filter((r) => !requests[r.name] && before.includes(r.name)).map((r) => r.name);
+  for (const r of cfg.replicas) {
+    if (requests[r.name]) continue;
+    const stack = replicaStackOf(cfg, r.name);
+    if (legacy.includes(r.name)) {
+      pulumi.log.info(`${r.name}: its stack ${stack} exports no certificate requests yet; this stack keeps making its key and certificates (replicaTls) until \`pulumi up -s ${stack}\` publishes them`);
+    } else {
+      pulumi.log.warn(`${r.name}: its stack ${stack} exports no certificate requests yet, so no certificate is issued for it: run \`pulumi up -s ${stack}\` (it publishes them), then this stack, then ${stack} again`);
+    }
+  }
+  return { requests, legacy };
+}
+
+/** A replica's stack: replicaStacks' entry, else <organization>/<project>/<replica name> (as lib/status/outputs.ts replicaStackName names it from main's). */
+export function replicaStackOf(cfg: Pick<MainConfig, "replicaStacks">, replicaName: string): string {
+  return cfg.replicaStacks[replicaName] ?? `${pulumi.getOrganization()}/${pulumi.getProject()}/${replicaName}`;
+}
+
+/** Which replicas main signs requests for, and which it still makes keys for (the legacy flow). */
+export interface CertFlow {
+  requests: Record<string, CertRequests>;
+  legacy: string[];
+}
+
 /** This stack as its last `up` left it (no outputs on a new stack). */
 function ownStack(name: string): pulumi.StackReference {
   return new pulumi.StackReference(name, { name: `${pulumi.getOrganization()}/${pulumi.getProject()}/${pulumi.getStack()}` });
@@ -137,6 +187,8 @@ export function buildMain(
   },
   host: HostContext,
   hetzner: HetznerFacts | null,
+  /** Where each replica's certificates come from (readCertFlow); the local stack makes every key itself. */
+  certFlow: CertFlow,
 ) {
   const timeout = cfg.commandTimeoutSeconds;
   // passwordRotation: a raised counter regenerates that password alone (its keepers).
@@ -145,11 +197,14 @@ export function buildMain(
   const docker = { providers: [host.dockerProvider] };
   const dockerOpts = { provider: host.dockerProvider };
 
+  // A replica's certificates: signed for its stack's requests, or made here with its key (legacy), or none yet (a new replica).
+  const certified = (name: string) => certFlow.requests[name] !== undefined || certFlow.legacy.includes(name);
   const pki = new Pki("pki", {
-    hosts: [pkiHost("main", cfg.privateIp), ...cfg.replicas.map((r) => pkiHost(r.name, r.privateIp))],
+    hosts: [pkiHost("main", cfg.privateIp), ...cfg.replicas.filter((r) => certified(r.name)).map((r) => pkiHost(r.name, r.privateIp))],
     truststorePassword: pw.truststore,
     // Each Prometheus (this host's, the monitoring replica's) shows the exporters a client certificate.
-    prometheusHosts: ["main", ...(cfg.alerting.pair ? [cfg.alerting.pair.replica] : [])],
+    prometheusHosts: ["main", ...(cfg.alerting.pair && certified(cfg.alerting.pair.replica) ? [cfg.alerting.pair.replica] : [])],
+    requests: certFlow.requests,
   });
   const mainCerts = pki.certs.main!;
   /** Each service's CA certificate: what that service's trust files hold, and nothing else. */
@@ -386,8 +441,10 @@ export function buildMain(
     { ...docker, dependsOn: [exporters] },
   );
 
-  // What replica stacks read. Plain facts in `fleet`; everything secret in
-  // `replicaCredentials` and `replicaTls`, which are secret outputs.
+  // What replica stacks read. Plain facts in `fleet`, the certificates signed
+  // for their requests in `replicaCerts`; everything secret in
+  // `replicaCredentials` and `replicaTls` (the keys of replicas still on the
+  // legacy flow only), which are secret outputs.
   // The app image is exported once this host's app runs it and passed its
   // health check (the container waits for that): replica stacks run the image
   // in this output, so a new image (and the Flyway migration it brings, which
@@ -424,12 +481,12 @@ export function buildMain(
   }) as pulumi.Output<ReplicaCredentials>;
   const replicaTls = pulumi.secret(
     Object.fromEntries(
-      cfg.replicas.map((r) => {
-        const c = pki.certs[r.name]!;
+      certFlow.legacy.map((name) => {
+        const c = pki.certs[name]!;
         const pair = (s: { certPem: pulumi.Output<string>; keyPem: pulumi.Output<string>; notAfter: pulumi.Output<string> }) => ({ certPem: s.certPem, keyPem: s.keyPem, notAfter: s.notAfter });
-        const client = pki.prometheusClients[r.name];
+        const client = pki.prometheusClients[name];
         return [
-          r.name,
+          name,
           {
             postgres: pair(c.postgres),
             redis: pair(c.redis),
@@ -442,11 +499,16 @@ export function buildMain(
     ),
   );
 
+  const replicaCerts: Record<string, pulumi.Output<ReplicaCerts[string]>> = Object.fromEntries(Object.entries(pki.signed).map(([name, c]) => [name, pulumi.output(c)]));
+
   return {
     outputs: {
       fleet,
       replicaCredentials,
       replicaTls,
+      replicaCerts,
+      // Which replicas replicaTls holds a key for: the next `up` keeps making theirs until their stacks publish requests (readCertFlow).
+      legacyTlsReplicas: certFlow.legacy,
       slots: postgres instanceof PostgresMaster ? postgres.slotNames : {},
       postgresMode: postgres instanceof PostgresMaster ? "primary" : postgres.mode,
       grafanaAdminPassword: pw.grafanaAdmin,
