@@ -8,9 +8,21 @@ import * as pulumi from "@pulumi/pulumi";
 import { LOOPBACK } from "../lib/addresses";
 import type { ReplicaConfig, StackConfig, VpsHostConfig } from "../lib/config";
 import { resolveHetznerHost } from "../lib/hetzner";
-import { checkFleetInfo, checkMainOutput, replicaCredentialsSchema, replicaTlsSchema, MainStackOutputError, type FleetInfo, type ReplicaCredentials, type ReplicaHostTls } from "../lib/fleetOutputs";
+import {
+  checkCertForOwnKey,
+  checkFleetInfo,
+  checkMainOutput,
+  replicaCertsSchema,
+  replicaCredentialsSchema,
+  replicaTlsSchema,
+  MainStackOutputError,
+  type FleetInfo,
+  type ReplicaCerts,
+  type ReplicaCredentials,
+  type ReplicaHostTls,
+} from "../lib/fleetOutputs";
 import type { HostContext } from "../lib/hostContext";
-import { monitoredHosts, replicaFirewallRules } from "../lib/fleet";
+import { monitoredHosts, pkiHost, replicaFirewallRules } from "../lib/fleet";
 import { Monitoring, type AlertingArgs } from "../components/Monitoring";
 import { Host } from "../components/Host";
 import { PostgresReplica } from "../components/PostgresReplica";
@@ -18,7 +30,7 @@ import { RedisPair } from "../components/RedisPair";
 import { RedisSnapshots } from "../components/RedisSnapshots";
 import { SynaxicApp, appOnHost } from "../components/SynaxicApp";
 import { Exporters } from "../components/Exporters";
-import type { PkiService } from "../components/Pki";
+import { HostKeys, type PkiService } from "../components/Pki";
 import { NginxBalancer } from "../components/NginxBalancer";
 import { ConfigError } from "../lib/config";
 import { replicaSlotName } from "../templates/postgres-sql";
@@ -55,15 +67,11 @@ export async function replicaStack(config: ReplicaConfig & StackConfig) {
     throw new MainStackOutputError(cfg.mainStack, "replicaCredentials.redisBackup", "is missing while fleet.backup.redis is set (Redis snapshots): run `pulumi up` on the main stack first");
   }
   const credentials = pulumi.secret(plainCredentials);
+  // The key and certificates main made for this replica (the legacy flow), and those it signed for this stack's requests.
   const tlsAll = checkMainOutput(cfg.mainStack, "replicaTls", replicaTlsSchema, await secretOutput("replicaTls"));
-  const mine = tlsAll[cfg.replicaName];
-  if (!mine) {
-    throw new MainStackOutputError(cfg.mainStack, `replicaTls.${cfg.replicaName}`, `is missing: add "${cfg.replicaName}=${cfg.privateIp}" to the main stack's replicas and run \`pulumi up\` there`);
-  }
-  if (fleet.monitoring?.replica === cfg.replicaName && !mine.prometheusClient) {
-    throw new MainStackOutputError(cfg.mainStack, `replicaTls.${cfg.replicaName}.prometheusClient`, `is missing while fleet.monitoring names this replica (${cfg.replicaName})`);
-  }
-  const myTls = pulumi.secret(mine);
+  const legacy = tlsAll[cfg.replicaName];
+  const signedAll = checkMainOutput(cfg.mainStack, "replicaCerts", replicaCertsSchema, (await main.getOutputValue("replicaCerts")) ?? {});
+  const signed = signedAll[cfg.replicaName];
   const https = await secretOutput("balancerHttps");
   if (https !== undefined && (typeof https?.certPem !== "string" || typeof https?.keyPem !== "string")) {
     throw new MainStackOutputError(cfg.mainStack, "balancerHttps", "is malformed: expected a certificate and key");
@@ -84,6 +92,27 @@ export async function replicaStack(config: ReplicaConfig & StackConfig) {
   if (cfg.host.provider === "local") throw new Error("replicaStack: local replicas are built by localStack");
   // Checked before any resource is declared.
   primaryOf(cfg, fleet);
+  const monitoringHere = fleet.monitoring?.replica === me.name;
+  if (monitoringHere && !signed && legacy && !legacy.prometheusClient) {
+    throw new MainStackOutputError(cfg.mainStack, `replicaTls.${cfg.replicaName}.prometheusClient`, `is missing while fleet.monitoring names this replica (${cfg.replicaName})`);
+  }
+  // This replica's own keys, and the requests main signs (exported as certRequests): its keys never leave this stack.
+  const keys = new HostKeys("pki", { host: pkiHost(me.name, cfg.privateIp), prometheusClient: monitoringHere });
+  const tlsSource = signed ? "own-keys" : legacy ? "legacy" : "pending";
+  if (tlsSource === "legacy") {
+    pulumi.log.warn(
+      `${me.name} runs with the key and certificates the main stack made for it (replicaTls), until main has signed this stack's certificate requests: run \`pulumi up\` on ${cfg.mainStack}, then on this stack again (its PostgreSQL, Redis and exporters restart once, on their own keys)`,
+    );
+  } else if (tlsSource === "pending") {
+    pulumi.log.warn(
+      `${me.name} has no certificates yet: this \`up\` deploys the host and publishes its certificate requests (certRequests), and no service. Run \`pulumi up\` on ${cfg.mainStack} (it signs them), then on this stack again`,
+    );
+  }
+  const skipMonitoring = monitoringHere && signed !== undefined && !signed.prometheusClient;
+  if (skipMonitoring) {
+    pulumi.log.warn(`${me.name} is the monitoring replica, and main has not signed its Prometheus client request yet: its Prometheus and Alertmanager wait. Run \`pulumi up\` on ${cfg.mainStack}, then on this stack again`);
+  }
+  const myTls = signed ? ownKeyTls(cfg.mainStack, me.name, keys, signed) : legacy ? pulumi.secret(legacy) : undefined;
   let vps: VpsHostConfig = cfg.host;
   let hetzner: { networkId: number; sshKeyId: string } | undefined;
   if (cfg.host.provider === "hetzner") {
@@ -128,9 +157,35 @@ export async function replicaStack(config: ReplicaConfig & StackConfig) {
     commandTimeoutSeconds: cfg.commandTimeoutSeconds,
     ...(cfg.sshIdentityDir ? { identityDir: cfg.sshIdentityDir } : {}),
   });
-  const built = buildReplica(cfg, fleet, fleet.cas, me, credentials, myTls, host, "", [], balancerHttps);
+  const certRequests = keys.requests;
+  if (!myTls) {
+    // A new replica: nothing that needs a certificate is declared; what it exports lets main sign its requests.
+    return { replicaName: me.name, privateIp: cfg.privateIp, tlsSource, certRequests, ...hostAccessOutputs(host, controlled) };
+  }
+  const built = buildReplica({ ...cfg, skipMonitoring }, fleet, fleet.cas, me, credentials, myTls, host, "", [], balancerHttps);
   const { postgres, ...outputs } = built;
-  return { ...outputs, ...hostAccessOutputs(host, controlled, postgres) };
+  return { ...outputs, tlsSource, certRequests, ...hostAccessOutputs(host, controlled, postgres) };
+}
+
+/**
+ * This replica's certificates from main's replicaCerts with its own keys,
+ * secret, each checked first to be for its own key (checkCertForOwnKey).
+ */
+export function ownKeyTls(mainStack: string, replicaName: string, keys: HostKeys, signed: ReplicaCerts[string]): pulumi.Output<ReplicaHostTls> {
+  return pulumi.secret(
+    pulumi.all([keys.keyPems.postgres, keys.keyPems.redis, keys.keyPems.exporters, keys.keyPems.prometheusClient]).apply(([pg, rd, ex, pc]) => {
+      const pair = (kind: string, c: { certPem: string; notAfter: string }, keyPem: string) => {
+        checkCertForOwnKey(mainStack, replicaName, kind, c.certPem, keyPem);
+        return { certPem: c.certPem, keyPem, notAfter: c.notAfter };
+      };
+      return {
+        postgres: pair("postgres", signed.postgres, pg),
+        redis: pair("redis", signed.redis, rd),
+        exporters: pair("exporters", signed.exporters, ex),
+        ...(signed.prometheusClient && pc ? { prometheusClient: pair("prometheusClient", signed.prometheusClient, pc) } : {}),
+      };
+    }),
+  );
 }
 
 /** What a replica host needs from its own stack configuration. */
@@ -143,6 +198,8 @@ export type ReplicaSettings = Pick<
   rewindAddresses?: string[];
   /** The app image already built on the host's engine (the local stand-in app): run instead of pulling fleet.appImage. */
   appImageId?: pulumi.Input<string>;
+  /** The monitoring replica whose Prometheus client certificate main has not signed yet: its Prometheus and Alertmanager wait. */
+  skipMonitoring?: boolean;
 };
 
 /** The server a replica follows: the main host, or after a failover the promoted replica named in followPrimary. */
@@ -371,7 +428,7 @@ export function buildReplica(
   // The monitoring replica: a second Prometheus on the same targets with the
   // same rules, and an Alertmanager clustered with main's. No Grafana.
   const mon = fleet.monitoring;
-  if (mon && mon.replica === me.name) {
+  if (mon && mon.replica === me.name && !cfg.skipMonitoring) {
     new Monitoring(
       `${prefix}monitoring`,
       {

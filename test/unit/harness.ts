@@ -9,9 +9,10 @@
  * come back secret.
  */
 import * as pulumi from "@pulumi/pulumi";
-import { createHash } from "node:crypto";
+import { createECDH, createHash, createPrivateKey } from "node:crypto";
+import { execFileSync } from "node:child_process";
 import { createRequire } from "node:module";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { makeCa } from "../rig/pki";
@@ -114,6 +115,49 @@ export function testCaPem(label = "mock-ca"): string {
   return pem;
 }
 
+/**
+ * A real ECDSA P-256 private key (PKCS#8 PEM), the same for the same seed:
+ * its scalar is the seed's SHA-256, its public point computed by ECDH.
+ * Mocked tls.PrivateKey resources of the ECDSA algorithm return one, so
+ * that code reading keys (the replica's key/certificate check) gets real
+ * input, and each run of a test file sees the same keys.
+ */
+export function mockEcKeyPem(seed: string): string {
+  const d = createHash("sha256").update(seed).digest();
+  const ecdh = createECDH("prime256v1");
+  ecdh.setPrivateKey(d);
+  const pub = ecdh.getPublicKey();
+  const b64 = (b: Buffer) => b.toString("base64url");
+  return createPrivateKey({ key: { kty: "EC", crv: "P-256", d: b64(d), x: b64(pub.subarray(1, 33)), y: b64(pub.subarray(33)) }, format: "jwk" }).export({ type: "pkcs8", format: "pem" }) as string;
+}
+
+/** The private key each mocked certificate request was made with, by its request PEM (kept across runs: a replica's requests reach main's run). */
+const csrKeys = new Map<string, string>();
+const certsByKey = new Map<string, string>();
+/**
+ * A real certificate for the key a mocked request was made with (self-signed
+ * by that key with the openssl CLI; the chain is not what the mocks check):
+ * mocked tls.LocallySignedCert resources return it, so a certificate carries
+ * its request's public key as the provider's does. A request not made under
+ * the mocks gets the shared mock CA certificate.
+ */
+export function mockCertFor(certRequestPem: string): string {
+  const key = csrKeys.get(certRequestPem);
+  if (key === undefined) return testCaPem();
+  let pem = certsByKey.get(key);
+  if (pem === undefined) {
+    const dir = mkdtempSync(join(tmpdir(), "synaxic-mock-cert-"));
+    try {
+      writeFileSync(join(dir, "key.pem"), key, { mode: 0o600 });
+      pem = execFileSync("openssl", ["req", "-new", "-x509", "-key", join(dir, "key.pem"), "-subj", "/CN=mock-signed", "-days", "30"], { stdio: ["ignore", "pipe", "pipe"] }).toString();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    certsByKey.set(key, pem);
+  }
+  return pem;
+}
+
 /** A self-signed certificate's end of validity under the mocks: ten years on, a day apart per name, so a test can tell each CA's from the others'. */
 export function mockCaNotAfter(name: string): string {
   let h = 0;
@@ -210,7 +254,7 @@ export async function runMocked<T extends Record<string, unknown>>(opts: RunOpti
               id,
               state: {
                 ...inputs,
-                privateKeyPem: secret(`-----BEGIN PRIVATE KEY-----\nMockKey${t}\n-----END PRIVATE KEY-----\n`),
+                privateKeyPem: secret(inputs.algorithm === "ECDSA" ? mockEcKeyPem(`${stack}/${args.name}`) : `-----BEGIN PRIVATE KEY-----\nMockKey${t}\n-----END PRIVATE KEY-----\n`),
                 privateKeyOpenssh: secret(`-----BEGIN OPENSSH PRIVATE KEY-----\nMockSsh${t}\n-----END OPENSSH PRIVATE KEY-----\n`),
                 privateKeyPemPkcs8: secret(`-----BEGIN PRIVATE KEY-----\nMockPk8${t}\n-----END PRIVATE KEY-----\n`),
                 publicKeyOpenssh: `ssh-ed25519 AAAAC3NzaC1lZDI1NTE5${t}\n`,
@@ -221,9 +265,12 @@ export async function runMocked<T extends Record<string, unknown>>(opts: RunOpti
             // Each CA its own certificate (named after the resource) and its own end of validity.
             return { id, state: { ...inputs, certPem: testCaPem(args.name), validityEndTime: mockCaNotAfter(args.name), readyForRenewal: false } };
           case "tls:index/locallySignedCert:LocallySignedCert":
-            return { id, state: { ...inputs, certPem: testCaPem(), validityEndTime: "2027-11-26T00:00:00Z", readyForRenewal: false } };
-          case "tls:index/certRequest:CertRequest":
-            return { id, state: { ...inputs, certRequestPem: `-----BEGIN CERTIFICATE REQUEST-----\n${t}\n-----END CERTIFICATE REQUEST-----\n` } };
+            return { id, state: { ...inputs, certPem: mockCertFor(String(inputs.certRequestPem)), validityEndTime: "2027-11-26T00:00:00Z", readyForRenewal: false } };
+          case "tls:index/certRequest:CertRequest": {
+            const certRequestPem = `-----BEGIN CERTIFICATE REQUEST-----\n${t}\n-----END CERTIFICATE REQUEST-----\n`;
+            if (typeof inputs.privateKeyPem === "string") csrKeys.set(certRequestPem, inputs.privateKeyPem);
+            return { id, state: { ...inputs, certRequestPem } };
+          }
           case "hcloud:index/server:Server":
             serverCount++;
             return { id: String(3000 + serverCount), state: { ...inputs, ipv4Address: `203.0.113.${10 + serverCount}`, status: "running" } };

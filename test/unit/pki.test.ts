@@ -103,7 +103,8 @@ describe("each certificate signed by its service's CA", () => {
 
   it("PostgreSQL's by the PostgreSQL CA, Redis' by the Redis CA, the exporters' and Prometheus' by the metrics CA, on every host", () => {
     const expected: Record<string, PkiService> = {};
-    for (const h of ["main", "replica-1", "replica-2"]) {
+    // replica-1's signed from its stack's requests; replica-2, new, has published none yet and gets none.
+    for (const h of ["main", "replica-1"]) {
       expected[`pki-${h}-postgres-cert`] = "postgres";
       expected[`pki-${h}-redis-cert`] = "redis";
       expected[`pki-${h}-exporters-cert`] = "metrics";
