@@ -164,7 +164,9 @@ export async function replicaStack(config: ReplicaConfig & StackConfig) {
   }
   const built = buildReplica({ ...cfg, skipMonitoring }, fleet, fleet.cas, me, credentials, myTls, host, "", [], balancerHttps);
   const { postgres, ...outputs } = built;
-  return { ...outputs, tlsSource, certRequests, ...hostAccessOutputs(host, controlled, postgres) };
+  // Resolved once the certificates are checked against this stack's keys: a mismatch fails the `up` with its message.
+  const checkedSource = pulumi.unsecret(myTls.apply(() => tlsSource));
+  return { ...outputs, tlsSource: checkedSource, certRequests, ...hostAccessOutputs(host, controlled, postgres) };
 }
 
 /**

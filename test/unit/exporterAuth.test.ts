@@ -191,11 +191,13 @@ describe("replica stacks (mocks, main's outputs through the StackReference)", ()
   });
 
   it("a main stack without the exporters' certificates or the hash stops the replica, naming the output", async () => {
-    const noCert = runReplica("replica-2", "10.10.0.4", { mutateMainOutputs: (o) => delete (o.replicaTls as Record<string, Record<string, unknown>>)["replica-2"]!.exporters });
+    // On the legacy flow (main made the replica's key and certificates); certRequests.test.ts covers main's signed ones.
+    const noCert = runReplica("replica-2", "10.10.0.4", { flow: "legacy", mutateMainOutputs: (o) => delete (o.replicaTls as Record<string, Record<string, unknown>>)["replica-2"]!.exporters });
     await expect(noCert).rejects.toThrow(/output "replicaTls\.replica-2\.exporters" is malformed/);
-    const noHash = runReplica("replica-2", "10.10.0.4", { mutateMainOutputs: (o) => delete (o.replicaCredentials as Record<string, unknown>).exporterScrapeHash });
+    const noHash = runReplica("replica-2", "10.10.0.4", { flow: "legacy", mutateMainOutputs: (o) => delete (o.replicaCredentials as Record<string, unknown>).exporterScrapeHash });
     await expect(noHash).rejects.toThrow(/output "replicaCredentials\.exporterScrapeHash" is malformed/);
     const noClient = runReplica("replica-1", "10.10.0.3", {
+      flow: "legacy",
       mainExtra: { [`${P}monitoringReplica`]: "replica-1" },
       mutateMainOutputs: (o) => delete (o.replicaTls as Record<string, Record<string, unknown>>)["replica-1"]!.prometheusClient,
     });
