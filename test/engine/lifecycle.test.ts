@@ -83,8 +83,15 @@ describe("a fleet of main and two replicas on the real engine", () => {
   });
 
   it("brings up main, then previews and brings up each replica", async () => {
-    await co.up("main");
+    // Each replica's stack exists before main's up: main reads its certificate requests there.
     for (const r of ["replica-1", "replica-2"]) await initStack(co, rig, r, replicaConfig(rig, r));
+    await co.up("main");
+    // A new replica's first up makes its keys and publishes its certificate requests, and no service; main's next up signs them.
+    await eachStack(["replica-1", "replica-2"], async (r) => {
+      await co.up(r);
+      expect((await co.outputs(r)).tlsSource, r).toBe("pending");
+    });
+    await co.up("main");
     await eachStack(["replica-1", "replica-2"], async (r) => {
       // A replica stack previews once main exists (it reads main's outputs): everything is a create.
       const steps = await co.previewChanges(r);
@@ -375,7 +382,11 @@ describe("a fleet of main and two replicas on the real engine", () => {
   it("pulumi stack export holds no generated secret in plain text", async () => {
     for (const stack of ["main", "replica-1"]) {
       const exported = (await co.pulumi(["stack", "export", "--stack", stack])).stdout;
-      const secretsFound = secretStrings(await co.outputs("main", true));
+      const mainOutputs = await co.outputs("main", true);
+      // Main holds no replica's key: each replica's stack made its own, main signed its requests.
+      expect(mainOutputs.replicaTls, "main's replicaTls").toEqual({});
+      expect(JSON.stringify(mainOutputs.replicaCerts), "main's replicaCerts").not.toContain("PRIVATE KEY");
+      const secretsFound = secretStrings(mainOutputs);
       secretsFound.push({ where: "the operator's SSH key", value: rig.operator.privateKey.split("\n")[1]! });
       expect(secretsFound.length, "the main stack's secret outputs").toBeGreaterThan(5);
       const resources = (JSON.parse(exported) as { deployment: { resources: { urn: string; inputs?: object; outputs?: object }[] } }).deployment.resources;
@@ -392,6 +403,7 @@ describe("a fleet of main and two replicas on the real engine", () => {
   });
 
   it("adding replica-3 by config: main's diff touches no service container, then its own stack brings it in", async () => {
+    await initStack(co, rig, "replica-3", replicaConfig(rig, "replica-3"));
     co.writeConfig("main", { replicas: ["replica-1", "replica-2", "replica-3"].map((r) => `${r}=${rig.host(r).ip}`) });
     const steps = await co.previewChanges("main");
     const containers = steps.filter((s) => s.type === "docker:index/container:Container");
@@ -405,7 +417,10 @@ describe("a fleet of main and two replicas on the real engine", () => {
     expect(steps.some((s) => s.op === "create" && /slot-replica-3/.test(s.urn))).toBe(true);
     await co.up("main");
     expect(await psql(rig.host("main"), "SELECT slot_name FROM pg_replication_slots ORDER BY 1")).toContain("replica_3");
-    await initStack(co, rig, "replica-3", replicaConfig(rig, "replica-3"));
+    // Its first up publishes its certificate requests (no service); main signs them.
+    await co.up("replica-3");
+    expect((await co.outputs("replica-3")).tlsSource).toBe("pending");
+    await co.up("main");
   });
 
   it("an `up` killed during a container create, then run again, converges after the documented recovery", async () => {
@@ -483,6 +498,9 @@ describe("a fleet of main and two replicas on the real engine", () => {
       expect(volumes, `${name} keeps its PostgreSQL data`).toMatch(/pgdata/);
     }
     await co.pulumi(["config", "set", "--secret", "--stack", "main", "backupCipherPass"], { input: cipherPass });
+    await co.up("main");
+    // Re-created stacks are new replicas: each one's first up publishes its requests, main signs them, its second starts its services.
+    await eachStack(["replica-1", "replica-2"], async (r) => void (await co.up(r)));
     await co.up("main");
     await eachStack(["replica-1", "replica-2"], async (r) => void (await co.up(r)));
     expect(await psql(rig.host("main"), "SELECT note FROM engine_probe WHERE id = 1", "synaxic")).toBe("written on main");
