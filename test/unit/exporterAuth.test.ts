@@ -27,8 +27,9 @@ let other: Awaited<ReturnType<typeof runReplica>>;
 let local: Awaited<ReturnType<typeof runLocal>>;
 
 beforeAll(async () => {
-  paired = await runReplica("replica-1", "10.10.0.3", { mainExtra: { [`${P}monitoringReplica`]: "replica-1" } });
-  other = await runReplica("replica-2", "10.10.0.4", { mainExtra: { [`${P}monitoringReplica`]: "replica-1" } });
+  // The legacy flow (main made every host's key), where main's outputs show every replica's certificates; certRequests.test.ts covers replicas' own keys.
+  paired = await runReplica("replica-1", "10.10.0.3", { flow: "legacy", mainExtra: { [`${P}monitoringReplica`]: "replica-1" } });
+  other = await runReplica("replica-2", "10.10.0.4", { flow: "legacy", mainExtra: { [`${P}monitoringReplica`]: "replica-1" } });
   local = await runLocal(1);
 }, 180_000);
 

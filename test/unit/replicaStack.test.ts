@@ -125,7 +125,7 @@ describe("main-stack outputs the replica cannot use give an error naming the out
     ["credentials missing", (o) => delete o.replicaCredentials, /output "replicaCredentials" is missing/],
     ["a password missing", (o) => delete o.replicaCredentials.redisReplication, /output "replicaCredentials\.redisReplication" is malformed/],
     ["this replica not admitted", (o) => (o.fleet.replicas = o.fleet.replicas.filter((r: { name: string }) => r.name !== "replica-1")), /output "fleet\.replicas" has no replica named "replica-1": add "replica-1=10\.10\.0\.3"/],
-    ["certificate for this replica missing", (o) => delete o.replicaTls["replica-1"], /output "replicaTls\.replica-1" is missing/],
+    ["this replica's certificate malformed", (o) => (o.replicaCerts["replica-1"].postgres.certPem = "x"), /output "replicaCerts\.replica-1\.postgres\.certPem" is malformed/],
   ];
   for (const [what, mutate, message] of cases) {
     it(what, async () => {
@@ -264,7 +264,8 @@ describe("adding and removing a replica on main changes exactly the expected res
     expect(added).toEqual(
       [
         "postgres-slot-replica-2",
-        ...["postgres", "redis", "exporters"].flatMap((s) => [`pki-replica-2-${s}-cert`, `pki-replica-2-${s}-csr`, `pki-replica-2-${s}-key`]),
+        // Its stack, where main reads its certificate requests; no certificate until it has published them (certRequests.test.ts).
+        "replica-stack-replica-2",
       ].sort(),
     );
     expect(changed).toEqual(
