@@ -10,7 +10,7 @@ import { controlStack } from "../../stacks/control";
 import { mainStack } from "../../stacks/main";
 import { replicaStack } from "../../stacks/replica";
 import { findLeaks, runMocked } from "./harness";
-import { SECRET_CONFIG, SECRET_KEYS, mainConfig, replicaConfig, runMain } from "./fixtures";
+import { SECRET_CONFIG, SECRET_KEYS, legacyPrevious, mainConfig, replicaConfig, runMain } from "./fixtures";
 
 const P = "synaxic:";
 const CONTROL = "acme/synaxic/control";
@@ -107,7 +107,8 @@ async function runUnder(
       mainStack(loadStackConfig() as MainConfig & StackConfig),
     );
   }
-  const main = await runMain(2);
+  // A fleet where main made every replica's key (the legacy flow): each replica declares its services on its first run here.
+  const main = await runMain(2, {}, { previous: legacyPrevious(2) });
   const ip = host === "replica-1" ? "10.10.0.3" : "10.10.0.4";
   return runMocked(
     {
@@ -138,7 +139,10 @@ describe("host stacks under the control stack", () => {
 
   it("with HTTPS on main, the promoted replica's balancer serves the same certificate (key secret) and its firewalls open the HTTPS port", async () => {
     const tls = { [`${P}httpsCertificate`]: "-----BEGIN CERTIFICATE-----\nMainCert\n-----END CERTIFICATE-----\n", [`${P}httpsPrivateKey`]: "-----BEGIN PRIVATE KEY-----\nMainHttpsKey\n-----END PRIVATE KEY-----\n", [`${P}balancerServerNames`]: '["synaxic.example.com"]' };
-    const main = await runMocked({ config: mainConfig(2, tls), secretKeys: [...SECRET_KEYS, `${P}httpsPrivateKey`], stack: "main" }, () => mainStack(loadStackConfig() as MainConfig & StackConfig));
+    const main = await runMocked(
+      { config: mainConfig(2, tls), secretKeys: [...SECRET_KEYS, `${P}httpsPrivateKey`], stack: "main", stackReferences: { "organization/synaxic/main": { outputs: legacyPrevious(2), secretOutputNames: [] } } },
+      () => mainStack(loadStackConfig() as MainConfig & StackConfig),
+    );
     expect(main.secretOutputs).toContain("balancerHttps");
     const promoted = await runMocked(
       {

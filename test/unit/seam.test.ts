@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { mainConfig, replicaConfig, runMain, SECRET_KEYS } from "./fixtures";
+import { legacyPrevious, mainConfig, replicaConfig, runMain, SECRET_KEYS } from "./fixtures";
 import { makeCa } from "../rig/pki";
 
 const run = promisify(execFile);
@@ -38,7 +38,8 @@ describe("the program as the Pulumi runtime loads it", () => {
   });
 
   it("replica stack: reads the main stack through a StackReference", async () => {
-    const main = await runMain(2);
+    // A fleet where main made every replica's key (the legacy flow): the replica declares its services at once.
+    const main = await runMain(2, {}, { previous: legacyPrevious(2) });
     const refs = { "acme/synaxic/main": { outputs: main.values, secretOutputNames: [...main.secretOutputs] } };
     const r = await load("replica-1", replicaConfig("replica-1", "10.10.0.3"), refs);
     expect(r.error).toBeUndefined();
