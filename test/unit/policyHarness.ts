@@ -153,13 +153,28 @@ function stackOf(file: ExampleFile): string {
  * its StackReference.
  */
 export async function runExample(file: ExampleFile, extra: Record<string, string> = {}): Promise<ExampleRun> {
+  if (exampleConfig(file, extra).config["synaxic:role"] !== "replica") return runExampleWith(file, extra, undefined);
+  // A replica as it runs once set up: its first `up` publishes its certificate requests, main signs them, then the run checked here.
+  // Where main reads it: its stack under the default name, from the replica's name.
+  const replicaStackName = `organization/synaxic/${exampleConfig(file, extra).config["synaxic:hostName"]!}`;
+  const main0 = await runExampleWith("Pulumi.main.yaml", {}, undefined);
+  const first = await runExampleWith(file, extra, mainRefs(file, extra, main0));
+  const main1 = await runExampleWith("Pulumi.main.yaml", {}, {
+    "organization/synaxic/main": { outputs: structuredClone(main0.run.values), secretOutputNames: [] },
+    [replicaStackName]: { outputs: structuredClone(first.run.values), secretOutputNames: [] },
+  });
+  return runExampleWith(file, extra, mainRefs(file, extra, main1));
+}
+
+/** The main example's outputs as the replica example's StackReference reads them. */
+function mainRefs(file: ExampleFile, extra: Record<string, string>, main: ExampleRun): NonNullable<Parameters<typeof runMocked>[0]["stackReferences"]> {
+  const { config } = exampleConfig(file, extra);
+  return { [config["synaxic:mainStack"]!]: { outputs: structuredClone(main.run.values), secretOutputNames: [...main.run.secretOutputs] } };
+}
+
+async function runExampleWith(file: ExampleFile, extra: Record<string, string>, stackReferences: Parameters<typeof runMocked>[0]["stackReferences"]): Promise<ExampleRun> {
   const { config, secretKeys } = exampleConfig(file, extra);
   const stack = stackOf(file);
-  let stackReferences: Parameters<typeof runMocked>[0]["stackReferences"];
-  if (config["synaxic:role"] === "replica") {
-    const main = await runExample("Pulumi.main.yaml");
-    stackReferences = { [config["synaxic:mainStack"]!]: { outputs: structuredClone(main.run.values), secretOutputNames: [...main.run.secretOutputs] } };
-  }
   const run = await runMocked({ config, secretKeys, stack, ...(stackReferences ? { stackReferences } : {}) }, () => {
     const cfg = loadStackConfig();
     // The example stacks are main, replica and local stacks.
