@@ -201,7 +201,7 @@ describe("replicaStacks", () => {
     expect(Object.keys(signed.values.replicaCerts as object)).toEqual(["replica-1"]);
   }, 120_000);
 
-  it("refuses a name that is not a replica, and the key on a replica stack", async () => {
+  it("refuses a name that is not one of the replicas", async () => {
     await expect(runMain(1, { "synaxic:replicaStacks": JSON.stringify({ "replica-9": "acme/synaxic/x" }) })).rejects.toThrow(/synaxic:replicaStacks\.replica-9: names no replica/);
   });
 });
