@@ -1,5 +1,6 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as tls from "@pulumi/tls";
+import { readCertRequest } from "../lib/csr";
 import { buildTruststore } from "../lib/truststore";
 
 /** A host the fleet's certificates are issued for. */
@@ -114,6 +115,25 @@ export function certSubject(host: { hostName: string; extraNames?: PkiHost["extr
     ips: [...new Set(all.filter((n) => IPV4.test(n)).concat("127.0.0.1"))],
     dns: [...new Set(all.filter((n) => !IPV4.test(n)).concat("localhost"))],
   };
+}
+
+/**
+ * What a certificate request asks for that its host's certificate of this
+ * kind must not have (another common name, an organization other than
+ * Synaxic, a name or address missing or extra), or undefined when it asks
+ * for exactly certSubject's. The request's signature is checked too
+ * (lib/csr.ts readCertRequest throws on a bad one).
+ */
+export function certRequestMismatch(certRequestPem: string, host: { hostName: string; extraNames?: PkiHost["extraNames"] }, privateIp: string, kind: CertKind): string | undefined {
+  const want = certSubject(host, privateIp, kind);
+  const got = readCertRequest(certRequestPem);
+  const same = (a: string[], b: string[]) => a.length === b.length && [...a].sort().every((x, i) => x === [...b].sort()[i]);
+  const problems: string[] = [];
+  if (got.commonName !== want.commonName) problems.push(`common name ${JSON.stringify(got.commonName)} (expected ${JSON.stringify(want.commonName)})`);
+  if (got.organization !== "Synaxic") problems.push(`organization ${JSON.stringify(got.organization ?? "")} (expected "Synaxic")`);
+  if (!same(got.ips, want.ips)) problems.push(`addresses [${got.ips.join(", ")}] (expected [${want.ips.join(", ")}])`);
+  if (!same(got.dns, want.dns)) problems.push(`names [${got.dns.join(", ")}] (expected [${want.dns.join(", ")}])`);
+  return problems.length ? problems.join("; ") : undefined;
 }
 
 /**

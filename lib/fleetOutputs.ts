@@ -5,6 +5,7 @@
  */
 import { z } from "zod";
 import { X509Certificate, createPublicKey } from "node:crypto";
+import { readCertRequest, spkiOf } from "./csr";
 import { BACKUP_DRILL_DEFAULTS } from "../templates/backup-scheduler";
 
 const ip = z.string().regex(/^\d{1,3}(\.\d{1,3}){3}$/, { message: "expected an IPv4 address" });
@@ -218,6 +219,44 @@ export function checkCertForOwnKey(mainStack: string, replicaName: string, kind:
       `holds a certificate for another key than this stack's own ${kind} key (this stack's keys changed since main signed its certificate requests): run \`pulumi up\` on the main stack, which signs this stack's current certRequests, then on this stack again`,
     );
   }
+}
+
+/** Whether a certificate carries the public key of a certificate request (both PEM); false for a request that cannot be read. */
+export function certMatchesRequest(certPem: string, certRequestPem: string): boolean {
+  try {
+    return spkiOf(new X509Certificate(certPem).publicKey).equals(spkiOf(readCertRequest(certRequestPem).publicKey));
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Main's certificates for this replica that are for the keys of the
+ * requests this stack published at its last `up` (its own certRequests
+ * output), or undefined when they are not (yet): a stack that is new, or
+ * was destroyed and made again, has new keys, and certificates main signed
+ * before are for keys that no longer exist; it publishes its requests and
+ * waits for main's next `up`. A stack whose services run on its own keys
+ * (its last tlsSource) is refused instead of taking them down. Compared
+ * by public key, so a request made again for new addresses with the same
+ * key still matches the certificate main signed before.
+ */
+export function signedForPublished(mainStack: string, replicaName: string, offered: ReplicaCerts[string], published: unknown, running: boolean): ReplicaCerts[string] | undefined {
+  const requests = certRequestsSchema.safeParse(published);
+  const mine = requests.success ? requests.data : undefined;
+  const core = mine !== undefined && (["postgres", "redis", "exporters"] as const).every((k) => certMatchesRequest(offered[k].certPem, mine[k]));
+  if (!core) {
+    if (running) {
+      throw new MainStackOutputError(
+        mainStack,
+        `replicaCerts.${replicaName}`,
+        `holds certificates for other keys than those of the requests this stack published (its certRequests output), while its services run on its own keys: nothing was changed. Check that the main stack reads this stack (its replicaStacks), run \`pulumi up\` there, then on this stack again`,
+      );
+    }
+    return undefined;
+  }
+  const pc = offered.prometheusClient && mine.prometheusClient && certMatchesRequest(offered.prometheusClient.certPem, mine.prometheusClient) ? offered.prometheusClient : undefined;
+  return { postgres: offered.postgres, redis: offered.redis, exporters: offered.exporters, ...(pc ? { prometheusClient: pc } : {}) };
 }
 
 /**

@@ -12,7 +12,7 @@ import { resolveHetznerHost } from "../lib/hetzner";
 import { hostMemoryBudget, memoryBudget } from "../lib/memory";
 import { FleetSecrets } from "../components/FleetSecrets";
 import { Host } from "../components/Host";
-import { Pki } from "../components/Pki";
+import { Pki, certRequestMismatch } from "../components/Pki";
 import { PostgresMaster } from "../components/PostgresMaster";
 import { PostgresReplica } from "../components/PostgresReplica";
 import * as dockerPkg from "@pulumi/docker";
@@ -27,7 +27,7 @@ import { mainFirewallRules, monitoredHosts, pkiHost } from "../lib/fleet";
 import { renderCertExpiryTextfile } from "../templates/prometheus";
 import { PG_ROLES } from "../lib/postgresContainer";
 import { EXPORTER_SCRAPE_USER } from "../templates/exporter-web";
-import { checkCertRequests, type CertRequests, type FleetInfo, type ReplicaCerts, type ReplicaCredentials } from "../lib/fleetOutputs";
+import { checkCertRequests, ReplicaStackOutputError, type CertRequests, type FleetInfo, type ReplicaCerts, type ReplicaCredentials } from "../lib/fleetOutputs";
 import { fencedAddresses, hostAccessOutputs, readControl } from "./control";
 import { rotationLoweredError } from "../lib/passwordRotation";
 import { postgresMajorChangeError } from "../lib/postgresMajor";
@@ -138,7 +138,25 @@ export async function readCertFlow(cfg: Pick<MainConfig, "replicas" | "replicaSt
     const stack = replicaStackOf(cfg, r.name);
     const ref = new pulumi.StackReference(`replica-stack-${r.name}`, { name: stack });
     const got = checkCertRequests(stack, await ref.getOutputValue("certRequests"));
-    if (got) requests[r.name] = got;
+    if (!got) continue;
+    // The provider signs whatever names a request asks for: main signs a request only for its host's own names.
+    for (const [kind, pem] of Object.entries(got) as [keyof CertRequests, string | undefined][]) {
+      if (pem === undefined) continue;
+      let mismatch: string | undefined;
+      try {
+        mismatch = certRequestMismatch(pem, pkiHost(r.name, r.privateIp), r.privateIp, kind === "prometheusClient" ? "prometheus" : kind);
+      } catch (e) {
+        throw new ReplicaStackOutputError(stack, `certRequests.${kind}`, `is refused: ${(e as Error).message}`);
+      }
+      if (mismatch) {
+        throw new ReplicaStackOutputError(
+          stack,
+          `certRequests.${kind}`,
+          `asks for ${mismatch}: this stack's replicas give ${r.name} the address ${r.privateIp}, and main signs a request for that host's names alone (if the address is right here, set the same privateIp on ${stack})`,
+        );
+      }
+    }
+    requests[r.name] = got;
   }
   const own = ownStack("self-tls");
   const held = (await own.getOutputValue("legacyTlsReplicas")) as unknown;

@@ -15,6 +15,7 @@ import {
   replicaCertsSchema,
   replicaCredentialsSchema,
   replicaTlsSchema,
+  signedForPublished,
   MainStackOutputError,
   type FleetInfo,
   type ReplicaCerts,
@@ -71,7 +72,13 @@ export async function replicaStack(config: ReplicaConfig & StackConfig) {
   const tlsAll = checkMainOutput(cfg.mainStack, "replicaTls", replicaTlsSchema, await secretOutput("replicaTls"));
   const legacy = tlsAll[cfg.replicaName];
   const signedAll = checkMainOutput(cfg.mainStack, "replicaCerts", replicaCertsSchema, (await main.getOutputValue("replicaCerts")) ?? {});
-  const signed = signedAll[cfg.replicaName];
+  // What this stack published at its last `up` (nothing on a new stack): main's certificates count only for those requests' keys.
+  const self = new pulumi.StackReference("self-certs", { name: `${pulumi.getOrganization()}/${pulumi.getProject()}/${pulumi.getStack()}` });
+  const offered = signedAll[cfg.replicaName];
+  const signed = offered ? signedForPublished(cfg.mainStack, cfg.replicaName, offered, await self.getOutputValue("certRequests"), (await self.getOutputValue("tlsSource")) === "own-keys") : undefined;
+  if (offered && !signed) {
+    pulumi.log.warn(`${cfg.replicaName}: main's certificates for it are for keys of requests this stack has not published (it is new, or was made again): it publishes its own now`);
+  }
   const https = await secretOutput("balancerHttps");
   if (https !== undefined && (typeof https?.certPem !== "string" || typeof https?.keyPem !== "string")) {
     throw new MainStackOutputError(cfg.mainStack, "balancerHttps", "is malformed: expected a certificate and key");
@@ -96,8 +103,6 @@ export async function replicaStack(config: ReplicaConfig & StackConfig) {
   if (monitoringHere && !signed && legacy && !legacy.prometheusClient) {
     throw new MainStackOutputError(cfg.mainStack, `replicaTls.${cfg.replicaName}.prometheusClient`, `is missing while fleet.monitoring names this replica (${cfg.replicaName})`);
   }
-  // This replica's own keys, and the requests main signs (exported as certRequests): its keys never leave this stack.
-  const keys = new HostKeys("pki", { host: pkiHost(me.name, cfg.privateIp), prometheusClient: monitoringHere });
   const tlsSource = signed ? "own-keys" : legacy ? "legacy" : "pending";
   if (tlsSource === "legacy") {
     pulumi.log.warn(
@@ -112,7 +117,6 @@ export async function replicaStack(config: ReplicaConfig & StackConfig) {
   if (skipMonitoring) {
     pulumi.log.warn(`${me.name} is the monitoring replica, and main has not signed its Prometheus client request yet: its Prometheus and Alertmanager wait. Run \`pulumi up\` on ${cfg.mainStack}, then on this stack again`);
   }
-  const myTls = signed ? ownKeyTls(cfg.mainStack, me.name, keys, signed) : legacy ? pulumi.secret(legacy) : undefined;
   let vps: VpsHostConfig = cfg.host;
   let hetzner: { networkId: number; sshKeyId: string } | undefined;
   if (cfg.host.provider === "hetzner") {
@@ -136,6 +140,9 @@ export async function replicaStack(config: ReplicaConfig & StackConfig) {
   }
   // A host too small for the fleet is refused before anything is declared.
   hostMemoryBudget(hostKind(fleet, me.name), vps);
+  // This replica's own keys, and the requests main signs (exported as certRequests): its keys never leave this stack.
+  const keys = new HostKeys("pki", { host: pkiHost(me.name, cfg.privateIp), prometheusClient: monitoringHere });
+  const myTls = signed ? ownKeyTls(cfg.mainStack, me.name, keys, signed) : legacy ? pulumi.secret(legacy) : undefined;
   const host = new Host(cfg.hostName, {
     hostName: cfg.hostName,
     host: vps,
@@ -160,13 +167,15 @@ export async function replicaStack(config: ReplicaConfig & StackConfig) {
   const certRequests = keys.requests;
   if (!myTls) {
     // A new replica: nothing that needs a certificate is declared; what it exports lets main sign its requests.
-    return { replicaName: me.name, privateIp: cfg.privateIp, tlsSource, certRequests, ...hostAccessOutputs(host, controlled) };
+    return { replicaName: me.name, privateIp: cfg.privateIp, tlsSource, awaitingMain: true, certRequests, ...hostAccessOutputs(host, controlled) };
   }
   const built = buildReplica({ ...cfg, skipMonitoring }, fleet, fleet.cas, me, credentials, myTls, host, "", [], balancerHttps);
   const { postgres, ...outputs } = built;
   // Resolved once the certificates are checked against this stack's keys: a mismatch fails the `up` with its message.
   const checkedSource = pulumi.unsecret(myTls.apply(() => tlsSource));
-  return { ...outputs, tlsSource: checkedSource, certRequests, ...hostAccessOutputs(host, controlled, postgres) };
+  // Something here waits for main's next `up` to sign this stack's requests (`fleet up` runs main and this stack again).
+  const awaitingMain = tlsSource !== "own-keys" || skipMonitoring;
+  return { ...outputs, tlsSource: checkedSource, awaitingMain, certRequests, ...hostAccessOutputs(host, controlled, postgres) };
 }
 
 /**

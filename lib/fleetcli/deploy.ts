@@ -180,9 +180,25 @@ export async function deployFleet(ws: FleetWorkspace, o: DeployOptions, io: Depl
     for (const n of configured) if (!names.includes(n)) names.push(n);
     replicaStacks = names.map((n) => replicaStackName(o.mainStack, n));
   }
+  const waiting: FleetStack[] = [];
   for (const [i, name] of replicaStacks.entries()) {
     const s = await select(name);
-    if (!s || !(await run(s))) return stopped(outcomes, replicaStacks.slice(i + 1), io);
+    const r = s && (await run(s));
+    if (!s || !r) return stopped(outcomes, replicaStacks.slice(i + 1), io);
+    if (r.outputs?.awaitingMain === true) waiting.push(s);
+  }
+  // A new replica publishes its certificate requests on its first up, and a
+  // replica on main-made keys on its first up with this version: main's next
+  // up signs them, and each of those replicas' next starts its services on
+  // its own keys (stacks/replica.ts). One more round does that.
+  if (o.kind === "up" && waiting.length > 0) {
+    io.stdout(`
+${waiting.map((s) => s.name).join(", ")} published certificate requests that main has not signed yet: ${o.mainStack} again, then ${waiting.length === 1 ? "that stack" : "those stacks"}
+`);
+    if (!(await run(main))) return stopped(outcomes, waiting.map((s) => s.name), io);
+    for (const [i, s] of waiting.entries()) {
+      if (!(await run(s))) return stopped(outcomes, waiting.slice(i + 1).map((x) => x.name), io);
+    }
   }
   io.stdout(`\n${o.kind === "up" ? "Updated" : "Previewed"} ${outcomes.length} stack${outcomes.length === 1 ? "" : "s"}:\n${outcomes.map((x) => `  ${x.summary}`).join("\n")}\n`);
   return outcomes;

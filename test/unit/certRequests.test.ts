@@ -48,8 +48,8 @@ describe("a new fleet: each replica's first up, main's, the replica's again", ()
     pending["replica-1"] = await runReplicaAgainst(main0, "replica-1", "10.10.0.3");
     pending["replica-2"] = await runReplicaAgainst(main0, "replica-2", "10.10.0.4");
     main1 = await runMain(2, MONITORING, { previous: main0.values, replicaOutputs: { "replica-1": pending["replica-1"].values, "replica-2": pending["replica-2"].values } });
-    final["replica-1"] = await runReplicaAgainst(main1, "replica-1", "10.10.0.3");
-    final["replica-2"] = await runReplicaAgainst(main1, "replica-2", "10.10.0.4");
+    final["replica-1"] = await runReplicaAgainst(main1, "replica-1", "10.10.0.3", { previous: pending["replica-1"].values });
+    final["replica-2"] = await runReplicaAgainst(main1, "replica-2", "10.10.0.4", { previous: pending["replica-2"].values });
   }, 240_000);
 
   it("main's first up makes no key for a replica that has published nothing", () => {
@@ -126,16 +126,37 @@ describe("a new fleet: each replica's first up, main's, the replica's again", ()
     expect(privateKeysIn(final["replica-1"]!.values)).toEqual([]);
   });
 
-  it("refuses main's certificate for another key, naming the certificate and what to run", async () => {
+  it("a running replica refuses main's certificate for another key before declaring anything, naming what to run", async () => {
     await expect(
       runReplicaAgainst(main1, "replica-1", "10.10.0.3", {
+        previous: final["replica-1"]!.values,
         mutateMainOutputs: (o) => {
           const c = o.replicaCerts as Record<string, Record<string, unknown>>;
           c["replica-1"]!.redis = c["replica-2"]!.redis;
         },
       }),
-    ).rejects.toThrow(/output "replicaCerts\.replica-1\.redis" holds a certificate for another key than this stack's own redis key.*run `pulumi up` on the main stack, which signs this stack's current certRequests, then on this stack again/s);
+    ).rejects.toThrow(/output "replicaCerts\.replica-1" holds certificates for other keys than those of the requests this stack published.*nothing was changed.*run `pulumi up` there, then on this stack again/s);
   });
+
+  it("a replica stack made again (destroyed, new keys) does not take main's old certificates: it publishes new requests and waits, and main's next up signs them", async () => {
+    // No previous outputs: `pulumi destroy` leaves the stack with none, and its keys are made again: main's certificates do not count until it has published requests.
+    const again = await runReplicaAgainst(main1, "replica-1", "10.10.0.3");
+    expect(again.values.tlsSource).toBe("pending");
+    expect(again.of(CONTAINER)).toEqual([]);
+    const main2 = await runMain(2, MONITORING, { previous: main1.values, replicaOutputs: { "replica-1": again.values, "replica-2": pending["replica-2"]!.values } });
+    const next = await runReplicaAgainst(main2, "replica-1", "10.10.0.3", { previous: again.values });
+    expect(next.values.tlsSource).toBe("own-keys");
+    expect(next.of(CONTAINER).length).toBe(final["replica-1"]!.of(CONTAINER).length);
+  }, 120_000);
+
+  it("main refuses a replica's request for names other than its host's (the provider would sign them as asked)", async () => {
+    const forged = structuredClone(pending["replica-1"]!.values) as { certRequests: Record<string, string> };
+    // replica-1's stack asks for a PostgreSQL certificate with main's request, which names main's address.
+    forged.certRequests.postgres = main1.one(SIGNED, "pki-main-postgres-cert").inputs.certRequestPem as string;
+    await expect(runMain(2, MONITORING, { previous: main1.values, replicaOutputs: { "replica-1": forged, "replica-2": pending["replica-2"]!.values } })).rejects.toThrow(
+      /replica stack organization\/synaxic\/replica-1: output "certRequests\.postgres" asks for common name "postgres\.main" \(expected "postgres\.replica-1"\).*addresses \[10\.10\.0\.2, 127\.0\.0\.1\] \(expected \[10\.10\.0\.3, 127\.0\.0\.1\]\)/s,
+    );
+  }, 120_000);
 
   it("the mocks' certificates are real X.509 certificates for the request's key", () => {
     const certs = main1.values.replicaCerts as Record<string, Record<string, { certPem: string }>>;
@@ -150,7 +171,7 @@ describe("an existing fleet (main made every key): the transition, each step wor
     main0 = await runMain(2, {}, { previous: legacyPrevious(2) });
     r1Legacy = await runReplicaAgainst(main0, "replica-1", "10.10.0.3");
     main1 = await runMain(2, {}, { previous: main0.values, replicaOutputs: { "replica-1": r1Legacy.values } });
-    r1Own = await runReplicaAgainst(main1, "replica-1", "10.10.0.3");
+    r1Own = await runReplicaAgainst(main1, "replica-1", "10.10.0.3", { previous: r1Legacy.values });
     // replica-2 has not run yet: main's next up still makes its key.
     r2Legacy = await runReplicaAgainst(main1, "replica-2", "10.10.0.4");
     main2 = await runMain(2, {}, { previous: main1.values, replicaOutputs: { "replica-1": r1Own.values, "replica-2": r2Legacy.values } });
@@ -195,11 +216,21 @@ describe("replicaStacks", () => {
   it("names where main reads a replica's requests", async () => {
     const main0 = await runMain(1);
     const pending = await runReplicaAgainst(main0, "replica-1", "10.10.0.3");
-    // The default name has exported nothing; the named stack has the requests.
-    await expect(runMain(1, { "synaxic:replicaStacks": JSON.stringify({ "replica-1": "organization/synaxic/db-1" }) }, { previous: main0.values })).rejects.toThrow(/no stack organization\/synaxic\/db-1/);
-    const signed = await runMain(1, {}, { previous: main0.values, replicaOutputs: { "replica-1": pending.values } });
+    // The default name (organization/synaxic/replica-1) has exported nothing; the named stack has the requests.
+    const named = { "synaxic:replicaStacks": JSON.stringify({ "replica-1": "organization/synaxic/db-1" }) };
+    const signed = await runMain(1, named, { previous: main0.values, stacks: { "organization/synaxic/db-1": pending.values } });
     expect(Object.keys(signed.values.replicaCerts as object)).toEqual(["replica-1"]);
+    expect(signed.of("pulumi:pulumi:StackReference").map((r) => r.inputs.name)).toContain("organization/synaxic/db-1");
+    expect(signed.one(SIGNED, "pki-replica-1-postgres-cert").inputs.certRequestPem).toBe((pending.values.certRequests as Record<string, string>).postgres);
+    // Without replicaStacks main reads the default name, which has published nothing: no certificate for replica-1.
+    const unnamed = await runMain(1, {}, { previous: main0.values, stacks: { "organization/synaxic/db-1": pending.values } });
+    expect(unnamed.values.replicaCerts).toEqual({});
   }, 120_000);
+
+  it("is refused on a replica stack, which main's reads and not the other way", async () => {
+    const main0 = await runMain(1);
+    await expect(runReplicaAgainst(main0, "replica-1", "10.10.0.3", { extra: { "synaxic:replicaStacks": JSON.stringify({ "replica-1": "acme/synaxic/x" }) } })).rejects.toThrow(/synaxic:replicaStacks: is for the main stack/);
+  }, 60_000);
 
   it("refuses a name that is not one of the replicas", async () => {
     await expect(runMain(1, { "synaxic:replicaStacks": JSON.stringify({ "replica-9": "acme/synaxic/x" }) })).rejects.toThrow(/synaxic:replicaStacks\.replica-9: names no replica/);

@@ -63,10 +63,12 @@ export interface MainMocks extends Pick<RunOptions, "appSlots"> {
   replicaOutputs?: Record<string, Record<string, unknown>>;
   /** The main stack's own outputs from its last `up` (its reference to itself); absent: a new stack. */
   previous?: Record<string, unknown>;
+  /** Outputs of further stacks by full name (a replica's stack named in replicaStacks). */
+  stacks?: Record<string, Record<string, unknown>>;
 }
 
 export function runMain(replicas: number | string[], extra: Record<string, string> = {}, mocks: MainMocks = {}): Promise<RunResult<Awaited<ReturnType<typeof mainStack>>>> {
-  const { control, replicaOutputs, previous, ...rest } = mocks;
+  const { control, replicaOutputs, previous, stacks, ...rest } = mocks;
   const under = underControl(control);
   const config = mainConfig(replicas, { ...under.config, ...extra });
   // The object storage's access key and the receivers' secrets are stored as secrets, as `pulumi config set --secret` does.
@@ -75,7 +77,7 @@ export function runMain(replicas: number | string[], extra: Record<string, strin
   const self = { "organization/synaxic/main": { outputs: previous ?? {}, secretOutputNames: [] } };
   // Each replica's stack, where main reads its certificate requests (replicaStacks' default names).
   const replicaRefs = Object.fromEntries(replicaNames(replicas).map((n) => [`organization/synaxic/${n}`, { outputs: replicaOutputs?.[n] ?? {}, secretOutputNames: [] }]));
-  return runMocked({ config, secretKeys, stack: "main", stackReferences: { ...replicaRefs, ...self, ...under.refs }, ...rest }, () => mainStack(loadStackConfig() as MainConfig & StackConfig));
+  return runMocked({ config, secretKeys, stack: "main", stackReferences: { ...replicaRefs, ...Object.fromEntries(Object.entries(stacks ?? {}).map(([n, outputs]) => [n, { outputs, secretOutputNames: [] }])), ...self, ...under.refs }, ...rest }, () => mainStack(loadStackConfig() as MainConfig & StackConfig));
 }
 
 /** Main's outputs from a version before certificate requests, as far as readCertFlow reads them: every listed replica had its key made by main. */
@@ -100,7 +102,15 @@ export interface ReplicaRunOptions {
 }
 
 /** Runs a replica program against main's outputs (with their secretness), as its StackReference reads them. */
-export function runReplicaAgainst(main: RunResult<Record<string, unknown>>, name: string, privateIp: string, opts: Pick<ReplicaRunOptions, "extra" | "mutateMainOutputs" | "control"> = {}) {
+export function runReplicaAgainst(
+  main: RunResult<Record<string, unknown>>,
+  name: string,
+  privateIp: string,
+  opts: Pick<ReplicaRunOptions, "extra" | "mutateMainOutputs" | "control"> & {
+    /** The replica stack's own outputs from its last `up` (its reference to itself); absent: a new stack. */
+    previous?: Record<string, unknown>;
+  } = {},
+) {
   const outputs = structuredClone(main.values);
   opts.mutateMainOutputs?.(outputs);
   const under = underControl(opts.control);
@@ -110,7 +120,11 @@ export function runReplicaAgainst(main: RunResult<Record<string, unknown>>, name
       config,
       secretKeys: SECRET_KEYS,
       stack: name,
-      stackReferences: { "acme/synaxic/main": { outputs, secretOutputNames: [...main.secretOutputs] }, ...under.refs },
+      stackReferences: {
+        "acme/synaxic/main": { outputs, secretOutputNames: [...main.secretOutputs] },
+        [`organization/synaxic/${name}`]: { outputs: opts.previous ?? {}, secretOutputNames: [] },
+        ...under.refs,
+      },
     },
     () => replicaStack(loadStackConfig() as ReplicaConfig & StackConfig),
   );
@@ -124,7 +138,7 @@ export async function runReplica(name: string, privateIp: string, opts: ReplicaR
   if (flow !== "own-keys") return { main: first, replica: await runReplicaAgainst(first, name, privateIp, opts) };
   const pending = await runReplicaAgainst(first, name, privateIp, { ...opts, mutateMainOutputs: undefined });
   const main = await runMain(replicas, opts.mainExtra ?? {}, { previous: first.values, replicaOutputs: { [name]: pending.values } });
-  return { main, replica: await runReplicaAgainst(main, name, privateIp, opts), pending };
+  return { main, replica: await runReplicaAgainst(main, name, privateIp, { ...opts, previous: pending.values }), pending };
 }
 
 export function runLocal(replicas: number | string[] = 1, extra: Record<string, string> = {}) {

@@ -104,6 +104,48 @@ describe("fleet up / preview order", () => {
     expect(calls.filter((c) => c.startsWith("up "))).toEqual([`up ${MAIN}`, "up ops/replica-b", "up ops/replica-a"]);
   });
 
+  it("up: a replica whose up left it waiting for main's signature (awaitingMain) gets main again and its own second up; preview does not", async () => {
+    const specs = {
+      [MAIN]: { outputs: fleetOutputs("replica-1", "replica-2", "replica-3") },
+      "acme/synaxic/replica-1": { upOutputs: { tlsSource: "own-keys", awaitingMain: false } },
+      "acme/synaxic/replica-2": { upOutputs: { tlsSource: "pending", awaitingMain: true } },
+      "acme/synaxic/replica-3": { upOutputs: { tlsSource: "legacy", awaitingMain: true } },
+    };
+    const { ws, calls } = fakeWorkspace(specs);
+    const { out, io: sink } = io();
+    const outcomes = await deployFleet(ws, { kind: "up", mainStack: MAIN, replicaStacks: [], showOutput: false }, sink);
+    expect(calls.filter((c) => c.startsWith("up "))).toEqual([
+      `up ${MAIN}`,
+      "up acme/synaxic/replica-1",
+      "up acme/synaxic/replica-2",
+      "up acme/synaxic/replica-3",
+      `up ${MAIN}`,
+      "up acme/synaxic/replica-2",
+      "up acme/synaxic/replica-3",
+    ]);
+    expect(outcomes.every((o) => o.ok)).toBe(true);
+    expect(out.stdout).toContain("acme/synaxic/replica-2, acme/synaxic/replica-3 published certificate requests that main has not signed yet");
+    const preview = fakeWorkspace(specs);
+    await deployFleet(preview.ws, { kind: "preview", mainStack: MAIN, replicaStacks: [], showOutput: false }, io().io);
+    expect(preview.calls.filter((c) => c.startsWith("preview "))).toHaveLength(4);
+  });
+
+  it("up: main failing in the second round stops before the waiting replicas, naming them", async () => {
+    let mainRuns = 0;
+    const { ws } = fakeWorkspace({ [MAIN]: { outputs: fleetOutputs("replica-1") }, "acme/synaxic/replica-1": { upOutputs: { awaitingMain: true } } });
+    const failingSecond: FleetWorkspace = {
+      async select(name) {
+        const s = await ws.select(name);
+        if (name !== MAIN) return s;
+        return { ...s, up: async (f) => (++mainRuns === 2 ? Promise.reject(new Error("stderr: error: replica stack acme/synaxic/replica-1: output \"certRequests.postgres\" asks for ...")) : s.up(f)) };
+      },
+    };
+    const { out, io: sink } = io();
+    const outcomes = await deployFleet(failingSecond, { kind: "up", mainStack: MAIN, replicaStacks: [], showOutput: false }, sink);
+    expect(outcomes.map((o) => o.ok)).toEqual([true, true, false]);
+    expect(out.stderr).toMatch(/not run: acme\/synaxic\/replica-1\.\n$/);
+  });
+
   it("stops at the first failure: nothing after it runs, the failure and what was not run are on stderr", async () => {
     const { ws, calls } = fakeWorkspace({
       [MAIN]: { outputs: fleetOutputs("replica-1", "replica-2", "replica-3") },

@@ -131,6 +131,37 @@ export function mockEcKeyPem(seed: string): string {
   return createPrivateKey({ key: { kty: "EC", crv: "P-256", d: b64(d), x: b64(pub.subarray(1, 33)), y: b64(pub.subarray(33)) }, format: "jwk" }).export({ type: "pkcs8", format: "pem" }) as string;
 }
 
+const requestsMade = new Map<string, string>();
+/**
+ * A real certificate request (the openssl CLI's) for a mocked
+ * tls.CertRequest whose key is a real one (mockEcKeyPem): its subject and
+ * names are the inputs', signed by that key, as the provider makes it, so
+ * code that reads requests (main's check of a replica's, lib/csr.ts) reads
+ * real ones. The same inputs give the same request within a test file.
+ */
+function mockCertRequest(inputs: Record<string, unknown>): string | undefined {
+  const key = inputs.privateKeyPem;
+  if (typeof key !== "string" || !key.includes("BEGIN PRIVATE KEY") || key.includes("MockKey")) return undefined;
+  const subject = (inputs.subject ?? {}) as { commonName?: string; organization?: string };
+  const ips = (inputs.ipAddresses as string[] | undefined) ?? [];
+  const dns = (inputs.dnsNames as string[] | undefined) ?? [];
+  const id = JSON.stringify([key, subject.commonName, subject.organization, ips, dns]);
+  let pem = requestsMade.get(id);
+  if (pem === undefined) {
+    const dir = mkdtempSync(join(tmpdir(), "synaxic-mock-csr-"));
+    try {
+      writeFileSync(join(dir, "key.pem"), key, { mode: 0o600 });
+      const subj = `${subject.organization ? `/O=${subject.organization}` : ""}/CN=${subject.commonName ?? ""}`;
+      const san = [...ips.map((i) => `IP:${i}`), ...dns.map((d) => `DNS:${d}`)].join(",");
+      pem = execFileSync("openssl", ["req", "-new", "-key", join(dir, "key.pem"), "-subj", subj, ...(san ? ["-addext", `subjectAltName=${san}`] : [])], { stdio: ["ignore", "pipe", "pipe"] }).toString();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    requestsMade.set(id, pem);
+  }
+  return pem;
+}
+
 /** The private key each mocked certificate request was made with, by its request PEM (kept across runs: a replica's requests reach main's run). */
 const csrKeys = new Map<string, string>();
 const certsByKey = new Map<string, string>();
@@ -267,7 +298,7 @@ export async function runMocked<T extends Record<string, unknown>>(opts: RunOpti
           case "tls:index/locallySignedCert:LocallySignedCert":
             return { id, state: { ...inputs, certPem: mockCertFor(String(inputs.certRequestPem)), validityEndTime: "2027-11-26T00:00:00Z", readyForRenewal: false } };
           case "tls:index/certRequest:CertRequest": {
-            const certRequestPem = `-----BEGIN CERTIFICATE REQUEST-----\n${t}\n-----END CERTIFICATE REQUEST-----\n`;
+            const certRequestPem = mockCertRequest(inputs) ?? `-----BEGIN CERTIFICATE REQUEST-----\n${t}\n-----END CERTIFICATE REQUEST-----\n`;
             if (typeof inputs.privateKeyPem === "string") csrKeys.set(certRequestPem, inputs.privateKeyPem);
             return { id, state: { ...inputs, certRequestPem } };
           }

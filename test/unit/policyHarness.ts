@@ -163,7 +163,9 @@ export async function runExample(file: ExampleFile, extra: Record<string, string
     "organization/synaxic/main": { outputs: structuredClone(main0.run.values), secretOutputNames: [] },
     [replicaStackName]: { outputs: structuredClone(first.run.values), secretOutputNames: [] },
   });
-  return runExampleWith(file, extra, mainRefs(file, extra, main1));
+  // Its second `up` reads what its first published (its reference to itself).
+  const self = { [`organization/synaxic/${stackOf(file)}`]: { outputs: structuredClone(first.run.values), secretOutputNames: [] } };
+  return runExampleWith(file, extra, { ...mainRefs(file, extra, main1), ...self });
 }
 
 /** The main example's outputs as the replica example's StackReference reads them. */
