@@ -18,8 +18,11 @@
  *   again for every TLS handshake (Serve's GetConfigForClient) and every
  *   request (webHandler.ServeHTTP, which caches bcrypt results), so a
  *   renewed certificate needs no restart.
- * - redis_exporter 1.45.0 has no web configuration file and no basic auth
- *   (its `--basic-auth-*` flags came in a later release); it has
+ * - redis_exporter has no web configuration file. Its basic auth (1.67
+ *   and later, oliver006/redis_exporter#967) takes the password or its
+ *   bcrypt hash only from a flag or an environment variable
+ *   (REDIS_EXPORTER_BASIC_AUTH_HASH_PASSWORD, main.go), which `docker
+ *   inspect` shows to anyone who may run it, so it is not used. It has
  *   `--tls-server-cert-file`, `--tls-server-key-file` and
  *   `--tls-server-ca-cert-file` (environment REDIS_EXPORTER_TLS_SERVER_*),
  *   and with the CA file set it requires and verifies a client certificate

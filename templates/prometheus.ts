@@ -56,7 +56,7 @@ export const JOBS = {
 /**
  * How each job authenticates when exporterAuth is given (templates/exporter-web.ts):
  * "tls+basic" a client certificate and basic auth, "tls" a client
- * certificate alone (redis_exporter 1.45 has no basic auth), "none" plain
+ * certificate alone (redis_exporter: templates/exporter-web.ts), "none" plain
  * HTTP (the app serves its actuator itself).
  */
 type JobAuth = "tls+basic" | "tls" | "none";

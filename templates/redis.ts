@@ -1,5 +1,5 @@
 /**
- * Redis 7.0 configuration for Synaxic: the master on the main VPS and one
+ * Redis configuration for Synaxic (Redis 7.0 and 8): the master on the main VPS and one
  * replica per replica VPS, TLS only, users from an ACL file.
  *
  * Pure functions from typed parameters to file text; nothing here touches
@@ -180,7 +180,10 @@ export const REDIS_ACL_RULES = {
   // (latency-monitor-threshold 0), so it would report nothing. CONFIG GET
   // would reveal masterauth (the replication password) on replicas: run the
   // exporter with --config-command=- (REDIS_EXPORTER_CONFIG_COMMAND=-), which
-  // sends a command Redis does not know instead.
+  // sends a command Redis does not know instead. redis_exporter 1.86 (the
+  // default image) sends the same per scrape (CLUSTER INFO only when INFO
+  // says cluster_enabled:1), and finds its password under the address with
+  // the user in it (components/Exporters.ts, redisExporterPasswordMap).
   exporter: ["-@all", "+info", "+ping", "+client|setname"],
   admin: ["~*", "&*", "+@all"],
 } as const;
@@ -268,7 +271,7 @@ export const REDIS_CONF_DEFAULTS = {
    * delay short "if the maximum number of replicas expected have connected";
    * at 1 that is the same as no delay, and its default 0 "means that the
    * maximum is not defined and Redis will wait the full delay". Quoted from
-   * redis.conf of Redis 7.0 (redis/redis), the version the fleet runs.
+   * redis.conf of Redis 7.0 (redis/redis); Redis 8's says the same.
    *
    * The delay only pays off when several replicas ask for a full sync within
    * it. Here replicas join one at a time (each replica host is its own stack,

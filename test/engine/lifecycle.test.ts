@@ -17,6 +17,11 @@ import { waitFor } from "../rig/net";
 import { makeCa } from "../rig/pki";
 import { S3StandIn } from "../rig/s3";
 import { OPENSSL_ENC } from "../../templates/redis-backup";
+import { DEFAULT_IMAGES } from "../../lib/config";
+import { postgresMajorOf } from "../../lib/postgresMajor";
+
+/** pgBackRest's archive id: the PostgreSQL major the fleet runs (the default image's), then the stanza's history id. */
+const ARCHIVE_ID = `${postgresMajorOf(DEFAULT_IMAGES.postgresImage)}-1`;
 
 let tier: Tier;
 let rig: EngineRig;
@@ -163,7 +168,7 @@ describe("a fleet of main and two replicas on the real engine", () => {
     expect((await info())[0]!.status.code).toBe(0);
     const keys = s3.objects().map((o) => o.key);
     expect(keys.some((k) => /^synaxic\/backup\/synaxic\/\d{8}-\d{6}F\//.test(k)), keys.slice(0, 20).join("\n")).toBe(true);
-    expect(keys.some((k) => /^synaxic\/archive\/synaxic\/15-1\/0000000100000000\/[0-9A-F]{24}-[0-9a-f]{40}\./.test(k))).toBe(true);
+    expect(keys.some((k) => k.startsWith(`synaxic/archive/synaxic/${ARCHIVE_ID}/0000000100000000/`) && /\/[0-9A-F]{24}-[0-9a-f]{40}\./.test(k))).toBe(true);
     // Taken on the standby: pgBackRest ran there with backup-standby, and reached main's TLS server by name.
     const log = (await r1.docker(["logs", "synaxic-replica-1-backup"])).stdout + (await r1.docker(["logs", "synaxic-replica-1-backup"])).stderr;
     expect(log).toMatch(/backup command begin [^\n]*--backup-standby[^\n]*--pg2-host=main/);
@@ -623,8 +628,8 @@ describe("a fleet of main and two replicas on the real engine", () => {
     for (const h of ["main", "replica-2"]) expect(redis[h]!.value, h).toMatchObject({ role: "slave", masterHost: rig.host("replica-1").ip, masterLinkStatus: "up" });
     // Backups follow: the promoted replica archives its new timeline into the same stanza, and its scheduler now acts.
     await psql(rig.host("replica-1"), "SELECT pg_switch_wal()");
-    await waitFor("timeline 2's WAL in the repository", async () => s3.objects("synaxic/archive/synaxic/15-1/").some((o) => /\/00000002[0-9A-F]{16}-[0-9a-f]{40}\./.test(o.key)), 120_000, 2000);
-    expect(s3.objects("synaxic/archive/synaxic/15-1/").some((o) => o.key.includes("00000002.history"))).toBe(true);
+    await waitFor("timeline 2's WAL in the repository", async () => s3.objects(`synaxic/archive/synaxic/${ARCHIVE_ID}/`).some((o) => /\/00000002[0-9A-F]{16}-[0-9a-f]{40}\./.test(o.key)), 120_000, 2000);
+    expect(s3.objects(`synaxic/archive/synaxic/${ARCHIVE_ID}/`).some((o) => o.key.includes("00000002.history"))).toBe(true);
     // replica-1 takes the backups still, now from itself as the primary.
     await waitFor("replica-1's scheduler acts as the primary's", async () => /^synaxic_backup_scheduler_active 1$/m.test((await rig.host("replica-1").exec(["cat", "/etc/synaxic/replica-1/node-exporter/pgbackrest.prom"])).stdout), 120_000, 2000);
   });
