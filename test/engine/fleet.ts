@@ -8,7 +8,7 @@ import http from "node:http";
 import { join } from "node:path";
 import type { Checkout } from "./engine";
 import type { EngineHost, EngineRig } from "./hosts";
-import { REPO } from "./engine";
+import { REPO, runProcess, type RunResult } from "./engine";
 
 /** The organisation of a self-managed (file) backend. */
 export const ORG = "organization";
@@ -132,6 +132,15 @@ export function statusCommand(co: Checkout, rig: EngineRig, mainStack: string, r
     }
     return { code: err.status ?? 1, report, text: `${out}\n${err.stderr?.toString() ?? ""}` };
   }
+}
+
+/** `npm run fleet -- up|preview` as an operator runs it: the Automation API on the checkout's stacks, main's replicas found from main. */
+export function fleetDeploy(co: Checkout, kind: "up" | "preview"): Promise<RunResult> {
+  return runProcess([process.execPath, join(REPO, "scripts", "fleet.cjs"), kind, "--main", `${ORG}/synaxic/main`, "--quiet", "--cwd", co.dir], {
+    cwd: co.dir,
+    env: co.engine.env,
+    timeoutMs: 1_500_000,
+  });
 }
 
 /**

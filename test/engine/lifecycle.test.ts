@@ -11,7 +11,7 @@ import { join } from "node:path";
 import type { Checkout, Engine } from "./engine";
 import { startTier, stopTier, type Tier } from "./tier";
 import type { EngineRig } from "./hosts";
-import { balancerLoad, controlConfig, initControlStack, initStack, mainConfig, psql, recoverInterrupted, replicaConfig, rigRedisBackupPackages, statusCommand } from "./fleet";
+import { balancerLoad, controlConfig, fleetDeploy, initControlStack, initStack, mainConfig, psql, recoverInterrupted, replicaConfig, rigRedisBackupPackages, statusCommand } from "./fleet";
 import { PipeSession, psqlBackend, redisEcho } from "../rig/session";
 import { waitFor } from "../rig/net";
 import { makeCa } from "../rig/pki";
@@ -503,11 +503,13 @@ describe("a fleet of main and two replicas on the real engine", () => {
       expect(volumes, `${name} keeps its PostgreSQL data`).toMatch(/pgdata/);
     }
     await co.pulumi(["config", "set", "--secret", "--stack", "main", "backupCipherPass"], { input: cipherPass });
-    await co.up("main");
-    // Re-created stacks are new replicas: each one's first up publishes its requests, main signs them, its second starts its services.
-    await eachStack(["replica-1", "replica-2"], async (r) => void (await co.up(r)));
-    await co.up("main");
-    await eachStack(["replica-1", "replica-2"], async (r) => void (await co.up(r)));
+    // Re-created stacks are new replicas: each one's first up publishes its requests, main signs them, its second starts its
+    // services. The fleet command runs those rounds: main, the replicas (waiting for main's signature), main, the replicas.
+    const fleetUp = await fleetDeploy(co, "up");
+    expect(fleetUp.code, fleetUp.stdout.slice(-3000) + fleetUp.stderr.slice(-3000)).toBe(0);
+    expect(fleetUp.stdout).toMatch(/organization\/synaxic\/replica-1, organization\/synaxic\/replica-2 published certificate requests that main has not signed yet/);
+    expect(fleetUp.stdout.match(/^ {2}organization\/synaxic\/main: succeeded/gm), fleetUp.stdout.slice(-2000)).toHaveLength(2);
+    for (const r of ["replica-1", "replica-2"]) expect((await co.outputs(r)).tlsSource, r).toBe("own-keys");
     expect(await psql(rig.host("main"), "SELECT note FROM engine_probe WHERE id = 1", "synaxic")).toBe("written on main");
     // The stanza step passed (pgbackrest check reads the repository with the key), and archiving goes on.
     await psql(rig.host("main"), "SELECT pg_switch_wal()");
