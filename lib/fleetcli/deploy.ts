@@ -101,6 +101,19 @@ export function replicasFromConfig(value: string | undefined): string[] {
   return list.map((e) => String(e).split("=")[0]!.trim()).filter((n) => n.length > 0);
 }
 
+/** The main stack's synaxic:replicaStacks (replica name -> stack), as the CLI prints a map config value (JSON); none when unset. */
+export function readReplicaStacks(value: string | undefined): Record<string, string> {
+  if (value === undefined || value.trim() === "") return {};
+  let map: unknown;
+  try {
+    map = JSON.parse(value);
+  } catch {
+    throw new UsageError(`the main stack's synaxic:replicaStacks is not a map: ${JSON.stringify(value.slice(0, 80))}`);
+  }
+  if (!map || typeof map !== "object" || Array.isArray(map)) throw new UsageError("the main stack's synaxic:replicaStacks is not a map");
+  return Object.fromEntries(Object.entries(map as Record<string, unknown>).map(([k, v]) => [k, String(v)]));
+}
+
 /** The replicas' names from a main stack's outputs (fleet.replicas). */
 function replicasFromOutputs(outputs: Record<string, unknown> | undefined): string[] {
   const list = (outputs?.fleet as { replicas?: unknown } | undefined)?.replicas;
@@ -158,7 +171,10 @@ export async function deployFleet(ws: FleetWorkspace, o: DeployOptions, io: Depl
     }
   };
 
-  const laterReplicas = o.replicaStacks.length ? [...o.replicaStacks] : configured.map((n) => replicaStackName(o.mainStack, n));
+  // A replica's stack: where main's replicaStacks names it, else beside main's.
+  const named = readReplicaStacks(config["synaxic:replicaStacks"]);
+  const stackOf = (n: string) => named[n] ?? replicaStackName(o.mainStack, n);
+  const laterReplicas = o.replicaStacks.length ? [...o.replicaStacks] : configured.map(stackOf);
   const select = (name: string) =>
     ws.select(name).catch((e: unknown) => {
       const summary = `${name}: cannot select the stack: ${failureLines(e instanceof Error ? e.message : String(e)).join(" | ")}`;
@@ -170,6 +186,22 @@ export async function deployFleet(ws: FleetWorkspace, o: DeployOptions, io: Depl
     const c = await select(control);
     if (!c || !(await run(c))) return stopped(outcomes, [o.mainStack, ...laterReplicas], io);
   }
+  // Main reads each replica it lists in that replica's stack (its certificate
+  // requests, stacks/main.ts readCertFlow), and the engine fails main's
+  // program on a stack that does not exist: say so before running it.
+  for (const n of configured) {
+    const stack = stackOf(n);
+    const exists = await ws.select(stack).then(
+      () => true,
+      () => false,
+    );
+    if (!exists) {
+      const summary = `${stack}: the stack does not exist. Main reads each replica it lists in that replica's stack: create it first (\`pulumi stack init ${stack}\`, with the replica's config), or name its stack in synaxic:replicaStacks`;
+      io.stderr(`${summary}\n`);
+      outcomes.push({ stack, ok: false, summary });
+      return stopped(outcomes, [o.mainStack, ...laterReplicas.filter((r) => r !== stack)], io);
+    }
+  }
   const mainResult = await run(main);
   if (!mainResult) return stopped(outcomes, laterReplicas, io);
 
@@ -178,7 +210,7 @@ export async function deployFleet(ws: FleetWorkspace, o: DeployOptions, io: Depl
     // After an up, the outputs it just wrote; for a preview, the current ones plus any replica only the config has yet.
     const names = replicasFromOutputs(mainResult.outputs ?? (await main.outputs()));
     for (const n of configured) if (!names.includes(n)) names.push(n);
-    replicaStacks = names.map((n) => replicaStackName(o.mainStack, n));
+    replicaStacks = names.map(stackOf);
   }
   const waiting: FleetStack[] = [];
   for (const [i, name] of replicaStacks.entries()) {

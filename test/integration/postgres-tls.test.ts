@@ -2,20 +2,27 @@
  * The TLS a PostgreSQL server of the fleet offers, on a real PostgreSQL 15
  * started from the rendered postgresql.conf: TLS 1.2 only with forward
  * secrecy and AEAD suites (the CBC and SHA-1 suites OpenSSL still offers by
- * default are refused), TLS 1.3, and never TLS 1.1.
+ * default are refused), TLS 1.3, and never TLS 1.1. And one CA per service
+ * (components/Pki.ts) on PostgreSQL's side: a client that verifies with the
+ * CA of another service refuses the server's certificate, though it names
+ * the server's address.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TestNet, type Host } from "../rig/net";
-import { makeCa } from "../rig/pki";
+import { makeCa, type TestCa } from "../rig/pki";
 import { PgCluster, PgNode, startPrimaryWithRoles } from "../rig/postgres";
 
 let net: TestNet;
+let cluster: PgCluster;
 let main: PgNode;
 let client: Host;
+/** Another service's CA (the fleet's Redis CA), made as the PostgreSQL CA is. */
+let otherCa: TestCa;
 
 beforeAll(async () => {
   net = await TestNet.create(["main", "app"]);
-  const cluster = new PgCluster({ net, ca: makeCa("pg-test-ca", net.mkdir("ca")), dbHosts: [net.host("main")], appHosts: [net.host("app")], exporterHosts: [] });
+  otherCa = makeCa("redis-test-ca", net.mkdir("other-ca"));
+  cluster = new PgCluster({ net, ca: makeCa("pg-test-ca", net.mkdir("ca")), dbHosts: [net.host("main")], appHosts: [net.host("app")], exporterHosts: [] });
   main = cluster.node(net.host("main"));
   client = net.host("app");
   await startPrimaryWithRoles(main);
@@ -48,5 +55,20 @@ describe("PostgreSQL's TLS", () => {
     }
     const old = await handshake(["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"]);
     expect(old.ok, old.out).toBe(false);
+  });
+});
+
+describe("one CA per service, on PostgreSQL's side (verify-full, as the standbys, the app and the exporter connect)", () => {
+  it("connects verifying with the PostgreSQL CA: the control for the refusal", async () => {
+    const r = await cluster.remotePsql(client, cluster.conninfo(main), "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", { allowFail: true });
+    expect(r.stdout.trim(), r.stderr).toBe("t");
+  });
+
+  it("refuses the server when verifying with another service's CA, the server's address in its certificate notwithstanding", async () => {
+    const conninfo = cluster.conninfo(main).replace(cluster.ca.certFile, otherCa.certFile);
+    expect(conninfo).toContain(otherCa.certFile);
+    const r = await cluster.remotePsql(client, conninfo, "SELECT 1", { allowFail: true });
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/certificate verify failed/);
   });
 });

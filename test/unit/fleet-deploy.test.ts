@@ -182,6 +182,26 @@ describe("fleet up / preview order", () => {
     expect(b.out.stderr).toMatch(/Stopped at acme\/synaxic\/main; not run: acme\/synaxic\/replica-1\.\n$/);
   });
 
+  it("a replica main's config lists whose stack does not exist stops the run before main, naming the command that creates it", async () => {
+    const { ws, calls } = fakeWorkspace({ [MAIN]: { config: { "synaxic:replicas": '["replica-1=10.0.0.3","replica-2=10.0.0.4"]' } }, "acme/synaxic/replica-1": {} });
+    const { out, io: sink } = io();
+    const outcomes = await deployFleet(ws, { kind: "up", mainStack: MAIN, replicaStacks: [], showOutput: false }, sink);
+    expect(calls.filter((c) => c.startsWith("up "))).toEqual([]);
+    expect(outcomes.map((o) => [o.stack, o.ok])).toEqual([["acme/synaxic/replica-2", false]]);
+    expect(out.stderr).toContain("acme/synaxic/replica-2: the stack does not exist. Main reads each replica it lists in that replica's stack: create it first (`pulumi stack init acme/synaxic/replica-2`");
+    expect(out.stderr).toMatch(/not run: acme\/synaxic\/main, acme\/synaxic\/replica-1\.\n$/);
+  });
+
+  it("a replica's stack named in main's synaxic:replicaStacks is the one checked and run", async () => {
+    const { ws, calls } = fakeWorkspace({
+      [MAIN]: { config: { "synaxic:replicas": '["replica-1=10.0.0.3"]', "synaxic:replicaStacks": '{"replica-1":"ops/db-1"}' }, upOutputs: fleetOutputs("replica-1") },
+      "ops/db-1": {},
+    });
+    const outcomes = await deployFleet(ws, { kind: "up", mainStack: MAIN, replicaStacks: [], showOutput: false }, io().io);
+    expect(calls.filter((c) => c.startsWith("up "))).toEqual([`up ${MAIN}`, "up ops/db-1"]);
+    expect(outcomes.every((o) => o.ok)).toBe(true);
+  });
+
   it("a replica stack that does not exist is a failure that stops the run", async () => {
     const { ws } = fakeWorkspace({ [MAIN]: { outputs: fleetOutputs("replica-1", "replica-2") }, "acme/synaxic/replica-2": {} });
     const { out, io: sink } = io();
