@@ -64,6 +64,9 @@ export interface ServerCert {
 
 const IPV4 = /^\d{1,3}(\.\d{1,3}){3}$/;
 
+/** The organization every subject of the fleet names, CAs included. */
+const ORGANIZATION = "Synaxic";
+
 /** The services that each have a CA of their own. */
 export type PkiService = "postgres" | "redis" | "metrics";
 export const PKI_SERVICES: readonly PkiService[] = ["postgres", "redis", "metrics"];
@@ -127,10 +130,10 @@ export function certSubject(host: { hostName: string; extraNames?: PkiHost["extr
 export function certRequestMismatch(certRequestPem: string, host: { hostName: string; extraNames?: PkiHost["extraNames"] }, privateIp: string, kind: CertKind): string | undefined {
   const want = certSubject(host, privateIp, kind);
   const got = readCertRequest(certRequestPem);
-  const same = (a: string[], b: string[]) => a.length === b.length && [...a].sort().every((x, i) => x === [...b].sort()[i]);
+  const same = (a: string[], b: string[]) => JSON.stringify([...a].sort()) === JSON.stringify([...b].sort());
   const problems: string[] = [];
   if (got.commonName !== want.commonName) problems.push(`common name ${JSON.stringify(got.commonName)} (expected ${JSON.stringify(want.commonName)})`);
-  if (got.organization !== "Synaxic") problems.push(`organization ${JSON.stringify(got.organization ?? "")} (expected "Synaxic")`);
+  if (got.organization !== ORGANIZATION) problems.push(`organization ${JSON.stringify(got.organization ?? "")} (expected ${JSON.stringify(ORGANIZATION)})`);
   if (!same(got.ips, want.ips)) problems.push(`addresses [${got.ips.join(", ")}] (expected [${want.ips.join(", ")}])`);
   if (!same(got.dns, want.dns)) problems.push(`names [${got.dns.join(", ")}] (expected [${want.dns.join(", ")}])`);
   return problems.length ? problems.join("; ") : undefined;
@@ -152,7 +155,7 @@ export function requestCert(
     `${base}-csr`,
     {
       privateKeyPem: key.privateKeyPem,
-      subject: { commonName: names.commonName, organization: "Synaxic" },
+      subject: { commonName: names.commonName, organization: ORGANIZATION },
       ...(kind === "prometheus" ? {} : { ipAddresses: names.ips, dnsNames: names.dns }),
     },
     opts,
@@ -204,7 +207,7 @@ export class Pki extends pulumi.ComponentResource {
           isCaCertificate: true,
           validityPeriodHours: 24 * 365 * 10,
           allowedUses: ["cert_signing", "crl_signing"],
-          subject: { commonName: n.commonName, organization: "Synaxic" },
+          subject: { commonName: n.commonName, organization: ORGANIZATION },
         },
         parent,
       );
@@ -277,37 +280,5 @@ export class Pki extends pulumi.ComponentResource {
       metricsCaCertPem: this.cas.metrics.certPem,
       truststoreBase64: this.truststoreBase64,
     });
-  }
-}
-
-/** A host's own private keys (secret) and its certificate requests (public), by kind. */
-export interface HostKeysArgs {
-  host: PkiHost;
-  /** This host runs Prometheus (the monitoring replica): a key and request for its client certificate too. */
-  prometheusClient: boolean;
-}
-
-/**
- * A replica's keys, made in its own stack, and the certificate requests it
- * exports (certRequests) for the main stack to sign: its private keys never
- * leave its stack. The subjects and SANs are those the main stack gives the
- * certificates it makes itself (certSubject). Resource names are those of
- * the main stack's Pki for the host, in another stack.
- */
-export class HostKeys extends pulumi.ComponentResource {
-  public readonly keyPems: { postgres: pulumi.Output<string>; redis: pulumi.Output<string>; exporters: pulumi.Output<string>; prometheusClient?: pulumi.Output<string> };
-  public readonly requests: { postgres: pulumi.Output<string>; redis: pulumi.Output<string>; exporters: pulumi.Output<string>; prometheusClient?: pulumi.Output<string> };
-
-  constructor(name: string, args: HostKeysArgs, opts?: pulumi.ComponentResourceOptions) {
-    super("synaxic:components:HostKeys", name, {}, opts);
-    const parent = { parent: this };
-    const one = (kind: CertKind) => requestCert(`${name}-${args.host.hostName}-${kind}`, args.host, kind, parent);
-    const pg = one("postgres");
-    const rd = one("redis");
-    const ex = one("exporters");
-    const pc = args.prometheusClient ? one("prometheus") : undefined;
-    this.keyPems = { postgres: pg.keyPem, redis: rd.keyPem, exporters: ex.keyPem, ...(pc ? { prometheusClient: pc.keyPem } : {}) };
-    this.requests = { postgres: pg.certRequestPem, redis: rd.certRequestPem, exporters: ex.certRequestPem, ...(pc ? { prometheusClient: pc.certRequestPem } : {}) };
-    this.registerOutputs({ requests: this.requests });
   }
 }

@@ -167,7 +167,7 @@ export type ReplicaTls = z.infer<typeof replicaTlsSchema>;
 const csrPem = z.string().includes("-----BEGIN CERTIFICATE REQUEST-----", { message: "expected a PEM certificate request" });
 /**
  * A replica stack's `certRequests` output (public): a request per
- * certificate, made with the keys it keeps (components/Pki.ts HostKeys).
+ * certificate, made with the keys it keeps (components/HostKeys.ts).
  */
 export const certRequestsSchema = z.object({ postgres: csrPem, redis: csrPem, exporters: csrPem, prometheusClient: csrPem.optional() });
 export type CertRequests = z.infer<typeof certRequestsSchema>;
@@ -206,8 +206,7 @@ export function checkCertRequests(stack: string, value: unknown): CertRequests |
  * the request's PublicKey).
  */
 export function certMatchesKey(certPem: string, keyPem: string): boolean {
-  const spki = (k: ReturnType<typeof createPublicKey>) => k.export({ type: "spki", format: "der" });
-  return spki(new X509Certificate(certPem).publicKey).equals(spki(createPublicKey(keyPem)));
+  return spkiOf(new X509Certificate(certPem).publicKey).equals(spkiOf(createPublicKey(keyPem)));
 }
 
 /** Refuses main's certificate of one kind for this replica when it is not for this stack's own key, naming what to run. */

@@ -12,12 +12,13 @@ import { ConfigError } from "../lib/config";
 import { INITIAL_CONTROL, checkControlOutput, hostRole, nextControl, type ControlInfo, type Demotion, type HostRole } from "../lib/control";
 import { remoteStep, type HostShell } from "../lib/remote";
 import { sh } from "../lib/shell";
+import { ownStack } from "./ownStack";
 import { fencedContainers, renderPoweroffProgram, renderStopScript } from "../templates/fence";
 
 export async function controlStack(cfg: ControlStackConfig) {
   // The last deployed state, from this stack's own outputs: a change is
   // checked against it (the generation only rises, the old primary is fenced).
-  const self = new pulumi.StackReference("self", { name: `${pulumi.getOrganization()}/${pulumi.getProject()}/${pulumi.getStack()}` });
+  const self = ownStack("self");
   const deployed = await self.getOutputValue("control");
   const previous: ControlInfo = deployed === undefined ? INITIAL_CONTROL : checkControlOutput(pulumi.getStack(), deployed);
   const { next, demotion } = nextControl(previous, { primary: cfg.primary, primaryGeneration: cfg.primaryGeneration, fence: cfg.fence });

@@ -29,6 +29,7 @@ import { PG_ROLES } from "../lib/postgresContainer";
 import { EXPORTER_SCRAPE_USER } from "../templates/exporter-web";
 import { checkCertRequests, ReplicaStackOutputError, type CertRequests, type FleetInfo, type ReplicaCerts, type ReplicaCredentials } from "../lib/fleetOutputs";
 import { fencedAddresses, hostAccessOutputs, readControl } from "./control";
+import { ownStack } from "./ownStack";
 import { rotationLoweredError } from "../lib/passwordRotation";
 import { postgresMajorChangeError } from "../lib/postgresMajor";
 
@@ -183,11 +184,6 @@ export function replicaStackOf(cfg: Pick<MainConfig, "replicaStacks">, replicaNa
 export interface CertFlow {
   requests: Record<string, CertRequests>;
   legacy: string[];
-}
-
-/** This stack as its last `up` left it (no outputs on a new stack). */
-function ownStack(name: string): pulumi.StackReference {
-  return new pulumi.StackReference(name, { name: `${pulumi.getOrganization()}/${pulumi.getProject()}/${pulumi.getStack()}` });
 }
 
 /**

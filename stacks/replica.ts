@@ -31,7 +31,8 @@ import { RedisPair } from "../components/RedisPair";
 import { RedisSnapshots } from "../components/RedisSnapshots";
 import { SynaxicApp, appOnHost } from "../components/SynaxicApp";
 import { Exporters } from "../components/Exporters";
-import { HostKeys, type PkiService } from "../components/Pki";
+import { HostKeys } from "../components/HostKeys";
+import type { PkiService } from "../components/Pki";
 import { NginxBalancer } from "../components/NginxBalancer";
 import { ConfigError } from "../lib/config";
 import { replicaSlotName } from "../templates/postgres-sql";
@@ -39,6 +40,7 @@ import { renderCertExpiryTextfile } from "../templates/prometheus";
 import { hostMemoryBudget, memoryBudget } from "../lib/memory";
 import { EXPORTER_SCRAPE_USER } from "../templates/exporter-web";
 import { fencedAddresses, hostAccessOutputs, readControl } from "./control";
+import { ownStack } from "./ownStack";
 
 export async function replicaStack(config: ReplicaConfig & StackConfig) {
   const main = new pulumi.StackReference("main", { name: config.mainStack });
@@ -73,7 +75,7 @@ export async function replicaStack(config: ReplicaConfig & StackConfig) {
   const legacy = tlsAll[cfg.replicaName];
   const signedAll = checkMainOutput(cfg.mainStack, "replicaCerts", replicaCertsSchema, (await main.getOutputValue("replicaCerts")) ?? {});
   // What this stack published at its last `up` (nothing on a new stack): main's certificates count only for those requests' keys.
-  const self = new pulumi.StackReference("self-certs", { name: `${pulumi.getOrganization()}/${pulumi.getProject()}/${pulumi.getStack()}` });
+  const self = ownStack("self-certs");
   const offered = signedAll[cfg.replicaName];
   const signed = offered ? signedForPublished(cfg.mainStack, cfg.replicaName, offered, await self.getOutputValue("certRequests"), (await self.getOutputValue("tlsSource")) === "own-keys") : undefined;
   if (offered && !signed) {

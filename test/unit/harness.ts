@@ -131,6 +131,17 @@ export function mockEcKeyPem(seed: string): string {
   return createPrivateKey({ key: { kty: "EC", crv: "P-256", d: b64(d), x: b64(pub.subarray(1, 33)), y: b64(pub.subarray(33)) }, format: "jwk" }).export({ type: "pkcs8", format: "pem" }) as string;
 }
 
+/** `openssl req -new` with this private key (PEM, in a private file of its own for the call) and the further arguments. */
+function opensslReq(keyPem: string, args: string[]): string {
+  const dir = mkdtempSync(join(tmpdir(), "synaxic-mock-req-"));
+  try {
+    writeFileSync(join(dir, "key.pem"), keyPem, { mode: 0o600 });
+    return execFileSync("openssl", ["req", "-new", "-key", join(dir, "key.pem"), ...args], { stdio: ["ignore", "pipe", "pipe"] }).toString();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 const requestsMade = new Map<string, string>();
 /**
  * A real certificate request (the openssl CLI's) for a mocked
@@ -148,15 +159,9 @@ function mockCertRequest(inputs: Record<string, unknown>): string | undefined {
   const id = JSON.stringify([key, subject.commonName, subject.organization, ips, dns]);
   let pem = requestsMade.get(id);
   if (pem === undefined) {
-    const dir = mkdtempSync(join(tmpdir(), "synaxic-mock-csr-"));
-    try {
-      writeFileSync(join(dir, "key.pem"), key, { mode: 0o600 });
-      const subj = `${subject.organization ? `/O=${subject.organization}` : ""}/CN=${subject.commonName ?? ""}`;
-      const san = [...ips.map((i) => `IP:${i}`), ...dns.map((d) => `DNS:${d}`)].join(",");
-      pem = execFileSync("openssl", ["req", "-new", "-key", join(dir, "key.pem"), "-subj", subj, ...(san ? ["-addext", `subjectAltName=${san}`] : [])], { stdio: ["ignore", "pipe", "pipe"] }).toString();
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    const subj = `${subject.organization ? `/O=${subject.organization}` : ""}/CN=${subject.commonName ?? ""}`;
+    const san = [...ips.map((i) => `IP:${i}`), ...dns.map((d) => `DNS:${d}`)].join(",");
+    pem = opensslReq(key, ["-subj", subj, ...(san ? ["-addext", `subjectAltName=${san}`] : [])]);
     requestsMade.set(id, pem);
   }
   return pem;
@@ -177,13 +182,7 @@ export function mockCertFor(certRequestPem: string): string {
   if (key === undefined) return testCaPem();
   let pem = certsByKey.get(key);
   if (pem === undefined) {
-    const dir = mkdtempSync(join(tmpdir(), "synaxic-mock-cert-"));
-    try {
-      writeFileSync(join(dir, "key.pem"), key, { mode: 0o600 });
-      pem = execFileSync("openssl", ["req", "-new", "-x509", "-key", join(dir, "key.pem"), "-subj", "/CN=mock-signed", "-days", "30"], { stdio: ["ignore", "pipe", "pipe"] }).toString();
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    pem = opensslReq(key, ["-x509", "-subj", "/CN=mock-signed", "-days", "30"]);
     certsByKey.set(key, pem);
   }
   return pem;
